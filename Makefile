@@ -1,0 +1,165 @@
+# deephash — root Makefile.
+#
+#   make              libraries and every program (CUDA backend when nvcc+cuDNN are found)
+#   make test         the CPU test suite, built with AddressSanitizer + UBSan
+#   make test-gpu     the GPU suite (needs a CUDA device)
+#   make bench        CPU benchmarks (print figures)
+#   make bench-gpu    GPU benchmarks
+#   make fuzz         build and run the stream-reader fuzzer (clang/libFuzzer)
+#   make install PREFIX=/usr/local
+#   make clean
+#
+# Layout of the build: build/<variant>/{obj,lib,bin,tests}; variant "rel" is
+# the normal build, "san" the sanitized CPU-only test build.
+
+PREFIX  ?= /usr/local
+VERSION := 0.1.0
+CC      ?= cc
+V       ?= rel
+
+# ---- detection --------------------------------------------------------------
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /opt/cuda /usr))
+NVCC      ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard $(CUDA_HOME)/bin/nvcc))
+CUDNN_H   := $(firstword $(wildcard $(CUDA_HOME)/include/cudnn.h /usr/include/cudnn.h /usr/include/x86_64-linux-gnu/cudnn.h))
+ifeq ($(V),san)
+  USE_CUDA := 0
+else ifeq ($(NO_CUDA),1)
+  USE_CUDA := 0
+else ifneq ($(and $(NVCC),$(CUDNN_H)),)
+  USE_CUDA := 1
+else
+  USE_CUDA := 0
+endif
+
+BUILDDIR ?= build/$(V)
+BUILD := $(BUILDDIR)
+OBJ   := $(BUILD)/obj
+LIBD  := $(BUILD)/lib
+BIND  := $(BUILD)/bin
+TESTD := $(BUILD)/tests
+
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+
+WARN    := -Wall -Wextra -Wno-unused-parameter
+CSTD    := -std=gnu11
+ifeq ($(V),san)
+  OPT   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=address,undefined
+else
+  OPT   := -O3 -march=x86-64-v2 -g
+  LDSAN :=
+endif
+CPPFLAGS := -Iformats -Ikernels -DDH_VERSION='"$(VERSION)"' -DDH_USE_CUDA=$(USE_CUDA) $(BLAS_CFLAGS) -D_FILE_OFFSET_BITS=64
+CFLAGS   += $(CSTD) $(OPT) $(WARN) -pthread
+LDLIBS   := -larchive -ljpeg -lpng -lmsgpackc -llapacke $(BLAS_LIBS) -lz -lm -lpthread
+
+ifeq ($(USE_CUDA),1)
+  CUDA_INC   := $(CUDA_HOME)/include
+  CPPFLAGS   += -I$(CUDA_INC)
+  NVCCFLAGS  ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC,-Wall -Iformats -Ikernels -DDH_USE_CUDA=1 -lineinfo
+  LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcurand -lcusolver -lcudart -lstdc++
+endif
+
+# ---- sources ------------------------------------------------------------------
+FMT_SRC  := $(wildcard formats/*.c)
+KER_SRC  := $(wildcard kernels/*.c)
+CU_SRC   := $(if $(filter 1,$(USE_CUDA)),$(wildcard kernels/*.cu))
+PROG_SRC := $(wildcard bin/dh-*.c) $(wildcard tools/dh-*.c)
+PROGS    := $(patsubst %.c,$(BIND)/%,$(notdir $(PROG_SRC)))
+UTEST_SRC:= $(wildcard tests/unit/test_*.c)
+UTESTS   := $(patsubst tests/unit/%.c,$(TESTD)/%,$(UTEST_SRC))
+GTEST_SRC:= $(wildcard tests/gpu/test_*.c)
+GTESTS   := $(patsubst tests/gpu/%.c,$(TESTD)/gpu_%,$(GTEST_SRC))
+BENCH_SRC:= $(wildcard tests/bench/bench_*.c)
+BENCHES  := $(patsubst tests/bench/%.c,$(TESTD)/%,$(BENCH_SRC))
+
+FMT_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(FMT_SRC))
+KER_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(KER_SRC)) $(patsubst %.cu,$(OBJ)/%.cu.o,$(CU_SRC))
+LIBS    := $(LIBD)/libdhkernels.a $(LIBD)/libdhformats.a
+
+.PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo
+all: info $(PROGS) $(UTESTS) $(BENCHES)
+
+info:
+	@echo "deephash $(VERSION): build $(V), nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN: $(if $(CUDNN_H),$(CUDNN_H),not found), CUDA backend: $(if $(filter 1,$(USE_CUDA)),yes,no)"
+
+$(OBJ)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(OBJ)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBD)/libdhformats.a: $(FMT_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@; ar rcs $@ $^
+
+$(LIBD)/libdhkernels.a: $(KER_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@; ar rcs $@ $^
+
+$(BIND)/%: $(OBJ)/bin/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDSAN) $< $(LIBS) $(LDLIBS) -o $@
+
+$(BIND)/%: $(OBJ)/tools/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDSAN) $< $(LIBS) $(LDLIBS) -o $@
+
+$(TESTD)/test_%: $(OBJ)/tests/unit/test_%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDSAN) $< $(LIBS) $(LDLIBS) -o $@
+
+$(TESTD)/gpu_test_%: $(OBJ)/tests/gpu/test_%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDSAN) $< $(LIBS) $(LDLIBS) -o $@
+
+$(TESTD)/bench_%: $(OBJ)/tests/bench/bench_%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDSAN) $< $(LIBS) $(LDLIBS) -o $@
+
+# ---- tests ----------------------------------------------------------------------
+# `make test` installs missing dependencies, builds the normal build (so the
+# CUDA path compiles and links), then builds and runs the suite sanitized.
+test:
+	@tools/install-deps --check || tools/install-deps
+	$(MAKE) V=rel BUILDDIR=build/rel all
+	$(MAKE) V=san BUILDDIR=build/san all
+	DH_BIN=build/san/bin DH_TESTS=build/san/tests DH_REL_BIN=build/rel/bin tests/run
+
+test-gpu: all $(GTESTS)
+	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/run --gpu
+
+bench: all
+	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/bench/run
+
+bench-gpu: all
+	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/bench/run --gpu
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz:
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  echo "clang -fsanitize=fuzzer,address,undefined $$f"; \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -DDH_USE_CUDA=0 -UDH_USE_CUDA -DDH_USE_CUDA=0 $$f $(FMT_SRC) $(KER_SRC) $(LDLIBS) -o build/fuzz/$$n || exit 1; \
+	  mkdir -p build/fuzz/$$n.corpus; \
+	  build/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-60} -max_len=65536 -rss_limit_mb=1024 build/fuzz/$$n.corpus tests/fuzz/corpus || exit 1; \
+	done
+
+# ---- install --------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/deephash \
+	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIBS) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 formats/*.h kernels/*.h $(DESTDIR)$(PREFIX)/include/deephash/
+	for m in man/*.1; do [ -f "$$m" ] && install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done; true
+	for m in man/*.5; do [ -f "$$m" ] && install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/; done; true
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS@|$(LDLIBS)|' tools/deephash.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/deephash.pc
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,81 @@
+/* dh_prog.h — what every deephash program shares: its name, the exit
+ * statuses, the one-line error convention, input/output opening, atomic
+ * output files, and the progress line.
+ *
+ * The skeleton of every main():
+ *     dh_prog_init("dh-foo", argc, argv);
+ *     parse options into a struct (getopt_long; --help -> dh_usage text on
+ *         stdout, exit 0; --version -> dh_version(); bad option -> exit 2)
+ *     open input (default stdin), read and check the header
+ *     loop over chunks
+ *     close and check; exit DH_EXIT_OK
+ */
+#ifndef DH_PROG_H
+#define DH_PROG_H
+#include <stdio.h>
+#include <stdint.h>
+#include "dh_util.h"
+
+/* Exit statuses, the same for every program (documented in each man page). */
+enum {
+    DH_EXIT_OK = 0,      /* success                                              */
+    DH_EXIT_FAIL = 1,    /* bad or damaged input data, or the work failed       */
+    DH_EXIT_USAGE = 2,   /* bad command line: unknown option, bad value         */
+    DH_EXIT_IO = 3,      /* a file could not be opened, read or written         */
+    DH_EXIT_DEVICE = 4,  /* CUDA requested but unavailable, or a device failure */
+    DH_EXIT_NOMEM = 5    /* out of memory or beyond a configured limit           */
+};
+
+extern const char *dh_progname;
+extern int dh_quiet;        /* --quiet: no progress */
+extern int dh_progress_on;  /* progress shown: stderr is a tty, or --progress */
+
+/* Set the program name, remember the command line (for stream metadata),
+ * restore default SIGPIPE so `| head` ends us quietly. */
+void dh_prog_init(const char *name, int argc, char **argv);
+const char *dh_cmdline(void);  /* the command line, shell-quoted */
+
+/* "dh-prog: message" on stderr, then exit(status). */
+void dh_die(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+/* "dh-prog: ctx: e->msg" (ctx may be NULL) and the exit status for e->code. */
+void dh_die_err(const dh_err *e, const char *ctx) __attribute__((noreturn));
+int dh_exit_status(dh_code c);
+/* Usage error: "dh-prog: msg" + "Try 'dh-prog --help'." is NOT printed (one
+ * line only); exits DH_EXIT_USAGE. */
+void dh_usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* Print "dh-prog (deephash) VERSION" on stdout and exit 0. */
+void dh_version(void) __attribute__((noreturn));
+
+/* Open an input: NULL or "-" is stdin. Dies with DH_EXIT_IO on failure. */
+FILE *dh_open_in(const char *path);
+/* Display name for messages: "<stdin>" for NULL/"-". */
+const char *dh_in_name(const char *path);
+
+/* Atomic output. path NULL or "-" writes stdout directly. Otherwise writes a
+ * temporary file beside path and renames it over path at commit, so a
+ * failed run never leaves a partial file under the final name. */
+typedef struct dh_outfile {
+    FILE *f;
+    char *path;  /* final path (NULL for stdout) */
+    char *tmp;   /* temporary path */
+} dh_outfile;
+int  dh_out_open(dh_outfile *o, const char *path, dh_err *e);
+int  dh_out_commit(dh_outfile *o, dh_err *e);   /* fflush, fsync, close, rename */
+void dh_out_abort(dh_outfile *o);               /* close and unlink temp */
+
+/* Progress on stderr: "\rdh-prog: what  done/total  rate/s  ETA".
+ * Only when dh_progress_on and !dh_quiet; updates at most 4 times a second. */
+typedef struct dh_progress {
+    const char *what;
+    const char *unit;
+    int64_t total;    /* 0 if unknown */
+    double t0, tlast;
+    int shown;
+} dh_progress;
+void dh_progress_start(dh_progress *p, const char *what, const char *unit, int64_t total);
+void dh_progress_update(dh_progress *p, int64_t done);
+void dh_progress_end(dh_progress *p, int64_t done);
+/* A full line of progress/report on stderr (respects --quiet). */
+void dh_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
