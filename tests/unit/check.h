@@ -17,15 +17,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#pragma GCC diagnostic ignored "-Wformat-truncation"
 
 static int check_failed_ = 0;   /* failures in the current test */
 static int check_skipped_ = 0;  /* current test asked to be skipped */
 static int check_nfail_ = 0;    /* failed tests in this program */
 static char check_msg_[512];
 
-#define CHECK(cond) do { if (!(cond)) { if (!check_failed_) \
-    snprintf(check_msg_, sizeof check_msg_, "%s:%d: %s", __FILE__, __LINE__, #cond); \
-    check_failed_ = 1; } } while (0)
+#define CHECK(cond) do { if (!(cond)) { \
+        if (!check_failed_) snprintf(check_msg_, sizeof check_msg_, "%s:%d: %s", __FILE__, __LINE__, #cond); \
+        check_failed_ = 1; } } while (0)
 #define CHECKF(cond, ...) do { if (!(cond)) { if (!check_failed_) { \
     int o_ = snprintf(check_msg_, sizeof check_msg_, "%s:%d: ", __FILE__, __LINE__); \
     snprintf(check_msg_ + o_, sizeof check_msg_ - o_, __VA_ARGS__); } \

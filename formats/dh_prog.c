@@ -1,0 +1,208 @@
+/* dh_prog.c — the parts of a program every deephash main shares. */
+#define _GNU_SOURCE
+#include "dh_prog.h"
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *dh_progname = "dh";
+int dh_quiet = 0;
+int dh_progress_on = 0;
+static char *cmdline_;
+
+static int needs_quote(const char *s) {
+    if (!*s) return 1;
+    for (; *s; s++)
+        if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') || ('0' <= *s && *s <= '9') ||
+              strchr("-_./=,:+@%", *s)))
+            return 1;
+    return 0;
+}
+
+void dh_prog_init(const char *name, int argc, char **argv) {
+    dh_progname = name;
+    signal(SIGPIPE, SIG_DFL);
+    dh_progress_on = isatty(2);
+    size_t n = 1;
+    for (int i = 0; i < argc; i++) n += 4 * strlen(argv[i]) + 3;
+    cmdline_ = malloc(n);
+    if (!cmdline_) return;
+    char *p = cmdline_;
+    for (int i = 0; i < argc; i++) {
+        const char *a = i == 0 ? name : argv[i];
+        if (i) *p++ = ' ';
+        if (needs_quote(a)) {
+            *p++ = '\'';
+            for (const char *s = a; *s; s++) {
+                if (*s == '\'') { memcpy(p, "'\\''", 4); p += 4; }
+                else *p++ = *s;
+            }
+            *p++ = '\'';
+        } else {
+            size_t l = strlen(a);
+            memcpy(p, a, l);
+            p += l;
+        }
+    }
+    *p = 0;
+}
+
+const char *dh_cmdline(void) { return cmdline_ ? cmdline_ : dh_progname; }
+
+void dh_die(int status, const char *fmt, ...) {
+    va_list ap;
+    if (dh_progress_on) fputs("\r\033[K", stderr);
+    fprintf(stderr, "%s: ", dh_progname);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(status);
+}
+
+int dh_exit_status(dh_code c) {
+    switch (c) {
+    case DH_OK: case DH_EOF: return DH_EXIT_OK;
+    case DH_EIO: return DH_EXIT_IO;
+    case DH_EINVAL: return DH_EXIT_USAGE;
+    case DH_EDEVICE: return DH_EXIT_DEVICE;
+    case DH_ENOMEM: case DH_ELIMIT: return DH_EXIT_NOMEM;
+    default: return DH_EXIT_FAIL;
+    }
+}
+
+void dh_die_err(const dh_err *e, const char *ctx) {
+    int st = dh_exit_status(e->code);
+    if (st == DH_EXIT_OK) st = DH_EXIT_FAIL;
+    if (ctx && *ctx) dh_die(st, "%s: %s", ctx, e->msg);
+    dh_die(st, "%s", e->msg);
+}
+
+void dh_usage_error(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "%s: ", dh_progname);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(DH_EXIT_USAGE);
+}
+
+void dh_version(void) {
+    printf("%s (deephash) %s\n", dh_progname, DH_VERSION);
+    exit(0);
+}
+
+FILE *dh_open_in(const char *path) {
+    if (!path || !strcmp(path, "-")) return stdin;
+    FILE *f = fopen(path, "rb");
+    if (!f) dh_die(DH_EXIT_IO, "%s: %s", path, strerror(errno));
+    return f;
+}
+
+const char *dh_in_name(const char *path) {
+    return (!path || !strcmp(path, "-")) ? "<stdin>" : path;
+}
+
+int dh_out_open(dh_outfile *o, const char *path, dh_err *e) {
+    memset(o, 0, sizeof *o);
+    if (!path || !strcmp(path, "-")) { o->f = stdout; return 0; }
+    o->path = dh_strdup(e, path);
+    o->tmp = dh_malloc(e, strlen(path) + 32, 1);
+    if (!o->path || !o->tmp) { free(o->path); free(o->tmp); return DH_ENOMEM; }
+    /* temp beside the target so rename() stays on one filesystem */
+    const char *slash = strrchr(path, '/');
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    sprintf(o->tmp, "%.*s.%s.tmp.XXXXXX", dirlen, path, slash ? slash + 1 : path);
+    int fd = mkstemp(o->tmp);
+    if (fd < 0) {
+        int err = errno;
+        free(o->path); free(o->tmp); o->path = o->tmp = NULL;
+        return dh_seterr(e, DH_EIO, "%s: cannot create: %s", path, strerror(err));
+    }
+    o->f = fdopen(fd, "wb");
+    if (!o->f) { close(fd); unlink(o->tmp); return dh_seterr(e, DH_EIO, "%s: %s", path, strerror(errno)); }
+    return 0;
+}
+
+int dh_out_commit(dh_outfile *o, dh_err *e) {
+    if (!o->path) {  /* stdout */
+        if (fflush(o->f) != 0 || ferror(o->f))
+            return dh_seterr(e, DH_EIO, "<stdout>: write error: %s", strerror(errno));
+        return 0;
+    }
+    int rc = 0;
+    if (fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0)
+        rc = dh_seterr(e, DH_EIO, "%s: write error: %s", o->path, strerror(errno));
+    if (fclose(o->f) != 0 && !rc) rc = dh_seterr(e, DH_EIO, "%s: close: %s", o->path, strerror(errno));
+    o->f = NULL;
+    if (!rc && rename(o->tmp, o->path) != 0)
+        rc = dh_seterr(e, DH_EIO, "%s: rename: %s", o->path, strerror(errno));
+    if (rc) unlink(o->tmp);
+    free(o->path); free(o->tmp); o->path = o->tmp = NULL;
+    return rc;
+}
+
+void dh_out_abort(dh_outfile *o) {
+    if (!o->path) return;  /* stdout: the missing trailer marks it incomplete */
+    if (o->f) fclose(o->f);
+    unlink(o->tmp);
+    free(o->path); free(o->tmp);
+    memset(o, 0, sizeof *o);
+}
+
+static void fmt_time(char *b, size_t n, double s) {
+    if (s < 0 || s > 1e7) { snprintf(b, n, "--:--"); return; }
+    int t = (int)(s + 0.5);
+    if (t >= 3600) snprintf(b, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(b, n, "%d:%02d", t / 60, t % 60);
+}
+
+void dh_progress_start(dh_progress *p, const char *what, const char *unit, int64_t total) {
+    p->what = what; p->unit = unit ? unit : "rows"; p->total = total;
+    p->t0 = p->tlast = dh_now(); p->shown = 0;
+}
+
+static void progress_print(dh_progress *p, int64_t done, int final) {
+    double el = dh_now() - p->t0;
+    double rate = el > 0 ? done / el : 0;
+    char eta[32] = "", tb[32];
+    fmt_time(tb, sizeof tb, el);
+    if (p->total > 0 && !final) {
+        char e[24];
+        fmt_time(e, sizeof e, rate > 0 ? (p->total - done) / rate : -1);
+        snprintf(eta, sizeof eta, "  ETA %s", e);
+    }
+    if (p->total > 0)
+        fprintf(stderr, "\r\033[K%s: %s %lld/%lld %s  %.0f %s/s  %s%s%s", dh_progname, p->what,
+                (long long)done, (long long)p->total, p->unit, rate, p->unit, tb, eta, final ? "\n" : "");
+    else
+        fprintf(stderr, "\r\033[K%s: %s %lld %s  %.0f %s/s  %s%s", dh_progname, p->what,
+                (long long)done, p->unit, rate, p->unit, tb, final ? "\n" : "");
+}
+
+void dh_progress_update(dh_progress *p, int64_t done) {
+    if (dh_quiet || !dh_progress_on) return;
+    double t = dh_now();
+    if (t - p->tlast < 0.25) return;
+    p->tlast = t; p->shown = 1;
+    progress_print(p, done, 0);
+}
+
+void dh_progress_end(dh_progress *p, int64_t done) {
+    if (dh_quiet || !dh_progress_on || !p->shown) return;
+    progress_print(p, done, 1);
+}
+
+void dh_note(const char *fmt, ...) {
+    if (dh_quiet) return;
+    va_list ap;
+    fprintf(stderr, "%s: ", dh_progname);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
