@@ -1,0 +1,125 @@
+/* evalmap.h — retrieval metrics over Hamming rankings.
+ *
+ * Protocol (the paper's): a database item is relevant to a query when
+ * their labels are equal. The ranking of a query is the whole database
+ * sorted by Hamming distance, ties broken by database position (a stable
+ * sort). Per query, with Rel relevant items in the database:
+ *   AP      = (1/Rel) * sum over relevant items at rank r (1-based) of
+ *             (relevant items in ranks 1..r) / r;  0 when Rel == 0.
+ *   AP@R    = the same sum over ranks 1..R, divided by the number of
+ *             relevant items in ranks 1..R (0 when there is none) — the
+ *             usual "mAP@R" of the hashing literature.
+ *   P@k     = relevant in ranks 1..k / min(k, N);  R@k = that / Rel.
+ *   P(r)    = relevant at distance <= r / items at distance <= r (0 when
+ *             no item is that close); R(r) = relevant at distance <= r / Rel.
+ *   AP_tie  = the expected AP when equal-distance items come in a uniformly
+ *             random order (McSherry & Najork 2008), in closed form from the
+ *             per-distance counts: for a distance bucket with n items, m of
+ *             them relevant, N_b items and R_b relevant items before it,
+ *             (m/n) * [ (R_b + 1 - (N_b+1)*beta) * (H(N_b+n) - H(N_b)) + n*beta ],
+ *             beta = (m-1)/(n-1) (0 when n == 1), H the harmonic numbers.
+ * Means are over all queries; a query with no relevant item counts with
+ * AP = 0 (and is reported), so it can only lower the mean.
+ *
+ * Fast path (dh_map_cpu, dh_map_cuda): per query one pass over the database
+ * computes each item's distance d and its index s among the items at
+ * distance d so far (a per-distance counter); relevant items are remembered
+ * as (d, s). With the per-distance counts, an item's rank is
+ * start[d] + s, and the relevant items before it number relstart[d] +
+ * (its index among relevant items at d): exact AP in O(N + K) per query,
+ * never sorting or materialising the ranking.
+ */
+#ifndef DH_EVALMAP_H
+#define DH_EVALMAP_H
+#include <stdint.h>
+#include "dh_util.h"
+#include "hamming.h"
+
+#define DH_MAP_MAX_K 64   /* at most this many precision@k cut-offs */
+
+typedef struct dh_map_opts {
+    int64_t at_r;                 /* mAP@R: R (0 = not computed) */
+    int nk;                       /* precision/recall@k cut-offs */
+    int64_t ks[DH_MAP_MAX_K];
+    int radius;                   /* precision within this Hamming radius (2) */
+} dh_map_opts;
+
+/* Per-query raw statistics, filled by the fast paths (CPU or CUDA) or from
+ * a ranked list; dh_map_acc_add turns them into metrics. */
+typedef struct dh_map_qraw {
+    int64_t rel_total;    /* relevant items in the whole database */
+    int64_t len;          /* items ranked (N for the fast path) */
+    int complete_upto;    /* every item at distance <= this is in the list
+                             (bits for a full ranking) */
+    double ap_sum;        /* sum over ranked relevant items of prec@rank */
+    double apr_sum;       /* the same over ranks 1..at_r */
+    int64_t rel_at_r;     /* relevant in ranks 1..at_r */
+    int64_t rel_k[DH_MAP_MAX_K];  /* relevant in ranks 1..k */
+    int64_t *hist;        /* (bits+1) items at each distance (valid up to complete_upto) */
+    int64_t *relhist;     /* (bits+1) relevant items at each distance */
+} dh_map_qraw;
+
+/* Accumulated metrics over queries. */
+typedef struct dh_map_acc {
+    int bits;
+    int64_t ndb;
+    dh_map_opts opt;
+    int64_t nq, nq_norel;
+    int64_t min_len;         /* shortest ranked list */
+    int min_complete;        /* smallest complete_upto */
+    double ap, ap_tie, apr, prad;          /* sums over queries */
+    double pk[DH_MAP_MAX_K], rk[DH_MAP_MAX_K];
+    double *pr_p, *pr_r;     /* (bits+1) sums of P(r), R(r) */
+    const double *H;         /* harmonic numbers H[0..ndb] (borrowed) */
+} dh_map_acc;
+
+/* Harmonic numbers H[0..n] (H[0] = 0). Caller frees. */
+double *dh_map_harmonic(int64_t n, dh_err *e);
+
+int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o,
+                    const double *H, dh_err *e);
+void dh_map_acc_free(dh_map_acc *a);
+/* Add one query's statistics (in query order, for reproducible sums). */
+void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r);
+
+/* Final metrics (means), and which are available. */
+typedef struct dh_map_result {
+    int bits;
+    int64_t nq, ndb, nq_norel;
+    int have_map, have_map_r, have_prad;
+    double map, map_tie, map_r, prad;
+    int64_t at_r;
+    int radius;
+    int nk;
+    int64_t ks[DH_MAP_MAX_K];
+    int have_k[DH_MAP_MAX_K];
+    double pk[DH_MAP_MAX_K], rk[DH_MAP_MAX_K];
+    int pr_n;                 /* PR points for radius 0..pr_n-1 */
+    double *pr_p, *pr_r;      /* (pr_n) */
+} dh_map_result;
+int dh_map_acc_result(const dh_map_acc *a, dh_map_result *res, dh_err *e);
+void dh_map_result_free(dh_map_result *r);
+
+/* Fast path on the CPU: queries q (nq, W) with labels ql (nq), database db
+ * (ndb, W) with labels dl (ndb). Adds every query to acc, in order. */
+int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq,
+               const uint64_t *db, const int32_t *dl, int64_t ndb, int bits,
+               int nthreads, dh_map_acc *acc, dh_err *e);
+
+/* Statistics of one query from a ranked list (database rows idx with their
+ * distances, in rank order); dl are the database labels, rel_total the
+ * number of database items with label ql. complete_upto as in dh_map_qraw.
+ * raw->hist and raw->relhist must point to bits+1 entries each. */
+int dh_map_list(const int64_t *idx, const int32_t *dist, int64_t n, int32_t ql,
+                const int32_t *dl, int64_t ndb, int bits, int64_t rel_total,
+                int complete_upto, const dh_map_opts *o, dh_map_qraw *raw, dh_err *e);
+
+/* Fast path on the GPU (DH_USE_CUDA builds): same results as dh_map_cpu up
+ * to the order of floating-point additions within a query (|diff| < 1e-12).
+ * *gpu_seconds gets the time of the computation itself (upload of the
+ * database excluded). Returns DH_EUNSUPPORTED without CUDA. */
+int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq,
+                const uint64_t *db, const int32_t *dl, int64_t ndb, int bits,
+                dh_map_acc *acc, double *gpu_seconds, dh_err *e);
+
+#endif

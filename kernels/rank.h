@@ -1,0 +1,68 @@
+/* rank.h — Hamming ranking: for each query code, the database rows ordered
+ * by Hamming distance and then by database position (a stable sort by
+ * distance), cut to the first `top` rows and/or to distance <= `radius`.
+ *
+ * Codes are in word form (see hamming.h): q (nq, W), db (ndb, W).
+ *
+ * CPU: per query a single streaming pass over the database keeps a
+ * per-distance count of the candidates so far and the distance bound below
+ * which a later row can still enter the top R (a later row at the bound
+ * loses the tie to the earlier ones); candidates go to a buffer that is
+ * compacted when full, and a final counting sort by distance (stable)
+ * gives the order. Queries are processed in blocks against tiles of the
+ * database that stay in cache; blocks are spread over pthreads.
+ *
+ * CUDA (rank_kernels.cu): the database stays resident on the device; per
+ * query a histogram of distances gives the cut distance, and a second pass
+ * scatters the selected rows to their final positions with a stable
+ * per-distance rank (counting sort, no full sort).
+ */
+#ifndef DH_RANK_H
+#define DH_RANK_H
+#include <stdint.h>
+#include "dh_util.h"
+#include "hamming.h"
+
+#define DH_RANK_ALL  INT64_MAX   /* top = all rows */
+#define DH_RANK_NORADIUS (-1)
+
+/* Results for a batch of queries, CSR: the list of query i is
+ * idx[off[i] .. off[i+1]) with distances dist[...]. */
+typedef struct dh_rank_result {
+    int64_t nq;
+    int64_t *off;    // (nq+1)
+    int64_t *idx;    // (off[nq]) database row numbers
+    int32_t *dist;   // (off[nq]) Hamming distances
+} dh_rank_result;
+void dh_rank_result_free(dh_rank_result *r);
+
+/* Number of worker threads to use by default: online CPUs (at least 1),
+ * or $DH_THREADS when set. */
+int dh_rank_default_threads(void);
+
+/* Run fn(ctx, i0, i1, tid) over [0, n) split into `nthreads` contiguous
+ * ranges on pthreads (in the calling thread when nthreads <= 1). Returns 0,
+ * or -1 if a thread could not be created (the work is then done inline). */
+int dh_rank_parallel(int nthreads, int64_t n,
+                     void (*fn)(void *ctx, int64_t i0, int64_t i1, int tid), void *ctx);
+
+/* CPU ranking. top >= 1 (DH_RANK_ALL for every row); radius >= 0 keeps only
+ * rows with distance <= radius (DH_RANK_NORADIUS: no limit). bits is the
+ * code length (distances are <= bits). */
+int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
+                int bits, int64_t top, int radius, int nthreads,
+                dh_rank_result *out, dh_err *e);
+
+/* CUDA ranking (identical results to dh_rank_cpu). A context keeps the
+ * database on the device between batches of queries. Only when built with
+ * DH_USE_CUDA; otherwise dh_rank_cuda_open returns DH_EUNSUPPORTED. */
+typedef struct dh_rank_cuda dh_rank_cuda;
+int dh_rank_cuda_open(dh_rank_cuda **ctx, const uint64_t *db, int64_t ndb, int bits,
+                      const int32_t *labels /* (ndb) or NULL */, dh_err *e);
+int dh_rank_cuda_run(dh_rank_cuda *ctx, const uint64_t *q, int64_t nq,
+                     int64_t top, int radius, dh_rank_result *out, dh_err *e);
+void dh_rank_cuda_close(dh_rank_cuda *ctx);
+/* 1 if a CUDA device can be used (0 in CPU-only builds). */
+int dh_rank_cuda_available(void);
+
+#endif
