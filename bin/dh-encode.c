@@ -1,0 +1,233 @@
+/* dh-encode — hash a stream into packed binary codes.
+ *
+ *   dh-encode -m deephash.dhm < test.dhs > test.codes      (images + deep hash model)
+ *   dh-encode -m hash0.dhm < feats.dhs > feats.codes       (features + hash model)
+ *
+ * Output: kind codes (code bits [K], label i32, id str — label and id when
+ * the input has them), meta "bits", the model's provenance. Rows are
+ * processed in batches of --batch, so memory stays bounded.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dh_prog.h"
+#include "dhs.h"
+#include "dk.h"
+#include "net.h"
+#include "hashfn.h"
+
+static void usage(void)
+{
+    printf("Usage: %s -m MODEL [OPTION]... [INPUT]\n"
+           "Encode an images stream (deep hash model) or a features stream (hash model)\n"
+           "into a codes stream of packed bits. INPUT defaults to standard input.\n\n"
+           "  -m, --model FILE    hash model (dh-inithash) or deep hash model (dh-finetune)\n"
+           "  -B, --batch N       rows per batch (default 256)\n"
+           "  -d, --device DEV    cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
+           "  -o, --output FILE   write to FILE atomically (default: standard output)\n"
+           "  -q, --quiet         no progress or report\n"
+           "      --progress      show progress even when stderr is not a terminal\n"
+           "  -h, --help          show this help and exit\n"
+           "  -V, --version       show the version and exit\n\n"
+           "Bit k of a code is 1 when the k-th hash projection u_k > 0. See dh-encode(1).\n",
+           dh_progname);
+}
+
+typedef struct enc {
+    dhs_model model;
+    dh_hashfn h;
+    net *nw;              /* images only */
+    dk_device dev;
+    int images;
+    int fin, fl, fid;     /* input field indices (pixels or z; label; id) */
+    int64_t B;
+    float *z;             /* (B, D) host */
+    float *u;             /* (B, K) */
+    uint8_t *codes;       /* (B, nb) */
+    uint8_t *dpix;        /* device copy of a batch of pixels */
+    dk_tensor x;          /* (B, C, H, W) */
+    uint32_t *idlen;      /* (B) */
+} enc;
+
+static enc E;   /* global: reachable from exit paths */
+
+static void fail(dhs_writer *w, dh_outfile *of, const dh_err *e, const char *ctx)
+{
+    if (w) dhs_writer_abort(w);
+    if (of) dh_out_abort(of);
+    dh_die_err(e, ctx);
+}
+
+int main(int argc, char **argv)
+{
+    dh_prog_init("dh-encode", argc, argv);
+    const char *mpath = NULL, *out = NULL, *device = NULL;
+    int64_t B = 256;
+    enum { O_PROG = 256 };
+    static const struct option lo[] = {
+        { "model", 1, 0, 'm' }, { "batch", 1, 0, 'B' }, { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' },
+        { "quiet", 0, 0, 'q' }, { "progress", 0, 0, O_PROG }, { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' },
+        { 0, 0, 0, 0 } };
+    int c;
+    while ((c = getopt_long(argc, argv, "m:B:d:o:qhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': mpath = optarg; break;
+        case 'B': if (dh_parse_i64(optarg, 1, 1 << 20, &B)) dh_usage_error("--batch: '%s' is not an integer in 1..%d", optarg, 1 << 20); break;
+        case 'd': device = optarg; break;
+        case 'o': out = optarg; break;
+        case 'q': dh_quiet = 1; break;
+        case O_PROG: dh_progress_on = 1; break;
+        case 'h': usage(); return DH_EXIT_OK;
+        case 'V': dh_version();
+        default: dh_usage_error("bad option (see --help)");
+        }
+    }
+    if (!mpath) dh_usage_error("no model: use -m MODEL");
+    if (optind < argc - 1) dh_usage_error("at most one input file");
+    const char *in = optind < argc ? argv[optind] : NULL;
+    dh_err e;
+    E.B = B;
+    if (dhs_model_load(mpath, &E.model, &e)) dh_die_err(&e, NULL);
+    const char *mk = dhs_meta_str(E.model.meta, "model");
+    if (!mk) dh_die(DH_EXIT_FAIL, "%s: not a model (meta \"model\" missing)", mpath);
+    int deep = strcmp(mk, "deephash") == 0;
+    if (!deep && strcmp(mk, "hash") != 0)
+        dh_die(DH_EXIT_FAIL, "%s: a '%s' model: dh-encode needs a hash model (dh-inithash) or a deep hash model (dh-finetune)", mpath, mk);
+    if (dh_hashfn_bind(&E.h, &E.model, deep ? "hash." : "", &e)) dh_die_err(&e, mpath);
+    const int K = E.h.K, D = E.h.D, nb = (K + 7) / 8;
+
+    dhs_reader *r = dhs_open_path(in, NULL, &e);
+    if (!r) dh_die_err(&e, NULL);
+    const dhs_schema *s = dhs_reader_schema(r);
+    const char *iname = dh_in_name(in);
+    if (strcmp(s->kind, "images") == 0) {
+        if (!deep) dh_die(DH_EXIT_FAIL, "%s: an images stream needs a deep hash model (dh-finetune); %s is a shallow hash model: encode features instead", iname, mpath);
+        E.images = 1;
+        E.fin = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
+        if (E.fin < 0) dh_die_err(&e, iname);
+        if (dk_device_parse(device, &E.dev, &e)) dh_die_err(&e, "--device");
+        if (dk_init(E.dev, &e)) dh_die_err(&e, dk_device_name(E.dev));
+        if (net_from_model(&E.model, E.dev, B, &E.nw, &e)) dh_die_err(&e, mpath);
+        const dhs_field *f = &s->fields[E.fin];
+        const int *ni = E.nw->spec.in;
+        if (f->shape[0] != ni[0] || f->shape[1] != ni[1] || f->shape[2] != ni[2])
+            dh_die(DH_EXIT_FAIL, "%s: images are %lldx%lldx%lld, the network expects %dx%dx%d", iname,
+                   (long long)f->shape[0], (long long)f->shape[1], (long long)f->shape[2], ni[0], ni[1], ni[2]);
+        if (E.nw->zdim != D)
+            dh_die(DH_EXIT_FAIL, "%s: network z has %d dimensions, the hash layer expects %d", mpath, E.nw->zdim, D);
+        if (dk_mem_alloc(E.dev, (size_t)B * f->row_bytes, (void **)&E.dpix, &e) ||
+            dk_tensor_alloc4(&E.x, E.dev, 4, B, ni[0], ni[1], ni[2], &e))
+            dh_die_err(&e, "allocating a batch");
+    } else if (strcmp(s->kind, "features") == 0) {
+        E.fin = dhs_require_field(s, "z", DHS_F32, 1, &e);
+        if (E.fin < 0) dh_die_err(&e, iname);
+        if (s->fields[E.fin].variable || s->fields[E.fin].shape[0] != D)
+            dh_die(DH_EXIT_FAIL, "%s: features have %lld dimensions, the hash model %s expects %d", iname,
+                   (long long)s->fields[E.fin].shape[0], mpath, D);
+        if (device) { dk_device dd; if (dk_device_parse(device, &dd, &e)) dh_die_err(&e, "--device"); }
+    } else {
+        dh_die(DH_EXIT_FAIL, "%s: a '%s' stream: expected images or features", iname, s->kind);
+    }
+    E.fl = dhs_field_index(s, "label");
+    if (E.fl >= 0 && (s->fields[E.fl].dtype != DHS_I32 || s->fields[E.fl].ndim != 0)) E.fl = -1;
+    E.fid = dhs_field_index(s, "id");
+    if (E.fid >= 0 && s->fields[E.fid].dtype != DHS_STR) E.fid = -1;
+
+    E.z = dh_malloc(&e, (size_t)B * D, sizeof(float));
+    E.u = dh_malloc(&e, (size_t)B * K, sizeof(float));
+    E.codes = dh_malloc(&e, (size_t)B * nb, 1);
+    E.idlen = dh_malloc(&e, (size_t)B, sizeof(uint32_t));
+    if (!E.z || !E.u || !E.codes || !E.idlen) dh_die_err(&e, NULL);
+
+    /* output schema and meta */
+    dhs_schema os;
+    dhs_schema_init(&os, "codes");
+    int64_t kk = K;
+    int oc = dhs_schema_add(&os, "code", DHS_BITS, 1, &kk, &e);
+    int ol = E.fl >= 0 ? dhs_schema_add(&os, "label", DHS_I32, 0, NULL, &e) : -1;
+    int oi = E.fid >= 0 ? dhs_schema_add(&os, "id", DHS_STR, 0, NULL, &e) : -1;
+    if (oc < 0 || (E.fl >= 0 && ol < 0) || (E.fid >= 0 && oi < 0)) dh_die_err(&e, "output schema");
+    dhs_meta *om = dhs_meta_new();
+    const dhs_meta *imeta = dhs_reader_meta(r);
+    if (!om) dh_die(DH_EXIT_NOMEM, "out of memory");
+    dhs_meta_set_str(om, "program", "dh-encode");
+    dhs_meta_set_str(om, "cmdline", dh_cmdline());
+    dhs_meta_set_int(om, "bits", K);
+    dhs_meta_set_str(om, "model", mpath);
+    dhs_meta_set_str(om, "model_kind", mk);
+    dhs_meta_set_str(om, "hash_method", E.h.method);
+    const char *mc = dhs_meta_str(E.model.meta, "cmdline");
+    if (mc) dhs_meta_set_str(om, "model_cmdline", mc);
+    if (imeta) {
+        const char *src = dhs_meta_str(imeta, "source");
+        if (src) dhs_meta_set_str(om, "source", src);
+        if (dhs_meta_type(imeta, "classes") == DHS_M_ARRAY) {
+            int n = dhs_meta_len(imeta, "classes");
+            const char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
+            if (names) {
+                int ok = 1;
+                for (int i = 0; i < n; i++) if (!(names[i] = dhs_meta_str_at(imeta, "classes", i))) ok = 0;
+                if (ok) dhs_meta_set_strv(om, "classes", names, n);
+                free(names);
+            }
+        }
+    }
+    dh_outfile of;
+    if (dh_out_open(&of, out, &e)) dh_die_err(&e, out);
+    dhs_writer *w = dhs_writer_open(of.f, out ? out : "<stdout>", &os, om, &e);
+    dhs_meta_free(om);
+    if (!w) fail(NULL, &of, &e, out ? out : "<stdout>");
+
+    dh_progress pr;
+    dh_progress_start(&pr, "encoding", "rows", 0);
+    dhs_chunk *ch;
+    int rc;
+    int64_t done = 0;
+    while ((rc = dhs_read_chunk(r, &ch, &e)) == DH_OK) {
+        for (int64_t s0 = 0; s0 < ch->nrows; s0 += B) {
+            int64_t n = ch->nrows - s0 < B ? ch->nrows - s0 : B;
+            const float *zb;
+            if (E.images) {
+                const dhs_field *f = &s->fields[E.fin];
+                const uint8_t *pix = (const uint8_t *)ch->col[E.fin] + s0 * f->row_bytes;
+                dk_tensor xb, zt;
+                if (dk_mem_upload(E.dev, E.dpix, pix, (size_t)(n * f->row_bytes), &e) ||
+                    dk_tensor_rows(&E.x, 0, n, &xb, &e) ||
+                    dk_images_augment(E.dpix, n, (int)f->shape[0], (int)f->shape[1], (int)f->shape[2], NULL, 0, 0,
+                                      E.nw->mean, E.nw->std, 0, 0, &xb, &e) ||
+                    net_forward_to_z(E.nw, &xb, 0, &zt, &e) ||
+                    dk_download(&zt, E.z, n * D, &e))
+                    fail(w, &of, &e, iname);
+                zb = E.z;
+            } else {
+                zb = (const float *)ch->col[E.fin] + s0 * D;
+            }
+            if (dh_hashfn_project(&E.h, zb, n, E.u, &e)) fail(w, &of, &e, mpath);
+            dh_pack_signs(E.u, n, K, E.codes);
+            const void *cols[DHS_MAX_FIELDS] = { 0 };
+            const uint32_t *lens[DHS_MAX_FIELDS] = { 0 };
+            cols[oc] = E.codes;
+            if (ol >= 0) cols[ol] = (const int32_t *)ch->col[E.fl] + s0;
+            if (oi >= 0) {
+                const uint64_t *off = ch->off[E.fid];
+                for (int64_t i = 0; i < n; i++) E.idlen[i] = (uint32_t)(off[s0 + i + 1] - off[s0 + i]);
+                cols[oi] = (const char *)ch->col[E.fid] + off[s0];
+                lens[oi] = E.idlen;
+            }
+            if (dhs_write_rows(w, n, cols, lens, &e)) fail(w, &of, &e, out ? out : "<stdout>");
+            done += n;
+            dh_progress_update(&pr, done);
+        }
+    }
+    if (rc != DH_EOF) fail(w, &of, &e, NULL);
+    dh_progress_end(&pr, done);
+    if (dhs_writer_close(w, &e)) { dh_out_abort(&of); dh_die_err(&e, out ? out : "<stdout>"); }
+    if (dh_out_commit(&of, &e)) dh_die_err(&e, out);
+    dhs_close(r);
+    if (E.nw) net_free(E.nw);
+    if (E.images) { dk_tensor_free(&E.x); dk_mem_free(E.dev, E.dpix); dk_shutdown(); }
+    free(E.z); free(E.u); free(E.codes); free(E.idlen);
+    dhs_model_free(&E.model);
+    return DH_EXIT_OK;
+}
