@@ -1,0 +1,139 @@
+/* net.h — the network runtime: a network built from a parsed specification
+ * (formats/netspec.h) on a device (kernels/dk.h), with an optional softmax
+ * classifier head, forward (train/eval) and backward passes, parameter
+ * lists for the optimiser, and saving/loading through dhs_model.
+ *
+ * Data flow for a batch of N images:
+ *   x (N, C, H, W) normalised  --body-->  z (N, zdim)  --head-->  logits (N, K)
+ * The body is the layer list of the spec; z is its last output (the
+ * spec's "feature" point), flattened. The head (fc zdim -> K, tensors
+ * "head.weight" (K, zdim) and "head.bias" (K)) is present when the net was
+ * created with nclasses > 0 or loaded from a model that has it.
+ *
+ * Every layer keeps its own output and gradient buffers, allocated for a
+ * batch capacity given at creation; any batch of 1..capacity rows may be
+ * passed. The last forward's activations are kept for the backward pass, so
+ * call forward (train = 1) and then backward on the same batch.
+ *
+ * Parameters (trainable, with gradient and momentum buffers) and state
+ * (batch-norm running statistics, not trained) are listed in the net so that
+ * an optimiser can walk them; each parameter has a group (NET_GROUP_BODY or
+ * NET_GROUP_HEAD) for per-group learning rates, and a decay flag (weights of
+ * conv/fc layers: 1; biases and batch-norm scale/shift: 0).
+ *
+ * Model files (kind "model", meta "model": "net"):
+ *   meta  "net": spec text, "input": [C,H,W], "zdim": D, "zname": NAME,
+ *         "mean", "std": per-channel normalisation (pixel/255 space),
+ *         "classes": class names (when known)
+ *   tensors: every parameter and state tensor by name ("conv1.weight",
+ *            "bn1.running_mean", "head.bias" ...).
+ * Other tensors and meta keys in a model are ignored by net_from_model, so
+ * larger models (e.g. a deep hash model) can embed a net.
+ */
+#ifndef NET_H
+#define NET_H
+#include <stdint.h>
+#include "dh_util.h"
+#include "dhs.h"
+#include "dk.h"
+#include "netspec.h"
+
+enum { NET_GROUP_BODY = 0, NET_GROUP_HEAD = 1, NET_NGROUPS = 2 };
+
+typedef struct net_param {
+    char name[NS_NAME_MAX + 24];  /* "conv1.weight" */
+    dk_tensor w;                  /* value */
+    dk_tensor g;                  /* gradient of the last backward (overwritten) */
+    dk_tensor v;                  /* momentum buffer */
+    int group;                    /* NET_GROUP_BODY / NET_GROUP_HEAD */
+    int decay;                    /* 1: weight decay applies */
+} net_param;
+
+typedef struct net_state {
+    char name[NS_NAME_MAX + 24];  /* "bn1.running_mean" */
+    dk_tensor t;
+} net_state;
+
+typedef struct net_layer net_layer;   /* private */
+
+typedef struct net {
+    netspec spec;
+    dk_device dev;
+    int64_t cap;                  /* batch capacity */
+    int nclasses;                 /* head outputs; 0: no head */
+    int zdim;
+    int nparams;
+    net_param *params;            /* (nparams) */
+    int nstate;
+    net_state *state;             /* (nstate) */
+    float mean[DK_MAXCHAN], std[DK_MAXCHAN];  /* input normalisation, C of them */
+    int nclass_names;
+    char **class_names;           /* (nclass_names) or NULL */
+    float bn_momentum, bn_eps;    /* defaults 0.1, 1e-5 */
+    uint64_t seed;                /* dropout draws */
+    uint64_t step;                /* forward passes in train mode so far */
+    /* private */
+    net_layer *L;                 /* (spec.nlayers) */
+    dk_tensor xin;                /* view of the last input */
+    dk_tensor gin;                /* (cap, C, H, W) gradient w.r.t. the input (scratch) */
+    dk_tensor logits, dlogits;    /* (cap, K) */
+    int64_t nb;                   /* rows in the last forward */
+    int head_w, head_b;           /* indices into params, or -1 */
+} net;
+
+/* Build a net for `spec` (copied) on dev with room for batches of `cap`
+ * rows and a head of nclasses outputs (0: none). Parameters are zero until
+ * net_init or net_load_params. mean/std default to 0/1. */
+int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap,
+               net **out, dh_err *e);
+void net_free(net *n);
+/* Initialise parameters: conv/fc weights He-normal, head Xavier-uniform,
+ * biases 0, bn scale 1 / shift 0, running mean 0 / var 1. Deterministic in
+ * seed (the same values on both devices). Also sets n->seed. */
+int net_init(net *n, uint64_t seed, dh_err *e);
+/* Normalisation (C values each) and class names (copied; may be NULL). */
+int net_set_norm(net *n, const float *mean, const float *std, dh_err *e);
+int net_set_classes(net *n, const char *const *names, int count, dh_err *e);
+
+/* Forward x (N, C, H, W) (normalised; N <= cap) through the body.
+ * train: batch statistics and dropout (and running-stat updates); else
+ * inference. *z is set to a view (N, zdim) of the net's buffer, valid until
+ * the next forward. */
+int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err *e);
+/* Backward through the body from dz (N, zdim) (the gradient of the loss
+ * w.r.t. the z of the last forward): overwrites the gradients of every body
+ * parameter. dz may be the buffer returned by net_dz. */
+int net_backward_from_z(net *n, const dk_tensor *dz, dh_err *e);
+/* A view (N, zdim) of the net's own dz buffer for the last forward (fill it
+ * and pass it to net_backward_from_z to avoid a copy). */
+int net_dz(net *n, dk_tensor *dz, dh_err *e);
+
+/* Head: logits (N, K) for the z of the last forward; *logits is a view. */
+int net_head_forward(net *n, dk_tensor *logits, dh_err *e);
+/* One training step's gradients for the classifier: forward (train), head,
+ * softmax cross-entropy with labels (N int32 on the device) and label
+ * smoothing, backward through head and body. Reports the mean loss and the
+ * number of correct rows. */
+int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoothing,
+                  double *loss, int64_t *correct, dh_err *e);
+/* Evaluation (inference mode): mean loss and correct count for a batch. */
+int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels,
+                  double *loss, int64_t *correct, dh_err *e);
+
+/* SGD step over every parameter: group g uses lr[g]; weight decay applies
+ * to parameters with decay set (wd[g]). */
+int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum,
+                 const float wd[NET_NGROUPS], int nesterov, dh_err *e);
+
+/* Save into m (meta and tensors added to whatever m holds). */
+int net_to_model(const net *n, dhs_model *m, dh_err *e);
+/* Build a net from a model (meta "net" required; "model" may be anything
+ * that embeds a net). The head is loaded when the model has "head.weight".
+ * Errors name the problem: missing meta, bad spec (as "model:net:LINE: .."),
+ * missing tensor or wrong shape. */
+int net_from_model(const dhs_model *m, dk_device dev, int64_t cap, net **out, dh_err *e);
+
+/* Total number of trainable scalars. */
+int64_t net_nparams(const net *n);
+
+#endif

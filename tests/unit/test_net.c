@@ -1,0 +1,217 @@
+/* test_net.c — the network runtime on the CPU: whole-network gradients
+ * against finite differences (every layer type, residuals), a tiny
+ * training run that learns, save/load round trip, and model errors. */
+#include "check.h"
+#include "net.h"
+#include <unistd.h>
+
+static const char *spec_all =
+    "input 2 6 6\n"
+    "conv 3 k3 p1\n"
+    "bn\n"
+    "relu\n"
+    "res\n"
+    "  conv 3 k3 p1 nobias\n"
+    "  gelu\n"
+    "end\n"
+    "maxpool k2          # 3x3x3\n"
+    "avgpool k3 s1 p1\n"
+    "conv 4 k2 s1        # 4x2x2\n"
+    "scale 0.5\n"
+    "flatten\n"
+    "fc 6\n"
+    "bn name=z\n"
+    "gelu\n"
+    "dropout 0\n"
+    "feature z\n";
+
+#define NB 4
+#define K 3
+
+/* Loss of the current parameters on (x, labels), training-mode forward. */
+static double loss_at(net *n, const dk_tensor *x, const int32_t *lab) {
+    dk_tensor z, lg;
+    double loss = -1;
+    if (net_forward_to_z(n, x, 1, &z, NULL) || net_head_forward(n, &lg, NULL) ||
+        dk_softmax_xent(&lg, lab, 0.0f, 1.0f, &loss, NULL, NULL, NULL))
+        return -1;
+    return loss;
+}
+
+static void make_batch(dk_tensor *x, int32_t *lab, const netspec *ns, uint64_t seed) {
+    dk_tensor_alloc4(x, DK_CPU, 4, NB, ns->in[0], ns->in[1], ns->in[2], NULL);
+    dk_rand_normal(x, 0, 1, seed, 0, NULL);
+    for (int i = 0; i < NB; i++) lab[i] = i % K;
+}
+
+static void t_gradcheck(void) {
+    netspec ns; dh_err e;
+    REQUIRE(netspec_parse(spec_all, "all", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, K, DK_CPU, 8, &n, &e) == DH_OK);
+    REQUIRE(net_init(n, 7, &e) == DH_OK);
+    /* give biases and bn parameters non-trivial values */
+    for (int i = 0; i < n->nparams; i++)
+        if (!n->params[i].decay) dk_rand_uniform(&n->params[i].w, 0.5f, 1.5f, 99, (uint64_t)i * 100, NULL);
+    dk_tensor x; int32_t lab[NB];
+    make_batch(&x, lab, &ns, 3);
+    double loss; int64_t correct;
+    REQUIRE(net_grad_xent(n, &x, lab, 0.0f, &loss, &correct, &e) == DH_OK);
+    CHECK(loss > 0 && correct >= 0 && correct <= NB);
+    double worst = 0; const char *wname = "";
+    int checked = 0;
+    for (int i = 0; i < n->nparams; i++) {
+        net_param *p = &n->params[i];
+        int64_t step = p->w.n > 12 ? p->w.n / 7 : 1;
+        for (int64_t j = 0; j < p->w.n; j += step) {
+            float old = p->w.data[j];
+            const float h = 1e-2f;
+            p->w.data[j] = old + h;
+            double lp = loss_at(n, &x, lab);
+            p->w.data[j] = old - h;
+            double lm = loss_at(n, &x, lab);
+            p->w.data[j] = old;
+            double num = (lp - lm) / (2 * h), ana = p->g.data[j];
+            double err = fabs(num - ana) / (1e-3 + fabs(num) + fabs(ana));
+            if (err > worst) { worst = err; wname = p->name; }
+            checked++;
+        }
+    }
+    printf("# gradcheck: %d entries of %d tensors, worst relative error %.3g (%s)\n",
+           checked, n->nparams, worst, wname);
+    CHECKF(worst < 0.05, "worst relative error %g in %s", worst, wname);
+    dk_tensor_free(&x);
+    net_free(n);
+    netspec_free(&ns);
+}
+
+/* Two-class toy problem: bright vs dark images. A few SGD steps must fit it. */
+static void t_learns(void) {
+    netspec ns; dh_err e;
+    REQUIRE(netspec_parse("input 1 8 8\nconv 4 k3 p1\nbn\nrelu\ndropout 0.2\nmaxpool k2\nfc 8\nrelu\nfeature\n",
+                          "toy", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, 2, DK_CPU, 16, &n, &e) == DH_OK);
+    REQUIRE(net_init(n, 1, &e) == DH_OK);
+    dk_tensor x;
+    dk_tensor_alloc4(&x, DK_CPU, 4, 16, 1, 8, 8, NULL);
+    int32_t lab[16];
+    dk_rand_normal(&x, 0, 0.5f, 5, 0, NULL);
+    for (int i = 0; i < 16; i++) {
+        lab[i] = i & 1;
+        for (int j = 0; j < 64; j++) x.data[i * 64 + j] += lab[i] ? 1.0f : -1.0f;
+    }
+    float lr[2] = {0.1f, 0.1f}, wd[2] = {5e-4f, 5e-4f};
+    double first = 0, loss = 0; int64_t correct = 0;
+    for (int s = 0; s < 30; s++) {
+        REQUIRE(net_grad_xent(n, &x, lab, 0.0f, &loss, &correct, &e) == DH_OK);
+        if (s == 0) first = loss;
+        REQUIRE(net_sgd_step(n, lr, 0.9f, wd, 0, &e) == DH_OK);
+    }
+    CHECKF(loss < first * 0.5, "loss %g -> %g", first, loss);
+    REQUIRE(net_eval_xent(n, &x, lab, &loss, &correct, &e) == DH_OK);
+    CHECKF(correct == 16, "eval correct %lld / 16", (long long)correct);
+    dk_tensor_free(&x);
+    net_free(n);
+    netspec_free(&ns);
+}
+
+static void t_deterministic_and_roundtrip(void) {
+    netspec ns; dh_err e;
+    REQUIRE(netspec_parse(spec_all, "all", &ns, &e) == DH_OK);
+    net *a, *b;
+    REQUIRE(net_create(&ns, K, DK_CPU, 8, &a, &e) == DH_OK);
+    REQUIRE(net_create(&ns, K, DK_CPU, 8, &b, &e) == DH_OK);
+    REQUIRE(net_init(a, 42, &e) == DH_OK && net_init(b, 42, &e) == DH_OK);
+    for (int i = 0; i < a->nparams; i++)
+        CHECK(memcmp(a->params[i].w.data, b->params[i].w.data, a->params[i].w.n * sizeof(float)) == 0);
+    net_free(b);
+    /* train one step so bn running stats move, then save / load */
+    dk_tensor x; int32_t lab[NB];
+    make_batch(&x, lab, &ns, 11);
+    double loss; int64_t correct;
+    float lr[2] = {0.05f, 0.05f}, wd[2] = {0, 0};
+    REQUIRE(net_grad_xent(a, &x, lab, 0.1f, &loss, &correct, &e) == DH_OK);
+    REQUIRE(net_sgd_step(a, lr, 0.9f, wd, 1, &e) == DH_OK);
+    float mean[2] = {0.25f, 0.5f}, sd[2] = {0.5f, 2.0f};
+    REQUIRE(net_set_norm(a, mean, sd, &e) == DH_OK);
+    const char *cls[3] = {"a", "b", "c"};
+    REQUIRE(net_set_classes(a, cls, 3, &e) == DH_OK);
+    dhs_model m;
+    dhs_model_init(&m);
+    REQUIRE(net_to_model(a, &m, &e) == DH_OK);
+    char path[] = "/tmp/test_net_XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    close(fd);
+    REQUIRE(dhs_model_save(path, &m, &e) == DH_OK);
+    dhs_model_free(&m);
+    dhs_model m2;
+    REQUIRE(dhs_model_load(path, &m2, &e) == DH_OK);
+    unlink(path);
+    CHECK(strcmp(dhs_meta_str(m2.meta, "model"), "net") == 0);
+    net *c;
+    REQUIRE(net_from_model(&m2, DK_CPU, 5, &c, &e) == DH_OK);
+    CHECK(c->nclasses == K && c->zdim == 6 && c->nclass_names == 3 && strcmp(c->class_names[2], "c") == 0);
+    CHECK(c->mean[1] == 0.5f && c->std[1] == 2.0f);
+    dk_tensor za, zc, xv;
+    REQUIRE(dk_tensor_rows(&x, 0, 3, &xv, &e) == DH_OK);
+    REQUIRE(net_forward_to_z(a, &xv, 0, &za, &e) == DH_OK);
+    REQUIRE(net_forward_to_z(c, &xv, 0, &zc, &e) == DH_OK);
+    CHECK(za.n == 18 && zc.n == 18);
+    CHECK(memcmp(za.data, zc.data, 18 * sizeof(float)) == 0);
+
+    /* errors: a missing tensor, a wrong shape, no net, a bad spec */
+    dhs_model bad;
+    dhs_model_init(&bad);
+    dhs_meta_set_str(bad.meta, "model", "hash");
+    CHECK(net_from_model(&bad, DK_CPU, 4, &c, &e) == DH_ESCHEMA && strstr(e.msg, "no network"));
+    dhs_meta_set_str(bad.meta, "net", "input 1 2 2\nbogus\nfeature\n");
+    CHECK(net_from_model(&bad, DK_CPU, 4, &c, &e) == DH_EFORMAT && strstr(e.msg, "model:net:2:"));
+    dhs_meta_set_str(bad.meta, "net", spec_all);
+    CHECK(net_from_model(&bad, DK_CPU, 4, &c, &e) != DH_OK);
+    dhs_model_free(&bad);
+    dhs_tensor *t = dhs_model_find(&m2, "conv2.weight");
+    REQUIRE(t);
+    t->shape[0] = 1; /* damage the shape */
+    CHECK(net_from_model(&m2, DK_CPU, 4, &c, &e) != DH_OK && strstr(e.msg, "conv2.weight"));
+    /* wrong input shape to forward */
+    dk_tensor wrong;
+    dk_tensor_alloc4(&wrong, DK_CPU, 4, 2, 1, 6, 6, NULL);
+    CHECK(net_forward_to_z(a, &wrong, 0, &za, &e) == DH_ESCHEMA);
+    dk_tensor_free(&wrong);
+    dhs_model_free(&m2);
+    dk_tensor_free(&x);
+    net_free(a);
+    net_free(c);
+    netspec_free(&ns);
+}
+
+static void t_builtins_build(void) {
+    const char *names[] = {"lenet", "cifar", "fast"};
+    for (int i = 0; i < 3; i++) {
+        netspec ns; dh_err e;
+        REQUIRE(netspec_builtin(names[i], &ns, &e) == DH_OK);
+        net *n;
+        REQUIRE(net_create(&ns, 10, DK_CPU, 2, &n, &e) == DH_OK);
+        REQUIRE(net_init(n, 1, &e) == DH_OK);
+        CHECK(net_nparams(n) == netspec_nparams(&ns) + 10 * ns.zdim + 10);
+        dk_tensor x, z;
+        dk_tensor_alloc4(&x, DK_CPU, 4, 2, ns.in[0], ns.in[1], ns.in[2], NULL);
+        dk_rand_normal(&x, 0, 1, 1, 0, NULL);
+        CHECK(net_forward_to_z(n, &x, 0, &z, &e) == DH_OK);
+        CHECK(z.shape[0] == 2 && z.shape[1] == ns.zdim);
+        dk_tensor_free(&x);
+        net_free(n);
+        netspec_free(&ns);
+    }
+}
+
+int main(void) {
+    RUN(t_gradcheck);
+    RUN(t_learns);
+    RUN(t_deterministic_and_roundtrip);
+    RUN(t_builtins_build);
+    dk_shutdown();
+    return check_done();
+}
