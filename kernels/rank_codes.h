@@ -1,0 +1,27 @@
+/* rank_codes.h — reading codes streams (kind "codes": code bits [K],
+ * label i32, id str) into word form for ranking and evaluation. */
+#ifndef DH_RANK_CODES_H
+#define DH_RANK_CODES_H
+#include <stdint.h>
+#include "dhs.h"
+#include "dh_util.h"
+
+/* Check a codes schema: kind "codes", a field "code" of dtype bits with
+ * shape [K] (1 <= K <= DH_HAMMING_MAX_BITS). Sets *bits, and the indices
+ * of "label" (i32) and "id" (str), -1 when absent. */
+int dh_codes_schema(const dhs_schema *s, int *bits, int *label_field, int *id_field, dh_err *e);
+
+typedef struct dh_codeset {
+    int64_t n;
+    int bits, W;
+    uint64_t *w;      // (n, W) codes in word form
+    int32_t *label;   // (n) or NULL when the stream has no labels
+} dh_codeset;
+
+/* Load a whole codes stream (path "-" or NULL: stdin). need_labels: fail
+ * with DH_ESCHEMA when the stream has no label field. Messages are
+ * prefixed by the input's name. */
+int dh_codes_load(const char *path, dh_codeset *c, int need_labels, dh_err *e);
+void dh_codes_free(dh_codeset *c);
+
+#endif
