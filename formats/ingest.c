@@ -498,7 +498,11 @@ static int scan_archive(scan *sc, const char *path, dh_err *e) {
                                           : archive_read_open_filename(a, path, 1 << 20);
     if (r != ARCHIVE_OK) {
         int err = archive_errno(a);
-        dh_seterr(e, err == ENOENT || err == EACCES ? DH_EIO : DH_EFORMAT, "%s", archive_error_string(a) ? archive_error_string(a) : "cannot open");
+        const char *m = archive_error_string(a) ? archive_error_string(a) : "cannot open";
+        if (err == ENOENT || err == EACCES || err == EISDIR || err == ENOTDIR)
+            dh_seterr(e, DH_EIO, "%s", strerror(err));
+        else
+            dh_seterr(e, DH_EFORMAT, "not a readable archive, image folder, CIFAR-10 binary or IDX file: %s", m);
         archive_read_free(a);
         return e ? e->code : DH_EIO;
     }
@@ -932,7 +936,7 @@ static int idx_source(const char *const *paths, int npaths, const dh_ingest_opts
     if (!rc) for (uint32_t i = 0; i < fl.dims[0]; i++) if (fl.data[i] > maxl) maxl = fl.data[i];
     if (!rc) {
         char *names[256];
-        char nb[256][4];
+        char nb[256][12];
         int nc = maxl + 1;
         if (nc < 1) nc = 1;
         for (int i = 0; i < nc; i++) { snprintf(nb[i], sizeof nb[i], "%d", i); names[i] = nb[i]; }

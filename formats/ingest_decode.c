@@ -182,8 +182,8 @@ static int decode_png(dh_decoder *d, const uint8_t *buf, size_t n, int want_c,
         return dh_seterr(e, DH_EFORMAT, "PNG: %s", ctx->msg);
     }
     png_set_read_fn(p, ctx, png_read_fn);
-    png_set_user_limits(p, (png_uint_32)(lim->max_side < 0x7fffffff ? lim->max_side : 0x7fffffff),
-                        (png_uint_32)(lim->max_side < 0x7fffffff ? lim->max_side : 0x7fffffff));
+    /* libpng's own limits (1,000,000 per side) stay; ours are checked below,
+     * after the header and before any pixel buffer */
     png_set_chunk_malloc_max(p, 64u << 20);
     png_read_info(p, info);
     png_uint_32 w = png_get_image_width(p, info), h = png_get_image_height(p, info);
