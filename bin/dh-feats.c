@@ -64,13 +64,13 @@ int main(int argc, char **argv) {
     if (dk_init(dev, &e)) dh_die_err(&e, dk_device_name(dev));
 
     dhs_model m;
-    if (dhs_model_load(model, &m, &e)) dh_die_err(&e, model);
+    if (dhs_model_load(model, &m, &e)) dh_die_err(&e, NULL);
     net *n;
     if (net_from_model(&m, dev, batch, &n, &e)) dh_die_err(&e, model);
 
     dhs_reader *r = dhs_open_path(in, NULL, &e);
     const char *iname = dh_in_name(in);
-    if (!r) dh_die_err(&e, iname);
+    if (!r) dh_die_err(&e, NULL);
     const dhs_schema *s = dhs_reader_schema(r);
     if (strcmp(s->kind, "images") != 0) dh_die(DH_EXIT_FAIL, "%s: a '%s' stream, expected images", iname, s->kind);
     int fp = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
@@ -168,7 +168,7 @@ int main(int argc, char **argv) {
         if (dhs_write_rows(w, N, cols, lv, &e)) { dhs_writer_abort(w); dh_out_abort(&of); dh_die_err(&e, NULL); }
         dh_progress_update(&prog, dhs_reader_rows(r));
     }
-    if (rc != DH_EOF) { dhs_writer_abort(w); dh_out_abort(&of); dh_die_err(&e, iname); }
+    if (rc != DH_EOF) { dhs_writer_abort(w); dh_out_abort(&of); dh_die_err(&e, NULL); }
     int64_t rows = dhs_reader_rows(r);
     dh_progress_end(&prog, rows);
     if (dhs_writer_close(w, &e)) { dh_out_abort(&of); dh_die_err(&e, NULL); }

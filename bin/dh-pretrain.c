@@ -84,7 +84,7 @@ static void load_images(const char *path, dk_device dev, int want_stats, dataset
     memset(d, 0, sizeof *d);
     d->name = dh_in_name(path);
     dhs_reader *r = dhs_open_path(path, NULL, &e);
-    if (!r) dh_die_err(&e, d->name);
+    if (!r) dh_die_err(&e, NULL);
     const dhs_schema *s = dhs_reader_schema(r);
     if (strcmp(s->kind, "images") != 0)
         dh_die(DH_EXIT_FAIL, "%s: a '%s' stream, expected images", d->name, s->kind);
@@ -109,7 +109,7 @@ static void load_images(const char *path, dk_device dev, int want_stats, dataset
     }
     dhs_table t;
     memset(&t, 0, sizeof t);
-    if (dhs_read_table(r, &t, 0, &e)) dh_die_err(&e, d->name);
+    if (dhs_read_table(r, &t, 0, &e)) dh_die_err(&e, NULL);
     dhs_close(r);
     d->S = t.nrows;
     if (d->S < 1) dh_die(DH_EXIT_FAIL, "%s: no images", d->name);

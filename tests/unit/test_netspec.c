@@ -2,6 +2,7 @@
  * and "file:line: message" errors for invalid specifications. */
 #include "check.h"
 #include "netspec.h"
+#include <unistd.h>
 
 static void t_builtin_lenet(void) {
     netspec ns; dh_err e;
