@@ -143,7 +143,7 @@ fuzz:
 	@mkdir -p build/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  echo "clang -fsanitize=fuzzer,address,undefined $$f"; \
-	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -DDH_USE_CUDA=0 -UDH_USE_CUDA -DDH_USE_CUDA=0 $$f $(FMT_SRC) $(KER_SRC) $(LDLIBS) -o build/fuzz/$$n || exit 1; \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -DDH_USE_CUDA=0 -UDH_USE_CUDA -DDH_USE_CUDA=0 $$f formats/dh_util.c formats/dh_prog.c $(wildcard formats/dhs*.c) -lmsgpackc -lz -lm -o build/fuzz/$$n || exit 1; \
 	  mkdir -p build/fuzz/$$n.corpus; \
 	  build/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-60} -max_len=65536 -rss_limit_mb=1024 build/fuzz/$$n.corpus tests/fuzz/corpus || exit 1; \
 	done

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "dh_prog.h"
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ static int needs_quote(const char *s) {
 
 void dh_prog_init(const char *name, int argc, char **argv) {
     dh_progname = name;
+    opterr = 0;  /* option errors are reported by dh_bad_option, in one line */
     signal(SIGPIPE, SIG_DFL);
     dh_progress_on = isatty(2);
     size_t n = 1;
@@ -89,6 +91,13 @@ void dh_usage_error(const char *fmt, ...) {
     va_end(ap);
     fputc('\n', stderr);
     exit(DH_EXIT_USAGE);
+}
+
+void dh_bad_option(char **argv) {
+    const char *arg = optind > 0 && argv[optind - 1] ? argv[optind - 1] : "?";
+    if (optopt && strncmp(arg, "--", 2) != 0)
+        dh_usage_error("invalid option or missing value: '-%c' (see %s --help)", optopt, dh_progname);
+    dh_usage_error("invalid option or missing value: '%s' (see %s --help)", arg, dh_progname);
 }
 
 void dh_version(void) {

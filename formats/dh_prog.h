@@ -43,6 +43,9 @@ int dh_exit_status(dh_code c);
 /* Usage error: "dh-prog: msg" + "Try 'dh-prog --help'." is NOT printed (one
  * line only); exits DH_EXIT_USAGE. */
 void dh_usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* After getopt_long returned '?' or ':' (dh_prog_init sets opterr = 0 so
+ * getopt prints nothing): one line naming the bad option, exit 2. */
+void dh_bad_option(char **argv) __attribute__((noreturn));
 /* Print "dh-prog (deephash) VERSION" on stdout and exit 0. */
 void dh_version(void) __attribute__((noreturn));
 

@@ -245,14 +245,14 @@ static uint64_t be(const unsigned char *p, int n) {
 #define FMTERR(...) dh_seterr(e, DH_EFORMAT, __VA_ARGS__)
 
 static int rd_byte(dhs_reader *r, unsigned char *c, dh_err *e, const char *where) {
-    const unsigned char *p;
+    const unsigned char *p = NULL;
     int rc = take(r, 1, &p, e, where);
     *c = rc ? 0 : *p;
     return rc;
 }
 
 static int rd_len(dhs_reader *r, int nbytes, uint32_t *n, dh_err *e, const char *where) {
-    const unsigned char *p;
+    const unsigned char *p = NULL;
     int rc = take(r, nbytes, &p, e, where);
     *n = rc ? 0 : (uint32_t)be(p, nbytes);
     return rc;
@@ -306,7 +306,7 @@ static int rd_uint(dhs_reader *r, uint64_t *v, dh_err *e, const char *where) {
     case 0xd2: n = 4; sgn = 1; break; case 0xd3: n = 8; sgn = 1; break;
     default: return FMTERR("%s: %s: expected an unsigned integer at byte %llu", r->name, where, (unsigned long long)r->offset - 1);
     }
-    const unsigned char *p;
+    const unsigned char *p = NULL;
     if ((rc = take(r, n, &p, e, where))) return rc;
     uint64_t x = be(p, n);
     if (sgn && (x >> (8 * n - 1)) & 1) return FMTERR("%s: %s: negative value", r->name, where);
@@ -329,7 +329,7 @@ static int rd_value(dhs_reader *r, dhs_mval *v, int depth, dh_err *e) {
     int rc = rd_byte(r, &c, e, where);
     if (rc) return rc;
     uint32_t n = 0;
-    const unsigned char *p;
+    const unsigned char *p = NULL;
     if (c <= 0x7f) { v->t = DHS_M_INT; v->i = c; return 0; }
     if (c >= 0xe0) { v->t = DHS_M_INT; v->i = (int8_t)c; return 0; }
     if ((c & 0xf0) == 0x80 || c == 0xde || c == 0xdf) {
@@ -1033,6 +1033,30 @@ int dhs_write_chunk(dhs_writer *w, const dhs_chunk *c, dh_err *e) {
         }
     }
     rc = emit_chunk(w, c->nrows, cols, (const uint32_t *const *)lens, e);
+out:
+    for (int i = 0; i < w->schema.nfields; i++) free(lens[i]);
+    return rc;
+}
+
+int dhs_write_chunk_range(dhs_writer *w, const dhs_chunk *c, int64_t start, int64_t n, dh_err *e) {
+    if (start < 0 || n < 0 || start + n > c->nrows) return dh_seterr(e, DH_EINVAL, "row range outside the chunk");
+    if (n == 0) return 0;
+    const void *cols[DHS_MAX_FIELDS];
+    uint32_t *lens[DHS_MAX_FIELDS] = {0};
+    int rc = 0;
+    for (int i = 0; i < w->schema.nfields; i++) {
+        const dhs_field *f = &w->schema.fields[i];
+        if (!f->variable) {
+            cols[i] = (const unsigned char *)c->col[i] + (size_t)(start * f->row_bytes);
+            continue;
+        }
+        size_t es = f->dtype == DHS_STR ? 1 : dhs_dtype_size(f->dtype);
+        cols[i] = (const unsigned char *)c->col[i] + c->off[i][start] * es;
+        lens[i] = dh_malloc(e, (size_t)n, sizeof(uint32_t));
+        if (!lens[i]) { rc = DH_ENOMEM; goto out; }
+        for (int64_t k = 0; k < n; k++) lens[i][k] = (uint32_t)(c->off[i][start + k + 1] - c->off[i][start + k]);
+    }
+    rc = dhs_write_rows(w, n, cols, (const uint32_t *const *)lens, e);
 out:
     for (int i = 0; i < w->schema.nfields; i++) free(lens[i]);
     return rc;

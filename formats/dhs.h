@@ -178,6 +178,8 @@ int dhs_write_rows(dhs_writer *w, int64_t n, const void *const *cols,
                    const uint32_t *const *lens, dh_err *e);
 /* Pass a chunk read from a reader with the same schema straight through. */
 int dhs_write_chunk(dhs_writer *w, const dhs_chunk *c, dh_err *e);
+/* Write rows [start, start+n) of a chunk read with the same schema. */
+int dhs_write_chunk_range(dhs_writer *w, const dhs_chunk *c, int64_t start, int64_t n, dh_err *e);
 /* Flush, write the trailer, fflush f; reports any write error. Frees w. */
 int dhs_writer_close(dhs_writer *w, dh_err *e);
 /* Free without a trailer (the output stays visibly incomplete). */

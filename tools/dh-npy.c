@@ -1,0 +1,283 @@
+/* dh-npy — move a stream field to and from NumPy .npy files. */
+#include "dh_prog.h"
+#include "dhs.h"
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: dh-npy export --field NAME [--unpack] [FILE] > out.npy\n"
+    "       dh-npy import --kind KIND --field NAME [--labels LABELS.npy] [--bits] DATA.npy > out.dhs\n"
+    "Convert between one field of a deephash stream and a NumPy .npy file, so that\n"
+    "features and codes can come from and go to other tools.\n"
+    "\n"
+    "export: write field NAME of the stream (standard input by default) as an array\n"
+    "        of shape (rows, *field shape): u8 -> |u1, i32 -> <i4, i64 -> <i8,\n"
+    "        f32 -> <f4, f64 -> <f8; a bits field as packed bytes |u1 (rows, ceil(K/8)),\n"
+    "        or with --unpack as 0/1 |u1 (rows, K). Variable-length fields cannot be exported.\n"
+    "import: make a stream of kind KIND (e.g. features, codes) whose field NAME holds\n"
+    "        the rows of DATA.npy (first axis = rows; <f4/<f8 become f32, integer arrays\n"
+    "        keep their type; with --bits a 0/1 (rows, K) array becomes packed bits),\n"
+    "        plus a 'label' i32 field from --labels (integer array of rows) and an 'id'\n"
+    "        str field holding the row number.\n"
+    "\n"
+    "  -F, --field NAME     the field (export, import)\n"
+    "  -k, --kind KIND      the stream kind (import; default features)\n"
+    "  -l, --labels FILE    labels .npy for import (1-D integer array)\n"
+    "  -b, --bits           import a 0/1 array as a packed bits field\n"
+    "  -u, --unpack         export a bits field as 0/1 bytes, one per bit\n"
+    "      --help           show this help and exit\n"
+    "      --version        show the version and exit\n"
+    "\n"
+    "Exit status: 0 ok, 1 bad input, 2 usage, 3 I/O error, 5 limit.\n";
+
+/* ---- .npy header ---------------------------------------------------------- */
+typedef struct {
+    char descr[8];     /* e.g. "<f4" */
+    int ndim;
+    int64_t shape[DHS_MAX_DIMS];
+    int64_t elems;     /* product of shape[1..] */
+    size_t esize;
+} npy_hdr;
+
+static void npy_write_header(FILE *f, const char *descr, int ndim, const int64_t *shape) {
+    char dict[512];
+    int o = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
+    for (int d = 0; d < ndim; d++) o += snprintf(dict + o, sizeof dict - o, "%lld,%s", (long long)shape[d], d + 1 < ndim ? " " : "");
+    o += snprintf(dict + o, sizeof dict - o, "), }");
+    size_t total = 10 + (size_t)o + 1;
+    size_t pad = (64 - total % 64) % 64;
+    uint16_t hl = (uint16_t)(o + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    unsigned char l[2] = {(unsigned char)(hl & 0xff), (unsigned char)(hl >> 8)};
+    fwrite(l, 1, 2, f);
+    fwrite(dict, 1, (size_t)o, f);
+    for (size_t i = 0; i < pad; i++) fputc(' ', f);
+    fputc('\n', f);
+}
+
+/* Parse a .npy header (versions 1-3); the stream is left at the data. */
+static void npy_read_header(FILE *f, const char *name, npy_hdr *h) {
+    unsigned char m[10];
+    if (fread(m, 1, 10, f) != 10 || memcmp(m, "\x93NUMPY", 6)) dh_die(DH_EXIT_FAIL, "%s: not a .npy file", name);
+    uint32_t hl;
+    if (m[6] == 1) hl = m[8] | (uint32_t)m[9] << 8;
+    else if (m[6] == 2 || m[6] == 3) {
+        unsigned char x[2];
+        if (fread(x, 1, 2, f) != 2) dh_die(DH_EXIT_FAIL, "%s: truncated .npy header", name);
+        hl = m[8] | (uint32_t)m[9] << 8 | (uint32_t)x[0] << 16 | (uint32_t)x[1] << 24;
+    } else dh_die(DH_EXIT_FAIL, "%s: .npy version %d not supported", name, m[6]);
+    if (hl > 1 << 16) dh_die(DH_EXIT_FAIL, "%s: .npy header of %u bytes is implausible", name, hl);
+    char *d = malloc(hl + 1);
+    if (!d || fread(d, 1, hl, f) != hl) dh_die(DH_EXIT_FAIL, "%s: truncated .npy header", name);
+    d[hl] = 0;
+    memset(h, 0, sizeof *h);
+    char *p = strstr(d, "'descr'");
+    if (!p || !(p = strchr(p + 7, '\''))) dh_die(DH_EXIT_FAIL, "%s: .npy header without descr", name);
+    char *q = strchr(p + 1, '\'');
+    if (!q || q - p - 1 >= (int)sizeof h->descr) dh_die(DH_EXIT_FAIL, "%s: unsupported .npy dtype", name);
+    memcpy(h->descr, p + 1, (size_t)(q - p - 1));
+    p = strstr(d, "'fortran_order'");
+    if (!p) dh_die(DH_EXIT_FAIL, "%s: .npy header without fortran_order", name);
+    p = strchr(p, ':');
+    while (p && (*p == ':' || isspace((unsigned char)*p))) p++;
+    if (!p || strncmp(p, "False", 5)) dh_die(DH_EXIT_FAIL, "%s: Fortran-ordered arrays are not supported (use np.ascontiguousarray)", name);
+    p = strstr(d, "'shape'");
+    if (!p || !(p = strchr(p, '('))) dh_die(DH_EXIT_FAIL, "%s: .npy header without shape", name);
+    p++;
+    for (;;) {
+        while (isspace((unsigned char)*p) || *p == ',') p++;
+        if (*p == ')') break;
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v < 0 || h->ndim >= DHS_MAX_DIMS) dh_die(DH_EXIT_FAIL, "%s: bad .npy shape", name);
+        h->shape[h->ndim++] = v;
+        p = end;
+    }
+    free(d);
+    if (h->ndim < 1) dh_die(DH_EXIT_FAIL, "%s: a 0-d array has no rows", name);
+    h->elems = 1;
+    for (int i = 1; i < h->ndim; i++) h->elems *= h->shape[i] ? h->shape[i] : 1;
+    const char *t = h->descr;
+    if (!strcmp(t, "<f4") || !strcmp(t, "<i4") || !strcmp(t, "<u4")) h->esize = 4;
+    else if (!strcmp(t, "<f8") || !strcmp(t, "<i8") || !strcmp(t, "<u8")) h->esize = 8;
+    else if (!strcmp(t, "|u1") || !strcmp(t, "|i1") || !strcmp(t, "|b1")) h->esize = 1;
+    else dh_die(DH_EXIT_FAIL, "%s: dtype %s not supported (use little-endian f4, f8, i4, i8, u1)", name, t);
+}
+
+static void read_exact(FILE *f, void *p, size_t n, const char *name) {
+    if (fread(p, 1, n, f) != n) dh_die(DH_EXIT_FAIL, "%s: truncated .npy data", name);
+}
+
+/* ---- export ------------------------------------------------------------ */
+static int do_export(const char *path, const char *field, int unpack) {
+    dh_err e;
+    dhs_reader *r = dhs_open_path(path, NULL, &e);
+    if (!r) dh_die_err(&e, NULL);
+    const dhs_schema *s = dhs_reader_schema(r);
+    int fi = dhs_field_index(s, field);
+    if (fi < 0) dh_die(DH_EXIT_FAIL, "%s: %s stream has no field '%s'", dh_in_name(path), s->kind, field);
+    const dhs_field *f = &s->fields[fi];
+    if (f->variable) dh_die(DH_EXIT_FAIL, "%s: field '%s' has variable length: cannot be an array", dh_in_name(path), field);
+    size_t rowb = f->dtype == DHS_BITS && unpack ? (size_t)f->row_elems : (size_t)f->row_bytes;
+    unsigned char *data = NULL;
+    size_t used = 0, cap = 0;
+    int64_t n = 0;
+    dhs_chunk *c;
+    int rc;
+    while ((rc = dhs_read_chunk(r, &c, &e)) == DH_OK) {
+        size_t need = used + (size_t)c->nrows * rowb;
+        if (need > cap) {
+            cap = need * 2;
+            data = realloc(data, cap);
+            if (!data) dh_die(DH_EXIT_NOMEM, "out of memory");
+        }
+        if (f->dtype == DHS_BITS && unpack) {
+            const uint8_t *src = c->col[fi];
+            for (int64_t i = 0; i < c->nrows; i++)
+                for (int64_t k = 0; k < f->row_elems; k++)
+                    data[used + i * rowb + k] = (src[i * f->row_bytes + (k >> 3)] >> (k & 7)) & 1;
+        } else memcpy(data + used, c->col[fi], (size_t)c->nrows * rowb);
+        used += (size_t)c->nrows * rowb;
+        n += c->nrows;
+    }
+    if (rc != DH_EOF) dh_die_err(&e, NULL);
+    int64_t shape[DHS_MAX_DIMS + 1];
+    int nd = 1;
+    shape[0] = n;
+    const char *descr;
+    switch (f->dtype) {
+    case DHS_U8: descr = "|u1"; break;
+    case DHS_I32: descr = "<i4"; break;
+    case DHS_I64: descr = "<i8"; break;
+    case DHS_F32: descr = "<f4"; break;
+    case DHS_F64: descr = "<f8"; break;
+    default: descr = "|u1"; break;
+    }
+    if (f->dtype == DHS_BITS) shape[nd++] = unpack ? f->row_elems : f->row_bytes;
+    else for (int d = 0; d < f->ndim; d++) shape[nd++] = f->shape[d];
+    npy_write_header(stdout, descr, nd, shape);
+    if (used && fwrite(data, 1, used, stdout) != used) dh_die(DH_EXIT_IO, "<stdout>: write error: %s", strerror(errno));
+    if (fflush(stdout)) dh_die(DH_EXIT_IO, "<stdout>: write error: %s", strerror(errno));
+    free(data);
+    dhs_close(r);
+    return 0;
+}
+
+/* ---- import ------------------------------------------------------------- */
+static int do_import(const char *path, const char *kind, const char *field, const char *labels, int bits) {
+    const char *name = dh_in_name(path);
+    FILE *f = dh_open_in(path);
+    npy_hdr h;
+    npy_read_header(f, name, &h);
+    int64_t n = h.shape[0];
+    dhs_dtype t;
+    const char *d = h.descr;
+    if (bits) {
+        if (h.esize != 1 || h.ndim != 2) dh_die(DH_EXIT_FAIL, "%s: --bits needs a 2-D 0/1 array of u1/b1", name);
+        t = DHS_BITS;
+    } else if (!strcmp(d, "<f4") || !strcmp(d, "<f8")) t = DHS_F32;
+    else if (!strcmp(d, "<i4")) t = DHS_I32;
+    else if (!strcmp(d, "<i8")) t = DHS_I64;
+    else if (!strcmp(d, "|u1") || !strcmp(d, "|b1")) t = DHS_U8;
+    else dh_die(DH_EXIT_FAIL, "%s: dtype %s cannot be imported", name, d);
+    dhs_schema s;
+    dh_err e;
+    dhs_schema_init(&s, kind);
+    if (dhs_schema_add(&s, field, t, h.ndim - 1, h.shape + 1, &e) < 0) dh_die_err(&e, name);
+    int32_t *lab = NULL;
+    if (labels) {
+        FILE *lf = dh_open_in(labels);
+        npy_hdr lh;
+        npy_read_header(lf, labels, &lh);
+        if (lh.ndim != 1 || lh.shape[0] != n) dh_die(DH_EXIT_FAIL, "%s: labels must be a 1-D array of %lld rows", labels, (long long)n);
+        if (strcmp(lh.descr, "<i4") && strcmp(lh.descr, "<i8") && strcmp(lh.descr, "|u1"))
+            dh_die(DH_EXIT_FAIL, "%s: labels must be integers (i4, i8 or u1), not %s", labels, lh.descr);
+        lab = malloc((size_t)(n ? n : 1) * sizeof *lab);
+        if (!lab) dh_die(DH_EXIT_NOMEM, "out of memory");
+        for (int64_t i = 0; i < n; i++) {
+            int64_t v = 0;
+            unsigned char b[8] = {0};
+            read_exact(lf, b, lh.esize, labels);
+            if (lh.esize == 1) v = b[0];
+            else if (lh.esize == 4) { int32_t x; memcpy(&x, b, 4); v = x; }
+            else memcpy(&v, b, 8);
+            if (v < INT32_MIN || v > INT32_MAX) dh_die(DH_EXIT_FAIL, "%s: label %lld out of range", labels, (long long)v);
+            lab[i] = (int32_t)v;
+        }
+        fclose(lf);
+        if (dhs_schema_add(&s, "label", DHS_I32, 0, NULL, &e) < 0) dh_die_err(&e, NULL);
+    }
+    if (dhs_schema_add(&s, "id", DHS_STR, 0, NULL, &e) < 0) dh_die_err(&e, NULL);
+    dhs_meta *meta = dhs_meta_new();
+    dhs_meta_set_str(meta, "source", name);
+    dhs_meta_set_str(meta, "command", dh_cmdline());
+    dhs_writer *w = dhs_writer_open(stdout, "<stdout>", &s, meta, &e);
+    dhs_meta_free(meta);
+    if (!w) dh_die_err(&e, NULL);
+    const dhs_field *fl = &s.fields[0];
+    size_t in_row = (size_t)h.elems * h.esize;
+    unsigned char *in = malloc(in_row ? in_row : 1);
+    unsigned char *row = malloc((size_t)fl->row_bytes + 1);
+    if (!in || !row) dh_die(DH_EXIT_NOMEM, "out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        read_exact(f, in, in_row, name);
+        if (t == DHS_BITS) {
+            memset(row, 0, (size_t)fl->row_bytes);
+            for (int64_t k = 0; k < h.elems; k++) {
+                if (in[k] > 1) { dhs_writer_abort(w); dh_die(DH_EXIT_FAIL, "%s: row %lld: --bits needs 0/1 values", name, (long long)i); }
+                row[k >> 3] |= (unsigned char)(in[k] << (k & 7));
+            }
+        } else if (!strcmp(d, "<f8")) {
+            for (int64_t k = 0; k < h.elems; k++) { double x; memcpy(&x, in + 8 * k, 8); float y = (float)x; memcpy(row + 4 * k, &y, 4); }
+        } else memcpy(row, in, in_row);
+        char id[32];
+        uint32_t idl = (uint32_t)snprintf(id, sizeof id, "%lld", (long long)i);
+        const void *cols[3];
+        const uint32_t *lens[3] = {0};
+        int k = 0;
+        cols[k++] = row;
+        if (lab) cols[k++] = &lab[i];
+        lens[k] = &idl;
+        cols[k++] = id;
+        if (dhs_write_rows(w, 1, cols, lens, &e)) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+    }
+    if (fgetc(f) != EOF) { dhs_writer_abort(w); dh_die(DH_EXIT_FAIL, "%s: more data than the shape says", name); }
+    if (dhs_writer_close(w, &e)) dh_die_err(&e, NULL);
+    free(in); free(row); free(lab);
+    if (f != stdin) fclose(f);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    dh_prog_init("dh-npy", argc, argv);
+    static const struct option opts[] = {
+        {"field", required_argument, 0, 'F'}, {"kind", required_argument, 0, 'k'}, {"labels", required_argument, 0, 'l'},
+        {"bits", no_argument, 0, 'b'}, {"unpack", no_argument, 0, 'u'},
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    const char *field = NULL, *kind = "features", *labels = NULL;
+    int bits = 0, unpack = 0, c;
+    while ((c = getopt_long(argc, argv, "F:k:l:bu", opts, NULL)) != -1) {
+        switch (c) {
+        case 'F': field = optarg; break;
+        case 'k': kind = optarg; break;
+        case 'l': labels = optarg; break;
+        case 'b': bits = 1; break;
+        case 'u': unpack = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        case 'V': dh_version();
+        default: dh_bad_option(argv);
+        }
+    }
+    if (optind >= argc) dh_usage_error("give a command: export or import (see dh-npy --help)");
+    const char *cmd = argv[optind++];
+    if (!field) dh_usage_error("--field NAME is required");
+    if (argc - optind > 1) dh_usage_error("one input at most");
+    const char *path = optind < argc ? argv[optind] : NULL;
+    if (!strcmp(cmd, "export")) return do_export(path, field, unpack);
+    if (!strcmp(cmd, "import")) return do_import(path, kind, field, labels, bits);
+    dh_usage_error("unknown command '%s' (export or import)", cmd);
+}
