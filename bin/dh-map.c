@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <strings.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,7 +367,13 @@ int main(int argc, char **argv)
                 dh_usage_error("--radius: '%s' is not a number in 0..%d", optarg, DH_HAMMING_MAX_BITS);
             break;
         case 'J': json = 1; break;
-        case 'p': plot = optarg; break;
+        case 'p': {
+            plot = optarg;
+            const char *x = strrchr(plot, '.');
+            if (!x || (strcasecmp(x, ".png") && strcasecmp(x, ".svg")))
+                dh_usage_error("--plot %s: the name must end in .png or .svg", plot);
+            break;
+        }
         case 'T': title = optarg; break;
         case 'D': device = optarg; break;
         case 'j':
@@ -472,6 +480,8 @@ int main(int argc, char **argv)
         H = dh_map_harmonic(db.n, &e);
         if (!H || dh_map_acc_init(&acc, bits, db.n, &o, H, &e) != DH_OK) dh_die_err(&e, NULL);
         int64_t topn = top < 0 ? db.n : top;
+        int64_t *ridx = NULL, rowcap = 0;
+        int32_t *rdist = NULL;
         double t1 = dh_now();
         dh_progress pg;
         dh_progress_start(&pg, "evaluating", "queries", 0);
@@ -485,9 +495,21 @@ int main(int argc, char **argv)
                 if ((int64_t)(ch->off[fd][i + 1] - ch->off[fd][i]) != n)
                     dh_die(DH_EXIT_FAIL, "%s: row %lld: %lld database rows but %lld distances", inname,
                            (long long)dhs_reader_rows(r), (long long)n, (long long)(ch->off[fd][i + 1] - ch->off[fd][i]));
-                const int64_t *idx = (const int64_t *)ch->col[fi] + ch->off[fi][i];
-                const int32_t *dist = (const int32_t *)ch->col[fd] + ch->off[fd][i];
-                int32_t ql = ((const int32_t *)ch->col[fl])[i];
+                /* column data in a chunk need not be aligned: copy */
+                if (n > rowcap) {
+                    rowcap = n;
+                    ridx = realloc(ridx, (size_t)rowcap * sizeof *ridx);
+                    rdist = realloc(rdist, (size_t)rowcap * sizeof *rdist);
+                    if (!ridx || !rdist) dh_die(DH_EXIT_NOMEM, "out of memory");
+                }
+                memcpy(ridx, (const char *)ch->col[fi] + ch->off[fi][i] * sizeof(int64_t), (size_t)n * sizeof(int64_t));
+                memcpy(rdist, (const char *)ch->col[fd] + ch->off[fd][i] * sizeof(int32_t), (size_t)n * sizeof(int32_t));
+                const int64_t *idx = ridx;
+                const int32_t *dist = rdist;
+                int32_t ql;
+                int64_t qrow;
+                memcpy(&ql, (const char *)ch->col[fl] + i * sizeof ql, sizeof ql);
+                memcpy(&qrow, (const char *)ch->col[fq] + i * sizeof qrow, sizeof qrow);
                 int cu;
                 if (n >= db.n) cu = bits;
                 else if (n < topn) cu = radius >= 0 ? (int)radius : bits;
@@ -495,7 +517,7 @@ int main(int argc, char **argv)
                 if (cu > bits) cu = bits;
                 dh_map_qraw raw = { .hist = hist, .relhist = relhist };
                 if (dh_map_list(idx, dist, n, ql, db.label, db.n, bits, count_eq(sorted, db.n, ql), cu, &o, &raw, &e) != DH_OK)
-                    dh_die(DH_EXIT_FAIL, "%s: query %lld: %s", inname, (long long)((const int64_t *)ch->col[fq])[i], e.msg);
+                    dh_die(DH_EXIT_FAIL, "%s: query %lld: %s", inname, (long long)qrow, e.msg);
                 dh_map_acc_add(&acc, &raw);
             }
             dh_progress_update(&pg, acc.nq);
@@ -506,7 +528,7 @@ int main(int argc, char **argv)
         if (top >= 0 && top < db.n) note = "rankings cut at --top: whole-ranking metrics need 'dh-rank --top all' or the fast path";
         else if (radius >= 0 && radius < bits) note = "rankings cut at --radius: whole-ranking metrics need 'dh-rank --top all' or the fast path";
         snprintf(label, sizeof label, "%s", title ? title : inname);
-        free(sorted); free(hist); free(relhist);
+        free(sorted); free(hist); free(relhist); free(ridx); free(rdist);
         dh_codes_free(&db);
     }
     if (acc.nq == 0) dh_die(DH_EXIT_FAIL, "no queries to evaluate");

@@ -158,7 +158,8 @@ int main(int argc, char **argv)
             dh_ham_pack((const uint8_t *)ch->col[qcf] + i0 * nbytes, n, bits, qw);
             for (int64_t i = 0; i < n; i++) {
                 qidx[i] = done + i;
-                qlab[i] = qlf >= 0 ? ((const int32_t *)ch->col[qlf])[i0 + i] : INT32_MIN;
+                qlab[i] = INT32_MIN;
+                if (qlf >= 0) memcpy(&qlab[i], (const char *)ch->col[qlf] + (i0 + i) * sizeof(int32_t), sizeof(int32_t));
                 idlen[i] = qidf >= 0 ? (uint32_t)(ch->off[qidf][i0 + i + 1] - ch->off[qidf][i0 + i]) : 0;
             }
             const char *ids = qidf >= 0 ? (const char *)ch->col[qidf] + ch->off[qidf][i0] : "";
