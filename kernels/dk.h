@@ -31,11 +31,11 @@
 #define DK_H
 #include <stddef.h>
 #include <stdint.h>
-#include "dh_util.h"
 
 #ifdef __cplusplus
-extern "C" {
+extern "C" {   /* also for dh_util.h, which has no guards of its own */
 #endif
+#include "dh_util.h"
 
 /* ---- devices -------------------------------------------------------------- */
 typedef enum { DK_CPU = 0, DK_CUDA = 1 } dk_device;
@@ -58,6 +58,11 @@ int dk_sync(dk_device dev, dh_err *e);
 /* The cublasHandle_t / cudnnHandle_t (as void*), NULL before dk_init(DK_CUDA)
  * or in a CPU-only build: for other CUDA code that wants to share them. */
 void *dk_cublas_handle(void);
+/* Allow TF32 tensor-core math in cuBLAS and cuDNN (faster on Ampere and
+ * later, about 1e-3 relative error). Off by default: the CUDA backend then
+ * computes in full FP32 like the CPU. The environment variable DH_TF32=1
+ * turns it on at dk_init. No effect on the CPU. */
+void dk_allow_tf32(int on);
 void *dk_cudnn_handle(void);
 
 /* ---- raw device memory (for u8 images, i32 labels/indices, ...) ----------- */

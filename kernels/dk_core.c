@@ -77,6 +77,14 @@ void *dk_cublas_handle(void) {
 #endif
 }
 
+void dk_allow_tf32(int on) {
+#if DH_USE_CUDA
+    dk_cuda_set_tf32(on);
+#else
+    (void)on;
+#endif
+}
+
 void *dk_cudnn_handle(void) {
 #if DH_USE_CUDA
     return dk_cuda_cudnn();

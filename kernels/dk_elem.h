@@ -58,6 +58,16 @@ static inline DK_HD float dk_affine_rn(float x, float a, float b) {
 #endif
 }
 
+/* lo + (hi - lo) u, without fused multiply-add (identical on both devices). */
+static inline DK_HD float dk_lerp_rn(float lo, float hi, float u) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(lo, __fmul_rn(hi - lo, u));
+#else
+    float t = (hi - lo) * u;
+    return lo + t;
+#endif
+}
+
 /* Augmentation draws for output row r: crop offsets in [0, 2 pad] and flip. */
 typedef struct { int oy, ox, flip; } dk_aug_draw;
 static inline DK_HD dk_aug_draw dk_aug_draws(uint64_t seed, uint64_t row, int pad, int flip) {

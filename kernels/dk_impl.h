@@ -73,6 +73,7 @@ int  dk_cuda_available_impl(void);
 void dk_cuda_shutdown(void);
 int  dk_cuda_sync(dh_err *e);
 void *dk_cuda_cublas(void);
+void dk_cuda_set_tf32(int on);
 void *dk_cuda_cudnn(void);
 int  dk_cuda_malloc(size_t bytes, void **out, dh_err *e);
 void dk_cuda_free(void *p);
