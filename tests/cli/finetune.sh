@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# tests/cli/finetune.sh — dh-finetune (stage 3). On synthetic features
+# (numpy -> dh-npy import): fine-tuning the hash layer must raise the mAP of
+# the stage-2 codes (mAP by brute force in numpy, queries = a held-out set,
+# database = the training set). On tiny synthetic images: the joint
+# (network + hash layer) path and "random init." run end to end and write
+# a deep hash model that dh-encode reads. Then the bad inputs.
+. "$(dirname "$0")/../lib.sh"
+PY=/usr/bin/python3
+if ! $PY -c 'import numpy' 2>/dev/null || ! command -v dh-npy >/dev/null; then
+  t_skip finetune "needs /usr/bin/python3 with numpy and dh-npy"; exit 0
+fi
+# synth N D C MEANSEED SAMPLESEED SCALE OUT : Gaussian classes (features)
+synth() {
+  $PY - "$@" <<'PYEOF'
+import sys, numpy as np
+N, D, C, ms, ss = map(int, sys.argv[1:6]); sc = float(sys.argv[6]); out = sys.argv[7]
+mu = np.random.default_rng(ms).normal(0, sc, (C, D))
+r = np.random.default_rng(ss); y = r.integers(0, C, N).astype('<i4')
+np.save(out + '.z.npy', (mu[y] + r.normal(0, 1.0, (N, D))).astype('<f4')); np.save(out + '.y.npy', y)
+PYEOF
+  dh-npy import --field z --labels "$7.y.npy" "$7.z.npy" > "$7"
+}
+# map QUERY.codes DB.codes : mAP over the whole Hamming ranking, ties by database order
+map() {
+  dh-npy export --field code --unpack "$1" > "$TMP/q.npy" && dh-npy export --field label "$1" > "$TMP/ql.npy" &&
+  dh-npy export --field code --unpack "$2" > "$TMP/d.npy" && dh-npy export --field label "$2" > "$TMP/dl.npy" &&
+  $PY - "$TMP" <<'PYEOF'
+import sys, numpy as np
+t = sys.argv[1]; q = np.load(t + '/q.npy').astype(np.int32); ql = np.load(t + '/ql.npy')
+d = np.load(t + '/d.npy').astype(np.int32); dl = np.load(t + '/dl.npy'); aps = []
+for i in range(len(q)):
+    o = np.argsort((q[i] != d).sum(1), kind='stable'); rel = dl[o] == ql[i]
+    if rel.any(): aps.append((np.cumsum(rel)[rel] / (np.nonzero(rel)[0] + 1)).mean())
+print('%.4f' % np.mean(aps))
+PYEOF
+}
+synth 2000 48 10 7 1 0.4 "$TMP/tr.dhs"
+synth 300 48 10 7 2 0.4 "$TMP/te.dhs"
+synth 200 48 1 7 3 0.4 "$TMP/one.dhs"
+dh-npy import --field z "$TMP/tr.dhs.z.npy" > "$TMP/nolab.dhs"
+dh-inithash -q --bits 16 --epochs 10 "$TMP/tr.dhs" > "$TMP/h0.dhm"
+
+t_begin help_version
+dh-finetune --help > "$TMP/h" || t_fail "--help exit"
+for o in --loss --backbone-lr --freeze-backbone --sampling --schedule --features --arch; do
+  grep -q -- "$o" "$TMP/h" || t_fail "--help lacks $o"; done
+dh-finetune --version | grep -q dh-finetune || t_fail "--version"
+t_end
+
+t_begin features_finetune_raises_map
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 4 "$TMP/tr.dhs" > "$TMP/h1.dhm" || t_fail "exit status"
+dh-encode -m "$TMP/h0.dhm" "$TMP/tr.dhs" > "$TMP/db0" && dh-encode -m "$TMP/h0.dhm" "$TMP/te.dhs" > "$TMP/q0" || t_fail "encode stage 2"
+dh-encode -m "$TMP/h1.dhm" "$TMP/tr.dhs" > "$TMP/db1" && dh-encode -m "$TMP/h1.dhm" "$TMP/te.dhs" > "$TMP/q1" || t_fail "encode stage 3"
+m0=$(map "$TMP/q0" "$TMP/db0"); m1=$(map "$TMP/q1" "$TMP/db1")
+echo "# synthetic 16 bits: stage-2 mAP $m0, fine-tuned mAP $m1" >&2
+$PY -c "import sys; sys.exit(0 if float('$m1') > float('$m0') + 0.01 else 1)" || t_fail "mAP did not rise: $m0 -> $m1"
+t_end
+
+t_begin features_deterministic
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 1 --seed 3 "$TMP/tr.dhs" > "$TMP/a.dhm"
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 1 --seed 3 < "$TMP/tr.dhs" > "$TMP/b.dhm"
+dh-npy export --field data "$TMP/a.dhm" > "$TMP/a.npy" 2>/dev/null; dh-npy export --field data "$TMP/b.dhm" > "$TMP/b.npy" 2>/dev/null
+# compare the tensors (the meta differs only by the command line)
+cmp -s "$TMP/a.npy" "$TMP/b.npy" || $PY - "$TMP" <<'PYEOF' || t_fail "same seed, different weights"
+import sys, msgpack
+t = sys.argv[1]
+def rows(p): return [o['cols'] for o in msgpack.Unpacker(open(p, 'rb'), raw=False) if 'cols' in o]
+sys.exit(0 if rows(t + '/a.dhm') == rows(t + '/b.dhm') else 1)
+PYEOF
+t_end
+
+t_begin features_options
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 1 --loss paper --sampling paper --schedule step "$TMP/tr.dhs" > "$TMP/p.dhm" || t_fail "paper loss/sampling/schedule"
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 1 --loss balanced --schedule constant -B 100 "$TMP/tr.dhs" > "$TMP/p2.dhm" || t_fail "balanced"
+dh-finetune -q --features --bits 12 --epochs 1 "$TMP/tr.dhs" > "$TMP/r.dhm" || t_fail "random init on features"
+dh-encode -m "$TMP/r.dhm" "$TMP/te.dhs" > /dev/null || t_fail "encode random-init model"
+t_end
+
+t_begin features_report
+dh-finetune --features --hash "$TMP/h0.dhm" --epochs 1 "$TMP/tr.dhs" 2>"$TMP/log" >/dev/null || t_fail "exit"
+grep -q 'epoch 1/1: Q .* surrogate .* right-sign pairs .* rows/s' "$TMP/log" || t_fail "no per-epoch report: $(cat "$TMP/log")"
+t_end
+
+expect_fail f_single_class dh-finetune -q --features --hash "$TMP/h0.dhm" "$TMP/one.dhs"
+expect_fail f_no_labels dh-finetune -q --features --hash "$TMP/h0.dhm" "$TMP/nolab.dhs"
+synth 100 20 3 1 1 1 "$TMP/d20.dhs"
+expect_fail f_dim_mismatch dh-finetune -q --features --hash "$TMP/h0.dhm" "$TMP/d20.dhs"
+expect_fail bits_out_of_range dh-finetune -q --features --bits 300 "$TMP/tr.dhs"
+expect_fail bad_loss dh-finetune -q --features --loss nosuch "$TMP/tr.dhs"
+expect_fail hash_not_a_model dh-finetune -q --features --hash "$TMP/tr.dhs" "$TMP/tr.dhs"
+if dh-inithash -q --method sh --bits 16 "$TMP/tr.dhs" > "$TMP/sh.dhm" 2>/dev/null; then
+  expect_fail nonlinear_hash dh-finetune -q --features --hash "$TMP/sh.dhm" "$TMP/tr.dhs"
+fi
+t_begin no_partial_output
+dh-finetune -q --features --hash "$TMP/h0.dhm" -o "$TMP/out.dhm" "$TMP/one.dhs" 2>/dev/null
+[ ! -e "$TMP/out.dhm" ] || t_fail "a failed run left its output"
+t_end
+
+# ---- images: tiny 1x28x28 synthetic classes (a bright square at a class-specific place)
+$PY - "$TMP" <<'PYEOF'
+import sys, numpy as np
+t = sys.argv[1]; r = np.random.default_rng(5); N = 96
+y = (np.arange(N) % 4).astype('<i4'); x = r.integers(0, 60, (N, 1, 28, 28)).astype('u1')
+for i in range(N):
+    a, b = divmod(int(y[i]), 2); x[i, 0, 4 + 12 * a:12 + 12 * a, 4 + 12 * b:12 + 12 * b] = 220
+np.save(t + '/px.npy', x); np.save(t + '/py.npy', y); np.save(t + '/p1.npy', np.zeros(N, '<i4'))
+PYEOF
+dh-npy import --kind images --field pixels --labels "$TMP/py.npy" "$TMP/px.npy" > "$TMP/im.dhs"
+dh-npy import --kind images --field pixels --labels "$TMP/p1.npy" "$TMP/px.npy" > "$TMP/im1.dhs"
+
+t_begin images_random_init
+dh-finetune -q --device cpu --arch lenet --bits 8 --epochs 1 -B 32 "$TMP/im.dhs" -o "$TMP/ri.dhm" || t_fail "exit status"
+dh-info "$TMP/ri.dhm" 2>&1 | grep -q deephash || t_fail "not a deephash model"
+dh-encode -m "$TMP/ri.dhm" "$TMP/im.dhs" > "$TMP/ric.dhs" || t_fail "dh-encode of images"
+t_end
+
+t_begin images_finetune_joint
+if dh-pretrain -q --device cpu -e 1 -b 32 "$TMP/im.dhs" > "$TMP/net.dhm" 2>"$TMP/perr" &&
+   dh-feats -q -m "$TMP/net.dhm" "$TMP/im.dhs" > "$TMP/imf.dhs" &&
+   dh-inithash -q --bits 8 --epochs 2 "$TMP/imf.dhs" > "$TMP/ih.dhm"; then
+  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 "$TMP/im.dhs" > "$TMP/dh.dhm" || t_fail "joint fine-tuning"
+  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 --freeze-backbone "$TMP/im.dhs" > "$TMP/dhf.dhm" || t_fail "frozen backbone"
+  dh-encode -m "$TMP/dh.dhm" "$TMP/im.dhs" > "$TMP/imc.dhs" || t_fail "encode"
+  [ "$(dh-npy export --field label "$TMP/imc.dhs" | wc -c)" -gt 0 ] || t_fail "no codes"
+else
+  t_fail "stage 1/2 helpers failed: $(head -c 200 "$TMP/perr")"
+fi
+t_end
+if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
+  expect_fail net_without_hash dh-finetune -q --device cpu -m "$TMP/net.dhm" "$TMP/im.dhs"
+  expect_fail hash_dim_mismatch dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/h0.dhm" "$TMP/im.dhs"
+  expect_fail images_single_class dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" "$TMP/im1.dhs"
+  expect_fail features_without_flag dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" "$TMP/tr.dhs"
+fi
+expect_fail hash_without_net dh-finetune -q --hash "$TMP/h0.dhm" "$TMP/im.dhs"
+expect_fail no_network dh-finetune -q "$TMP/im.dhs"
+expect_fail bad_arch dh-finetune -q --arch nosuch "$TMP/im.dhs"
+t_done
