@@ -59,6 +59,7 @@ static void usage(void) {
            "  -s, --seed N            random seed (default 1)\n"
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE       write the model to FILE atomically (default: stdout)\n"
+           "      --print-net         print the network specification (of --arch/--net) and exit\n"
            "  -q, --quiet             no progress or report on stderr\n"
            "      --progress          progress line even when stderr is not a terminal\n"
            "  -h, --help              show this help and exit\n"
@@ -195,7 +196,7 @@ int main(int argc, char **argv) {
     double lr = -1, momentum = -1, wd = -1, smoothing = -1;
     uint64_t seed = 1;
     int64_t v;
-    enum { O_NEST = 256, O_NONEST, O_LS, O_AUG, O_NOAUG, O_VAL, O_PROG };
+    enum { O_NEST = 256, O_NONEST, O_LS, O_AUG, O_NOAUG, O_VAL, O_PROG, O_PRINT };
     static const struct option lo[] = {
         {"arch", 1, 0, 'a'}, {"net", 1, 0, 'n'}, {"epochs", 1, 0, 'e'}, {"batch", 1, 0, 'b'},
         {"lr", 1, 0, 'l'}, {"schedule", 1, 0, 'S'}, {"momentum", 1, 0, 'm'},
@@ -204,8 +205,8 @@ int main(int argc, char **argv) {
         {"augment", 0, 0, O_AUG}, {"no-augment", 0, 0, O_NOAUG}, {"val", 1, 0, O_VAL},
         {"seed", 1, 0, 's'}, {"device", 1, 0, 'd'}, {"output", 1, 0, 'o'},
         {"quiet", 0, 0, 'q'}, {"progress", 0, 0, O_PROG}, {"help", 0, 0, 'h'},
-        {"version", 0, 0, 'V'}, {0, 0, 0, 0}};
-    int c;
+        {"version", 0, 0, 'V'}, {"print-net", 0, 0, O_PRINT}, {0, 0, 0, 0}};
+    int c, print_net = 0;
     while ((c = getopt_long(argc, argv, "a:n:e:b:l:S:m:w:s:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'a': arch = optarg; break;
@@ -227,6 +228,7 @@ int main(int argc, char **argv) {
         case 'o': out = optarg; break;
         case 'q': dh_quiet = 1; break;
         case O_PROG: dh_progress_on = 1; break;
+        case O_PRINT: print_net = 1; break;
         case 'h': usage(); return DH_EXIT_OK;
         case 'V': dh_version();
         default: dh_usage_error("bad option (see --help)");
@@ -235,6 +237,16 @@ int main(int argc, char **argv) {
     if (optind < argc - 1) dh_usage_error("at most one input file");
     if (arch && netfile) dh_usage_error("--arch and --net exclude each other");
     const char *in = optind < argc ? argv[optind] : NULL;
+    if (print_net) {
+        netspec ps;
+        dh_err pe;
+        if (!arch && !netfile) dh_usage_error("--print-net needs --arch or --net");
+        if (arch ? netspec_builtin(arch, &ps, &pe) : netspec_load(netfile, &ps, &pe))
+            dh_die_err(&pe, arch ? "--arch" : NULL);
+        fputs(ps.text, stdout);
+        netspec_free(&ps);
+        return DH_EXIT_OK;
+    }
     if ((!out || !strcmp(out, "-")) && isatty(STDOUT_FILENO))
         dh_usage_error("refusing to write a model to a terminal (use -o FILE or redirect)");
     dh_err e;

@@ -10,12 +10,15 @@
 /* ---- built-in architectures --------------------------------------------- */
 
 static const char lenet_text[] =
-    "# lenet: LeNet-style net for 28x28 grey images (Caffe zoo lenet), z = 500\n"
+    "# lenet: LeNet-style net for 28x28 grey images (Caffe zoo lenet plus ReLUs\n"
+    "# after the pooling layers), z = 500\n"
     "input 1 28 28\n"
     "conv 20 k5          # 20x24x24\n"
     "maxpool k2 s2       # 20x12x12\n"
+    "relu\n"
     "conv 50 k5          # 50x8x8\n"
     "maxpool k2 s2       # 50x4x4\n"
+    "relu\n"
     "fc 500 name=z\n"
     "relu\n"
     "feature z           # 500 units\n";

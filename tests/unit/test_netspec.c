@@ -13,7 +13,7 @@ static void t_builtin_lenet(void) {
     CHECK(ns.layers[0].type == NS_CONV && strcmp(ns.layers[0].name, "conv1") == 0);
     CHECK(ns.layers[0].shape[0] == 20 && ns.layers[0].shape[1] == 24);
     CHECK(ns.layers[1].shape[1] == 12);
-    CHECK(ns.layers[3].shape[0] == 50 && ns.layers[3].shape[1] == 4 && ns.layers[3].shape[2] == 4);
+    CHECK(ns.layers[4].shape[0] == 50 && ns.layers[4].shape[1] == 4 && ns.layers[4].shape[2] == 4);
     /* conv1 20*25+20, conv2 50*20*25+50, fc 500*800+500 */
     CHECK(netspec_nparams(&ns) == 520 + 25050 + 400500);
     netspec_free(&ns);
