@@ -501,6 +501,8 @@ static int scan_archive(scan *sc, const char *path, dh_err *e) {
         const char *m = archive_error_string(a) ? archive_error_string(a) : "cannot open";
         if (err == ENOENT || err == EACCES || err == EISDIR || err == ENOTDIR)
             dh_seterr(e, DH_EIO, "%s", strerror(err));
+        else if (strcasestr(m, "truncated") || strcasestr(m, "damaged") || strcasestr(m, "corrupt"))
+            dh_seterr(e, DH_ETRUNC, "damaged or truncated archive: %s", m);
         else
             dh_seterr(e, DH_EFORMAT, "not a readable archive, image folder, CIFAR-10 binary or IDX file: %s", m);
         archive_read_free(a);
@@ -514,7 +516,9 @@ static int scan_archive(scan *sc, const char *path, dh_err *e) {
         if (r == ARCHIVE_EOF) break;
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
             const char *m = archive_error_string(a) ? archive_error_string(a) : "read error";
-            if (nmembers == 0)
+            if (nmembers == 0 && (strcasestr(m, "truncated") || strcasestr(m, "damaged") || strcasestr(m, "corrupt")))
+                rc = dh_seterr(e, DH_ETRUNC, "damaged or truncated archive: %s", m);
+            else if (nmembers == 0)
                 rc = dh_seterr(e, DH_EFORMAT, "not a readable archive, image folder, CIFAR-10 binary or IDX file: %s", m);
             else
                 rc = dh_seterr(e, DH_ETRUNC, "after member %s: damaged or truncated archive: %s", last, m);
