@@ -36,7 +36,8 @@ static void usage(void)
            "      --rgb              three RGB channels (default: RGB unless every image is grey)\n"
            "      --resize WxH       resize every image to W x H (bilinear)\n"
            "      --skip-bad         skip undecodable images (listed on stderr) instead of failing\n"
-           "      --classes A,B,...  class names for numeric labels (IDX, CIFAR binary)\n"
+           "      --classes A,B,...  class names for numeric labels (IDX, CIFAR binary);\n"
+           "                         'fashion-mnist' and 'cifar10' name the known sets\n"
            "  -j, --threads N        decoder threads (default: number of CPUs)\n"
            "      --max-pixels N     largest image (width*height) decoded (default 67108864)\n"
            "      --max-side N       largest width or height (default 16384)\n"
@@ -76,9 +77,13 @@ static int parse_size(const char *s, uint64_t *out)
 static int64_t members_read;
 static void on_progress(void *arg, int64_t n) { members_read = n; dh_progress_update(arg, n); }
 
-/* split "a,b,c" in place */
+/* split "a,b,c" in place; "fashion-mnist" and "cifar10" name the known sets */
 static int split_names(char *s, const char ***out)
 {
+    static char fashion[] = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
+    static char cifar10[] = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck";
+    if (!strcmp(s, "fashion-mnist")) s = fashion;
+    else if (!strcmp(s, "cifar10") || !strcmp(s, "cifar-10")) s = cifar10;
     int n = 1;
     for (char *p = s; *p; p++) n += *p == ',';
     const char **v = calloc(n, sizeof *v);
