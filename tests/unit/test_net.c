@@ -207,11 +207,58 @@ static void t_builtins_build(void) {
     }
 }
 
+
+/* With a GPU (rel build): the same net on CUDA and on the CPU, the same
+ * parameters and batch: z, loss and every gradient agree within
+ * |gpu - cpu| <= atol + rtol * max|cpu| (per tensor; cuDNN may use TF32). */
+static void t_cuda_matches_cpu(void) {
+    if (!DH_USE_CUDA || !dk_cuda_available()) SKIP_TEST("no CUDA device");
+    netspec ns; dh_err e;
+    REQUIRE(netspec_parse(spec_all, "all", &ns, &e) == DH_OK);
+    net *a, *g;
+    REQUIRE(dk_init(DK_CUDA, &e) == DH_OK);
+    REQUIRE(net_create(&ns, K, DK_CPU, 8, &a, &e) == DH_OK);
+    REQUIRE(net_create(&ns, K, DK_CUDA, 8, &g, &e) == DH_OK);
+    REQUIRE(net_init(a, 3, &e) == DH_OK && net_init(g, 3, &e) == DH_OK);
+    for (int i = 0; i < a->nparams; i++) REQUIRE(dk_copy(&g->params[i].w, &a->params[i].w, &e) == DH_OK);
+    dk_tensor x, xg; int32_t lab[NB]; int32_t *labg = NULL;
+    make_batch(&x, lab, &ns, 21);
+    REQUIRE(dk_tensor_alloc(&xg, DK_CUDA, 4, x.shape, &e) == DH_OK && dk_copy(&xg, &x, &e) == DH_OK);
+    REQUIRE(dk_mem_alloc(DK_CUDA, sizeof lab, (void **)&labg, &e) == DH_OK);
+    REQUIRE(dk_mem_upload(DK_CUDA, labg, lab, sizeof lab, &e) == DH_OK);
+    double la, lg; int64_t ca, cg;
+    REQUIRE(net_grad_xent(a, &x, lab, 0.1f, &la, &ca, &e) == DH_OK);
+    REQUIRE(net_grad_xent(g, &xg, labg, 0.1f, &lg, &cg, &e) == DH_OK);
+    printf("# cuda vs cpu: loss %.6f vs %.6f\n", lg, la);
+    CHECK_NEAR(lg, la, 1e-3 + 1e-2 * fabs(la));
+    double worst = 0; const char *wn = "";
+    for (int i = 0; i < a->nparams; i++) {
+        int64_t n = a->params[i].g.n;
+        float *h = malloc(n * sizeof *h);
+        REQUIRE(h && dk_download(&g->params[i].g, h, n, &e) == DH_OK);
+        double mx = 0, err = 0;
+        for (int64_t j = 0; j < n; j++) {
+            mx = fmax(mx, fabs(a->params[i].g.data[j]));
+            err = fmax(err, fabs(h[j] - a->params[i].g.data[j]));
+        }
+        double rel = err / (1e-4 + mx);
+        if (rel > worst) { worst = rel; wn = a->params[i].name; }
+        free(h);
+    }
+    printf("# cuda vs cpu: worst gradient error %.3g of the tensor's max (%s)\n", worst, wn);
+    CHECKF(worst < 2e-2, "gradient %s differs by %g of its max", wn, worst);
+    dk_mem_free(DK_CUDA, labg);
+    dk_tensor_free(&x); dk_tensor_free(&xg);
+    net_free(a); net_free(g);
+    netspec_free(&ns);
+}
+
 int main(void) {
     RUN(t_gradcheck);
     RUN(t_learns);
     RUN(t_deterministic_and_roundtrip);
     RUN(t_builtins_build);
+    RUN(t_cuda_matches_cpu);
     dk_shutdown();
     return check_done();
 }
