@@ -361,34 +361,25 @@ int dk_unary_grad_cpu(int op, const float *a, const float *dy, float *dx, int64_
 }
 
 /* ---- pooling ------------------------------------------------------------------------------- */
+static dk_poolgeom pool_geom(const dk_tensor *x, const dk_tensor *y, int k, int stride, int pad) {
+    dk_poolgeom g = {x->shape[2], x->shape[3], y->shape[2], y->shape[3], k, stride, pad};
+    return g;
+}
+
 int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e) {
-    int64_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
-    int64_t OH = y->shape[2], OW = y->shape[3];
-    float inv = 1.0f / (float)(k * k);
+    dk_poolgeom g = pool_geom(x, y, k, stride, pad);
+    int64_t NC = x->shape[0] * x->shape[1];
     for (int64_t nc = 0; nc < NC; nc++) {
-        const float *img = x->data + nc * H * W;
-        float *out = y->data + nc * OH * OW;
-        for (int64_t oh = 0; oh < OH; oh++)
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t h0 = oh * stride - pad, w0 = ow * stride - pad;
-                float acc = avg ? 0.0f : -FLT_MAX;
-                int any = 0;
-                for (int64_t i = h0; i < h0 + k; i++) {
-                    if (i < 0 || i >= H) continue;
-                    for (int64_t j = w0; j < w0 + k; j++) {
-                        if (j < 0 || j >= W) continue;
-                        float v = img[i * W + j];
-                        if (avg) acc += v;
-                        else if (!any || v > acc) acc = v;
-                        any = 1;
-                    }
-                }
-                out[oh * OW + ow] = avg ? acc * inv : (any ? acc : 0.0f);
-            }
+        const float *img = x->data + nc * g.H * g.W;
+        float *out = y->data + nc * g.OH * g.OW;
+        for (int64_t oh = 0; oh < g.OH; oh++)
+            for (int64_t ow = 0; ow < g.OW; ow++) out[oh * g.OW + ow] = dk_pool_out(avg, img, g, oh, ow);
     }
     return 0;
 }
 
+/* The backward passes scatter from each window (the CUDA kernels gather per
+ * input pixel with dk_pool_grad_pixel; the unit tests compare the two). */
 int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy,
                             int k, int stride, int pad, dk_tensor *dx, dh_err *e) {
     int64_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
@@ -467,16 +458,7 @@ int dk_dropout_forward_cpu(const float *x, float p, uint64_t seed, uint64_t offs
 }
 
 int dk_softmax_cpu(const float *logits, float *probs, int64_t N, int64_t K, dh_err *e) {
-    for (int64_t i = 0; i < N; i++) {
-        const float *z = logits + i * K;
-        float *p = probs + i * K;
-        float mx = z[0];
-        for (int64_t k = 1; k < K; k++) if (z[k] > mx) mx = z[k];
-        double s = 0;
-        for (int64_t k = 0; k < K; k++) { p[k] = expf(z[k] - mx); s += p[k]; }
-        float inv = (float)(1.0 / s);
-        for (int64_t k = 0; k < K; k++) p[k] *= inv;
-    }
+    for (int64_t i = 0; i < N; i++) dk_softmax_row(logits + i * K, probs + i * K, K);
     return 0;
 }
 
@@ -489,29 +471,11 @@ int dk_softmax_xent_cpu(const float *logits, const int32_t *labels, int64_t N, i
                              (long long)i, (int)labels[i], (long long)K);
     double total = 0;
     int64_t ncorrect = 0;
-    float off = smoothing / (float)K, on = 1.0f - smoothing + off;
+    float sc = grad_scale / (float)N;
     for (int64_t i = 0; i < N; i++) {
-        const float *z = logits + i * K;
-        int32_t y = labels[i];
-        float mx = z[0];
-        int64_t am = 0;
-        for (int64_t k = 1; k < K; k++) if (z[k] > mx) { mx = z[k]; am = k; }
-        double s = 0, tz = 0;
-        for (int64_t k = 0; k < K; k++) {
-            s += exp((double)(z[k] - mx));
-            tz += (double)(k == y ? on : off) * (z[k] - mx);
-        }
-        double lse = log(s);
-        total += lse - tz; /* sum_k t_k = 1 */
-        if (am == y) ncorrect++;
-        if (dlogits) {
-            float *g = dlogits + i * K;
-            float sc = grad_scale / (float)N, inv = (float)(1.0 / s);
-            for (int64_t k = 0; k < K; k++) {
-                float p = expf(z[k] - mx) * inv;  /* z[k] read before g[k] is written */
-                g[k] = (p - (k == y ? on : off)) * sc;
-            }
-        }
+        int ok;
+        total += dk_xent_row(logits + i * K, K, labels[i], smoothing, sc, dlogits ? dlogits + i * K : NULL, &ok);
+        ncorrect += ok;
     }
     if (loss) *loss = N > 0 ? total / (double)N : 0.0;
     if (correct) *correct = ncorrect;

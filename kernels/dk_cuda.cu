@@ -560,80 +560,32 @@ int dk_unary_grad_cuda(int op, const float *a, const float *dy, float *dx, int64
     return 0;
 }
 
-/* ---- pooling (own kernels: the CPU's exact padding and tie rules) ------------------------------------------ */
-struct poolgeom { int64_t NC, H, W, OH, OW; int k, s, p; };
-
-static poolgeom pgeom(const dk_tensor *x, const dk_tensor *y, int k, int s, int p) {
-    poolgeom g;
-    g.NC = x->shape[0] * x->shape[1]; g.H = x->shape[2]; g.W = x->shape[3];
-    g.OH = y->shape[2]; g.OW = y->shape[3]; g.k = k; g.s = s; g.p = p;
+/* ---- pooling (own kernels: the CPU's exact padding and tie rules, dk_elem.h) ------------------------------ */
+static dk_poolgeom pgeom(const dk_tensor *x, const dk_tensor *y, int k, int s, int p) {
+    dk_poolgeom g = {x->shape[2], x->shape[3], y->shape[2], y->shape[3], k, s, p};
     return g;
 }
 
-/* Index (within the image) of the first maximum of the window of output (oh, ow); -1 if empty. */
-static __device__ int64_t window_argmax(const float *img, poolgeom g, int64_t oh, int64_t ow) {
-    int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p, best = -1;
-    float bv = 0.0f;
-    for (int64_t i = h0; i < h0 + g.k; i++) {
-        if (i < 0 || i >= g.H) continue;
-        for (int64_t j = w0; j < w0 + g.k; j++) {
-            if (j < 0 || j >= g.W) continue;
-            float v = img[i * g.W + j];
-            if (best < 0 || v > bv) { bv = v; best = i * g.W + j; }
-        }
-    }
-    return best;
-}
-
-__global__ void k_pool_fwd(int avg, const float *x, float *y, poolgeom g) {
-    int64_t n = g.NC * g.OH * g.OW;
+__global__ void k_pool_fwd(int avg, const float *x, float *y, int64_t NC, dk_poolgeom g) {
+    int64_t n = NC * g.OH * g.OW;
     GRID_LOOP(t, n) {
         int64_t ow = t % g.OW, oh = (t / g.OW) % g.OH, nc = t / (g.OW * g.OH);
-        const float *img = x + nc * g.H * g.W;
-        if (avg) {
-            int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p;
-            float acc = 0.0f;
-            for (int64_t i = h0; i < h0 + g.k; i++) {
-                if (i < 0 || i >= g.H) continue;
-                for (int64_t j = w0; j < w0 + g.k; j++)
-                    if (j >= 0 && j < g.W) acc += img[i * g.W + j];
-            }
-            y[t] = acc * (1.0f / (float)(g.k * g.k));
-        } else {
-            int64_t b = window_argmax(img, g, oh, ow);
-            y[t] = b >= 0 ? img[b] : 0.0f;
-        }
+        y[t] = dk_pool_out(avg, x + nc * g.H * g.W, g, oh, ow);
     }
 }
 
 /* One thread per input pixel: gather from every window that contains it. */
-__global__ void k_pool_bwd(int avg, const float *x, const float *dy, float *dx, poolgeom g) {
-    int64_t n = g.NC * g.H * g.W;
+__global__ void k_pool_bwd(int avg, const float *x, const float *dy, float *dx, int64_t NC, dk_poolgeom g) {
+    int64_t n = NC * g.H * g.W;
     GRID_LOOP(t, n) {
         int64_t iw = t % g.W, ih = (t / g.W) % g.H, nc = t / (g.W * g.H);
-        const float *img = x ? x + nc * g.H * g.W : NULL;
-        const float *d = dy + nc * g.OH * g.OW;
-        /* windows oh with oh*s - p <= ih < oh*s - p + k */
-        int64_t oh_lo = (ih + g.p - g.k + g.s) / g.s, oh_hi = (ih + g.p) / g.s;
-        int64_t ow_lo = (iw + g.p - g.k + g.s) / g.s, ow_hi = (iw + g.p) / g.s;
-        if (ih + g.p - g.k + 1 < 0) oh_lo = 0;
-        if (iw + g.p - g.k + 1 < 0) ow_lo = 0;
-        if (oh_hi > g.OH - 1) oh_hi = g.OH - 1;
-        if (ow_hi > g.OW - 1) ow_hi = g.OW - 1;
-        float acc = 0.0f;
-        for (int64_t oh = oh_lo; oh <= oh_hi; oh++)
-            for (int64_t ow = ow_lo; ow <= ow_hi; ow++) {
-                if (avg) acc += d[oh * g.OW + ow];
-                else if (window_argmax(img, g, oh, ow) == ih * g.W + iw) acc += d[oh * g.OW + ow];
-            }
-        dx[t] = avg ? acc * (1.0f / (float)(g.k * g.k)) : acc;
+        dx[t] = dk_pool_grad_pixel(avg, x ? x + nc * g.H * g.W : NULL, dy + nc * g.OH * g.OW, g, ih, iw);
     }
 }
 
 int dk_pool_forward_cuda(int avg, const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e) {
     TRYC(need_init(e));
-    poolgeom g = pgeom(x, y, k, stride, pad);
-    k_pool_fwd<<<blocks_for(y->n), TPB>>>(avg, x->data, y->data, g);
+    k_pool_fwd<<<blocks_for(y->n), TPB>>>(avg, x->data, y->data, x->shape[0] * x->shape[1], pgeom(x, y, k, stride, pad));
     LAUNCHED();
     return 0;
 }
@@ -641,16 +593,16 @@ int dk_pool_forward_cuda(int avg, const dk_tensor *x, int k, int stride, int pad
 int dk_maxpool_backward_cuda(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy,
                              int k, int stride, int pad, dk_tensor *dx, dh_err *e) {
     TRYC(need_init(e));
-    poolgeom g = pgeom(x, dy, k, stride, pad);
-    k_pool_bwd<<<blocks_for(dx->n), TPB>>>(0, x->data, dy->data, dx->data, g);
+    k_pool_bwd<<<blocks_for(dx->n), TPB>>>(0, x->data, dy->data, dx->data, x->shape[0] * x->shape[1],
+                                           pgeom(x, dy, k, stride, pad));
     LAUNCHED();
     return 0;
 }
 
 int dk_avgpool_backward_cuda(const dk_tensor *dy, int k, int stride, int pad, dk_tensor *dx, dh_err *e) {
     TRYC(need_init(e));
-    poolgeom g = pgeom(dx, dy, k, stride, pad);
-    k_pool_bwd<<<blocks_for(dx->n), TPB>>>(1, NULL, dy->data, dx->data, g);
+    k_pool_bwd<<<blocks_for(dx->n), TPB>>>(1, NULL, dy->data, dx->data, dx->shape[0] * dx->shape[1],
+                                           pgeom(dx, dy, k, stride, pad));
     LAUNCHED();
     return 0;
 }
@@ -698,16 +650,7 @@ int dk_dropout_forward_cuda(const float *x, float p, uint64_t seed, uint64_t off
 }
 
 __global__ void k_softmax(const float *z, float *p, int64_t N, int64_t K) {
-    GRID_LOOP(i, N) {
-        const float *zr = z + i * K;
-        float *pr = p + i * K;
-        float mx = zr[0];
-        for (int64_t k = 1; k < K; k++) mx = fmaxf(mx, zr[k]);
-        double s = 0;
-        for (int64_t k = 0; k < K; k++) { float v = expf(zr[k] - mx); pr[k] = v; s += v; }
-        float inv = (float)(1.0 / s);
-        for (int64_t k = 0; k < K; k++) pr[k] *= inv;
-    }
+    GRID_LOOP(i, N) dk_softmax_row(z + i * K, p + i * K, K);
 }
 
 int dk_softmax_cuda(const float *logits, float *probs, int64_t N, int64_t K, dh_err *e) {
@@ -717,35 +660,19 @@ int dk_softmax_cuda(const float *logits, float *probs, int64_t N, int64_t K, dh_
     return 0;
 }
 
-/* One thread per row: loss_i, correct_i, and the gradient row. */
+/* One thread per row: loss_i, correct_i, and the gradient row (dk_xent_row). */
 __global__ void k_xent(const float *z, const int32_t *labels, int64_t N, int64_t K, float smoothing,
                        float gscale, double *rowloss, int *rowcorrect, float *g) {
     GRID_LOOP(i, N) {
-        const float *zr = z + i * K;
         int32_t y = labels[i];
-        if (y < 0 || y >= K) {
+        if (y < 0 || y >= K) {   /* the CPU rejects these; here the row is ignored */
             rowloss[i] = 0; rowcorrect[i] = 0;
             if (g) for (int64_t k = 0; k < K; k++) g[i * K + k] = 0.0f;
             continue;
         }
-        float off = smoothing / (float)K, on = 1.0f - smoothing + off;
-        float mx = zr[0];
-        int64_t am = 0;
-        for (int64_t k = 1; k < K; k++) if (zr[k] > mx) { mx = zr[k]; am = k; }
-        double s = 0, tz = 0;
-        for (int64_t k = 0; k < K; k++) {
-            s += exp((double)(zr[k] - mx));
-            tz += (double)(k == y ? on : off) * (zr[k] - mx);
-        }
-        rowloss[i] = log(s) - tz;
-        rowcorrect[i] = am == y;
-        if (g) {
-            float sc = gscale / (float)N, inv = (float)(1.0 / s);
-            for (int64_t k = 0; k < K; k++) {
-                float p = expf(zr[k] - mx) * inv;
-                g[i * K + k] = (p - (k == y ? on : off)) * sc;
-            }
-        }
+        int ok;
+        rowloss[i] = dk_xent_row(z + i * K, K, y, smoothing, gscale / (float)N, g ? g + i * K : NULL, &ok);
+        rowcorrect[i] = ok;
     }
 }
 

@@ -88,4 +88,93 @@ static inline DK_HD int dk_aug_src_x(dk_aug_draw d, int x, int pad, int W) {
     int sx = xx + d.ox - pad;
     return (sx >= 0 && sx < W) ? sx : -1;
 }
+/* ---- pooling: one output value, and one input pixel's gradient (gather form) ---- */
+typedef struct { int64_t H, W, OH, OW; int k, s, p; } dk_poolgeom;
+
+/* Index within the image of the first maximum of window (oh, ow); -1 if the
+ * window holds no real pixel. Padded positions never win. */
+static inline DK_HD int64_t dk_pool_argmax(const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
+    int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p, best = -1;
+    float bv = 0.0f;
+    for (int64_t i = h0; i < h0 + g.k; i++) {
+        if (i < 0 || i >= g.H) continue;
+        for (int64_t j = w0; j < w0 + g.k; j++) {
+            if (j < 0 || j >= g.W) continue;
+            float v = img[i * g.W + j];
+            if (best < 0 || v > bv) { bv = v; best = i * g.W + j; }
+        }
+    }
+    return best;
+}
+
+/* Output (oh, ow): maximum, or the sum over the window divided by k*k. */
+static inline DK_HD float dk_pool_out(int avg, const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
+    if (!avg) {
+        int64_t b = dk_pool_argmax(img, g, oh, ow);
+        return b >= 0 ? img[b] : 0.0f;
+    }
+    int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p;
+    float acc = 0.0f;
+    for (int64_t i = h0; i < h0 + g.k; i++) {
+        if (i < 0 || i >= g.H) continue;
+        for (int64_t j = w0; j < w0 + g.k; j++)
+            if (j >= 0 && j < g.W) acc += img[i * g.W + j];
+    }
+    return acc * (1.0f / (float)(g.k * g.k));
+}
+
+/* Gradient of input pixel (ih, iw) from every window containing it, in
+ * ascending (oh, ow) order. d: the output gradient (OH, OW); img: the
+ * forward input (max pooling only). */
+static inline DK_HD float dk_pool_grad_pixel(int avg, const float *img, const float *d, dk_poolgeom g,
+                                             int64_t ih, int64_t iw) {
+    /* windows with oh*s - p <= ih < oh*s - p + k */
+    int64_t lo_h = ih + g.p - g.k + 1, lo_w = iw + g.p - g.k + 1;
+    int64_t oh_lo = lo_h <= 0 ? 0 : (lo_h + g.s - 1) / g.s, oh_hi = (ih + g.p) / g.s;
+    int64_t ow_lo = lo_w <= 0 ? 0 : (lo_w + g.s - 1) / g.s, ow_hi = (iw + g.p) / g.s;
+    if (oh_hi > g.OH - 1) oh_hi = g.OH - 1;
+    if (ow_hi > g.OW - 1) ow_hi = g.OW - 1;
+    float acc = 0.0f;
+    for (int64_t oh = oh_lo; oh <= oh_hi; oh++)
+        for (int64_t ow = ow_lo; ow <= ow_hi; ow++) {
+            if (avg) acc += d[oh * g.OW + ow];
+            else if (dk_pool_argmax(img, g, oh, ow) == ih * g.W + iw) acc += d[oh * g.OW + ow];
+        }
+    return avg ? acc * (1.0f / (float)(g.k * g.k)) : acc;
+}
+
+/* ---- softmax cross-entropy of one row (K logits z, label y) -------------------------
+ * Loss (in double) and whether the first argmax is y; if g is non-NULL it
+ * receives (softmax - target) * scale; g may alias z. */
+static inline DK_HD double dk_xent_row(const float *z, int64_t K, int32_t y, float smoothing,
+                                       float scale, float *g, int *correct) {
+    float off = smoothing / (float)K, on = 1.0f - smoothing + off;
+    float mx = z[0];
+    int64_t am = 0;
+    for (int64_t k = 1; k < K; k++) if (z[k] > mx) { mx = z[k]; am = k; }
+    double s = 0, tz = 0;
+    for (int64_t k = 0; k < K; k++) {
+        s += exp((double)(z[k] - mx));
+        tz += (double)(k == y ? on : off) * (z[k] - mx);
+    }
+    *correct = am == y;
+    if (g) {
+        float inv = (float)(1.0 / s);
+        for (int64_t k = 0; k < K; k++) {
+            float p = expf(z[k] - mx) * inv;  /* z[k] is read before g[k] is written */
+            g[k] = (p - (k == y ? on : off)) * scale;
+        }
+    }
+    return log(s) - tz;  /* sum_k target_k = 1 */
+}
+
+/* Softmax of one row; p may alias z. */
+static inline DK_HD void dk_softmax_row(const float *z, float *p, int64_t K) {
+    float mx = z[0];
+    for (int64_t k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
+    double s = 0;
+    for (int64_t k = 0; k < K; k++) { float v = expf(z[k] - mx); p[k] = v; s += v; }
+    float inv = (float)(1.0 / s);
+    for (int64_t k = 0; k < K; k++) p[k] *= inv;
+}
 #endif

@@ -342,6 +342,17 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
            : dk_maxpool_backward(&c.x, &c.y, &c.r, k, s, p, &dx, &e);
     REQUIRE(rc == 0);
     FD(c.x.data, c.x.n, dx.data, pool_loss, &c, 1e-3f);
+    if (avg < 2) {  /* the CUDA kernels' gather form (dk_pool_grad_pixel) equals the CPU scatter */
+        dk_poolgeom g = {H, W, OH, OW, k, s, p};
+        double gd = 0;
+        for (int64_t nc = 0; nc < (int64_t)N * C; nc++)
+            for (int64_t ih = 0; ih < H; ih++)
+                for (int64_t iw = 0; iw < W; iw++) {
+                    float v = dk_pool_grad_pixel(avg, c.x.data + nc * H * W, c.r.data + nc * OH * OW, g, ih, iw);
+                    gd = fmax(gd, fabs(v - dx.data[(nc * H + ih) * W + iw]));
+                }
+        CHECKF(gd < 1e-6, "pool(avg=%d k%d s%d p%d): gather form differs from scatter by %g", avg, k, s, p, gd);
+    }
     dk_tensor_free(&c.x); dk_tensor_free(&c.y); dk_tensor_free(&c.r); dk_tensor_free(&dx);
 }
 
@@ -351,6 +362,9 @@ static void t_pooling(void) {
     pool_case(0, 2, 1, 5, 4, 3, 1, 1);
     pool_case(1, 2, 2, 6, 6, 2, 2, 0);
     pool_case(1, 1, 2, 7, 7, 3, 2, 1);
+    pool_case(0, 1, 2, 9, 8, 3, 3, 1);
+    pool_case(1, 2, 1, 9, 9, 4, 3, 2);
+    pool_case(0, 1, 1, 6, 6, 3, 1, 2);
     pool_case(2, 2, 3, 4, 5, 0, 0, 0);
     dk_tensor x = R(4, 1, 1, 4, 4), y = T(4, 1, 1, 3, 3);
     dh_err e;
