@@ -906,16 +906,20 @@ static int idx_source(const char *const *paths, int npaths, const dh_ingest_opts
         free(ti); free(tl); free(vi); free(vl);
     } else {
         img = strdup(paths[0]);
-        if (npaths >= 2) lab = strdup(paths[1]);
+        if (!strcmp(paths[0], "-") || (npaths >= 2 && !strcmp(paths[1], "-")))
+            rc = dh_seterr(e, DH_EINVAL, "IDX files cannot be read from standard input");
+        else if (npaths >= 2) lab = strdup(paths[1]);
         else {
-            /* the usual partner: ...images-idx3... -> ...labels-idx1... */
+            /* the usual partner: ...images-idx3... <-> ...labels-idx1...
+             * (read_idx's dimension check puts them the right way round) */
             const char *b = base_name(paths[0]);
-            const char *q = strstr(b, "images-idx3");
-            if (q) {
-                if (asprintf(&lab, "%.*slabels-idx1%s", (int)(q - paths[0]), paths[0], q + strlen("images-idx3")) < 0) lab = NULL;
+            const char *q = strstr(b, "images-idx3"), *r = strstr(b, "labels-idx1");
+            const char *at = q ? q : r, *with = q ? "labels-idx1" : "images-idx3";
+            if (at) {
+                if (asprintf(&lab, "%.*s%s%s", (int)(at - paths[0]), paths[0], with, at + strlen("images-idx3")) < 0) lab = NULL;
                 if (lab && !file_exists(lab)) { free(lab); lab = NULL; }
             }
-            if (!lab) rc = dh_seterr(e, DH_EINVAL, "an IDX images file needs its labels file: give both paths");
+            if (!lab) rc = dh_seterr(e, DH_EINVAL, "an IDX file needs its partner (images and labels): give both paths");
         }
         if (!rc && !split) {
             const char *b = base_name(paths[0]);

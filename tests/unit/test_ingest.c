@@ -699,6 +699,9 @@ static void t_idx(void) {
     int rc = load_sel(tpath("idx/t10k-images-idx3-ubyte.gz"), NULL, &s, &e);
     CHECKF(rc == 0 && s.n == 4 && !strcmp(s.split, "test"), "%s", e.msg);
     dh_ingest_free(&s);
+    rc = load_sel(tpath("idx/train-labels-idx1-ubyte.gz"), NULL, &s, &e);
+    CHECKF(rc == 0 && s.n == 7 && !strcmp(s.split, "train"), "labels file alone: %s", e.msg);
+    dh_ingest_free(&s);
     dh_ingest_opts o;
     dh_ingest_opts_init(&o);
     const char *pair[2] = {tpath("idx/train-labels-idx1-ubyte.gz"), tpath("idx/train-images-idx3-ubyte.gz")};
