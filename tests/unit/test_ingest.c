@@ -458,6 +458,43 @@ static void t_resize_and_convert(void) {
     CHECK(dh_rgb_to_grey(255, 255, 255) == 255 && dh_rgb_to_grey(0, 0, 0) == 0);
 }
 
+
+/* Damaged images: random byte changes and cuts never crash (run under ASan);
+ * each decode either succeeds with a sane image or fails with a message. */
+static void t_mutated_images(void) {
+    uint8_t px[24 * 20 * 3];
+    for (int i = 0; i < (int)sizeof px; i++) px[i] = (uint8_t)(i * 13 + (i / 60) * 7);
+    buf srcs[3] = {encode_jpeg(px, 24, 20, 3, 80), encode_png(px, 24, 20, 3, 8, 0, 0), encode_png(px, 24, 20, 3, 8, 1, 0)};
+    uint64_t st = 12345;
+    int nok = 0, nerr = 0;
+    for (int k = 0; k < 3; k++) {
+        uint8_t *q = malloc(srcs[k].n);
+        for (int it = 0; it < 400; it++) {
+            memcpy(q, srcs[k].p, srcs[k].n);
+            size_t n = srcs[k].n;
+            int nflip = 1 + (int)(dh_splitmix64(&st) % 4);
+            for (int f = 0; f < nflip; f++) q[dh_splitmix64(&st) % n] = (uint8_t)dh_splitmix64(&st);
+            if (it % 3 == 0) n = 1 + dh_splitmix64(&st) % n;
+            dh_image im;
+            dh_err e = {0};
+            int rc = dh_decode_image(dec, q, n, 0, NULL, &im, &e);
+            if (rc == 0) {
+                CHECK(im.w > 0 && im.h > 0 && (im.c == 1 || im.c == 3) && im.px);
+                free(im.px);
+                nok++;
+            } else {
+                CHECK(e.msg[0] != 0);
+                nerr++;
+            }
+        }
+        free(q);
+        free(srcs[k].p);
+    }
+    printf("# mutated images: %d decoded, %d rejected\n", nok, nerr);
+    CHECK(nerr > 0);
+}
+
+
 /* ---- sources ------------------------------------------------------------------------ */
 static int load(const char *path, const char *split, dh_ingest_set *s, dh_err *e) {
     dh_ingest_opts o;
@@ -627,6 +664,27 @@ static void t_truncated_and_garbage_archives(void) {
     dh_ingest_free(&s);
     CHECK(load(tpath("does-not-exist.tar"), NULL, &s, &e) == DH_EIO);
     dh_ingest_free(&s);
+}
+
+/* Every cut of an archive: an error naming the problem, or (a cut in the
+ * padding at the end) the whole split; never a crash or a partial set. */
+static void t_cut_archives(void) {
+    FILE *f = fopen(tpath("tree.tar.gz"), "rb");
+    REQUIRE(f);
+    static uint8_t b[1 << 16];
+    size_t n = fread(b, 1, sizeof b, f);
+    fclose(f);
+    int nfail = 0;
+    for (size_t cut = 1; cut < n; cut += n / 40 + 1) {
+        write_file(tpath("cut2.tar.gz"), b, cut);
+        dh_ingest_set s;
+        dh_err e = {0};
+        int rc = load(tpath("cut2.tar.gz"), "train", &s, &e);
+        if (rc == 0) CHECKF(s.n == 6, "cut at %zu of %zu: %lld images", cut, n, (long long)s.n);
+        else { CHECK(e.msg[0] != 0); nfail++; }
+        dh_ingest_free(&s);
+    }
+    CHECK(nfail > 0);
 }
 
 static void t_cifar_binary(void) {
@@ -821,11 +879,13 @@ int main(int argc, char **argv) {
     RUN(t_bad_images);
     RUN(t_decoding_limits);
     RUN(t_resize_and_convert);
+    RUN(t_mutated_images);
     RUN(t_tree_folder);
     RUN(t_tree_archives);
     RUN(t_split_errors);
     RUN(t_bad_members);
     RUN(t_truncated_and_garbage_archives);
+    RUN(t_cut_archives);
     RUN(t_cifar_binary);
     RUN(t_idx);
     RUN(t_select);
