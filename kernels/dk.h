@@ -42,7 +42,7 @@ typedef enum { DK_CPU = 0, DK_CUDA = 1 } dk_device;
 
 /* 1 if this build has the CUDA backend and a usable GPU is present. */
 int dk_cuda_available(void);
-/* s: "cpu", "cuda", "auto", or NULL/"" meaning the environment variable
+/* s: "cpu", "cuda" (alias "gpu"), "auto", or NULL/"" meaning the environment variable
  * DH_DEVICE, else "auto". "auto" picks CUDA when available, else the CPU.
  * "cuda" without a usable GPU (or in a CPU-only build) is DH_EDEVICE
  * "no CUDA device available"; anything else is DH_EINVAL. */
@@ -300,9 +300,10 @@ void dk_permutation(int32_t *out, int64_t n, uint64_t seed, uint64_t stream);
  * row, and with flip a horizontal flip with probability 1/2:
  *   x'' = flip_r ? W-1-x : x,  y' = y + oy - pad,  x' = x'' + ox - pad;
  * positions outside the source image give 0.0 (zero padding in the
- * normalised space, i.e. the mean colour). Draws for row r use
- * dk_rng_u32(seed, 4 * (offset + r) + {0: oy, 1: ox, 2: flip}), so pass e.g.
- * offset = step * N. pad = 0 and flip = 0 is plain normalisation.
+ * normalised space, i.e. the mean colour). Draws for row r use the RNG
+ * counters 4 (offset + r) + {0: oy, 1: ox, 2: flip} (dk_aug_draws in
+ * dk_elem.h), so pass e.g. offset = step * N. pad = 0 and flip = 0 is plain
+ * normalisation.
  * idx: N int32 on the device (or NULL); each must be in [0, S) (checked on
  * the CPU only). mean, std: host arrays of C floats (C <= DK_MAXCHAN).
  * out (N, C, H, W). */
