@@ -386,8 +386,8 @@ int main(int argc, char **argv)
         default: exit(DH_EXIT_USAGE);
         }
     }
-    int use_cuda = 0;
-    if (!device || !strcmp(device, "auto")) use_cuda = dh_rank_cuda_available();
+    int use_cuda = 0, auto_dev = !device || !strcmp(device, "auto");
+    if (auto_dev) use_cuda = dh_rank_cuda_available();
     else if (!strcmp(device, "cuda")) use_cuda = 1;
     else if (strcmp(device, "cpu") != 0) dh_usage_error("--device: '%s' is not cpu, cuda or auto", device);
 
@@ -430,10 +430,15 @@ int main(int argc, char **argv)
         if (use_cuda) {
             double gs = 0;
             rc = dh_map_cuda(q.w, q.label, q.n, db.w, db.label, db.n, db.bits, &acc, &gs, &e);
-            if (rc == DH_EUNSUPPORTED) e.code = DH_EDEVICE;
             devname = "cuda";
             tcomp = gs;
-        } else {
+            if (rc == DH_EUNSUPPORTED && auto_dev) {   /* codes too long for the kernels: CPU */
+                use_cuda = 0;
+                rc = DH_OK;
+            } else if (rc == DH_EUNSUPPORTED) e.code = DH_EDEVICE;
+        }
+        if (!use_cuda) {
+            devname = "cpu";
             rc = dh_map_cpu(q.w, q.label, q.n, db.w, db.label, db.n, db.bits, threads, &acc, &e);
             tcomp = dh_now() - t1;
         }

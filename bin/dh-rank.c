@@ -102,9 +102,14 @@ int main(int argc, char **argv)
     int bits = qbits, W = db.W;
 
     dh_rank_cuda *gctx = NULL;
+    int auto_dev = !device || !strcmp(device, "auto");
     if (use_cuda && dh_rank_cuda_open(&gctx, db.w, db.n, bits, db.label, &e) != DH_OK) {
-        if (e.code == DH_EUNSUPPORTED) e.code = DH_EDEVICE;
-        dh_die_err(&e, "--device cuda");
+        /* auto: codes the CUDA kernels do not handle go to the CPU */
+        if (!auto_dev) {
+            if (e.code == DH_EUNSUPPORTED) e.code = DH_EDEVICE;
+            dh_die_err(&e, "--device cuda");
+        }
+        gctx = NULL;
     }
 
     /* rankings stream */
