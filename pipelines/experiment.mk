@@ -1,0 +1,94 @@
+# pipelines/experiment.mk — the deephash experiment as make rules, shared by
+# pipelines/<dataset>/Makefile. Every intermediate stream is a file in
+# $(W); make re-runs a stage only when its inputs are newer, so a second run
+# with another BITS re-runs only what depends on BITS.
+#
+# Variables (set by the dataset Makefile or on the command line):
+#   SOURCE     dataset source for dh-ingest          ARCH   network (lenet, cifar, fast)
+#   W          work directory                         BITS   code lengths (default 12 24 48)
+#   METHODS    shallow baselines for Table 2         DEVICE cpu, cuda or auto
+#   PRETRAIN / FEATS / INIT / FINETUNE / RANDOM: extra options per stage
+#   QUERIES    queries per class taken from the test split (0 = the whole test split)
+#
+# Protocol (the paper's): database = training split, queries = test split,
+# relevant = same label, mAP over the whole Hamming ranking, ties by
+# database order (dh-map also reports the tie-aware mAP).
+
+SHELL   := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+ROOT    := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
+BIN     ?= $(ROOT)/build/rel/bin
+export PATH := $(BIN):$(PATH)
+BITS    ?= 12 24 48
+METHODS ?= lsh pcah itq sh ldah ksh sdh
+DEVICE  ?= auto
+QUERIES ?= 0
+SEED    ?= 1
+export DH_DEVICE := $(DEVICE)
+TIME    = /usr/bin/time -f '%e' -o $@.time
+
+.DELETE_ON_ERROR:
+.SECONDARY:
+.PHONY: all table2 table3 results clean
+
+all: table2 table3 results
+
+# ---- stage 0: data ----------------------------------------------------------
+$(W)/train.dhs: | $(W)/.dir
+	$(TIME) dh-ingest --split train $(INGEST) -o $@ $(SOURCE)
+$(W)/test.dhs: | $(W)/.dir
+	$(TIME) dh-ingest --split test $(INGEST) -o $@ $(SOURCE)
+ifeq ($(QUERIES),0)
+$(W)/query.dhs: $(W)/test.dhs
+	ln -sf test.dhs $@
+else
+$(W)/query.dhs: $(W)/test.dhs
+	dh-split --per-class $(QUERIES) --seed $(SEED) -o $@ $<
+endif
+$(W)/.dir:
+	mkdir -p $(W)/codes $(W)/results && touch $@
+
+# ---- stage 1: pre-training, features ----------------------------------------
+$(W)/net.dhm: $(W)/train.dhs $(W)/test.dhs
+	$(TIME) dh-pretrain --arch $(ARCH) --seed $(SEED) --val $(W)/test.dhs $(PRETRAIN) -o $@ $< 2> >(tee $@.log >&2)
+$(W)/feats-%.dhs: $(W)/%.dhs $(W)/net.dhm
+	$(TIME) dh-feats -m $(W)/net.dhm -o $@ $<
+
+# ---- stage 2: hash layer (paper) and shallow baselines -------------------------
+$(W)/hash-deephash-%.dhm: $(W)/feats-train.dhs
+	$(TIME) dh-inithash --method deephash --bits $* --seed $(SEED) $(INIT) -o $@ $<
+$(W)/hash-%.dhm: $(W)/feats-train.dhs
+	$(TIME) dh-inithash --method $(word 1,$(subst -, ,$*)) --bits $(word 2,$(subst -, ,$*)) --seed $(SEED) -o $@ $<
+
+# ---- stage 3: fine-tuning (full method) and random init -------------------------
+$(W)/finetune-%.dhm: $(W)/train.dhs $(W)/net.dhm $(W)/hash-deephash-%.dhm
+	$(TIME) dh-finetune -m $(W)/net.dhm --hash $(W)/hash-deephash-$*.dhm --seed $(SEED) $(FINETUNE) -o $@ $< 2> >(tee $@.log >&2)
+$(W)/random-%.dhm: $(W)/train.dhs
+	$(TIME) dh-finetune --arch $(ARCH) --bits $* --seed $(SEED) $(RANDOM) -o $@ $< 2> >(tee $@.log >&2)
+
+# ---- encode and evaluate ----------------------------------------------------------
+# codes/<model>-<split>.codes: a shallow/stage-2 model encodes features, a deep one images
+$(W)/codes/hash-%-db.codes: $(W)/hash-%.dhm $(W)/feats-train.dhs
+	dh-encode -m $< -o $@ $(W)/feats-train.dhs
+$(W)/codes/hash-%-query.codes: $(W)/hash-%.dhm $(W)/feats-query.dhs
+	dh-encode -m $< -o $@ $(W)/feats-query.dhs
+$(W)/codes/%-db.codes: $(W)/%.dhm $(W)/train.dhs
+	dh-encode -m $< -o $@ $(W)/train.dhs
+$(W)/codes/%-query.codes: $(W)/%.dhm $(W)/query.dhs
+	dh-encode -m $< -o $@ $(W)/query.dhs
+$(W)/results/%.json: $(W)/codes/%-query.codes $(W)/codes/%-db.codes
+	$(TIME) dh-map --json --title $* --query $< --db $(W)/codes/$*-db.codes > $@
+
+# Table 2: DeepHash (fine-tuned) beside the shallow methods on the same features
+table2: $(foreach b,$(BITS),$(W)/results/finetune-$(b).json $(foreach m,$(METHODS),$(W)/results/hash-$(m)-$(b).json))
+# Table 3: random init., pre-training (stage 1 + 2), fine-tuning
+table3: $(foreach b,$(BITS),$(W)/results/random-$(b).json $(W)/results/hash-deephash-$(b).json $(W)/results/finetune-$(b).json)
+
+results: $(W)/results.md
+$(W)/results.md: $(wildcard $(W)/results/*.json)
+	$(ROOT)/pipelines/results.sh $(W) "$(PAPER)" > $@
+	cat $@
+	dh-map --plot $(W)/pr.png $(W)/results/*-48.json 2>/dev/null || true
+
+clean:
+	rm -rf $(W)
