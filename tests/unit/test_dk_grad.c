@@ -656,6 +656,41 @@ static void t_devices_and_tensors(void) {
     dk_shutdown();
 }
 
+/* ---- integration: a small MLP learns three Gaussian blobs ------------------------------------------- */
+static void t_tiny_training(void) {
+    enum { N = 96, D = 2, H = 16, K = 3 };
+    dk_tensor x = T(2, N, D, 1, 1), w1 = T(2, H, D, 1, 1), b1 = T(1, H, 1, 1, 1), h = T(2, N, H, 1, 1);
+    dk_tensor w2 = T(2, K, H, 1, 1), b2 = T(1, K, 1, 1, 1), z = T(2, N, K, 1, 1), gz = T(2, N, K, 1, 1);
+    dk_tensor gh = T(2, N, H, 1, 1), gw1 = T(2, H, D, 1, 1), gb1 = T(1, H, 1, 1, 1), gw2 = T(2, K, H, 1, 1), gb2 = T(1, K, 1, 1, 1);
+    dk_tensor v[4] = {T(2, H, D, 1, 1), T(1, H, 1, 1, 1), T(2, K, H, 1, 1), T(1, K, 1, 1, 1)};
+    int32_t lab[N];
+    const float cx[K] = {-2, 2, 0}, cy[K] = {-1, -1, 2};
+    for (int i = 0; i < N; i++) {
+        lab[i] = i % K;
+        x.data[i * 2] = cx[lab[i]] + 0.7f * dk_rng_normal(5, 2 * (uint64_t)i);
+        x.data[i * 2 + 1] = cy[lab[i]] + 0.7f * dk_rng_normal(5, 2 * (uint64_t)i + 1);
+    }
+    dh_err e;
+    REQUIRE(dk_init_he(&w1, D, 1, &e) == 0 && dk_init_xavier(&w2, H, K, 2, &e) == 0);
+    double loss0 = -1, loss = 0;
+    int64_t correct = 0;
+    dk_tensor *P[4] = {&w1, &b1, &w2, &b2}, *G[4] = {&gw1, &gb1, &gw2, &gb2};
+    for (int step = 0; step < 300; step++) {
+        REQUIRE(dk_fc_forward(&x, &w1, &b1, &h, &e) == 0 && dk_relu_forward(&h, &h, &e) == 0 &&
+                dk_fc_forward(&h, &w2, &b2, &z, &e) == 0 &&
+                dk_softmax_xent(&z, lab, 0.0f, 1.0f, &loss, &correct, &gz, &e) == 0 &&
+                dk_fc_backward(&h, &w2, &gz, &gh, &gw2, &gb2, &e) == 0 &&
+                dk_relu_backward(&h, &gh, &gh, &e) == 0 &&
+                dk_fc_backward(&x, &w1, &gh, NULL, &gw1, &gb1, &e) == 0);
+        if (loss0 < 0) loss0 = loss;
+        for (int i = 0; i < 4; i++) REQUIRE(dk_sgd_step(P[i], G[i], &v[i], 0.05f, 0.9f, 1e-4f, 1, &e) == 0);
+    }
+    CHECKF(loss < 0.3 * loss0 && correct >= N * 9 / 10, "loss %g -> %g, %lld/%d correct", loss0, loss,
+           (long long)correct, N);
+    dk_tensor *all[] = {&x, &w1, &b1, &h, &w2, &b2, &z, &gz, &gh, &gw1, &gb1, &gw2, &gb2, &v[0], &v[1], &v[2], &v[3]};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) dk_tensor_free(all[i]);
+}
+
 int main(void) {
     RUN(t_conv_forward_naive);
     RUN(t_conv_backward_fd);
@@ -671,6 +706,7 @@ int main(void) {
     RUN(t_rng);
     RUN(t_augment);
     RUN(t_devices_and_tensors);
+    RUN(t_tiny_training);
     dk_shutdown();
     return check_done();
 }
