@@ -148,6 +148,13 @@ fuzz:
 	  build/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-60} -max_len=65536 -rss_limit_mb=1024 build/fuzz/$$n.corpus tests/fuzz/corpus || exit 1; \
 	done
 
+# ---- demo: the full method on Fashion-MNIST at 48 bits (CPU or GPU) ------------
+demo:
+	@tools/install-deps --check || tools/install-deps
+	$(MAKE) V=rel BUILDDIR=build/rel all
+	$(MAKE) -C pipelines/fashion-mnist BIN=$(CURDIR)/build/rel/bin W=$(CURDIR)/pipelines/work/demo \
+	  PRETRAIN="--epochs $${DEMO_EPOCHS:-4}" FINETUNE="--epochs $${DEMO_FT_EPOCHS:-3}" demo
+
 # ---- install --------------------------------------------------------------------
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/deephash \

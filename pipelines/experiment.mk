@@ -92,3 +92,16 @@ $(W)/results.md: $(wildcard $(W)/results/*.json)
 
 clean:
 	rm -rf $(W)
+
+# ---- the demo: the full method at 48 bits, all eight stages -------------------------
+.PHONY: demo
+demo: $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
+	@echo "== dh-rank: top 100 of the first 1000 queries, then dh-map on those rankings"
+	dh-head -n 1000 $(W)/codes/finetune-48-query.codes | dh-rank -q --db $(W)/codes/finetune-48-db.codes --top 100 \
+	  | dh-map -q --db $(W)/codes/finetune-48-db.codes | sed -n '1,8p'
+	@echo "== dh-map: all queries against the database (fast path)"
+	dh-map --query $(W)/codes/finetune-48-query.codes --db $(W)/codes/finetune-48-db.codes | sed -n '1,16p'
+	$(ROOT)/pipelines/results.sh $(W) | tee $(W)/results.md
+	dh-map --plot $(W)/pr-48.png $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
+	@echo "== precision-recall plot: $(W)/pr-48.png; stage times (s):"
+	@for f in $(W)/*.time; do printf '  %-28s %s\n' "$$(basename $$f .time)" "$$(cat $$f)"; done
