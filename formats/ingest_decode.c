@@ -94,6 +94,18 @@ static void hwc_to_chw(const uint8_t *src, uint8_t *dst, int h, int w, int c) {
     }
 }
 
+/* In place: n CMYK pixels -> n RGB (c 3) or grey (c 1) pixels. Inverted
+ * (Adobe) files hold 255-C etc.: R = C*K/255; plain ones R = (255-C)(255-K)/255. */
+static void cmyk_to_rgb(uint8_t *px, size_t n, int inverted, int c) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned cc = px[4 * i], m = px[4 * i + 1], y = px[4 * i + 2], k = px[4 * i + 3];
+        if (!inverted) { cc = 255 - cc; m = 255 - m; y = 255 - y; k = 255 - k; }
+        uint8_t r = (uint8_t)((cc * k + 127) / 255), g = (uint8_t)((m * k + 127) / 255), b = (uint8_t)((y * k + 127) / 255);
+        if (c == 1) px[i] = dh_rgb_to_grey(r, g, b);
+        else { px[3 * i] = r; px[3 * i + 1] = g; px[3 * i + 2] = b; }
+    }
+}
+
 static int decode_jpeg(dh_decoder *d, const uint8_t *buf, size_t n, int want_c,
                        const dh_ingest_limits *lim, dh_image *out, dh_err *e) {
     struct jpeg_decompress_struct *ci = &d->cinfo;
@@ -112,18 +124,21 @@ static int decode_jpeg(dh_decoder *d, const uint8_t *buf, size_t n, int want_c,
         return e ? e->code : DH_ELIMIT;
     }
     int c = want_c ? want_c : (ci->jpeg_color_space == JCS_GRAYSCALE ? 1 : 3);
-    ci->out_color_space = c == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    /* CMYK/YCCK (print files): libjpeg gives CMYK, converted below */
+    int cmyk = ci->jpeg_color_space == JCS_CMYK || ci->jpeg_color_space == JCS_YCCK;
+    int oc = cmyk ? 4 : c;
+    ci->out_color_space = cmyk ? JCS_CMYK : c == 1 ? JCS_GRAYSCALE : JCS_RGB;
     ci->dct_method = JDCT_ISLOW;
     ci->do_fancy_upsampling = TRUE;
     jpeg_start_decompress(ci);
     int w = (int)ci->output_width, h = (int)ci->output_height;
-    if ((int)ci->output_components != c) {
+    if ((int)ci->output_components != oc) {
         jpeg_abort_decompress(ci);
         return dh_seterr(e, DH_EFORMAT, "JPEG: unexpected %d output components", ci->output_components);
     }
-    size_t npx = (size_t)w * h * c;
+    size_t npx = (size_t)w * h * oc;
     uint8_t *rows = scratch_get(d, npx, e);
-    out->px = rows ? malloc(npx) : NULL;
+    out->px = rows ? malloc((size_t)w * h * c) : NULL;
     if (!rows || !out->px) {
         jpeg_abort_decompress(ci);
         free(out->px);
@@ -131,10 +146,12 @@ static int decode_jpeg(dh_decoder *d, const uint8_t *buf, size_t n, int want_c,
         return dh_seterr(e, DH_ENOMEM, "out of memory decoding a %dx%d image", w, h);
     }
     while (ci->output_scanline < ci->output_height) {
-        JSAMPROW row = rows + (size_t)ci->output_scanline * w * c;
+        JSAMPROW row = rows + (size_t)ci->output_scanline * w * oc;
         jpeg_read_scanlines(ci, &row, 1);
     }
+    int inverted = ci->saw_Adobe_marker;  /* Adobe (Photoshop) CMYK is stored inverted */
     jpeg_finish_decompress(ci);
+    if (cmyk) cmyk_to_rgb(rows, (size_t)w * h, inverted, c);
     hwc_to_chw(rows, out->px, h, w, c);
     out->w = w; out->h = h; out->c = c;
     return 0;

@@ -370,6 +370,45 @@ static void t_jpeg_roundtrip(void) {
     free(b.p);
 }
 
+static void t_jpeg_cmyk(void) {
+    uint8_t px[8 * 8 * 4];
+    /* K falls by row (a flat image would hide a row-stride bug) */
+    for (int i = 0; i < 64; i++) { px[4 * i] = 200; px[4 * i + 1] = 100; px[4 * i + 2] = 50; px[4 * i + 3] = (uint8_t)(255 - 24 * (i / 8)); }
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr je;
+    ci.err = jpeg_std_error(&je);
+    jpeg_create_compress(&ci);
+    unsigned char *out = NULL;
+    unsigned long outn = 0;
+    jpeg_mem_dest(&ci, &out, &outn);
+    ci.image_width = 8; ci.image_height = 8;
+    ci.input_components = 4;
+    ci.in_color_space = JCS_CMYK;
+    jpeg_set_defaults(&ci);   /* CMYK with an Adobe marker: read as inverted */
+    jpeg_set_quality(&ci, 100, TRUE);
+    jpeg_start_compress(&ci, TRUE);
+    while (ci.next_scanline < 8) { JSAMPROW r = px + ci.next_scanline * 32; jpeg_write_scanlines(&ci, &r, 1); }
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    dh_image im;
+    dh_err e = {0};
+    int rc = dh_decode_image(dec, out, outn, 0, NULL, &im, &e);
+    CHECKF(rc == 0, "%s", e.msg);
+    if (!rc) {
+        CHECK(im.c == 3 && im.w == 8 && im.h == 8);
+        for (int y = 0; y < 8; y++) {
+            int k = 255 - 24 * y, i = y * 8 + 3;
+            CHECKF(abs(im.px[i] - 200 * k / 255) <= 3 && abs(im.px[64 + i] - 100 * k / 255) <= 3 && abs(im.px[128 + i] - 50 * k / 255) <= 3,
+                   "row %d: rgb %d %d %d", y, im.px[i], im.px[64 + i], im.px[128 + i]);
+        }
+        free(im.px);
+    }
+    rc = dh_decode_image(dec, out, outn, 1, NULL, &im, &e);
+    CHECK(rc == 0 && im.c == 1 && abs(im.px[0] - dh_rgb_to_grey(200, 100, 50)) <= 2);
+    if (!rc) free(im.px);
+    free(out);
+}
+
 static void t_bad_images(void) {
     uint8_t px[16 * 16 * 3];
     for (int i = 0; i < (int)sizeof px; i++) px[i] = (uint8_t)(i * 7);
@@ -876,6 +915,7 @@ int main(int argc, char **argv) {
     RUN(t_png_roundtrip);
     RUN(t_png_palette_and_forced_channels);
     RUN(t_jpeg_roundtrip);
+    RUN(t_jpeg_cmyk);
     RUN(t_bad_images);
     RUN(t_decoding_limits);
     RUN(t_resize_and_convert);
