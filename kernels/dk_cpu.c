@@ -153,9 +153,13 @@ static void im2col(const convgeom *g, const float *x, int64_t b0, int64_t nb, fl
                         if (ih < 0 || ih >= g->H) { memset(o, 0, (size_t)g->OW * sizeof(float)); continue; }
                         const float *irow = img + ih * g->W;
                         int64_t iw = kw - g->pad;
-                        if (g->stride == 1) {
-                            for (int64_t ow = 0; ow < g->OW; ow++, iw++)
-                                o[ow] = (iw >= 0 && iw < g->W) ? irow[iw] : 0.0f;
+                        if (g->stride == 1) {  /* valid ow: 0 <= ow + iw < W, one copy */
+                            int64_t lo = iw < 0 ? -iw : 0, hi = g->W - iw < g->OW ? g->W - iw : g->OW;
+                            if (lo > g->OW) lo = g->OW;
+                            if (hi < lo) hi = lo;
+                            for (int64_t ow = 0; ow < lo; ow++) o[ow] = 0.0f;
+                            if (hi > lo) memcpy(o + lo, irow + iw + lo, (size_t)(hi - lo) * sizeof(float));
+                            for (int64_t ow = hi; ow < g->OW; ow++) o[ow] = 0.0f;
                         } else {
                             for (int64_t ow = 0; ow < g->OW; ow++, iw += g->stride)
                                 o[ow] = (iw >= 0 && iw < g->W) ? irow[iw] : 0.0f;
@@ -181,6 +185,12 @@ static void col2im(const convgeom *g, const float *col, int64_t b0, int64_t nb, 
                         float *irow = img + ih * g->W;
                         const float *o = in + oh * g->OW;
                         int64_t iw = kw - g->pad;
+                        if (g->stride == 1) {
+                            int64_t lo = iw < 0 ? -iw : 0, hi = g->W - iw < g->OW ? g->W - iw : g->OW;
+                            float *dst = irow + iw;
+                            for (int64_t ow = lo; ow < hi; ow++) dst[ow] += o[ow];
+                            continue;
+                        }
                         for (int64_t ow = 0; ow < g->OW; ow++, iw += g->stride)
                             if (iw >= 0 && iw < g->W) irow[iw] += o[ow];
                     }

@@ -99,6 +99,8 @@ static void t_conv_forward_naive(void) {
     conv_fwd_case(1, 3, 9, 7, 2, 5, 2, 2, 1);
     conv_fwd_case(4, 2, 6, 6, 3, 1, 1, 0, 1);
     conv_fwd_case(2, 1, 28, 28, 4, 5, 1, 0, 1);  /* LeNet conv1 geometry */
+    conv_fwd_case(2, 2, 1, 1, 3, 5, 1, 2, 1);    /* padding wider than the image */
+    conv_fwd_case(1, 1, 2, 3, 2, 5, 1, 3, 1);
 }
 
 struct convctx { dk_tensor x, w, b, y, r; int s, p; };
@@ -130,6 +132,7 @@ static void t_conv_backward_fd(void) {
     conv_grad_case(1, 2, 6, 5, 2, 3, 2, 1);   /* one image: the unbatched path */
     conv_grad_case(3, 1, 7, 7, 2, 5, 2, 2);
     conv_grad_case(2, 3, 4, 4, 2, 1, 1, 0);
+    conv_grad_case(2, 2, 1, 2, 2, 5, 1, 2);   /* padding wider than the image */
 }
 
 /* ---- matmul and fully connected -------------------------------------------------------------- */
