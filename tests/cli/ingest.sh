@@ -92,9 +92,12 @@ has "$TMP/f" "n=8 .*split=all" || t_fail "$(head -1 "$TMP/f")"
 t_end
 
 # --- the same tree in archives: same pixels and labels -------------------------
-(cd "$FX/tree" && tar cf "$FX/tree.tar" . && tar czf "$FX/tree2.tar.gz" . && tar cjf "$FX/tree.tar.bz2" . \
-  && tar cJf "$FX/tree.tar.xz" . && zip -qr "$FX/tree.zip" .) || { t_begin make_archives; t_fail "tar/zip"; t_end; }
+(cd "$FX/tree" && tar cf "$FX/tree.tar" . && tar czf "$FX/tree2.tar.gz" .) || { t_begin make_archives; t_fail "tar"; t_end; }
+(cd "$FX/tree" && command -v bzip2 >/dev/null && tar cjf "$FX/tree.tar.bz2" .)
+(cd "$FX/tree" && command -v xz >/dev/null && tar cJf "$FX/tree.tar.xz" .)
+(cd "$FX/tree" && command -v zip >/dev/null && zip -qr "$FX/tree.zip" .)
 for a in tree.tar tree2.tar.gz tree.tar.bz2 tree.tar.xz tree.zip; do
+  [ -f "$FX/$a" ] || { t_skip "archive_${a#tree}" "could not make one (bzip2, xz or zip missing)"; continue; }
   t_begin "archive_${a#tree}"
   dh-ingest -q --split train "$FX/$a" > "$TMP/ar.dhs" 2>"$TMP/e" || t_fail "exit: $(cat "$TMP/e")"
   facts "$TMP/ar.dhs" > "$TMP/f"
