@@ -135,6 +135,32 @@ static void t_conv_backward_fd(void) {
     conv_grad_case(2, 2, 1, 2, 2, 5, 1, 2);   /* padding wider than the image */
 }
 
+/* Layers big enough that the CPU backend splits the batch into im2col
+ * chunks (2 + 2 + 1 images): forward vs naive, backward vs image by image. */
+static void t_conv_chunked(void) {
+    int N = 5, C = 16, H = 32, W = 32, Fo = 8, K = 5, s = 1, p = 2;
+    conv_fwd_case(N, C, H, W, Fo, K, s, p, 1);
+    dk_tensor x = R(4, N, C, H, W), w = R(4, Fo, C, K, K), dy = R(4, N, Fo, H, W);
+    dk_tensor dx = T(4, N, C, H, W), dw = T(4, Fo, C, K, K), dx1 = T(4, 1, C, H, W), dw1 = T(4, Fo, C, K, K);
+    dk_tensor dwsum = T(4, Fo, C, K, K);
+    dh_err e;
+    REQUIRE(dk_conv2d_backward_data(&dy, &w, s, p, &dx, &e) == 0);
+    REQUIRE(dk_conv2d_backward_filter(&x, &dy, s, p, &dw, &e) == 0);
+    double mdx = 0, mdw = 0;
+    for (int i = 0; i < N; i++) {
+        dk_tensor xi, dyi;
+        REQUIRE(dk_tensor_rows(&x, i, 1, &xi, &e) == 0 && dk_tensor_rows(&dy, i, 1, &dyi, &e) == 0);
+        REQUIRE(dk_conv2d_backward_data(&dyi, &w, s, p, &dx1, &e) == 0);
+        REQUIRE(dk_conv2d_backward_filter(&xi, &dyi, s, p, &dw1, &e) == 0);
+        for (int64_t k = 0; k < dx1.n; k++) mdx = fmax(mdx, fabs(dx1.data[k] - dx.data[i * dx1.n + k]));
+        REQUIRE(dk_axpby(1.0f, &dw1, 1.0f, &dwsum, &e) == 0);
+    }
+    for (int64_t k = 0; k < dw.n; k++) mdw = fmax(mdw, fabs(dw.data[k] - dwsum.data[k]));
+    CHECKF(mdx < 1e-4 && mdw < 1e-3, "chunked backward: dx diff %g, dw diff %g", mdx, mdw);
+    dk_tensor *all[] = {&x, &w, &dy, &dx, &dw, &dx1, &dw1, &dwsum};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) dk_tensor_free(all[i]);
+}
+
 /* ---- matmul and fully connected -------------------------------------------------------------- */
 static void t_matmul_transposes(void) {
     for (int ta = 0; ta < 2; ta++)
@@ -697,6 +723,7 @@ static void t_tiny_training(void) {
 int main(void) {
     RUN(t_conv_forward_naive);
     RUN(t_conv_backward_fd);
+    RUN(t_conv_chunked);
     RUN(t_matmul_transposes);
     RUN(t_fc_forward_backward);
     RUN(t_batchnorm);
