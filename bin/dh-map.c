@@ -438,8 +438,18 @@ int main(int argc, char **argv)
             } else if (rc == DH_EUNSUPPORTED) e.code = DH_EDEVICE;
         }
         if (!use_cuda) {
+            /* in slices, for the progress line; results do not depend on the slicing */
             devname = "cpu";
-            rc = dh_map_cpu(q.w, q.label, q.n, db.w, db.label, db.n, db.bits, threads, &acc, &e);
+            dh_progress pg;
+            dh_progress_start(&pg, "evaluating", "queries", q.n);
+            const int64_t slice = 4096;
+            rc = DH_OK;
+            for (int64_t i0 = 0; i0 < q.n && rc == DH_OK; i0 += slice) {
+                int64_t n = q.n - i0 < slice ? q.n - i0 : slice;
+                rc = dh_map_cpu(q.w + i0 * q.W, q.label + i0, n, db.w, db.label, db.n, db.bits, threads, &acc, &e);
+                dh_progress_update(&pg, i0 + n);
+            }
+            dh_progress_end(&pg, q.n);
             tcomp = dh_now() - t1;
         }
         if (rc != DH_OK) dh_die_err(&e, use_cuda ? "--device cuda" : NULL);
