@@ -12,9 +12,11 @@
  *   RBF kernel with the KSH width heuristic, centred by its mean over the n
  *     points (so that bits start balanced); W initialised N(0, 1);
  *   iterations = 3 sweeps over all (k, q);
- *   the line search examines the nearest `linesearch` = 100 flips on each
- *     side of the current value (the exact search over all n is O(n^2) per
- *     coordinate), then moves to the middle of the best interval.
+ *   the line search is exact: it visits every breakpoint on both sides of
+ *     the current value (param linesearch=L limits it to the nearest L) and
+ *     moves to the middle of the best interval. Each flip's effect on the
+ *     objective is one dot product with a per-bit matrix, so a coordinate
+ *     costs O(n^2) and a sweep O(K s n^2).
  * Transform "rbf"; meta records the objective before and after training.
  */
 #include <math.h>
@@ -44,40 +46,16 @@ double hl_bre_objective(const float *B, int64_t n, int K, const int32_t *cls)
     return o;
 }
 
-typedef struct {
-    int64_t n;
-    int K;
-    int8_t *bits;   /* (n, K) 0/1 */
-    double *res;    /* (n, n) residual (1/K) H_ij - T_ij, symmetric, diagonal 0 */
-} bre_state;
-
-/* Change of the objective (over pairs i<j, counted once) if bit k of i flipped. */
-static double flip_gain(const bre_state *s, int64_t i, int k)
+/* For one bit k, with the other bits fixed: A_ij = H'_ij / K - T_ij (H' the
+ * Hamming distance without bit k) and P_ij = 2 A_ij / K + 1 / K^2 (P_ii = 0).
+ * With c_i = +-1 the current bit k of point i, flipping point i changes the
+ * objective by c_i sum_j c_j P_ij: one dot product. */
+static double flip_gain(const float *P, const float *c, int64_t n, int64_t i)
 {
-    const double invK = 1.0 / s->K;
-    const int8_t bi = s->bits[i * s->K + k];
-    const double *r = s->res + i * s->n;
+    const float *p = P + i * n;
     double g = 0;
-    for (int64_t j = 0; j < s->n; j++) {
-        if (j == i) continue;
-        double sg = s->bits[j * s->K + k] == bi ? invK : -invK;
-        g += 2 * r[j] * sg + invK * invK;
-    }
-    return g;
-}
-
-static void flip(bre_state *s, int64_t i, int k)
-{
-    const double invK = 1.0 / s->K;
-    const int8_t bi = s->bits[i * s->K + k];
-    double *r = s->res + i * s->n;
-    for (int64_t j = 0; j < s->n; j++) {
-        if (j == i) continue;
-        double sg = s->bits[j * s->K + k] == bi ? invK : -invK;
-        r[j] += sg;
-        s->res[j * s->n + i] += sg;
-    }
-    s->bits[i * s->K + k] = (int8_t)!bi;
+    for (int64_t j = 0; j < n; j++) g += p[j] * c[j];
+    return c[i] * g;
 }
 
 int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
@@ -90,16 +68,15 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
     if ((rc = hl_opt_int(opts, opts ? opts->samples : 0, "samples", 1000, 2, 20000, &n, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->anchors : 0, "anchors", 300, 1, 100000, &s, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 3, 0, 10000, &sweeps, e))) return rc;
-    if ((rc = hl_opt_int(opts, 0, "linesearch", 100, 1, 1000000, &ls, e))) return rc;
+    if ((rc = hl_opt_int(opts, 0, "linesearch", 0, 0, 1000000000, &ls, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->sigma : 0, "sigma", 0, 0, 1e30, &sigma, e))) return rc;
     if (n > N) n = N;
     if (s > n)
-        return dh_seterr(e, DH_EINVAL, "bre: too few samples (%lld) for %lld kernel points", (long long)n, (long long)s);
+        return dh_seterr(e, DH_EINVAL, "too few samples (%lld) for %lld kernel points", (long long)n, (long long)s);
     if ((rc = hl_check_finite("bre", z, N, D, e))) return rc;
 
     hl_rng r;
     hl_rng_seed(&r, opts ? opts->seed : 1);
-    bre_state st = { n, K, NULL, NULL };
     int64_t *idx = dh_malloc(e, (size_t)n, sizeof *idx);
     int32_t *cls = dh_malloc(e, (size_t)N, sizeof *cls), *scls = dh_malloc(e, (size_t)n, sizeof *scls);
     float *zs = dh_malloc(e, (size_t)n * D, sizeof *zs), *anchors = dh_malloc(e, (size_t)s * D, sizeof *anchors),
@@ -108,10 +85,11 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
     double *W = dh_malloc(e, (size_t)K * s, sizeof *W), *u = dh_malloc(e, (size_t)n, sizeof *u);
     bp_t *bp = dh_malloc(e, (size_t)n, sizeof *bp);
     int64_t *fl = dh_malloc(e, (size_t)n, sizeof *fl);
-    st.bits = dh_malloc(e, (size_t)n * K, sizeof *st.bits);
-    st.res = dh_malloc(e, (size_t)n * n, sizeof *st.res);
+    int8_t *bits = dh_malloc(e, (size_t)n * K, sizeof *bits);  /* (n, K) 0/1 */
+    int16_t *H = dh_malloc(e, (size_t)n * n, sizeof *H);        /* (n, n) Hamming distances */
+    float *P = dh_malloc(e, (size_t)n * n, sizeof *P), *c = dh_malloc(e, (size_t)n, sizeof *c);
     if (!idx || !cls || !scls || !zs || !anchors || !Kf || !kmean || !Wf || !W || !u || !bp || !fl ||
-        !st.bits || !st.res) { rc = e ? e->code : DH_ENOMEM; goto out; }
+        !bits || !H || !P || !c) { rc = e ? e->code : DH_ENOMEM; goto out; }
     if (hl_label_classes(labels, N, cls, e) < 0) { rc = e ? e->code : DH_ENOMEM; goto out; }
     if ((rc = hl_sample(&r, N, n, idx, e))) goto out;
     hl_gather_rows(z, D, idx, n, zs);
@@ -125,29 +103,38 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
     for (int64_t i = 0; i < n; i++)
         for (int q = 0; q < s; q++) Kf[i * s + q] -= kmean[q];
     for (int64_t i = 0; i < (int64_t)K * s; i++) W[i] = hl_rng_normal(&r);
-    /* initial bits and residuals */
+    /* initial bits and Hamming distances */
     for (int k = 0; k < K; k++)
         for (int64_t i = 0; i < n; i++) {
             double v = 0;
             for (int q = 0; q < s; q++) v += W[(int64_t)k * s + q] * Kf[i * s + q];
-            st.bits[i * K + k] = v > 0;
+            bits[i * K + k] = v > 0;
         }
     double obj = 0;
     for (int64_t i = 0; i < n; i++) {
-        st.res[i * n + i] = 0;
+        H[i * n + i] = 0;
         for (int64_t j = i + 1; j < n; j++) {
             int h = 0;
-            for (int k = 0; k < K; k++) h += st.bits[i * K + k] != st.bits[j * K + k];
+            for (int k = 0; k < K; k++) h += bits[i * K + k] != bits[j * K + k];
+            H[i * n + j] = H[j * n + i] = (int16_t)h;
             double rr = (double)h / K - (scls[i] == scls[j] ? 0.0 : 1.0);
-            st.res[i * n + j] = st.res[j * n + i] = rr;
             obj += rr * rr;
         }
     }
-    const double obj0 = obj;
+    const double obj0 = obj, invK = 1.0 / K;
     int64_t moves = 0;
     for (int64_t sw = 0; sw < sweeps; sw++) {
         for (int k = 0; k < K; k++) {
             double *wk = W + (int64_t)k * s;
+            /* P for bit k; c = current bit k as +-1; u = projections */
+            for (int64_t i = 0; i < n; i++) c[i] = bits[i * K + k] ? 1.0f : -1.0f;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    if (j == i) { P[i * n + j] = 0; continue; }
+                    double hp = H[i * n + j] - (c[i] != c[j]);
+                    double A = hp * invK - (scls[i] == scls[j] ? 0.0 : 1.0);
+                    P[i * n + j] = (float)(2 * A * invK + invK * invK);
+                }
             for (int64_t i = 0; i < n; i++) {
                 double v = 0;
                 for (int q = 0; q < s; q++) v += wk[q] * Kf[i * s + q];
@@ -163,40 +150,49 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
                         if (kq == 0) continue;
                         double d = -u[i] / kq;
                         if (side == 0 ? d > 0 : d < 0) { bp[m].d = side == 0 ? d : -d; bp[m].i = i; m++; }
-                        else if (d == 0) { /* at a flip already: u_i == 0, bit 0; moving the right way flips it */
+                        else if (d == 0) { /* u_i == 0 (bit 0): the move that makes u_i > 0 flips it at once */
                             if ((side == 0) == (kq > 0)) { bp[m].d = 0; bp[m].i = i; m++; }
                         }
                     }
                     if (m == 0) continue;
                     qsort(bp, (size_t)m, sizeof *bp, cmp_bp);
-                    int64_t lim = m < ls ? m : ls, nf = 0;
+                    int64_t lim = (ls > 0 && m > ls) ? ls : m, nf = 0;
                     double cum = 0;
                     for (int64_t t = 0; t < lim; t++) {
-                        cum += flip_gain(&st, bp[t].i, k);
-                        flip(&st, bp[t].i, k);
+                        cum += flip_gain(P, c, n, bp[t].i);
+                        c[bp[t].i] = -c[bp[t].i];
                         fl[nf++] = bp[t].i;
                         /* only a stop between distinct breakpoints is reachable */
                         if (t + 1 < m && bp[t + 1].d == bp[t].d) continue;
-                        if (cum < best_gain - 1e-12) {
+                        if (cum < best_gain - 1e-9) {
                             double nxt = t + 1 < m ? bp[t + 1].d : bp[t].d * 1.5 + 1e-6;
                             best_gain = cum;
                             best_d = (side == 0 ? 1 : -1) * 0.5 * (bp[t].d + nxt);
                         }
                     }
-                    for (int64_t t = nf - 1; t >= 0; t--) flip(&st, fl[t], k);
+                    for (int64_t t = 0; t < nf; t++) c[fl[t]] = -c[fl[t]];
                 }
                 if (best_d != 0) {
-                    /* apply the move: flip exactly the bits whose sign changes */
                     for (int64_t i = 0; i < n; i++) {
-                        double nv = u[i] + best_d * Kf[i * s + q];
-                        int8_t nb = nv > 0;
-                        if (nb != st.bits[i * K + k]) flip(&st, i, k);
-                        u[i] = nv;
+                        u[i] += best_d * Kf[i * s + q];
+                        c[i] = u[i] > 0 ? 1.0f : -1.0f;
                     }
                     wk[q] += best_d;
                     obj += best_gain;
                     moves++;
                 }
+            }
+            /* commit bit k: update H and the bits */
+            for (int64_t i = 0; i < n; i++) {
+                int8_t nb = c[i] > 0;
+                if (nb == bits[i * K + k]) continue;
+                for (int64_t j = 0; j < n; j++) {
+                    if (j == i) continue;
+                    int16_t dlt = (bits[j * K + k] == bits[i * K + k]) ? 1 : -1;  /* were equal: now differ */
+                    H[i * n + j] += dlt;
+                    H[j * n + i] += dlt;
+                }
+                bits[i * K + k] = nb;
             }
         }
         hl_note(opts, "bre: sweep %lld: objective %.6g (initial %.6g), %lld moves", (long long)sw + 1, obj, obj0, (long long)moves);
@@ -210,6 +206,6 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
     rc = DH_OK;
 out:
     free(idx); free(cls); free(scls); free(zs); free(anchors); free(Kf); free(kmean); free(Wf); free(W);
-    free(u); free(bp); free(fl); free(st.bits); free(st.res);
+    free(u); free(bp); free(fl); free(bits); free(H); free(P); free(c);
     return rc;
 }

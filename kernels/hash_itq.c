@@ -55,7 +55,7 @@ int dh_fit_itq(const float *z, const int32_t *labels, int64_t N, int D, int K,
     int rc;
     int64_t iters;
     if ((rc = hl_check_input("itq", N, D, K, labels, 0, (int64_t)K + 1, e))) return rc;
-    if (K > D) return dh_seterr(e, DH_EINVAL, "itq: %d bits need at least %d feature dimensions; the features have %d", K, K, D);
+    if (K > D) return dh_seterr(e, DH_EINVAL, "%d bits need at least %d feature dimensions; the features have %d", K, K, D);
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 50, 0, 100000, &iters, e))) return rc;
     if ((rc = hl_check_finite("itq", z, N, D, e))) return rc;
     double *mean = dh_malloc(e, (size_t)D, sizeof *mean), *P = dh_malloc(e, (size_t)K * D, sizeof *P),

@@ -63,9 +63,9 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     const char *variant = opts ? dh_hash_param(opts, "variant") : NULL;
     if (!variant) variant = "lda";
     if (strcmp(variant, "lda") != 0 && strcmp(variant, "dif") != 0)
-        return dh_seterr(e, DH_EINVAL, "ldah: variant must be lda or dif, not '%s'", variant);
+        return dh_seterr(e, DH_EINVAL, "variant must be lda or dif, not '%s'", variant);
     if ((rc = hl_check_input("ldah", N, D, K, labels, 1, (int64_t)K + 1, e))) return rc;
-    if (K > D) return dh_seterr(e, DH_EINVAL, "ldah: %d bits need at least %d feature dimensions; the features have %d", K, K, D);
+    if (K > D) return dh_seterr(e, DH_EINVAL, "%d bits need at least %d feature dimensions; the features have %d", K, K, D);
     if ((rc = hl_opt_int(opts, opts ? opts->pairs : 0, "pairs", 10000, 1, 100000000, &npairs, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "alpha", 1.0, 0, 1e30, &alpha, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "ridge", 1e-4, 0, 1e30, &ridge, e))) return rc;
@@ -86,7 +86,7 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     }
     int C = hl_label_classes(labels, N, cls, e);
     if (C < 0) { rc = e ? e->code : DH_ENOMEM; goto out; }
-    if (C < 2) { rc = dh_seterr(e, DH_EINVAL, "ldah: needs at least 2 classes; the labels have %d", C); goto out; }
+    if (C < 2) { rc = dh_seterr(e, DH_EINVAL, "needs at least 2 classes; the labels have %d", C); goto out; }
     cm = dh_calloc(e, (size_t)C * D, sizeof *cm);
     cnt = dh_calloc(e, (size_t)C, sizeof *cnt);
     start = dh_calloc(e, (size_t)C + 1, sizeof *start);
@@ -106,7 +106,7 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     double npos = 0, nsq = 0;
     for (int c = 0; c < C; c++) { npos += (double)cnt[c] * (cnt[c] - 1); nsq += (double)cnt[c] * cnt[c]; }
     double nneg = (double)N * N - nsq;
-    if (npos <= 0) { rc = dh_seterr(e, DH_EINVAL, "ldah: no two samples share a label"); goto out; }
+    if (npos <= 0) { rc = dh_seterr(e, DH_EINVAL, "no two samples share a label"); goto out; }
     /* SP = sum 2 n_c S_c / npos ; SN (in ST) = (2 N S_T - sum 2 n_c S_c) / nneg */
     for (int64_t i = 0; i < (int64_t)D * D; i++) {
         double within = 2.0 * N * SP[i];        /* sum_c 2 n_c S_c */

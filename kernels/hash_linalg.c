@@ -385,14 +385,14 @@ int hl_rbf_project(const dhs_model *m, const char *prefix, const float *z, int64
 int hl_check_input(const char *method, int64_t N, int D, int K, const int32_t *labels,
                    int supervised, int64_t min_n, dh_err *e)
 {
-    if (D < 1) return dh_seterr(e, DH_EINVAL, "%s: features have no dimensions", method);
+    if (D < 1) return dh_seterr(e, DH_EINVAL, "the features have no dimensions");
     if (K < 1 || K > DH_HASH_MAX_BITS)
-        return dh_seterr(e, DH_EINVAL, "%s: %d bits is out of range 1..%d", method, K, DH_HASH_MAX_BITS);
+        return dh_seterr(e, DH_EINVAL, "%d bits is out of range 1..%d", K, DH_HASH_MAX_BITS);
     if (supervised && !labels)
-        return dh_seterr(e, DH_ESCHEMA, "%s is supervised and needs labels; the features have none", method);
+        return dh_seterr(e, DH_ESCHEMA, "a supervised method needs labels; the features have none");
     if (N < min_n)
-        return dh_seterr(e, DH_EINVAL, "%s: too few samples (%lld) for %d bits; need at least %lld",
-                         method, (long long)N, K, (long long)min_n);
+        return dh_seterr(e, DH_EINVAL, "too few samples (%lld) for %d bits; need at least %lld",
+                         (long long)N, K, (long long)min_n);
     return DH_OK;
 }
 
@@ -400,7 +400,7 @@ int hl_check_finite(const char *method, const float *x, int64_t N, int D, dh_err
 {
     for (int64_t i = 0; i < N * D; i++)
         if (!isfinite(x[i]))
-            return dh_seterr(e, DH_EFORMAT, "%s: feature row %lld has a non-finite value", method,
+            return dh_seterr(e, DH_EFORMAT, "feature row %lld has a non-finite value",
                              (long long)(i / D));
     return DH_OK;
 }
@@ -412,7 +412,7 @@ int hl_opt_int(const dh_hash_opts *o, int64_t generic, const char *name, int64_t
     if (generic > 0) v = generic;
     else if (o && dh_hash_param_int(o, name, def, &v, e) != 0) return e ? e->code : DH_EINVAL;
     if (v < lo || v > hi)
-        return dh_seterr(e, DH_EINVAL, "%s %lld is out of range %lld..%lld", name, (long long)v,
+        return dh_seterr(e, DH_EINVAL, "parameter %s: %lld is out of range %lld..%lld", name, (long long)v,
                          (long long)lo, (long long)hi);
     *out = v;
     return DH_OK;
@@ -425,7 +425,7 @@ int hl_opt_double(const dh_hash_opts *o, double generic, const char *name, doubl
     if (generic > 0) v = generic;
     else if (o && dh_hash_param_double(o, name, def, &v, e) != 0) return e ? e->code : DH_EINVAL;
     if (!(v >= lo && v <= hi))
-        return dh_seterr(e, DH_EINVAL, "%s %g is out of range %g..%g", name, v, lo, hi);
+        return dh_seterr(e, DH_EINVAL, "parameter %s: %g is out of range %g..%g", name, v, lo, hi);
     *out = v;
     return DH_OK;
 }

@@ -10,7 +10,7 @@ int dh_fit_pcah(const float *z, const int32_t *labels, int64_t N, int D, int K,
 {
     int rc;
     if ((rc = hl_check_input("pcah", N, D, K, labels, 0, (int64_t)K + 1, e))) return rc;
-    if (K > D) return dh_seterr(e, DH_EINVAL, "pcah: %d bits need at least %d feature dimensions; the features have %d", K, K, D);
+    if (K > D) return dh_seterr(e, DH_EINVAL, "%d bits need at least %d feature dimensions; the features have %d", K, K, D);
     if ((rc = hl_check_finite("pcah", z, N, D, e))) return rc;
     double *mean = dh_malloc(e, (size_t)D, sizeof *mean), *P = dh_malloc(e, (size_t)K * D, sizeof *P);
     float *W = dh_malloc(e, (size_t)K * D, sizeof *W), *mf = dh_malloc(e, (size_t)D, sizeof *mf);

@@ -36,10 +36,10 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     if ((rc = hl_opt_double(opts, 0, "lambda_f", 0.01, 0, 1e30, &lambda_f, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "nu", 1e-5, 0, 1e30, &nu, e))) return rc;
     if (N < M)
-        return dh_seterr(e, DH_EINVAL, "sdh: too few samples (%lld) for %lld anchors", (long long)N, (long long)M);
+        return dh_seterr(e, DH_EINVAL, "too few samples (%lld) for %lld anchors", (long long)N, (long long)M);
     if (nsamp > N) nsamp = N;
     if (nsamp < M)
-        return dh_seterr(e, DH_EINVAL, "sdh: %lld training samples for %lld anchors is too few", (long long)nsamp, (long long)M);
+        return dh_seterr(e, DH_EINVAL, "%lld training samples for %lld anchors is too few", (long long)nsamp, (long long)M);
     if ((rc = hl_check_finite("sdh", z, N, D, e))) return rc;
 
     hl_rng r;
@@ -48,14 +48,14 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     float *anchors = dh_malloc(e, (size_t)M * D, sizeof *anchors), *zs = NULL,
           *Phi = dh_malloc(e, (size_t)n * M1, sizeof *Phi), *B = dh_malloc(e, (size_t)n * K, sizeof *B),
           *F = dh_malloc(e, (size_t)n * K, sizeof *F), *Q = dh_malloc(e, (size_t)n * K, sizeof *Q),
-          *Pf = dh_malloc(e, (size_t)M1 * K, sizeof *Pf), *Gf = dh_malloc(e, (size_t)M1 * M1, sizeof *Gf),
+          *Pf = dh_malloc(e, (size_t)M1 * K, sizeof *Pf),
           *PtB = dh_malloc(e, (size_t)M1 * K, sizeof *PtB), *Pout = dh_malloc(e, (size_t)K * M, sizeof *Pout),
           *bout = dh_malloc(e, (size_t)K, sizeof *bout), *kb = dh_malloc(e, (size_t)1024 * M, sizeof *kb);
     int64_t *idx = dh_malloc(e, (size_t)n, sizeof *idx);
     int32_t *cls = dh_malloc(e, (size_t)N, sizeof *cls);
     double *G = dh_malloc(e, (size_t)M1 * M1, sizeof *G), *Pd = dh_malloc(e, (size_t)M1 * K, sizeof *Pd);
     double *BtB = dh_malloc(e, (size_t)K * K, sizeof *BtB), *W = NULL, *WW = dh_malloc(e, (size_t)K * K, sizeof *WW);
-    if (!anchors || !Phi || !B || !F || !Q || !Pf || !Gf || !PtB || !Pout || !bout || !kb || !idx ||
+    if (!anchors || !Phi || !B || !F || !Q || !Pf || !PtB || !Pout || !bout || !kb || !idx ||
         !cls || !G || !Pd || !BtB || !WW) { rc = e ? e->code : DH_ENOMEM; goto out; }
     int C = hl_label_classes(labels, N, cls, e);
     if (C < 0) { rc = e ? e->code : DH_ENOMEM; goto out; }
@@ -79,12 +79,25 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K,
         }
     }
     /* G = Phi^T Phi + lambda_f I, Cholesky once */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)M1, (int)n, 1.0f, Phi, (int)M1, 0.0f, Gf, (int)M1);
-    for (int64_t a = 0; a < M1; a++)
-        for (int64_t b = a; b < M1; b++) G[a * M1 + b] = G[b * M1 + a] = Gf[a * M1 + b];
+    /* (accumulated in double: in float the Gram matrix of 60000 rows of
+     * highly correlated RBF features is not numerically positive definite) */
+    {
+        const int64_t BS = 256;
+        double *blk = dh_malloc(e, (size_t)BS * M1, sizeof *blk);
+        if (!blk) { free(BtY); rc = e ? e->code : DH_ENOMEM; goto out; }
+        memset(G, 0, (size_t)M1 * M1 * sizeof *G);
+        for (int64_t i0 = 0; i0 < n; i0 += BS) {
+            int64_t nb = n - i0 < BS ? n - i0 : BS;
+            for (int64_t i = 0; i < nb * M1; i++) blk[i] = Phi[i0 * M1 + i];
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)M1, (int)nb, 1.0, blk, (int)M1, 1.0, G, (int)M1);
+        }
+        free(blk);
+        for (int64_t a = 0; a < M1; a++)
+            for (int64_t b = 0; b < a; b++) G[a * M1 + b] = G[b * M1 + a];
+    }
     for (int64_t a = 0; a < M1; a++) G[a * M1 + a] += lambda_f;
     if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (int)M1, G, (int)M1) != 0) {
-        rc = dh_seterr(e, DH_EFORMAT, "sdh: kernel Gram matrix is not positive definite (raise lambda_f)");
+        rc = dh_seterr(e, DH_EFORMAT, "kernel Gram matrix is not positive definite (raise lambda_f)");
         free(BtY); goto out;
     }
     for (int64_t i = 0; i < n * K; i++) B[i] = hl_rng_normal(&r) >= 0 ? 1.0f : -1.0f;
@@ -104,7 +117,7 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K,
         for (int a = 0; a < K; a++) { BtB[a * K + a] += lambda; for (int b = 0; b < a; b++) BtB[a * K + b] = BtB[b * K + a]; }
         memcpy(W, BtY, (size_t)K * C * sizeof *W);
         if (LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', K, C, BtB, K, W, C) != 0) {
-            rc = dh_seterr(e, DH_EFORMAT, "sdh: G-step system is singular (raise --lambda)");
+            rc = dh_seterr(e, DH_EFORMAT, "G-step system is singular (raise --lambda)");
             free(BtY); goto out;
         }
         /* F-step: P = G^-1 Phi^T B; F = Phi P */
@@ -150,7 +163,7 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     if ((rc = hl_model_set_rbf(out, anchors, (int)M, D, gamma, NULL, Pout, bout, K, e))) goto out;
     rc = DH_OK;
 out:
-    free(anchors); free(zs); free(Phi); free(B); free(F); free(Q); free(Pf); free(Gf); free(PtB); free(Pout);
+    free(anchors); free(zs); free(Phi); free(B); free(F); free(Q); free(Pf); free(PtB); free(Pout);
     free(bout); free(kb); free(idx); free(cls); free(G); free(Pd); free(BtB); free(W); free(WW);
     return rc;
 }

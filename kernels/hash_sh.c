@@ -56,7 +56,7 @@ int dh_fit_sh(const float *z, const int32_t *labels, int64_t N, int D, int K,
         mn[c] -= DBL_EPSILON * s; mx[c] += DBL_EPSILON * s;
         if (mx[c] - mn[c] > Rmax) Rmax = mx[c] - mn[c];
     }
-    if (!(Rmax > 0)) { rc = dh_seterr(e, DH_EFORMAT, "sh: the features are all equal"); goto out; }
+    if (!(Rmax > 0)) { rc = dh_seterr(e, DH_EFORMAT, "the features are all equal"); goto out; }
     /* enumerate modes 1..maxMode_c-1 of each dimension */
     int64_t nmodes = 0;
     for (int c = 0; c < C; c++) nmodes += (int64_t)ceil((K + 1) * (mx[c] - mn[c]) / Rmax);
@@ -71,7 +71,7 @@ int dh_fit_sh(const float *z, const int32_t *labels, int64_t N, int D, int K,
             modes[nm].ev = w * w; modes[nm].dim = c; modes[nm].mode = m; nm++;
         }
     }
-    if (nm < K) { rc = dh_seterr(e, DH_EFORMAT, "sh: only %lld eigenfunctions for %d bits", (long long)nm, K); goto out; }
+    if (nm < K) { rc = dh_seterr(e, DH_EFORMAT, "only %lld eigenfunctions for %d bits", (long long)nm, K); goto out; }
     qsort(modes, (size_t)nm, sizeof *modes, cmp_mode);
     for (int k = 0; k < K; k++) {
         int c = modes[k].dim;
@@ -104,18 +104,22 @@ int dh_sh_project(const dhs_model *m, const char *prefix, const float *z, int64_
     snprintf(name, sizeof name, "%somega", prefix ? prefix : "");
     const dhs_tensor *tom = dhs_model_get(m, name, 2, s_om, e);
     if (!tom) return e ? e->code : DH_ESCHEMA;
-    float *p = dh_malloc(e, (size_t)C, sizeof *p);
+    const int64_t BS = 256;
+    float *p = dh_malloc(e, (size_t)BS * C, sizeof *p);
     if (!p) return e ? e->code : DH_ENOMEM;
-    for (int64_t i = 0; i < n; i++) {
-        dh_linear_project(tpc->data, NULL, NULL, z + i * D, 1, D, C, p);
-        for (int c = 0; c < C; c++) p[c] -= tmn->data[c];
-        for (int k = 0; k < K; k++) {
-            double v = 1;
-            const float *w = tom->data + (int64_t)k * C;
-            for (int c = 0; c < C; c++)
-                if (w[c] != 0) v *= cos((double)w[c] * p[c]);  /* sin(pi/2 + x) */
-            u[i * K + k] = (float)v;
-        }
+    for (int64_t i0 = 0; i0 < n; i0 += BS) {
+        int64_t nb = n - i0 < BS ? n - i0 : BS;
+        dh_linear_project(tpc->data, NULL, NULL, z + i0 * D, nb, D, C, p);
+        for (int64_t i = 0; i < nb; i++)
+            for (int c = 0; c < C; c++) p[i * C + c] -= tmn->data[c];
+        for (int64_t i = 0; i < nb; i++)
+            for (int k = 0; k < K; k++) {
+                double v = 1;
+                const float *w = tom->data + (int64_t)k * C;
+                for (int c = 0; c < C; c++)
+                    if (w[c] != 0) v *= cos((double)w[c] * p[i * C + c]);  /* sin(pi/2 + x) */
+                u[(i0 + i) * K + k] = (float)v;
+            }
     }
     free(p);
     return DH_OK;

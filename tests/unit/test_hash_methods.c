@@ -283,7 +283,8 @@ static void t_supervised_beat_lsh(void)
         dh_hash_opts_init(&o);
         o.seed = 4;
         o.anchors = 60;
-        if (!strcmp(methods[i], "bre")) { o.samples = 300; o.iterations = 2; o.param[o.nparams++] = "linesearch=30"; }
+        o.samples = 300;
+        if (!strcmp(methods[i], "bre")) { o.iterations = 2; o.param[o.nparams++] = "linesearch=30"; }
         if (!strcmp(methods[i], "mlh")) o.iterations = 1500;
         dhs_model m;
         dh_err e = { 0 };
