@@ -86,7 +86,7 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     }
     int C = hl_label_classes(labels, N, cls, e);
     if (C < 0) { rc = e ? e->code : DH_ENOMEM; goto out; }
-    if (C < 2) { rc = dh_seterr(e, DH_EINVAL, "needs at least 2 classes; the labels have %d", C); goto out; }
+    if (C < 2) { rc = dh_seterr(e, DH_EFORMAT, "needs at least 2 classes; the labels have %d", C); goto out; }
     cm = dh_calloc(e, (size_t)C * D, sizeof *cm);
     cnt = dh_calloc(e, (size_t)C, sizeof *cnt);
     start = dh_calloc(e, (size_t)C + 1, sizeof *start);
@@ -106,7 +106,7 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     double npos = 0, nsq = 0;
     for (int c = 0; c < C; c++) { npos += (double)cnt[c] * (cnt[c] - 1); nsq += (double)cnt[c] * cnt[c]; }
     double nneg = (double)N * N - nsq;
-    if (npos <= 0) { rc = dh_seterr(e, DH_EINVAL, "no two samples share a label"); goto out; }
+    if (npos <= 0) { rc = dh_seterr(e, DH_EFORMAT, "no two samples share a label"); goto out; }
     /* SP = sum 2 n_c S_c / npos ; SN (in ST) = (2 N S_T - sum 2 n_c S_c) / nneg */
     for (int64_t i = 0; i < (int64_t)D * D; i++) {
         double within = 2.0 * N * SP[i];        /* sum_c 2 n_c S_c */

@@ -373,7 +373,7 @@ static void t_bad_inputs(void)
     }
     /* one class only */
     int32_t *one = calloc((size_t)N, sizeof *one);
-    CHECK(fit("ldah", x, one, N, D, 4, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "2 classes"));
+    CHECK(fit("ldah", x, one, N, D, 4, &o, &m, &e) == DH_EFORMAT && strstr(e.msg, "2 classes"));
     dhs_model_free(&m);
     /* non-finite features */
     x[5] = NAN;
