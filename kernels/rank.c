@@ -81,6 +81,7 @@ typedef struct rank_job {
     int64_t cap0;
     int qb;           // queries per block
     int64_t tile;     // database rows per tile
+    int simd;         // use the AVX-512 tile loop
     int64_t *res_n;   // (nq)
     int64_t **res_idx;
     uint16_t **res_d;
@@ -128,6 +129,51 @@ static inline void qsel_accept(qsel *s, int64_t j, int d, int64_t R, int64_t ndb
     while (s->inb >= R) { s->bound--; s->inb -= s->cnt[s->bound]; }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define RANK_HAVE_AVX512 1
+/* Codes of at most 64 bits, 8 database rows at a time with AVX-512
+ * VPOPCNTQ; rows under the bound are accepted one by one in database
+ * order (the bound is re-read, it may shrink within the 8). */
+__attribute__((target("avx512f,avx512vpopcntdq")))
+static void rank_tile_w1_avx512(qsel *s, uint64_t a, const uint64_t *db, int64_t j0, int64_t j1,
+                                int64_t R, int64_t ndb)
+{
+    __m512i qa = _mm512_set1_epi64((long long)a);
+    int64_t j = j0;
+    for (; j + 8 <= j1; j += 8) {
+        __m512i d = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512((const void *)(db + j)), qa));
+        __mmask8 m = _mm512_cmplt_epi64_mask(d, _mm512_set1_epi64(s->bound));
+        if (m) {
+            int64_t dd[8];
+            _mm512_storeu_si512((void *)dd, d);
+            while (m) {
+                int k = __builtin_ctz(m);
+                m &= (__mmask8)(m - 1);
+                if (dd[k] < s->bound) qsel_accept(s, j + k, (int)dd[k], R, ndb);
+            }
+        }
+    }
+    for (; j < j1; j++) {
+        int d = __builtin_popcountll(a ^ db[j]);
+        if (d < s->bound) qsel_accept(s, j, d, R, ndb);
+    }
+}
+#endif
+
+/* AVX-512 VPOPCNTQ when the processor has it, unless DH_NO_SIMD is set. */
+static int rank_use_avx512(void)
+{
+#ifdef RANK_HAVE_AVX512
+    const char *v = getenv("DH_NO_SIMD");
+    if (v && *v && strcmp(v, "0") != 0) return 0;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+#else
+    return 0;
+#endif
+}
+
 /* One tile of the database against one query, distance computation
  * specialised on the word count so the inner loop stays tight. */
 #define TILE_LOOP(DIST) \
@@ -141,6 +187,9 @@ static void rank_tile(const rank_job *jb, qsel *s, const uint64_t *qw, int64_t j
     const uint64_t *db = jb->db;
     int64_t R = jb->R, ndb = jb->ndb;
     int W = jb->W;
+#ifdef RANK_HAVE_AVX512
+    if (W == 1 && jb->simd) { rank_tile_w1_avx512(s, qw[0], db, j0, j1, R, ndb); return; }
+#endif
     if (W == 1) {
         uint64_t a = qw[0];
         TILE_LOOP(__builtin_popcountll(a ^ db[j]))
@@ -239,6 +288,7 @@ int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
     /* queries per block: their candidate buffers should stay around 8 MiB */
     int64_t qb = (8 << 20) / (jb.cap0 * 10 + 1);
     jb.qb = (int)(qb < 1 ? 1 : (qb > 16 ? 16 : qb));
+    jb.simd = rank_use_avx512();
     jb.tile = 32768 / (8 * jb.W);
     if (jb.tile < 64) jb.tile = 64;
     jb.res_n = dh_calloc(e, (size_t)nq, sizeof *jb.res_n);

@@ -157,6 +157,16 @@ static void t_threads_agree(void)
     CHECK(check_rank(33, 1000, 48, 20, -1, 1, 6, 4));
 }
 
+/* the portable loop (DH_NO_SIMD) and the AVX-512 one give the same */
+static void t_portable_path(void)
+{
+    setenv("DH_NO_SIMD", "1", 1);
+    CHECK(check_rank(9, 3000, 64, 25, -1, 2, 3, 4));
+    CHECK(check_rank(9, 3000, 33, 5, 9, 2, 3, 4));
+    CHECK(check_rank(5, 2000, 3, 70, -1, 2, 2, 2));
+    unsetenv("DH_NO_SIMD");
+}
+
 static void t_bad_args(void)
 {
     uint64_t w[2] = { 0, 0 };
@@ -228,6 +238,7 @@ int main(int argc, char **argv)
     RUN(t_top_bigger_than_db);
     RUN(t_one_item_db);
     RUN(t_threads_agree);
+    RUN(t_portable_path);
     RUN(t_bad_args);
     return check_done();
 }
