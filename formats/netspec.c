@@ -75,6 +75,7 @@ static const char fast_text[] =
     "end\n"
     "maxpool k4          # 512x1x1\n"
     "flatten\n"
+    "scale 0.125         # keeps the classifier's logits small, as in the records\n"
     "feature             # 512 units\n";
 
 static const struct { const char *name, *text; } builtins[] = {
