@@ -602,9 +602,13 @@ static int read_chunk_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
             size_t es = f->dtype == DHS_STR ? 1 : dhs_dtype_size(f->dtype);
             if ((uint64_t)L < 4 * rows)
                 return FMTERR("%s: %s: field %s: %u bytes cannot hold %llu lengths", r->name, where, f->name, L, (unsigned long long)rows);
-            if ((rc = grow(&r->cbuf[i], &r->ccap[i], L, e))) return rc;
-            if ((rc = read_into(r, r->cbuf[i], L, e, where))) return rc;
-            crc = (uint32_t)crc32_z(crc, r->cbuf[i], L);
+            /* place the bin so the row data after the 4*rows length table is
+             * 8-byte aligned (i64/f64 rows are read in place) */
+            size_t pad = (size_t)((4 * rows) % 8);
+            if ((rc = grow(&r->cbuf[i], &r->ccap[i], L + pad, e))) return rc;
+            unsigned char *bin = r->cbuf[i] + pad;
+            if ((rc = read_into(r, bin, L, e, where))) return rc;
+            crc = (uint32_t)crc32_z(crc, bin, L);
             if (r->ocap[i] < rows + 1) {
                 uint64_t *o = realloc(ch->off[i], (rows + 1) * sizeof *o);
                 if (!o) return dh_seterr(e, DH_ENOMEM, "out of memory");
@@ -613,7 +617,7 @@ static int read_chunk_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
             }
             uint64_t *off = ch->off[i];
             off[0] = 0;
-            const unsigned char *lp = r->cbuf[i];
+            const unsigned char *lp = bin;
             for (uint64_t k = 0; k < rows; k++) {
                 uint32_t l;
                 memcpy(&l, lp + 4 * k, 4);
@@ -622,7 +626,7 @@ static int read_chunk_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
             if (off[rows] * es != L - 4 * rows)
                 return FMTERR("%s: %s: field %s: lengths add up to %llu elements, column holds %llu bytes",
                               r->name, where, f->name, (unsigned long long)off[rows], (unsigned long long)(L - 4 * rows));
-            ch->col[i] = r->cbuf[i] + 4 * rows;
+            ch->col[i] = bin + 4 * rows;
         }
     }
     uint64_t want;

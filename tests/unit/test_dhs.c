@@ -379,6 +379,33 @@ static void t_schema_errors(void) {
     CHECK(dhs_require_field(&s, "a", DHS_F32, 0, &e) == 0);
 }
 
+/* Variable-length i64 rows must be 8-byte aligned in a chunk, whatever the
+ * row count (the u32 length table before them has 4*rows bytes). */
+static void t_variable_rows_aligned(void) {
+    for (int64_t n = 1; n <= 4; n++) {
+        char *b = NULL; size_t sz; dh_err e;
+        FILE *f = open_memstream(&b, &sz);
+        dhs_schema s; int64_t var = -1;
+        dhs_schema_init(&s, "x");
+        dhs_schema_add(&s, "v", DHS_I64, 1, &var, NULL);
+        dhs_writer *w = dhs_writer_open(f, "b", &s, NULL, &e);
+        int64_t v[8] = {1, 2, 3, 4, 5, 6, 7, 8}; uint32_t l[4] = {2, 2, 2, 2};
+        const void *cols[1] = {v}; const uint32_t *lens[1] = {l};
+        dhs_write_rows(w, n, cols, lens, &e);
+        dhs_writer_close(w, &e);
+        fclose(f);
+        f = fmemopen(b, sz, "rb");
+        dhs_reader *r = dhs_open(f, "b", NULL, &e);
+        dhs_chunk *c;
+        CHECK(r && dhs_read_chunk(r, &c, &e) == DH_OK);
+        if (r && c) {
+            CHECKF((uintptr_t)c->col[0] % 8 == 0, "%lld rows: data at %p", (long long)n, c->col[0]);
+            CHECK(((int64_t *)c->col[0])[2 * n - 1] == 2 * n);
+        }
+        dhs_close(r); fclose(f); free(b);
+    }
+}
+
 int main(void) {
     RUN(t_roundtrip_all_dtypes);
     RUN(t_chunk_boundaries);
@@ -396,5 +423,6 @@ int main(void) {
     RUN(t_model_roundtrip);
     RUN(t_read_table);
     RUN(t_schema_errors);
+    RUN(t_variable_rows_aligned);
     return check_done();
 }
