@@ -125,7 +125,9 @@ int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels,
 int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum,
                  const float wd[NET_NGROUPS], int nesterov, dh_err *e);
 
-/* Save into m (meta and tensors added to whatever m holds). */
+/* Save into m (meta and tensors added to whatever m holds; meta "model" is
+ * set to "net" only when m has no "model" yet, so a caller may set e.g.
+ * "deephash" first). */
 int net_to_model(const net *n, dhs_model *m, dh_err *e);
 /* Build a net from a model (meta "net" required; "model" may be anything
  * that embeds a net). The head is loaded when the model has "head.weight".
