@@ -147,11 +147,54 @@ static void t_load(void) {
     unlink(path);
 }
 
+
+/* Random mutations of the built-in texts: the parser either accepts (and
+ * then the shapes are consistent) or reports file:line, never crashes. */
+static void t_mutations(void) {
+    const char *names[] = {"lenet", "cifar", "fast"};
+    const char alphabet[] = "0123456789 kspnamebzfrl#=\n\t-.x";
+    uint64_t st = 12345;
+    int ok = 0, bad_ = 0;
+    for (int it = 0; it < 3000; it++) {
+        const char *src = netspec_builtin_text(names[it % 3]);
+        size_t n = strlen(src);
+        char *t = malloc(n + 8);
+        REQUIRE(t);
+        memcpy(t, src, n + 1);
+        int muts = 1 + it % 4;
+        for (int m = 0; m < muts; m++) {
+            st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t pos = (st >> 33) % n;
+            int op = (st >> 20) % 3;
+            char ch = alphabet[(st >> 40) % (sizeof alphabet - 1)];
+            if (op == 0) t[pos] = ch;                                    /* replace */
+            else if (op == 1) { memmove(t + pos, t + pos + 1, n - pos); n--; }  /* delete */
+            else { t[pos] = 0; n = pos; }                                /* truncate */
+            if (n == 0) break;
+        }
+        netspec ns; dh_err e;
+        int rc = netspec_parse(t, "m", &ns, &e);
+        if (rc == DH_OK) {
+            ok++;
+            CHECK(ns.zdim > 0 && ns.nlayers > 0);
+            for (int i = 1; i < ns.nlayers; i++)
+                CHECK(memcmp(ns.layers[i].in, ns.layers[i - 1].shape, sizeof ns.layers[i].in) == 0);
+            netspec_free(&ns);
+        } else {
+            bad_++;
+            CHECKF(strncmp(e.msg, "m:", 2) == 0, "message without file:line: %s", e.msg);
+        }
+        free(t);
+    }
+    printf("# mutations: %d accepted, %d rejected\n", ok, bad_);
+}
+
 int main(void) {
     RUN(t_builtin_lenet);
     RUN(t_builtin_cifar_fast);
     RUN(t_user_spec);
     RUN(t_errors);
     RUN(t_load);
+    RUN(t_mutations);
     return check_done();
 }
