@@ -510,6 +510,9 @@ int main(int argc, char **argv)
                 if ((int64_t)(ch->off[fd][i + 1] - ch->off[fd][i]) != n)
                     dh_die(DH_EXIT_FAIL, "%s: row %lld: %lld database rows but %lld distances", inname,
                            (long long)dhs_reader_rows(r), (long long)n, (long long)(ch->off[fd][i + 1] - ch->off[fd][i]));
+                if (n > db.n)
+                    dh_die(DH_EXIT_FAIL, "%s: row %lld: %lld rows ranked, the database has %lld", inname,
+                           (long long)dhs_reader_rows(r), (long long)n, (long long)db.n);
                 /* column data in a chunk need not be aligned: copy */
                 if (n > rowcap) {
                     rowcap = n;
