@@ -313,6 +313,11 @@ int main(int argc, char **argv) {
         if (va.C != tr.C || va.H != tr.H || va.W != tr.W)
             dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the training images %dx%dx%d", va.name,
                    va.C, va.H, va.W, tr.C, tr.H, tr.W);
+        if (va.classes && tr.classes) {
+            int same = va.nclasses == tr.nclasses;
+            for (int i = 0; same && i < va.nclasses; i++) same = !strcmp(va.classes[i], tr.classes[i]);
+            if (!same) dh_die(DH_EXIT_FAIL, "%s: its classes differ from the training stream's", va.name);
+        }
         if (va.nclasses > tr.nclasses)
             dh_die(DH_EXIT_FAIL, "%s: labels up to %d, the training stream has %d classes", va.name,
                    va.nclasses - 1, tr.nclasses);

@@ -55,7 +55,7 @@ def read(f):
         if fd["dtype"] != "str" and fd["shape"] != [-1] and rows[fd["name"]]: rows[fd["name"]] = np.concatenate(rows[fd["name"]])
     return hdr, n, rows
 
-def images(path, n, C, H, W, K, seed):
+def images(path, n, C, H, W, K, seed, prefix="c"):
     """Class k: a bright horizontal band at a class-specific height, plus noise."""
     rng = np.random.default_rng(seed)
     lab = (np.arange(n) % K).astype("<i4")
@@ -66,13 +66,13 @@ def images(path, n, C, H, W, K, seed):
     pix = np.clip(pix, 0, 255).astype("u1")
     with open(path, "wb") as f:
         write(f, "images", [("pixels", "u8", (C, H, W)), ("label", "i32", ()), ("id", "str", ())],
-              {"classes": ["c%d" % k for k in range(K)], "source": "synthetic"},
+              {"classes": [prefix + str(k) for k in range(K)], "source": "synthetic"},
               [pix, lab, ["img%04d" % i for i in range(n)]])
 
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "images":
-        images(sys.argv[2], *map(int, sys.argv[3:9]))
+        images(sys.argv[2], *map(int, sys.argv[3:9]), *sys.argv[9:10])
     elif cmd == "features":   # a features stream (the wrong kind for dh-pretrain)
         with open(sys.argv[2], "wb") as f:
             write(f, "features", [("z", "f32", (4,)), ("label", "i32", ()), ("id", "str", ())], {},
@@ -110,6 +110,7 @@ $PY "$TMP/dhs.py" images "$TMP/train.dhs" 320 1 12 12 4 1
 $PY "$TMP/dhs.py" images "$TMP/test.dhs" 80 1 12 12 4 2
 $PY "$TMP/dhs.py" images "$TMP/mnist.dhs" 96 1 28 28 4 3
 $PY "$TMP/dhs.py" images "$TMP/rgb.dhs" 16 3 12 12 4 4
+$PY "$TMP/dhs.py" images "$TMP/other.dhs" 16 1 12 12 4 5 other
 $PY "$TMP/dhs.py" features "$TMP/feats.dhs"
 $PY "$TMP/dhs.py" hashmodel "$TMP/hash.dhm"
 cat > "$TMP/small.net" <<'EOF'
@@ -186,6 +187,7 @@ head -c 3000 "$TMP/train.dhs" > "$TMP/trunc.dhs"
 expect_fail "pretrain: truncated images stream" dh-pretrain --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/trunc.dhs"
 expect_fail "pretrain: empty input" dh-pretrain --net "$TMP/small.net" -o "$TMP/x.dhm" /dev/null
 expect_fail "pretrain: val stream of another shape" dh-pretrain --net "$TMP/small.net" --val "$TMP/mnist.dhs" -o "$TMP/x.dhm" "$TMP/train.dhs"
+expect_fail "pretrain: val stream with other classes" dh-pretrain --net "$TMP/small.net" --val "$TMP/other.dhs" -o "$TMP/x.dhm" "$TMP/train.dhs"
 if nvidia-smi -L >/dev/null 2>&1; then t_skip "pretrain: --device cuda without a GPU" "this machine has a GPU"
 else expect_fail "pretrain: --device cuda without a GPU" dh-pretrain --device cuda --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/train.dhs"; fi
 expect_fail "pretrain: bad --device" dh-pretrain --device tpu --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/train.dhs"
