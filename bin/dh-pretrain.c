@@ -286,13 +286,15 @@ int main(int argc, char **argv) {
     if (schedule) h.schedule = schedule;
     if (h.nesterov && h.momentum == 0) dh_usage_error("--nesterov needs a non-zero momentum");
     dk_schedule sched;
+    static char stepbuf[64];
     if (!strcmp(h.schedule, "step")) {
-        char buf[64];
+        char *buf = stepbuf;
         int a = h.epochs / 2, b = h.epochs * 3 / 4;
         if (a < 1) a = 1;
         if (b <= a) b = a + 1;
-        snprintf(buf, sizeof buf, "step:%d,%d", a, b);
+        snprintf(buf, sizeof stepbuf, "step:%d,%d", a, b);
         if (dk_schedule_parse(buf, h.lr, &sched, &e)) dh_usage_error("--schedule: %s", e.msg);
+        h.schedule = stepbuf;
     } else if (dk_schedule_parse(h.schedule, h.lr, &sched, &e)) {
         dh_usage_error("--schedule: %s", e.msg);
     }
