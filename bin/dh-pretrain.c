@@ -188,6 +188,14 @@ static void fmt_dur(char *b, size_t n, double s) {
     else snprintf(b, n, "%ds", t);
 }
 
+/* The output is opened before training (so a bad -o fails at once) and
+ * removed at exit unless committed. */
+static dh_outfile outf;
+static int out_open, out_done;
+static void out_cleanup(void) {
+    if (out_open && !out_done) dh_out_abort(&outf);
+}
+
 int main(int argc, char **argv) {
     dh_prog_init("dh-pretrain", argc, argv);
     const char *arch = NULL, *netfile = NULL, *device = NULL, *out = NULL, *valfile = NULL;
@@ -254,6 +262,9 @@ int main(int argc, char **argv) {
     memset(&spec, 0, sizeof spec);
     if (arch && netspec_builtin(arch, &spec, &e)) dh_usage_error("--arch: %s", e.msg);
     if (netfile && netspec_load(netfile, &spec, &e)) dh_die_err(&e, NULL);
+    if (dh_out_open(&outf, out, &e)) dh_die_err(&e, NULL);
+    out_open = 1;
+    atexit(out_cleanup);
     dk_device dev;
     if (dk_device_parse(device, &dev, &e)) dh_die_err(&e, "--device");
     if (dk_init(dev, &e)) dh_die_err(&e, dk_device_name(dev));
@@ -417,7 +428,9 @@ int main(int argc, char **argv) {
         dhs_meta_set_str(m.meta, "device", dk_device_name(dev)))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (net_to_model(n, &m, &e)) dh_die_err(&e, "model");
-    if (dhs_model_save(out, &m, &e)) dh_die_err(&e, NULL);
+    if (dhs_model_write(outf.f, out ? out : "<stdout>", &m, &e)) dh_die_err(&e, NULL);
+    if (dh_out_commit(&outf, &e)) dh_die_err(&e, NULL);
+    out_done = 1;
     dhs_model_free(&m);
 
     free(perm);

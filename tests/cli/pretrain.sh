@@ -190,6 +190,8 @@ expect_fail "pretrain: val stream of another shape" dh-pretrain --net "$TMP/smal
 expect_fail "pretrain: val stream with other classes" dh-pretrain --net "$TMP/small.net" --val "$TMP/other.dhs" -o "$TMP/x.dhm" "$TMP/train.dhs"
 if nvidia-smi -L >/dev/null 2>&1; then t_skip "pretrain: --device cuda without a GPU" "this machine has a GPU"
 else expect_fail "pretrain: --device cuda without a GPU" dh-pretrain --device cuda --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/train.dhs"; fi
+expect_fail "pretrain: -o in a missing directory fails before training" dh-pretrain --net "$TMP/small.net" -o "$TMP/no/such/dir/m.dhm" "$TMP/train.dhs"
+grep -q 'no/such/dir' "$TMP/ef.err" || echo "FAIL pretrain: -o error names the path: $(cat "$TMP/ef.err")"
 expect_fail "pretrain: bad --device" dh-pretrain --device tpu --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/train.dhs"
 t_begin "pretrain: a failed run leaves no output file"
 [ -e "$TMP/x.dhm" ] && t_fail "x.dhm exists"
