@@ -54,6 +54,8 @@ typedef struct ft_opts {
     int pad, flip, augment_set;
     uint64_t seed;
     int K;                  /* random init only */
+    int precond;            /* 1: hash layer trained on (z - m) / r (see znorm_stats) */
+    int precond_set;
 } ft_opts;
 
 static ft_opts O;
@@ -121,6 +123,22 @@ static void load_hash(const char *path, dhs_model *hm, float **W, float **b, int
         if (h.mean) for (int d = 0; d < h.D; d++) s -= (double)h.W[(size_t)k * h.D + d] * h.mean[d];
         (*b)[k] = (float)s;
     }
+}
+
+/* Preconditioning of the hash layer (--precondition norm, the default of
+ * the scaled and balanced losses): SGD runs in the coordinates
+ *   x = (z - m) / r,   r^2 = E|z - m|^2   (m, r from the data at the start)
+ * i.e. u = W' x + c with W = W' / r and b = c - W m. A learning rate then
+ * moves u by about the same amount whatever the scale, offset and
+ * dimension of z (features of ReLU nets are all positive and their norm
+ * depends on the net). Equivalently, in z coordinates:
+ *   W -= lr / r^2 * momentum-SGD(gW - gb m^T),   c -= lr * momentum-SGD(gb). */
+static void znorm_stats(const double *s1, double s2tot, int64_t n, int D, float *m, double *r2)
+{
+    double mm = 0;
+    for (int d = 0; d < D; d++) { m[d] = (float)(s1[d] / (double)n); mm += (double)m[d] * m[d]; }
+    *r2 = s2tot / (double)n - mm;
+    if (!(*r2 > 1e-20)) *r2 = 1.0;
 }
 
 typedef struct epoch_stats {
@@ -207,6 +225,26 @@ static int run_features(void)
     if (!zb || !u || !du || !gW || !vW || !vb || !lb || !order) dh_die_err(&e, NULL);
     double hwd = o->hash_wd_set ? o->hash_wd : (o->loss == LOSS_PAPER ? o->wd : 0.0);
     int64_t steps_per_epoch = N / B, total = steps_per_epoch * o->epochs, step = 0, cursor = 0;
+    /* --precondition norm: train W' = W r, c = b + W m on x = (z - m) / r */
+    float *zm = dh_calloc(&e, (size_t)D, sizeof(float));
+    double r2 = 1.0, rr = 1.0;
+    if (!zm) dh_die_err(&e, NULL);
+    if (o->precond) {
+        double *s1 = dh_calloc(&e, (size_t)D, sizeof(double)), s2 = 0;
+        if (!s1) dh_die_err(&e, NULL);
+        for (int64_t i = 0; i < N; i++)
+            for (int d = 0; d < D; d++) { double v = z[i * D + d]; s1[d] += v; s2 += v * v; }
+        znorm_stats(s1, s2, N, D, zm, &r2);
+        free(s1);
+        rr = sqrt(r2);
+        for (int k = 0; k < K; k++) {
+            double off = 0;
+            for (int d = 0; d < D; d++) off += (double)W[(size_t)k * D + d] * zm[d];
+            b[k] = (float)(b[k] + off);
+            for (int d = 0; d < D; d++) W[(size_t)k * D + d] *= (float)rr;
+        }
+    }
+    const float ir = (float)(1.0 / rr);
     dh_note("fine-tuning the hash layer on %lld cached %d-D features: %d bits, loss %s (scale %g), batch %d, %d epochs, device %s",
             (long long)N, D, K, o->loss == LOSS_PAPER ? "paper" : o->loss == LOSS_BALANCED ? "balanced" : "scaled",
             lo.scale, B, o->epochs, dk_device_name(dev));
@@ -217,7 +255,8 @@ static int run_features(void)
         epoch_order(o, order, N, ep, &cursor);
         for (int64_t s0 = 0; s0 + B <= N; s0 += B, step++) {
             for (int r2 = 0; r2 < B; r2++) {
-                memcpy(zb + (size_t)r2 * D, z + (size_t)order[s0 + r2] * D, sizeof(float) * (size_t)D);
+                const float *zr = z + (size_t)order[s0 + r2] * D;
+                for (int d = 0; d < D; d++) zb[(size_t)r2 * D + d] = (zr[d] - zm[d]) * ir;
                 lb[r2] = lab[order[s0 + r2]];
             }
             dh_linear_project(W, b, NULL, zb, B, D, K, u);
@@ -249,6 +288,12 @@ static int run_features(void)
         report_epoch(ep, o->epochs, &es, lr, 0.0, dh_now() - t0);
     }
 
+    /* back to z coordinates: W = W' / r, b = c - W m */
+    for (int k = 0; k < K; k++) {
+        double off = 0;
+        for (int d = 0; d < D; d++) { W[(size_t)k * D + d] *= ir; off += (double)W[(size_t)k * D + d] * zm[d]; }
+        b[k] = (float)(b[k] - off);
+    }
     /* output: a hash model */
     dhs_model out;
     dhs_model_init(&out);
@@ -268,7 +313,7 @@ static int run_features(void)
     dhs_model_free(&out);
     dhs_model_free(&hm);
     dhs_table_free(&t);
-    free(W); free(b); free(zb); free(u); free(du); free(gW); free(vW); free(vb); free(lb); free(order);
+    free(zm); free(W); free(b); free(zb); free(u); free(du); free(gW); free(vW); free(vb); free(lb); free(order);
     return DH_EXIT_OK;
 }
 
@@ -356,7 +401,7 @@ static int run_images(void)
     /* device buffers */
     uint8_t *dpix = NULL;
     int32_t *didx = NULL, *dlab = NULL, *hidx = NULL, *order = NULL, *hlab = NULL;
-    dk_tensor x = { 0 }, Wt = { 0 }, bt = { 0 }, gWt = { 0 }, gbt = { 0 }, vWt = { 0 }, vbt = { 0 }, ut = { 0 }, dut = { 0 }, dzt = { 0 };
+    dk_tensor x = { 0 }, Wt = { 0 }, bt = { 0 }, ct = { 0 }, mt = { 0 }, gWt = { 0 }, gbt = { 0 }, vWt = { 0 }, vbt = { 0 }, ut = { 0 }, dut = { 0 }, dzt = { 0 };
     if (dk_mem_alloc(dev, (size_t)(N * rowb), (void **)&dpix, &e) ||
         dk_mem_upload(dev, dpix, t.col[fp], (size_t)(N * rowb), &e) ||
         dk_mem_alloc(dev, sizeof(int32_t) * (size_t)B, (void **)&didx, &e) ||
@@ -367,6 +412,7 @@ static int run_images(void)
         dk_tensor_alloc4(&vWt, dev, 2, K, D, 1, 1, &e) || dk_tensor_alloc4(&vbt, dev, 1, K, 1, 1, 1, &e) ||
         dk_tensor_alloc4(&ut, dev, 2, B, K, 1, 1, &e) || dk_tensor_alloc4(&dut, dev, 2, B, K, 1, 1, &e) ||
         dk_tensor_alloc4(&dzt, dev, 2, B, D, 1, 1, &e) ||
+        dk_tensor_alloc4(&ct, dev, 1, K, 1, 1, 1, &e) || dk_tensor_alloc4(&mt, dev, 1, D, 1, 1, 1, &e) ||
         dk_upload(&Wt, hW, (int64_t)K * D, &e) || dk_upload(&bt, hb, K, &e))
         dh_die_err(&e, "device buffers");
     hidx = dh_malloc(&e, (size_t)B, sizeof(int32_t));
@@ -375,6 +421,33 @@ static int run_images(void)
     float *hu = dh_malloc(&e, (size_t)B * K, sizeof(float)), *hdu = dh_malloc(&e, (size_t)B * K, sizeof(float));
     if (!hidx || !hlab || !order || !hu || !hdu) dh_die_err(&e, NULL);
 
+    /* --precondition norm (see znorm_stats): m and r^2 of z from a pass over
+     * the first images (inference mode); c = b + W m */
+    double r2 = 1.0;
+    float *zm = dh_calloc(&e, (size_t)D, sizeof(float)), *zh = dh_malloc(&e, (size_t)B * D, sizeof(float));
+    if (!zm || !zh) dh_die_err(&e, NULL);
+    if (o->precond) {
+        int64_t n0 = (N < 4096 ? N : 4096) / B * B;
+        double *s1 = dh_calloc(&e, (size_t)D, sizeof(double)), s2 = 0;
+        if (!s1) dh_die_err(&e, NULL);
+        for (int64_t s0 = 0; s0 < n0; s0 += B) {
+            dk_tensor zt;
+            for (int i = 0; i < B; i++) hidx[i] = (int32_t)(s0 + i);
+            if (dk_mem_upload(dev, didx, hidx, sizeof(int32_t) * (size_t)B, &e) ||
+                dk_images_augment(dpix, N, C, H, Wd, didx, 0, 0, nw->mean, nw->std, 0, 0, &x, &e) ||
+                net_forward_to_z(nw, &x, 0, &zt, &e) || dk_download(&zt, zh, (int64_t)B * D, &e))
+                dh_die_err(&e, "feature statistics");
+            for (int64_t i = 0; i < (int64_t)B * D; i++) { s1[i % D] += zh[i]; s2 += (double)zh[i] * zh[i]; }
+        }
+        znorm_stats(s1, s2, n0, D, zm, &r2);
+        free(s1);
+    }
+    for (int k = 0; k < K; k++) {
+        double off = 0;
+        for (int d = 0; d < D; d++) off += (double)hW[(size_t)k * D + d] * zm[d];
+        hu[k] = (float)(hb[k] + off);   /* c, staged in hu */
+    }
+    if (dk_upload(&ct, hu, K, &e) || dk_upload(&mt, zm, D, &e)) dh_die_err(&e, "upload");
     dh_hashloss_opts lo = loss_opts(o, K);
     double blr = o->freeze ? 0.0 : o->backbone_lr;
     double hwd = o->hash_wd_set ? o->hash_wd : (o->loss == LOSS_PAPER ? o->wd : 0.0);
@@ -430,13 +503,18 @@ static int run_images(void)
                     net_sgd_step(nw, lrs, (float)o->momentum, wds, 0, &e))
                     dh_die_err(&e, "backbone update");
             }
-            /* hash layer SGD: v = m v + g + wd W; W -= lr v */
+            /* hash layer SGD in x = (z - m) / r coordinates (plain SGD when m = 0, r = 1):
+             * vW = mom vW + (gW - gb m^T) + wd W;  W -= lr / r^2 vW;
+             * vc = mom vc + gb;  c -= lr vc;  b = c - W m */
             float hl = (float)(o->lr * f);
-            if (dk_axpby(1.0f, &gWt, (float)o->momentum, &vWt, &e) ||
+            if ((o->precond && dk_sgemm(dev, 0, 0, K, D, 1, -1.0f, gbt.data, 1, mt.data, D, 1.0f, gWt.data, D, &e)) ||
+                dk_axpby(1.0f, &gWt, (float)o->momentum, &vWt, &e) ||
                 (hwd > 0 && dk_axpby((float)hwd, &Wt, 1.0f, &vWt, &e)) ||
-                dk_axpby(-hl, &vWt, 1.0f, &Wt, &e) ||
+                dk_axpby((float)(-hl / r2), &vWt, 1.0f, &Wt, &e) ||
                 dk_axpby(1.0f, &gbt, (float)o->momentum, &vbt, &e) ||
-                dk_axpby(-hl, &vbt, 1.0f, &bt, &e))
+                dk_axpby(-hl, &vbt, 1.0f, &ct, &e) ||
+                dk_copy(&bt, &ct, &e) ||
+                (o->precond && dk_sgemm(dev, 0, 0, K, 1, D, -1.0f, Wt.data, D, mt.data, 1, 1.0f, bt.data, 1, &e)))
                 dh_die_err(&e, "hash layer update");
         }
         if (dk_sync(dev, &e)) dh_die_err(&e, "device");
@@ -465,12 +543,12 @@ static int run_images(void)
     dhs_model_free(&nm);
     dhs_model_free(&hm);
     dhs_table_free(&t);
-    dk_tensor *ts[] = { &x, &Wt, &bt, &gWt, &gbt, &vWt, &vbt, &ut, &dut, &dzt };
+    dk_tensor *ts[] = { &x, &Wt, &bt, &ct, &mt, &gWt, &gbt, &vWt, &vbt, &ut, &dut, &dzt };
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) dk_tensor_free(ts[i]);
     dk_mem_free(dev, dpix); dk_mem_free(dev, didx); dk_mem_free(dev, dlab);
     net_free(nw);
     dk_shutdown();
-    free(hW); free(hb); free(hidx); free(hlab); free(order); free(hu); free(hdu);
+    free(zm); free(zh); free(hW); free(hb); free(hidx); free(hlab); free(order); free(hu); free(hdu);
     return DH_EXIT_OK;
 }
 
@@ -496,6 +574,8 @@ static void usage(void)
            "      --momentum X        SGD momentum (default 0.9)\n"
            "      --wd X              backbone weight decay (default 5e-4)\n"
            "      --hash-wd X         hash-layer weight decay (default 0; paper loss: --wd)\n"
+           "      --precondition P    norm (default; paper loss: none): train the hash layer on\n"
+           "                          z centred and scaled to unit mean squared norm\n"
            "  -e, --epochs N          epochs (default 10)\n"
            "  -B, --batch N           mini-batch size (default 256; pairs per batch: B(B-1))\n"
            "      --schedule S        step (x0.1 at 50%% and 75%% of the epochs, the paper's),\n"
@@ -523,14 +603,14 @@ int main(int argc, char **argv)
     o->lr = 0.1; o->backbone_lr = 1e-4; o->momentum = 0.9; o->wd = 5e-4; o->hash_wd = 0;
     o->epochs = 10; o->batch = 256; o->sched = SCHED_COSINE; o->sampling = SAMP_SHUFFLE; o->skip_max = 200;
     o->seed = 1; o->K = 48;
-    enum { O_BLR = 256, O_FREEZE, O_MOM, O_WD, O_HWD, O_SCHED, O_SAMP, O_SKIP, O_AUG, O_PROG, O_LSCALE };
+    enum { O_PRECOND = 300, O_BLR = 256, O_FREEZE, O_MOM, O_WD, O_HWD, O_SCHED, O_SAMP, O_SKIP, O_AUG, O_PROG, O_LSCALE };
     static const struct option lo[] = {
         { "net", 1, 0, 'm' }, { "model", 1, 0, 'm' }, { "hash", 1, 0, 'H' }, { "arch", 1, 0, 'a' },
         { "bits", 1, 0, 'b' }, { "features", 0, 0, 'f' }, { "loss", 1, 0, 'L' }, { "loss-scale", 1, 0, O_LSCALE },
         { "lr", 1, 0, 'l' }, { "backbone-lr", 1, 0, O_BLR }, { "freeze-backbone", 0, 0, O_FREEZE },
         { "momentum", 1, 0, O_MOM }, { "wd", 1, 0, O_WD }, { "hash-wd", 1, 0, O_HWD }, { "epochs", 1, 0, 'e' },
         { "batch", 1, 0, 'B' }, { "schedule", 1, 0, O_SCHED }, { "sampling", 1, 0, O_SAMP }, { "skip", 1, 0, O_SKIP },
-        { "augment", 1, 0, O_AUG }, { "seed", 1, 0, 's' }, { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' },
+        { "augment", 1, 0, O_AUG }, { "precondition", 1, 0, O_PRECOND }, { "seed", 1, 0, 's' }, { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' },
         { "quiet", 0, 0, 'q' }, { "progress", 0, 0, O_PROG }, { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' },
         { 0, 0, 0, 0 } };
     int c;
@@ -577,6 +657,12 @@ int main(int argc, char **argv)
             else if (!strcmp(optarg, "crop-flip")) { o->pad = 4; o->flip = 1; }
             else dh_usage_error("--augment: '%s' is not none or crop-flip", optarg);
             break;
+        case O_PRECOND:
+            o->precond_set = 1;
+            if (!strcmp(optarg, "norm")) o->precond = 1;
+            else if (!strcmp(optarg, "none")) o->precond = 0;
+            else dh_usage_error("--precondition: '%s' is not norm or none", optarg);
+            break;
         case 's': if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg); o->seed = (uint64_t)v; break;
         case 'd': o->device = optarg; break;
         case 'o': o->out = optarg; break;
@@ -594,6 +680,7 @@ int main(int argc, char **argv)
         if (!o->lr_set) o->lr = 0.001;
         if (!o->backbone_lr_set) o->backbone_lr = o->lr;
     }
+    if (!o->precond_set) o->precond = o->loss != LOSS_PAPER;
     if (o->features) return run_features();
     return run_images();
 }
