@@ -9,7 +9,7 @@
  *   - bits are learned one after the other: for bit k with residual
  *     R_{k-1} = S - sum_{t<k} b_t b_t^T, the spectral relaxation
  *     (Kl^T R Kl) a = lambda (Kl^T Kl) a (largest lambda; scaled so that
- *     |Kl a|^2 = l K) starts an accelerated gradient descent (backtracking,
+ *     |Kl a|^2 = l) starts an accelerated gradient descent (backtracking,
  *     at most `iterations` = 500 steps) on the smooth surrogate
  *     -phi(Kl a)^T R phi(Kl a), phi(x) = 2/(1+e^-x) - 1; whichever of the two
  *     gives the larger b^T R b with b = sign(Kl a) is kept.
@@ -150,10 +150,10 @@ int dh_fit_ksh(const float *z, const int32_t *labels, int64_t N, int D, int K,
                     (int)M, 0.0, LM, (int)M);
         memcpy(B2, RM, (size_t)M * M * sizeof *B2);
         if ((rc = hl_gen_eig((int)M, LM, B2, 1e-8, 1, 1, a0, NULL, e))) goto out;
-        /* scale so that |Kl a|^2 = l K */
+        /* scale so that |Kl a|^2 = l (entries of order 1, as the reference code) */
         cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)l, (int)M, 1.0, Kl, (int)M, a0, 1, 0.0, y, 1);
         double nn = cblas_ddot((int)l, y, 1, y, 1);
-        if (nn > 0) cblas_dscal((int)M, sqrt((double)l * K / nn), a0, 1);
+        if (nn > 0) cblas_dscal((int)M, sqrt((double)l / nn), a0, 1);
         ksh_optimize(Kl, (int)l, (int)M, S, a0, (int)iters, a1, work);
         double s0 = ksh_sign_score(Kl, (int)l, (int)M, S, a0, y, Ry);
         double s1 = ksh_sign_score(Kl, (int)l, (int)M, S, a1, y1, Ry);
