@@ -450,7 +450,6 @@ static void t_model_roundtrip_nonlinear(void)
         rewind(f);
         dhs_reader *r = dhs_open(f, "tmp", NULL, &e);
         REQUIRE(r);
-        dhs_model_init(&m2);
         CHECKF(dhs_model_read(r, &m2, &e) == 0, "%s: %s", methods[i], e.msg);
         dhs_close(r);
         fclose(f);
