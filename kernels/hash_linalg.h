@@ -126,6 +126,12 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K,
  * |B_t - V R_t|_F^2 after iteration t's B-step (non-increasing). */
 int hl_itq_rotate(const float *V, int64_t N, int K, int iters, hl_rng *r, double *R,
                   double *loss, dh_err *e);
+/* MLH loss-adjusted inference: (g, g2) in {-1,+1}^K maximising
+ * loss(|g - g2|_H, sim) + g.a + g2.a2, with loss(m, 1) = max(m - rho + 1, 0),
+ * loss(m, 0) = lam max(rho - m + 1, 0). tmp: K scratch entries. */
+typedef struct { double c; int k; } mlh_bit;
+void hl_mlh_infer(const double *a, const double *a2, int K, int sim, int rho, double lam,
+                  double *g, double *g2, mlh_bit *tmp);
 /* BRE objective of codes B (n, K) in {-1,+1} against targets given by
  * class ids (0 same class, 1 otherwise), over all pairs i<j: for tests. */
 double hl_bre_objective(const float *B, int64_t n, int K, const int32_t *cls);

@@ -21,8 +21,6 @@
 #include <cblas.h>
 #include "hash_linalg.h"
 
-typedef struct { double c; int k; } mlh_bit;
-
 static int cmp_bit(const void *a, const void *b)
 {
     const mlh_bit *x = a, *y = b;
@@ -31,7 +29,7 @@ static int cmp_bit(const void *a, const void *b)
 }
 
 /* Loss-adjusted inference for projections a, a2 (K); writes g, g2 in {-1,+1}. */
-static void mlh_infer(const double *a, const double *a2, int K, int sim, int rho, double lam,
+void hl_mlh_infer(const double *a, const double *a2, int K, int sim, int rho, double lam,
                       double *g, double *g2, mlh_bit *tmp)
 {
     double base = 0;
@@ -147,7 +145,7 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(2 * batch), K, D1, 1.0, X, D1, W, D1, 0.0, A, K);
         for (int64_t p = 0; p < batch; p++) {
             double *aa = A + (2 * p) * K, *ab = A + (2 * p + 1) * K;
-            mlh_infer(aa, ab, K, psim[p], (int)rho, lam, g, g2, tmp);
+            hl_mlh_infer(aa, ab, K, psim[p], (int)rho, lam, g, g2, tmp);
             int m = 0;
             for (int k = 0; k < K; k++) {
                 double h = aa[k] >= 0 ? 1 : -1, h2 = ab[k] >= 0 ? 1 : -1;

@@ -335,6 +335,89 @@ static void t_bre_objective_decreases(void)
     free(x); free(lab); free(cls); free(b); free(bf);
 }
 
+
+/* ---- MLH loss-adjusted inference is exact (brute force over all codes) -------- */
+static double mlh_value(const double *a, const double *a2, const double *g, const double *g2, int K,
+                        int sim, int rho, double lam)
+{
+    double v = 0;
+    int m = 0;
+    for (int k = 0; k < K; k++) { v += g[k] * a[k] + g2[k] * a2[k]; m += g[k] != g2[k]; }
+    return v + (sim ? (m - rho + 1 > 0 ? m - rho + 1 : 0) : lam * (rho - m + 1 > 0 ? rho - m + 1 : 0));
+}
+
+static void t_mlh_inference_exact(void)
+{
+    const int K = 5;
+    hl_rng r;
+    hl_rng_seed(&r, 21);
+    mlh_bit tmp[5];
+    for (int trial = 0; trial < 200; trial++) {
+        double a[5], a2[5], g[5], g2[5], bg[5], bg2[5];
+        double scale = trial % 3 == 0 ? 0.1 : trial % 3 == 1 ? 1.0 : 5.0;
+        for (int k = 0; k < K; k++) { a[k] = scale * hl_rng_normal(&r); a2[k] = scale * hl_rng_normal(&r); }
+        int sim = trial & 1, rho = 1 + trial % 4;
+        hl_mlh_infer(a, a2, K, sim, rho, 0.5, g, g2, tmp);
+        double got = mlh_value(a, a2, g, g2, K, sim, rho, 0.5), best = -1e300;
+        for (int c1 = 0; c1 < 1 << K; c1++)
+            for (int c2 = 0; c2 < 1 << K; c2++) {
+                for (int k = 0; k < K; k++) { bg[k] = (c1 >> k) & 1 ? 1 : -1; bg2[k] = (c2 >> k) & 1 ? 1 : -1; }
+                double v = mlh_value(a, a2, bg, bg2, K, sim, rho, 0.5);
+                if (v > best) best = v;
+            }
+        CHECKF(fabs(got - best) < 1e-9, "trial %d: inference %g, brute force %g", trial, got, best);
+        if (check_failed_) return;
+    }
+}
+
+/* ---- LDAH: with K = C - 1 bits the projections span the class-mean subspace --- */
+static void t_ldah_finds_discriminant_subspace(void)
+{
+    const int64_t N = 900;
+    const int D = 8, K = 2;
+    float *x = malloc(sizeof(float) * N * D);
+    int32_t *lab = malloc(sizeof(int32_t) * N);
+    /* 3 classes whose means differ in dims 0 and 1 only; dims 2.. have larger variance */
+    hl_rng r;
+    hl_rng_seed(&r, 31);
+    const double mu[3][2] = { { 0, 0 }, { 3, 0 }, { 0, 3 } };
+    for (int64_t i = 0; i < N; i++) {
+        int c = (int)(i % 3);
+        lab[i] = c;
+        for (int d = 0; d < D; d++)
+            x[i * D + d] = (float)((d < 2 ? mu[c][d] : 0) + (d < 2 ? 1.0 : 4.0) * hl_rng_normal(&r));
+    }
+    dh_hash_opts o;
+    dh_hash_opts_init(&o);
+    dhs_model m;
+    dh_err e = { 0 };
+    REQUIRE(fit("ldah", x, lab, N, D, K, &o, &m, &e) == 0);
+    const float *W = dhs_model_find(&m, "W")->data;
+    for (int k = 0; k < K; k++) {
+        double in = 0, all = 0;
+        for (int d = 0; d < D; d++) { all += W[k * D + d] * W[k * D + d]; if (d < 2) in += W[k * D + d] * W[k * D + d]; }
+        CHECKF(in / all > 0.95, "bit %d: %.3f of the projection in the discriminant subspace", k, in / all);
+    }
+    /* thresholds split the classes: the two bits separate the three classes */
+    /* (K = 2 is below the bind's minimum of 8 bits: project directly) */
+    uint8_t *b = malloc((size_t)N * K);
+    float *u = malloc(sizeof(float) * N * K);
+    const dhs_tensor *tb = dhs_model_find(&m, "b"), *tm = dhs_model_find(&m, "mean");
+    CHECK(tb && tm);
+    dh_linear_project(W, tb ? tb->data : NULL, tm ? tm->data : NULL, x, N, D, K, u);
+    for (int64_t i = 0; i < N * K; i++) b[i] = u[i] > 0;
+    free(u);
+    int64_t agree = 0, pairs = 0;
+    for (int64_t i = 0; i < 300; i++)
+        for (int64_t j = i + 1; j < 300; j++) {
+            int same = lab[i] == lab[j], code = b[i * K] == b[j * K] && b[i * K + 1] == b[j * K + 1];
+            agree += same == code; pairs++;
+        }
+    CHECKF((double)agree / pairs > 0.75, "codes agree with labels on %.3f of pairs", (double)agree / pairs);
+    dhs_model_free(&m);
+    free(x); free(lab); free(b);
+}
+
 /* ---- bad input ---------------------------------------------------------------- */
 static void t_bad_inputs(void)
 {
@@ -483,6 +566,8 @@ int main(void)
     RUN(t_sh_bits_balanced_on_uniform);
     RUN(t_supervised_beat_lsh);
     RUN(t_bre_objective_decreases);
+    RUN(t_mlh_inference_exact);
+    RUN(t_ldah_finds_discriminant_subspace);
     RUN(t_bad_inputs);
     RUN(t_deterministic_with_seed);
     RUN(t_model_roundtrip_nonlinear);
