@@ -14,10 +14,12 @@
  * Loss (kernels/hashloss.h): pairs i != j of each mini-batch,
  *   --loss paper     Q = Σ_ij exp(-Y_ij b_i∘b_j), plain sum (the paper's);
  *                    one learning rate and weight decay for every layer
- *   --loss scaled    the same loss averaged over pairs and multiplied by K²
- *                    (default); per-group learning rates (hash layer --lr,
- *                    backbone --backbone-lr), no weight decay on the hash layer
- *   --loss balanced  like scaled, positive and negative pairs weighted equally
+ *   --loss scaled    the same loss averaged over pairs and multiplied by K²;
+ *                    per-group learning rates (hash layer --lr, backbone
+ *                    --backbone-lr), no weight decay on the hash layer, the
+ *                    hash layer trained on normalised z (--precondition norm)
+ *   --loss balanced  like scaled, positive and negative pairs each carrying
+ *                    half of the weight (the default)
  * See dh-finetune(1) for the evidence behind the defaults.
  */
 #include <getopt.h>
@@ -566,9 +568,10 @@ static void usage(void)
            "  -a, --arch NAME         random initialisation of this architecture (%s or a spec file)\n"
            "  -b, --bits K            code length for random initialisation (default 48)\n"
            "  -f, --features          train the hash layer alone on a features stream (frozen backbone)\n"
-           "  -L, --loss NAME         scaled (default), balanced or paper\n"
+           "  -L, --loss NAME         balanced (default), scaled or paper\n"
            "      --loss-scale X      multiply the loss by X (default: K^2 for scaled/balanced, 1 for paper)\n"
-           "  -l, --lr X              hash-layer learning rate (default 0.1; paper loss: 0.001)\n"
+           "  -l, --lr X              hash-layer learning rate (default 3, in the --precondition\n"
+           "                          norm coordinates; paper loss: 0.001)\n"
            "      --backbone-lr X     backbone learning rate (default 1e-4; paper loss: same as --lr)\n"
            "      --freeze-backbone   backbone learning rate 0 (inference-mode forward)\n"
            "      --momentum X        SGD momentum (default 0.9)\n"
@@ -599,8 +602,8 @@ int main(int argc, char **argv)
 {
     dh_prog_init("dh-finetune", argc, argv);
     ft_opts *o = &O;
-    o->loss = LOSS_SCALED;
-    o->lr = 0.1; o->backbone_lr = 1e-4; o->momentum = 0.9; o->wd = 5e-4; o->hash_wd = 0;
+    o->loss = LOSS_BALANCED;
+    o->lr = 3.0; o->backbone_lr = 1e-4; o->momentum = 0.9; o->wd = 5e-4; o->hash_wd = 0;
     o->epochs = 10; o->batch = 256; o->sched = SCHED_COSINE; o->sampling = SAMP_SHUFFLE; o->skip_max = 200;
     o->seed = 1; o->K = 48;
     enum { O_PRECOND = 300, O_BLR = 256, O_FREEZE, O_MOM, O_WD, O_HWD, O_SCHED, O_SAMP, O_SKIP, O_AUG, O_PROG, O_LSCALE };
