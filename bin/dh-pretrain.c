@@ -28,7 +28,7 @@ typedef struct {
 
 /* Defaults per architecture (user specs get the "net" row). */
 static const struct { const char *arch; hyper h; } defaults[] = {
-    {"lenet", {8, 64, 0.02, 0.9, 5e-4, 0.0, "step", 0, 0}},
+    {"lenet", {5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0}},
     {"cifar", {40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1}},
     {"fast", {16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1}},
     {"net", {10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0}},
@@ -42,12 +42,13 @@ static void usage(void) {
            "  -a, --arch NAME         built-in network: lenet, cifar, fast (default: lenet for\n"
            "                          1x28x28 images, cifar for 3x32x32)\n"
            "  -n, --net FILE          network specification file (see dh-net(5))\n"
-           "  -e, --epochs N          passes over the data (lenet 8, cifar 40, fast 16, else 10)\n"
+           "  -e, --epochs N          passes over the data (lenet 5, cifar 40, fast 16, else 10)\n"
            "  -b, --batch N           mini-batch size (lenet 64, cifar 128, fast 512, else 128)\n"
-           "  -l, --lr X              (peak) learning rate (lenet 0.02, cifar 0.02, fast 0.4, else 0.01)\n"
+           "  -l, --lr X              (peak) learning rate (lenet 0.05, cifar 0.02, fast 0.4, else 0.01)\n"
            "  -S, --schedule S        step[:E1,E2..] (x0.1 at those epochs; plain 'step' drops\n"
            "                          at 50%% and 75%% of the epochs), onecycle[:WARMUP[:FINAL]],\n"
-           "                          cosine[:WARMUP[:FINAL]], const (fast: onecycle:0.25)\n"
+           "                          cosine[:WARMUP[:FINAL]], const (default: step; lenet:\n"
+           "                          onecycle, fast: onecycle:0.25)\n"
            "  -m, --momentum X        SGD momentum (default 0.9)\n"
            "      --nesterov          Nesterov momentum (default for fast)\n"
            "      --no-nesterov\n"
