@@ -66,7 +66,7 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
     double sigma;
     if ((rc = hl_check_input("bre", N, D, K, labels, 1, 2, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->samples : 0, "samples", 1000, 2, 20000, &n, e))) return rc;
-    if ((rc = hl_opt_int(opts, opts ? opts->anchors : 0, "anchors", 300, 1, 100000, &s, e))) return rc;
+    if ((rc = hl_opt_int(opts, opts ? opts->anchors : 0, "anchors", 300, 1, 10000, &s, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 3, 0, 10000, &sweeps, e))) return rc;
     if ((rc = hl_opt_int(opts, 0, "linesearch", 0, 0, 1000000000, &ls, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->sigma : 0, "sigma", 0, 0, 1e30, &sigma, e))) return rc;

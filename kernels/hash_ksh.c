@@ -92,8 +92,8 @@ int dh_fit_ksh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     int64_t M, l, iters;
     double sigma;
     if ((rc = hl_check_input("ksh", N, D, K, labels, 1, 2, e))) return rc;
-    if ((rc = hl_opt_int(opts, opts ? opts->anchors : 0, "anchors", 300, 1, 100000, &M, e))) return rc;
-    if ((rc = hl_opt_int(opts, opts ? opts->samples : 0, "samples", 1000, 2, 100000, &l, e))) return rc;
+    if ((rc = hl_opt_int(opts, opts ? opts->anchors : 0, "anchors", 300, 1, 10000, &M, e))) return rc;
+    if ((rc = hl_opt_int(opts, opts ? opts->samples : 0, "samples", 1000, 2, 20000, &l, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 500, 0, 100000, &iters, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->sigma : 0, "sigma", 0, 0, 1e30, &sigma, e))) return rc;
     if (N < M)

@@ -66,7 +66,7 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
         return dh_seterr(e, DH_EINVAL, "variant must be lda or dif, not '%s'", variant);
     if ((rc = hl_check_input("ldah", N, D, K, labels, 1, (int64_t)K + 1, e))) return rc;
     if (K > D) return dh_seterr(e, DH_EINVAL, "%d bits need at least %d feature dimensions; the features have %d", K, K, D);
-    if ((rc = hl_opt_int(opts, opts ? opts->pairs : 0, "pairs", 10000, 1, 100000000, &npairs, e))) return rc;
+    if ((rc = hl_opt_int(opts, opts ? opts->pairs : 0, "pairs", 10000, 1, 10000000, &npairs, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "alpha", 1.0, 0, 1e30, &alpha, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "ridge", 1e-4, 0, 1e30, &ridge, e))) return rc;
     if ((rc = hl_check_finite("ldah", z, N, D, e))) return rc;

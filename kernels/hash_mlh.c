@@ -68,7 +68,7 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     double lr, lam, wd, mom, posf;
     if ((rc = hl_check_input("mlh", N, D, K, labels, 1, 2, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 5000, 0, 100000000, &iters, e))) return rc;
-    if ((rc = hl_opt_int(opts, opts ? opts->batch : 0, "batch", 100, 1, 1000000, &batch, e))) return rc;
+    if ((rc = hl_opt_int(opts, opts ? opts->batch : 0, "batch", 100, 1, 100000, &batch, e))) return rc;
     if (opts && opts->pairs > 0) iters = (opts->pairs + batch - 1) / batch;  /* --pairs: pairs in all */
     if ((rc = hl_opt_int(opts, 0, "rho", K / 4 > 1 ? (K + 2) / 4 : 1, 1, K, &rho, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->lr : 0, "lr", 1.0, 0, 1e6, &lr, e))) return rc;

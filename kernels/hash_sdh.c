@@ -28,7 +28,7 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     int64_t M, iters, nsamp;
     double sigma, lambda, lambda_f, nu;
     if ((rc = hl_check_input("sdh", N, D, K, labels, 1, 2, e))) return rc;
-    if ((rc = hl_opt_int(opts, opts ? opts->anchors : 0, "anchors", 1000, 1, 100000, &M, e))) return rc;
+    if ((rc = hl_opt_int(opts, opts ? opts->anchors : 0, "anchors", 1000, 1, 10000, &M, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 5, 1, 10000, &iters, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->samples : 0, "samples", N, 2, INT64_MAX, &nsamp, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->sigma : 0, "sigma", 0, 0, 1e30, &sigma, e))) return rc;

@@ -446,6 +446,11 @@ static void t_bad_inputs(void)
     dhs_model_free(&m);
     CHECK(fit("sdh", x, lab, N, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "anchors"));    /* 1000 anchors */
     dhs_model_free(&m);
+    /* sizes beyond the bounds */
+    o.anchors = 20000;
+    CHECK(fit("ksh", x, lab, N, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "out of range"));
+    dhs_model_free(&m);
+    o.anchors = 0;
     /* supervised without labels */
     const char *sup[] = { "ldah", "bre", "mlh", "ksh", "sdh" };
     for (int i = 0; i < 5; i++) {
