@@ -2,7 +2,7 @@
  * |gpu - ref| <= atol + rtol * |ref| for Q, the surrogate and every gradient. */
 #include <stdint.h>
 #include <stdlib.h>
-#include "check.h"
+#include "../unit/check.h"
 #include "hashloss.h"
 #if DH_USE_CUDA
 #include <cuda_runtime.h>
