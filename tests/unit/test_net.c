@@ -163,18 +163,19 @@ static void t_deterministic_and_roundtrip(void) {
 
     /* errors: a missing tensor, a wrong shape, no net, a bad spec */
     dhs_model bad;
+    net *bn = NULL;
     dhs_model_init(&bad);
     dhs_meta_set_str(bad.meta, "model", "hash");
-    CHECK(net_from_model(&bad, DK_CPU, 4, &c, &e) == DH_ESCHEMA && strstr(e.msg, "no network"));
+    CHECK(net_from_model(&bad, DK_CPU, 4, &bn, &e) == DH_ESCHEMA && strstr(e.msg, "no network"));
     dhs_meta_set_str(bad.meta, "net", "input 1 2 2\nbogus\nfeature\n");
-    CHECK(net_from_model(&bad, DK_CPU, 4, &c, &e) == DH_EFORMAT && strstr(e.msg, "model:net:2:"));
+    CHECK(net_from_model(&bad, DK_CPU, 4, &bn, &e) == DH_EFORMAT && strstr(e.msg, "model:net:2:"));
     dhs_meta_set_str(bad.meta, "net", spec_all);
-    CHECK(net_from_model(&bad, DK_CPU, 4, &c, &e) != DH_OK);
+    CHECK(net_from_model(&bad, DK_CPU, 4, &bn, &e) != DH_OK);
     dhs_model_free(&bad);
     dhs_tensor *t = dhs_model_find(&m2, "conv2.weight");
     REQUIRE(t);
     t->shape[0] = 1; /* damage the shape */
-    CHECK(net_from_model(&m2, DK_CPU, 4, &c, &e) != DH_OK && strstr(e.msg, "conv2.weight"));
+    CHECK(net_from_model(&m2, DK_CPU, 4, &bn, &e) != DH_OK && strstr(e.msg, "conv2.weight"));
     /* wrong input shape to forward */
     dk_tensor wrong;
     dk_tensor_alloc4(&wrong, DK_CPU, 4, 2, 1, 6, 6, NULL);
