@@ -51,7 +51,9 @@ $(W)/.dir:
 # ---- stage 1: pre-training, features ----------------------------------------
 $(W)/net.dhm: $(W)/train.dhs $(W)/test.dhs
 	$(TIME) dh-pretrain --arch $(ARCH) --seed $(SEED) --val $(W)/test.dhs $(PRETRAIN) -o $@ $< 2> >(tee $@.log >&2)
-$(W)/feats-%.dhs: $(W)/%.dhs $(W)/net.dhm
+# (a static pattern: the feature files are explicit targets, so that make
+# prefers the shallow-model encode rules below for hash-*.dhm models)
+$(W)/feats-train.dhs $(W)/feats-query.dhs: $(W)/feats-%.dhs: $(W)/%.dhs $(W)/net.dhm
 	$(TIME) dh-feats -m $(W)/net.dhm -o $@ $<
 
 # ---- stage 2: hash layer (paper) and shallow baselines -------------------------
