@@ -18,6 +18,7 @@ PAPERS = {
            "mlh": (0.6731, 0.4404, 0.4258), "ksh": (0.9537, 0.9713, 0.9817),
            "random": (0.9806, 0.9862, 0.9873), "deephash": (0.9673, 0.9753, 0.9796), "finetune": (0.9918, 0.9931, 0.9938)},
 }
+LABEL = {"cifar10": "CIFAR-10", "mnist": "MNIST: the paper has no Fashion-MNIST figures; MNIST is the closest, and easier"}
 NAMES = {"finetune": "DeepHash, fine-tuned (stage 3)", "deephash": "DeepHash, pre-training only (stages 1+2)",
          "random": "DeepHash, random init. (stage 3 from scratch)"}
 res = {}
@@ -41,9 +42,10 @@ methods = [m for m in order if m in res] + sorted(m for m in res if m not in ord
 P = PAPERS.get(paper, {})
 q = next(iter(next(iter(res.values())).values())) if res else None
 print(f"mAP over the whole Hamming ranking (ties in database order; tie-aware mAP in brackets)"
-      + (f", {q[3]} queries against {q[4]} database items" if q else "") + ".\n")
+      + (f", {q[3]} queries against {q[4]} database items" if q else "") + "."
+      + (f" Paper column: Mu & Liu 2017 Tables 2-3 on {LABEL.get(paper, paper)}." if P else "") + "\n")
 hdr = "| method | " + " | ".join(f"{b} bits" for b in bits) + " | training time (s) |"
-if P: hdr += " paper (12 / 24 / 48 bits) |"
+if P: hdr += f" paper, {paper.upper()} (12 / 24 / 48 bits) |"
 print(hdr)
 print("|" + "---|" * (len(bits) + 2 + (1 if P else 0)))
 for m in methods:
