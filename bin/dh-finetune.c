@@ -255,6 +255,10 @@ static int run_features(void)
         memset(&es, 0, sizeof es);
         double t0 = dh_now(), lr = o->lr;
         epoch_order(o, order, N, ep, &cursor);
+        dh_progress pr;
+        char what[64];
+        snprintf(what, sizeof what, "epoch %d/%d", ep + 1, o->epochs);
+        dh_progress_start(&pr, what, o->features ? "rows" : "images", N / B * B);
         for (int64_t s0 = 0; s0 + B <= N; s0 += B, step++) {
             for (int r2 = 0; r2 < B; r2++) {
                 const float *zr = z + (size_t)order[s0 + r2] * D;
@@ -274,6 +278,7 @@ static int run_features(void)
             for (int64_t i = 0; i < (int64_t)B * K; i++) au += fabsf(u[i]);
             es.q += st.q; es.sur += st.surrogate; es.right += st.right; es.absu += au / ((double)B * K);
             es.batches++; es.rows += B;
+            dh_progress_update(&pr, es.rows);
             /* dW = du^T zb (K, D), db = column sums */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, B, 1.0f, du, K, zb, D, 0.0f, gW, D);
             lr = o->lr * lr_factor(o, step, total, ep);
@@ -287,6 +292,7 @@ static int run_features(void)
             }
             if (!isfinite(st.surrogate)) dh_die(DH_EXIT_FAIL, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
         }
+        dh_progress_end(&pr, es.rows);
         report_epoch(ep, o->epochs, &es, lr, 0.0, dh_now() - t0);
     }
 
@@ -463,6 +469,10 @@ static int run_images(void)
         memset(&es, 0, sizeof es);
         double t0 = dh_now(), f = 1.0;
         epoch_order(o, order, N, ep, &cursor);
+        dh_progress pr;
+        char what[64];
+        snprintf(what, sizeof what, "epoch %d/%d", ep + 1, o->epochs);
+        dh_progress_start(&pr, what, o->features ? "rows" : "images", N / B * B);
         for (int64_t s0 = 0; s0 + B <= N; s0 += B, step++) {
             for (int i = 0; i < B; i++) { hidx[i] = order[s0 + i]; hlab[i] = lab[order[s0 + i]]; }
             dk_tensor zt;
@@ -495,6 +505,7 @@ static int run_images(void)
             for (int64_t i = 0; i < (int64_t)B * K; i++) au += fabsf(hu[i]);
             es.q += st.q; es.sur += st.surrogate; es.right += st.right; es.absu += au / ((double)B * K);
             es.batches++; es.rows += B;
+            dh_progress_update(&pr, es.rows);
             if (!isfinite(st.surrogate)) dh_die(DH_EXIT_FAIL, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
             /* backward: hash layer, then (unless frozen) the body */
             if (dk_fc_backward(&zt, &Wt, &dut, train ? &dzt : NULL, &gWt, &gbt, &e)) dh_die_err(&e, "backward");
@@ -520,6 +531,7 @@ static int run_images(void)
                 dh_die_err(&e, "hash layer update");
         }
         if (dk_sync(dev, &e)) dh_die_err(&e, "device");
+        dh_progress_end(&pr, es.rows);
         report_epoch(ep, o->epochs, &es, o->lr * f, blr * f, dh_now() - t0);
     }
 
@@ -592,7 +604,7 @@ static void usage(void)
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE       write the model to FILE atomically (default: stdout)\n"
            "  -q, --quiet             no progress or per-epoch report\n"
-           "      --progress          (accepted for symmetry; the per-epoch report is always on)\n"
+           "      --progress          progress line within each epoch even when stderr is not a terminal\n"
            "  -h, --help              show this help and exit\n"
            "  -V, --version           show the version and exit\n\nSee dh-finetune(1).\n",
            dh_progname, dh_progname, dh_progname, netspec_builtin_names());
