@@ -285,7 +285,7 @@ int netspec_parse(const char *text, const char *fname, netspec *ns, dh_err *e) {
             if (conv) {
                 if (!o.has_k) { rc = perr(&c, "conv: missing kernel size (e.g. k3)"); goto fail; }
                 l->k = o.k; l->s = o.s; l->p = o.p;
-                int oh, ow;
+                int oh = 0, ow = 0;
                 if (out_size(&c, stmt, cur[1], l->k, l->s, l->p, &oh) ||
                     out_size(&c, stmt, cur[2], l->k, l->s, l->p, &ow)) { rc = DH_EFORMAT; goto fail; }
                 cur[0] = l->out; cur[1] = oh; cur[2] = ow;
@@ -310,7 +310,7 @@ int netspec_parse(const char *text, const char *fname, netspec *ns, dh_err *e) {
             if (!o.has_k) { rc = perr(&c, "%s: missing kernel size (e.g. k2)", stmt); goto fail; }
             l->k = o.k; l->s = o.has_s ? o.s : o.k; l->p = o.p;
             if (2 * l->p > l->k) { rc = perr(&c, "%s: padding %d more than half the kernel %d", stmt, l->p, l->k); goto fail; }
-            int oh, ow;
+            int oh = 0, ow = 0;
             if (out_size(&c, stmt, cur[1], l->k, l->s, l->p, &oh) ||
                 out_size(&c, stmt, cur[2], l->k, l->s, l->p, &ow)) { rc = DH_EFORMAT; goto fail; }
             cur[1] = oh; cur[2] = ow;
