@@ -154,7 +154,9 @@ int dh_fit_ksh(const float *z, const int32_t *labels, int64_t N, int D, int K,
         cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)l, (int)M, 1.0, Kl, (int)M, a0, 1, 0.0, y, 1);
         double nn = cblas_ddot((int)l, y, 1, y, 1);
         if (nn > 0) cblas_dscal((int)M, sqrt((double)l / nn), a0, 1);
+        int blas_threads = hl_blas_single();  /* many small BLAS-2 calls */
         ksh_optimize(Kl, (int)l, (int)M, S, a0, (int)iters, a1, work);
+        hl_blas_restore(blas_threads);
         double s0 = ksh_sign_score(Kl, (int)l, (int)M, S, a0, y, Ry);
         double s1 = ksh_sign_score(Kl, (int)l, (int)M, S, a1, y1, Ry);
         const double *a = a0;

@@ -381,6 +381,27 @@ int hl_rbf_project(const dhs_model *m, const char *prefix, const float *z, int64
     return DH_OK;
 }
 
+/* ---- BLAS threading ---------------------------------------------------------- */
+int hl_blas_single(void)
+{
+#ifdef OPENBLAS_VERSION
+    int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+#else
+    return 1;
+#endif
+}
+
+void hl_blas_restore(int nthreads)
+{
+#ifdef OPENBLAS_VERSION
+    if (nthreads > 0) openblas_set_num_threads(nthreads);
+#else
+    (void)nthreads;
+#endif
+}
+
 /* ---- checks and options -------------------------------------------------------- */
 int hl_check_input(const char *method, int64_t N, int D, int K, const int32_t *labels,
                    int supervised, int64_t min_n, dh_err *e)

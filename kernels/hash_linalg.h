@@ -84,6 +84,13 @@ int hl_model_set_rbf(dhs_model *out, const float *anchors, int M, int D, double 
 int hl_rbf_project(const dhs_model *m, const char *prefix, const float *z, int64_t n, int D,
                    int K, float *u, dh_err *e);
 
+/* ---- BLAS threading ------------------------------------------------------ */
+/* Loops of many small BLAS calls (ksh, mlh) run far faster on one BLAS
+ * thread, above all on a loaded machine: hl_blas_single() switches OpenBLAS
+ * to one thread and returns the previous count for hl_blas_restore(). */
+int hl_blas_single(void);
+void hl_blas_restore(int nthreads);
+
 /* ---- common checks ------------------------------------------------------ */
 /* Size checks shared by all methods: N >= min_n, K in range, D >= 1,
  * labels when supervised. Messages name the method. */

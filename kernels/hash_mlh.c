@@ -122,6 +122,7 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
         W[(int64_t)k * D1 + D] = 0;
     }
     double loss_avg = 0;
+    int blas_threads = hl_blas_single();
     for (int64_t it = 0; it < iters; it++) {
         double loss_b = 0;
         /* rows 2p, 2p+1 of X (2B, D1) are the pair's points */
@@ -163,6 +164,7 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
         }
         if ((it + 1) % 1000 == 0) hl_note(opts, "mlh: batch %lld: pair loss (running mean) %.4f", (long long)it + 1, loss_avg);
     }
+    hl_blas_restore(blas_threads);
     /* u = W [ (z - mean) scale ; 1 ] = (W scale)(z - mean) + W_:,D */
     for (int k = 0; k < K; k++) {
         for (int d = 0; d < D; d++) Wf[(int64_t)k * D + d] = (float)(W[(int64_t)k * D1 + d] * scale);
