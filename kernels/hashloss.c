@@ -72,10 +72,11 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K,
             q += 2.0 * w * exp(-(double)y * (double)cnt / (double)K);  /* (i,j) and (j,i) */
             right += (y * (float)cnt > 0) ? 2 : 0;
             float cp = -y * sh;
+            const float Rp = dh_hl_reweight(y, P, 1.0f, invK), Rm = dh_hl_reweight(y, P, -1.0f, invK);
             double ls = 0;
             for (int k = 0; k < K; k++) {
                 float dl;
-                ls += dh_hl_bit(y, P, si[k] * sj[k], ui[k] * uj[k], invK, ch, cp, &dl);
+                ls += dh_hl_bit_r(si[k] == sj[k] ? Rp : Rm, ui[k] * uj[k], ch, cp, &dl);
                 if (acc) {
                     /* both ordered pairs: d/du_ik of w/K (l(i,j) + l(j,i)) */
                     double g = 2.0 * w * invK * dl;

@@ -62,16 +62,26 @@ DH_HL_HD float dh_hl_sigmoid(float a)
     float t = expf(a);
     return t / (1.0f + t);
 }
+/* The reweighting factor R of a pair for a bit whose product is s = ±1:
+ * exp(-y (P - s/K)); it takes only two values per pair. */
+DH_HL_HD float dh_hl_reweight(float y, float P, float s, float invK)
+{
+    return expf(-y * (P - s * invK));
+}
+/* One bit given its R: returns l_k, *dl_da = dl_k/da (R held constant). */
+DH_HL_HD float dh_hl_bit_r(float R, float a, float c, float cp, float *dl_da)
+{
+    float sg = dh_hl_sigmoid(a);
+    *dl_da = R * cp * 2.0f * sg * (1.0f - sg);
+    return R * (c + cp * (2.0f * sg - 1.0f));
+}
 /* One bit k of one ordered pair: y = ±1, P = exact code product of the pair,
  * s = b_i(k) b_j(k), a = u_ik u_jk, c/cp = c_ij, c'_ij. Returns l_k; *dl_da
  * receives dl_k/da with R held constant. */
 DH_HL_HD float dh_hl_bit(float y, float P, float s, float a, float invK, float c, float cp,
                          float *dl_da)
 {
-    float R = expf(-y * (P - s * invK));
-    float sg = dh_hl_sigmoid(a);
-    *dl_da = R * cp * 2.0f * sg * (1.0f - sg);
-    return R * (c + cp * (2.0f * sg - 1.0f));
+    return dh_hl_bit_r(dh_hl_reweight(y, P, s, invK), a, c, cp, dl_da);
 }
 
 /* Pair weights for a batch (host; labels on the host). Fills st->pairs,

@@ -50,12 +50,13 @@ __global__ void hashloss_rows(const float *__restrict__ u, const int32_t *__rest
         const float y = labels[j] == li ? 1.0f : -1.0f;
         const float w = y > 0 ? wpos : wneg;
         const float cp = -y * sh;
+        const float Rp = dh_hl_reweight(y, P, 1.0f, invK), Rm = dh_hl_reweight(y, P, -1.0f, invK);
         float ls = 0.0f;
         for (int t = 0; t < HL_MAXT; t++) {
             int k = lane + 32 * t;
             if (t < T && k < K) {
                 float dl;
-                ls += dh_hl_bit(y, P, si[t] * dh_hl_sign(uj[t]), ui[t] * uj[t], invK, ch, cp, &dl);
+                ls += dh_hl_bit_r(si[t] == dh_hl_sign(uj[t]) ? Rp : Rm, ui[t] * uj[t], ch, cp, &dl);
                 g[t] += 2.0f * w * invK * dl * uj[t];
             }
         }
