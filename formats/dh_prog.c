@@ -116,6 +116,35 @@ const char *dh_in_name(const char *path) {
     return (!path || !strcmp(path, "-")) ? "<stdin>" : path;
 }
 
+/* Temporary output files not yet committed: removed when a signal ends the
+ * program (SIGINT, SIGTERM, SIGHUP), so an interrupted run leaves nothing. */
+#define MAX_PENDING 8
+static char *volatile pending_[MAX_PENDING];
+
+static void on_signal(int sig) {
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (pending_[i]) unlink(pending_[i]);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void pending_add(char *tmp) {
+    static int installed;
+    if (!installed) {
+        installed = 1;
+        signal(SIGINT, on_signal);
+        signal(SIGTERM, on_signal);
+        signal(SIGHUP, on_signal);
+    }
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (!pending_[i]) { pending_[i] = tmp; return; }
+}
+
+static void pending_del(const char *tmp) {
+    for (int i = 0; i < MAX_PENDING; i++)
+        if (pending_[i] == tmp) pending_[i] = NULL;
+}
+
 int dh_out_open(dh_outfile *o, const char *path, dh_err *e) {
     memset(o, 0, sizeof *o);
     if (!path || !strcmp(path, "-")) { o->f = stdout; return 0; }
@@ -134,6 +163,7 @@ int dh_out_open(dh_outfile *o, const char *path, dh_err *e) {
     }
     o->f = fdopen(fd, "wb");
     if (!o->f) { close(fd); unlink(o->tmp); return dh_seterr(e, DH_EIO, "%s: %s", path, strerror(errno)); }
+    pending_add(o->tmp);
     return 0;
 }
 
@@ -151,6 +181,7 @@ int dh_out_commit(dh_outfile *o, dh_err *e) {
     if (!rc && rename(o->tmp, o->path) != 0)
         rc = dh_seterr(e, DH_EIO, "%s: rename: %s", o->path, strerror(errno));
     if (rc) unlink(o->tmp);
+    pending_del(o->tmp);
     free(o->path); free(o->tmp); o->path = o->tmp = NULL;
     return rc;
 }
@@ -159,6 +190,7 @@ void dh_out_abort(dh_outfile *o) {
     if (!o->path) return;  /* stdout: the missing trailer marks it incomplete */
     if (o->f) fclose(o->f);
     unlink(o->tmp);
+    pending_del(o->tmp);
     free(o->path); free(o->tmp);
     memset(o, 0, sizeof *o);
 }
