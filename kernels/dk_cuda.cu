@@ -609,9 +609,9 @@ int dk_avgpool_backward_cuda(const dk_tensor *dy, int k, int stride, int pad, dk
 
 __global__ void k_gap_fwd(const float *x, float *y, int64_t NC, int64_t P) {
     GRID_LOOP(i, NC) {
-        float s = 0.0f;
+        double s = 0;   /* as the CPU: double accumulation, (float)(s / P) */
         for (int64_t k = 0; k < P; k++) s += x[i * P + k];
-        y[i] = s / (float)P;
+        y[i] = (float)(s / (double)P);
     }
 }
 __global__ void k_gap_bwd(const float *dy, float *dx, int64_t NC, int64_t P) {
