@@ -286,6 +286,7 @@ extern "C" int dh_rank_cuda_run(dh_rank_cuda *c, const uint64_t *q, int64_t nq, 
         if ((rc = ck(cudaMemcpy(dq, q + b0 * W, (size_t)n * W * 8, cudaMemcpyHostToDevice), "upload", e))) goto done;
         k_hist<<<n, NT, 2 * nb * sizeof(int)>>>(c->d_db, NULL, ndb, W, nb, dq, NULL, dhist, NULL);
         k_cut<<<(n + 127) / 128, 128>>>(dhist, nb, n, R, maxd, dcut, dlim, dcnt);
+        if ((rc = ck(cudaGetLastError(), "k_hist/k_cut launch", e))) goto done;
         if ((rc = ck(cudaMemcpy(hcnt, dcnt, (size_t)n * 8, cudaMemcpyDeviceToHost), "k_hist/k_cut", e))) goto done;
         hoff[0] = 0;
         for (int i = 0; i < n; i++) hoff[i + 1] = hoff[i] + hcnt[i];
@@ -299,6 +300,7 @@ extern "C" int dh_rank_cuda_run(dh_rank_cuda *c, const uint64_t *q, int64_t nq, 
         if ((rc = ck(cudaMemcpy(doff, hoff, ((size_t)n + 1) * 8, cudaMemcpyHostToDevice), "upload", e))) goto done;
         size_t shm = (size_t)(2 + NW) * nb * sizeof(int);
         k_scatter<<<n, NT, shm>>>(c->d_db, ndb, W, nb, dq, dhist, dcut, dlim, doff, doidx, dodist);
+        if ((rc = ck(cudaGetLastError(), "k_scatter launch", e))) goto done;
         int64_t base = out->off[b0];
         if (base + tot > hcap) {
             int64_t nc = hcap ? hcap : 1024;
