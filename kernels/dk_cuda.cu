@@ -314,7 +314,9 @@ static int conv_make(convdesc *d, const dk_tensor *x, const dk_tensor *w, const 
                                      (int)w->shape[1], (int)w->shape[2], (int)w->shape[3]));
     CUDNN(cudnnSetConvolution2dDescriptor(d->conv, pad, pad, stride, stride, 1, 1,
                                           CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    CUDNN(cudnnSetConvolutionMathType(d->conv, g_tf32 ? CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION : CUDNN_FMA_MATH));
+    /* DEFAULT permits TF32 on Ampere+; FMA forbids it. (ALLOW_CONVERSION would
+     * also let cuDNN down-convert FP32 to FP16, not just TF32.) */
+    CUDNN(cudnnSetConvolutionMathType(d->conv, g_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     return 0;
 }
 
