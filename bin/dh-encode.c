@@ -67,8 +67,7 @@ int main(int argc, char **argv)
     enum { O_PROG = 256 };
     static const struct option lo[] = {
         { "model", 1, 0, 'm' }, { "batch", 1, 0, 'B' }, { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' },
-        { "quiet", 0, 0, 'q' }, { "progress", 0, 0, O_PROG }, { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' },
-        { 0, 0, 0, 0 } };
+        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     while ((c = getopt_long(argc, argv, "m:B:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
@@ -76,16 +75,11 @@ int main(int argc, char **argv)
         case 'B': if (dh_parse_i64(optarg, 1, 1 << 20, &B)) dh_usage_error("--batch: '%s' is not an integer in 1..%d", optarg, 1 << 20); break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
-        case 'q': dh_quiet = 1; break;
-        case O_PROG: dh_progress_on = 1; break;
-        case 'h': usage(); return DH_EXIT_OK;
-        case 'V': dh_version();
-        default: dh_usage_error("bad option (see --help)");
+        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
     if (!mpath) dh_usage_error("no model: use -m MODEL");
-    if (optind < argc - 1) dh_usage_error("at most one input file");
-    const char *in = optind < argc ? argv[optind] : NULL;
+    const char *in = dh_input_arg(argc, argv);
     dh_err e;
     E.B = B;
     if (dhs_model_load(mpath, &E.model, &e)) dh_die_err(&e, NULL);

@@ -627,8 +627,7 @@ int main(int argc, char **argv)
         { "momentum", 1, 0, O_MOM }, { "wd", 1, 0, O_WD }, { "hash-wd", 1, 0, O_HWD }, { "epochs", 1, 0, 'e' },
         { "batch", 1, 0, 'B' }, { "schedule", 1, 0, O_SCHED }, { "sampling", 1, 0, O_SAMP }, { "skip", 1, 0, O_SKIP },
         { "augment", 1, 0, O_AUG }, { "precondition", 1, 0, O_PRECOND }, { "seed", 1, 0, 's' }, { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' },
-        { "quiet", 0, 0, 'q' }, { "progress", 0, 0, O_PROG }, { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' },
-        { 0, 0, 0, 0 } };
+        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     int64_t v;
     while ((c = getopt_long(argc, argv, "m:H:a:b:fL:l:e:B:s:d:o:qhV", lo, NULL)) != -1) {
@@ -682,15 +681,10 @@ int main(int argc, char **argv)
         case 's': if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg); o->seed = (uint64_t)v; break;
         case 'd': o->device = optarg; break;
         case 'o': o->out = optarg; break;
-        case 'q': dh_quiet = 1; break;
-        case O_PROG: dh_progress_on = 1; break;
-        case 'h': usage(); return DH_EXIT_OK;
-        case 'V': dh_version();
-        default: dh_usage_error("bad option (see --help)");
+        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
-    if (optind < argc - 1) dh_usage_error("at most one input file");
-    o->in = optind < argc ? argv[optind] : NULL;
+    o->in = dh_input_arg(argc, argv);
     if (o->loss == LOSS_PAPER) {
         /* the paper's setting: one learning rate for every layer, weight decay everywhere */
         if (!o->lr_set) o->lr = 0.001;

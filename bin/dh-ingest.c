@@ -115,8 +115,7 @@ int main(int argc, char **argv)
         { "resize", 1, 0, O_RESIZE }, { "skip-bad", 0, 0, O_SKIPBAD }, { "classes", 1, 0, O_CLASSES },
         { "threads", 1, 0, 'j' }, { "max-pixels", 1, 0, O_MAXPX }, { "max-side", 1, 0, O_MAXSIDE },
         { "max-member-bytes", 1, 0, O_MAXMEMBER }, { "max-memory", 1, 0, O_MAXMEM },
-        { "output", 1, 0, 'o' }, { "quiet", 0, 0, 'q' }, { "progress", 0, 0, O_PROG },
-        { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, { 0, 0, 0, 0 } };
+        { "output", 1, 0, 'o' }, DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     uint64_t sz;
     while ((c = getopt_long(argc, argv, "s:f:n:j:o:qhV", lo, NULL)) != -1) {
@@ -162,11 +161,7 @@ int main(int argc, char **argv)
             o.lim.max_total_bytes = sz;
             break;
         case 'o': out = optarg; break;
-        case 'q': dh_quiet = 1; break;
-        case O_PROG: dh_progress_on = 1; break;
-        case 'h': usage(); return DH_EXIT_OK;
-        case 'V': dh_version();
-        default: dh_usage_error("unknown option; try '%s --help'", dh_progname);
+        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("unknown option; try '%s --help'", dh_progname);
         }
     }
     int npaths = argc - optind;

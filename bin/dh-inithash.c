@@ -65,8 +65,7 @@ int main(int argc, char **argv)
         { "pairs", 1, 0, O_PAIRS }, { "samples", 1, 0, O_SAMP }, { "sigma", 1, 0, O_SIGMA },
         { "lambda", 1, 0, O_LAMBDA }, { "param", 1, 0, 'p' }, { "seed", 1, 0, 's' },
         { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' }, { "list-methods", 0, 0, O_LIST },
-        { "quiet", 0, 0, 'q' }, { "progress", 0, 0, O_PROG }, { "help", 0, 0, 'h' },
-        { "version", 0, 0, 'V' }, { 0, 0, 0, 0 } };
+        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     int64_t v;
     while ((c = getopt_long(argc, argv, "b:M:e:l:B:p:s:d:o:qhV", lo, NULL)) != -1) {
@@ -94,11 +93,7 @@ int main(int argc, char **argv)
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
         case O_LIST: list = 1; break;
-        case 'q': dh_quiet = 1; break;
-        case O_PROG: dh_progress_on = 1; break;
-        case 'h': usage(); return DH_EXIT_OK;
-        case 'V': dh_version();
-        default: dh_usage_error("bad option (see --help)");
+        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
     if (list) {
@@ -106,8 +101,7 @@ int main(int argc, char **argv)
         for (int i = 0; (m = dh_hash_method_at(i)) != NULL; i++) printf("%s\n", m->name);
         return DH_EXIT_OK;
     }
-    if (optind < argc - 1) dh_usage_error("at most one input file");
-    const char *in = optind < argc ? argv[optind] : NULL;
+    const char *in = dh_input_arg(argc, argv);
     const dh_hash_method *m = dh_hash_method_find(method);
     if (!m) dh_usage_error("--method: unknown method '%s' (see --list-methods)", method);
     dh_err e;

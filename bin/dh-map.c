@@ -339,8 +339,7 @@ int main(int argc, char **argv)
         { "radius", required_argument, 0, 'r' }, { "json", no_argument, 0, 'J' },
         { "plot", required_argument, 0, 'p' }, { "title", required_argument, 0, 'T' },
         { "device", required_argument, 0, 'D' }, { "threads", required_argument, 0, 'j' },
-        { "progress", no_argument, 0, 'P' }, { "quiet", no_argument, 0, 'q' },
-        { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, 'V' }, { 0, 0, 0, 0 }
+        DH_COMMON_LONGOPTS('P')
     };
     int c;
     while ((c = getopt_long(argc, argv, "d:Q:R:k:r:j:qhV", lo, NULL)) != -1) {
@@ -379,11 +378,7 @@ int main(int argc, char **argv)
         case 'j':
             if (dh_parse_int(optarg, 1, 256, &threads) != 0) dh_usage_error("--threads: '%s' is not in 1..256", optarg);
             break;
-        case 'P': dh_progress_on = 1; break;
-        case 'q': dh_quiet = 1; break;
-        case 'h': usage(); break;
-        case 'V': dh_version(); break;
-        default: exit(DH_EXIT_USAGE);
+        default: if (!dh_common_option(c, 'P', usage)) exit(DH_EXIT_USAGE);
         }
     }
     int use_cuda = 0, auto_dev = !device || !strcmp(device, "auto");

@@ -213,8 +213,7 @@ int main(int argc, char **argv) {
         {"weight-decay", 1, 0, 'w'}, {"label-smoothing", 1, 0, O_LS},
         {"augment", 0, 0, O_AUG}, {"no-augment", 0, 0, O_NOAUG}, {"val", 1, 0, O_VAL},
         {"seed", 1, 0, 's'}, {"device", 1, 0, 'd'}, {"output", 1, 0, 'o'},
-        {"quiet", 0, 0, 'q'}, {"progress", 0, 0, O_PROG}, {"help", 0, 0, 'h'},
-        {"version", 0, 0, 'V'}, {"print-net", 0, 0, O_PRINT}, {0, 0, 0, 0}};
+        {"print-net", 0, 0, O_PRINT}, DH_COMMON_LONGOPTS(O_PROG)};
     int c, print_net = 0;
     while ((c = getopt_long(argc, argv, "a:n:e:b:l:S:m:w:s:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
@@ -235,17 +234,12 @@ int main(int argc, char **argv) {
         case 's': if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg); seed = (uint64_t)v; break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
-        case 'q': dh_quiet = 1; break;
-        case O_PROG: dh_progress_on = 1; break;
         case O_PRINT: print_net = 1; break;
-        case 'h': usage(); return DH_EXIT_OK;
-        case 'V': dh_version();
-        default: dh_usage_error("bad option (see --help)");
+        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
-    if (optind < argc - 1) dh_usage_error("at most one input file");
+    const char *in = dh_input_arg(argc, argv);
     if (arch && netfile) dh_usage_error("--arch and --net exclude each other");
-    const char *in = optind < argc ? argv[optind] : NULL;
     if (print_net) {
         netspec ps;
         dh_err pe;

@@ -43,8 +43,7 @@ int main(int argc, char **argv)
         { "db", required_argument, 0, 'd' }, { "top", required_argument, 0, 'k' },
         { "radius", required_argument, 0, 'r' }, { "device", required_argument, 0, 'D' },
         { "threads", required_argument, 0, 'j' }, { "batch", required_argument, 0, 'b' },
-        { "progress", no_argument, 0, 'P' }, { "quiet", no_argument, 0, 'q' },
-        { "help", no_argument, 0, 'h' }, { "version", no_argument, 0, 'V' }, { 0, 0, 0, 0 }
+        DH_COMMON_LONGOPTS('P')
     };
     int c;
     while ((c = getopt_long(argc, argv, "d:k:r:j:qhV", lo, NULL)) != -1) {
@@ -67,11 +66,7 @@ int main(int argc, char **argv)
         case 'b':
             if (dh_parse_i64(optarg, 1, 1 << 24, &batch) != 0) dh_usage_error("--batch: '%s' is not in 1..16777216", optarg);
             break;
-        case 'P': dh_progress_on = 1; break;
-        case 'q': dh_quiet = 1; break;
-        case 'h': usage(); break;
-        case 'V': dh_version(); break;
-        default: exit(DH_EXIT_USAGE);
+        default: if (!dh_common_option(c, 'P', usage)) exit(DH_EXIT_USAGE);
         }
     }
     if (!dbpath) dh_usage_error("no database: give --db FILE");

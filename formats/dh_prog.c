@@ -105,6 +105,20 @@ void dh_version(void) {
     exit(0);
 }
 
+int dh_common_option(int c, int progress, void (*usage)(void)) {
+    if (c == 'q') dh_quiet = 1;
+    else if (c == progress) dh_progress_on = 1;
+    else if (c == 'h') { usage(); exit(DH_EXIT_OK); }
+    else if (c == 'V') dh_version();
+    else return 0;
+    return 1;
+}
+
+const char *dh_input_arg(int argc, char **argv) {
+    if (optind < argc - 1) dh_usage_error("at most one input file");
+    return optind < argc ? argv[optind] : NULL;
+}
+
 FILE *dh_open_in(const char *path) {
     if (!path || !strcmp(path, "-")) return stdin;
     FILE *f = fopen(path, "rb");

@@ -49,6 +49,19 @@ void dh_bad_option(char **argv) __attribute__((noreturn));
 /* Print "dh-prog (deephash) VERSION" on stdout and exit 0. */
 void dh_version(void) __attribute__((noreturn));
 
+/* The options every stage program shares, to end its getopt_long table:
+ * -q/--quiet, --progress (getopt value `progress`), -h/--help, -V/--version. */
+#define DH_COMMON_LONGOPTS(progress) \
+    { "quiet", 0, 0, 'q' }, { "progress", 0, 0, (progress) }, { "help", 0, 0, 'h' }, \
+    { "version", 0, 0, 'V' }, { 0, 0, 0, 0 }
+/* Handle getopt value c if it is one of DH_COMMON_LONGOPTS: -q sets dh_quiet,
+ * --progress dh_progress_on, -h calls usage() and exits 0, -V dh_version().
+ * Returns 1 when c was one of them, 0 otherwise (the caller reports it). */
+int dh_common_option(int c, int progress, void (*usage)(void));
+/* The one optional input operand after the options: argv[optind], or NULL
+ * (standard input) when there is none; more than one is a usage error. */
+const char *dh_input_arg(int argc, char **argv);
+
 /* Open an input: NULL or "-" is stdin. Dies with DH_EXIT_IO on failure. */
 FILE *dh_open_in(const char *path);
 /* Display name for messages: "<stdin>" for NULL/"-". */
