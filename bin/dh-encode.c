@@ -14,6 +14,7 @@
 #include "dh_prog.h"
 #include "dhs.h"
 #include "dk.h"
+#include "dk_prog.h"
 #include "net.h"
 #include "hashfn.h"
 
@@ -100,8 +101,7 @@ int main(int argc, char **argv)
         E.images = 1;
         E.fin = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
         if (E.fin < 0) dh_die_err(&e, iname);
-        if (dk_device_parse(device, &E.dev, &e)) dh_die_err(&e, "--device");
-        if (dk_init(E.dev, &e)) dh_die_err(&e, dk_device_name(E.dev));
+        E.dev = dk_prog_device_open(device);
         if (net_from_model(&E.model, E.dev, B, &E.nw, &e)) dh_die_err(&e, mpath);
         const dhs_field *f = &s->fields[E.fin];
         const int *ni = E.nw->spec.in;
@@ -119,7 +119,7 @@ int main(int argc, char **argv)
         if (s->fields[E.fin].variable || s->fields[E.fin].shape[0] != D)
             dh_die(DH_EXIT_FAIL, "%s: features have %lld dimensions, the hash model %s expects %d", iname,
                    (long long)s->fields[E.fin].shape[0], mpath, D);
-        if (device) { dk_device dd; if (dk_device_parse(device, &dd, &e)) dh_die_err(&e, "--device"); }
+        if (device) dk_prog_device_parse(device);
     } else {
         dh_die(DH_EXIT_FAIL, "%s: a '%s' stream: expected images or features", iname, s->kind);
     }

@@ -14,6 +14,7 @@
 #include "dh_prog.h"
 #include "dhs.h"
 #include "dk.h"
+#include "dk_prog.h"
 #include "net.h"
 
 static void usage(void) {
@@ -60,9 +61,7 @@ int main(int argc, char **argv) {
     if (!model) dh_usage_error("no model: give -m MODEL");
     const char *in = dh_input_arg(argc, argv);
     dh_err e;
-    dk_device dev;
-    if (dk_device_parse(device, &dev, &e)) dh_die_err(&e, "--device");
-    if (dk_init(dev, &e)) dh_die_err(&e, dk_device_name(dev));
+    dk_device dev = dk_prog_device_open(device);
 
     dhs_model m;
     if (dhs_model_load(model, &m, &e)) dh_die_err(&e, NULL);

@@ -30,6 +30,7 @@
 #include "dh_prog.h"
 #include "dhs.h"
 #include "dk.h"
+#include "dk_prog.h"
 #include "dk_rng.h"
 #include "net.h"
 #include "netspec.h"
@@ -164,8 +165,7 @@ static int run_features(void)
     dh_err e;
     const char *iname = dh_in_name(o->in);
     if (o->net_path) dh_usage_error("--features trains the hash layer on cached features: -m is not used");
-    dk_device dev;
-    if (dk_device_parse(o->device, &dev, &e)) dh_die_err(&e, "--device");
+    dk_device dev = dk_prog_device_parse(o->device);
 
     dhs_reader *r = dhs_open_path(o->in, NULL, &e);
     if (!r) dh_die_err(&e, NULL);
@@ -335,9 +335,7 @@ static int run_images(void)
     if (o->net_path && !o->hash_path) dh_usage_error("-m NET needs --hash HASH (the stage-2 hash layer); for \"random init.\" give neither, with --arch");
     if (!o->net_path && o->hash_path) dh_usage_error("--hash without -m: give the stage-1 network with -m (or use --features)");
     if (!o->net_path && !o->arch) dh_usage_error("no network: give -m NET --hash HASH, or --arch NAME for random initialisation (or --features)");
-    dk_device dev;
-    if (dk_device_parse(o->device, &dev, &e)) dh_die_err(&e, "--device");
-    if (dk_init(dev, &e)) dh_die_err(&e, dk_device_name(dev));
+    dk_device dev = dk_prog_device_open(o->device);
 
     dhs_reader *r = dhs_open_path(o->in, NULL, &e);
     if (!r) dh_die_err(&e, NULL);

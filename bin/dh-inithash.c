@@ -14,6 +14,7 @@
 #include "dh_prog.h"
 #include "dhs.h"
 #include "dk.h"
+#include "dk_prog.h"
 #include "hashfn.h"
 
 static void usage(void)
@@ -105,8 +106,7 @@ int main(int argc, char **argv)
     const dh_hash_method *m = dh_hash_method_find(method);
     if (!m) dh_usage_error("--method: unknown method '%s' (see --list-methods)", method);
     dh_err e;
-    dk_device dev;
-    if (dk_device_parse(device, &dev, &e)) dh_die_err(&e, "--device");
+    dk_device dev = dk_prog_device_parse(device);
     o.use_cuda = dev == DK_CUDA;
     o.note = note_line;
     o.verbose = !dh_quiet;

@@ -21,6 +21,7 @@
 #include "hamming.h"
 #include "rank.h"
 #include "rank_codes.h"
+#include "dk_prog.h"
 
 static void usage(void)
 {
@@ -381,10 +382,7 @@ int main(int argc, char **argv)
         default: if (!dh_common_option(c, 'P', usage)) exit(DH_EXIT_USAGE);
         }
     }
-    int use_cuda = 0, auto_dev = !device || !strcmp(device, "auto");
-    if (auto_dev) use_cuda = dh_rank_cuda_available();
-    else if (!strcmp(device, "cuda")) use_cuda = 1;
-    else if (strcmp(device, "cpu") != 0) dh_usage_error("--device: '%s' is not cpu, cuda or auto", device);
+    int auto_dev, use_cuda = dk_prog_rank_device(device, &auto_dev);
 
     /* plot-only mode: dh-map --plot OUT a.json b.json ... */
     if (plot && optind < argc && !qpath && is_json_file(argv[optind])) {

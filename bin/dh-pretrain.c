@@ -16,6 +16,7 @@
 #include "dh_prog.h"
 #include "dhs.h"
 #include "dk.h"
+#include "dk_prog.h"
 #include "net.h"
 #include "netspec.h"
 
@@ -260,9 +261,7 @@ int main(int argc, char **argv) {
     if (dh_out_open(&outf, out, &e)) dh_die_err(&e, NULL);
     out_open = 1;
     atexit(out_cleanup);
-    dk_device dev;
-    if (dk_device_parse(device, &dev, &e)) dh_die_err(&e, "--device");
-    if (dk_init(dev, &e)) dh_die_err(&e, dk_device_name(dev));
+    dk_device dev = dk_prog_device_open(device);
 
     dataset tr;
     load_images(in, dev, 1, &tr);

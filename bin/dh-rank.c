@@ -13,6 +13,7 @@
 #include "hamming.h"
 #include "rank.h"
 #include "rank_codes.h"
+#include "dk_prog.h"
 
 static void usage(void)
 {
@@ -72,10 +73,7 @@ int main(int argc, char **argv)
     if (!dbpath) dh_usage_error("no database: give --db FILE");
     if (argc - optind > 1) dh_usage_error("more than one query input");
     const char *qpath = optind < argc ? argv[optind] : NULL;
-    int use_cuda = 0;
-    if (!device || !strcmp(device, "auto")) use_cuda = dh_rank_cuda_available();
-    else if (!strcmp(device, "cuda")) use_cuda = 1;
-    else if (strcmp(device, "cpu") != 0) dh_usage_error("--device: '%s' is not cpu, cuda or auto", device);
+    int auto_dev, use_cuda = dk_prog_rank_device(device, &auto_dev);
     (void)top_given;
 
     dh_err e;
@@ -97,7 +95,6 @@ int main(int argc, char **argv)
     int bits = qbits, W = db.W;
 
     dh_rank_cuda *gctx = NULL;
-    int auto_dev = !device || !strcmp(device, "auto");
     if (use_cuda && dh_rank_cuda_open(&gctx, db.w, db.n, bits, db.label, &e) != DH_OK) {
         /* auto: codes the CUDA kernels do not handle go to the CPU */
         if (!auto_dev) {

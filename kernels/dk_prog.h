@@ -1,0 +1,23 @@
+/* dk_prog.h — device selection for the programs in bin/: --device parsed
+ * (and initialised) with the programs' one-line error convention
+ * (formats/dh_prog.h). Unlike the rest of kernels/, these print and exit:
+ * they are for main(), not for library code.
+ */
+#ifndef DK_PROG_H
+#define DK_PROG_H
+#include "dk.h"
+
+/* dk_device_parse(device) (NULL: $DH_DEVICE, else auto); on failure dies
+ * "dh-prog: --device: reason". */
+dk_device dk_prog_device_parse(const char *device);
+/* dk_prog_device_parse, then dk_init; on failure of the latter dies
+ * "dh-prog: cuda: reason". */
+dk_device dk_prog_device_open(const char *device);
+
+/* --device for dh-rank and dh-map (device already defaulted to $DH_DEVICE):
+ * NULL or "auto" uses CUDA when dh_rank_cuda_available(), "cuda" CUDA,
+ * "cpu" the CPU; anything else is a usage error. Returns 1 for CUDA;
+ * *auto_dev says whether the choice was automatic. */
+int dk_prog_rank_device(const char *device, int *auto_dev);
+
+#endif
