@@ -144,6 +144,40 @@ static void znorm_stats(const double *s1, double s2tot, int64_t n, int D, float 
     if (!(*r2 > 1e-20)) *r2 = 1.0;
 }
 
+/* Open the training stream (O.in): a `kind` stream (else "INPUT: a 'KIND'
+ * stream: why") with a field `name` of type dt and ndim dimensions, whose
+ * index goes to *f. */
+static dhs_reader *open_input(const char *kind, const char *why, const char *name, dhs_dtype dt, int ndim, int *f)
+{
+    dh_err e;
+    const char *iname = dh_in_name(O.in);
+    dhs_reader *r = dhs_open_path(O.in, NULL, &e);
+    if (!r) dh_die_err(&e, NULL);
+    const dhs_schema *s = dhs_reader_schema(r);
+    if (strcmp(s->kind, kind) != 0) dh_die(DH_EXIT_FAIL, "%s: a '%s' stream: %s", iname, s->kind, why);
+    *f = dhs_require_field(s, name, dt, ndim, &e);
+    if (*f < 0) dh_die_err(&e, iname);
+    return r;
+}
+
+/* The index of the i32 label field the hashing loss needs. */
+static int label_field(const dhs_schema *s, const char *iname)
+{
+    int fl = dhs_field_index(s, "label");
+    if (fl < 0 || s->fields[fl].dtype != DHS_I32 || s->fields[fl].ndim != 0)
+        dh_die(DH_EXIT_FAIL, "%s: no i32 label field: the hashing loss needs labels", iname);
+    return fl;
+}
+
+/* The hashing loss needs at least 2 rows and at least 2 classes among them. */
+static void check_labels(const int32_t *lab, int64_t N, const char *iname)
+{
+    if (N < 2) dh_die(DH_EXIT_FAIL, "%s: %lld rows: need at least 2", iname, (long long)N);
+    int one_class = 1;
+    for (int64_t i = 1; i < N && one_class; i++) one_class = lab[i] == lab[0];
+    if (one_class) dh_die(DH_EXIT_FAIL, "%s: a single class (label %d): no dissimilar pairs to learn from", iname, lab[0]);
+}
+
 typedef struct epoch_stats {
     double q, sur, right, absu;
     int64_t batches, rows;
@@ -167,17 +201,11 @@ static int run_features(void)
     if (o->net_path) dh_usage_error("--features trains the hash layer on cached features: -m is not used");
     dk_device dev = dk_prog_device_parse(o->device);
 
-    dhs_reader *r = dhs_open_path(o->in, NULL, &e);
-    if (!r) dh_die_err(&e, NULL);
+    int fz;
+    dhs_reader *r = open_input("features", "--features needs a features stream", "z", DHS_F32, 1, &fz);
     const dhs_schema *s = dhs_reader_schema(r);
-    if (strcmp(s->kind, "features") != 0)
-        dh_die(DH_EXIT_FAIL, "%s: a '%s' stream: --features needs a features stream", iname, s->kind);
-    int fz = dhs_require_field(s, "z", DHS_F32, 1, &e);
-    if (fz < 0) dh_die_err(&e, iname);
     if (s->fields[fz].variable) dh_die(DH_EXIT_FAIL, "%s: field z must have a fixed size", iname);
-    int fl = dhs_field_index(s, "label");
-    if (fl < 0 || s->fields[fl].dtype != DHS_I32 || s->fields[fl].ndim != 0)
-        dh_die(DH_EXIT_FAIL, "%s: no i32 label field: the hashing loss needs labels", iname);
+    int fl = label_field(s, iname);
     int D = (int)s->fields[fz].shape[0];
 
     static dhs_model hm;
@@ -201,10 +229,7 @@ static int run_features(void)
     const int64_t N = t.nrows;
     const float *z = t.col[fz];
     const int32_t *lab = t.col[fl];
-    if (N < 2) dh_die(DH_EXIT_FAIL, "%s: %lld rows: need at least 2", iname, (long long)N);
-    int one_class = 1;
-    for (int64_t i = 1; i < N && one_class; i++) one_class = lab[i] == lab[0];
-    if (one_class) dh_die(DH_EXIT_FAIL, "%s: a single class (label %d): no dissimilar pairs to learn from", iname, lab[0]);
+    check_labels(lab, N, iname);
     if (!o->hash_path) {
         /* random init: scale W so that RMS(u) is about 1 on this data */
         float *u = dh_malloc(&e, (size_t)(N < 4096 ? N : 4096) * K, sizeof(float));
@@ -337,16 +362,10 @@ static int run_images(void)
     if (!o->net_path && !o->arch) dh_usage_error("no network: give -m NET --hash HASH, or --arch NAME for random initialisation (or --features)");
     dk_device dev = dk_prog_device_open(o->device);
 
-    dhs_reader *r = dhs_open_path(o->in, NULL, &e);
-    if (!r) dh_die_err(&e, NULL);
+    int fp;
+    dhs_reader *r = open_input("images", "expected images (or use --features for a features stream)", "pixels", DHS_U8, 3, &fp);
     const dhs_schema *s = dhs_reader_schema(r);
-    if (strcmp(s->kind, "images") != 0)
-        dh_die(DH_EXIT_FAIL, "%s: a '%s' stream: expected images (or use --features for a features stream)", iname, s->kind);
-    int fp = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
-    if (fp < 0) dh_die_err(&e, iname);
-    int fl = dhs_field_index(s, "label");
-    if (fl < 0 || s->fields[fl].dtype != DHS_I32 || s->fields[fl].ndim != 0)
-        dh_die(DH_EXIT_FAIL, "%s: no i32 label field: the hashing loss needs labels", iname);
+    int fl = label_field(s, iname);
     const int C = (int)s->fields[fp].shape[0], H = (int)s->fields[fp].shape[1], Wd = (int)s->fields[fp].shape[2];
     const int64_t rowb = s->fields[fp].row_bytes;
 
@@ -359,10 +378,7 @@ static int run_images(void)
     dhs_close(r);
     const int64_t N = t.nrows;
     const int32_t *lab = t.col[fl];
-    if (N < 2) dh_die(DH_EXIT_FAIL, "%s: %lld rows: need at least 2", iname, (long long)N);
-    int one_class = 1;
-    for (int64_t i = 1; i < N && one_class; i++) one_class = lab[i] == lab[0];
-    if (one_class) dh_die(DH_EXIT_FAIL, "%s: a single class (label %d): no dissimilar pairs to learn from", iname, lab[0]);
+    check_labels(lab, N, iname);
     int B = o->batch < N ? o->batch : (int)N;
 
     if (o->net_path) {
