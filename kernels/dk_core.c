@@ -115,24 +115,24 @@ void dk_mem_free(dk_device dev, void *p) {
 #endif
 }
 
-int dk_mem_upload(dk_device dev, void *dst, const void *src, size_t bytes, dh_err *e) {
+/* dir: 0 host to device, 1 device to host (dk_cuda_memcpy's). */
+static int mem_copy(dk_device dev, void *dst, const void *src, size_t bytes, int dir, dh_err *e) {
     if (bytes == 0) return 0;
     if (dev == DK_CPU) { memmove(dst, src, bytes); return 0; }
 #if DH_USE_CUDA
-    return dk_cuda_memcpy(dst, src, bytes, 0, e);
+    return dk_cuda_memcpy(dst, src, bytes, dir, e);
 #else
+    (void)dir;
     return no_cuda(e);
 #endif
 }
 
+int dk_mem_upload(dk_device dev, void *dst, const void *src, size_t bytes, dh_err *e) {
+    return mem_copy(dev, dst, src, bytes, 0, e);
+}
+
 int dk_mem_download(dk_device dev, void *dst, const void *src, size_t bytes, dh_err *e) {
-    if (bytes == 0) return 0;
-    if (dev == DK_CPU) { memmove(dst, src, bytes); return 0; }
-#if DH_USE_CUDA
-    return dk_cuda_memcpy(dst, src, bytes, 1, e);
-#else
-    return no_cuda(e);
-#endif
+    return mem_copy(dev, dst, src, bytes, 1, e);
 }
 
 /* ---- tensors ---------------------------------------------------------------------------- */
@@ -376,13 +376,22 @@ int dk_matmul(const dk_tensor *A, int transA, const dk_tensor *B, int transB,
 }
 
 /* ---- fully connected ----------------------------------------------------------------------------------- */
+/* x (N, IN ...) and w (OUT, IN) on x's device. */
+static int fc_check(const char *op, const dk_tensor *x, const dk_tensor *w, int64_t *N, int64_t *IN,
+                    int64_t *OUT, dh_err *e) {
+    TRY(need(e, op, "x", x));
+    *N = x->shape[0];
+    *IN = dk_tensor_rowsize(x);
+    TRY(need_shape(e, op, "w", w, x->dev, 2, -1, *IN, -1, -1));
+    *OUT = w->shape[0];
+    return 0;
+}
+
 int dk_fc_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, dk_tensor *y, dh_err *e) {
     const char *op = "fc_forward";
-    TRY(need(e, op, "x", x));
+    int64_t N, IN, OUT;
+    TRY(fc_check(op, x, w, &N, &IN, &OUT, e));
     dk_device dev = x->dev;
-    int64_t N = x->shape[0], IN = dk_tensor_rowsize(x);
-    TRY(need_shape(e, op, "w", w, dev, 2, -1, IN, -1, -1));
-    int64_t OUT = w->shape[0];
     if (b) TRY(need_n(e, op, "b", b, dev, OUT));
     TRY(need_n(e, op, "y", y, dev, N * OUT));
     /* y (N, OUT) = x (N, IN) w^T */
@@ -395,11 +404,9 @@ int dk_fc_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, dk
 int dk_fc_backward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *dy,
                    dk_tensor *dx, dk_tensor *dw, dk_tensor *db, dh_err *e) {
     const char *op = "fc_backward";
-    TRY(need(e, op, "x", x));
+    int64_t N, IN, OUT;
+    TRY(fc_check(op, x, w, &N, &IN, &OUT, e));
     dk_device dev = x->dev;
-    int64_t N = x->shape[0], IN = dk_tensor_rowsize(x);
-    TRY(need_shape(e, op, "w", w, dev, 2, -1, IN, -1, -1));
-    int64_t OUT = w->shape[0];
     TRY(need_n(e, op, "dy", dy, dev, N * OUT));
     TRY(need_n(e, op, "dw", dw, dev, OUT * IN));
     if (dx) TRY(need_n(e, op, "dx", dx, dev, N * IN));
@@ -478,11 +485,9 @@ static int bn_check(const char *op, const dk_tensor *x, dh_err *e) {
     return 0;
 }
 
-int dk_batchnorm_forward_train(const dk_tensor *x, const dk_tensor *gamma, const dk_tensor *beta,
-                               dk_tensor *running_mean, dk_tensor *running_var,
-                               float momentum, float eps, dk_tensor *y,
-                               dk_tensor *save_mean, dk_tensor *save_invstd, dh_err *e) {
-    const char *op = "batchnorm_forward_train";
+/* bn_check, then the forward ops' per-channel parameters (C each). */
+static int bn_check_params(const char *op, const dk_tensor *x, const dk_tensor *gamma, const dk_tensor *beta,
+                           const dk_tensor *running_mean, const dk_tensor *running_var, dh_err *e) {
     TRY(bn_check(op, x, e));
     dk_device d = x->dev;
     int64_t C = x->shape[1];
@@ -490,6 +495,17 @@ int dk_batchnorm_forward_train(const dk_tensor *x, const dk_tensor *gamma, const
     TRY(need_n(e, op, "beta", beta, d, C));
     TRY(need_n(e, op, "running_mean", running_mean, d, C));
     TRY(need_n(e, op, "running_var", running_var, d, C));
+    return 0;
+}
+
+int dk_batchnorm_forward_train(const dk_tensor *x, const dk_tensor *gamma, const dk_tensor *beta,
+                               dk_tensor *running_mean, dk_tensor *running_var,
+                               float momentum, float eps, dk_tensor *y,
+                               dk_tensor *save_mean, dk_tensor *save_invstd, dh_err *e) {
+    const char *op = "batchnorm_forward_train";
+    TRY(bn_check_params(op, x, gamma, beta, running_mean, running_var, e));
+    dk_device d = x->dev;
+    int64_t C = x->shape[1];
     TRY(need_n(e, op, "save_mean", save_mean, d, C));
     TRY(need_n(e, op, "save_invstd", save_invstd, d, C));
     TRY(need_n(e, op, "y", y, d, x->n));
@@ -504,13 +520,8 @@ int dk_batchnorm_forward_infer(const dk_tensor *x, const dk_tensor *gamma, const
                                const dk_tensor *running_mean, const dk_tensor *running_var,
                                float eps, dk_tensor *y, dh_err *e) {
     const char *op = "batchnorm_forward_infer";
-    TRY(bn_check(op, x, e));
+    TRY(bn_check_params(op, x, gamma, beta, running_mean, running_var, e));
     dk_device d = x->dev;
-    int64_t C = x->shape[1];
-    TRY(need_n(e, op, "gamma", gamma, d, C));
-    TRY(need_n(e, op, "beta", beta, d, C));
-    TRY(need_n(e, op, "running_mean", running_mean, d, C));
-    TRY(need_n(e, op, "running_var", running_var, d, C));
     TRY(need_n(e, op, "y", y, d, x->n));
     if (!(eps >= 1e-5f)) return dh_seterr(e, DH_EINVAL, "%s: eps %g below 1e-5", op, eps);
     if (x->n == 0) return 0;
