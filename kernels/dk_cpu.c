@@ -138,6 +138,14 @@ static int64_t chunk_images(const convgeom *g) {
     return nb;
 }
 
+/* The workspace for nb images: col (CKK, nb P), returned, then tmp (F, nb P).
+ * NULL when it cannot be had. */
+static float *conv_workspace(const convgeom *g, int64_t nb, float **tmp, dh_err *e) {
+    float *ws = dk_cpu_workspace((size_t)((g->CKK + g->F) * nb * g->P), e);
+    if (ws) *tmp = ws + g->CKK * nb * g->P;
+    return ws;
+}
+
 /* col (CKK, nb*P) from images x[b0 .. b0+nb) */
 static void im2col(const convgeom *g, const float *x, int64_t b0, int64_t nb, float *col) {
     const int64_t ldc = nb * g->P;
@@ -203,9 +211,8 @@ int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tenso
                           int stride, int pad, dk_tensor *y, dh_err *e) {
     convgeom g = geom(x, w, y, stride, pad);
     int64_t nb = chunk_images(&g);
-    float *ws = dk_cpu_workspace((size_t)((g.CKK + g.F) * nb * g.P), e);
-    if (!ws) return e ? e->code : DH_ENOMEM;
-    float *col = ws, *tmp = ws + g.CKK * nb * g.P;
+    float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
+    if (!col) return e ? e->code : DH_ENOMEM;
     for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
         im2col(&g, x->data, b0, n, col);
@@ -225,27 +232,27 @@ int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tenso
     return 0;
 }
 
-/* tmp (F, n P) <- dy[b0 .. b0+n) (n, F, P) */
-static void gather_dy(const convgeom *g, const float *dy, int64_t b0, int64_t n, float *tmp) {
+/* dy[b0 .. b0+n) (n, F, P) as (F, n P): dy itself when n == 1, else
+ * gathered into tmp. */
+static const float *dy_block(const convgeom *g, const float *dy, int64_t b0, int64_t n, float *tmp) {
+    if (n == 1) return dy + b0 * g->F * g->P;
     for (int64_t i = 0; i < n; i++)
         for (int64_t f = 0; f < g->F; f++)
             memcpy(tmp + f * n * g->P + i * g->P, dy + ((b0 + i) * g->F + f) * g->P,
                    (size_t)g->P * sizeof(float));
+    return tmp;
 }
 
 int dk_conv2d_backward_data_cpu(const dk_tensor *dy, const dk_tensor *w, int stride, int pad,
                                 dk_tensor *dx, dh_err *e) {
     convgeom g = geom(dx, w, dy, stride, pad);
     int64_t nb = chunk_images(&g);
-    float *ws = dk_cpu_workspace((size_t)((g.CKK + g.F) * nb * g.P), e);
-    if (!ws) return e ? e->code : DH_ENOMEM;
-    float *col = ws, *tmp = ws + g.CKK * nb * g.P;
+    float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
+    if (!col) return e ? e->code : DH_ENOMEM;
     memset(dx->data, 0, (size_t)dx->n * sizeof(float));
     for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
-        const float *dyt;
-        if (n == 1) dyt = dy->data + b0 * g.F * g.P;
-        else { gather_dy(&g, dy->data, b0, n, tmp); dyt = tmp; }
+        const float *dyt = dy_block(&g, dy->data, b0, n, tmp);
         /* col (CKK, n P) = W^T (CKK, F) dyt (F, n P) */
         dk_sgemm_cpu(1, 0, g.CKK, n * g.P, g.F, 1.0f, w->data, g.CKK, dyt, n * g.P, 0.0f, col, n * g.P, e);
         col2im(&g, col, b0, n, dx->data);
@@ -257,15 +264,12 @@ int dk_conv2d_backward_filter_cpu(const dk_tensor *x, const dk_tensor *dy, int s
                                   dk_tensor *dw, dh_err *e) {
     convgeom g = geom(x, dw, dy, stride, pad);
     int64_t nb = chunk_images(&g);
-    float *ws = dk_cpu_workspace((size_t)((g.CKK + g.F) * nb * g.P), e);
-    if (!ws) return e ? e->code : DH_ENOMEM;
-    float *col = ws, *tmp = ws + g.CKK * nb * g.P;
+    float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
+    if (!col) return e ? e->code : DH_ENOMEM;
     for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
         im2col(&g, x->data, b0, n, col);
-        const float *dyt;
-        if (n == 1) dyt = dy->data + b0 * g.F * g.P;
-        else { gather_dy(&g, dy->data, b0, n, tmp); dyt = tmp; }
+        const float *dyt = dy_block(&g, dy->data, b0, n, tmp);
         /* dW (F, CKK) (+)= dyt (F, n P) col^T (n P, CKK) */
         dk_sgemm_cpu(0, 1, g.F, g.CKK, n * g.P, 1.0f, dyt, n * g.P, col, n * g.P,
                      b0 == 0 ? 0.0f : 1.0f, dw->data, g.CKK, e);
