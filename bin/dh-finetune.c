@@ -183,6 +183,28 @@ typedef struct epoch_stats {
     int64_t batches, rows;
 } epoch_stats;
 
+/* The start of epoch ep: its rows in order (epoch_order), zeroed statistics
+ * and the progress line, labelled in what (which must last the epoch). */
+static void epoch_start(const ft_opts *o, int ep, int32_t *order, int64_t N, int B, int64_t *cursor,
+                        epoch_stats *es, dh_progress *pr, char what[64])
+{
+    memset(es, 0, sizeof *es);
+    epoch_order(o, order, N, ep, cursor);
+    snprintf(what, 64, "epoch %d/%d", ep + 1, o->epochs);
+    dh_progress_start(pr, what, o->features ? "rows" : "images", N / B * B);
+}
+
+/* One batch into the epoch's statistics (loss statistics st, hash outputs
+ * u (B, K)) and progress line. */
+static void epoch_add(epoch_stats *es, dh_progress *pr, const dh_hashloss_stats *st, const float *u, int B, int K)
+{
+    double au = 0;
+    for (int64_t i = 0; i < (int64_t)B * K; i++) au += fabsf(u[i]);
+    es->q += st->q; es->sur += st->surrogate; es->right += st->right; es->absu += au / ((double)B * K);
+    es->batches++; es->rows += B;
+    dh_progress_update(pr, es->rows);
+}
+
 static void report_epoch(int ep, int epochs, const epoch_stats *s, double lr, double lrb, double secs)
 {
     double nb = s->batches ? (double)s->batches : 1.0;
@@ -277,13 +299,10 @@ static int run_features(void)
             lo.scale, B, o->epochs, dk_device_name(dev));
     for (int ep = 0; ep < o->epochs; ep++) {
         epoch_stats es;
-        memset(&es, 0, sizeof es);
         double t0 = dh_now(), lr = o->lr;
-        epoch_order(o, order, N, ep, &cursor);
         dh_progress pr;
         char what[64];
-        snprintf(what, sizeof what, "epoch %d/%d", ep + 1, o->epochs);
-        dh_progress_start(&pr, what, o->features ? "rows" : "images", N / B * B);
+        epoch_start(o, ep, order, N, B, &cursor, &es, &pr, what);
         for (int64_t s0 = 0; s0 + B <= N; s0 += B, step++) {
             for (int r2 = 0; r2 < B; r2++) {
                 const float *zr = z + (size_t)order[s0 + r2] * D;
@@ -299,11 +318,7 @@ static int run_features(void)
 #endif
             rc = dh_hashloss_cpu(u, lb, B, K, &lo, du, &st, &e);
             if (rc) dh_die_err(&e, "hash loss");
-            double au = 0;
-            for (int64_t i = 0; i < (int64_t)B * K; i++) au += fabsf(u[i]);
-            es.q += st.q; es.sur += st.surrogate; es.right += st.right; es.absu += au / ((double)B * K);
-            es.batches++; es.rows += B;
-            dh_progress_update(&pr, es.rows);
+            epoch_add(&es, &pr, &st, u, B, K);
             /* dW = du^T zb (K, D), db = column sums */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, B, 1.0f, du, K, zb, D, 0.0f, gW, D);
             lr = o->lr * lr_factor(o, step, total, ep);
@@ -480,13 +495,10 @@ static int run_images(void)
             lo.scale, o->lr, blr, B, o->epochs, o->pad, o->flip, dk_device_name(dev));
     for (int ep = 0; ep < o->epochs; ep++) {
         epoch_stats es;
-        memset(&es, 0, sizeof es);
         double t0 = dh_now(), f = 1.0;
-        epoch_order(o, order, N, ep, &cursor);
         dh_progress pr;
         char what[64];
-        snprintf(what, sizeof what, "epoch %d/%d", ep + 1, o->epochs);
-        dh_progress_start(&pr, what, o->features ? "rows" : "images", N / B * B);
+        epoch_start(o, ep, order, N, B, &cursor, &es, &pr, what);
         for (int64_t s0 = 0; s0 + B <= N; s0 += B, step++) {
             for (int i = 0; i < B; i++) { hidx[i] = order[s0 + i]; hlab[i] = lab[order[s0 + i]]; }
             dk_tensor zt;
@@ -515,11 +527,7 @@ static int run_images(void)
                 if (rc == DH_OK) rc = dk_upload(&dut, hdu, (int64_t)B * K, &e);
             }
             if (rc) dh_die_err(&e, "hash loss");
-            double au = 0;
-            for (int64_t i = 0; i < (int64_t)B * K; i++) au += fabsf(hu[i]);
-            es.q += st.q; es.sur += st.surrogate; es.right += st.right; es.absu += au / ((double)B * K);
-            es.batches++; es.rows += B;
-            dh_progress_update(&pr, es.rows);
+            epoch_add(&es, &pr, &st, hu, B, K);
             if (!isfinite(st.surrogate)) dh_die(DH_EXIT_FAIL, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
             /* backward: hash layer, then (unless frozen) the body */
             if (dk_fc_backward(&zt, &Wt, &dut, train ? &dzt : NULL, &gWt, &gbt, &e)) dh_die_err(&e, "backward");
