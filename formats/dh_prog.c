@@ -54,14 +54,19 @@ void dh_prog_init(const char *name, int argc, char **argv) {
 
 const char *dh_cmdline(void) { return cmdline_ ? cmdline_ : dh_progname; }
 
+/* "dh-prog: message" and a newline on stderr. */
+static __attribute__((format(printf, 1, 0))) void vline(const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: ", dh_progname);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void dh_die(int status, const char *fmt, ...) {
     va_list ap;
     if (dh_progress_on) fputs("\r\033[K", stderr);
-    fprintf(stderr, "%s: ", dh_progname);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vline(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     exit(status);
 }
 
@@ -85,11 +90,9 @@ void dh_die_err(const dh_err *e, const char *ctx) {
 
 void dh_usage_error(const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "%s: ", dh_progname);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vline(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     exit(DH_EXIT_USAGE);
 }
 
@@ -255,9 +258,7 @@ void dh_progress_end(dh_progress *p, int64_t done) {
 void dh_note(const char *fmt, ...) {
     if (dh_quiet) return;
     va_list ap;
-    fprintf(stderr, "%s: ", dh_progname);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vline(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
