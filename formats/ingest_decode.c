@@ -255,25 +255,30 @@ int dh_decode_image(dh_decoder *d, const uint8_t *buf, size_t n, int want_c,
 }
 
 /* ---- conversion -------------------------------------------------------------- */
+/* Bilinear sampling along one axis: output index i, scale s (source/output),
+ * n source pixels. Sets the two source neighbours and returns the weight of
+ * the second. */
+static double src_coord(int i, double s, int n, int *i0, int *i1) {
+    double f = (i + 0.5) * s - 0.5;
+    if (f < 0) f = 0;
+    int p = (int)f;
+    if (p > n - 1) p = n - 1;
+    *i0 = p;
+    *i1 = p + 1 < n ? p + 1 : n - 1;
+    double w = f - p;
+    if (w > 1) w = 1;
+    return w;
+}
+
 void dh_resize_plane(const uint8_t *src, int sh, int sw, uint8_t *dst, int dh, int dw) {
     if (sh == dh && sw == dw) { memcpy(dst, src, (size_t)sh * sw); return; }
     double sy = (double)sh / dh, sx = (double)sw / dw;
     for (int y = 0; y < dh; y++) {
-        double fy = (y + 0.5) * sy - 0.5;
-        if (fy < 0) fy = 0;
-        int y0 = (int)fy;
-        if (y0 > sh - 1) y0 = sh - 1;
-        int y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
-        double wy = fy - y0;
-        if (wy > 1) wy = 1;
+        int y0, y1;
+        double wy = src_coord(y, sy, sh, &y0, &y1);
         for (int x = 0; x < dw; x++) {
-            double fx = (x + 0.5) * sx - 0.5;
-            if (fx < 0) fx = 0;
-            int x0 = (int)fx;
-            if (x0 > sw - 1) x0 = sw - 1;
-            int x1 = x0 + 1 < sw ? x0 + 1 : sw - 1;
-            double wx = fx - x0;
-            if (wx > 1) wx = 1;
+            int x0, x1;
+            double wx = src_coord(x, sx, sw, &x0, &x1);
             double top = src[(size_t)y0 * sw + x0] * (1 - wx) + src[(size_t)y0 * sw + x1] * wx;
             double bot = src[(size_t)y1 * sw + x0] * (1 - wx) + src[(size_t)y1 * sw + x1] * wx;
             double v = top * (1 - wy) + bot * wy;
