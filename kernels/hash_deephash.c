@@ -16,12 +16,12 @@
  * The model stores the folded W (K, D) and b (K), transform "linear".
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
 #include "hashfn.h"
+#include "hash_linalg.h"
 #include "dk_rng.h"
 
 static int cmp_i32(const void *a, const void *b)
@@ -45,18 +45,6 @@ static int map_classes(const int32_t *labels, int64_t N, int32_t *cls, dh_err *e
     }
     free(s);
     return (int)C;
-}
-
-static void note(const dh_hash_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(const dh_hash_opts *o, const char *fmt, ...)
-{
-    if (!o || !o->note) return;
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    o->note(buf);
 }
 
 int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int K,
@@ -171,7 +159,7 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
             for (int j = 0; j < C; j++) { mc[j] = fm * mc[j] + gc[j]; c[j] -= fl * mc[j]; }
         }
         if (!isfinite(loss)) { rc = dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --lr)", ep + 1); goto done; }
-        note(opts, "stage 2 epoch %d/%d: loss %.4f, train accuracy %.4f", ep + 1, epochs,
+        hl_note(opts, "stage 2 epoch %d/%d: loss %.4f, train accuracy %.4f", ep + 1, epochs,
              loss / (seen ? seen : 1), (double)correct / (seen ? seen : 1));
     }
 
@@ -198,7 +186,7 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
             for (int d = 0; d < D; d++) W[(size_t)k * D + d] *= f;
             b[k] *= f;
         }
-        note(opts, "stage 2: hash units rescaled from mean RMS(u) %.3g to %.3g (codes unchanged)", before, urms);
+        hl_note(opts, "stage 2: hash units rescaled from mean RMS(u) %.3g to %.3g (codes unchanged)", before, urms);
         free(ss);
     }
     rc = dh_hash_model_begin(out, "deephash", "linear", K, D, e);
