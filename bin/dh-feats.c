@@ -35,10 +35,6 @@ static void usage(void) {
 
 /* Removed at exit unless committed: a failed run leaves no file. */
 static dh_outfile of;
-static int out_open, out_done;
-static void out_cleanup(void) {
-    if (out_open && !out_done) dh_out_abort(&of);
-}
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-feats", argc, argv);
@@ -120,9 +116,7 @@ int main(int argc, char **argv) {
         if (dhs_meta_set_strv(om, "classes", names, mc)) dh_die(DH_EXIT_NOMEM, "out of memory");
         free(names);
     }
-    if (dh_out_open(&of, out, &e)) dh_die_err(&e, NULL);
-    out_open = 1;
-    atexit(out_cleanup);
+    if (dh_out_open_guarded(&of, out, &e)) dh_die_err(&e, NULL);
     dhs_writer *w = dhs_writer_open(of.f, out ? out : "<stdout>", &os, om, &e);
     if (!w) { dh_out_abort(&of); dh_die_err(&e, NULL); }
     dhs_meta_free(om);
@@ -173,7 +167,6 @@ int main(int argc, char **argv) {
     int64_t rows = dhs_reader_rows(r);
     dh_progress_end(&prog, rows);
     if (dhs_writer_close(w, &e)) { dh_out_abort(&of); dh_die_err(&e, NULL); }
-    out_done = 1;  /* commit (or its failure) disposes of the temporary */
     if (dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
     double dt = dh_now() - t0;
     dh_note("%lld images -> %d-D features in %.1f s (%.0f images/s, %s)", (long long)rows, D, dt,

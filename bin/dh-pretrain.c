@@ -193,10 +193,6 @@ static void fmt_dur(char *b, size_t n, double s) {
 /* The output is opened before training (so a bad -o fails at once) and
  * removed at exit unless committed. */
 static dh_outfile outf;
-static int out_open, out_done;
-static void out_cleanup(void) {
-    if (out_open && !out_done) dh_out_abort(&outf);
-}
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-pretrain", argc, argv);
@@ -258,9 +254,7 @@ int main(int argc, char **argv) {
     memset(&spec, 0, sizeof spec);
     if (arch && netspec_builtin(arch, &spec, &e)) dh_usage_error("--arch: %s", e.msg);
     if (netfile && netspec_load(netfile, &spec, &e)) dh_die_err(&e, NULL);
-    if (dh_out_open(&outf, out, &e)) dh_die_err(&e, NULL);
-    out_open = 1;
-    atexit(out_cleanup);
+    if (dh_out_open_guarded(&outf, out, &e)) dh_die_err(&e, NULL);
     dk_device dev = dk_prog_device_open(device);
 
     dataset tr;
@@ -424,7 +418,6 @@ int main(int argc, char **argv) {
     if (net_to_model(n, &m, &e)) dh_die_err(&e, "model");
     if (dhs_model_write(outf.f, out ? out : "<stdout>", &m, &e)) dh_die_err(&e, NULL);
     if (dh_out_commit(&outf, &e)) dh_die_err(&e, NULL);
-    out_done = 1;
     dhs_model_free(&m);
 
     free(perm);

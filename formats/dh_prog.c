@@ -212,6 +212,17 @@ void dh_out_abort(dh_outfile *o) {
     memset(o, 0, sizeof *o);
 }
 
+static dh_outfile *guarded_;
+static void guarded_abort(void) { dh_out_abort(guarded_); }
+
+int dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e) {
+    int rc = dh_out_open(o, path, e);
+    if (rc) return rc;
+    if (!guarded_) atexit(guarded_abort);
+    guarded_ = o;
+    return 0;
+}
+
 static void fmt_time(char *b, size_t n, double s) {
     if (s < 0 || s > 1e7) { snprintf(b, n, "--:--"); return; }
     int t = (int)(s + 0.5);

@@ -78,6 +78,10 @@ typedef struct dh_outfile {
 int  dh_out_open(dh_outfile *o, const char *path, dh_err *e);
 int  dh_out_commit(dh_outfile *o, dh_err *e);   /* fflush, fsync, close, rename */
 void dh_out_abort(dh_outfile *o);               /* close and unlink temp */
+/* dh_out_open, then dh_out_abort(o) at exit (a no-op once committed), so a
+ * program that dies between opening and committing leaves no file. For one
+ * output per program; o must last until exit (a static). */
+int  dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e);
 
 /* Progress on stderr: "\rdh-prog: what  done/total  rate/s  ETA".
  * Only when dh_progress_on and !dh_quiet; updates at most 4 times a second. */
