@@ -100,7 +100,7 @@ clean:
 demo: $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
 	@echo "== dh-rank: top 100 of the first 1000 queries, then dh-map on those rankings"
 	dh-head -n 1000 $(W)/codes/finetune-48-query.codes | dh-rank -q --db $(W)/codes/finetune-48-db.codes --top 100 \
-	  | dh-map -q --db $(W)/codes/finetune-48-db.codes | sed -n '1,8p'
+	  | dh-map -q --db $(W)/codes/finetune-48-db.codes | sed -n '/P@k/,/^ *100 /p'
 	@echo "== dh-map: all queries against the database (fast path)"
 	dh-map --query $(W)/codes/finetune-48-query.codes --db $(W)/codes/finetune-48-db.codes | sed -n '1,16p'
 	$(ROOT)/pipelines/results.sh $(W) | tee $(W)/results.md
