@@ -153,20 +153,7 @@ int main(int argc, char **argv)
     dhs_meta_set_str(om, "hash_method", E.h.method);
     const char *mc = dhs_meta_str(E.model.meta, "cmdline");
     if (mc) dhs_meta_set_str(om, "model_cmdline", mc);
-    if (imeta) {
-        const char *src = dhs_meta_str(imeta, "source");
-        if (src) dhs_meta_set_str(om, "source", src);
-        if (dhs_meta_type(imeta, "classes") == DHS_M_ARRAY) {
-            int n = dhs_meta_len(imeta, "classes");
-            const char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
-            if (names) {
-                int ok = 1;
-                for (int i = 0; i < n; i++) if (!(names[i] = dhs_meta_str_at(imeta, "classes", i))) ok = 0;
-                if (ok) dhs_meta_set_strv(om, "classes", names, n);
-                free(names);
-            }
-        }
-    }
+    dh_meta_carry(om, imeta);
     dh_outfile of;
     if (dh_out_open(&of, out, &e)) dh_die_err(&e, out);
     dhs_writer *w = dhs_writer_open(of.f, out ? out : "<stdout>", &os, om, &e);

@@ -146,21 +146,7 @@ int main(int argc, char **argv)
     if (dhs_meta_set_str(model.meta, "program", "dh-inithash") || dhs_meta_set_str(model.meta, "cmdline", dh_cmdline()) ||
         dhs_meta_set_int(model.meta, "seed", (int64_t)o.seed) || dhs_meta_set_int(model.meta, "train_rows", t.nrows))
         dh_die(DH_EXIT_NOMEM, "out of memory");
-    const dhs_meta *im = t.meta;
-    if (im) {
-        const char *src = dhs_meta_str(im, "source");
-        if (src) dhs_meta_set_str(model.meta, "source", src);
-        if (dhs_meta_type(im, "classes") == DHS_M_ARRAY) {
-            int n = dhs_meta_len(im, "classes");
-            const char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
-            if (names) {
-                int ok = 1;
-                for (int i = 0; i < n; i++) if (!(names[i] = dhs_meta_str_at(im, "classes", i))) ok = 0;
-                if (ok) dhs_meta_set_strv(model.meta, "classes", names, n);
-                free(names);
-            }
-        }
-    }
+    dh_meta_carry(model.meta, t.meta);
     if (dhs_model_save(out, &model, &e)) dh_die_err(&e, out ? out : "<stdout>");
     dhs_model_free(&model);
     dhs_table_free(&t);

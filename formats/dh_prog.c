@@ -1,6 +1,7 @@
 /* dh_prog.c — the parts of a program every deephash main shares. */
 #define _GNU_SOURCE
 #include "dh_prog.h"
+#include "dhs.h"
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -221,6 +222,22 @@ int dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e) {
     if (!guarded_) atexit(guarded_abort);
     guarded_ = o;
     return 0;
+}
+
+void dh_meta_carry(dhs_meta *out, const dhs_meta *in) {
+    if (!in) return;
+    const char *src = dhs_meta_str(in, "source");
+    if (src) dhs_meta_set_str(out, "source", src);
+    if (dhs_meta_type(in, "classes") == DHS_M_ARRAY) {
+        int n = dhs_meta_len(in, "classes");
+        const char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
+        if (names) {
+            int ok = 1;
+            for (int i = 0; i < n; i++) if (!(names[i] = dhs_meta_str_at(in, "classes", i))) ok = 0;
+            if (ok) dhs_meta_set_strv(out, "classes", names, n);
+            free(names);
+        }
+    }
 }
 
 static void fmt_time(char *b, size_t n, double s) {

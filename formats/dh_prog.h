@@ -83,6 +83,12 @@ void dh_out_abort(dh_outfile *o);               /* close and unlink temp */
  * output per program; o must last until exit (a static). */
 int  dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e);
 
+/* Provenance an output carries over from its input's meta (in may be NULL):
+ * "source" when it is a string, "classes" when it is a non-empty array of
+ * strings. Best effort: what cannot be copied is left out. */
+struct dhs_meta;
+void dh_meta_carry(struct dhs_meta *out, const struct dhs_meta *in);
+
 /* Progress on stderr: "\rdh-prog: what  done/total  rate/s  ETA".
  * Only when dh_progress_on and !dh_quiet; updates at most 4 times a second. */
 typedef struct dh_progress {
