@@ -163,6 +163,19 @@ static int json_num(const char *s, const char *end, const char *key, double *v, 
     return 1;
 }
 
+/* The next {...} object of the JSON array at *a: 1 with the object in
+ * [*o, *oe] and *a moved past it, 0 at the array's end, -1 for an object
+ * that is not closed. */
+static int json_next_obj(const char **a, const char **o, const char **oe)
+{
+    const char *ob = strchr(*a, '{'), *ae = strchr(*a, ']');
+    if (!ob || !ae || ob > ae) return 0;
+    const char *e = strchr(ob, '}');
+    if (!e) return -1;
+    *o = ob; *oe = e; *a = e + 1;
+    return 1;
+}
+
 /* Parse the arrays of a dh-map --json result. */
 static int parse_result_json(const char *path, series *s)
 {
@@ -180,23 +193,20 @@ static int parse_result_json(const char *path, series *s)
     const char *a = ok ? strstr(b, "\"precision_at_k\": [") : NULL;
     if (!a) ok = 0;
     while (ok && s->nk < DH_MAP_MAX_K) {
-        const char *o = strchr(a, '{'), *ae = strchr(a, ']');
-        if (!o || !ae || o > ae) break;
-        const char *oe = strchr(o, '}');
-        if (!oe) { ok = 0; break; }
+        const char *o, *oe;
+        int r = json_next_obj(&a, &o, &oe);
+        if (r <= 0) { if (r < 0) ok = 0; break; }
         double k, pv; int hk, hp;
         if (!json_num(o, oe, "k", &k, &hk) || !json_num(o, oe, "precision", &pv, &hp)) { ok = 0; break; }
         s->ks[s->nk] = (int64_t)k; s->pk[s->nk] = pv; s->have_k[s->nk] = hp; s->nk++;
-        a = oe + 1;
     }
     a = ok ? strstr(b, "\"pr_curve\": [") : NULL;
     if (!a) ok = 0;
     int cap = 0;
     while (ok) {
-        const char *o = strchr(a, '{'), *ae = strchr(a, ']');
-        if (!o || !ae || o > ae) break;
-        const char *oe = strchr(o, '}');
-        if (!oe) { ok = 0; break; }
+        const char *o, *oe;
+        int r = json_next_obj(&a, &o, &oe);
+        if (r <= 0) { if (r < 0) ok = 0; break; }
         double pv, rv; int h1, h2;
         if (!json_num(o, oe, "precision", &pv, &h1) || !json_num(o, oe, "recall", &rv, &h2)) { ok = 0; break; }
         if (s->pr_n == cap) {
@@ -206,7 +216,6 @@ static int parse_result_json(const char *path, series *s)
             if (!s->pr_p || !s->pr_r) dh_die(DH_EXIT_NOMEM, "out of memory");
         }
         s->pr_p[s->pr_n] = pv; s->pr_r[s->pr_n] = rv; s->pr_n++;
-        a = oe + 1;
     }
     free(b);
     if (!ok) dh_die(DH_EXIT_FAIL, "%s: not a dh-map --json result", path);
