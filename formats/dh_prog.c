@@ -14,6 +14,7 @@ const char *dh_progname = "dh";
 int dh_quiet = 0;
 int dh_progress_on = 0;
 static char *cmdline_;
+static char **argv_;  /* for dh_bad_option called from dh_common_option */
 
 static int needs_quote(const char *s) {
     if (!*s) return 1;
@@ -26,6 +27,7 @@ static int needs_quote(const char *s) {
 
 void dh_prog_init(const char *name, int argc, char **argv) {
     dh_progname = name;
+    argv_ = argv;
     opterr = 0;  /* option errors are reported by dh_bad_option, in one line */
     signal(SIGPIPE, SIG_DFL);
     dh_progress_on = isatty(2);
@@ -114,6 +116,7 @@ int dh_common_option(int c, int progress, void (*usage)(void)) {
     else if (c == progress) dh_progress_on = 1;
     else if (c == 'h') { usage(); exit(DH_EXIT_OK); }
     else if (c == 'V') dh_version();
+    else if ((c == '?' || c == ':') && argv_) dh_bad_option(argv_);  /* one line naming the option */
     else return 0;
     return 1;
 }

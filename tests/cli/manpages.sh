@@ -17,6 +17,9 @@ for p in $progs; do
   fi
   "$p" --help > "$TMP/h" 2>&1 && grep -q "$p" "$TMP/h" || t_fail "--help"
   "$p" --version 2>&1 | grep -q "^$p (deephash) " || t_fail "--version"
+  "$p" --no-such-option > /dev/null 2> "$TMP/e"; rc=$?
+  [ $rc = 2 ] || t_fail "unknown option: exit $rc, not 2"
+  [ "$(grep -c . "$TMP/e")" = 1 ] && grep -q "^$p: .*no-such-option" "$TMP/e" || t_fail "unknown option: stderr '$(head -c 200 "$TMP/e")'"
   t_end
 done
 for m in "$root"/man/*.5 "$root"/man/*.7; do
