@@ -4,9 +4,12 @@
  * Reading is a small pull parser over a buffered FILE: every declared size
  * (string, array, bin, rows) is checked against the schema and the limits
  * before anything is allocated for it. Writing uses msgpack-c's packer. */
+#define _GNU_SOURCE  /* F_SETPIPE_SZ */
 #include "dhs_internal.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <msgpack.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -147,6 +150,14 @@ int dhs_require_field(const dhs_schema *s, const char *name, dhs_dtype t, int nd
     if (ndim >= 0 && f->ndim != ndim)
         return dh_seterr(e, DH_ESCHEMA, "field '%s' has %d dimensions, expected %d", name, f->ndim, ndim), -1;
     return i;
+}
+
+/* Pipes carry whole chunks of megabytes: a 1 MiB pipe buffer (instead of
+ * 64 KiB) cuts the context switches between the two ends. Best effort. */
+static void widen_pipe(FILE *f) {
+    struct stat st;
+    int fd = fileno(f);
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode)) (void)fcntl(fd, F_SETPIPE_SZ, 1 << 20);
 }
 
 /* ---- reader: buffered input ------------------------------------------------ */
@@ -511,6 +522,7 @@ dhs_reader *dhs_open(FILE *f, const char *name, const dhs_limits *lim, dh_err *e
     r->name = strdup(name ? name : "<stream>");
     r->buf = malloc(RBUF);
     if (!r->name || !r->buf) { dh_seterr(e, DH_ENOMEM, "out of memory"); dhs_close(r); return NULL; }
+    widen_pipe(f);
     if (parse_header(r, &r->schema, &r->meta, e)) { dhs_close(r); return NULL; }
     start_stream(r);
     return r;
@@ -876,6 +888,7 @@ dhs_writer *dhs_writer_open(FILE *f, const char *name, const dhs_schema *s, cons
     w->name = strdup(name ? name : "<stdout>");
     w->schema = *s;
     msgpack_packer_init(&w->pk, w, pk_write);
+    widen_pipe(f);
     int64_t rowb = 0;
     for (int i = 0; i < s->nfields; i++) rowb += s->fields[i].variable ? 16 : s->fields[i].row_bytes;
     w->chunk_rows = rowb ? (4 << 20) / rowb : 65536;
