@@ -5,7 +5,7 @@
 #   make test-gpu     the GPU suite (needs a CUDA device)
 #   make bench        CPU benchmarks (print figures)
 #   make bench-gpu    GPU benchmarks
-#   make fuzz         build and run the stream-reader fuzzer (clang/libFuzzer)
+#   make fuzz         build and run every tests/fuzz/fuzz_*.c (clang/libFuzzer)
 #   make install PREFIX=/usr/local
 #   make clean
 #
@@ -142,10 +142,16 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:
 	@mkdir -p build/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  case $$n in \
+	  fuzz_netspec) src="formats/dh_util.c formats/netspec.c"; libs="-lm";; \
+	  fuzz_ingest) src="formats/dh_util.c $(wildcard formats/ingest*.c)"; libs="-larchive -ljpeg -lpng -lz -lm -lpthread";; \
+	  *) src="formats/dh_util.c formats/dh_prog.c $(wildcard formats/dhs*.c)"; libs="-lmsgpackc -lz -lm";; \
+	  esac; \
+	  corpus=tests/fuzz/corpus-$${n#fuzz_}; [ -d $$corpus ] || corpus=tests/fuzz/corpus; \
 	  echo "clang -fsanitize=fuzzer,address,undefined $$f"; \
-	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -DDH_USE_CUDA=0 -UDH_USE_CUDA -DDH_USE_CUDA=0 $$f formats/dh_util.c formats/dh_prog.c $(wildcard formats/dhs*.c) -lmsgpackc -lz -lm -o build/fuzz/$$n || exit 1; \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -DDH_USE_CUDA=0 -UDH_USE_CUDA -DDH_USE_CUDA=0 $$f $$src $$libs -o build/fuzz/$$n || exit 1; \
 	  mkdir -p build/fuzz/$$n.corpus; \
-	  build/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-60} -max_len=65536 -rss_limit_mb=1024 build/fuzz/$$n.corpus tests/fuzz/corpus || exit 1; \
+	  build/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-60} -max_len=65536 -rss_limit_mb=1024 build/fuzz/$$n.corpus $$corpus || exit 1; \
 	done
 
 # ---- demo: the full method on Fashion-MNIST at 48 bits (CPU or GPU) ------------
