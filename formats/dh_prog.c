@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 const char *dh_progname = "dh";
@@ -169,6 +170,20 @@ static void pending_del(const char *tmp) {
 int dh_out_open(dh_outfile *o, const char *path, dh_err *e) {
     memset(o, 0, sizeof *o);
     if (!path || !strcmp(path, "-")) { o->f = stdout; return 0; }
+    struct stat st, lst;
+    if (lstat(path, &lst) == 0 && !S_ISREG(lst.st_mode)
+        && !(stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+        /* a device, FIFO or symbolic link (/dev/null, /dev/stdout, a named
+         * pipe): written directly (tmp NULL), since a rename over it would
+         * replace the node itself */
+        if (!(o->path = dh_strdup(e, path))) return DH_ENOMEM;
+        if (!(o->f = fopen(path, "wb"))) {
+            int err = errno;
+            free(o->path); o->path = NULL;
+            return dh_seterr(e, DH_EIO, "%s: %s", path, strerror(err));
+        }
+        return 0;
+    }
     o->path = dh_strdup(e, path);
     o->tmp = dh_malloc(e, strlen(path) + 32, 1);
     if (!o->path || !o->tmp) { free(o->path); free(o->tmp); return DH_ENOMEM; }
@@ -195,6 +210,14 @@ int dh_out_commit(dh_outfile *o, dh_err *e) {
         return 0;
     }
     int rc = 0;
+    if (!o->tmp) {  /* a device or FIFO, written directly */
+        if (fflush(o->f) != 0 || ferror(o->f))
+            rc = dh_seterr(e, DH_EIO, "%s: write error: %s", o->path, strerror(errno));
+        if (fclose(o->f) != 0 && !rc) rc = dh_seterr(e, DH_EIO, "%s: close: %s", o->path, strerror(errno));
+        free(o->path);
+        memset(o, 0, sizeof *o);
+        return rc;
+    }
     if (fflush(o->f) != 0 || ferror(o->f) || fsync(fileno(o->f)) != 0)
         rc = dh_seterr(e, DH_EIO, "%s: write error: %s", o->path, strerror(errno));
     if (fclose(o->f) != 0 && !rc) rc = dh_seterr(e, DH_EIO, "%s: close: %s", o->path, strerror(errno));
@@ -210,8 +233,7 @@ int dh_out_commit(dh_outfile *o, dh_err *e) {
 void dh_out_abort(dh_outfile *o) {
     if (!o->path) return;  /* stdout: the missing trailer marks it incomplete */
     if (o->f) fclose(o->f);
-    unlink(o->tmp);
-    pending_del(o->tmp);
+    if (o->tmp) { unlink(o->tmp); pending_del(o->tmp); }
     free(o->path); free(o->tmp);
     memset(o, 0, sizeof *o);
 }

@@ -80,4 +80,16 @@ dh-encode -m "$TMP/h.dhm" "$TMP/trunc.dhs" > "$TMP/ct.dhs" 2>"$TMP/err"; rc=$?
 [ "$(grep -c . "$TMP/err")" = 1 ] || t_fail "stderr: $(cat "$TMP/err")"
 if dh-info "$TMP/ct.dhs" >/dev/null 2>&1; then t_fail "output of a failed run reads as complete"; fi
 t_end
+# -o onto a symbolic link or a FIFO writes through it; the atomic rename
+# used to replace the link (or a device such as /dev/null) by a plain file.
+t_begin output_symlink_fifo_kept
+: > "$TMP/target.dhs"; ln -s target.dhs "$TMP/link.dhs"
+dh-encode -m "$TMP/h.dhm" -o "$TMP/link.dhs" "$TMP/f.dhs" || t_fail "exit status (symlink)"
+[ -L "$TMP/link.dhs" ] || t_fail "the symlink was replaced"
+dh-info --verify "$TMP/target.dhs" >/dev/null 2>&1 || t_fail "the link's target was not written"
+mkfifo "$TMP/fifo"; dh-info --verify "$TMP/fifo" >/dev/null 2>&1 & pid=$!
+dh-encode -m "$TMP/h.dhm" -o "$TMP/fifo" "$TMP/f.dhs" || t_fail "exit status (fifo)"
+wait $pid || t_fail "the stream through the FIFO does not verify"
+[ -p "$TMP/fifo" ] || t_fail "the FIFO was replaced"
+t_end
 t_done
