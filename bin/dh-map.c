@@ -553,11 +553,11 @@ int main(int argc, char **argv)
     }
     if (acc.nq == 0) dh_die(DH_EXIT_FAIL, "no queries to evaluate");
     if (dh_map_acc_result(&acc, &res, &e) != DH_OK) dh_die_err(&e, NULL);
-    dh_note("evaluated %lld queries against %lld in %.3f s of computation on %s (%.3f s in all)",
-            (long long)res.nq, (long long)res.ndb, tcomp, devname, dh_now() - t0);
     if (json) write_json(stdout, &res, label, note);
     else write_table(stdout, &res, label, note);
     if (fflush(stdout) != 0 || ferror(stdout)) dh_die(DH_EXIT_IO, "<stdout>: %s", strerror(errno));
+    dh_note("evaluated %lld queries against %lld in %.3f s of computation on %s (%.3f s in all)",
+            (long long)res.nq, (long long)res.ndb, tcomp, devname, dh_now() - t0);
     if (plot) {
         series sv;
         series_from_result(&sv, &res, label);
