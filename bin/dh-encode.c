@@ -8,6 +8,7 @@
  * processed in batches of --batch, so memory stays bounded.
  */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,12 @@ int main(int argc, char **argv)
                 zb = (const float *)ch->col[E.fin] + s0 * D;
             }
             if (dh_hashfn_project(&E.h, zb, n, E.u, &e)) fail(w, &of, &e, mpath);
+            for (int64_t i = 0; i < n * K; i++)
+                if (!isfinite(E.u[i])) {
+                    dh_seterr(&e, DH_EFORMAT, "row %lld: non-finite %s (NaN or infinite values)",
+                              (long long)(done + i / K), E.images ? "network output" : "feature values");
+                    fail(w, &of, &e, iname);
+                }
             dh_pack_signs(E.u, n, K, E.codes);
             const void *cols[DHS_MAX_FIELDS] = { 0 };
             const uint32_t *lens[DHS_MAX_FIELDS] = { 0 };

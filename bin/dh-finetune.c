@@ -252,6 +252,10 @@ static int run_features(void)
     const float *z = t.col[fz];
     const int32_t *lab = t.col[fl];
     check_labels(lab, N, iname);
+    for (int64_t i = 0; i < N * D; i++)
+        if (!isfinite(z[i]))
+            dh_die(DH_EXIT_FAIL, "%s: row %lld: non-finite feature value (dimension %lld)", iname,
+                   (long long)(i / D), (long long)(i % D));
     if (!o->hash_path) {
         /* random init: scale W so that RMS(u) is about 1 on this data */
         float *u = dh_malloc(&e, (size_t)(N < 4096 ? N : 4096) * K, sizeof(float));

@@ -86,6 +86,14 @@ expect_fail f_single_class dh-finetune -q --features --hash "$TMP/h0.dhm" "$TMP/
 expect_fail f_no_labels dh-finetune -q --features --hash "$TMP/h0.dhm" "$TMP/nolab.dhs"
 synth 100 20 3 1 1 1 "$TMP/d20.dhs"
 expect_fail f_dim_mismatch dh-finetune -q --features --hash "$TMP/h0.dhm" "$TMP/d20.dhs"
+# NaN features: named as such (was "training diverged ... try a smaller --lr")
+$PY -c "import numpy as np; z=np.load('$TMP/d20.dhs.z.npy'); z[5,3]=np.nan; np.save('$TMP/nan.z.npy', z)"
+dh-npy import --field z --labels "$TMP/d20.dhs.y.npy" "$TMP/nan.z.npy" > "$TMP/nan.dhs"
+dh-inithash -q -M lsh --bits 8 "$TMP/d20.dhs" > "$TMP/h20.dhm"
+expect_fail f_nan_features dh-finetune -q --features --hash "$TMP/h20.dhm" "$TMP/nan.dhs"
+t_begin f_nan_features_message; grep -q 'non-finite' "$TMP/ef.err" || t_fail "$(cat "$TMP/ef.err")"; t_end
+# dh-encode: NaN features are an error, not codes
+expect_fail encode_nan_features dh-encode -m "$TMP/h20.dhm" "$TMP/nan.dhs"
 expect_fail bits_out_of_range dh-finetune -q --features --bits 300 "$TMP/tr.dhs"
 expect_fail bad_loss dh-finetune -q --features --loss nosuch "$TMP/tr.dhs"
 expect_fail hash_not_a_model dh-finetune -q --features --hash "$TMP/tr.dhs" "$TMP/tr.dhs"
