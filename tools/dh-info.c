@@ -2,6 +2,7 @@
  * row count and per-field summaries; --verify checks it end to end. */
 #include "dh_prog.h"
 #include "dhs.h"
+#include <errno.h>
 #include <float.h>
 #include <getopt.h>
 #include <math.h>
@@ -208,10 +209,11 @@ int main(int argc, char **argv) {
         default: dh_bad_option(argv);
         }
     }
-    if (optind >= argc) return info(NULL, verify, meta_only);
+    if (optind >= argc) info(NULL, verify, meta_only);
     for (int i = optind; i < argc; i++) {
         if (i > optind && !verify) printf("\n");
         info(argv[i], verify, meta_only);
     }
+    if (fflush(stdout) != 0 || ferror(stdout)) dh_die(DH_EXIT_IO, "<stdout>: write error: %s", strerror(errno));
     return 0;
 }

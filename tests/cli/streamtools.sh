@@ -90,6 +90,9 @@ t_end
 expect_fail "split_needs_one_mode" dh-split -o "$TMP/z.dhs" "$TMP/s.dhs"
 expect_fail "info_missing_file" dh-info "$TMP/nonexistent.dhs"
 expect_fail "info_bad_option" dh-info --frobnicate
+if [ -c /dev/full ]; then  # a write error on stdout exited 0
+  expect_fail "info_write_error" sh -c 'dh-info "$1" > /dev/full' sh "$TMP/s.dhs"
+fi
 expect_fail "npy_not_npy" dh-npy import --field z "$TMP/s.dhs"
 expect_fail "npy_no_such_field" dh-npy export --field nope "$TMP/s.dhs"
 
