@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char usage[] =
     "Usage: dh-split (--count N | --fraction F | --per-class N) -o FIRST [-r REST] [OPTION]... [FILE]\n"
@@ -71,6 +72,11 @@ int main(int argc, char **argv) {
     }
     if (modes != 1) dh_usage_error("give exactly one of --count, --fraction, --per-class");
     if (!out) dh_usage_error("--output FILE is required");
+    if (rest) {  /* one would overwrite the other (or both interleave on stdout) */
+        struct stat so, sr;
+        if (!strcmp(out, rest) || (stat(out, &so) == 0 && stat(rest, &sr) == 0 && so.st_dev == sr.st_dev && so.st_ino == sr.st_ino))
+            dh_usage_error("--output and --rest name the same file '%s'", rest);
+    }
     if (argc - optind > 1) dh_usage_error("one input at most");
     const char *path = optind < argc ? argv[optind] : NULL;
     const char *name = dh_in_name(path);

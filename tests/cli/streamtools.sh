@@ -88,6 +88,9 @@ t_begin "split_failure_leaves_no_file"
 [ -e "$TMP/z.dhs" ] && t_fail "output exists after failure"
 t_end
 expect_fail "split_needs_one_mode" dh-split -o "$TMP/z.dhs" "$TMP/s.dhs"
+# -o and -r the same: the rest silently replaced the selection (exit 0)
+expect_fail "split_output_is_rest" dh-split --count 1 -o "$TMP/z.dhs" -r "$TMP/z.dhs" "$TMP/s.dhs"
+expect_fail "split_both_stdout" dh-split --count 1 -o - -r - "$TMP/s.dhs"
 expect_fail "info_missing_file" dh-info "$TMP/nonexistent.dhs"
 expect_fail "info_bad_option" dh-info --frobnicate
 if [ -c /dev/full ]; then  # a write error on stdout exited 0
