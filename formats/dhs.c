@@ -882,6 +882,8 @@ static int werr(dhs_writer *w, dh_err *e) {
 }
 
 dhs_writer *dhs_writer_open(FILE *f, const char *name, const dhs_schema *s, const dhs_meta *meta, dh_err *e) {
+    /* a kind the reader would refuse (dh-npy import --kind '') */
+    if (!valid_name(s->kind)) { dh_seterr(e, DH_EINVAL, "invalid stream kind '%s'", s->kind); return NULL; }
     dhs_writer *w = calloc(1, sizeof *w);
     if (!w) { dh_seterr(e, DH_ENOMEM, "out of memory"); return NULL; }
     w->f = f;

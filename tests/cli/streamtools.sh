@@ -98,6 +98,8 @@ if [ -c /dev/full ]; then  # a write error on stdout exited 0
 fi
 expect_fail "npy_not_npy" dh-npy import --field z "$TMP/s.dhs"
 expect_fail "npy_no_such_field" dh-npy export --field nope "$TMP/s.dhs"
+# an empty kind made a stream no reader accepts (exit 0)
+expect_fail "npy_empty_kind" dh-npy import --kind "" --field z "$TMP/x.npy"
 
 # ---- damaged input: every case one line, non-zero, no crash ----
 size=$(stat -c %s "$TMP/s.dhs")
