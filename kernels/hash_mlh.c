@@ -69,7 +69,12 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     if ((rc = hl_check_input("mlh", N, D, K, labels, 1, 2, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 5000, 0, 100000000, &iters, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->batch : 0, "batch", 100, 1, 100000, &batch, e))) return rc;
-    if (opts && opts->pairs > 0) iters = (opts->pairs + batch - 1) / batch;  /* --pairs: pairs in all */
+    if (opts && opts->pairs > 0) {  /* --pairs: pairs in all, within the --iterations bound */
+        iters = opts->pairs / batch + (opts->pairs % batch != 0);
+        if (iters > 100000000)
+            return dh_seterr(e, DH_EINVAL, "pairs: %lld is out of range 1..%lld (batch %lld)",
+                             (long long)opts->pairs, (long long)100000000 * batch, (long long)batch);
+    }
     if ((rc = hl_opt_int(opts, 0, "rho", K / 4 > 1 ? (K + 2) / 4 : 1, 1, K, &rho, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->lr : 0, "lr", 1.0, 0, 1e6, &lr, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "loss_lambda", 0.5, 0, 1e6, &lam, e))) return rc;
