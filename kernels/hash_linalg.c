@@ -330,6 +330,8 @@ int hl_model_set_rbf(dhs_model *out, const float *anchors, int M, int D, double 
 {
     float g = (float)gamma;
     int rc;
+    if (!isfinite(g) || !(g > 0))  /* a model dh-encode cannot use (bre --sigma 1e-300) */
+        return dh_seterr(e, DH_EINVAL, "kernel width: gamma %g is not a positive float (--sigma too small?)", gamma);
     if ((rc = add_tensor(out, "anchors", 2, M, D, anchors, e))) return rc;
     if ((rc = add_tensor(out, "gamma", 1, 1, 0, &g, e))) return rc;
     if ((rc = add_tensor(out, "kmean", 1, M, 0, kmean, e))) return rc;

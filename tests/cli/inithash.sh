@@ -55,6 +55,8 @@ expect_fail single_class dh-inithash -q "$TMP/one.dhs"
 expect_fail bad_param dh-inithash -q --param urms "$TMP/f.dhs"
 # mlh --pairs P meant P/batch iterations past the --iterations bound (ran for hours; overflowed near 2^63)
 expect_fail mlh_pairs_too_many timeout 20 dh-inithash -q -M mlh --bits 8 --pairs 999999999999 "$TMP/f.dhs"
+# bre --sigma tiny wrote a model with gamma = inf (exit 0) that no encoder can use
+expect_fail bre_sigma_tiny dh-inithash -q -M bre --bits 8 --anchors 10 --samples 100 --sigma 1e-300 "$TMP/f.dhs"
 expect_fail mlh_pairs_int64_max timeout 20 dh-inithash -q -M mlh --bits 8 --pairs 9223372036854775807 "$TMP/f.dhs"
 expect_fail missing_file dh-inithash -q "$TMP/nonexistent.dhs"
 head -c 3000 "$TMP/f.dhs" > "$TMP/trunc.dhs"
