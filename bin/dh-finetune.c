@@ -48,7 +48,7 @@ typedef struct ft_opts {
     int loss;
     double loss_scale;      /* 0 = the loss's default */
     double lr, backbone_lr, momentum, wd, hash_wd;
-    int lr_set, backbone_lr_set, wd_set, hash_wd_set;
+    int lr_set, backbone_lr_set, wd_set, hash_wd_set, bits_set;
     int freeze;
     int epochs, batch;
     int sched;
@@ -116,6 +116,8 @@ static void load_hash(const char *path, dhs_model *hm, float **W, float **b, int
     if (strcmp(h.transform, "linear") != 0)
         dh_die(DH_EXIT_FAIL, "%s: a '%s' hash model (transform %s): fine-tuning needs a linear hash layer",
                path, h.method, h.transform);
+    if (O.bits_set && O.K != h.K)  /* it would be silently ignored */
+        dh_usage_error("--bits %d: the hash model %s has %d bits", O.K, path, h.K);
     *K = h.K; *D = h.D;
     *W = dh_malloc(&e, (size_t)h.K * h.D, sizeof(float));
     *b = dh_calloc(&e, (size_t)h.K, sizeof(float));
@@ -663,6 +665,7 @@ int main(int argc, char **argv)
         case 'a': o->arch = optarg; break;
         case 'b': if (dh_parse_int(optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS, &o->K))
                       dh_usage_error("--bits: '%s' is not an integer in %d..%d", optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS);
+                  o->bits_set = 1;
                   break;
         case 'f': o->features = 1; break;
         case 'L':
@@ -711,6 +714,8 @@ int main(int argc, char **argv)
         }
     }
     o->in = dh_input_arg(argc, argv);
+    /* options the other initialisation would silently ignore */
+    if (o->net_path && o->arch) dh_usage_error("-m NET and --arch NAME exclude each other (--arch is the random initialisation)");
     if (o->loss == LOSS_PAPER) {
         /* the paper's setting: one learning rate for every layer, weight decay everywhere */
         if (!o->lr_set) o->lr = 0.001;

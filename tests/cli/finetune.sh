@@ -95,6 +95,9 @@ t_begin f_nan_features_message; grep -q 'non-finite' "$TMP/ef.err" || t_fail "$(
 # dh-encode: NaN features are an error, not codes
 expect_fail encode_nan_features dh-encode -m "$TMP/h20.dhm" "$TMP/nan.dhs"
 expect_fail bits_out_of_range dh-finetune -q --features --bits 300 "$TMP/tr.dhs"
+# options silently ignored: the code length of --hash won over --bits, -m over --arch
+expect_fail bits_with_hash dh-finetune -q --features --hash "$TMP/h0.dhm" --bits 24 "$TMP/tr.dhs"
+expect_fail net_with_arch dh-finetune -q -m "$TMP/h0.dhm" --hash "$TMP/h0.dhm" --arch lenet "$TMP/tr.dhs"
 expect_fail bad_loss dh-finetune -q --features --loss nosuch "$TMP/tr.dhs"
 expect_fail hash_not_a_model dh-finetune -q --features --hash "$TMP/tr.dhs" "$TMP/tr.dhs"
 if dh-inithash -q --method sh --bits 16 "$TMP/tr.dhs" > "$TMP/sh.dhm" 2>/dev/null; then
