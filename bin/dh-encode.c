@@ -82,6 +82,7 @@ int main(int argc, char **argv)
     }
     if (!mpath) dh_usage_error("no model: use -m MODEL");
     const char *in = dh_input_arg(argc, argv);
+    dh_stdin_once("-m", mpath, in);
     dh_err e;
     E.B = B;
     if (dhs_model_load(mpath, &E.model, &e)) dh_die_err(&e, NULL);

@@ -56,6 +56,7 @@ int main(int argc, char **argv) {
     }
     if (!model) dh_usage_error("no model: give -m MODEL");
     const char *in = dh_input_arg(argc, argv);
+    dh_stdin_once("-m", model, in);
     dh_err e;
     dk_device dev = dk_prog_device_open(device);
 

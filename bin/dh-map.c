@@ -418,6 +418,7 @@ int main(int argc, char **argv)
         /* ---- fast path: codes in, no rankings ---- */
         if (optind < argc) dh_usage_error("--query given: no rankings input expected");
         if (!dbpath) dh_usage_error("--query needs --db FILE");
+        dh_stdin_once("--db", dbpath, qpath);
         dh_codeset q, db;
         if (dh_codes_load(qpath, &q, 1, &e) != DH_OK) dh_die_err(&e, NULL);
         if (dh_codes_load(dbpath, &db, 1, &e) != DH_OK) dh_die_err(&e, NULL);
@@ -461,6 +462,7 @@ int main(int argc, char **argv)
         /* ---- rankings stream + database labels ---- */
         const char *in = optind < argc ? argv[optind] : NULL;
         const char *inname = dh_in_name(in);
+        dh_stdin_once("--db", dbpath, in);
         dhs_reader *r = dhs_open_path(in, NULL, &e);
         if (!r) dh_die_err(&e, in ? NULL : inname);
         const dhs_schema *s = dhs_reader_schema(r);

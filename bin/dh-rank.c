@@ -73,6 +73,7 @@ int main(int argc, char **argv)
     if (!dbpath) dh_usage_error("no database: give --db FILE");
     if (argc - optind > 1) dh_usage_error("more than one query input");
     const char *qpath = optind < argc ? argv[optind] : NULL;
+    dh_stdin_once("--db", dbpath, qpath);
     int auto_dev, use_cuda = dk_prog_rank_device(device, &auto_dev);
     (void)top_given;
 

@@ -127,6 +127,11 @@ const char *dh_input_arg(int argc, char **argv) {
     return optind < argc ? argv[optind] : NULL;
 }
 
+void dh_stdin_once(const char *opt, const char *optval, const char *operand) {
+    if (optval && !strcmp(optval, "-") && (!operand || !strcmp(operand, "-")))
+        dh_usage_error("%s -: the other input reads standard input too; give one of them as a file", opt);
+}
+
 FILE *dh_open_in(const char *path) {
     if (!path || !strcmp(path, "-")) return stdin;
     FILE *f = fopen(path, "rb");

@@ -62,6 +62,10 @@ int dh_common_option(int c, int progress, void (*usage)(void));
  * (standard input) when there is none; more than one is a usage error. */
 const char *dh_input_arg(int argc, char **argv);
 
+/* Usage error when option opt's value optval is "-" (standard input) and the
+ * input operand (NULL or "-": standard input too) would read it as well. */
+void dh_stdin_once(const char *opt, const char *optval, const char *operand);
+
 /* Open an input: NULL or "-" is stdin. Dies with DH_EXIT_IO on failure. */
 FILE *dh_open_in(const char *path);
 /* Display name for messages: "<stdin>" for NULL/"-". */

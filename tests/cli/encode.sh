@@ -73,6 +73,7 @@ expect_fail model_not_a_model dh-encode -m "$TMP/f.dhs" "$TMP/f.dhs"
 expect_fail dim_mismatch dh-encode -m "$TMP/h.dhm" "$TMP/f7.dhs"
 expect_fail input_is_codes dh-encode -m "$TMP/h.dhm" "$TMP/c.dhs"
 expect_fail bad_batch dh-encode -m "$TMP/h.dhm" --batch 0 "$TMP/f.dhs"
+expect_fail model_and_input_stdin sh -c 'dh-encode -m - < "$1"' sh "$TMP/h.dhm"
 head -c 5000 "$TMP/f.dhs" > "$TMP/trunc.dhs"
 t_begin truncated_input_no_trailer
 dh-encode -m "$TMP/h.dhm" "$TMP/trunc.dhs" > "$TMP/ct.dhs" 2>"$TMP/err"; rc=$?

@@ -119,6 +119,7 @@ expect_fail map_bad_k dh-map --k 1,x --query "$TMP/q24" --db "$TMP/db24"
 expect_fail map_bad_plot_name dh-map --plot out.pdf --query "$TMP/q24" --db "$TMP/db24"
 expect_fail map_plot_bad_json dh-map --plot "$TMP/x.png" "$TMP/a.json" /etc/hostname
 expect_fail map_empty_input dh-map --db "$TMP/db24" /dev/null
+expect_fail map_db_and_query_stdin sh -c 'dh-map --db - --query - < "$1"' sh "$TMP/db24"
 # a write error on stdout: one line (the 'evaluated' note came first)
 if [ -c /dev/full ]; then
   expect_fail map_write_error sh -c 'dh-map --query "$1" --db "$2" > /dev/full' sh "$TMP/q24" "$TMP/db24"

@@ -105,6 +105,8 @@ expect_fail rank_bad_device dh-rank --db "$TMP/db48" --device tpu "$TMP/q48"
 expect_fail rank_truncated_queries dh-rank --db "$TMP/db48" "$TMP/trunc"
 expect_fail rank_not_a_stream dh-rank --db "$TMP/db48" /etc/passwd
 expect_fail rank_empty_input dh-rank --db "$TMP/db48" /dev/null
+# --db - with the queries on standard input too: was "<stdin>: empty input"
+expect_fail rank_db_and_queries_stdin sh -c 'dh-rank --db - < "$1"' sh "$TMP/db48"
 
 t_begin rank_exit_status_usage
 dh-rank --db "$TMP/db5" --top 6 "$TMP/q48" >/dev/null 2>&1; rc=$?
