@@ -139,8 +139,12 @@ int main(int argc, char **argv)
     double t0 = dh_now();
     dhs_model model;
     dhs_model_init(&model);
+    unsigned used = 0;
+    o.param_used = &used;
     int rc = m->fit(z, lab, t.nrows, D, K, &o, &model, &e);
     if (rc) dh_die_err(&e, m->name);
+    for (int i = 0; i < o.nparams; i++)  /* a misspelt or another method's parameter */
+        if (!(used & (1u << i))) dh_usage_error("--param %s: not a parameter of %s (or overridden by its option)", o.param[i], m->name);
     dh_note("%s: %d bits from %lld rows of %d-D features in %.1f s", m->name, K, (long long)t.nrows, D, dh_now() - t0);
     /* provenance */
     if (dhs_meta_set_str(model.meta, "program", "dh-inithash") || dhs_meta_set_str(model.meta, "cmdline", dh_cmdline()) ||

@@ -17,7 +17,10 @@ const char *dh_hash_param(const dh_hash_opts *o, const char *name)
     const char *found = NULL;
     for (int i = 0; o && i < o->nparams; i++) {
         const char *p = o->param[i];
-        if (p && strncmp(p, name, n) == 0 && p[n] == '=') found = p + n + 1;  /* last wins */
+        if (p && strncmp(p, name, n) == 0 && p[n] == '=') {
+            found = p + n + 1;  /* last wins */
+            if (o->param_used) *o->param_used |= 1u << i;
+        }
     }
     return found;
 }

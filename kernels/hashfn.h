@@ -53,6 +53,7 @@ typedef struct dh_hash_opts {
     void (*note)(const char *line);  /* progress/report sink, may be NULL     */
     int nparams;
     const char *param[DH_HASH_MAX_PARAMS];   /* "name=value" strings          */
+    unsigned *param_used; /* NULL, or bit i set when a method reads param[i]  */
 } dh_hash_opts;
 
 void dh_hash_opts_init(dh_hash_opts *o);  /* zeros, seed 1 */

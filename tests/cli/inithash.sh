@@ -53,6 +53,11 @@ expect_fail unknown_method dh-inithash --method nosuch "$TMP/f.dhs"
 expect_fail no_labels dh-inithash -q "$TMP/nolab.dhs"
 expect_fail single_class dh-inithash -q "$TMP/one.dhs"
 expect_fail bad_param dh-inithash -q --param urms "$TMP/f.dhs"
+# a misspelt parameter was silently ignored
+expect_fail unknown_param dh-inithash -q --epochs 1 --param urmss=2 "$TMP/f.dhs"
+t_begin known_param_accepted
+dh-inithash -q --epochs 1 --param urms=2 "$TMP/f.dhs" > /dev/null 2>"$TMP/err" || t_fail "$(cat "$TMP/err")"
+t_end
 # mlh --pairs P meant P/batch iterations past the --iterations bound (ran for hours; overflowed near 2^63)
 expect_fail mlh_pairs_too_many timeout 20 dh-inithash -q -M mlh --bits 8 --pairs 999999999999 "$TMP/f.dhs"
 # bre --sigma tiny wrote a model with gamma = inf (exit 0) that no encoder can use
