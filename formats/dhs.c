@@ -1038,22 +1038,39 @@ int dhs_write_rows(dhs_writer *w, int64_t n, const void *const *cols, const uint
     return 0;
 }
 
+/* Column pointers and per-row lengths for rows [start, start+n) of a chunk
+ * with schema s; lens[f] is allocated for variable fields (free with
+ * free_lens). */
+static int chunk_slice(const dhs_schema *s, const dhs_chunk *c, int64_t start, int64_t n,
+                       const void **cols, uint32_t **lens, dh_err *e) {
+    for (int i = 0; i < s->nfields; i++) {
+        const dhs_field *f = &s->fields[i];
+        lens[i] = NULL;
+        if (!f->variable) {
+            cols[i] = (const unsigned char *)c->col[i] + (size_t)(start * f->row_bytes);
+            continue;
+        }
+        size_t es = f->dtype == DHS_STR ? 1 : dhs_dtype_size(f->dtype);
+        cols[i] = (const unsigned char *)c->col[i] + c->off[i][start] * es;
+        lens[i] = dh_malloc(e, n ? (size_t)n : 1, sizeof(uint32_t));
+        if (!lens[i]) return DH_ENOMEM;
+        for (int64_t k = 0; k < n; k++) lens[i][k] = (uint32_t)(c->off[i][start + k + 1] - c->off[i][start + k]);
+    }
+    return 0;
+}
+
+static void free_lens(uint32_t **lens) {
+    for (int i = 0; i < DHS_MAX_FIELDS; i++) free(lens[i]);
+}
+
 int dhs_write_chunk(dhs_writer *w, const dhs_chunk *c, dh_err *e) {
-    int rc = flush_buf(w, e);
+    int rc = flush_buf(w, e);  /* rows written before keep their order */
     if (rc) return rc;
     const void *cols[DHS_MAX_FIELDS];
     uint32_t *lens[DHS_MAX_FIELDS] = {0};
-    for (int i = 0; i < w->schema.nfields; i++) {
-        cols[i] = c->col[i];
-        if (w->schema.fields[i].variable) {
-            lens[i] = dh_malloc(e, (size_t)c->nrows ? (size_t)c->nrows : 1, sizeof(uint32_t));
-            if (!lens[i]) { rc = DH_ENOMEM; goto out; }
-            for (int64_t k = 0; k < c->nrows; k++) lens[i][k] = (uint32_t)(c->off[i][k + 1] - c->off[i][k]);
-        }
-    }
-    rc = emit_chunk(w, c->nrows, cols, (const uint32_t *const *)lens, e);
-out:
-    for (int i = 0; i < w->schema.nfields; i++) free(lens[i]);
+    rc = chunk_slice(&w->schema, c, 0, c->nrows, cols, lens, e);
+    if (!rc) rc = emit_chunk(w, c->nrows, cols, (const uint32_t *const *)lens, e);  /* no copy */
+    free_lens(lens);
     return rc;
 }
 
@@ -1062,22 +1079,9 @@ int dhs_write_chunk_range(dhs_writer *w, const dhs_chunk *c, int64_t start, int6
     if (n == 0) return 0;
     const void *cols[DHS_MAX_FIELDS];
     uint32_t *lens[DHS_MAX_FIELDS] = {0};
-    int rc = 0;
-    for (int i = 0; i < w->schema.nfields; i++) {
-        const dhs_field *f = &w->schema.fields[i];
-        if (!f->variable) {
-            cols[i] = (const unsigned char *)c->col[i] + (size_t)(start * f->row_bytes);
-            continue;
-        }
-        size_t es = f->dtype == DHS_STR ? 1 : dhs_dtype_size(f->dtype);
-        cols[i] = (const unsigned char *)c->col[i] + c->off[i][start] * es;
-        lens[i] = dh_malloc(e, (size_t)n, sizeof(uint32_t));
-        if (!lens[i]) { rc = DH_ENOMEM; goto out; }
-        for (int64_t k = 0; k < n; k++) lens[i][k] = (uint32_t)(c->off[i][start + k + 1] - c->off[i][start + k]);
-    }
-    rc = dhs_write_rows(w, n, cols, (const uint32_t *const *)lens, e);
-out:
-    for (int i = 0; i < w->schema.nfields; i++) free(lens[i]);
+    int rc = chunk_slice(&w->schema, c, start, n, cols, lens, e);
+    if (!rc) rc = dhs_write_rows(w, n, cols, (const uint32_t *const *)lens, e);
+    free_lens(lens);
     return rc;
 }
 
