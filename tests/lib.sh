@@ -36,3 +36,12 @@ expect_fail() {
   t_end
 }
 t_done() { [ "$T_NFAIL" = 0 ]; }
+# npy_header DESCR SHAPE : a NumPy .npy v1.0 header on stdout, e.g.
+#   { npy_header '<f4' '(10, 3)'; head -c 120 /dev/urandom; } > x.npy
+npy_header() {
+  local dict="{'descr': '$1', 'fortran_order': False, 'shape': $2, }"
+  local total=$(( 10 + ${#dict} + 1 )); local pad=$(( (64 - total % 64) % 64 )); local hl=$(( ${#dict} + pad + 1 ))
+  printf '\x93NUMPY\x01\x00'
+  printf "\\x$(printf %02x $((hl & 255)))\\x$(printf %02x $((hl >> 8)))"
+  printf '%s' "$dict"; printf "%${pad}s" ''; printf '\n'
+}

@@ -2,12 +2,10 @@
 # dh-cat throughput on a ~1 GB features stream through a pipe
 # (issue 2 target: at least 1 GB/s on a 2-core machine).
 set -eu
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-# 1 MB of .npy (f32 rows of 256) -> a stream; concatenate 1000 copies logically
-dict="{'descr': '<f4', 'fortran_order': False, 'shape': (1024, 256), }"
-total=$(( 10 + ${#dict} + 1 )); pad=$(( (64 - total % 64) % 64 )); hl=$(( ${#dict} + pad + 1 ))
-{ printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((hl & 255)))\\x$(printf %02x $((hl >> 8)))"
-  printf '%s' "$dict"; printf "%${pad}s" ''; printf '\n'; head -c $((1024*256*4)) /dev/urandom; } > "$tmp/x.npy"
+. "$(dirname "$0")/../lib.sh"   # npy_header, $TMP (removed at exit)
+tmp=$TMP
+# 1 MiB of .npy (f32 rows of 256) -> a stream; 64 copies -> 64 MiB; 16 of those through the pipe
+{ npy_header '<f4' '(1024, 256)'; head -c $((1024*256*4)) /dev/urandom; } > "$tmp/x.npy"
 dh-npy import --field z "$tmp/x.npy" > "$tmp/one.dhs"
 for i in $(seq 1 64); do echo "$tmp/one.dhs"; done > "$tmp/list"
 dh-cat $(cat "$tmp/list") > "$tmp/64.dhs"              # 64 MiB

@@ -4,25 +4,11 @@
 . "$(dirname "$0")/../lib.sh"
 
 # mknpy DESCR SHAPE ROWBYTES ROWS > file : a .npy of random data
-mknpy() {
-  local descr=$1 shape=$2 rowbytes=$3 rows=$4
-  local dict="{'descr': '$descr', 'fortran_order': False, 'shape': $shape, }"
-  local total=$(( 10 + ${#dict} + 1 ))
-  local pad=$(( (64 - total % 64) % 64 ))
-  local hl=$(( ${#dict} + pad + 1 ))
-  printf '\x93NUMPY\x01\x00'
-  printf "\\x$(printf %02x $((hl & 255)))\\x$(printf %02x $((hl >> 8)))"
-  printf '%s' "$dict"; printf "%${pad}s" ''; printf '\n'
-  head -c $((rowbytes * rows)) /dev/urandom
-}
+mknpy() { npy_header "$1" "$2"; head -c $(($3 * $4)) /dev/urandom; }
 # labels 0..9 repeating, as |u1
 mklabels() {
-  local n=$1
-  local dict="{'descr': '|u1', 'fortran_order': False, 'shape': ($n,), }"
-  local total=$(( 10 + ${#dict} + 1 )); local pad=$(( (64 - total % 64) % 64 )); local hl=$(( ${#dict} + pad + 1 ))
-  printf '\x93NUMPY\x01\x00'; printf "\\x$(printf %02x $((hl & 255)))\\x$(printf %02x $((hl >> 8)))"
-  printf '%s' "$dict"; printf "%${pad}s" ''; printf '\n'
-  for ((i = 0; i < n; i++)); do printf "\\x0$((i % 10))"; done
+  npy_header '|u1' "($1,)"
+  for ((i = 0; i < $1; i++)); do printf "\\x0$((i % 10))"; done
 }
 mknpy '|u1' '(200, 12)' 12 200 > "$TMP/x.npy"
 mklabels 200 > "$TMP/y.npy"
