@@ -55,7 +55,8 @@ void dh_version(void) __attribute__((noreturn));
     { "quiet", 0, 0, 'q' }, { "progress", 0, 0, (progress) }, { "help", 0, 0, 'h' }, \
     { "version", 0, 0, 'V' }, { 0, 0, 0, 0 }
 /* Handle getopt value c if it is one of DH_COMMON_LONGOPTS: -q sets dh_quiet,
- * --progress dh_progress_on, -h calls usage() and exits 0, -V dh_version().
+ * --progress dh_progress_on, -h calls usage() and exits 0, -V dh_version();
+ * getopt's '?' or ':' (a bad option) ends the program through dh_bad_option.
  * Returns 1 when c was one of them, 0 otherwise (the caller reports it). */
 int dh_common_option(int c, int progress, void (*usage)(void));
 /* The one optional input operand after the options: argv[optind], or NULL

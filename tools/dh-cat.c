@@ -16,6 +16,8 @@ static const char usage[] =
     "\n"
     "Exit status: 0 ok, 1 damaged input or schemas that differ, 2 usage, 3 I/O error.\n";
 
+static void help(void) { fputs(usage, stdout); }
+
 int main(int argc, char **argv) {
     dh_prog_init("dh-cat", argc, argv);
     static const struct option opts[] = {
@@ -23,10 +25,7 @@ int main(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
         switch (c) {
-        case 'q': dh_quiet = 1; break;
-        case 'h': fputs(usage, stdout); return 0;
-        case 'V': dh_version();
-        default: dh_bad_option(argv);
+        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
         }
     }
     const char *stdin_only[] = {"-"};

@@ -15,6 +15,8 @@ static const char usage[] =
     "Rows before the cut are verified; the rest of the input is not read.\n"
     "Exit status: 0 ok, 1 damaged input, 2 usage, 3 I/O error.\n";
 
+static void help(void) { fputs(usage, stdout); }
+
 int main(int argc, char **argv) {
     dh_prog_init("dh-head", argc, argv);
     static const struct option opts[] = {
@@ -24,9 +26,7 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         switch (c) {
         case 'n': if (dh_parse_i64(optarg, 0, INT64_MAX, &n)) dh_usage_error("--rows: '%s' is not a row count", optarg); break;
-        case 'h': fputs(usage, stdout); return 0;
-        case 'V': dh_version();
-        default: dh_bad_option(argv);
+        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
         }
     }
     if (argc - optind > 1) dh_usage_error("one input at most");

@@ -24,6 +24,8 @@ static const char usage[] =
     "\n"
     "Exit status: 0 ok, 1 damaged or malformed input, 2 usage, 3 I/O error, 5 limit.\n";
 
+static void help(void) { fputs(usage, stdout); }
+
 typedef struct {
     double min, max, sum;
     uint64_t n;
@@ -203,10 +205,7 @@ int main(int argc, char **argv) {
         switch (c) {
         case 'v': verify = 1; break;
         case 'm': meta_only = 1; break;
-        case 'q': dh_quiet = 1; break;
-        case 'h': fputs(usage, stdout); return 0;
-        case 'V': dh_version();
-        default: dh_bad_option(argv);
+        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
         }
     }
     if (optind >= argc) info(NULL, verify, meta_only);

@@ -33,6 +33,8 @@ static const char usage[] =
     "\n"
     "Exit status: 0 ok, 1 bad input, 2 usage, 3 I/O error, 5 limit.\n";
 
+static void help(void) { fputs(usage, stdout); }
+
 /* ---- .npy header ---------------------------------------------------------- */
 typedef struct {
     char descr[8];     /* e.g. "<f4" */
@@ -267,9 +269,7 @@ int main(int argc, char **argv) {
         case 'l': labels = optarg; break;
         case 'b': bits = 1; break;
         case 'u': unpack = 1; break;
-        case 'h': fputs(usage, stdout); return 0;
-        case 'V': dh_version();
-        default: dh_bad_option(argv);
+        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
         }
     }
     if (optind >= argc) dh_usage_error("give a command: export or import (see dh-npy --help)");

@@ -29,6 +29,8 @@ static const char usage[] =
     "spooled to a temporary file, since the split needs two passes.\n"
     "Exit status: 0 ok, 1 damaged input or impossible split, 2 usage, 3 I/O error.\n";
 
+static void help(void) { fputs(usage, stdout); }
+
 static uint64_t splitmix(uint64_t *s) {
     uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -65,9 +67,7 @@ int main(int argc, char **argv) {
         case 'o': out = optarg; break;
         case 'r': rest = optarg; break;
         case 's': if (dh_parse_i64(optarg, INT64_MIN, INT64_MAX, &seed)) dh_usage_error("--seed: '%s' is not an integer", optarg); break;
-        case 'h': fputs(usage, stdout); return 0;
-        case 'V': dh_version();
-        default: dh_bad_option(argv);
+        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
         }
     }
     if (modes != 1) dh_usage_error("give exactly one of --count, --fraction, --per-class");
