@@ -50,21 +50,27 @@ else
   OPT   := -O3 -march=x86-64-v2 -g
   LDSAN :=
 endif
-CPPFLAGS := -Iformats -Ikernels -DDH_VERSION='"$(VERSION)"' -DDH_USE_CUDA=$(USE_CUDA) $(BLAS_CFLAGS) -D_FILE_OFFSET_BITS=64
+# Rooms (see kernels/README.md, formats/README.md): each folder is one part
+# of the system; headers are included by bare name, so every room is on the
+# include path, and tests/unit/test_layering.sh checks the direction.
+LIB_ROOMS  := kernels/base kernels/dk kernels/net kernels/hash kernels/search formats/stream formats/netspec formats/image
+PROG_ROOMS := formats/prog
+ROOMS      := $(LIB_ROOMS) $(PROG_ROOMS)
+CPPFLAGS := $(addprefix -I,$(ROOMS)) -DDH_VERSION='"$(VERSION)"' -DDH_USE_CUDA=$(USE_CUDA) $(BLAS_CFLAGS) -D_FILE_OFFSET_BITS=64
 CFLAGS   += $(CSTD) $(OPT) $(WARN) -pthread
 LDLIBS   := -larchive -ljpeg -lpng -lmsgpackc -llapacke $(BLAS_LIBS) -lz -lm -lpthread
 
 ifeq ($(USE_CUDA),1)
   CUDA_INC   := $(CUDA_HOME)/include
   CPPFLAGS   += -I$(CUDA_INC)
-  NVCCFLAGS  ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC,-Wall -Iformats -Ikernels -DDH_USE_CUDA=1 -lineinfo
+  NVCCFLAGS  ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC,-Wall $(addprefix -I,$(ROOMS)) -DDH_USE_CUDA=1 -lineinfo
   LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcurand -lcusolver -lcudart -lstdc++
 endif
 
 # ---- sources ------------------------------------------------------------------
-FMT_SRC  := $(wildcard formats/*.c)
-KER_SRC  := $(wildcard kernels/*.c)
-CU_SRC   := $(if $(filter 1,$(USE_CUDA)),$(wildcard kernels/*.cu))
+LIB_SRC  := $(foreach r,$(LIB_ROOMS),$(wildcard $(r)/*.c))
+PRG_SRC  := $(foreach r,$(PROG_ROOMS),$(wildcard $(r)/*.c))
+CU_SRC   := $(if $(filter 1,$(USE_CUDA)),$(foreach r,$(ROOMS),$(wildcard $(r)/*.cu)))
 PROG_SRC := $(wildcard bin/dh-*.c) $(wildcard tools/dh-*.c)
 PROGS    := $(patsubst %.c,$(BIND)/%,$(notdir $(PROG_SRC)))
 UTEST_SRC:= $(wildcard tests/unit/test_*.c)
@@ -74,9 +80,14 @@ GTESTS   := $(patsubst tests/gpu/%.c,$(TESTD)/gpu_%,$(GTEST_SRC))
 BENCH_SRC:= $(wildcard tests/bench/bench_*.c)
 BENCHES  := $(patsubst tests/bench/%.c,$(TESTD)/%,$(BENCH_SRC))
 
-FMT_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(FMT_SRC))
-KER_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(KER_SRC)) $(patsubst %.cu,$(OBJ)/%.cu.o,$(CU_SRC))
-LIBS    := $(LIBD)/libdhkernels.a $(LIBD)/libdhformats.a
+LIB_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC)) $(patsubst %.cu,$(OBJ)/%.cu.o,$(CU_SRC))
+PRG_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(PRG_SRC))
+# libdhprog.a: the program conventions (the one library that prints and
+# exits); libdeephash.a: everything else.
+LIBS    := $(LIBD)/libdhprog.a $(LIBD)/libdeephash.a
+# Headers for users of the library: every room's, less the internal ones.
+PRIVATE_HDRS := dk_impl.h dk_elem.h dhs_internal.h hash_linalg.h
+PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS),$(wildcard $(r)/*.h)))
 
 .PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo
 all: info $(PROGS) $(UTESTS) $(BENCHES)
@@ -92,11 +103,11 @@ $(OBJ)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 
-$(LIBD)/libdhformats.a: $(FMT_OBJ)
+$(LIBD)/libdhprog.a: $(PRG_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@; ar rcs $@ $^
 
-$(LIBD)/libdhkernels.a: $(KER_OBJ)
+$(LIBD)/libdeephash.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@; ar rcs $@ $^
 
@@ -143,9 +154,9 @@ fuzz:
 	@mkdir -p build/fuzz
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  case $$n in \
-	  fuzz_netspec) src="formats/dh_util.c formats/netspec.c"; libs="-lm";; \
-	  fuzz_ingest) src="formats/dh_util.c $(wildcard formats/ingest*.c)"; libs="-larchive -ljpeg -lpng -lz -lm -lpthread";; \
-	  *) src="formats/dh_util.c formats/dh_prog.c $(wildcard formats/dhs*.c)"; libs="-lmsgpackc -lz -lm";; \
+	  fuzz_netspec) src="kernels/base/dh_util.c formats/netspec/netspec.c"; libs="-lm";; \
+	  fuzz_ingest) src="kernels/base/dh_util.c $(wildcard formats/image/*.c)"; libs="-larchive -ljpeg -lpng -lz -lm -lpthread";; \
+	  *) src="kernels/base/dh_util.c formats/prog/dh_prog.c $(wildcard formats/stream/dhs*.c)"; libs="-lmsgpackc -lz -lm";; \
 	  esac; \
 	  corpus=tests/fuzz/corpus-$${n#fuzz_}; [ -d $$corpus ] || corpus=tests/fuzz/corpus; \
 	  echo "clang -fsanitize=fuzzer,address,undefined $$f"; \
@@ -167,7 +178,7 @@ install: all
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man7
 	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBS) $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 formats/*.h kernels/*.h $(DESTDIR)$(PREFIX)/include/deephash/
+	install -m 644 $(PUBLIC_HDRS) $(DESTDIR)$(PREFIX)/include/deephash/
 	for m in man/*.1; do [ -f "$$m" ] && install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man1/; done; true
 	for m in man/*.5; do [ -f "$$m" ] && install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man5/; done; true
 	for m in man/*.7; do [ -f "$$m" ] && install -m 644 $$m $(DESTDIR)$(PREFIX)/share/man/man7/; done; true

@@ -31,7 +31,7 @@
 #include "dhs.h"
 #include "dk.h"
 #include "dk_prog.h"
-#include "dk_rng.h"
+#include "dh_rng.h"
 #include "net.h"
 #include "netspec.h"
 #include "hashfn.h"
@@ -92,7 +92,7 @@ static void epoch_order(const ft_opts *o, int32_t *order, int64_t N, int epoch, 
     int64_t p = *cursor;
     for (int64_t i = 0; i < N; i++) {
         order[i] = (int32_t)p;
-        p = (p + 1 + dk_rng_below(o->seed ^ 0xabcdefULL, (uint64_t)epoch * (uint64_t)N + (uint64_t)i,
+        p = (p + 1 + dh_rng_below(o->seed ^ 0xabcdefULL, (uint64_t)epoch * (uint64_t)N + (uint64_t)i,
                                   (uint32_t)o->skip_max + 1)) % N;
     }
     *cursor = p;
@@ -245,7 +245,7 @@ static int run_features(void)
         W = dh_malloc(&e, (size_t)K * D, sizeof(float));
         b = dh_calloc(&e, (size_t)K, sizeof(float));
         if (!W || !b) dh_die_err(&e, NULL);
-        for (size_t t = 0; t < (size_t)K * D; t++) W[t] = dk_rng_normal(o->seed, t) / sqrtf((float)D);
+        for (size_t t = 0; t < (size_t)K * D; t++) W[t] = dh_rng_normal(o->seed, t) / sqrtf((float)D);
     }
     static dhs_table t;
     if (dhs_read_table(r, &t, 0, &e)) dh_die_err(&e, NULL);
@@ -363,7 +363,7 @@ static int run_features(void)
         const char *cls = dhs_meta_str(hm.meta, "method");
         if (cls) dhs_meta_set_str(out.meta, "init_method", cls);
     }
-    if (dhs_model_save(o->out, &out, &e)) dh_die_err(&e, o->out ? o->out : "<stdout>");
+    if (dh_model_save(o->out, &out, &e)) dh_die_err(&e, o->out ? o->out : "<stdout>");
     dhs_model_free(&out);
     dhs_model_free(&hm);
     dhs_table_free(&t);
@@ -434,7 +434,7 @@ static int run_images(void)
         hW = dh_malloc(&e, (size_t)K * D, sizeof(float));
         hb = dh_calloc(&e, (size_t)K, sizeof(float));
         if (!hW || !hb) dh_die_err(&e, NULL);
-        for (size_t i = 0; i < (size_t)K * D; i++) hW[i] = dk_rng_normal(o->seed ^ 0x4a5bULL, i) * sqrtf(1.0f / (float)D);
+        for (size_t i = 0; i < (size_t)K * D; i++) hW[i] = dh_rng_normal(o->seed ^ 0x4a5bULL, i) * sqrtf(1.0f / (float)D);
     }
     if (nw->spec.in[0] != C || nw->spec.in[1] != H || nw->spec.in[2] != Wd)
         dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network expects %dx%dx%d", iname, C, H, Wd,
@@ -580,7 +580,7 @@ static int run_images(void)
     dhs_meta_set_str(m, "stage", o->net_path ? "finetune" : "random-init");
     dhs_meta_set_int(m, "seed", (int64_t)o->seed);
     if (o->net_path) { dhs_meta_set_str(m, "init_net", o->net_path); dhs_meta_set_str(m, "init_hash", o->hash_path); }
-    if (dhs_model_save(o->out, &out, &e)) dh_die_err(&e, o->out ? o->out : "<stdout>");
+    if (dh_model_save(o->out, &out, &e)) dh_die_err(&e, o->out ? o->out : "<stdout>");
     dhs_model_free(&out);
     dhs_model_free(&nm);
     dhs_model_free(&hm);

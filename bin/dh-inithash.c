@@ -151,7 +151,7 @@ int main(int argc, char **argv)
         dhs_meta_set_int(model.meta, "seed", (int64_t)o.seed) || dhs_meta_set_int(model.meta, "train_rows", t.nrows))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     dh_meta_carry(model.meta, t.meta);
-    if (dhs_model_save(out, &model, &e)) dh_die_err(&e, out ? out : "<stdout>");
+    if (dh_model_save(out, &model, &e)) dh_die_err(&e, out ? out : "<stdout>");
     dhs_model_free(&model);
     dhs_table_free(&t);
     return DH_EXIT_OK;

@@ -3,6 +3,7 @@
  * the first output; the rest to the second. Rows keep their input order. */
 #include "dh_prog.h"
 #include "dhs.h"
+#include "dh_rng.h"
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -31,13 +32,7 @@ static const char usage[] =
 
 static void help(void) { fputs(usage, stdout); }
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-static uint64_t below(uint64_t *s, uint64_t n) { return splitmix(s) % n; }  /* n small relative to 2^64 */
+static uint64_t below(uint64_t *s, uint64_t n) { return dh_splitmix64(s) % n; }  /* n small relative to 2^64 */
 
 /* Mark k of the n indices in idx[] as selected (partial Fisher-Yates). */
 static void choose(int64_t *idx, int64_t n, int64_t k, uint8_t *sel, uint64_t *rng) {

@@ -21,6 +21,7 @@
 #include "evalmap.h"
 #include "hamming.h"
 #include "rank.h"
+#include "dh_rng.h"
 
 /* CPU seconds used by this process so far (user + system, all threads):
  * on a loaded machine wall time overstates the cost, CPU time does not. */
@@ -32,13 +33,7 @@ static double cpu_s(void)
 }
 
 static uint64_t rng_s = 42;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return dh_splitmix64(&rng_s); }
 
 /* 48-bit codes around 10 class centres, each bit flipped with p = 1/4 */
 static void clustered(int64_t n, uint64_t *w, int32_t *lab, const uint64_t *cen)

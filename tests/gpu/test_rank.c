@@ -9,15 +9,10 @@
 #include "evalmap.h"
 #include "hamming.h"
 #include "rank.h"
+#include "dh_rng.h"
 
 static uint64_t rng_s = 99;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return dh_splitmix64(&rng_s); }
 
 /* clustered codes in word form, padding bits clear */
 static void make(int64_t n, int bits, int nclass, uint64_t *w, int32_t *lab, const uint64_t *cen)

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "../unit/check.h"
 #include "dhs.h"
+#include "dh_prog.h"
 #include <stdint.h>
 #include <unistd.h>
 
@@ -335,7 +336,7 @@ static void t_model_roundtrip(void) {
     dhs_meta_set_str(m.meta, "model", "net");
     char path[] = "/tmp/dhs_model_XXXXXX";
     int fd = mkstemp(path); close(fd);
-    CHECKF(dhs_model_save(path, &m, &e) == 0, "%s", e.msg);
+    CHECKF(dh_model_save(path, &m, &e) == 0, "%s", e.msg);
     dhs_model m2;
     CHECKF(dhs_model_load(path, &m2, &e) == 0, "%s", e.msg);
     CHECK(m2.ntensors == 2);

@@ -12,7 +12,7 @@
 #include "check.h"
 #include "dk.h"
 #include "dk_elem.h"
-#include "dk_rng.h"
+#include "dh_rng.h"
 
 static uint64_t seed_ctr = 1;
 
@@ -534,14 +534,14 @@ static void t_schedules(void) {
 
 /* ---- RNG and initialisation --------------------------------------------------------------------------------- */
 static void t_rng(void) {
-    CHECK(dk_rng_u32(1, 0) == dk_rng_u32(1, 0));
-    CHECK(dk_rng_u32(1, 0) != dk_rng_u32(2, 0));
-    CHECK(dk_rng_u32(1, 0) != dk_rng_u32(1, 1));
+    CHECK(dh_rng_u32(1, 0) == dh_rng_u32(1, 0));
+    CHECK(dh_rng_u32(1, 0) != dh_rng_u32(2, 0));
+    CHECK(dh_rng_u32(1, 0) != dh_rng_u32(1, 1));
     /* moments */
     double s = 0, ss = 0, ns = 0, nss = 0;
     int n = 200000;
     for (int i = 0; i < n; i++) {
-        double u = dk_rng_uniform(7, (uint64_t)i), z = dk_rng_normal(7, (uint64_t)i);
+        double u = dh_rng_uniform(7, (uint64_t)i), z = dh_rng_normal(7, (uint64_t)i);
         CHECK(u >= 0.0 && u < 1.0);
         s += u; ss += u * u; ns += z; nss += z * z;
     }
@@ -696,8 +696,8 @@ static void t_tiny_training(void) {
     const float cx[K] = {-2, 2, 0}, cy[K] = {-1, -1, 2};
     for (int i = 0; i < N; i++) {
         lab[i] = i % K;
-        x.data[i * 2] = cx[lab[i]] + 0.7f * dk_rng_normal(5, 2 * (uint64_t)i);
-        x.data[i * 2 + 1] = cy[lab[i]] + 0.7f * dk_rng_normal(5, 2 * (uint64_t)i + 1);
+        x.data[i * 2] = cx[lab[i]] + 0.7f * dh_rng_normal(5, 2 * (uint64_t)i);
+        x.data[i * 2 + 1] = cy[lab[i]] + 0.7f * dh_rng_normal(5, 2 * (uint64_t)i + 1);
     }
     dh_err e;
     REQUIRE(dk_init_he(&w1, D, 1, &e) == 0 && dk_init_xavier(&w2, H, K, 2, &e) == 0);

@@ -3,6 +3,7 @@
  * training run that learns, save/load round trip, and model errors. */
 #include "check.h"
 #include "net.h"
+#include "dh_prog.h"
 #include <unistd.h>
 
 static const char *spec_all =
@@ -144,7 +145,7 @@ static void t_deterministic_and_roundtrip(void) {
     int fd = mkstemp(path);
     REQUIRE(fd >= 0);
     close(fd);
-    REQUIRE(dhs_model_save(path, &m, &e) == DH_OK);
+    REQUIRE(dh_model_save(path, &m, &e) == DH_OK);
     dhs_model_free(&m);
     dhs_model m2;
     REQUIRE(dhs_model_load(path, &m2, &e) == DH_OK);

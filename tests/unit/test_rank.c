@@ -12,15 +12,10 @@
 #include "dhs.h"
 #include "hamming.h"
 #include "rank.h"
+#include "dh_rng.h"
 
 static uint64_t rng_s = 88172645463325252ull;
-static uint64_t rnd(void)
-{
-    uint64_t z = (rng_s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return dh_splitmix64(&rng_s); }
 
 /* n byte-packed codes (n, ceil(bits/8)) clustered around nclass random
  * centres (each bit flipped with probability 1/flipdiv), labels = class. */

@@ -254,6 +254,15 @@ int dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e) {
     return 0;
 }
 
+int dh_model_save(const char *path, const dhs_model *m, dh_err *e) {
+    dh_outfile o;
+    int rc = dh_out_open(&o, path, e);
+    if (rc) return rc;
+    rc = dhs_model_write(o.f, o.path ? o.path : "<stdout>", m, e);
+    if (rc) { dh_out_abort(&o); return rc; }
+    return dh_out_commit(&o, e);
+}
+
 void dh_meta_carry(dhs_meta *out, const dhs_meta *in) {
     if (!in) return;
     const char *src = dhs_meta_str(in, "source");

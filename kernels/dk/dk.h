@@ -20,7 +20,7 @@
  *    dk_sync and functions that return a host value (loss, counts, sums)
  *    synchronise. A kernel failure may therefore be reported by a later
  *    call, always as DH_EDEVICE.
- *  - Randomness comes from a counter-based generator (dk_rng.h): element i
+ *  - Randomness comes from a counter-based generator (dh_rng.h): element i
  *    of a draw with seed s is a pure function of (s, offset + i), so the CPU
  *    and the GPU produce the same numbers and results do not depend on
  *    thread scheduling.
@@ -211,7 +211,7 @@ int dk_gap_forward(const dk_tensor *x, dk_tensor *y, dh_err *e);
 int dk_gap_backward(const dk_tensor *dy, dk_tensor *dx, dh_err *e);
 
 /* ---- dropout ----------------------------------------------------------------------- */
-/* Inverted dropout: element i is dropped iff dk_rng_uniform(seed, offset + i)
+/* Inverted dropout: element i is dropped iff dh_rng_uniform(seed, offset + i)
  * < p; mask[i] = 0 if dropped else 1/(1-p); y = x * mask. 0 <= p < 1.
  * Use a fresh offset (or seed) per step, e.g. offset = step * x->n.
  * x, y, mask: same shape (y may alias x). */
@@ -275,8 +275,8 @@ int dk_schedule_parse(const char *s, double base, dk_schedule *out, dh_err *e);
 double dk_schedule_lr(const dk_schedule *s, int64_t step, int64_t total, int64_t steps_per_epoch);
 
 /* ---- random numbers, initialisation, permutations -------------------------------------- */
-/* Counter-based: see dk_rng.h for the per-element functions
- * dk_rng_u32(seed, i), dk_rng_uniform(seed, i) in [0,1), dk_rng_normal(seed, i). */
+/* Counter-based: see dh_rng.h for the per-element functions
+ * dh_rng_u32(seed, i), dh_rng_uniform(seed, i) in [0,1), dh_rng_normal(seed, i). */
 /* t[i] = uniform in [lo, hi) from (seed, offset + i). */
 int dk_rand_uniform(dk_tensor *t, float lo, float hi, uint64_t seed, uint64_t offset, dh_err *e);
 /* t[i] = mean + std * normal(seed, offset + i). Generated on the host and

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "dh_util.h"
+#include "dh_rng.h"
 
 typedef enum { DH_SRC_AUTO = 0, DH_SRC_IMAGES, DH_SRC_CIFAR, DH_SRC_IDX } dh_src_kind;
 const char *dh_src_kind_name(dh_src_kind k);          /* "images","cifar-binary","idx" */
@@ -127,7 +128,6 @@ void dh_ingest_free(dh_ingest_set *s);
 /* Detect a source's kind from its content (a directory's file names). */
 int dh_ingest_detect(const char *path, dh_src_kind *k, dh_err *e);
 
-/* Deterministic PRNG used by --shuffle (splitmix64). */
-uint64_t dh_splitmix64(uint64_t *state);
+/* --shuffle draws from dh_splitmix64 (dh_rng.h). */
 
 #endif

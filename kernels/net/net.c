@@ -1,5 +1,6 @@
 /* net.c — network runtime over the kernel library (see net.h). */
 #include "net.h"
+#include "dh_rng.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,12 +159,6 @@ fail:
     return rc;
 }
 
-static uint64_t mix_seed(uint64_t seed, uint64_t k) {
-    uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (k + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 int net_init(net *n, uint64_t seed, dh_err *e) {
     int rc;
@@ -174,7 +169,7 @@ int net_init(net *n, uint64_t seed, dh_err *e) {
         net_layer *l = &n->L[i];
         if (s->type == NS_CONV || s->type == NS_FC) {
             int64_t fan_in = (int64_t)s->in[0] * (s->type == NS_CONV ? s->k * s->k : s->in[1] * s->in[2]);
-            if ((rc = dk_init_he(&n->params[l->pw].w, fan_in, mix_seed(seed, l->pw), e))) return rc;
+            if ((rc = dk_init_he(&n->params[l->pw].w, fan_in, dh_splitmix64_at(seed, l->pw), e))) return rc;
             if (l->pb >= 0 && (rc = dk_zero(&n->params[l->pb].w, e))) return rc;
         } else if (s->type == NS_BN) {
             if ((rc = dk_fill(&n->params[l->pw].w, 1.0f, e))) return rc;
@@ -184,7 +179,7 @@ int net_init(net *n, uint64_t seed, dh_err *e) {
         }
     }
     if (n->head_w >= 0) {
-        if ((rc = dk_init_xavier(&n->params[n->head_w].w, n->zdim, n->nclasses, mix_seed(seed, n->head_w), e))) return rc;
+        if ((rc = dk_init_xavier(&n->params[n->head_w].w, n->zdim, n->nclasses, dh_splitmix64_at(seed, n->head_w), e))) return rc;
         if ((rc = dk_zero(&n->params[n->head_b].w, e))) return rc;
     }
     for (int i = 0; i < n->nparams; i++)
@@ -285,7 +280,7 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             if (train && s->f > 0) {
                 dk_tensor M;
                 if ((rc = rows4(&l->mask, N, s->shape, &M, e))) return rc;
-                rc = dk_dropout_forward(&X, s->f, mix_seed(n->seed, 1000 + i), n->step * (uint64_t)Y.n, &Y, &M, e);
+                rc = dk_dropout_forward(&X, s->f, dh_splitmix64_at(n->seed, 1000 + i), n->step * (uint64_t)Y.n, &Y, &M, e);
             } else {
                 rc = dk_copy(&Y, &X, e);
             }

@@ -211,7 +211,6 @@ dhs_tensor *dhs_model_get(const dhs_model *m, const char *name, int ndim,
 int dhs_model_read(dhs_reader *r, dhs_model *m, dh_err *e);
 int dhs_model_load(const char *path, dhs_model *m, dh_err *e);   /* "-" = stdin */
 int dhs_model_write(FILE *f, const char *name, const dhs_model *m, dh_err *e);
-/* Atomic save to path (temp + rename), or stdout for NULL/"-". */
-int dhs_model_save(const char *path, const dhs_model *m, dh_err *e);
+/* Saving a model to a path atomically is dh_model_save (formats/prog). */
 
 #endif

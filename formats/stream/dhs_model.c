@@ -1,6 +1,6 @@
 /* dhs_model.c — models as streams: one named f32 tensor per row
  * (fields name:str, shape:i64[-1], data:f32[-1]; kind "model"). */
-#include "dh_prog.h"
+#include "dhs.h"
 #include "dhs.h"
 #include <stdlib.h>
 #include <string.h>
@@ -144,11 +144,3 @@ int dhs_model_write(FILE *f, const char *name, const dhs_model *m, dh_err *e) {
     return dhs_writer_close(w, e);
 }
 
-int dhs_model_save(const char *path, const dhs_model *m, dh_err *e) {
-    dh_outfile o;
-    int rc = dh_out_open(&o, path, e);
-    if (rc) return rc;
-    rc = dhs_model_write(o.f, o.path ? o.path : "<stdout>", m, e);
-    if (rc) { dh_out_abort(&o); return rc; }
-    return dh_out_commit(&o, e);
-}

@@ -43,13 +43,6 @@ void dh_ingest_opts_init(dh_ingest_opts *o) {
     o->lim = dh_ingest_default_limits;
 }
 
-uint64_t dh_splitmix64(uint64_t *state) {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* ---- small string sets ---------------------------------------------------------- */
 typedef struct strset { char **v; int n, cap; int last; } strset;
 

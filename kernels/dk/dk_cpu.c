@@ -543,7 +543,7 @@ int dk_sgd_step_cpu(float *w, const float *g, float *v, int64_t n, float lr, flo
 }
 
 int dk_rand_uniform_cpu(float *p, int64_t n, float lo, float hi, uint64_t seed, uint64_t offset, dh_err *e) {
-    for (int64_t i = 0; i < n; i++) p[i] = dk_lerp_rn(lo, hi, dk_rng_uniform(seed, offset + (uint64_t)i));
+    for (int64_t i = 0; i < n; i++) p[i] = dk_lerp_rn(lo, hi, dh_rng_uniform(seed, offset + (uint64_t)i));
     return 0;
 }
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "dk_impl.h"
-#include "dk_rng.h"
+#include "dh_rng.h"
 
 /* ---- dispatch ------------------------------------------------------------------- */
 static int no_cuda(dh_err *e) {
@@ -796,7 +796,7 @@ int dk_rand_normal(dk_tensor *t, float mean, float std, uint64_t seed, uint64_t 
     if (t->n == 0) return 0;
     float *h = t->dev == DK_CPU ? t->data : dh_malloc(e, (size_t)t->n, sizeof(float));
     if (!h) return e ? e->code : DH_ENOMEM;
-    for (int64_t i = 0; i < t->n; i++) h[i] = mean + std * dk_rng_normal(seed, offset + (uint64_t)i);
+    for (int64_t i = 0; i < t->n; i++) h[i] = mean + std * dh_rng_normal(seed, offset + (uint64_t)i);
     int rc = 0;
     if (t->dev != DK_CPU) { rc = dk_upload(t, h, t->n, e); free(h); }
     return rc;
@@ -817,7 +817,7 @@ int dk_init_xavier(dk_tensor *w, int64_t fan_in, int64_t fan_out, uint64_t seed,
 void dk_permutation(int32_t *out, int64_t n, uint64_t seed, uint64_t stream) {
     for (int64_t i = 0; i < n; i++) out[i] = (int32_t)i;
     for (int64_t i = n - 1; i > 0; i--) {
-        int64_t j = dk_rng_below(seed, (stream << 32) + (uint64_t)i, (uint32_t)(i + 1));
+        int64_t j = dh_rng_below(seed, (stream << 32) + (uint64_t)i, (uint32_t)(i + 1));
         int32_t t = out[i]; out[i] = out[j]; out[j] = t;
     }
 }

@@ -88,6 +88,11 @@ void dh_out_abort(dh_outfile *o);               /* close and unlink temp */
  * output per program; o must last until exit (a static). */
 int  dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e);
 
+/* Save a model atomically to path (temporary file + rename), or to stdout
+ * for NULL or "-": dh_out_open, dhs_model_write, dh_out_commit. */
+struct dhs_model;
+int  dh_model_save(const char *path, const struct dhs_model *m, dh_err *e);
+
 /* Provenance an output carries over from its input's meta (in may be NULL):
  * "source" when it is a string, "classes" when it is a non-empty array of
  * strings. Best effort: what cannot be copied is left out. */

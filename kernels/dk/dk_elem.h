@@ -1,43 +1,43 @@
 /* dk_elem.h — per-element arithmetic shared by the CPU and CUDA backends.
  *
- * Each function is `static inline DK_HD`, so the CPU reference and the CUDA
+ * Each function is `static inline DH_HOSTDEV`, so the CPU reference and the CUDA
  * kernels run the same expression and the CPU unit tests exercise it.
  */
 #ifndef DK_ELEM_H
 #define DK_ELEM_H
 #include <math.h>
 #include <stdint.h>
-#include "dk_rng.h"
+#include "dh_rng.h"
 
 #define DK_SQRT1_2   0.70710678118654752440f   /* 1/sqrt(2)      */
 #define DK_INVSQRT2PI 0.39894228040143267794f  /* 1/sqrt(2 pi)   */
 
-static inline DK_HD float dk_relu_f(float x) { return x > 0.0f ? x : 0.0f; }
-static inline DK_HD float dk_relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
+static inline DH_HOSTDEV float dk_relu_f(float x) { return x > 0.0f ? x : 0.0f; }
+static inline DH_HOSTDEV float dk_relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
 
 /* Exact GELU: x Phi(x). */
-static inline DK_HD float dk_gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * DK_SQRT1_2)); }
-static inline DK_HD float dk_gelu_grad(float x, float dy) {
+static inline DH_HOSTDEV float dk_gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * DK_SQRT1_2)); }
+static inline DH_HOSTDEV float dk_gelu_grad(float x, float dy) {
     float cdf = 0.5f * (1.0f + erff(x * DK_SQRT1_2));
     float pdf = DK_INVSQRT2PI * expf(-0.5f * x * x);
     return dy * (cdf + x * pdf);
 }
 
-static inline DK_HD float dk_sigmoid_f(float x) {
+static inline DH_HOSTDEV float dk_sigmoid_f(float x) {
     /* stable for large |x| */
     if (x >= 0.0f) { float z = expf(-x); return 1.0f / (1.0f + z); }
     float z = expf(x); return z / (1.0f + z);
 }
-static inline DK_HD float dk_sigmoid_grad(float y, float dy) { return dy * y * (1.0f - y); }
-static inline DK_HD float dk_tanh_grad(float y, float dy) { return dy * (1.0f - y * y); }
+static inline DH_HOSTDEV float dk_sigmoid_grad(float y, float dy) { return dy * y * (1.0f - y); }
+static inline DH_HOSTDEV float dk_tanh_grad(float y, float dy) { return dy * (1.0f - y * y); }
 
 /* Inverted dropout mask value for element i. */
-static inline DK_HD float dk_dropout_mask(uint64_t seed, uint64_t i, float p) {
-    return dk_rng_uniform(seed, i) < p ? 0.0f : 1.0f / (1.0f - p);
+static inline DH_HOSTDEV float dk_dropout_mask(uint64_t seed, uint64_t i, float p) {
+    return dh_rng_uniform(seed, i) < p ? 0.0f : 1.0f / (1.0f - p);
 }
 
 /* One SGD element update (PyTorch semantics); updates *w and *v. */
-static inline DK_HD void dk_sgd_elem(float *w, float g, float *v, float lr, float mom,
+static inline DH_HOSTDEV void dk_sgd_elem(float *w, float g, float *v, float lr, float mom,
                                      float wd, int nesterov) {
     g += wd * *w;
     if (mom != 0.0f) {
@@ -49,7 +49,7 @@ static inline DK_HD void dk_sgd_elem(float *w, float g, float *v, float lr, floa
 }
 
 /* a*x - b without a fused multiply-add, so CPU and GPU round identically. */
-static inline DK_HD float dk_affine_rn(float x, float a, float b) {
+static inline DH_HOSTDEV float dk_affine_rn(float x, float a, float b) {
 #ifdef __CUDA_ARCH__
     return __fsub_rn(__fmul_rn(x, a), b);
 #else
@@ -59,7 +59,7 @@ static inline DK_HD float dk_affine_rn(float x, float a, float b) {
 }
 
 /* lo + (hi - lo) u, without fused multiply-add (identical on both devices). */
-static inline DK_HD float dk_lerp_rn(float lo, float hi, float u) {
+static inline DH_HOSTDEV float dk_lerp_rn(float lo, float hi, float u) {
 #ifdef __CUDA_ARCH__
     return __fadd_rn(lo, __fmul_rn(hi - lo, u));
 #else
@@ -70,20 +70,20 @@ static inline DK_HD float dk_lerp_rn(float lo, float hi, float u) {
 
 /* Augmentation draws for output row r: crop offsets in [0, 2 pad] and flip. */
 typedef struct { int oy, ox, flip; } dk_aug_draw;
-static inline DK_HD dk_aug_draw dk_aug_draws(uint64_t seed, uint64_t row, int pad, int flip) {
+static inline DH_HOSTDEV dk_aug_draw dk_aug_draws(uint64_t seed, uint64_t row, int pad, int flip) {
     dk_aug_draw d;
     uint64_t base = 4 * row;
-    d.oy = pad > 0 ? (int)dk_rng_below(seed, base + 0, (uint32_t)(2 * pad + 1)) : pad;
-    d.ox = pad > 0 ? (int)dk_rng_below(seed, base + 1, (uint32_t)(2 * pad + 1)) : pad;
-    d.flip = flip ? (int)(dk_rng_u32(seed, base + 2) >> 31) : 0;
+    d.oy = pad > 0 ? (int)dh_rng_below(seed, base + 0, (uint32_t)(2 * pad + 1)) : pad;
+    d.ox = pad > 0 ? (int)dh_rng_below(seed, base + 1, (uint32_t)(2 * pad + 1)) : pad;
+    d.flip = flip ? (int)(dh_rng_u32(seed, base + 2) >> 31) : 0;
     return d;
 }
 /* Source coordinates of output pixel (y, x) for a draw; -1 when outside. */
-static inline DK_HD int dk_aug_src_y(dk_aug_draw d, int y, int pad, int H) {
+static inline DH_HOSTDEV int dk_aug_src_y(dk_aug_draw d, int y, int pad, int H) {
     int sy = y + d.oy - pad;
     return (sy >= 0 && sy < H) ? sy : -1;
 }
-static inline DK_HD int dk_aug_src_x(dk_aug_draw d, int x, int pad, int W) {
+static inline DH_HOSTDEV int dk_aug_src_x(dk_aug_draw d, int x, int pad, int W) {
     int xx = d.flip ? W - 1 - x : x;
     int sx = xx + d.ox - pad;
     return (sx >= 0 && sx < W) ? sx : -1;
@@ -93,7 +93,7 @@ typedef struct { int64_t H, W, OH, OW; int k, s, p; } dk_poolgeom;
 
 /* Index within the image of the first maximum of window (oh, ow); -1 if the
  * window holds no real pixel. Padded positions never win. */
-static inline DK_HD int64_t dk_pool_argmax(const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
+static inline DH_HOSTDEV int64_t dk_pool_argmax(const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
     int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p, best = -1;
     float bv = 0.0f;
     for (int64_t i = h0; i < h0 + g.k; i++) {
@@ -108,7 +108,7 @@ static inline DK_HD int64_t dk_pool_argmax(const float *img, dk_poolgeom g, int6
 }
 
 /* Output (oh, ow): maximum, or the sum over the window divided by k*k. */
-static inline DK_HD float dk_pool_out(int avg, const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
+static inline DH_HOSTDEV float dk_pool_out(int avg, const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
     if (!avg) {
         int64_t b = dk_pool_argmax(img, g, oh, ow);
         return b >= 0 ? img[b] : 0.0f;
@@ -126,7 +126,7 @@ static inline DK_HD float dk_pool_out(int avg, const float *img, dk_poolgeom g, 
 /* Gradient of input pixel (ih, iw) from every window containing it, in
  * ascending (oh, ow) order. d: the output gradient (OH, OW); img: the
  * forward input (max pooling only). */
-static inline DK_HD float dk_pool_grad_pixel(int avg, const float *img, const float *d, dk_poolgeom g,
+static inline DH_HOSTDEV float dk_pool_grad_pixel(int avg, const float *img, const float *d, dk_poolgeom g,
                                              int64_t ih, int64_t iw) {
     /* windows with oh*s - p <= ih < oh*s - p + k */
     int64_t lo_h = ih + g.p - g.k + 1, lo_w = iw + g.p - g.k + 1;
@@ -146,7 +146,7 @@ static inline DK_HD float dk_pool_grad_pixel(int avg, const float *img, const fl
 /* ---- softmax cross-entropy of one row (K logits z, label y) -------------------------
  * Loss (in double) and whether the first argmax is y; if g is non-NULL it
  * receives (softmax - target) * scale; g may alias z. */
-static inline DK_HD double dk_xent_row(const float *z, int64_t K, int32_t y, float smoothing,
+static inline DH_HOSTDEV double dk_xent_row(const float *z, int64_t K, int32_t y, float smoothing,
                                        float scale, float *g, int *correct) {
     float off = smoothing / (float)K, on = 1.0f - smoothing + off;
     float mx = z[0];
@@ -169,7 +169,7 @@ static inline DK_HD double dk_xent_row(const float *z, int64_t K, int32_t y, flo
 }
 
 /* Softmax of one row; p may alias z. */
-static inline DK_HD void dk_softmax_row(const float *z, float *p, int64_t K) {
+static inline DH_HOSTDEV void dk_softmax_row(const float *z, float *p, int64_t K) {
     float mx = z[0];
     for (int64_t k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
     double s = 0;

@@ -22,7 +22,7 @@
 #include <cblas.h>
 #include "hashfn.h"
 #include "hash_linalg.h"
-#include "dk_rng.h"
+#include "dh_rng.h"
 
 static int cmp_i32(const void *a, const void *b)
 {
@@ -102,14 +102,14 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
     /* Xavier-style initialisation */
     uint64_t ctr = 0;
     float sw = (float)sqrt(1.0 / D), sv = (float)sqrt(1.0 / K);
-    for (size_t t = 0; t < (size_t)K * D; t++) W[t] = sw * dk_rng_normal(seed, ctr++);
-    for (size_t t = 0; t < (size_t)C * K; t++) V[t] = sv * dk_rng_normal(seed, ctr++);
+    for (size_t t = 0; t < (size_t)K * D; t++) W[t] = sw * dh_rng_normal(seed, ctr++);
+    for (size_t t = 0; t < (size_t)C * K; t++) V[t] = sv * dh_rng_normal(seed, ctr++);
     for (int64_t i = 0; i < N; i++) perm[i] = i;
 
     double loss = 0; int64_t correct = 0, seen = 0;
     for (int ep = 0; ep < epochs; ep++) {
         for (int64_t i = N - 1; i > 0; i--) {   /* reshuffle every epoch */
-            int64_t j = (int64_t)(((uint64_t)dk_rng_u32(seed ^ 0x5eedULL, ctr++) * (uint64_t)(i + 1)) >> 32);
+            int64_t j = (int64_t)(((uint64_t)dh_rng_u32(seed ^ 0x5eedULL, ctr++) * (uint64_t)(i + 1)) >> 32);
             int64_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
         }
         loss = 0; correct = 0; seen = 0;

@@ -721,7 +721,7 @@ int dk_sgd_step_cuda(float *w, const float *g, float *v, int64_t n, float lr, fl
 }
 
 __global__ void k_rand_uniform(float *p, int64_t n, float lo, float hi, uint64_t seed, uint64_t offset) {
-    GRID_LOOP(i, n) p[i] = dk_lerp_rn(lo, hi, dk_rng_uniform(seed, offset + (uint64_t)i));
+    GRID_LOOP(i, n) p[i] = dk_lerp_rn(lo, hi, dh_rng_uniform(seed, offset + (uint64_t)i));
 }
 
 int dk_rand_uniform_cuda(float *p, int64_t n, float lo, float hi, uint64_t seed, uint64_t offset, dh_err *e) {

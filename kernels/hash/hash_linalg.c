@@ -8,20 +8,13 @@
 #include <cblas.h>
 #include <lapacke.h>
 #include "hash_linalg.h"
+#include "dh_rng.h"
 
 /* ---- random numbers ------------------------------------------------------ */
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 void hl_rng_seed(hl_rng *r, uint64_t seed)
 {
     uint64_t x = seed;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++) r->s[i] = dh_splitmix64(&x);
     r->have_spare = 0;
     r->spare = 0;
 }
