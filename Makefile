@@ -41,7 +41,7 @@ TESTD := $(BUILD)/tests
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 
-WARN    := -Wall -Wextra -Wno-unused-parameter
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-parameter
 CSTD    := -std=gnu11
 ifeq ($(V),san)
   OPT   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -63,7 +63,7 @@ LDLIBS   := -larchive -ljpeg -lpng -lmsgpackc -llapacke $(BLAS_LIBS) -lz -lm -lp
 ifeq ($(USE_CUDA),1)
   CUDA_INC   := $(CUDA_HOME)/include
   CPPFLAGS   += -I$(CUDA_INC)
-  NVCCFLAGS  ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC,-Wall $(addprefix -I,$(ROOMS)) -DDH_USE_CUDA=1 -lineinfo
+  NVCCFLAGS  ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC,-Wall,-Wshadow $(addprefix -I,$(ROOMS)) -DDH_USE_CUDA=1 -lineinfo
   LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcurand -lcusolver -lcudart -lstdc++
 endif
 

@@ -19,8 +19,7 @@
 #include "net.h"
 #include "hashfn.h"
 
-static void usage(void)
-{
+static void usage(void) {
     printf("Usage: %s -m MODEL [OPTION]... [INPUT]\n"
            "Encode an images stream (deep hash model) or a features stream (hash model)\n"
            "into a codes stream of packed bits. INPUT defaults to standard input.\n\n"
@@ -39,45 +38,49 @@ static void usage(void)
 typedef struct enc {
     dhs_model model;
     dh_hashfn h;
-    net *nw;              /* images only */
+    net *nw; /* images only */
     dk_device dev;
     int images;
-    int fin, fl, fid;     /* input field indices (pixels or z; label; id) */
+    int fin, fl, fid; /* input field indices (pixels or z; label; id) */
     int64_t B;
-    float *z;             /* (B, D) host */
-    float *u;             /* (B, K) */
-    uint8_t *codes;       /* (B, nb) */
-    uint8_t *dpix;        /* device copy of a batch of pixels */
-    dk_tensor x;          /* (B, C, H, W) */
-    uint32_t *idlen;      /* (B) */
+    float *z;        /* (B, D) host */
+    float *u;        /* (B, K) */
+    uint8_t *codes;  /* (B, nb) */
+    uint8_t *dpix;   /* device copy of a batch of pixels */
+    dk_tensor x;     /* (B, C, H, W) */
+    uint32_t *idlen; /* (B) */
 } enc;
 
-static enc E;   /* global: reachable from exit paths */
+static enc E; /* global: reachable from exit paths */
 
-static void fail(dhs_writer *w, dh_outfile *of, const dh_err *e, const char *ctx)
-{
+static void fail(dhs_writer *w, dh_outfile *of, const dh_err *e, const char *ctx) {
     if (w) dhs_writer_abort(w);
     if (of) dh_out_abort(of);
     dh_die_err(e, ctx);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     dh_prog_init("dh-encode", argc, argv);
     const char *mpath = NULL, *out = NULL, *device = NULL;
     int64_t B = 256;
     enum { O_PROG = 256 };
-    static const struct option lo[] = {
-        { "model", 1, 0, 'm' }, { "batch", 1, 0, 'B' }, { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' },
-        DH_COMMON_LONGOPTS(O_PROG) };
+    static const struct option lo[] = { { "model", 1, 0, 'm' },
+                                        { "batch", 1, 0, 'B' },
+                                        { "device", 1, 0, 'd' },
+                                        { "output", 1, 0, 'o' },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     while ((c = getopt_long(argc, argv, "m:B:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'm': mpath = optarg; break;
-        case 'B': if (dh_parse_i64(optarg, 1, 1 << 20, &B)) dh_usage_error("--batch: '%s' is not an integer in 1..%d", optarg, 1 << 20); break;
+        case 'B':
+            if (dh_parse_i64(optarg, 1, 1 << 20, &B))
+                dh_usage_error("--batch: '%s' is not an integer in 1..%d", optarg, 1 << 20);
+            break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
-        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
+        default:
+            if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
     if (!mpath) dh_usage_error("no model: use -m MODEL");
@@ -90,7 +93,9 @@ int main(int argc, char **argv)
     if (!mk) dh_die(DH_EXIT_FAIL, "%s: not a model (meta \"model\" missing)", mpath);
     int deep = strcmp(mk, "deephash") == 0;
     if (!deep && strcmp(mk, "hash") != 0)
-        dh_die(DH_EXIT_FAIL, "%s: a '%s' model: dh-encode needs a hash model (dh-inithash) or a deep hash model (dh-finetune)", mpath, mk);
+        dh_die(DH_EXIT_FAIL,
+               "%s: a '%s' model: dh-encode needs a hash model (dh-inithash) or a deep hash model (dh-finetune)", mpath,
+               mk);
     if (dh_hashfn_bind(&E.h, &E.model, deep ? "hash." : "", &e)) dh_die_err(&e, mpath);
     const int K = E.h.K, D = E.h.D, nb = (K + 7) / 8;
 
@@ -99,7 +104,11 @@ int main(int argc, char **argv)
     const dhs_schema *s = dhs_reader_schema(r);
     const char *iname = dh_in_name(in);
     if (strcmp(s->kind, "images") == 0) {
-        if (!deep) dh_die(DH_EXIT_FAIL, "%s: an images stream needs a deep hash model (dh-finetune); %s is a shallow hash model: encode features instead", iname, mpath);
+        if (!deep)
+            dh_die(DH_EXIT_FAIL,
+                   "%s: an images stream needs a deep hash model (dh-finetune); %s is a shallow hash model: encode "
+                   "features instead",
+                   iname, mpath);
         E.images = 1;
         E.fin = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
         if (E.fin < 0) dh_die_err(&e, iname);
@@ -179,8 +188,7 @@ int main(int argc, char **argv)
                     dk_tensor_rows(&E.x, 0, n, &xb, &e) ||
                     dk_images_augment(E.dpix, n, (int)f->shape[0], (int)f->shape[1], (int)f->shape[2], NULL, 0, 0,
                                       E.nw->mean, E.nw->std, 0, 0, &xb, &e) ||
-                    net_forward_to_z(E.nw, &xb, 0, &zt, &e) ||
-                    dk_download(&zt, E.z, n * D, &e))
+                    net_forward_to_z(E.nw, &xb, 0, &zt, &e) || dk_download(&zt, E.z, n * D, &e))
                     fail(w, &of, &e, iname);
                 zb = E.z;
             } else {
@@ -211,12 +219,22 @@ int main(int argc, char **argv)
     }
     if (rc != DH_EOF) fail(w, &of, &e, NULL);
     dh_progress_end(&pr, done);
-    if (dhs_writer_close(w, &e)) { dh_out_abort(&of); dh_die_err(&e, out ? out : "<stdout>"); }
+    if (dhs_writer_close(w, &e)) {
+        dh_out_abort(&of);
+        dh_die_err(&e, out ? out : "<stdout>");
+    }
     if (dh_out_commit(&of, &e)) dh_die_err(&e, out);
     dhs_close(r);
     if (E.nw) net_free(E.nw);
-    if (E.images) { dk_tensor_free(&E.x); dk_mem_free(E.dev, E.dpix); dk_shutdown(); }
-    free(E.z); free(E.u); free(E.codes); free(E.idlen);
+    if (E.images) {
+        dk_tensor_free(&E.x);
+        dk_mem_free(E.dev, E.dpix);
+        dk_shutdown();
+    }
+    free(E.z);
+    free(E.u);
+    free(E.codes);
+    free(E.idlen);
     dhs_model_free(&E.model);
     return DH_EXIT_OK;
 }

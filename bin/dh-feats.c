@@ -30,7 +30,8 @@ static void usage(void) {
            "      --progress     progress line even when stderr is not a terminal\n"
            "  -h, --help         show this help and exit\n"
            "  -V, --version      show the version and exit\n\n"
-           "See dh-feats(1).\n", dh_progname);
+           "See dh-feats(1).\n",
+           dh_progname);
 }
 
 /* Removed at exit unless committed: a failed run leaves no file. */
@@ -41,17 +42,22 @@ int main(int argc, char **argv) {
     const char *model = NULL, *device = NULL, *out = NULL;
     int batch = 256;
     enum { O_PROG = 256 };
-    static const struct option lo[] = {
-        {"model", 1, 0, 'm'}, {"batch", 1, 0, 'b'}, {"device", 1, 0, 'd'}, {"output", 1, 0, 'o'},
-        DH_COMMON_LONGOPTS(O_PROG)};
+    static const struct option lo[] = { { "model", 1, 0, 'm' },
+                                        { "batch", 1, 0, 'b' },
+                                        { "device", 1, 0, 'd' },
+                                        { "output", 1, 0, 'o' },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     while ((c = getopt_long(argc, argv, "m:b:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
-        case 'b': if (dh_parse_int(optarg, 1, 1 << 16, &batch)) dh_usage_error("--batch: bad value '%s'", optarg); break;
+        case 'b':
+            if (dh_parse_int(optarg, 1, 1 << 16, &batch)) dh_usage_error("--batch: bad value '%s'", optarg);
+            break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
-        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
+        default:
+            if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
     if (!model) dh_usage_error("no model: give -m MODEL");
@@ -104,10 +110,8 @@ int main(int argc, char **argv) {
     if (!om) dh_die(DH_EXIT_NOMEM, "out of memory");
     const char *zname = dhs_meta_str(m.meta, "zname");
     if (dhs_meta_set_str(om, "program", "dh-feats") || dhs_meta_set_str(om, "cmdline", dh_cmdline()) ||
-        dhs_meta_set_str(om, "model_file", model) ||
-        dhs_meta_set_str(om, "model_net", n->spec.text) ||
-        dhs_meta_set_str(om, "feature_layer", zname ? zname : "z") ||
-        dhs_meta_set_int(om, "zdim", D) ||
+        dhs_meta_set_str(om, "model_file", model) || dhs_meta_set_str(om, "model_net", n->spec.text) ||
+        dhs_meta_set_str(om, "feature_layer", zname ? zname : "z") || dhs_meta_set_int(om, "zdim", D) ||
         (dhs_meta_str(m.meta, "cmdline") && dhs_meta_set_str(om, "model_cmdline", dhs_meta_str(m.meta, "cmdline"))))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (ic <= 0 && mc > 0) {
@@ -119,12 +123,15 @@ int main(int argc, char **argv) {
     }
     if (dh_out_open_guarded(&of, out, &e)) dh_die_err(&e, NULL);
     dhs_writer *w = dhs_writer_open(of.f, out ? out : "<stdout>", &os, om, &e);
-    if (!w) { dh_out_abort(&of); dh_die_err(&e, NULL); }
+    if (!w) {
+        dh_out_abort(&of);
+        dh_die_err(&e, NULL);
+    }
     dhs_meta_free(om);
 
     size_t img = (size_t)C * H * W;
     uint8_t *pix_dev = NULL;
-    dk_tensor xbuf = {0};
+    dk_tensor xbuf = { 0 };
     if (dk_mem_alloc(dev, (size_t)batch * img, (void **)&pix_dev, &e) ||
         dk_tensor_alloc4(&xbuf, dev, 4, batch, C, H, W, &e))
         dh_die_err(&e, dk_device_name(dev));
@@ -139,10 +146,15 @@ int main(int argc, char **argv) {
     while ((rc = dhs_read_chunk(r, &ch, &e)) == DH_OK) {
         int64_t N = ch->nrows;
         if (N > zcap) {
-            free(zh); free(lens);
+            free(zh);
+            free(lens);
             zh = malloc((size_t)N * D * sizeof *zh);
             lens = malloc((size_t)N * sizeof *lens);
-            if (!zh || !lens) { dhs_writer_abort(w); dh_out_abort(&of); dh_die(DH_EXIT_NOMEM, "out of memory"); }
+            if (!zh || !lens) {
+                dhs_writer_abort(w);
+                dh_out_abort(&of);
+                dh_die(DH_EXIT_NOMEM, "out of memory");
+            }
             zcap = N;
         }
         const uint8_t *px = ch->col[fp];
@@ -152,28 +164,40 @@ int main(int argc, char **argv) {
             if (dk_mem_upload(dev, pix_dev, px + (size_t)s0 * img, (size_t)nb * img, &e) ||
                 dk_tensor_rows(&xbuf, 0, nb, &x, &e) ||
                 dk_images_augment(pix_dev, nb, C, H, W, NULL, 0, 0, n->mean, n->std, 0, 0, &x, &e) ||
-                net_forward_to_z(n, &x, 0, &z, &e) ||
-                dk_download(&z, zh + (size_t)s0 * D, nb * D, &e)) {
-                dhs_writer_abort(w); dh_out_abort(&of);
+                net_forward_to_z(n, &x, 0, &z, &e) || dk_download(&z, zh + (size_t)s0 * D, nb * D, &e)) {
+                dhs_writer_abort(w);
+                dh_out_abort(&of);
                 dh_die_err(&e, "forward");
             }
         }
         for (int64_t i = 0; i < N; i++) lens[i] = (uint32_t)(ch->off[fi][i + 1] - ch->off[fi][i]);
-        const void *cols[3] = {zh, ch->col[fl], ch->col[fi]};
-        const uint32_t *lv[3] = {NULL, NULL, lens};
-        if (dhs_write_rows(w, N, cols, lv, &e)) { dhs_writer_abort(w); dh_out_abort(&of); dh_die_err(&e, NULL); }
+        const void *cols[3] = { zh, ch->col[fl], ch->col[fi] };
+        const uint32_t *lv[3] = { NULL, NULL, lens };
+        if (dhs_write_rows(w, N, cols, lv, &e)) {
+            dhs_writer_abort(w);
+            dh_out_abort(&of);
+            dh_die_err(&e, NULL);
+        }
         dh_progress_update(&prog, dhs_reader_rows(r));
     }
-    if (rc != DH_EOF) { dhs_writer_abort(w); dh_out_abort(&of); dh_die_err(&e, NULL); }
+    if (rc != DH_EOF) {
+        dhs_writer_abort(w);
+        dh_out_abort(&of);
+        dh_die_err(&e, NULL);
+    }
     int64_t rows = dhs_reader_rows(r);
     dh_progress_end(&prog, rows);
-    if (dhs_writer_close(w, &e)) { dh_out_abort(&of); dh_die_err(&e, NULL); }
+    if (dhs_writer_close(w, &e)) {
+        dh_out_abort(&of);
+        dh_die_err(&e, NULL);
+    }
     if (dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
     double dt = dh_now() - t0;
     dh_note("%lld images -> %d-D features in %.1f s (%.0f images/s, %s)", (long long)rows, D, dt,
             rows / (dt > 0 ? dt : 1e-9), dk_device_name(dev));
     dhs_close(r);
-    free(zh); free(lens);
+    free(zh);
+    free(lens);
     dk_mem_free(dev, pix_dev);
     dk_tensor_free(&xbuf);
     net_free(n);

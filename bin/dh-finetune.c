@@ -46,7 +46,7 @@ typedef struct ft_opts {
     const char *net_path, *hash_path, *arch, *out, *in, *device;
     int features;
     int loss;
-    double loss_scale;      /* 0 = the loss's default */
+    double loss_scale; /* 0 = the loss's default */
     double lr, backbone_lr, momentum, wd, hash_wd;
     int lr_set, backbone_lr_set, wd_set, hash_wd_set, bits_set;
     int freeze;
@@ -56,35 +56,31 @@ typedef struct ft_opts {
     int skip_max;
     int pad, flip, augment_set;
     uint64_t seed;
-    int K;                  /* random init only */
-    int precond;            /* 1: hash layer trained on (z - m) / r (see znorm_stats) */
+    int K;       /* random init only */
+    int precond; /* 1: hash layer trained on (z - m) / r (see znorm_stats) */
     int precond_set;
 } ft_opts;
 
 static ft_opts O;
 
 /* ---------------------------------------------------------------------------- */
-static double lr_factor(const ft_opts *o, int64_t step, int64_t total_steps, int epoch)
-{
+static double lr_factor(const ft_opts *o, int64_t step, int64_t total_steps, int epoch) {
     switch (o->sched) {
-    case SCHED_STEP: {   /* the paper's: x0.1 at 50% and 75% of the epochs */
+    case SCHED_STEP: { /* the paper's: x0.1 at 50% and 75% of the epochs */
         double f = 1.0;
         if (epoch >= (o->epochs + 1) / 2 && o->epochs > 1) f *= 0.1;
         if (epoch >= (3 * o->epochs + 3) / 4 && o->epochs > 3) f *= 0.1;
         return f;
     }
-    case SCHED_COSINE:
-        return total_steps > 0 ? 0.5 * (1.0 + cos(M_PI * (double)step / (double)total_steps)) : 1.0;
-    default:
-        return 1.0;
+    case SCHED_COSINE: return total_steps > 0 ? 0.5 * (1.0 + cos(M_PI * (double)step / (double)total_steps)) : 1.0;
+    default: return 1.0;
     }
 }
 
 /* Rows of one epoch's batches: shuffle (a fresh permutation each epoch) or
  * the paper's sampling (walk the data in order, skipping a random 0..skip_max
  * rows after each pick). order (N). */
-static void epoch_order(const ft_opts *o, int32_t *order, int64_t N, int epoch, int64_t *cursor)
-{
+static void epoch_order(const ft_opts *o, int32_t *order, int64_t N, int epoch, int64_t *cursor) {
     if (o->sampling == SAMP_SHUFFLE) {
         dk_permutation(order, N, o->seed, 1000 + (uint64_t)epoch);
         return;
@@ -92,14 +88,15 @@ static void epoch_order(const ft_opts *o, int32_t *order, int64_t N, int epoch, 
     int64_t p = *cursor;
     for (int64_t i = 0; i < N; i++) {
         order[i] = (int32_t)p;
-        p = (p + 1 + dh_rng_below(o->seed ^ 0xabcdefULL, (uint64_t)epoch * (uint64_t)N + (uint64_t)i,
-                                  (uint32_t)o->skip_max + 1)) % N;
+        p = (p + 1 +
+             dh_rng_below(o->seed ^ 0xabcdefULL, (uint64_t)epoch * (uint64_t)N + (uint64_t)i,
+                          (uint32_t)o->skip_max + 1)) %
+            N;
     }
     *cursor = p;
 }
 
-static dh_hashloss_opts loss_opts(const ft_opts *o, int K)
-{
+static dh_hashloss_opts loss_opts(const ft_opts *o, int K) {
     dh_hashloss_opts lo;
     lo.norm = o->loss == LOSS_PAPER ? DH_HL_SUM : o->loss == LOSS_BALANCED ? DH_HL_BALANCED : DH_HL_MEAN;
     lo.scale = o->loss_scale > 0 ? o->loss_scale : (o->loss == LOSS_PAPER ? 1.0 : (double)K * K);
@@ -107,25 +104,26 @@ static dh_hashloss_opts loss_opts(const ft_opts *o, int K)
 }
 
 /* Load the stage-2 hash layer as W (K, D), b (K) (a "mean" is folded into b). */
-static void load_hash(const char *path, dhs_model *hm, float **W, float **b, int *K, int *D)
-{
+static void load_hash(const char *path, dhs_model *hm, float **W, float **b, int *K, int *D) {
     dh_err e;
     dh_hashfn h;
     if (dhs_model_load(path, hm, &e)) dh_die_err(&e, NULL);
     if (dh_hashfn_bind(&h, hm, "", &e)) dh_die_err(&e, path);
     if (strcmp(h.transform, "linear") != 0)
-        dh_die(DH_EXIT_FAIL, "%s: a '%s' hash model (transform %s): fine-tuning needs a linear hash layer",
-               path, h.method, h.transform);
-    if (O.bits_set && O.K != h.K)  /* it would be silently ignored */
+        dh_die(DH_EXIT_FAIL, "%s: a '%s' hash model (transform %s): fine-tuning needs a linear hash layer", path,
+               h.method, h.transform);
+    if (O.bits_set && O.K != h.K) /* it would be silently ignored */
         dh_usage_error("--bits %d: the hash model %s has %d bits", O.K, path, h.K);
-    *K = h.K; *D = h.D;
+    *K = h.K;
+    *D = h.D;
     *W = dh_malloc(&e, (size_t)h.K * h.D, sizeof(float));
     *b = dh_calloc(&e, (size_t)h.K, sizeof(float));
     if (!*W || !*b) dh_die_err(&e, NULL);
     memcpy(*W, h.W, sizeof(float) * (size_t)h.K * h.D);
     for (int k = 0; k < h.K; k++) {
         double s = h.b ? h.b[k] : 0.0;
-        if (h.mean) for (int d = 0; d < h.D; d++) s -= (double)h.W[(size_t)k * h.D + d] * h.mean[d];
+        if (h.mean)
+            for (int d = 0; d < h.D; d++) s -= (double)h.W[(size_t)k * h.D + d] * h.mean[d];
         (*b)[k] = (float)s;
     }
 }
@@ -138,10 +136,12 @@ static void load_hash(const char *path, dhs_model *hm, float **W, float **b, int
  * dimension of z (features of ReLU nets are all positive and their norm
  * depends on the net). Equivalently, in z coordinates:
  *   W -= lr / r^2 * momentum-SGD(gW - gb m^T),   c -= lr * momentum-SGD(gb). */
-static void znorm_stats(const double *s1, double s2tot, int64_t n, int D, float *m, double *r2)
-{
+static void znorm_stats(const double *s1, double s2tot, int64_t n, int D, float *m, double *r2) {
     double mm = 0;
-    for (int d = 0; d < D; d++) { m[d] = (float)(s1[d] / (double)n); mm += (double)m[d] * m[d]; }
+    for (int d = 0; d < D; d++) {
+        m[d] = (float)(s1[d] / (double)n);
+        mm += (double)m[d] * m[d];
+    }
     *r2 = s2tot / (double)n - mm;
     if (!(*r2 > 1e-20)) *r2 = 1.0;
 }
@@ -149,8 +149,7 @@ static void znorm_stats(const double *s1, double s2tot, int64_t n, int D, float 
 /* Open the training stream (O.in): a `kind` stream (else "INPUT: a 'KIND'
  * stream: why") with a field `name` of type dt and ndim dimensions, whose
  * index goes to *f. */
-static dhs_reader *open_input(const char *kind, const char *why, const char *name, dhs_dtype dt, int ndim, int *f)
-{
+static dhs_reader *open_input(const char *kind, const char *why, const char *name, dhs_dtype dt, int ndim, int *f) {
     dh_err e;
     const char *iname = dh_in_name(O.in);
     dhs_reader *r = dhs_open_path(O.in, NULL, &e);
@@ -163,8 +162,7 @@ static dhs_reader *open_input(const char *kind, const char *why, const char *nam
 }
 
 /* The index of the i32 label field the hashing loss needs. */
-static int label_field(const dhs_schema *s, const char *iname)
-{
+static int label_field(const dhs_schema *s, const char *iname) {
     int fl = dhs_field_index(s, "label");
     if (fl < 0 || s->fields[fl].dtype != DHS_I32 || s->fields[fl].ndim != 0)
         dh_die(DH_EXIT_FAIL, "%s: no i32 label field: the hashing loss needs labels", iname);
@@ -172,12 +170,12 @@ static int label_field(const dhs_schema *s, const char *iname)
 }
 
 /* The hashing loss needs at least 2 rows and at least 2 classes among them. */
-static void check_labels(const int32_t *lab, int64_t N, const char *iname)
-{
+static void check_labels(const int32_t *lab, int64_t N, const char *iname) {
     if (N < 2) dh_die(DH_EXIT_FAIL, "%s: %lld rows: need at least 2", iname, (long long)N);
     int one_class = 1;
     for (int64_t i = 1; i < N && one_class; i++) one_class = lab[i] == lab[0];
-    if (one_class) dh_die(DH_EXIT_FAIL, "%s: a single class (label %d): no dissimilar pairs to learn from", iname, lab[0]);
+    if (one_class)
+        dh_die(DH_EXIT_FAIL, "%s: a single class (label %d): no dissimilar pairs to learn from", iname, lab[0]);
 }
 
 typedef struct epoch_stats {
@@ -187,9 +185,8 @@ typedef struct epoch_stats {
 
 /* The start of epoch ep: its rows in order (epoch_order), zeroed statistics
  * and the progress line, labelled in what (which must last the epoch). */
-static void epoch_start(const ft_opts *o, int ep, int32_t *order, int64_t N, int B, int64_t *cursor,
-                        epoch_stats *es, dh_progress *pr, char what[64])
-{
+static void epoch_start(const ft_opts *o, int ep, int32_t *order, int64_t N, int B, int64_t *cursor, epoch_stats *es,
+                        dh_progress *pr, char what[64]) {
     memset(es, 0, sizeof *es);
     epoch_order(o, order, N, ep, cursor);
     snprintf(what, 64, "epoch %d/%d", ep + 1, o->epochs);
@@ -198,17 +195,19 @@ static void epoch_start(const ft_opts *o, int ep, int32_t *order, int64_t N, int
 
 /* One batch into the epoch's statistics (loss statistics st, hash outputs
  * u (B, K)) and progress line. */
-static void epoch_add(epoch_stats *es, dh_progress *pr, const dh_hashloss_stats *st, const float *u, int B, int K)
-{
+static void epoch_add(epoch_stats *es, dh_progress *pr, const dh_hashloss_stats *st, const float *u, int B, int K) {
     double au = 0;
     for (int64_t i = 0; i < (int64_t)B * K; i++) au += fabsf(u[i]);
-    es->q += st->q; es->sur += st->surrogate; es->right += st->right; es->absu += au / ((double)B * K);
-    es->batches++; es->rows += B;
+    es->q += st->q;
+    es->sur += st->surrogate;
+    es->right += st->right;
+    es->absu += au / ((double)B * K);
+    es->batches++;
+    es->rows += B;
     dh_progress_update(pr, es->rows);
 }
 
-static void report_epoch(int ep, int epochs, const epoch_stats *s, double lr, double lrb, double secs)
-{
+static void report_epoch(int ep, int epochs, const epoch_stats *s, double lr, double lrb, double secs) {
     double nb = s->batches ? (double)s->batches : 1.0;
     dh_note("epoch %d/%d: Q %.5g  surrogate %.5g  right-sign pairs %.4f  mean|u| %.3g  lr %.3g/%.3g  %.0f rows/s",
             ep + 1, epochs, s->q / nb, s->sur / nb, s->right / nb, s->absu / nb, lr, lrb,
@@ -217,8 +216,7 @@ static void report_epoch(int ep, int epochs, const epoch_stats *s, double lr, do
 
 /* ---------------------------------------------------------------------------- */
 /* --features: train the hash layer alone on cached z (frozen backbone). */
-static int run_features(void)
-{
+static int run_features(void) {
     ft_opts *o = &O;
     dh_err e;
     const char *iname = dh_in_name(o->in);
@@ -238,7 +236,8 @@ static int run_features(void)
     if (o->hash_path) {
         load_hash(o->hash_path, &hm, &W, &b, &K, &HD);
         if (HD != D)
-            dh_die(DH_EXIT_FAIL, "%s: the hash model %s expects %d-D features, the stream has %d", iname, o->hash_path, HD, D);
+            dh_die(DH_EXIT_FAIL, "%s: the hash model %s expects %d-D features, the stream has %d", iname, o->hash_path,
+                   HD, D);
     } else {
         /* random init.: W ~ N(0, 1/D) on standardised scale is unknown here; use 1/sqrt(D) */
         dhs_model_init(&hm);
@@ -256,8 +255,8 @@ static int run_features(void)
     check_labels(lab, N, iname);
     for (int64_t i = 0; i < N * D; i++)
         if (!isfinite(z[i]))
-            dh_die(DH_EXIT_FAIL, "%s: row %lld: non-finite feature value (dimension %lld)", iname,
-                   (long long)(i / D), (long long)(i % D));
+            dh_die(DH_EXIT_FAIL, "%s: row %lld: non-finite feature value (dimension %lld)", iname, (long long)(i / D),
+                   (long long)(i % D));
     if (!o->hash_path) {
         /* random init: scale W so that RMS(u) is about 1 on this data */
         float *u = dh_malloc(&e, (size_t)(N < 4096 ? N : 4096) * K, sizeof(float));
@@ -288,7 +287,11 @@ static int run_features(void)
         double *s1 = dh_calloc(&e, (size_t)D, sizeof(double)), s2 = 0;
         if (!s1) dh_die_err(&e, NULL);
         for (int64_t i = 0; i < N; i++)
-            for (int d = 0; d < D; d++) { double v = z[i * D + d]; s1[d] += v; s2 += v * v; }
+            for (int d = 0; d < D; d++) {
+                double v = z[i * D + d];
+                s1[d] += v;
+                s2 += v * v;
+            }
         znorm_stats(s1, s2, N, D, zm, &r2);
         free(s1);
         rr = sqrt(r2);
@@ -300,8 +303,12 @@ static int run_features(void)
         }
     }
     const float ir = (float)(1.0 / rr);
-    dh_note("fine-tuning the hash layer on %lld cached %d-D features: %d bits, loss %s (scale %g), batch %d, %d epochs, device %s",
-            (long long)N, D, K, o->loss == LOSS_PAPER ? "paper" : o->loss == LOSS_BALANCED ? "balanced" : "scaled",
+    dh_note("fine-tuning the hash layer on %lld cached %d-D features: %d bits, loss %s (scale %g), batch %d, %d "
+            "epochs, device %s",
+            (long long)N, D, K,
+            o->loss == LOSS_PAPER      ? "paper"
+            : o->loss == LOSS_BALANCED ? "balanced"
+                                       : "scaled",
             lo.scale, B, o->epochs, dk_device_name(dev));
     for (int ep = 0; ep < o->epochs; ep++) {
         epoch_stats es;
@@ -310,33 +317,38 @@ static int run_features(void)
         char what[64];
         epoch_start(o, ep, order, N, B, &cursor, &es, &pr, what);
         for (int64_t s0 = 0; s0 + B <= N; s0 += B, step++) {
-            for (int r2 = 0; r2 < B; r2++) {
-                const float *zr = z + (size_t)order[s0 + r2] * D;
-                for (int d = 0; d < D; d++) zb[(size_t)r2 * D + d] = (zr[d] - zm[d]) * ir;
-                lb[r2] = lab[order[s0 + r2]];
+            for (int i = 0; i < B; i++) {
+                const float *zr = z + (size_t)order[s0 + i] * D;
+                for (int d = 0; d < D; d++) zb[(size_t)i * D + d] = (zr[d] - zm[d]) * ir;
+                lb[i] = lab[order[s0 + i]];
             }
             dh_linear_project(W, b, NULL, zb, B, D, K, u);
             dh_hashloss_stats st;
             int rc;
 #if DH_USE_CUDA
-            if (dev == DK_CUDA) rc = dh_hashloss_cuda_host(u, lb, B, K, &lo, du, &st, &e);
+            if (dev == DK_CUDA)
+                rc = dh_hashloss_cuda_host(u, lb, B, K, &lo, du, &st, &e);
             else
 #endif
-            rc = dh_hashloss_cpu(u, lb, B, K, &lo, du, &st, &e);
+                rc = dh_hashloss_cpu(u, lb, B, K, &lo, du, &st, &e);
             if (rc) dh_die_err(&e, "hash loss");
             epoch_add(&es, &pr, &st, u, B, K);
             /* dW = du^T zb (K, D), db = column sums */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, B, 1.0f, du, K, zb, D, 0.0f, gW, D);
             lr = o->lr * lr_factor(o, step, total, ep);
             float fl_ = (float)lr, fm = (float)o->momentum, fw = (float)hwd;
-            for (size_t i = 0; i < (size_t)K * D; i++) { vW[i] = fm * vW[i] + gW[i] + fw * W[i]; W[i] -= fl_ * vW[i]; }
+            for (size_t i = 0; i < (size_t)K * D; i++) {
+                vW[i] = fm * vW[i] + gW[i] + fw * W[i];
+                W[i] -= fl_ * vW[i];
+            }
             for (int k = 0; k < K; k++) {
                 double g = 0;
-                for (int r2 = 0; r2 < B; r2++) g += du[(size_t)r2 * K + k];
+                for (int i = 0; i < B; i++) g += du[(size_t)i * K + k];
                 vb[k] = fm * vb[k] + (float)g;
                 b[k] -= fl_ * vb[k];
             }
-            if (!isfinite(st.surrogate)) dh_die(DH_EXIT_FAIL, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
+            if (!isfinite(st.surrogate))
+                dh_die(DH_EXIT_FAIL, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
         }
         dh_progress_end(&pr, es.rows);
         report_epoch(ep, o->epochs, &es, lr, 0.0, dh_now() - t0);
@@ -345,7 +357,10 @@ static int run_features(void)
     /* back to z coordinates: W = W' / r, b = c - W m */
     for (int k = 0; k < K; k++) {
         double off = 0;
-        for (int d = 0; d < D; d++) { W[(size_t)k * D + d] *= ir; off += (double)W[(size_t)k * D + d] * zm[d]; }
+        for (int d = 0; d < D; d++) {
+            W[(size_t)k * D + d] *= ir;
+            off += (double)W[(size_t)k * D + d] * zm[d];
+        }
         b[k] = (float)(b[k] - off);
     }
     /* output: a hash model */
@@ -367,24 +382,38 @@ static int run_features(void)
     dhs_model_free(&out);
     dhs_model_free(&hm);
     dhs_table_free(&t);
-    free(zm); free(W); free(b); free(zb); free(u); free(du); free(gW); free(vW); free(vb); free(lb); free(order);
+    free(zm);
+    free(W);
+    free(b);
+    free(zb);
+    free(u);
+    free(du);
+    free(gW);
+    free(vW);
+    free(vb);
+    free(lb);
+    free(order);
     return DH_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------------------- */
 /* Images: the network and the hash layer trained jointly. */
-static int run_images(void)
-{
+static int run_images(void) {
     ft_opts *o = &O;
     dh_err e;
     const char *iname = dh_in_name(o->in);
-    if (o->net_path && !o->hash_path) dh_usage_error("-m NET needs --hash HASH (the stage-2 hash layer); for \"random init.\" give neither, with --arch");
-    if (!o->net_path && o->hash_path) dh_usage_error("--hash without -m: give the stage-1 network with -m (or use --features)");
-    if (!o->net_path && !o->arch) dh_usage_error("no network: give -m NET --hash HASH, or --arch NAME for random initialisation (or --features)");
+    if (o->net_path && !o->hash_path)
+        dh_usage_error(
+            "-m NET needs --hash HASH (the stage-2 hash layer); for \"random init.\" give neither, with --arch");
+    if (!o->net_path && o->hash_path)
+        dh_usage_error("--hash without -m: give the stage-1 network with -m (or use --features)");
+    if (!o->net_path && !o->arch)
+        dh_usage_error("no network: give -m NET --hash HASH, or --arch NAME for random initialisation (or --features)");
     dk_device dev = dk_prog_device_open(o->device);
 
     int fp;
-    dhs_reader *r = open_input("images", "expected images (or use --features for a features stream)", "pixels", DHS_U8, 3, &fp);
+    dhs_reader *r =
+        open_input("images", "expected images (or use --features for a features stream)", "pixels", DHS_U8, 3, &fp);
     const dhs_schema *s = dhs_reader_schema(r);
     int fl = label_field(s, iname);
     const int C = (int)s->fields[fp].shape[0], H = (int)s->fields[fp].shape[1], Wd = (int)s->fields[fp].shape[2];
@@ -407,11 +436,14 @@ static int run_images(void)
         if (net_from_model(&nm, dev, B, &nw, &e)) dh_die_err(&e, o->net_path);
         load_hash(o->hash_path, &hm, &hW, &hb, &K, &D);
         if (D != nw->zdim)
-            dh_die(DH_EXIT_FAIL, "%s: the hash layer expects %d-D features, the network %s has z of %d", o->hash_path, D, o->net_path, nw->zdim);
+            dh_die(DH_EXIT_FAIL, "%s: the hash layer expects %d-D features, the network %s has z of %d", o->hash_path,
+                   D, o->net_path, nw->zdim);
     } else {
         netspec ns;
         if (netspec_builtin(o->arch, &ns, &e)) {
-            if (netspec_load(o->arch, &ns, &e)) dh_die(DH_EXIT_USAGE, "--arch: '%s' is neither a built-in (%s) nor a readable spec file", o->arch, netspec_builtin_names());
+            if (netspec_load(o->arch, &ns, &e))
+                dh_die(DH_EXIT_USAGE, "--arch: '%s' is neither a built-in (%s) nor a readable spec file", o->arch,
+                       netspec_builtin_names());
         }
         if (net_create(&ns, 0, dev, B, &nw, &e)) dh_die_err(&e, o->arch);
         netspec_free(&ns);
@@ -424,37 +456,46 @@ static int run_images(void)
             double s1 = 0, s2 = 0;
             for (int64_t i = 0; i < nrow; i++) {
                 const uint8_t *p = (const uint8_t *)t.col[fp] + i * rowb + (size_t)c * H * Wd;
-                for (int j = 0; j < H * Wd; j++) { double v = p[j] / 255.0; s1 += v; s2 += v * v; }
+                for (int j = 0; j < H * Wd; j++) {
+                    double v = p[j] / 255.0;
+                    s1 += v;
+                    s2 += v * v;
+                }
             }
             double m = s1 / ((double)nrow * H * Wd), var = s2 / ((double)nrow * H * Wd) - m * m;
-            mean[c] = (float)m; sd[c] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
+            mean[c] = (float)m;
+            sd[c] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
         }
         if (net_set_norm(nw, mean, sd, &e)) dh_die_err(&e, NULL);
         D = nw->zdim;
         hW = dh_malloc(&e, (size_t)K * D, sizeof(float));
         hb = dh_calloc(&e, (size_t)K, sizeof(float));
         if (!hW || !hb) dh_die_err(&e, NULL);
-        for (size_t i = 0; i < (size_t)K * D; i++) hW[i] = dh_rng_normal(o->seed ^ 0x4a5bULL, i) * sqrtf(1.0f / (float)D);
+        for (size_t i = 0; i < (size_t)K * D; i++)
+            hW[i] = dh_rng_normal(o->seed ^ 0x4a5bULL, i) * sqrtf(1.0f / (float)D);
     }
     if (nw->spec.in[0] != C || nw->spec.in[1] != H || nw->spec.in[2] != Wd)
-        dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network expects %dx%dx%d", iname, C, H, Wd,
-               nw->spec.in[0], nw->spec.in[1], nw->spec.in[2]);
-    if (!o->augment_set) { o->pad = C == 3 ? 4 : 0; o->flip = C == 3; }
+        dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network expects %dx%dx%d", iname, C, H, Wd, nw->spec.in[0],
+               nw->spec.in[1], nw->spec.in[2]);
+    if (!o->augment_set) {
+        o->pad = C == 3 ? 4 : 0;
+        o->flip = C == 3;
+    }
 
     /* device buffers */
     uint8_t *dpix = NULL;
     int32_t *didx = NULL, *dlab = NULL, *hidx = NULL, *order = NULL, *hlab = NULL;
-    dk_tensor x = { 0 }, Wt = { 0 }, bt = { 0 }, ct = { 0 }, mt = { 0 }, gWt = { 0 }, gbt = { 0 }, vWt = { 0 }, vbt = { 0 }, ut = { 0 }, dut = { 0 }, dzt = { 0 };
+    dk_tensor x = { 0 }, Wt = { 0 }, bt = { 0 }, ct = { 0 }, mt = { 0 }, gWt = { 0 }, gbt = { 0 }, vWt = { 0 },
+              vbt = { 0 }, ut = { 0 }, dut = { 0 }, dzt = { 0 };
     if (dk_mem_alloc(dev, (size_t)(N * rowb), (void **)&dpix, &e) ||
         dk_mem_upload(dev, dpix, t.col[fp], (size_t)(N * rowb), &e) ||
         dk_mem_alloc(dev, sizeof(int32_t) * (size_t)B, (void **)&didx, &e) ||
         dk_mem_alloc(dev, sizeof(int32_t) * (size_t)B, (void **)&dlab, &e) ||
-        dk_tensor_alloc4(&x, dev, 4, B, C, H, Wd, &e) ||
-        dk_tensor_alloc4(&Wt, dev, 2, K, D, 1, 1, &e) || dk_tensor_alloc4(&bt, dev, 1, K, 1, 1, 1, &e) ||
-        dk_tensor_alloc4(&gWt, dev, 2, K, D, 1, 1, &e) || dk_tensor_alloc4(&gbt, dev, 1, K, 1, 1, 1, &e) ||
-        dk_tensor_alloc4(&vWt, dev, 2, K, D, 1, 1, &e) || dk_tensor_alloc4(&vbt, dev, 1, K, 1, 1, 1, &e) ||
-        dk_tensor_alloc4(&ut, dev, 2, B, K, 1, 1, &e) || dk_tensor_alloc4(&dut, dev, 2, B, K, 1, 1, &e) ||
-        dk_tensor_alloc4(&dzt, dev, 2, B, D, 1, 1, &e) ||
+        dk_tensor_alloc4(&x, dev, 4, B, C, H, Wd, &e) || dk_tensor_alloc4(&Wt, dev, 2, K, D, 1, 1, &e) ||
+        dk_tensor_alloc4(&bt, dev, 1, K, 1, 1, 1, &e) || dk_tensor_alloc4(&gWt, dev, 2, K, D, 1, 1, &e) ||
+        dk_tensor_alloc4(&gbt, dev, 1, K, 1, 1, 1, &e) || dk_tensor_alloc4(&vWt, dev, 2, K, D, 1, 1, &e) ||
+        dk_tensor_alloc4(&vbt, dev, 1, K, 1, 1, 1, &e) || dk_tensor_alloc4(&ut, dev, 2, B, K, 1, 1, &e) ||
+        dk_tensor_alloc4(&dut, dev, 2, B, K, 1, 1, &e) || dk_tensor_alloc4(&dzt, dev, 2, B, D, 1, 1, &e) ||
         dk_tensor_alloc4(&ct, dev, 1, K, 1, 1, 1, &e) || dk_tensor_alloc4(&mt, dev, 1, D, 1, 1, 1, &e) ||
         dk_upload(&Wt, hW, (int64_t)K * D, &e) || dk_upload(&bt, hb, K, &e))
         dh_die_err(&e, "device buffers");
@@ -480,7 +521,10 @@ static int run_images(void)
                 dk_images_augment(dpix, N, C, H, Wd, didx, 0, 0, nw->mean, nw->std, 0, 0, &x, &e) ||
                 net_forward_to_z(nw, &x, 0, &zt, &e) || dk_download(&zt, zh, (int64_t)B * D, &e))
                 dh_die_err(&e, "feature statistics");
-            for (int64_t i = 0; i < (int64_t)B * D; i++) { s1[i % D] += zh[i]; s2 += (double)zh[i] * zh[i]; }
+            for (int64_t i = 0; i < (int64_t)B * D; i++) {
+                s1[i % D] += zh[i];
+                s2 += (double)zh[i] * zh[i];
+            }
         }
         znorm_stats(s1, s2, n0, D, zm, &r2);
         free(s1);
@@ -488,16 +532,19 @@ static int run_images(void)
     for (int k = 0; k < K; k++) {
         double off = 0;
         for (int d = 0; d < D; d++) off += (double)hW[(size_t)k * D + d] * zm[d];
-        hu[k] = (float)(hb[k] + off);   /* c, staged in hu */
+        hu[k] = (float)(hb[k] + off); /* c, staged in hu */
     }
     if (dk_upload(&ct, hu, K, &e) || dk_upload(&mt, zm, D, &e)) dh_die_err(&e, "upload");
     dh_hashloss_opts lo = loss_opts(o, K);
     double blr = o->freeze ? 0.0 : o->backbone_lr;
     double hwd = o->hash_wd_set ? o->hash_wd : (o->loss == LOSS_PAPER ? o->wd : 0.0);
     int64_t steps_per_epoch = N / B, total = steps_per_epoch * o->epochs, step = 0, cursor = 0;
-    dh_note("fine-tuning %s + %d-bit hash layer on %lld images: loss %s (scale %g), lr %g (hash) / %g (backbone), batch %d, %d epochs, augment pad %d flip %d, device %s",
+    dh_note("fine-tuning %s + %d-bit hash layer on %lld images: loss %s (scale %g), lr %g (hash) / %g (backbone), "
+            "batch %d, %d epochs, augment pad %d flip %d, device %s",
             o->net_path ? o->net_path : o->arch, K, (long long)N,
-            o->loss == LOSS_PAPER ? "paper" : o->loss == LOSS_BALANCED ? "balanced" : "scaled",
+            o->loss == LOSS_PAPER      ? "paper"
+            : o->loss == LOSS_BALANCED ? "balanced"
+                                       : "scaled",
             lo.scale, o->lr, blr, B, o->epochs, o->pad, o->flip, dk_device_name(dev));
     for (int ep = 0; ep < o->epochs; ep++) {
         epoch_stats es;
@@ -506,7 +553,10 @@ static int run_images(void)
         char what[64];
         epoch_start(o, ep, order, N, B, &cursor, &es, &pr, what);
         for (int64_t s0 = 0; s0 + B <= N; s0 += B, step++) {
-            for (int i = 0; i < B; i++) { hidx[i] = order[s0 + i]; hlab[i] = lab[order[s0 + i]]; }
+            for (int i = 0; i < B; i++) {
+                hidx[i] = order[s0 + i];
+                hlab[i] = lab[order[s0 + i]];
+            }
             dk_tensor zt;
             dh_hashloss_stats st;
             int train = blr > 0;
@@ -515,8 +565,7 @@ static int run_images(void)
                 dk_mem_upload(dev, dlab, hlab, sizeof(int32_t) * (size_t)B, &e) ||
                 dk_images_augment(dpix, N, C, H, Wd, didx, o->pad, o->flip, nw->mean, nw->std, o->seed,
                                   (uint64_t)step * (uint64_t)B, &x, &e) ||
-                net_forward_to_z(nw, &x, train, &zt, &e) ||
-                dk_fc_forward(&zt, &Wt, &bt, &ut, &e))
+                net_forward_to_z(nw, &x, train, &zt, &e) || dk_fc_forward(&zt, &Wt, &bt, &ut, &e))
                 dh_die_err(&e, "forward");
             int rc;
 #if DH_USE_CUDA
@@ -534,7 +583,8 @@ static int run_images(void)
             }
             if (rc) dh_die_err(&e, "hash loss");
             epoch_add(&es, &pr, &st, hu, B, K);
-            if (!isfinite(st.surrogate)) dh_die(DH_EXIT_FAIL, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
+            if (!isfinite(st.surrogate))
+                dh_die(DH_EXIT_FAIL, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
             /* backward: hash layer, then (unless frozen) the body */
             if (dk_fc_backward(&zt, &Wt, &dut, train ? &dzt : NULL, &gWt, &gbt, &e)) dh_die_err(&e, "backward");
             if (train) {
@@ -552,8 +602,7 @@ static int run_images(void)
                 dk_axpby(1.0f, &gWt, (float)o->momentum, &vWt, &e) ||
                 (hwd > 0 && dk_axpby((float)hwd, &Wt, 1.0f, &vWt, &e)) ||
                 dk_axpby((float)(-hl / r2), &vWt, 1.0f, &Wt, &e) ||
-                dk_axpby(1.0f, &gbt, (float)o->momentum, &vbt, &e) ||
-                dk_axpby(-hl, &vbt, 1.0f, &ct, &e) ||
+                dk_axpby(1.0f, &gbt, (float)o->momentum, &vbt, &e) || dk_axpby(-hl, &vbt, 1.0f, &ct, &e) ||
                 dk_copy(&bt, &ct, &e) ||
                 (o->precond && dk_sgemm(dev, 0, 0, K, 1, D, -1.0f, Wt.data, D, mt.data, 1, 1.0f, bt.data, 1, &e)))
                 dh_die_err(&e, "hash layer update");
@@ -579,7 +628,10 @@ static int run_images(void)
     dhs_meta_set_str(m, "cmdline", dh_cmdline());
     dhs_meta_set_str(m, "stage", o->net_path ? "finetune" : "random-init");
     dhs_meta_set_int(m, "seed", (int64_t)o->seed);
-    if (o->net_path) { dhs_meta_set_str(m, "init_net", o->net_path); dhs_meta_set_str(m, "init_hash", o->hash_path); }
+    if (o->net_path) {
+        dhs_meta_set_str(m, "init_net", o->net_path);
+        dhs_meta_set_str(m, "init_hash", o->hash_path);
+    }
     if (dh_model_save(o->out, &out, &e)) dh_die_err(&e, o->out ? o->out : "<stdout>");
     dhs_model_free(&out);
     dhs_model_free(&nm);
@@ -587,16 +639,25 @@ static int run_images(void)
     dhs_table_free(&t);
     dk_tensor *ts[] = { &x, &Wt, &bt, &ct, &mt, &gWt, &gbt, &vWt, &vbt, &ut, &dut, &dzt };
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) dk_tensor_free(ts[i]);
-    dk_mem_free(dev, dpix); dk_mem_free(dev, didx); dk_mem_free(dev, dlab);
+    dk_mem_free(dev, dpix);
+    dk_mem_free(dev, didx);
+    dk_mem_free(dev, dlab);
     net_free(nw);
     dk_shutdown();
-    free(zm); free(zh); free(hW); free(hb); free(hidx); free(hlab); free(order); free(hu); free(hdu);
+    free(zm);
+    free(zh);
+    free(hW);
+    free(hb);
+    free(hidx);
+    free(hlab);
+    free(order);
+    free(hu);
+    free(hdu);
     return DH_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------------------- */
-static void usage(void)
-{
+static void usage(void) {
     printf("Usage: %s -m NET --hash HASH [OPTION]... [IMAGES]\n"
            "   or: %s --arch NAME [OPTION]... [IMAGES]           (\"random init.\")\n"
            "   or: %s --features [--hash HASH] [OPTION]... [FEATURES]\n"
@@ -639,23 +700,61 @@ static void usage(void)
            dh_progname, dh_progname, dh_progname, netspec_builtin_names());
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     dh_prog_init("dh-finetune", argc, argv);
     ft_opts *o = &O;
     o->loss = LOSS_BALANCED;
-    o->lr = 3.0; o->backbone_lr = 1e-4; o->momentum = 0.9; o->wd = 5e-4; o->hash_wd = 0;
-    o->epochs = 10; o->batch = 256; o->sched = SCHED_COSINE; o->sampling = SAMP_SHUFFLE; o->skip_max = 200;
-    o->seed = 1; o->K = 48;
-    enum { O_PRECOND = 300, O_BLR = 256, O_FREEZE, O_MOM, O_WD, O_HWD, O_SCHED, O_SAMP, O_SKIP, O_AUG, O_PROG, O_LSCALE };
-    static const struct option lo[] = {
-        { "net", 1, 0, 'm' }, { "model", 1, 0, 'm' }, { "hash", 1, 0, 'H' }, { "arch", 1, 0, 'a' },
-        { "bits", 1, 0, 'b' }, { "features", 0, 0, 'f' }, { "loss", 1, 0, 'L' }, { "loss-scale", 1, 0, O_LSCALE },
-        { "lr", 1, 0, 'l' }, { "backbone-lr", 1, 0, O_BLR }, { "freeze-backbone", 0, 0, O_FREEZE },
-        { "momentum", 1, 0, O_MOM }, { "wd", 1, 0, O_WD }, { "hash-wd", 1, 0, O_HWD }, { "epochs", 1, 0, 'e' },
-        { "batch", 1, 0, 'B' }, { "schedule", 1, 0, O_SCHED }, { "sampling", 1, 0, O_SAMP }, { "skip", 1, 0, O_SKIP },
-        { "augment", 1, 0, O_AUG }, { "precondition", 1, 0, O_PRECOND }, { "seed", 1, 0, 's' }, { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' },
-        DH_COMMON_LONGOPTS(O_PROG) };
+    o->lr = 3.0;
+    o->backbone_lr = 1e-4;
+    o->momentum = 0.9;
+    o->wd = 5e-4;
+    o->hash_wd = 0;
+    o->epochs = 10;
+    o->batch = 256;
+    o->sched = SCHED_COSINE;
+    o->sampling = SAMP_SHUFFLE;
+    o->skip_max = 200;
+    o->seed = 1;
+    o->K = 48;
+    enum {
+        O_PRECOND = 300,
+        O_BLR = 256,
+        O_FREEZE,
+        O_MOM,
+        O_WD,
+        O_HWD,
+        O_SCHED,
+        O_SAMP,
+        O_SKIP,
+        O_AUG,
+        O_PROG,
+        O_LSCALE
+    };
+    static const struct option lo[] = { { "net", 1, 0, 'm' },
+                                        { "model", 1, 0, 'm' },
+                                        { "hash", 1, 0, 'H' },
+                                        { "arch", 1, 0, 'a' },
+                                        { "bits", 1, 0, 'b' },
+                                        { "features", 0, 0, 'f' },
+                                        { "loss", 1, 0, 'L' },
+                                        { "loss-scale", 1, 0, O_LSCALE },
+                                        { "lr", 1, 0, 'l' },
+                                        { "backbone-lr", 1, 0, O_BLR },
+                                        { "freeze-backbone", 0, 0, O_FREEZE },
+                                        { "momentum", 1, 0, O_MOM },
+                                        { "wd", 1, 0, O_WD },
+                                        { "hash-wd", 1, 0, O_HWD },
+                                        { "epochs", 1, 0, 'e' },
+                                        { "batch", 1, 0, 'B' },
+                                        { "schedule", 1, 0, O_SCHED },
+                                        { "sampling", 1, 0, O_SAMP },
+                                        { "skip", 1, 0, O_SKIP },
+                                        { "augment", 1, 0, O_AUG },
+                                        { "precondition", 1, 0, O_PRECOND },
+                                        { "seed", 1, 0, 's' },
+                                        { "device", 1, 0, 'd' },
+                                        { "output", 1, 0, 'o' },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     int64_t v;
     while ((c = getopt_long(argc, argv, "m:H:a:b:fL:l:e:B:s:d:o:qhV", lo, NULL)) != -1) {
@@ -663,59 +762,110 @@ int main(int argc, char **argv)
         case 'm': o->net_path = optarg; break;
         case 'H': o->hash_path = optarg; break;
         case 'a': o->arch = optarg; break;
-        case 'b': if (dh_parse_int(optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS, &o->K))
-                      dh_usage_error("--bits: '%s' is not an integer in %d..%d", optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS);
-                  o->bits_set = 1;
-                  break;
+        case 'b':
+            if (dh_parse_int(optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS, &o->K))
+                dh_usage_error("--bits: '%s' is not an integer in %d..%d", optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS);
+            o->bits_set = 1;
+            break;
         case 'f': o->features = 1; break;
         case 'L':
-            if (!strcmp(optarg, "paper")) o->loss = LOSS_PAPER;
-            else if (!strcmp(optarg, "scaled")) o->loss = LOSS_SCALED;
-            else if (!strcmp(optarg, "balanced")) o->loss = LOSS_BALANCED;
-            else dh_usage_error("--loss: '%s' is not scaled, balanced or paper", optarg);
+            if (!strcmp(optarg, "paper"))
+                o->loss = LOSS_PAPER;
+            else if (!strcmp(optarg, "scaled"))
+                o->loss = LOSS_SCALED;
+            else if (!strcmp(optarg, "balanced"))
+                o->loss = LOSS_BALANCED;
+            else
+                dh_usage_error("--loss: '%s' is not scaled, balanced or paper", optarg);
             break;
-        case O_LSCALE: if (dh_parse_double(optarg, 1e-30, 1e30, &o->loss_scale)) dh_usage_error("--loss-scale: bad value '%s'", optarg); break;
-        case 'l': if (dh_parse_double(optarg, 0, 1e6, &o->lr)) dh_usage_error("--lr: bad value '%s'", optarg); o->lr_set = 1; break;
-        case O_BLR: if (dh_parse_double(optarg, 0, 1e6, &o->backbone_lr)) dh_usage_error("--backbone-lr: bad value '%s'", optarg); o->backbone_lr_set = 1; break;
+        case O_LSCALE:
+            if (dh_parse_double(optarg, 1e-30, 1e30, &o->loss_scale))
+                dh_usage_error("--loss-scale: bad value '%s'", optarg);
+            break;
+        case 'l':
+            if (dh_parse_double(optarg, 0, 1e6, &o->lr)) dh_usage_error("--lr: bad value '%s'", optarg);
+            o->lr_set = 1;
+            break;
+        case O_BLR:
+            if (dh_parse_double(optarg, 0, 1e6, &o->backbone_lr))
+                dh_usage_error("--backbone-lr: bad value '%s'", optarg);
+            o->backbone_lr_set = 1;
+            break;
         case O_FREEZE: o->freeze = 1; break;
-        case O_MOM: if (dh_parse_double(optarg, 0, 0.999999, &o->momentum)) dh_usage_error("--momentum: bad value '%s' (0 <= m < 1)", optarg); break;
-        case O_WD: if (dh_parse_double(optarg, 0, 1, &o->wd)) dh_usage_error("--wd: bad value '%s'", optarg); o->wd_set = 1; break;
-        case O_HWD: if (dh_parse_double(optarg, 0, 1, &o->hash_wd)) dh_usage_error("--hash-wd: bad value '%s'", optarg); o->hash_wd_set = 1; break;
-        case 'e': if (dh_parse_int(optarg, 1, 100000, &o->epochs)) dh_usage_error("--epochs: bad value '%s'", optarg); break;
-        case 'B': if (dh_parse_int(optarg, 2, 1 << 20, &o->batch)) dh_usage_error("--batch: '%s' is not an integer in 2..%d", optarg, 1 << 20); break;
+        case O_MOM:
+            if (dh_parse_double(optarg, 0, 0.999999, &o->momentum))
+                dh_usage_error("--momentum: bad value '%s' (0 <= m < 1)", optarg);
+            break;
+        case O_WD:
+            if (dh_parse_double(optarg, 0, 1, &o->wd)) dh_usage_error("--wd: bad value '%s'", optarg);
+            o->wd_set = 1;
+            break;
+        case O_HWD:
+            if (dh_parse_double(optarg, 0, 1, &o->hash_wd)) dh_usage_error("--hash-wd: bad value '%s'", optarg);
+            o->hash_wd_set = 1;
+            break;
+        case 'e':
+            if (dh_parse_int(optarg, 1, 100000, &o->epochs)) dh_usage_error("--epochs: bad value '%s'", optarg);
+            break;
+        case 'B':
+            if (dh_parse_int(optarg, 2, 1 << 20, &o->batch))
+                dh_usage_error("--batch: '%s' is not an integer in 2..%d", optarg, 1 << 20);
+            break;
         case O_SCHED:
-            if (!strcmp(optarg, "step")) o->sched = SCHED_STEP;
-            else if (!strcmp(optarg, "cosine")) o->sched = SCHED_COSINE;
-            else if (!strcmp(optarg, "constant")) o->sched = SCHED_CONST;
-            else dh_usage_error("--schedule: '%s' is not step, cosine or constant", optarg);
+            if (!strcmp(optarg, "step"))
+                o->sched = SCHED_STEP;
+            else if (!strcmp(optarg, "cosine"))
+                o->sched = SCHED_COSINE;
+            else if (!strcmp(optarg, "constant"))
+                o->sched = SCHED_CONST;
+            else
+                dh_usage_error("--schedule: '%s' is not step, cosine or constant", optarg);
             break;
         case O_SAMP:
-            if (!strcmp(optarg, "shuffle")) o->sampling = SAMP_SHUFFLE;
-            else if (!strcmp(optarg, "paper")) o->sampling = SAMP_PAPER;
-            else dh_usage_error("--sampling: '%s' is not shuffle or paper", optarg);
+            if (!strcmp(optarg, "shuffle"))
+                o->sampling = SAMP_SHUFFLE;
+            else if (!strcmp(optarg, "paper"))
+                o->sampling = SAMP_PAPER;
+            else
+                dh_usage_error("--sampling: '%s' is not shuffle or paper", optarg);
             break;
-        case O_SKIP: if (dh_parse_int(optarg, 0, 1 << 30, &o->skip_max)) dh_usage_error("--skip: bad value '%s'", optarg); break;
+        case O_SKIP:
+            if (dh_parse_int(optarg, 0, 1 << 30, &o->skip_max)) dh_usage_error("--skip: bad value '%s'", optarg);
+            break;
         case O_AUG:
             o->augment_set = 1;
-            if (!strcmp(optarg, "none")) { o->pad = 0; o->flip = 0; }
-            else if (!strcmp(optarg, "crop-flip")) { o->pad = 4; o->flip = 1; }
-            else dh_usage_error("--augment: '%s' is not none or crop-flip", optarg);
+            if (!strcmp(optarg, "none")) {
+                o->pad = 0;
+                o->flip = 0;
+            } else if (!strcmp(optarg, "crop-flip")) {
+                o->pad = 4;
+                o->flip = 1;
+            } else
+                dh_usage_error("--augment: '%s' is not none or crop-flip", optarg);
             break;
         case O_PRECOND:
             o->precond_set = 1;
-            if (!strcmp(optarg, "norm")) o->precond = 1;
-            else if (!strcmp(optarg, "none")) o->precond = 0;
-            else dh_usage_error("--precondition: '%s' is not norm or none", optarg);
+            if (!strcmp(optarg, "norm"))
+                o->precond = 1;
+            else if (!strcmp(optarg, "none"))
+                o->precond = 0;
+            else
+                dh_usage_error("--precondition: '%s' is not norm or none", optarg);
             break;
-        case 's': if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg); o->seed = (uint64_t)v; break;
+        case 's':
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg);
+            o->seed = (uint64_t)v;
+            break;
         case 'd': o->device = optarg; break;
         case 'o': o->out = optarg; break;
-        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
+        default:
+            if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
     o->in = dh_input_arg(argc, argv);
     /* options the other initialisation would silently ignore */
-    if (o->net_path && o->arch) dh_usage_error("-m NET and --arch NAME exclude each other (--arch is the random initialisation)");
+    if (o->net_path && o->arch)
+        dh_usage_error("-m NET and --arch NAME exclude each other (--arch is the random initialisation)");
     if (o->loss == LOSS_PAPER) {
         /* the paper's setting: one learning rate for every layer, weight decay everywhere */
         if (!o->lr_set) o->lr = 0.001;

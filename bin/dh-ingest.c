@@ -18,8 +18,7 @@
 #include "dhs.h"
 #include "ingest.h"
 
-static void usage(void)
-{
+static void usage(void) {
     printf("Usage: %s [OPTION]... SOURCE [LABELS]\n"
            "Read an image dataset and write an images stream (pixels u8 [C,H,W], label, id).\n"
            "SOURCE is an archive (tar, tar.gz/bz2/xz, zip; '-' for standard input) or a\n"
@@ -53,18 +52,21 @@ static void usage(void)
 }
 
 /* "123", "4K", "1G" */
-static int parse_size(const char *s, uint64_t *out)
-{
+static int parse_size(const char *s, uint64_t *out) {
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
     if (end == s || *s == '-') return -1;
     uint64_t mul = 1;
     if (*end) {
         switch (*end) {
-        case 'k': case 'K': mul = 1ull << 10; break;
-        case 'm': case 'M': mul = 1ull << 20; break;
-        case 'g': case 'G': mul = 1ull << 30; break;
-        case 't': case 'T': mul = 1ull << 40; break;
+        case 'k':
+        case 'K': mul = 1ull << 10; break;
+        case 'm':
+        case 'M': mul = 1ull << 20; break;
+        case 'g':
+        case 'G': mul = 1ull << 30; break;
+        case 't':
+        case 'T': mul = 1ull << 40; break;
         default: return -1;
         }
         if (end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB")) return -1;
@@ -75,15 +77,19 @@ static int parse_size(const char *s, uint64_t *out)
 }
 
 static int64_t members_read;
-static void on_progress(void *arg, int64_t n) { members_read = n; dh_progress_update(arg, n); }
+static void on_progress(void *arg, int64_t n) {
+    members_read = n;
+    dh_progress_update(arg, n);
+}
 
 /* split "a,b,c" in place; "fashion-mnist" and "cifar10" name the known sets */
-static int split_names(char *s, const char ***out)
-{
+static int split_names(char *s, const char ***out) {
     static char fashion[] = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
     static char cifar10[] = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck";
-    if (!strcmp(s, "fashion-mnist")) s = fashion;
-    else if (!strcmp(s, "cifar10") || !strcmp(s, "cifar-10")) s = cifar10;
+    if (!strcmp(s, "fashion-mnist"))
+        s = fashion;
+    else if (!strcmp(s, "cifar10") || !strcmp(s, "cifar-10"))
+        s = cifar10;
     int n = 1;
     for (char *p = s; *p; p++) n += *p == ',';
     const char **v = calloc(n, sizeof *v);
@@ -97,8 +103,7 @@ static int split_names(char *s, const char ***out)
     return k;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     dh_prog_init("dh-ingest", argc, argv);
     dh_ingest_opts o;
     dh_ingest_opts_init(&o);
@@ -106,16 +111,31 @@ int main(int argc, char **argv)
     int shuffle = 0;
     int64_t limit = 0, per_class = 0, seed = 0;
     const char **cnames = NULL;
-    enum { O_PROG = 256, O_PERCLASS, O_SHUFFLE, O_SEED, O_GRAY, O_RGB, O_RESIZE, O_SKIPBAD,
-           O_CLASSES, O_MAXPX, O_MAXSIDE, O_MAXMEMBER, O_MAXMEM };
-    static const struct option lo[] = {
-        { "split", 1, 0, 's' }, { "format", 1, 0, 'f' }, { "limit", 1, 0, 'n' },
-        { "per-class", 1, 0, O_PERCLASS }, { "shuffle", 0, 0, O_SHUFFLE }, { "seed", 1, 0, O_SEED },
-        { "gray", 0, 0, O_GRAY }, { "grey", 0, 0, O_GRAY }, { "rgb", 0, 0, O_RGB },
-        { "resize", 1, 0, O_RESIZE }, { "skip-bad", 0, 0, O_SKIPBAD }, { "classes", 1, 0, O_CLASSES },
-        { "threads", 1, 0, 'j' }, { "max-pixels", 1, 0, O_MAXPX }, { "max-side", 1, 0, O_MAXSIDE },
-        { "max-member-bytes", 1, 0, O_MAXMEMBER }, { "max-memory", 1, 0, O_MAXMEM },
-        { "output", 1, 0, 'o' }, DH_COMMON_LONGOPTS(O_PROG) };
+    enum {
+        O_PROG = 256,
+        O_PERCLASS,
+        O_SHUFFLE,
+        O_SEED,
+        O_GRAY,
+        O_RGB,
+        O_RESIZE,
+        O_SKIPBAD,
+        O_CLASSES,
+        O_MAXPX,
+        O_MAXSIDE,
+        O_MAXMEMBER,
+        O_MAXMEM
+    };
+    static const struct option lo[] = { { "split", 1, 0, 's' },           { "format", 1, 0, 'f' },
+                                        { "limit", 1, 0, 'n' },           { "per-class", 1, 0, O_PERCLASS },
+                                        { "shuffle", 0, 0, O_SHUFFLE },   { "seed", 1, 0, O_SEED },
+                                        { "gray", 0, 0, O_GRAY },         { "grey", 0, 0, O_GRAY },
+                                        { "rgb", 0, 0, O_RGB },           { "resize", 1, 0, O_RESIZE },
+                                        { "skip-bad", 0, 0, O_SKIPBAD },  { "classes", 1, 0, O_CLASSES },
+                                        { "threads", 1, 0, 'j' },         { "max-pixels", 1, 0, O_MAXPX },
+                                        { "max-side", 1, 0, O_MAXSIDE },  { "max-member-bytes", 1, 0, O_MAXMEMBER },
+                                        { "max-memory", 1, 0, O_MAXMEM }, { "output", 1, 0, 'o' },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     uint64_t sz;
     while ((c = getopt_long(argc, argv, "s:f:n:j:o:qhV", lo, NULL)) != -1) {
@@ -125,31 +145,51 @@ int main(int argc, char **argv)
             o.split = optarg;
             break;
         case 'f':
-            if (dh_src_kind_parse(optarg, &o.kind)) dh_usage_error("--format: '%s' is not auto, images, cifar-binary or idx", optarg);
+            if (dh_src_kind_parse(optarg, &o.kind))
+                dh_usage_error("--format: '%s' is not auto, images, cifar-binary or idx", optarg);
             break;
-        case 'n': if (dh_parse_i64(optarg, 1, INT64_MAX, &limit)) dh_usage_error("--limit: '%s' is not a positive integer", optarg); break;
-        case O_PERCLASS: if (dh_parse_i64(optarg, 1, INT64_MAX, &per_class)) dh_usage_error("--per-class: '%s' is not a positive integer", optarg); break;
+        case 'n':
+            if (dh_parse_i64(optarg, 1, INT64_MAX, &limit))
+                dh_usage_error("--limit: '%s' is not a positive integer", optarg);
+            break;
+        case O_PERCLASS:
+            if (dh_parse_i64(optarg, 1, INT64_MAX, &per_class))
+                dh_usage_error("--per-class: '%s' is not a positive integer", optarg);
+            break;
         case O_SHUFFLE: shuffle = 1; break;
-        case O_SEED: if (dh_parse_i64(optarg, 0, INT64_MAX, &seed)) dh_usage_error("--seed: '%s' is not a non-negative integer", optarg); break;
+        case O_SEED:
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &seed))
+                dh_usage_error("--seed: '%s' is not a non-negative integer", optarg);
+            break;
         case O_GRAY: o.channels = 1; break;
         case O_RGB: o.channels = 3; break;
         case O_RESIZE: {
             int w, h;
             char x, extra;
-            if (sscanf(optarg, "%d%c%d%c", &w, &x, &h, &extra) != 3 || (x != 'x' && x != 'X') || w < 1 || h < 1 || w > 65535 || h > 65535)
+            if (sscanf(optarg, "%d%c%d%c", &w, &x, &h, &extra) != 3 || (x != 'x' && x != 'X') || w < 1 || h < 1 ||
+                w > 65535 || h > 65535)
                 dh_usage_error("--resize: '%s' is not WxH (e.g. 32x32)", optarg);
-            o.resize_w = w; o.resize_h = h;
+            o.resize_w = w;
+            o.resize_h = h;
             break;
         }
         case O_SKIPBAD: o.skip_bad = 1; break;
-        case O_CLASSES: o.nclass_names = split_names(optarg, &cnames); o.class_names = cnames; break;
-        case 'j': if (dh_parse_int(optarg, 1, 64, &o.threads)) dh_usage_error("--threads: '%s' is not an integer in 1..64", optarg); break;
+        case O_CLASSES:
+            o.nclass_names = split_names(optarg, &cnames);
+            o.class_names = cnames;
+            break;
+        case 'j':
+            if (dh_parse_int(optarg, 1, 64, &o.threads))
+                dh_usage_error("--threads: '%s' is not an integer in 1..64", optarg);
+            break;
         case O_MAXPX:
-            if (parse_size(optarg, &sz) || sz < 1 || sz > (1ull << 40)) dh_usage_error("--max-pixels: '%s' is not a count in 1..2^40", optarg);
+            if (parse_size(optarg, &sz) || sz < 1 || sz > (1ull << 40))
+                dh_usage_error("--max-pixels: '%s' is not a count in 1..2^40", optarg);
             o.lim.max_pixels = (int64_t)sz;
             break;
         case O_MAXSIDE:
-            if (parse_size(optarg, &sz) || sz < 1 || sz > (1u << 20)) dh_usage_error("--max-side: '%s' is not a count in 1..2^20", optarg);
+            if (parse_size(optarg, &sz) || sz < 1 || sz > (1u << 20))
+                dh_usage_error("--max-side: '%s' is not a count in 1..2^20", optarg);
             o.lim.max_side = (int64_t)sz;
             break;
         case O_MAXMEMBER:
@@ -161,7 +201,8 @@ int main(int argc, char **argv)
             o.lim.max_total_bytes = sz;
             break;
         case 'o': out = optarg; break;
-        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("unknown option; try '%s --help'", dh_progname);
+        default:
+            if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("unknown option; try '%s --help'", dh_progname);
         }
     }
     int npaths = argc - optind;
@@ -177,20 +218,24 @@ int main(int argc, char **argv)
     o.progress_arg = &prog;
     double t0 = dh_now();
     dh_ingest_set s;
-    if (dh_ingest_load(paths, npaths, &o, &s, &e)) { if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr); dh_die_err(&e, srcname); }
+    if (dh_ingest_load(paths, npaths, &o, &s, &e)) {
+        if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
+        dh_die_err(&e, srcname);
+    }
     dh_progress_end(&prog, members_read);
     if (dh_ingest_select(&s, &o, shuffle, (uint64_t)seed, limit, per_class, &e)) dh_die_err(&e, srcname);
     for (int64_t i = 0; i < s.nbad; i++)
         fprintf(stderr, "%s: %s: skipped %s\n", dh_progname, srcname, s.bad[i] ? s.bad[i] : "(out of memory)");
-    if (s.nbad) fprintf(stderr, "%s: %s: skipped %lld undecodable image%s\n", dh_progname, srcname, (long long)s.nbad, s.nbad == 1 ? "" : "s");
+    if (s.nbad)
+        fprintf(stderr, "%s: %s: skipped %lld undecodable image%s\n", dh_progname, srcname, (long long)s.nbad,
+                s.nbad == 1 ? "" : "s");
 
     /* schema and metadata */
     dhs_schema sch;
     dhs_schema_init(&sch, "images");
     int64_t shape[3] = { s.C, s.H, s.W };
     if (dhs_schema_add(&sch, "pixels", DHS_U8, 3, shape, &e) < 0 ||
-        dhs_schema_add(&sch, "label", DHS_I32, 0, NULL, &e) < 0 ||
-        dhs_schema_add(&sch, "id", DHS_STR, 0, NULL, &e) < 0)
+        dhs_schema_add(&sch, "label", DHS_I32, 0, NULL, &e) < 0 || dhs_schema_add(&sch, "id", DHS_STR, 0, NULL, &e) < 0)
         dh_die_err(&e, "schema");
     dhs_meta *m = dhs_meta_new();
     if (!m) dh_die(DH_EXIT_NOMEM, "out of memory");
@@ -215,31 +260,46 @@ int main(int argc, char **argv)
     static char obuf[1 << 20];
     if (!out) setvbuf(of.f, obuf, _IOFBF, sizeof obuf);
     dhs_writer *w = dhs_writer_open(of.f, out ? out : "<stdout>", &sch, m, &e);
-    if (!w) { dh_out_abort(&of); dh_die_err(&e, NULL); }
+    if (!w) {
+        dh_out_abort(&of);
+        dh_die_err(&e, NULL);
+    }
 
     size_t rowb = (size_t)s.C * s.H * s.W;
     int64_t B = (int64_t)((4u << 20) / (rowb ? rowb : 1));
     if (B < 1) B = 1;
     if (B > 4096) B = 4096;
-    uint8_t *pix = malloc((size_t)B * rowb);       // (B, C, H, W)
-    int32_t *lab = malloc(sizeof *lab * B);        // (B)
-    uint32_t *idlen = malloc(sizeof *idlen * B);   // (B)
+    uint8_t *pix = malloc((size_t)B * rowb);     // (B, C, H, W)
+    int32_t *lab = malloc(sizeof *lab * B);      // (B)
+    uint32_t *idlen = malloc(sizeof *idlen * B); // (B)
     size_t idcap = 1 << 16;
     char *ids = malloc(idcap);
-    if (!pix || !lab || !idlen || !ids) { dhs_writer_abort(w); dh_out_abort(&of); dh_die(DH_EXIT_NOMEM, "out of memory"); }
+    if (!pix || !lab || !idlen || !ids) {
+        dhs_writer_abort(w);
+        dh_out_abort(&of);
+        dh_die(DH_EXIT_NOMEM, "out of memory");
+    }
     dh_progress_start(&prog, "writing", "images", s.n);
     for (int64_t i0 = 0; i0 < s.n; i0 += B) {
         int64_t nb = s.n - i0 < B ? s.n - i0 : B;
         size_t idn = 0;
         for (int64_t k = 0; k < nb; k++) {
             const dh_item *it = s.items[i0 + k];
-            if (dh_ingest_pixels(&s, i0 + k, pix + k * rowb, &e)) { dhs_writer_abort(w); dh_out_abort(&of); dh_die_err(&e, srcname); }
+            if (dh_ingest_pixels(&s, i0 + k, pix + k * rowb, &e)) {
+                dhs_writer_abort(w);
+                dh_out_abort(&of);
+                dh_die_err(&e, srcname);
+            }
             lab[k] = it->label;
             size_t l = strlen(it->id);
             if (idn + l > idcap) {
                 while (idn + l > idcap) idcap *= 2;
                 char *p = realloc(ids, idcap);
-                if (!p) { dhs_writer_abort(w); dh_out_abort(&of); dh_die(DH_EXIT_NOMEM, "out of memory"); }
+                if (!p) {
+                    dhs_writer_abort(w);
+                    dh_out_abort(&of);
+                    dh_die(DH_EXIT_NOMEM, "out of memory");
+                }
                 ids = p;
             }
             memcpy(ids + idn, it->id, l);
@@ -248,15 +308,25 @@ int main(int argc, char **argv)
         }
         const void *cols[3] = { pix, lab, ids };
         const uint32_t *lens[3] = { NULL, NULL, idlen };
-        if (dhs_write_rows(w, nb, cols, lens, &e)) { dhs_writer_abort(w); dh_out_abort(&of); dh_die_err(&e, NULL); }
+        if (dhs_write_rows(w, nb, cols, lens, &e)) {
+            dhs_writer_abort(w);
+            dh_out_abort(&of);
+            dh_die_err(&e, NULL);
+        }
         dh_progress_update(&prog, i0 + nb);
     }
     dh_progress_end(&prog, s.n);
-    if (dhs_writer_close(w, &e)) { dh_out_abort(&of); dh_die_err(&e, NULL); }
+    if (dhs_writer_close(w, &e)) {
+        dh_out_abort(&of);
+        dh_die_err(&e, NULL);
+    }
     if (dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
-    dh_note("%s: %lld images, %d classes, %dx%dx%d, split '%s', %.2f s", srcname, (long long)s.n, s.nclasses,
-            s.C, s.H, s.W, s.split, dh_now() - t0);
-    free(pix); free(lab); free(idlen); free(ids);
+    dh_note("%s: %lld images, %d classes, %dx%dx%d, split '%s', %.2f s", srcname, (long long)s.n, s.nclasses, s.C, s.H,
+            s.W, s.split, dh_now() - t0);
+    free(pix);
+    free(lab);
+    free(idlen);
+    free(ids);
     dhs_meta_free(m);
     dh_ingest_free(&s);
     free(cnames);

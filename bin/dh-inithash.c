@@ -17,8 +17,7 @@
 #include "dk_prog.h"
 #include "hashfn.h"
 
-static void usage(void)
-{
+static void usage(void) {
     printf("Usage: %s [OPTION]... [FEATURES]\n"
            "Fit K-bit hash functions to a features stream (stage 2) and write a hash model.\n"
            "Reads FEATURES (default: standard input; kind features: z f32[D], label i32, id str).\n\n"
@@ -49,10 +48,11 @@ static void usage(void)
     printf("\nSee dh-inithash(1).\n");
 }
 
-static void note_line(const char *s) { if (dh_progress_on) dh_note("%s", s); }
+static void note_line(const char *s) {
+    if (dh_progress_on) dh_note("%s", s);
+}
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     dh_prog_init("dh-inithash", argc, argv);
     int K = 48;
     const char *method = "deephash", *out = NULL, *device = NULL;
@@ -60,13 +60,15 @@ int main(int argc, char **argv)
     dh_hash_opts_init(&o);
     int list = 0;
     enum { O_ITER = 256, O_ANCH, O_PAIRS, O_SAMP, O_SIGMA, O_LAMBDA, O_LIST, O_PROG };
-    static const struct option lo[] = {
-        { "bits", 1, 0, 'b' }, { "method", 1, 0, 'M' }, { "epochs", 1, 0, 'e' }, { "lr", 1, 0, 'l' },
-        { "batch", 1, 0, 'B' }, { "iterations", 1, 0, O_ITER }, { "anchors", 1, 0, O_ANCH },
-        { "pairs", 1, 0, O_PAIRS }, { "samples", 1, 0, O_SAMP }, { "sigma", 1, 0, O_SIGMA },
-        { "lambda", 1, 0, O_LAMBDA }, { "param", 1, 0, 'p' }, { "seed", 1, 0, 's' },
-        { "device", 1, 0, 'd' }, { "output", 1, 0, 'o' }, { "list-methods", 0, 0, O_LIST },
-        DH_COMMON_LONGOPTS(O_PROG) };
+    static const struct option lo[] = { { "bits", 1, 0, 'b' },        { "method", 1, 0, 'M' },
+                                        { "epochs", 1, 0, 'e' },      { "lr", 1, 0, 'l' },
+                                        { "batch", 1, 0, 'B' },       { "iterations", 1, 0, O_ITER },
+                                        { "anchors", 1, 0, O_ANCH },  { "pairs", 1, 0, O_PAIRS },
+                                        { "samples", 1, 0, O_SAMP },  { "sigma", 1, 0, O_SIGMA },
+                                        { "lambda", 1, 0, O_LAMBDA }, { "param", 1, 0, 'p' },
+                                        { "seed", 1, 0, 's' },        { "device", 1, 0, 'd' },
+                                        { "output", 1, 0, 'o' },      { "list-methods", 0, 0, O_LIST },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     int64_t v;
     while ((c = getopt_long(argc, argv, "b:M:e:l:B:p:s:d:o:qhV", lo, NULL)) != -1) {
@@ -76,25 +78,49 @@ int main(int argc, char **argv)
                 dh_usage_error("--bits: '%s' is not an integer in %d..%d", optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS);
             break;
         case 'M': method = optarg; break;
-        case 'e': if (dh_parse_int(optarg, 1, 1000000, &o.epochs)) dh_usage_error("--epochs: bad value '%s'", optarg); break;
-        case 'l': if (dh_parse_double(optarg, 1e-12, 1e6, &o.lr)) dh_usage_error("--lr: bad value '%s'", optarg); break;
-        case 'B': if (dh_parse_int(optarg, 1, 1 << 24, &o.batch)) dh_usage_error("--batch: bad value '%s'", optarg); break;
-        case O_ITER: if (dh_parse_int(optarg, 1, 100000000, &o.iterations)) dh_usage_error("--iterations: bad value '%s'", optarg); break;
-        case O_ANCH: if (dh_parse_int(optarg, 1, 1 << 24, &o.anchors)) dh_usage_error("--anchors: bad value '%s'", optarg); break;
-        case O_PAIRS: if (dh_parse_i64(optarg, 1, INT64_MAX, &o.pairs)) dh_usage_error("--pairs: bad value '%s'", optarg); break;
-        case O_SAMP: if (dh_parse_i64(optarg, 1, INT64_MAX, &o.samples)) dh_usage_error("--samples: bad value '%s'", optarg); break;
-        case O_SIGMA: if (dh_parse_double(optarg, 1e-300, 1e300, &o.sigma)) dh_usage_error("--sigma: bad value '%s'", optarg); break;
-        case O_LAMBDA: if (dh_parse_double(optarg, 0, 1e300, &o.lambda)) dh_usage_error("--lambda: bad value '%s'", optarg); break;
+        case 'e':
+            if (dh_parse_int(optarg, 1, 1000000, &o.epochs)) dh_usage_error("--epochs: bad value '%s'", optarg);
+            break;
+        case 'l':
+            if (dh_parse_double(optarg, 1e-12, 1e6, &o.lr)) dh_usage_error("--lr: bad value '%s'", optarg);
+            break;
+        case 'B':
+            if (dh_parse_int(optarg, 1, 1 << 24, &o.batch)) dh_usage_error("--batch: bad value '%s'", optarg);
+            break;
+        case O_ITER:
+            if (dh_parse_int(optarg, 1, 100000000, &o.iterations))
+                dh_usage_error("--iterations: bad value '%s'", optarg);
+            break;
+        case O_ANCH:
+            if (dh_parse_int(optarg, 1, 1 << 24, &o.anchors)) dh_usage_error("--anchors: bad value '%s'", optarg);
+            break;
+        case O_PAIRS:
+            if (dh_parse_i64(optarg, 1, INT64_MAX, &o.pairs)) dh_usage_error("--pairs: bad value '%s'", optarg);
+            break;
+        case O_SAMP:
+            if (dh_parse_i64(optarg, 1, INT64_MAX, &o.samples)) dh_usage_error("--samples: bad value '%s'", optarg);
+            break;
+        case O_SIGMA:
+            if (dh_parse_double(optarg, 1e-300, 1e300, &o.sigma)) dh_usage_error("--sigma: bad value '%s'", optarg);
+            break;
+        case O_LAMBDA:
+            if (dh_parse_double(optarg, 0, 1e300, &o.lambda)) dh_usage_error("--lambda: bad value '%s'", optarg);
+            break;
         case 'p':
-            if (!strchr(optarg, '=') || optarg[0] == '=') dh_usage_error("--param: expected NAME=VALUE, got '%s'", optarg);
+            if (!strchr(optarg, '=') || optarg[0] == '=')
+                dh_usage_error("--param: expected NAME=VALUE, got '%s'", optarg);
             if (o.nparams >= DH_HASH_MAX_PARAMS) dh_usage_error("--param: at most %d parameters", DH_HASH_MAX_PARAMS);
             o.param[o.nparams++] = optarg;
             break;
-        case 's': if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg); o.seed = (uint64_t)v; break;
+        case 's':
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg);
+            o.seed = (uint64_t)v;
+            break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
         case O_LIST: list = 1; break;
-        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
+        default:
+            if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
     if (list) {
@@ -143,11 +169,13 @@ int main(int argc, char **argv)
     o.param_used = &used;
     int rc = m->fit(z, lab, t.nrows, D, K, &o, &model, &e);
     if (rc) dh_die_err(&e, m->name);
-    for (int i = 0; i < o.nparams; i++)  /* a misspelt or another method's parameter */
-        if (!(used & (1u << i))) dh_usage_error("--param %s: not a parameter of %s (or overridden by its option)", o.param[i], m->name);
+    for (int i = 0; i < o.nparams; i++) /* a misspelt or another method's parameter */
+        if (!(used & (1u << i)))
+            dh_usage_error("--param %s: not a parameter of %s (or overridden by its option)", o.param[i], m->name);
     dh_note("%s: %d bits from %lld rows of %d-D features in %.1f s", m->name, K, (long long)t.nrows, D, dh_now() - t0);
     /* provenance */
-    if (dhs_meta_set_str(model.meta, "program", "dh-inithash") || dhs_meta_set_str(model.meta, "cmdline", dh_cmdline()) ||
+    if (dhs_meta_set_str(model.meta, "program", "dh-inithash") ||
+        dhs_meta_set_str(model.meta, "cmdline", dh_cmdline()) ||
         dhs_meta_set_int(model.meta, "seed", (int64_t)o.seed) || dhs_meta_set_int(model.meta, "train_rows", t.nrows))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     dh_meta_carry(model.meta, t.meta);

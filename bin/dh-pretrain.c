@@ -28,11 +28,14 @@ typedef struct {
 } hyper;
 
 /* Defaults per architecture (user specs get the "net" row). */
-static const struct { const char *arch; hyper h; } defaults[] = {
-    {"lenet", {5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0}},
-    {"cifar", {40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1}},
-    {"fast", {16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1}},
-    {"net", {10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0}},
+static const struct {
+    const char *arch;
+    hyper h;
+} defaults[] = {
+    { "lenet", { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0 } },
+    { "cifar", { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1 } },
+    { "fast", { 16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1 } },
+    { "net", { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0 } },
 };
 
 static void usage(void) {
@@ -66,7 +69,8 @@ static void usage(void) {
            "      --progress          progress line even when stderr is not a terminal\n"
            "  -h, --help              show this help and exit\n"
            "  -V, --version           show the version and exit\n\n"
-           "See dh-pretrain(1) and dh-net(5).\n", dh_progname);
+           "See dh-pretrain(1) and dh-net(5).\n",
+           dh_progname);
 }
 
 /* An images stream read whole and uploaded to the device. */
@@ -74,11 +78,11 @@ typedef struct {
     const char *name;
     int64_t S;
     int C, H, W;
-    uint8_t *pix;      /* device (S, C, H, W) */
-    int32_t *lab;      /* device (S) */
-    int32_t *hlab;     /* host copy */
-    int nclasses;      /* from meta "classes", or max label + 1 */
-    char **classes;    /* meta "classes" or NULL */
+    uint8_t *pix;   /* device (S, C, H, W) */
+    int32_t *lab;   /* device (S) */
+    int32_t *hlab;  /* host copy */
+    int nclasses;   /* from meta "classes", or max label + 1 */
+    char **classes; /* meta "classes" or NULL */
     double mean[DK_MAXCHAN], std[DK_MAXCHAN];
 } dataset;
 
@@ -89,8 +93,7 @@ static void load_images(const char *path, dk_device dev, int want_stats, dataset
     dhs_reader *r = dhs_open_path(path, NULL, &e);
     if (!r) dh_die_err(&e, NULL);
     const dhs_schema *s = dhs_reader_schema(r);
-    if (strcmp(s->kind, "images") != 0)
-        dh_die(DH_EXIT_FAIL, "%s: a '%s' stream, expected images", d->name, s->kind);
+    if (strcmp(s->kind, "images") != 0) dh_die(DH_EXIT_FAIL, "%s: a '%s' stream, expected images", d->name, s->kind);
     int fp = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
     if (fp < 0) dh_die_err(&e, d->name);
     int fl = dhs_require_field(s, "label", DHS_I32, 0, &e);
@@ -134,8 +137,12 @@ static void load_images(const char *path, dk_device dev, int want_stats, dataset
             for (int64_t i = 0; i < d->S; i++) {
                 const uint8_t *p = px + ((size_t)i * d->C + c) * plane;
                 uint64_t a = 0, b = 0;
-                for (size_t j = 0; j < plane; j++) { a += p[j]; b += (uint64_t)p[j] * p[j]; }
-                s1 += (double)a; s2 += (double)b;
+                for (size_t j = 0; j < plane; j++) {
+                    a += p[j];
+                    b += (uint64_t)p[j] * p[j];
+                }
+                s1 += (double)a;
+                s2 += (double)b;
             }
             double n = (double)d->S * plane, m = s1 / n / 255.0;
             double var = s2 / n / (255.0 * 255.0) - m * m;
@@ -146,8 +153,7 @@ static void load_images(const char *path, dk_device dev, int want_stats, dataset
     d->hlab = malloc((size_t)d->S * sizeof *d->hlab);
     if (!d->hlab) dh_die(DH_EXIT_NOMEM, "out of memory");
     memcpy(d->hlab, lab, (size_t)d->S * sizeof *d->hlab);
-    if (dk_mem_alloc(dev, pb, (void **)&d->pix, &e) ||
-        dk_mem_upload(dev, d->pix, px, pb, &e) ||
+    if (dk_mem_alloc(dev, pb, (void **)&d->pix, &e) || dk_mem_upload(dev, d->pix, px, pb, &e) ||
         dk_mem_alloc(dev, (size_t)d->S * sizeof(int32_t), (void **)&d->lab, &e) ||
         dk_mem_upload(dev, d->lab, lab, (size_t)d->S * sizeof(int32_t), &e))
         dh_die_err(&e, d->name);
@@ -171,10 +177,11 @@ static void evaluate(net *n, dataset *d, dk_tensor *xbuf, double *acc, double *l
         int64_t nb = d->S - s < B ? d->S - s : B;
         dk_tensor x;
         if (dk_tensor_rows(xbuf, 0, nb, &x, &e) ||
-            dk_images_augment(d->pix + (size_t)s * d->C * d->H * d->W, nb, d->C, d->H, d->W, NULL, 0, 0,
-                              n->mean, n->std, 0, 0, &x, &e))
+            dk_images_augment(d->pix + (size_t)s * d->C * d->H * d->W, nb, d->C, d->H, d->W, NULL, 0, 0, n->mean,
+                              n->std, 0, 0, &x, &e))
             dh_die_err(&e, d->name);
-        double l; int64_t c;
+        double l;
+        int64_t c;
         if (net_eval_xent(n, &x, d->lab + s, &l, &c, &e)) dh_die_err(&e, d->name);
         correct += c;
         lsum += l * nb;
@@ -185,9 +192,12 @@ static void evaluate(net *n, dataset *d, dk_tensor *xbuf, double *acc, double *l
 
 static void fmt_dur(char *b, size_t n, double s) {
     int t = (int)(s + 0.5);
-    if (t >= 3600) snprintf(b, n, "%dh%02dm", t / 3600, t / 60 % 60);
-    else if (t >= 60) snprintf(b, n, "%dm%02ds", t / 60, t % 60);
-    else snprintf(b, n, "%ds", t);
+    if (t >= 3600)
+        snprintf(b, n, "%dh%02dm", t / 3600, t / 60 % 60);
+    else if (t >= 60)
+        snprintf(b, n, "%dm%02ds", t / 60, t % 60);
+    else
+        snprintf(b, n, "%ds", t);
 }
 
 /* The output is opened before training (so a bad -o fails at once) and
@@ -203,36 +213,64 @@ int main(int argc, char **argv) {
     uint64_t seed = 1;
     int64_t v;
     enum { O_NEST = 256, O_NONEST, O_LS, O_AUG, O_NOAUG, O_VAL, O_PROG, O_PRINT };
-    static const struct option lo[] = {
-        {"arch", 1, 0, 'a'}, {"net", 1, 0, 'n'}, {"epochs", 1, 0, 'e'}, {"batch", 1, 0, 'b'},
-        {"lr", 1, 0, 'l'}, {"schedule", 1, 0, 'S'}, {"momentum", 1, 0, 'm'},
-        {"nesterov", 0, 0, O_NEST}, {"no-nesterov", 0, 0, O_NONEST},
-        {"weight-decay", 1, 0, 'w'}, {"label-smoothing", 1, 0, O_LS},
-        {"augment", 0, 0, O_AUG}, {"no-augment", 0, 0, O_NOAUG}, {"val", 1, 0, O_VAL},
-        {"seed", 1, 0, 's'}, {"device", 1, 0, 'd'}, {"output", 1, 0, 'o'},
-        {"print-net", 0, 0, O_PRINT}, DH_COMMON_LONGOPTS(O_PROG)};
+    static const struct option lo[] = { { "arch", 1, 0, 'a' },
+                                        { "net", 1, 0, 'n' },
+                                        { "epochs", 1, 0, 'e' },
+                                        { "batch", 1, 0, 'b' },
+                                        { "lr", 1, 0, 'l' },
+                                        { "schedule", 1, 0, 'S' },
+                                        { "momentum", 1, 0, 'm' },
+                                        { "nesterov", 0, 0, O_NEST },
+                                        { "no-nesterov", 0, 0, O_NONEST },
+                                        { "weight-decay", 1, 0, 'w' },
+                                        { "label-smoothing", 1, 0, O_LS },
+                                        { "augment", 0, 0, O_AUG },
+                                        { "no-augment", 0, 0, O_NOAUG },
+                                        { "val", 1, 0, O_VAL },
+                                        { "seed", 1, 0, 's' },
+                                        { "device", 1, 0, 'd' },
+                                        { "output", 1, 0, 'o' },
+                                        { "print-net", 0, 0, O_PRINT },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c, print_net = 0;
     while ((c = getopt_long(argc, argv, "a:n:e:b:l:S:m:w:s:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'a': arch = optarg; break;
         case 'n': netfile = optarg; break;
-        case 'e': if (dh_parse_int(optarg, 1, 100000, &epochs)) dh_usage_error("--epochs: bad value '%s'", optarg); break;
-        case 'b': if (dh_parse_int(optarg, 1, 1 << 20, &batch)) dh_usage_error("--batch: bad value '%s'", optarg); break;
-        case 'l': if (dh_parse_double(optarg, 1e-12, 1e4, &lr)) dh_usage_error("--lr: bad value '%s'", optarg); break;
+        case 'e':
+            if (dh_parse_int(optarg, 1, 100000, &epochs)) dh_usage_error("--epochs: bad value '%s'", optarg);
+            break;
+        case 'b':
+            if (dh_parse_int(optarg, 1, 1 << 20, &batch)) dh_usage_error("--batch: bad value '%s'", optarg);
+            break;
+        case 'l':
+            if (dh_parse_double(optarg, 1e-12, 1e4, &lr)) dh_usage_error("--lr: bad value '%s'", optarg);
+            break;
         case 'S': schedule = optarg; break;
-        case 'm': if (dh_parse_double(optarg, 0, 0.9999, &momentum)) dh_usage_error("--momentum: bad value '%s'", optarg); break;
+        case 'm':
+            if (dh_parse_double(optarg, 0, 0.9999, &momentum)) dh_usage_error("--momentum: bad value '%s'", optarg);
+            break;
         case O_NEST: nesterov = 1; break;
         case O_NONEST: nesterov = 0; break;
-        case 'w': if (dh_parse_double(optarg, 0, 1, &wd)) dh_usage_error("--weight-decay: bad value '%s'", optarg); break;
-        case O_LS: if (dh_parse_double(optarg, 0, 0.999, &smoothing)) dh_usage_error("--label-smoothing: bad value '%s'", optarg); break;
+        case 'w':
+            if (dh_parse_double(optarg, 0, 1, &wd)) dh_usage_error("--weight-decay: bad value '%s'", optarg);
+            break;
+        case O_LS:
+            if (dh_parse_double(optarg, 0, 0.999, &smoothing))
+                dh_usage_error("--label-smoothing: bad value '%s'", optarg);
+            break;
         case O_AUG: augment = 1; break;
         case O_NOAUG: augment = 0; break;
         case O_VAL: valfile = optarg; break;
-        case 's': if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg); seed = (uint64_t)v; break;
+        case 's':
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg);
+            seed = (uint64_t)v;
+            break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
         case O_PRINT: print_net = 1; break;
-        default: if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
+        default:
+            if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
     }
     const char *in = dh_input_arg(argc, argv);
@@ -260,14 +298,17 @@ int main(int argc, char **argv) {
     dataset tr;
     load_images(in, dev, 1, &tr);
     if (!arch && !netfile) {
-        if (tr.C == 1 && tr.H == 28 && tr.W == 28) arch = "lenet";
-        else if (tr.C == 3 && tr.H == 32 && tr.W == 32) arch = "cifar";
-        else dh_usage_error("%s: no built-in network for %dx%dx%d images: give --net FILE", tr.name, tr.C, tr.H, tr.W);
+        if (tr.C == 1 && tr.H == 28 && tr.W == 28)
+            arch = "lenet";
+        else if (tr.C == 3 && tr.H == 32 && tr.W == 32)
+            arch = "cifar";
+        else
+            dh_usage_error("%s: no built-in network for %dx%dx%d images: give --net FILE", tr.name, tr.C, tr.H, tr.W);
         if (netspec_builtin(arch, &spec, &e)) dh_die_err(&e, NULL);
     }
     if (spec.in[0] != tr.C || spec.in[1] != tr.H || spec.in[2] != tr.W)
-        dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network '%s' takes %dx%dx%d", tr.name,
-               tr.C, tr.H, tr.W, arch ? arch : netfile, spec.in[0], spec.in[1], spec.in[2]);
+        dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network '%s' takes %dx%dx%d", tr.name, tr.C, tr.H, tr.W,
+               arch ? arch : netfile, spec.in[0], spec.in[1], spec.in[2]);
     if (tr.nclasses < 2) dh_die(DH_EXIT_FAIL, "%s: %d class(es): need at least 2", tr.name, tr.nclasses);
 
     /* hyper-parameters: arch defaults, then options */
@@ -312,40 +353,41 @@ int main(int argc, char **argv) {
     if (valfile) {
         load_images(valfile, dev, 0, &va);
         if (va.C != tr.C || va.H != tr.H || va.W != tr.W)
-            dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the training images %dx%dx%d", va.name,
-                   va.C, va.H, va.W, tr.C, tr.H, tr.W);
+            dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the training images %dx%dx%d", va.name, va.C, va.H, va.W,
+                   tr.C, tr.H, tr.W);
         if (va.classes && tr.classes) {
             int same = va.nclasses == tr.nclasses;
             for (int i = 0; same && i < va.nclasses; i++) same = !strcmp(va.classes[i], tr.classes[i]);
             if (!same) dh_die(DH_EXIT_FAIL, "%s: its classes differ from the training stream's", va.name);
         }
         if (va.nclasses > tr.nclasses)
-            dh_die(DH_EXIT_FAIL, "%s: labels up to %d, the training stream has %d classes", va.name,
-                   va.nclasses - 1, tr.nclasses);
+            dh_die(DH_EXIT_FAIL, "%s: labels up to %d, the training stream has %d classes", va.name, va.nclasses - 1,
+                   tr.nclasses);
     }
 
     net *n;
     if (net_create(&spec, tr.nclasses, dev, B, &n, &e)) dh_die_err(&e, "network");
     if (net_init(n, seed, &e)) dh_die_err(&e, "network");
     float mean[DK_MAXCHAN], sd[DK_MAXCHAN];
-    for (int i = 0; i < tr.C; i++) { mean[i] = (float)tr.mean[i]; sd[i] = (float)tr.std[i]; }
+    for (int i = 0; i < tr.C; i++) {
+        mean[i] = (float)tr.mean[i];
+        sd[i] = (float)tr.std[i];
+    }
     if (net_set_norm(n, mean, sd, &e)) dh_die_err(&e, "network");
     if (tr.classes && net_set_classes(n, (const char *const *)tr.classes, tr.nclasses, &e)) dh_die_err(&e, "network");
 
     int pad = h.augment ? (tr.H / 8 > 0 ? tr.H / 8 : 1) : 0, flip = h.augment;
-    dh_note("%s: %lld images %dx%dx%d, %d classes; net %s: %lld parameters, z %d; %s",
-            tr.name, (long long)tr.S, tr.C, tr.H, tr.W, tr.nclasses, arch ? arch : netfile,
-            (long long)net_nparams(n), n->zdim, dk_device_name(dev));
+    dh_note("%s: %lld images %dx%dx%d, %d classes; net %s: %lld parameters, z %d; %s", tr.name, (long long)tr.S, tr.C,
+            tr.H, tr.W, tr.nclasses, arch ? arch : netfile, (long long)net_nparams(n), n->zdim, dk_device_name(dev));
     dh_note("%d epochs x %lld steps of %lld, lr %g (%s), momentum %g%s, weight decay %g, "
             "label smoothing %g, augment %s, seed %llu",
-            h.epochs, (long long)spe, (long long)B, h.lr, h.schedule, h.momentum,
-            h.nesterov ? " (nesterov)" : "", h.wd, h.smoothing, h.augment ? "crop+flip" : "off",
-            (unsigned long long)seed);
+            h.epochs, (long long)spe, (long long)B, h.lr, h.schedule, h.momentum, h.nesterov ? " (nesterov)" : "", h.wd,
+            h.smoothing, h.augment ? "crop+flip" : "off", (unsigned long long)seed);
 
     /* device buffers: the epoch's permutation, a batch of images and labels */
     int32_t *perm = malloc((size_t)tr.S * sizeof *perm);
     int32_t *perm_dev = NULL, *lab_dev = NULL;
-    dk_tensor xbuf = {0};
+    dk_tensor xbuf = { 0 };
     if (!perm) dh_die(DH_EXIT_NOMEM, "out of memory");
     if (dk_mem_alloc(dev, (size_t)tr.S * sizeof(int32_t), (void **)&perm_dev, &e) ||
         dk_mem_alloc(dev, (size_t)B * sizeof(int32_t), (void **)&lab_dev, &e) ||
@@ -366,16 +408,17 @@ int main(int argc, char **argv) {
         for (int64_t it = 0; it < spe; it++, step++) {
             cur_lr = (float)dk_schedule_lr(&sched, step, total, spe);
             const int32_t *idx = perm_dev + it * B;
-            if (dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std,
-                                  seed ^ 0xA5A5A5A5ULL, (uint64_t)step * B, &xbuf, &e) ||
+            if (dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std, seed ^ 0xA5A5A5A5ULL,
+                                  (uint64_t)step * B, &xbuf, &e) ||
                 dk_gather_i32(dev, tr.lab, idx, B, lab_dev, &e))
                 dh_die_err(&e, "batch");
-            double loss; int64_t correct;
+            double loss;
+            int64_t correct;
             if (net_grad_xent(n, &xbuf, lab_dev, (float)h.smoothing, &loss, &correct, &e)) dh_die_err(&e, "training");
             if (!isfinite(loss))
                 dh_die(DH_EXIT_FAIL, "training diverged at epoch %d step %lld (loss %g): lower --lr", ep + 1,
                        (long long)it + 1, loss);
-            float lrs[NET_NGROUPS] = {cur_lr, cur_lr}, wds[NET_NGROUPS] = {(float)h.wd, (float)h.wd};
+            float lrs[NET_NGROUPS] = { cur_lr, cur_lr }, wds[NET_NGROUPS] = { (float)h.wd, (float)h.wd };
             if (net_sgd_step(n, lrs, (float)h.momentum, wds, h.nesterov, &e)) dh_die_err(&e, "training");
             lsum += loss;
             csum += correct;
@@ -393,8 +436,8 @@ int main(int argc, char **argv) {
         double per_ep = (now - t0) / (ep + 1);
         fmt_dur(eta, sizeof eta, per_ep * (h.epochs - ep - 1));
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
-        dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s",
-                ep + 1, h.epochs, last_loss, 100 * last_train_acc, val, cur_lr, spe * B / dt, eta);
+        dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s", ep + 1, h.epochs,
+                last_loss, 100 * last_train_acc, val, cur_lr, spe * B / dt, eta);
     }
     dh_progress_end(&prog, total * B);
     double wall = dh_now() - t0;
@@ -403,14 +446,10 @@ int main(int argc, char **argv) {
     /* the model */
     dhs_model m;
     dhs_model_init(&m);
-    if (dhs_meta_set_str(m.meta, "model", "net") ||
-        dhs_meta_set_str(m.meta, "program", "dh-pretrain") ||
-        dhs_meta_set_str(m.meta, "cmdline", dh_cmdline()) ||
-        dhs_meta_set_str(m.meta, "arch", arch ? arch : "") ||
-        dhs_meta_set_int(m.meta, "seed", (int64_t)seed) ||
-        dhs_meta_set_int(m.meta, "epochs", h.epochs) ||
-        dhs_meta_set_int(m.meta, "train_rows", tr.S) ||
-        dhs_meta_set_float(m.meta, "train_loss", last_loss) ||
+    if (dhs_meta_set_str(m.meta, "model", "net") || dhs_meta_set_str(m.meta, "program", "dh-pretrain") ||
+        dhs_meta_set_str(m.meta, "cmdline", dh_cmdline()) || dhs_meta_set_str(m.meta, "arch", arch ? arch : "") ||
+        dhs_meta_set_int(m.meta, "seed", (int64_t)seed) || dhs_meta_set_int(m.meta, "epochs", h.epochs) ||
+        dhs_meta_set_int(m.meta, "train_rows", tr.S) || dhs_meta_set_float(m.meta, "train_loss", last_loss) ||
         dhs_meta_set_float(m.meta, "train_accuracy", last_train_acc) ||
         (valfile && dhs_meta_set_float(m.meta, "val_accuracy", last_val_acc)) ||
         dhs_meta_set_str(m.meta, "device", dk_device_name(dev)))

@@ -15,8 +15,7 @@
 #include "rank_codes.h"
 #include "dk_prog.h"
 
-static void usage(void)
-{
+static void usage(void) {
     printf("Usage: dh-rank --db FILE [OPTIONS] [QUERIES]\n"
            "Rank database codes by Hamming distance to each query code.\n"
            "Reads a codes stream of queries (stdin or QUERIES), writes a rankings stream.\n\n"
@@ -34,25 +33,26 @@ static void usage(void)
     exit(DH_EXIT_OK);
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     dh_prog_init("dh-rank", argc, argv);
     const char *dbpath = NULL, *device = getenv("DH_DEVICE");
     int64_t top = DH_RANK_ALL, batch = 0;
     int radius = DH_RANK_NORADIUS, threads = dh_rank_default_threads(), top_given = 0;
-    static const struct option lo[] = {
-        { "db", required_argument, 0, 'd' }, { "top", required_argument, 0, 'k' },
-        { "radius", required_argument, 0, 'r' }, { "device", required_argument, 0, 'D' },
-        { "threads", required_argument, 0, 'j' }, { "batch", required_argument, 0, 'b' },
-        DH_COMMON_LONGOPTS('P')
-    };
+    static const struct option lo[] = { { "db", required_argument, 0, 'd' },
+                                        { "top", required_argument, 0, 'k' },
+                                        { "radius", required_argument, 0, 'r' },
+                                        { "device", required_argument, 0, 'D' },
+                                        { "threads", required_argument, 0, 'j' },
+                                        { "batch", required_argument, 0, 'b' },
+                                        DH_COMMON_LONGOPTS('P') };
     int c;
     while ((c = getopt_long(argc, argv, "d:k:r:j:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'd': dbpath = optarg; break;
         case 'k':
             top_given = 1;
-            if (!strcmp(optarg, "all")) top = DH_RANK_ALL;
+            if (!strcmp(optarg, "all"))
+                top = DH_RANK_ALL;
             else if (dh_parse_i64(optarg, 1, INT64_MAX, &top) != 0)
                 dh_usage_error("--top: '%s' is not a positive number or 'all'", optarg);
             break;
@@ -65,9 +65,11 @@ int main(int argc, char **argv)
             if (dh_parse_int(optarg, 1, 256, &threads) != 0) dh_usage_error("--threads: '%s' is not in 1..256", optarg);
             break;
         case 'b':
-            if (dh_parse_i64(optarg, 1, 1 << 24, &batch) != 0) dh_usage_error("--batch: '%s' is not in 1..16777216", optarg);
+            if (dh_parse_i64(optarg, 1, 1 << 24, &batch) != 0)
+                dh_usage_error("--batch: '%s' is not in 1..16777216", optarg);
             break;
-        default: if (!dh_common_option(c, 'P', usage)) exit(DH_EXIT_USAGE);
+        default:
+            if (!dh_common_option(c, 'P', usage)) exit(DH_EXIT_USAGE);
         }
     }
     if (!dbpath) dh_usage_error("no database: give --db FILE");
@@ -92,7 +94,8 @@ int main(int argc, char **argv)
         dh_die(DH_EXIT_FAIL, "code length mismatch: queries have %d bits, database %s has %d", qbits, dbpath, db.bits);
     if (db.n == 0) dh_die(DH_EXIT_FAIL, "%s: the database is empty", dbpath);
     if (top != DH_RANK_ALL && top > db.n)
-        dh_die(DH_EXIT_USAGE, "--top %lld is larger than the database (%lld rows in %s)", (long long)top, (long long)db.n, dbpath);
+        dh_die(DH_EXIT_USAGE, "--top %lld is larger than the database (%lld rows in %s)", (long long)top,
+               (long long)db.n, dbpath);
     int bits = qbits, W = db.W;
 
     dh_rank_cuda *gctx = NULL;
@@ -109,9 +112,9 @@ int main(int argc, char **argv)
     dhs_schema s;
     dhs_schema_init(&s, "rankings");
     int64_t var = -1;
-    if (dhs_schema_add(&s, "query", DHS_I64, 0, NULL, &e) < 0 || dhs_schema_add(&s, "label", DHS_I32, 0, NULL, &e) < 0 ||
-        dhs_schema_add(&s, "id", DHS_STR, 0, NULL, &e) < 0 || dhs_schema_add(&s, "idx", DHS_I64, 1, &var, &e) < 0 ||
-        dhs_schema_add(&s, "dist", DHS_I32, 1, &var, &e) < 0)
+    if (dhs_schema_add(&s, "query", DHS_I64, 0, NULL, &e) < 0 ||
+        dhs_schema_add(&s, "label", DHS_I32, 0, NULL, &e) < 0 || dhs_schema_add(&s, "id", DHS_STR, 0, NULL, &e) < 0 ||
+        dhs_schema_add(&s, "idx", DHS_I64, 1, &var, &e) < 0 || dhs_schema_add(&s, "dist", DHS_I32, 1, &var, &e) < 0)
         dh_die_err(&e, "rankings schema");
     dhs_meta *m = dhs_meta_new();
     if (!m) dh_die(DH_EXIT_NOMEM, "out of memory");
@@ -141,7 +144,10 @@ int main(int argc, char **argv)
     int32_t *qlab = dh_malloc(&e, (size_t)batch, sizeof *qlab);
     uint32_t *idlen = dh_malloc(&e, (size_t)batch, sizeof *idlen);
     uint32_t *cnt = dh_malloc(&e, (size_t)batch, sizeof *cnt);
-    if (!qw || !qidx || !qlab || !idlen || !cnt) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+    if (!qw || !qidx || !qlab || !idlen || !cnt) {
+        dhs_writer_abort(w);
+        dh_die_err(&e, NULL);
+    }
     int nbytes = (bits + 7) / 8;
     dh_progress pg;
     dh_progress_start(&pg, "ranking", "queries", 0);
@@ -150,27 +156,37 @@ int main(int argc, char **argv)
         dhs_chunk *ch;
         int rc = dhs_read_chunk(qr, &ch, &e);
         if (rc == DH_EOF) break;
-        if (rc != DH_OK) { dhs_writer_abort(w); dh_die_err(&e, qname); }
+        if (rc != DH_OK) {
+            dhs_writer_abort(w);
+            dh_die_err(&e, qname);
+        }
         for (int64_t i0 = 0; i0 < ch->nrows; i0 += batch) {
             int64_t n = ch->nrows - i0 < batch ? ch->nrows - i0 : batch;
             dh_ham_pack((const uint8_t *)ch->col[qcf] + i0 * nbytes, n, bits, qw);
             for (int64_t i = 0; i < n; i++) {
                 qidx[i] = done + i;
                 qlab[i] = INT32_MIN;
-                if (qlf >= 0) memcpy(&qlab[i], (const char *)ch->col[qlf] + (i0 + i) * sizeof(int32_t), sizeof(int32_t));
+                if (qlf >= 0)
+                    memcpy(&qlab[i], (const char *)ch->col[qlf] + (i0 + i) * sizeof(int32_t), sizeof(int32_t));
                 idlen[i] = qidf >= 0 ? (uint32_t)(ch->off[qidf][i0 + i + 1] - ch->off[qidf][i0 + i]) : 0;
             }
             const char *ids = qidf >= 0 ? (const char *)ch->col[qidf] + ch->off[qidf][i0] : "";
             dh_rank_result res;
             rc = gctx ? dh_rank_cuda_run(gctx, qw, n, top, radius, &res, &e)
                       : dh_rank_cpu(qw, n, db.w, db.n, bits, top, radius, threads, &res, &e);
-            if (rc != DH_OK) { dhs_writer_abort(w); dh_die_err(&e, "ranking"); }
+            if (rc != DH_OK) {
+                dhs_writer_abort(w);
+                dh_die_err(&e, "ranking");
+            }
             for (int64_t i = 0; i < n; i++) cnt[i] = (uint32_t)(res.off[i + 1] - res.off[i]);
             const void *cols[5] = { qidx, qlab, ids, res.idx, res.dist };
             const uint32_t *lens[5] = { NULL, NULL, idlen, cnt, cnt };
             rc = dhs_write_rows(w, n, cols, lens, &e);
             dh_rank_result_free(&res);
-            if (rc != DH_OK) { dhs_writer_abort(w); dh_die_err(&e, "<stdout>"); }
+            if (rc != DH_OK) {
+                dhs_writer_abort(w);
+                dh_die_err(&e, "<stdout>");
+            }
             done += n;
             dh_progress_update(&pg, done);
         }
@@ -179,7 +195,11 @@ int main(int argc, char **argv)
     dhs_close(qr);
     if (dhs_writer_close(w, &e) != DH_OK) dh_die_err(&e, "<stdout>");
     dh_rank_cuda_close(gctx);
-    free(qw); free(qidx); free(qlab); free(idlen); free(cnt);
+    free(qw);
+    free(qidx);
+    free(qlab);
+    free(idlen);
+    free(cnt);
     dh_codes_free(&db);
     return DH_EXIT_OK;
 }

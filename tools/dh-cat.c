@@ -4,31 +4,33 @@
 #include <getopt.h>
 #include <string.h>
 
-static const char usage[] =
-    "Usage: dh-cat [OPTION]... [FILE]...\n"
-    "Concatenate deephash streams (standard input when no FILE or FILE is -) into one\n"
-    "stream on standard output. All inputs must have the same kind and fields; the\n"
-    "metadata of the first input is kept. Every chunk is verified on the way through.\n"
-    "\n"
-    "  -q, --quiet      no progress\n"
-    "      --help       show this help and exit\n"
-    "      --version    show the version and exit\n"
-    "\n"
-    "Exit status: 0 ok, 1 damaged input or schemas that differ, 2 usage, 3 I/O error.\n";
+static const char usage[] = "Usage: dh-cat [OPTION]... [FILE]...\n"
+                            "Concatenate deephash streams (standard input when no FILE or FILE is -) into one\n"
+                            "stream on standard output. All inputs must have the same kind and fields; the\n"
+                            "metadata of the first input is kept. Every chunk is verified on the way through.\n"
+                            "\n"
+                            "  -q, --quiet      no progress\n"
+                            "      --help       show this help and exit\n"
+                            "      --version    show the version and exit\n"
+                            "\n"
+                            "Exit status: 0 ok, 1 damaged input or schemas that differ, 2 usage, 3 I/O error.\n";
 
 static void help(void) { fputs(usage, stdout); }
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-cat", argc, argv);
-    static const struct option opts[] = {
-        {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option opts[] = { { "quiet", no_argument, 0, 'q' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { "version", no_argument, 0, 'V' },
+                                          { 0, 0, 0, 0 } };
     int c;
     while ((c = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
         switch (c) {
-        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
+        default:
+            if (!dh_common_option(c, 0, help)) dh_bad_option(argv); /* -q, --help, --version */
         }
     }
-    const char *stdin_only[] = {"-"};
+    const char *stdin_only[] = { "-" };
     const char **inputs = optind < argc ? (const char **)argv + optind : stdin_only;
     int ninputs = optind < argc ? argc - optind : 1;
     dh_err e;
@@ -39,7 +41,10 @@ int main(int argc, char **argv) {
     int64_t rows = 0;
     for (int i = 0; i < ninputs; i++) {
         dhs_reader *r = dhs_open_path(inputs[i], NULL, &e);
-        if (!r) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+        if (!r) {
+            dhs_writer_abort(w);
+            dh_die_err(&e, NULL);
+        }
         if (!w) {
             first = *dhs_reader_schema(r);
             w = dhs_writer_open(stdout, "<stdout>", &first, dhs_reader_meta(r), &e);
@@ -55,11 +60,17 @@ int main(int argc, char **argv) {
         dhs_chunk *ch;
         int rc;
         while ((rc = dhs_read_chunk(r, &ch, &e)) == DH_OK) {
-            if (dhs_write_chunk(w, ch, &e)) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+            if (dhs_write_chunk(w, ch, &e)) {
+                dhs_writer_abort(w);
+                dh_die_err(&e, NULL);
+            }
             rows += ch->nrows;
             dh_progress_update(&p, rows);
         }
-        if (rc != DH_EOF) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+        if (rc != DH_EOF) {
+            dhs_writer_abort(w);
+            dh_die_err(&e, NULL);
+        }
         dhs_close(r);
     }
     dh_progress_end(&p, rows);

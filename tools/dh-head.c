@@ -3,30 +3,34 @@
 #include "dhs.h"
 #include <getopt.h>
 
-static const char usage[] =
-    "Usage: dh-head [OPTION]... [FILE]\n"
-    "Write the first N rows of a deephash stream (standard input by default) as a\n"
-    "complete stream with the same schema and metadata.\n"
-    "\n"
-    "  -n, --rows N     rows to keep (default 10; 0 gives an empty stream)\n"
-    "      --help       show this help and exit\n"
-    "      --version    show the version and exit\n"
-    "\n"
-    "Rows before the cut are verified; the rest of the input is not read.\n"
-    "Exit status: 0 ok, 1 damaged input, 2 usage, 3 I/O error.\n";
+static const char usage[] = "Usage: dh-head [OPTION]... [FILE]\n"
+                            "Write the first N rows of a deephash stream (standard input by default) as a\n"
+                            "complete stream with the same schema and metadata.\n"
+                            "\n"
+                            "  -n, --rows N     rows to keep (default 10; 0 gives an empty stream)\n"
+                            "      --help       show this help and exit\n"
+                            "      --version    show the version and exit\n"
+                            "\n"
+                            "Rows before the cut are verified; the rest of the input is not read.\n"
+                            "Exit status: 0 ok, 1 damaged input, 2 usage, 3 I/O error.\n";
 
 static void help(void) { fputs(usage, stdout); }
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-head", argc, argv);
-    static const struct option opts[] = {
-        {"rows", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option opts[] = { { "rows", required_argument, 0, 'n' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { "version", no_argument, 0, 'V' },
+                                          { 0, 0, 0, 0 } };
     int64_t n = 10;
     int c;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': if (dh_parse_i64(optarg, 0, INT64_MAX, &n)) dh_usage_error("--rows: '%s' is not a row count", optarg); break;
-        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
+        case 'n':
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &n)) dh_usage_error("--rows: '%s' is not a row count", optarg);
+            break;
+        default:
+            if (!dh_common_option(c, 0, help)) dh_bad_option(argv); /* -q, --help, --version */
         }
     }
     if (argc - optind > 1) dh_usage_error("one input at most");
@@ -41,9 +45,15 @@ int main(int argc, char **argv) {
         dhs_chunk *ch;
         int rc = dhs_read_chunk(r, &ch, &e);
         if (rc == DH_EOF) break;
-        if (rc) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+        if (rc) {
+            dhs_writer_abort(w);
+            dh_die_err(&e, NULL);
+        }
         int64_t k = ch->nrows < n - done ? ch->nrows : n - done;
-        if (dhs_write_chunk_range(w, ch, 0, k, &e)) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+        if (dhs_write_chunk_range(w, ch, 0, k, &e)) {
+            dhs_writer_abort(w);
+            dh_die_err(&e, NULL);
+        }
         done += k;
     }
     if (dhs_writer_close(w, &e)) dh_die_err(&e, NULL);

@@ -9,20 +9,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char usage[] =
-    "Usage: dh-info [OPTION]... [FILE]...\n"
-    "Describe deephash streams and models (standard input when no FILE or FILE is -):\n"
-    "kind, fields, metadata, row count, and per-field summaries (min/max/mean of\n"
-    "numbers, class histogram of labels, bit balance of codes, tensors of models).\n"
-    "\n"
-    "  -v, --verify     only check the stream end to end (checksums, row counts,\n"
-    "                   trailer); print one line per file; exit 1 on any damage\n"
-    "  -m, --meta       print only the metadata, as JSON\n"
-    "  -q, --quiet      with --verify, print nothing; the exit status tells\n"
-    "      --help       show this help and exit\n"
-    "      --version    show the version and exit\n"
-    "\n"
-    "Exit status: 0 ok, 1 damaged or malformed input, 2 usage, 3 I/O error, 5 limit.\n";
+static const char usage[] = "Usage: dh-info [OPTION]... [FILE]...\n"
+                            "Describe deephash streams and models (standard input when no FILE or FILE is -):\n"
+                            "kind, fields, metadata, row count, and per-field summaries (min/max/mean of\n"
+                            "numbers, class histogram of labels, bit balance of codes, tensors of models).\n"
+                            "\n"
+                            "  -v, --verify     only check the stream end to end (checksums, row counts,\n"
+                            "                   trailer); print one line per file; exit 1 on any damage\n"
+                            "  -m, --meta       print only the metadata, as JSON\n"
+                            "  -q, --quiet      with --verify, print nothing; the exit status tells\n"
+                            "      --help       show this help and exit\n"
+                            "      --version    show the version and exit\n"
+                            "\n"
+                            "Exit status: 0 ok, 1 damaged or malformed input, 2 usage, 3 I/O error, 5 limit.\n";
 
 static void help(void) { fputs(usage, stdout); }
 
@@ -58,20 +57,30 @@ static void summarize_chunk(const dhs_schema *sc, const dhs_chunk *c, summary *S
             }
         }
         switch (fl->dtype) {
-        case DHS_U8: for (uint64_t i = 0; i < nel; i++) sum_add(s, ((const uint8_t *)p)[i]); break;
+        case DHS_U8:
+            for (uint64_t i = 0; i < nel; i++) sum_add(s, ((const uint8_t *)p)[i]);
+            break;
         case DHS_I32:
             for (uint64_t i = 0; i < nel; i++) {
                 int32_t v = ((const int32_t *)p)[i];
                 sum_add(s, v);
                 if (s->hist) {
-                    if (v >= s->hist_lo && v < s->hist_lo + s->hist_n) s->hist[v - s->hist_lo]++;
-                    else s->hist_other++;
+                    if (v >= s->hist_lo && v < s->hist_lo + s->hist_n)
+                        s->hist[v - s->hist_lo]++;
+                    else
+                        s->hist_other++;
                 }
             }
             break;
-        case DHS_I64: for (uint64_t i = 0; i < nel; i++) sum_add(s, (double)((const int64_t *)p)[i]); break;
-        case DHS_F32: for (uint64_t i = 0; i < nel; i++) sum_add(s, ((const float *)p)[i]); break;
-        case DHS_F64: for (uint64_t i = 0; i < nel; i++) sum_add(s, ((const double *)p)[i]); break;
+        case DHS_I64:
+            for (uint64_t i = 0; i < nel; i++) sum_add(s, (double)((const int64_t *)p)[i]);
+            break;
+        case DHS_F32:
+            for (uint64_t i = 0; i < nel; i++) sum_add(s, ((const float *)p)[i]);
+            break;
+        case DHS_F64:
+            for (uint64_t i = 0; i < nel; i++) sum_add(s, ((const double *)p)[i]);
+            break;
         case DHS_BITS:
             for (int64_t i = 0; i < c->nrows; i++) {
                 const uint8_t *row = (const uint8_t *)p + i * fl->row_bytes;
@@ -93,13 +102,15 @@ static void print_model(const char *name, dhs_reader *r) {
     for (int i = 0; i < m.ntensors; i++) {
         const dhs_tensor *t = &m.t[i];
         char sh[128] = "";
-        for (int d = 0, o = 0; d < t->ndim; d++) o += snprintf(sh + o, sizeof sh - o, "%s%lld", d ? "x" : "", (long long)t->shape[d]);
+        for (int d = 0, o = 0; d < t->ndim; d++)
+            o += snprintf(sh + o, sizeof sh - o, "%s%lld", d ? "x" : "", (long long)t->shape[d]);
         double mn = 0, mx = 0, sum = 0, sq = 0;
         for (int64_t k = 0; k < t->n; k++) {
             double v = t->data[k];
             if (k == 0 || v < mn) mn = v;
             if (k == 0 || v > mx) mx = v;
-            sum += v; sq += v * v;
+            sum += v;
+            sq += v * v;
         }
         printf("  %-28s %-16s min %-11.4g max %-11.4g mean %-11.4g rms %.4g\n", t->name, sh[0] ? sh : "scalar", mn, mx,
                t->n ? sum / t->n : 0, t->n ? sqrt(sq / t->n) : 0);
@@ -132,7 +143,8 @@ static int info(const char *path, int verify, int meta_only) {
         if (rc != DH_EOF) dh_die_err(&e, NULL);
         if (!dh_quiet)
             printf("%s: ok: %s stream, %lld rows in %lld chunks, %d stream%s\n", dh_in_name(path), sc->kind,
-                   (long long)dhs_reader_rows(r), (long long)chunks, dhs_reader_streams(r), dhs_reader_streams(r) == 1 ? "" : "s");
+                   (long long)dhs_reader_rows(r), (long long)chunks, dhs_reader_streams(r),
+                   dhs_reader_streams(r) == 1 ? "" : "s");
         dhs_close(r);
         return 0;
     }
@@ -174,12 +186,17 @@ static int info(const char *path, int verify, int meta_only) {
         const dhs_field *fl = &sc->fields[f];
         summary *s = &S[f];
         printf("  %-10s ", fl->name);
-        if (fl->dtype == DHS_STR) printf("strings, length %llu..%llu", (unsigned long long)s->len_min, (unsigned long long)s->len_max);
+        if (fl->dtype == DHS_STR)
+            printf("strings, length %llu..%llu", (unsigned long long)s->len_min, (unsigned long long)s->len_max);
         else if (fl->dtype == DHS_BITS)
-            printf("%lld-bit codes, fraction of ones %.4f", (long long)fl->row_elems, s->n ? (double)s->ones / s->n : 0.0);
-        else if (s->n) printf("min %.6g  max %.6g  mean %.6g", s->min, s->max, s->sum / s->n);
-        else printf("no values");
-        if (fl->variable && fl->dtype != DHS_STR) printf("  (lengths %llu..%llu)", (unsigned long long)s->len_min, (unsigned long long)s->len_max);
+            printf("%lld-bit codes, fraction of ones %.4f", (long long)fl->row_elems,
+                   s->n ? (double)s->ones / s->n : 0.0);
+        else if (s->n)
+            printf("min %.6g  max %.6g  mean %.6g", s->min, s->max, s->sum / s->n);
+        else
+            printf("no values");
+        if (fl->variable && fl->dtype != DHS_STR)
+            printf("  (lengths %llu..%llu)", (unsigned long long)s->len_min, (unsigned long long)s->len_max);
         printf("\n");
         if (s->hist) {
             for (int64_t k = 0; k < s->hist_n; k++) {
@@ -197,15 +214,16 @@ static int info(const char *path, int verify, int meta_only) {
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-info", argc, argv);
-    static const struct option opts[] = {
-        {"verify", no_argument, 0, 'v'}, {"meta", no_argument, 0, 'm'}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option opts[] = { { "verify", no_argument, 0, 'v' },  { "meta", no_argument, 0, 'm' },
+                                          { "quiet", no_argument, 0, 'q' },   { "help", no_argument, 0, 'h' },
+                                          { "version", no_argument, 0, 'V' }, { 0, 0, 0, 0 } };
     int verify = 0, meta_only = 0, c;
     while ((c = getopt_long(argc, argv, "vmq", opts, NULL)) != -1) {
         switch (c) {
         case 'v': verify = 1; break;
         case 'm': meta_only = 1; break;
-        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
+        default:
+            if (!dh_common_option(c, 0, help)) dh_bad_option(argv); /* -q, --help, --version */
         }
     }
     if (optind >= argc) info(NULL, verify, meta_only);

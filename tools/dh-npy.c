@@ -37,23 +37,24 @@ static void help(void) { fputs(usage, stdout); }
 
 /* ---- .npy header ---------------------------------------------------------- */
 typedef struct {
-    char descr[8];     /* e.g. "<f4" */
+    char descr[8]; /* e.g. "<f4" */
     int ndim;
     int64_t shape[DHS_MAX_DIMS];
-    int64_t elems;     /* product of shape[1..] */
+    int64_t elems; /* product of shape[1..] */
     size_t esize;
 } npy_hdr;
 
 static void npy_write_header(FILE *f, const char *descr, int ndim, const int64_t *shape) {
     char dict[512];
     int o = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
-    for (int d = 0; d < ndim; d++) o += snprintf(dict + o, sizeof dict - o, "%lld,%s", (long long)shape[d], d + 1 < ndim ? " " : "");
+    for (int d = 0; d < ndim; d++)
+        o += snprintf(dict + o, sizeof dict - o, "%lld,%s", (long long)shape[d], d + 1 < ndim ? " " : "");
     o += snprintf(dict + o, sizeof dict - o, "), }");
     size_t total = 10 + (size_t)o + 1;
     size_t pad = (64 - total % 64) % 64;
     uint16_t hl = (uint16_t)(o + pad + 1);
     fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    unsigned char l[2] = {(unsigned char)(hl & 0xff), (unsigned char)(hl >> 8)};
+    unsigned char l[2] = { (unsigned char)(hl & 0xff), (unsigned char)(hl >> 8) };
     fwrite(l, 1, 2, f);
     fwrite(dict, 1, (size_t)o, f);
     for (size_t i = 0; i < pad; i++) fputc(' ', f);
@@ -65,12 +66,14 @@ static void npy_read_header(FILE *f, const char *name, npy_hdr *h) {
     unsigned char m[10];
     if (fread(m, 1, 10, f) != 10 || memcmp(m, "\x93NUMPY", 6)) dh_die(DH_EXIT_FAIL, "%s: not a .npy file", name);
     uint32_t hl;
-    if (m[6] == 1) hl = m[8] | (uint32_t)m[9] << 8;
+    if (m[6] == 1)
+        hl = m[8] | (uint32_t)m[9] << 8;
     else if (m[6] == 2 || m[6] == 3) {
         unsigned char x[2];
         if (fread(x, 1, 2, f) != 2) dh_die(DH_EXIT_FAIL, "%s: truncated .npy header", name);
         hl = m[8] | (uint32_t)m[9] << 8 | (uint32_t)x[0] << 16 | (uint32_t)x[1] << 24;
-    } else dh_die(DH_EXIT_FAIL, "%s: .npy version %d not supported", name, m[6]);
+    } else
+        dh_die(DH_EXIT_FAIL, "%s: .npy version %d not supported", name, m[6]);
     if (hl > 1 << 16) dh_die(DH_EXIT_FAIL, "%s: .npy header of %u bytes is implausible", name, hl);
     char *d = malloc(hl + 1);
     if (!d || fread(d, 1, hl, f) != hl) dh_die(DH_EXIT_FAIL, "%s: truncated .npy header", name);
@@ -85,7 +88,8 @@ static void npy_read_header(FILE *f, const char *name, npy_hdr *h) {
     if (!p) dh_die(DH_EXIT_FAIL, "%s: .npy header without fortran_order", name);
     p = strchr(p, ':');
     while (p && (*p == ':' || isspace((unsigned char)*p))) p++;
-    if (!p || strncmp(p, "False", 5)) dh_die(DH_EXIT_FAIL, "%s: Fortran-ordered arrays are not supported (use np.ascontiguousarray)", name);
+    if (!p || strncmp(p, "False", 5))
+        dh_die(DH_EXIT_FAIL, "%s: Fortran-ordered arrays are not supported (use np.ascontiguousarray)", name);
     p = strstr(d, "'shape'");
     if (!p || !(p = strchr(p, '('))) dh_die(DH_EXIT_FAIL, "%s: .npy header without shape", name);
     p++;
@@ -104,10 +108,14 @@ static void npy_read_header(FILE *f, const char *name, npy_hdr *h) {
     h->elems = 1;
     for (int i = 1; i < h->ndim; i++) h->elems *= h->shape[i] ? h->shape[i] : 1;
     const char *t = h->descr;
-    if (!strcmp(t, "<f4") || !strcmp(t, "<i4") || !strcmp(t, "<u4")) h->esize = 4;
-    else if (!strcmp(t, "<f8") || !strcmp(t, "<i8") || !strcmp(t, "<u8")) h->esize = 8;
-    else if (!strcmp(t, "|u1") || !strcmp(t, "|i1") || !strcmp(t, "|b1")) h->esize = 1;
-    else dh_die(DH_EXIT_FAIL, "%s: dtype %s not supported (use little-endian f4, f8, i4, i8, u1)", name, t);
+    if (!strcmp(t, "<f4") || !strcmp(t, "<i4") || !strcmp(t, "<u4"))
+        h->esize = 4;
+    else if (!strcmp(t, "<f8") || !strcmp(t, "<i8") || !strcmp(t, "<u8"))
+        h->esize = 8;
+    else if (!strcmp(t, "|u1") || !strcmp(t, "|i1") || !strcmp(t, "|b1"))
+        h->esize = 1;
+    else
+        dh_die(DH_EXIT_FAIL, "%s: dtype %s not supported (use little-endian f4, f8, i4, i8, u1)", name, t);
 }
 
 static void read_exact(FILE *f, void *p, size_t n, const char *name) {
@@ -123,7 +131,8 @@ static int do_export(const char *path, const char *field, int unpack) {
     int fi = dhs_field_index(s, field);
     if (fi < 0) dh_die(DH_EXIT_FAIL, "%s: %s stream has no field '%s'", dh_in_name(path), s->kind, field);
     const dhs_field *f = &s->fields[fi];
-    if (f->variable) dh_die(DH_EXIT_FAIL, "%s: field '%s' has variable length: cannot be an array", dh_in_name(path), field);
+    if (f->variable)
+        dh_die(DH_EXIT_FAIL, "%s: field '%s' has variable length: cannot be an array", dh_in_name(path), field);
     size_t rowb = f->dtype == DHS_BITS && unpack ? (size_t)f->row_elems : (size_t)f->row_bytes;
     unsigned char *data = NULL;
     size_t used = 0, cap = 0;
@@ -142,7 +151,8 @@ static int do_export(const char *path, const char *field, int unpack) {
             for (int64_t i = 0; i < c->nrows; i++)
                 for (int64_t k = 0; k < f->row_elems; k++)
                     data[used + i * rowb + k] = (src[i * f->row_bytes + (k >> 3)] >> (k & 7)) & 1;
-        } else memcpy(data + used, c->col[fi], (size_t)c->nrows * rowb);
+        } else
+            memcpy(data + used, c->col[fi], (size_t)c->nrows * rowb);
         used += (size_t)c->nrows * rowb;
         n += c->nrows;
     }
@@ -159,8 +169,10 @@ static int do_export(const char *path, const char *field, int unpack) {
     case DHS_F64: descr = "<f8"; break;
     default: descr = "|u1"; break;
     }
-    if (f->dtype == DHS_BITS) shape[nd++] = unpack ? f->row_elems : f->row_bytes;
-    else for (int d = 0; d < f->ndim; d++) shape[nd++] = f->shape[d];
+    if (f->dtype == DHS_BITS)
+        shape[nd++] = unpack ? f->row_elems : f->row_bytes;
+    else
+        for (int d = 0; d < f->ndim; d++) shape[nd++] = f->shape[d];
     npy_write_header(stdout, descr, nd, shape);
     if (used && fwrite(data, 1, used, stdout) != used) dh_die(DH_EXIT_IO, "<stdout>: write error: %s", strerror(errno));
     if (fflush(stdout)) dh_die(DH_EXIT_IO, "<stdout>: write error: %s", strerror(errno));
@@ -181,11 +193,16 @@ static int do_import(const char *path, const char *kind, const char *field, cons
     if (bits) {
         if (h.esize != 1 || h.ndim != 2) dh_die(DH_EXIT_FAIL, "%s: --bits needs a 2-D 0/1 array of u1/b1", name);
         t = DHS_BITS;
-    } else if (!strcmp(d, "<f4") || !strcmp(d, "<f8")) t = DHS_F32;
-    else if (!strcmp(d, "<i4")) t = DHS_I32;
-    else if (!strcmp(d, "<i8")) t = DHS_I64;
-    else if (!strcmp(d, "|u1") || !strcmp(d, "|b1")) t = DHS_U8;
-    else dh_die(DH_EXIT_FAIL, "%s: dtype %s cannot be imported", name, d);
+    } else if (!strcmp(d, "<f4") || !strcmp(d, "<f8"))
+        t = DHS_F32;
+    else if (!strcmp(d, "<i4"))
+        t = DHS_I32;
+    else if (!strcmp(d, "<i8"))
+        t = DHS_I64;
+    else if (!strcmp(d, "|u1") || !strcmp(d, "|b1"))
+        t = DHS_U8;
+    else
+        dh_die(DH_EXIT_FAIL, "%s: dtype %s cannot be imported", name, d);
     dhs_schema s;
     dh_err e;
     dhs_schema_init(&s, kind);
@@ -195,19 +212,26 @@ static int do_import(const char *path, const char *kind, const char *field, cons
         FILE *lf = dh_open_in(labels);
         npy_hdr lh;
         npy_read_header(lf, labels, &lh);
-        if (lh.ndim != 1 || lh.shape[0] != n) dh_die(DH_EXIT_FAIL, "%s: labels must be a 1-D array of %lld rows", labels, (long long)n);
+        if (lh.ndim != 1 || lh.shape[0] != n)
+            dh_die(DH_EXIT_FAIL, "%s: labels must be a 1-D array of %lld rows", labels, (long long)n);
         if (strcmp(lh.descr, "<i4") && strcmp(lh.descr, "<i8") && strcmp(lh.descr, "|u1"))
             dh_die(DH_EXIT_FAIL, "%s: labels must be integers (i4, i8 or u1), not %s", labels, lh.descr);
         lab = malloc((size_t)(n ? n : 1) * sizeof *lab);
         if (!lab) dh_die(DH_EXIT_NOMEM, "out of memory");
         for (int64_t i = 0; i < n; i++) {
             int64_t v = 0;
-            unsigned char b[8] = {0};
+            unsigned char b[8] = { 0 };
             read_exact(lf, b, lh.esize, labels);
-            if (lh.esize == 1) v = b[0];
-            else if (lh.esize == 4) { int32_t x; memcpy(&x, b, 4); v = x; }
-            else memcpy(&v, b, 8);
-            if (v < INT32_MIN || v > INT32_MAX) dh_die(DH_EXIT_FAIL, "%s: label %lld out of range", labels, (long long)v);
+            if (lh.esize == 1)
+                v = b[0];
+            else if (lh.esize == 4) {
+                int32_t x;
+                memcpy(&x, b, 4);
+                v = x;
+            } else
+                memcpy(&v, b, 8);
+            if (v < INT32_MIN || v > INT32_MAX)
+                dh_die(DH_EXIT_FAIL, "%s: label %lld out of range", labels, (long long)v);
             lab[i] = (int32_t)v;
         }
         fclose(lf);
@@ -230,26 +254,43 @@ static int do_import(const char *path, const char *kind, const char *field, cons
         if (t == DHS_BITS) {
             memset(row, 0, (size_t)fl->row_bytes);
             for (int64_t k = 0; k < h.elems; k++) {
-                if (in[k] > 1) { dhs_writer_abort(w); dh_die(DH_EXIT_FAIL, "%s: row %lld: --bits needs 0/1 values", name, (long long)i); }
+                if (in[k] > 1) {
+                    dhs_writer_abort(w);
+                    dh_die(DH_EXIT_FAIL, "%s: row %lld: --bits needs 0/1 values", name, (long long)i);
+                }
                 row[k >> 3] |= (unsigned char)(in[k] << (k & 7));
             }
         } else if (!strcmp(d, "<f8")) {
-            for (int64_t k = 0; k < h.elems; k++) { double x; memcpy(&x, in + 8 * k, 8); float y = (float)x; memcpy(row + 4 * k, &y, 4); }
-        } else memcpy(row, in, in_row);
+            for (int64_t k = 0; k < h.elems; k++) {
+                double x;
+                memcpy(&x, in + 8 * k, 8);
+                float y = (float)x;
+                memcpy(row + 4 * k, &y, 4);
+            }
+        } else
+            memcpy(row, in, in_row);
         char id[32];
         uint32_t idl = (uint32_t)snprintf(id, sizeof id, "%lld", (long long)i);
         const void *cols[3];
-        const uint32_t *lens[3] = {0};
+        const uint32_t *lens[3] = { 0 };
         int k = 0;
         cols[k++] = row;
         if (lab) cols[k++] = &lab[i];
         lens[k] = &idl;
         cols[k++] = id;
-        if (dhs_write_rows(w, 1, cols, lens, &e)) { dhs_writer_abort(w); dh_die_err(&e, NULL); }
+        if (dhs_write_rows(w, 1, cols, lens, &e)) {
+            dhs_writer_abort(w);
+            dh_die_err(&e, NULL);
+        }
     }
-    if (fgetc(f) != EOF) { dhs_writer_abort(w); dh_die(DH_EXIT_FAIL, "%s: more data than the shape says", name); }
+    if (fgetc(f) != EOF) {
+        dhs_writer_abort(w);
+        dh_die(DH_EXIT_FAIL, "%s: more data than the shape says", name);
+    }
     if (dhs_writer_close(w, &e)) dh_die_err(&e, NULL);
-    free(in); free(row); free(lab);
+    free(in);
+    free(row);
+    free(lab);
     if (f != stdin) fclose(f);
     return 0;
 }
@@ -257,9 +298,11 @@ static int do_import(const char *path, const char *kind, const char *field, cons
 int main(int argc, char **argv) {
     dh_prog_init("dh-npy", argc, argv);
     static const struct option opts[] = {
-        {"field", required_argument, 0, 'F'}, {"kind", required_argument, 0, 'k'}, {"labels", required_argument, 0, 'l'},
-        {"bits", no_argument, 0, 'b'}, {"unpack", no_argument, 0, 'u'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+        { "field", required_argument, 0, 'F' },  { "kind", required_argument, 0, 'k' },
+        { "labels", required_argument, 0, 'l' }, { "bits", no_argument, 0, 'b' },
+        { "unpack", no_argument, 0, 'u' },       { "help", no_argument, 0, 'h' },
+        { "version", no_argument, 0, 'V' },      { 0, 0, 0, 0 }
+    };
     const char *field = NULL, *kind = "features", *labels = NULL;
     int bits = 0, unpack = 0, c;
     while ((c = getopt_long(argc, argv, "F:k:l:bu", opts, NULL)) != -1) {
@@ -269,7 +312,8 @@ int main(int argc, char **argv) {
         case 'l': labels = optarg; break;
         case 'b': bits = 1; break;
         case 'u': unpack = 1; break;
-        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
+        default:
+            if (!dh_common_option(c, 0, help)) dh_bad_option(argv); /* -q, --help, --version */
         }
     }
     if (optind >= argc) dh_usage_error("give a command: export or import (see dh-npy --help)");

@@ -32,44 +32,65 @@ static const char usage[] =
 
 static void help(void) { fputs(usage, stdout); }
 
-static uint64_t below(uint64_t *s, uint64_t n) { return dh_splitmix64(s) % n; }  /* n small relative to 2^64 */
+static uint64_t below(uint64_t *s, uint64_t n) { return dh_splitmix64(s) % n; } /* n small relative to 2^64 */
 
 /* Mark k of the n indices in idx[] as selected (partial Fisher-Yates). */
 static void choose(int64_t *idx, int64_t n, int64_t k, uint8_t *sel, uint64_t *rng) {
     for (int64_t i = 0; i < k; i++) {
         int64_t j = i + (int64_t)below(rng, (uint64_t)(n - i));
-        int64_t t = idx[i]; idx[i] = idx[j]; idx[j] = t;
+        int64_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
         sel[idx[i]] = 1;
     }
 }
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-split", argc, argv);
-    static const struct option opts[] = {
-        {"count", required_argument, 0, 'c'}, {"fraction", required_argument, 0, 'f'},
-        {"per-class", required_argument, 0, 'p'}, {"output", required_argument, 0, 'o'},
-        {"rest", required_argument, 0, 'r'}, {"seed", required_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
+    static const struct option opts[] = { { "count", required_argument, 0, 'c' },
+                                          { "fraction", required_argument, 0, 'f' },
+                                          { "per-class", required_argument, 0, 'p' },
+                                          { "output", required_argument, 0, 'o' },
+                                          { "rest", required_argument, 0, 'r' },
+                                          { "seed", required_argument, 0, 's' },
+                                          { "help", no_argument, 0, 'h' },
+                                          { "version", no_argument, 0, 'V' },
+                                          { 0, 0, 0, 0 } };
     int64_t count = -1, per_class = -1, seed = 1;
     double fraction = -1;
     const char *out = NULL, *rest = NULL;
     int modes = 0, c;
     while ((c = getopt_long(argc, argv, "c:f:p:o:r:s:", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': modes++; if (dh_parse_i64(optarg, 0, INT64_MAX, &count)) dh_usage_error("--count: '%s' is not a row count", optarg); break;
-        case 'f': modes++; if (dh_parse_double(optarg, 0, 1, &fraction)) dh_usage_error("--fraction: '%s' is not in [0, 1]", optarg); break;
-        case 'p': modes++; if (dh_parse_i64(optarg, 0, INT64_MAX, &per_class)) dh_usage_error("--per-class: '%s' is not a row count", optarg); break;
+        case 'c':
+            modes++;
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &count)) dh_usage_error("--count: '%s' is not a row count", optarg);
+            break;
+        case 'f':
+            modes++;
+            if (dh_parse_double(optarg, 0, 1, &fraction)) dh_usage_error("--fraction: '%s' is not in [0, 1]", optarg);
+            break;
+        case 'p':
+            modes++;
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &per_class))
+                dh_usage_error("--per-class: '%s' is not a row count", optarg);
+            break;
         case 'o': out = optarg; break;
         case 'r': rest = optarg; break;
-        case 's': if (dh_parse_i64(optarg, INT64_MIN, INT64_MAX, &seed)) dh_usage_error("--seed: '%s' is not an integer", optarg); break;
-        default: if (!dh_common_option(c, 0, help)) dh_bad_option(argv);  /* -q, --help, --version */
+        case 's':
+            if (dh_parse_i64(optarg, INT64_MIN, INT64_MAX, &seed))
+                dh_usage_error("--seed: '%s' is not an integer", optarg);
+            break;
+        default:
+            if (!dh_common_option(c, 0, help)) dh_bad_option(argv); /* -q, --help, --version */
         }
     }
     if (modes != 1) dh_usage_error("give exactly one of --count, --fraction, --per-class");
     if (!out) dh_usage_error("--output FILE is required");
-    if (rest) {  /* one would overwrite the other (or both interleave on stdout) */
+    if (rest) { /* one would overwrite the other (or both interleave on stdout) */
         struct stat so, sr;
-        if (!strcmp(out, rest) || (stat(out, &so) == 0 && stat(rest, &sr) == 0 && so.st_dev == sr.st_dev && so.st_ino == sr.st_ino))
+        if (!strcmp(out, rest) ||
+            (stat(out, &so) == 0 && stat(rest, &sr) == 0 && so.st_dev == sr.st_dev && so.st_ino == sr.st_ino))
             dh_usage_error("--output and --rest name the same file '%s'", rest);
     }
     if (argc - optind > 1) dh_usage_error("one input at most");
@@ -123,7 +144,8 @@ int main(int argc, char **argv) {
     uint64_t rng = (uint64_t)seed ^ 0x5eed5eed5eedull;
     if (count >= 0 || fraction >= 0) {
         int64_t k = count >= 0 ? count : (int64_t)(fraction * (double)n + 0.5);
-        if (k > n) dh_die(DH_EXIT_FAIL, "%s: --count %lld is more than the %lld rows", name, (long long)k, (long long)n);
+        if (k > n)
+            dh_die(DH_EXIT_FAIL, "%s: --count %lld is more than the %lld rows", name, (long long)k, (long long)n);
         for (int64_t i = 0; i < n; i++) idx[i] = i;
         choose(idx, n, k, sel, &rng);
     } else {
@@ -132,7 +154,7 @@ int main(int argc, char **argv) {
             if (i == 0 || labels[i] < lo) lo = labels[i];
             if (i == 0 || labels[i] > hi) hi = labels[i];
         }
-        for (int64_t l = lo; l <= hi && n; l++) {  /* classes in label order */
+        for (int64_t l = lo; l <= hi && n; l++) { /* classes in label order */
             int64_t m = 0;
             for (int64_t i = 0; i < n; i++)
                 if (labels[i] == l) idx[m++] = i;
@@ -149,8 +171,8 @@ int main(int argc, char **argv) {
     r = dhs_open(in, name, NULL, &e);
     if (!r) dh_die_err(&e, NULL);
     dh_outfile o[2];
-    dhs_writer *w[2] = {0};
-    const char *paths[2] = {out, rest};
+    dhs_writer *w[2] = { 0 };
+    const char *paths[2] = { out, rest };
     dhs_meta *meta = dhs_meta_copy(dhs_reader_meta(r));
     if (!meta) dh_die(DH_EXIT_NOMEM, "out of memory");
     dhs_meta_set_str(meta, "split_command", dh_cmdline());
@@ -165,7 +187,7 @@ int main(int argc, char **argv) {
     int64_t row = 0;
     while ((rc = dhs_read_chunk(r, &ch, &e)) == DH_OK) {
         int64_t i = 0;
-        while (i < ch->nrows) {  /* runs of rows going to the same output */
+        while (i < ch->nrows) { /* runs of rows going to the same output */
             int part = sel[row + i] ? 0 : 1;
             int64_t j = i + 1;
             while (j < ch->nrows && (sel[row + j] ? 0 : 1) == part) j++;
@@ -175,15 +197,23 @@ int main(int argc, char **argv) {
         row += ch->nrows;
     }
     if (rc != DH_EOF) goto fail;
-    if (row != n) { dh_seterr(&e, DH_EFORMAT, "%s: input changed between passes", name); goto fail; }
+    if (row != n) {
+        dh_seterr(&e, DH_EFORMAT, "%s: input changed between passes", name);
+        goto fail;
+    }
     for (int k = 0; k < 2; k++) {
         if (!w[k]) continue;
-        if (dhs_writer_close(w[k], &e)) { w[k] = NULL; goto fail; }
+        if (dhs_writer_close(w[k], &e)) {
+            w[k] = NULL;
+            goto fail;
+        }
         w[k] = NULL;
         if (dh_out_commit(&o[k], &e)) goto fail;
     }
     dhs_close(r);
-    free(sel); free(idx); free(labels);
+    free(sel);
+    free(idx);
+    free(labels);
     return 0;
 fail:
     for (int k = 0; k < 2; k++) {

@@ -30,11 +30,16 @@ const char *dh_src_kind_name(dh_src_kind k) {
 }
 
 int dh_src_kind_parse(const char *s, dh_src_kind *k) {
-    if (!strcmp(s, "auto")) *k = DH_SRC_AUTO;
-    else if (!strcmp(s, "images") || !strcmp(s, "archive") || !strcmp(s, "dir")) *k = DH_SRC_IMAGES;
-    else if (!strcmp(s, "cifar-binary") || !strcmp(s, "cifar")) *k = DH_SRC_CIFAR;
-    else if (!strcmp(s, "idx") || !strcmp(s, "mnist")) *k = DH_SRC_IDX;
-    else return -1;
+    if (!strcmp(s, "auto"))
+        *k = DH_SRC_AUTO;
+    else if (!strcmp(s, "images") || !strcmp(s, "archive") || !strcmp(s, "dir"))
+        *k = DH_SRC_IMAGES;
+    else if (!strcmp(s, "cifar-binary") || !strcmp(s, "cifar"))
+        *k = DH_SRC_CIFAR;
+    else if (!strcmp(s, "idx") || !strcmp(s, "mnist"))
+        *k = DH_SRC_IDX;
+    else
+        return -1;
     return 0;
 }
 
@@ -44,18 +49,25 @@ void dh_ingest_opts_init(dh_ingest_opts *o) {
 }
 
 /* ---- small string sets ---------------------------------------------------------- */
-typedef struct strset { char **v; int n, cap; int last; } strset;
+typedef struct strset {
+    char **v;
+    int n, cap;
+    int last;
+} strset;
 
 static const char *strset_add(strset *s, const char *x, size_t len, dh_err *e) {
-    if (s->n && s->last < s->n && strlen(s->v[s->last]) == len && !memcmp(s->v[s->last], x, len))
-        return s->v[s->last];
+    if (s->n && s->last < s->n && strlen(s->v[s->last]) == len && !memcmp(s->v[s->last], x, len)) return s->v[s->last];
     for (int i = 0; i < s->n; i++)
-        if (strlen(s->v[i]) == len && !memcmp(s->v[i], x, len)) { s->last = i; return s->v[i]; }
+        if (strlen(s->v[i]) == len && !memcmp(s->v[i], x, len)) {
+            s->last = i;
+            return s->v[i];
+        }
     if (s->n == s->cap) {
         int cap = s->cap ? 2 * s->cap : 16;
         char **v = dh_realloc(e, s->v, cap, sizeof *v);
         if (!v) return NULL;
-        s->v = v; s->cap = cap;
+        s->v = v;
+        s->cap = cap;
     }
     char *c = dh_malloc(e, len + 1, 1);
     if (!c) return NULL;
@@ -66,12 +78,20 @@ static const char *strset_add(strset *s, const char *x, size_t len, dh_err *e) {
     return c;
 }
 static int strset_has(const strset *s, const char *x) {
-    for (int i = 0; i < s->n; i++) if (!strcmp(s->v[i], x)) return 1;
+    for (int i = 0; i < s->n; i++)
+        if (!strcmp(s->v[i], x)) return 1;
     return 0;
 }
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-static void strset_sort(strset *s) { if (s->n > 1) qsort(s->v, s->n, sizeof *s->v, cmp_str); s->last = 0; }
-static void strset_free(strset *s) { for (int i = 0; i < s->n; i++) free(s->v[i]); free(s->v); memset(s, 0, sizeof *s); }
+static void strset_sort(strset *s) {
+    if (s->n > 1) qsort(s->v, s->n, sizeof *s->v, cmp_str);
+    s->last = 0;
+}
+static void strset_free(strset *s) {
+    for (int i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
 /* "a, b, c" into buf */
 static const char *strset_join(const strset *s, char *buf, size_t n) {
     buf[0] = 0;
@@ -80,18 +100,21 @@ static const char *strset_join(const strset *s, char *buf, size_t n) {
         int k = snprintf(buf + o, n - o, "%s%s", i ? ", " : "", s->v[i]);
         if (k < 0) break;
         o += (size_t)k;
-        if (i >= 20) { snprintf(buf + o, n - o, ", ..."); break; }
+        if (i >= 20) {
+            snprintf(buf + o, n - o, ", ...");
+            break;
+        }
     }
     return buf;
 }
 
 /* ---- private state of a set --------------------------------------------------- */
 typedef struct priv {
-    dh_item **all;       /* every item read (owned) */
+    dh_item **all; /* every item read (owned) */
     int64_t nall, capall;
-    void **blocks;       /* shared pixel blocks (CIFAR batches, IDX data) */
+    void **blocks; /* shared pixel blocks (CIFAR batches, IDX data) */
     int nblocks, capblocks;
-    strset classes;      /* image trees: class folder names (interned) */
+    strset classes; /* image trees: class folder names (interned) */
 } priv;
 
 static dh_item *new_item(priv *p, dh_err *e) {
@@ -99,7 +122,8 @@ static dh_item *new_item(priv *p, dh_err *e) {
         int64_t cap = p->capall ? 2 * p->capall : 1024;
         dh_item **v = dh_realloc(e, p->all, (size_t)cap, sizeof *v);
         if (!v) return NULL;
-        p->all = v; p->capall = cap;
+        p->all = v;
+        p->capall = cap;
     }
     dh_item *it = dh_calloc(e, 1, sizeof *it);
     if (!it) return NULL;
@@ -111,8 +135,12 @@ static int add_block(priv *p, void *b, dh_err *e) {
     if (p->nblocks == p->capblocks) {
         int cap = p->capblocks ? 2 * p->capblocks : 8;
         void **v = dh_realloc(e, p->blocks, cap, sizeof *v);
-        if (!v) { free(b); return DH_ENOMEM; }
-        p->blocks = v; p->capblocks = cap;
+        if (!v) {
+            free(b);
+            return DH_ENOMEM;
+        }
+        p->blocks = v;
+        p->capblocks = cap;
     }
     p->blocks[p->nblocks++] = b;
     return 0;
@@ -126,8 +154,8 @@ void dh_ingest_free(dh_ingest_set *s) {
             dh_item *it = p->all[i];
             free(it->id);
             free(it->err);
-            if (it->cls) free(it->px);  /* image-tree items own their pixels; */
-            free(it);                   /* CIFAR/IDX items point into blocks  */
+            if (it->cls) free(it->px); /* image-tree items own their pixels; */
+            free(it);                  /* CIFAR/IDX items point into blocks  */
         }
         free(p->all);
         for (int i = 0; i < p->nblocks; i++) free(p->blocks[i]);
@@ -147,7 +175,11 @@ void dh_ingest_free(dh_ingest_set *s) {
 
 /* ---- the decode pipeline ------------------------------------------------------- */
 #define QCAP 512
-typedef struct job { dh_item *it; uint8_t *buf; size_t n; } job;
+typedef struct job {
+    dh_item *it;
+    uint8_t *buf;
+    size_t n;
+} job;
 
 typedef struct pipeline {
     pthread_mutex_t mu;
@@ -172,12 +204,16 @@ static void item_fail(dh_item *it, const dh_err *e) {
 static void *worker(void *arg) {
     pipeline *pl = arg;
     dh_err e;
-    e.code = 0; e.msg[0] = 0;
+    e.code = 0;
+    e.msg[0] = 0;
     dh_decoder *d = dh_decoder_new(&e);
     for (;;) {
         pthread_mutex_lock(&pl->mu);
         while (pl->count == 0 && !pl->closing) pthread_cond_wait(&pl->not_empty, &pl->mu);
-        if (pl->count == 0) { pthread_mutex_unlock(&pl->mu); break; }
+        if (pl->count == 0) {
+            pthread_mutex_unlock(&pl->mu);
+            break;
+        }
         job j = pl->q[pl->head];
         pl->head = (pl->head + 1) % QCAP;
         pl->count--;
@@ -186,7 +222,8 @@ static void *worker(void *arg) {
 
         dh_item *it = j.it;
         dh_image im;
-        e.code = 0; e.msg[0] = 0;
+        e.code = 0;
+        e.msg[0] = 0;
         if (!d) {
             dh_seterr(&e, DH_ENOMEM, "cannot create a JPEG decoder");
             item_fail(it, &e);
@@ -196,15 +233,21 @@ static void *worker(void *arg) {
             if (pl->rw && (im.w != pl->rw || im.h != pl->rh)) {
                 uint8_t *r = malloc((size_t)pl->rw * pl->rh * im.c);
                 if (!r || dh_image_convert(im.px, im.c, im.h, im.w, r, im.c, pl->rh, pl->rw)) {
-                    free(r); free(im.px);
+                    free(r);
+                    free(im.px);
                     dh_seterr(&e, DH_ENOMEM, "out of memory resizing");
                     item_fail(it, &e);
                     goto done;
                 }
                 free(im.px);
-                im.px = r; im.w = pl->rw; im.h = pl->rh;
+                im.px = r;
+                im.w = pl->rw;
+                im.h = pl->rh;
             }
-            it->w = im.w; it->h = im.h; it->c = im.c; it->px = im.px;
+            it->w = im.w;
+            it->h = im.h;
+            it->c = im.c;
+            it->px = im.px;
             uint64_t nb = (uint64_t)im.w * im.h * im.c;
             pthread_mutex_lock(&pl->mu);
             pl->total_bytes += nb;
@@ -224,16 +267,23 @@ static int pipeline_start(pipeline *pl, const dh_ingest_opts *o, dh_err *e) {
     pthread_cond_init(&pl->not_empty, NULL);
     pthread_cond_init(&pl->not_full, NULL);
     pl->want_c = o->channels;
-    pl->rw = o->resize_w; pl->rh = o->resize_h;
+    pl->rw = o->resize_w;
+    pl->rh = o->resize_h;
     pl->lim = &o->lim;
     int n = o->threads;
-    if (n <= 0) { long c = sysconf(_SC_NPROCESSORS_ONLN); n = c > 0 ? (int)c : 1; }
+    if (n <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (int)c : 1;
+    }
     if (n > 64) n = 64;
     pl->tids = dh_calloc(e, n, sizeof *pl->tids);
     if (!pl->tids) return DH_ENOMEM;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&pl->tids[i], NULL, worker, pl) != 0) {
-            if (i == 0) { free(pl->tids); return dh_seterr(e, DH_ENOMEM, "cannot start decoder threads"); }
+            if (i == 0) {
+                free(pl->tids);
+                return dh_seterr(e, DH_ENOMEM, "cannot start decoder threads");
+            }
             break;
         }
         pl->nthreads++;
@@ -246,7 +296,7 @@ static int pipeline_start(pipeline *pl, const dh_ingest_opts *o, dh_err *e) {
 static void pipeline_push(pipeline *pl, dh_item *it, uint8_t *buf, size_t n) {
     pthread_mutex_lock(&pl->mu);
     while (pl->count == QCAP) pthread_cond_wait(&pl->not_full, &pl->mu);
-    pl->q[(pl->head + pl->count) % QCAP] = (job){it, buf, n};
+    pl->q[(pl->head + pl->count) % QCAP] = (job){ it, buf, n };
     pl->count++;
     pthread_cond_signal(&pl->not_empty);
     pthread_mutex_unlock(&pl->mu);
@@ -282,7 +332,10 @@ static int has_ext(const char *name, const char *ext) {
 static int is_image_name(const char *name) {
     return has_ext(name, ".jpg") || has_ext(name, ".jpeg") || has_ext(name, ".jpe") || has_ext(name, ".png");
 }
-static const char *base_name(const char *p) { const char *s = strrchr(p, '/'); return s ? s + 1 : p; }
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
 
 /* Normalise "./a//b/c" -> "a/b/c" into a fresh string. */
 static char *norm_path(const char *p, dh_err *e) {
@@ -291,7 +344,10 @@ static char *norm_path(const char *p, dh_err *e) {
     char *o = r;
     while (*p) {
         while (*p == '/') p++;
-        if (p[0] == '.' && (p[1] == '/' || p[1] == 0)) { p++; continue; }
+        if (p[0] == '.' && (p[1] == '/' || p[1] == 0)) {
+            p++;
+            continue;
+        }
         while (*p && *p != '/') *o++ = *p++;
         if (*p == '/') *o++ = '/';
     }
@@ -301,13 +357,23 @@ static char *norm_path(const char *p, dh_err *e) {
 }
 
 /* Path components of a normalised path (at most max), hidden check. */
-typedef struct comps { int n; const char *s[64]; size_t len[64]; int hidden; } comps;
+typedef struct comps {
+    int n;
+    const char *s[64];
+    size_t len[64];
+    int hidden;
+} comps;
 static void split_path(const char *p, comps *c) {
-    c->n = 0; c->hidden = 0;
+    c->n = 0;
+    c->hidden = 0;
     while (*p) {
         const char *q = strchr(p, '/');
         size_t l = q ? (size_t)(q - p) : strlen(p);
-        if (c->n < 64) { c->s[c->n] = p; c->len[c->n] = l; c->n++; }
+        if (c->n < 64) {
+            c->s[c->n] = p;
+            c->len[c->n] = l;
+            c->n++;
+        }
         if ((l > 0 && p[0] == '.') || (l == 8 && !memcmp(p, "__MACOSX", 8))) c->hidden = 1;
         if (!q) break;
         p = q + 1;
@@ -315,20 +381,26 @@ static void split_path(const char *p, comps *c) {
 }
 
 /* ---- image-tree / CIFAR scanning state -------------------------------------------- */
-typedef struct cifar_batch { char *name; uint8_t *data; size_t n; int test; } cifar_batch;
+typedef struct cifar_batch {
+    char *name;
+    uint8_t *data;
+    size_t n;
+    int test;
+} cifar_batch;
 
 typedef struct scan {
     const dh_ingest_opts *o;
-    const char *want_split;  /* NULL: all (decided later) */
+    const char *want_split; /* NULL: all (decided later) */
     priv *p;
     pipeline pl;
-    int depth;               /* depth of image members, 0 until the first */
+    int depth; /* depth of image members, 0 until the first */
     char *depth_member;
-    strset splits;           /* split folder names seen */
+    strset splits; /* split folder names seen */
     int64_t nimages, nread;
     /* CIFAR binary */
     int cifar_seen;
-    cifar_batch *batches; int nbatches;
+    cifar_batch *batches;
+    int nbatches;
     char *meta_txt;
 } scan;
 
@@ -338,12 +410,18 @@ static int want_split_match(const scan *sc, const char *s, size_t len) {
 }
 
 static int is_cifar_batch(const char *b, int *test) {
-    if (!strcmp(b, "test_batch.bin")) { *test = 1; return 1; }
+    if (!strcmp(b, "test_batch.bin")) {
+        *test = 1;
+        return 1;
+    }
     if (!strncmp(b, "data_batch_", 11)) {
         const char *q = b + 11;
         if (*q < '0' || *q > '9') return 0;
         while (*q >= '0' && *q <= '9') q++;
-        if (!strcmp(q, ".bin")) { *test = 0; return 1; }
+        if (!strcmp(q, ".bin")) {
+            *test = 0;
+            return 1;
+        }
     }
     return 0;
 }
@@ -365,59 +443,94 @@ static int scan_member(scan *sc, const char *rawname, int64_t size, read_fn rd, 
     if (o->kind != DH_SRC_IMAGES && (is_cifar_batch(b, &test) || !strcmp(b, "batches.meta.txt"))) {
         sc->cifar_seen = 1;
         if (!strcmp(b, "batches.meta.txt")) {
-            if (size > (1 << 20)) { rc = dh_seterr(e, DH_EFORMAT, "member %s: too large for a class list", name); goto out; }
-            uint8_t *buf; size_t n;
-            if ((rc = rd(rctx, &buf, &n, e))) { dh_err_prefix(e, "member %s", name); goto out; }
+            if (size > (1 << 20)) {
+                rc = dh_seterr(e, DH_EFORMAT, "member %s: too large for a class list", name);
+                goto out;
+            }
+            uint8_t *buf;
+            size_t n;
+            if ((rc = rd(rctx, &buf, &n, e))) {
+                dh_err_prefix(e, "member %s", name);
+                goto out;
+            }
             free(sc->meta_txt);
             sc->meta_txt = dh_malloc(e, n + 1, 1);
-            if (!sc->meta_txt) { free(buf); rc = DH_ENOMEM; goto out; }
+            if (!sc->meta_txt) {
+                free(buf);
+                rc = DH_ENOMEM;
+                goto out;
+            }
             memcpy(sc->meta_txt, buf, n);
             sc->meta_txt[n] = 0;
             free(buf);
             goto out;
         }
         const char *sp = test ? "test" : "train";
-        if (!strset_add(&sc->splits, sp, strlen(sp), e)) { rc = DH_ENOMEM; goto out; }
-        if (sc->want_split && strcmp(sc->want_split, sp)) goto out;
-        if (size >= 0 && (uint64_t)size > o->lim.max_member_bytes) {
-            rc = dh_seterr(e, DH_ELIMIT, "member %s: size %lld exceeds the limit of %llu bytes", name,
-                           (long long)size, (unsigned long long)o->lim.max_member_bytes);
+        if (!strset_add(&sc->splits, sp, strlen(sp), e)) {
+            rc = DH_ENOMEM;
             goto out;
         }
-        uint8_t *buf; size_t n;
-        if ((rc = rd(rctx, &buf, &n, e))) { dh_err_prefix(e, "member %s", name); goto out; }
+        if (sc->want_split && strcmp(sc->want_split, sp)) goto out;
+        if (size >= 0 && (uint64_t)size > o->lim.max_member_bytes) {
+            rc = dh_seterr(e, DH_ELIMIT, "member %s: size %lld exceeds the limit of %llu bytes", name, (long long)size,
+                           (unsigned long long)o->lim.max_member_bytes);
+            goto out;
+        }
+        uint8_t *buf;
+        size_t n;
+        if ((rc = rd(rctx, &buf, &n, e))) {
+            dh_err_prefix(e, "member %s", name);
+            goto out;
+        }
         if (n == 0 || n % 3073 != 0) {
             free(buf);
-            rc = dh_seterr(e, DH_EFORMAT, "member %s: size %zu is not a multiple of 3073 (label byte + 3x32x32 pixels)", name, n);
+            rc = dh_seterr(e, DH_EFORMAT, "member %s: size %zu is not a multiple of 3073 (label byte + 3x32x32 pixels)",
+                           name, n);
             goto out;
         }
         cifar_batch *v = dh_realloc(e, sc->batches, sc->nbatches + 1, sizeof *v);
-        if (!v) { free(buf); rc = DH_ENOMEM; goto out; }
+        if (!v) {
+            free(buf);
+            rc = DH_ENOMEM;
+            goto out;
+        }
         sc->batches = v;
-        v[sc->nbatches++] = (cifar_batch){name, buf, n, test};
-        name = NULL;  /* owned by the batch */
+        v[sc->nbatches++] = (cifar_batch){ name, buf, n, test };
+        name = NULL; /* owned by the batch */
         goto out;
     }
     if (o->kind == DH_SRC_CIFAR || !is_image_name(b)) goto out;
     /* an image member: [..prefix/][split/]class/file */
     if (c.n < 2) {
-        rc = dh_seterr(e, DH_EFORMAT, "member %s: layout not understood: images must be in class folders (<split>/<class>/<image>)", name);
+        rc = dh_seterr(e, DH_EFORMAT,
+                       "member %s: layout not understood: images must be in class folders (<split>/<class>/<image>)",
+                       name);
         goto out;
     }
     if (!sc->depth) {
         sc->depth = c.n;
         sc->depth_member = dh_strdup(e, name);
-        if (!sc->depth_member) { rc = DH_ENOMEM; goto out; }
+        if (!sc->depth_member) {
+            rc = DH_ENOMEM;
+            goto out;
+        }
     } else if (c.n != sc->depth) {
-        rc = dh_seterr(e, DH_EFORMAT, "member %s: layout not understood: images at different folder depths (%d here, %d for %s)",
-                       name, c.n, sc->depth, sc->depth_member);
+        rc = dh_seterr(e, DH_EFORMAT,
+                       "member %s: layout not understood: images at different folder depths (%d here, %d for %s)", name,
+                       c.n, sc->depth, sc->depth_member);
         goto out;
     }
     const char *cls = strset_add(&sc->p->classes, c.s[c.n - 2], c.len[c.n - 2], e);
-    if (!cls) { rc = DH_ENOMEM; goto out; }
+    if (!cls) {
+        rc = DH_ENOMEM;
+        goto out;
+    }
     int in_split = 1;
     if (c.n >= 3) {
-        if (!strset_add(&sc->splits, c.s[c.n - 3], c.len[c.n - 3], e)) { rc = DH_ENOMEM; goto out; }
+        if (!strset_add(&sc->splits, c.s[c.n - 3], c.len[c.n - 3], e)) {
+            rc = DH_ENOMEM;
+            goto out;
+        }
         in_split = want_split_match(sc, c.s[c.n - 3], c.len[c.n - 3]);
     } else if (sc->want_split) {
         in_split = 0;
@@ -434,12 +547,20 @@ static int scan_member(scan *sc, const char *rawname, int64_t size, read_fn rd, 
         goto out;
     }
     dh_item *it = new_item(sc->p, e);
-    if (!it) { rc = DH_ENOMEM; goto out; }
-    it->id = name; name = NULL;
+    if (!it) {
+        rc = DH_ENOMEM;
+        goto out;
+    }
+    it->id = name;
+    name = NULL;
     it->cls = cls;
     it->split_ok = 1;
-    uint8_t *buf; size_t n;
-    if ((rc = rd(rctx, &buf, &n, e))) { dh_err_prefix(e, "member %s", it->id); goto out; }
+    uint8_t *buf;
+    size_t n;
+    if ((rc = rd(rctx, &buf, &n, e))) {
+        dh_err_prefix(e, "member %s", it->id);
+        goto out;
+    }
     sc->nimages++;
     pipeline_push(&sc->pl, it, buf, n);
 out:
@@ -450,7 +571,11 @@ out:
 }
 
 /* -- archive members -- */
-typedef struct arc_ctx { struct archive *a; int64_t size; uint64_t max; } arc_ctx;
+typedef struct arc_ctx {
+    struct archive *a;
+    int64_t size;
+    uint64_t max;
+} arc_ctx;
 static int arc_read(void *ctx, uint8_t **out, size_t *n, dh_err *e) {
     arc_ctx *c = ctx;
     size_t cap = c->size >= 0 ? (size_t)c->size + 1 : 65536, len = 0;
@@ -458,11 +583,18 @@ static int arc_read(void *ctx, uint8_t **out, size_t *n, dh_err *e) {
     if (!buf) return DH_ENOMEM;
     for (;;) {
         if (len == cap) {
-            if (cap >= c->max) { free(buf); return dh_seterr(e, DH_ELIMIT, "larger than the limit of %llu bytes", (unsigned long long)c->max); }
+            if (cap >= c->max) {
+                free(buf);
+                return dh_seterr(e, DH_ELIMIT, "larger than the limit of %llu bytes", (unsigned long long)c->max);
+            }
             size_t nc = cap * 2 > c->max ? (size_t)c->max + 1 : cap * 2;
             uint8_t *b = dh_realloc(e, buf, nc, 1);
-            if (!b) { free(buf); return DH_ENOMEM; }
-            buf = b; cap = nc;
+            if (!b) {
+                free(buf);
+                return DH_ENOMEM;
+            }
+            buf = b;
+            cap = nc;
         }
         la_ssize_t r = archive_read_data(c->a, buf + len, cap - len);
         if (r < 0) {
@@ -478,7 +610,8 @@ static int arc_read(void *ctx, uint8_t **out, size_t *n, dh_err *e) {
         free(buf);
         return dh_seterr(e, DH_ETRUNC, "truncated archive: member has %zu of %lld bytes", len, (long long)c->size);
     }
-    *out = buf; *n = len;
+    *out = buf;
+    *n = len;
     return 0;
 }
 
@@ -512,7 +645,8 @@ static int scan_archive(scan *sc, const char *path, dh_err *e) {
             if (nmembers == 0 && (strcasestr(m, "truncated") || strcasestr(m, "damaged") || strcasestr(m, "corrupt")))
                 rc = dh_seterr(e, DH_ETRUNC, "damaged or truncated archive: %s", m);
             else if (nmembers == 0)
-                rc = dh_seterr(e, DH_EFORMAT, "not a readable archive, image folder, CIFAR-10 binary or IDX file: %s", m);
+                rc = dh_seterr(e, DH_EFORMAT, "not a readable archive, image folder, CIFAR-10 binary or IDX file: %s",
+                               m);
             else
                 rc = dh_seterr(e, DH_ETRUNC, "after member %s: damaged or truncated archive: %s", last, m);
             break;
@@ -523,7 +657,7 @@ static int scan_archive(scan *sc, const char *path, dh_err *e) {
         if (!name) continue;
         snprintf(last, sizeof last, "%s", name);
         if (archive_entry_filetype(ent) != AE_IFREG) continue;
-        arc_ctx ac = {a, archive_entry_size_is_set(ent) ? archive_entry_size(ent) : -1, sc->o->lim.max_member_bytes};
+        arc_ctx ac = { a, archive_entry_size_is_set(ent) ? archive_entry_size(ent) : -1, sc->o->lim.max_member_bytes };
         if ((rc = scan_member(sc, name, ac.size, arc_read, &ac, e))) break;
     }
     archive_read_free(a);
@@ -531,7 +665,11 @@ static int scan_archive(scan *sc, const char *path, dh_err *e) {
 }
 
 /* -- directory members -- */
-typedef struct file_ctx { const char *path; int64_t size; uint64_t max; } file_ctx;
+typedef struct file_ctx {
+    const char *path;
+    int64_t size;
+    uint64_t max;
+} file_ctx;
 static int file_read(void *ctx, uint8_t **out, size_t *n, dh_err *e) {
     file_ctx *c = ctx;
     if (c->size < 0 || (uint64_t)c->size > c->max)
@@ -539,37 +677,64 @@ static int file_read(void *ctx, uint8_t **out, size_t *n, dh_err *e) {
     FILE *f = fopen(c->path, "rb");
     if (!f) return dh_seterr(e, DH_EIO, "%s", strerror(errno));
     uint8_t *buf = dh_malloc(e, (size_t)c->size + 1, 1);
-    if (!buf) { fclose(f); return DH_ENOMEM; }
+    if (!buf) {
+        fclose(f);
+        return DH_ENOMEM;
+    }
     size_t got = fread(buf, 1, (size_t)c->size + 1, f);
     int bad = ferror(f);
     fclose(f);
-    if (bad) { free(buf); return dh_seterr(e, DH_EIO, "read error"); }
-    if (got != (size_t)c->size) { free(buf); return dh_seterr(e, DH_EIO, "file changed size while reading"); }
-    *out = buf; *n = got;
+    if (bad) {
+        free(buf);
+        return dh_seterr(e, DH_EIO, "read error");
+    }
+    if (got != (size_t)c->size) {
+        free(buf);
+        return dh_seterr(e, DH_EIO, "file changed size while reading");
+    }
+    *out = buf;
+    *n = got;
     return 0;
 }
 
-typedef struct pathlist { char **v; int64_t n, cap; } pathlist;
+typedef struct pathlist {
+    char **v;
+    int64_t n, cap;
+} pathlist;
 static int walk(const char *root, const char *rel, int depth, pathlist *pl, dh_err *e) {
     if (depth > 32) return dh_seterr(e, DH_EFORMAT, "%s: folders nested too deeply", rel);
     char *dir;
     if (asprintf(&dir, "%s%s%s", root, *rel ? "/" : "", rel) < 0) return dh_seterr(e, DH_ENOMEM, "out of memory");
     DIR *d = opendir(dir);
-    if (!d) { int err = errno; free(dir); return dh_seterr(e, DH_EIO, "%s%s%s", *rel ? rel : "", *rel ? ": " : "", strerror(err)); }
+    if (!d) {
+        int err = errno;
+        free(dir);
+        return dh_seterr(e, DH_EIO, "%s%s%s", *rel ? rel : "", *rel ? ": " : "", strerror(err));
+    }
     struct dirent *de;
     int rc = 0;
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.') continue;  /* ., .., hidden */
+        if (de->d_name[0] == '.') continue; /* ., .., hidden */
         char *r;
-        if (asprintf(&r, "%s%s%s", rel, *rel ? "/" : "", de->d_name) < 0) { rc = dh_seterr(e, DH_ENOMEM, "out of memory"); break; }
+        if (asprintf(&r, "%s%s%s", rel, *rel ? "/" : "", de->d_name) < 0) {
+            rc = dh_seterr(e, DH_ENOMEM, "out of memory");
+            break;
+        }
         char *full;
-        if (asprintf(&full, "%s/%s", root, r) < 0) { free(r); rc = dh_seterr(e, DH_ENOMEM, "out of memory"); break; }
+        if (asprintf(&full, "%s/%s", root, r) < 0) {
+            free(r);
+            rc = dh_seterr(e, DH_ENOMEM, "out of memory");
+            break;
+        }
         struct stat st;
         int isdir = 0, isreg = 0;
         if (lstat(full, &st) == 0) {
-            if (S_ISDIR(st.st_mode)) isdir = 1;
-            else if (S_ISREG(st.st_mode)) isreg = 1;
-            else if (S_ISLNK(st.st_mode) && stat(full, &st) == 0 && S_ISREG(st.st_mode)) isreg = 1;
+            if (S_ISDIR(st.st_mode))
+                isdir = 1;
+            else if (S_ISREG(st.st_mode))
+                isreg = 1;
+            else if (S_ISLNK(st.st_mode) && stat(full, &st) == 0 && S_ISREG(st.st_mode))
+                isreg = 1;
         }
         free(full);
         if (isdir) {
@@ -580,8 +745,13 @@ static int walk(const char *root, const char *rel, int depth, pathlist *pl, dh_e
             if (pl->n == pl->cap) {
                 int64_t cap = pl->cap ? 2 * pl->cap : 1024;
                 char **v = dh_realloc(e, pl->v, (size_t)cap, sizeof *v);
-                if (!v) { free(r); rc = DH_ENOMEM; break; }
-                pl->v = v; pl->cap = cap;
+                if (!v) {
+                    free(r);
+                    rc = DH_ENOMEM;
+                    break;
+                }
+                pl->v = v;
+                pl->cap = cap;
             }
             pl->v[pl->n++] = r;
         } else {
@@ -594,14 +764,17 @@ static int walk(const char *root, const char *rel, int depth, pathlist *pl, dh_e
 }
 
 static int scan_dir(scan *sc, const char *root, dh_err *e) {
-    pathlist pl = {0};
+    pathlist pl = { 0 };
     int rc = walk(root, "", 0, &pl, e);
     if (!rc && pl.n > 1) qsort(pl.v, (size_t)pl.n, sizeof *pl.v, cmp_str);
     for (int64_t i = 0; !rc && i < pl.n; i++) {
         char *full;
-        if (asprintf(&full, "%s/%s", root, pl.v[i]) < 0) { rc = dh_seterr(e, DH_ENOMEM, "out of memory"); break; }
+        if (asprintf(&full, "%s/%s", root, pl.v[i]) < 0) {
+            rc = dh_seterr(e, DH_ENOMEM, "out of memory");
+            break;
+        }
         struct stat st;
-        file_ctx fc = {full, stat(full, &st) == 0 ? (int64_t)st.st_size : -1, sc->o->lim.max_member_bytes};
+        file_ctx fc = { full, stat(full, &st) == 0 ? (int64_t)st.st_size : -1, sc->o->lim.max_member_bytes };
         rc = scan_member(sc, pl.v[i], fc.size, file_read, &fc, e);
         free(full);
     }
@@ -623,7 +796,8 @@ static int check_split(scan *sc, const char *src_what, dh_ingest_set *s, dh_err 
         if (!strset_has(&sc->splits, want)) {
             if (sc->splits.n == 0)
                 return dh_seterr(e, DH_EINVAL, "unknown split '%s': the %s has no split folders", want, src_what);
-            return dh_seterr(e, DH_EINVAL, "unknown split '%s' (the %s has: %s)", want, src_what, strset_join(&sc->splits, buf, sizeof buf));
+            return dh_seterr(e, DH_EINVAL, "unknown split '%s' (the %s has: %s)", want, src_what,
+                             strset_join(&sc->splits, buf, sizeof buf));
         }
         s->split = strdup(want);
     } else if (want) {
@@ -659,14 +833,16 @@ static int collect_items(dh_ingest_set *s, priv *p, const dh_ingest_opts *o, dh_
     dh_item **v = dh_malloc(e, p->nall ? (size_t)p->nall : 1, sizeof *v);
     if (!v) return DH_ENOMEM;
     int64_t n = 0;
-    for (int64_t i = 0; i < p->nall; i++) if (p->all[i]->split_ok) v[n++] = p->all[i];
+    for (int64_t i = 0; i < p->nall; i++)
+        if (p->all[i]->split_ok) v[n++] = p->all[i];
     if (s->kind == DH_SRC_IMAGES && n > 1) qsort(v, (size_t)n, sizeof *v, cmp_item);
     int64_t m = 0, nbad = 0;
     for (int64_t i = 0; i < n; i++) {
         if (v[i]->err) {
             if (!o->skip_bad) {
-                dh_seterr(e, v[i]->errcode == DH_ELIMIT ? DH_ELIMIT : (v[i]->errcode == DH_ENOMEM ? DH_ENOMEM : DH_EFORMAT),
-                          "member %s: %s", v[i]->id, v[i]->err);
+                dh_seterr(
+                    e, v[i]->errcode == DH_ELIMIT ? DH_ELIMIT : (v[i]->errcode == DH_ENOMEM ? DH_ENOMEM : DH_EFORMAT),
+                    "member %s: %s", v[i]->id, v[i]->err);
                 free(v);
                 return e ? e->code : DH_EFORMAT;
             }
@@ -677,7 +853,10 @@ static int collect_items(dh_ingest_set *s, priv *p, const dh_ingest_opts *o, dh_
     }
     if (nbad) {
         s->bad = dh_calloc(e, (size_t)nbad, sizeof *s->bad);
-        if (!s->bad) { free(v); return DH_ENOMEM; }
+        if (!s->bad) {
+            free(v);
+            return DH_ENOMEM;
+        }
         for (int64_t i = 0, k = 0; i < p->nall && k < nbad; i++) {
             dh_item *it = p->all[i];
             if (it->split_ok && it->err) {
@@ -697,8 +876,8 @@ static int collect_items(dh_ingest_set *s, priv *p, const dh_ingest_opts *o, dh_
 
 static int cifar_finish(scan *sc, dh_ingest_set *s, dh_err *e) {
     priv *p = sc->p;
-    static const char *const cifar10_names[10] = {"airplane", "automobile", "bird", "cat", "deer",
-                                                  "dog", "frog", "horse", "ship", "truck"};
+    static const char *const cifar10_names[10] = { "airplane", "automobile", "bird",  "cat",  "deer",
+                                                   "dog",      "frog",       "horse", "ship", "truck" };
     char *names[256];
     int nn = 0;
     if (sc->meta_txt) {
@@ -708,31 +887,44 @@ static int cifar_finish(scan *sc, dh_ingest_set *s, dh_err *e) {
             if (l) names[nn++] = t;
         }
     }
-    if (nn == 0) { for (int i = 0; i < 10; i++) names[i] = (char *)cifar10_names[i]; nn = 10; }
+    if (nn == 0) {
+        for (int i = 0; i < 10; i++) names[i] = (char *)cifar10_names[i];
+        nn = 10;
+    }
     int rc = set_class_names(s, sc->o, names, nn, e);
     if (rc) return rc;
     /* batches in name order: data_batch_1..5, test_batch */
     for (int i = 1; i < sc->nbatches; i++)
         for (int j = i; j > 0 && strcmp(sc->batches[j - 1].name, sc->batches[j].name) > 0; j--) {
-            cifar_batch t = sc->batches[j]; sc->batches[j] = sc->batches[j - 1]; sc->batches[j - 1] = t;
+            cifar_batch t = sc->batches[j];
+            sc->batches[j] = sc->batches[j - 1];
+            sc->batches[j - 1] = t;
         }
     int64_t idx = 0;
     for (int b = 0; b < sc->nbatches; b++) {
         cifar_batch *cb = &sc->batches[b];
-        if ((rc = add_block(p, cb->data, e))) { cb->data = NULL; return rc; }
+        if ((rc = add_block(p, cb->data, e))) {
+            cb->data = NULL;
+            return rc;
+        }
         uint8_t *data = cb->data;
         cb->data = NULL;
         int64_t nrec = (int64_t)(cb->n / 3073);
         for (int64_t r = 0; r < nrec; r++) {
             const uint8_t *rec = data + r * 3073;
             if (rec[0] >= s->nclasses)
-                return dh_seterr(e, DH_EFORMAT, "member %s: record %lld: label %d out of range (%d classes)",
-                                 cb->name, (long long)r, rec[0], s->nclasses);
+                return dh_seterr(e, DH_EFORMAT, "member %s: record %lld: label %d out of range (%d classes)", cb->name,
+                                 (long long)r, rec[0], s->nclasses);
             dh_item *it = new_item(p, e);
             if (!it) return DH_ENOMEM;
-            if (asprintf(&it->id, "%lld", (long long)idx++) < 0) { it->id = NULL; return dh_seterr(e, DH_ENOMEM, "out of memory"); }
+            if (asprintf(&it->id, "%lld", (long long)idx++) < 0) {
+                it->id = NULL;
+                return dh_seterr(e, DH_ENOMEM, "out of memory");
+            }
             it->label = rec[0];
-            it->w = 32; it->h = 32; it->c = 3;
+            it->w = 32;
+            it->h = 32;
+            it->c = 3;
             it->px = (uint8_t *)rec + 1;
             it->split_ok = 1;
         }
@@ -754,19 +946,26 @@ static int images_archive_or_dir(const char *path, int isdir, const dh_ingest_op
         rc = dh_seterr(e, DH_ELIMIT, "decoded images exceed the limit of %llu bytes in total (--max-memory)",
                        (unsigned long long)o->lim.max_total_bytes);
     if (!rc) {
-        int cifar = o->kind == DH_SRC_CIFAR || (o->kind == DH_SRC_AUTO && sc.cifar_seen && sc.nimages == 0 && !sc.depth);
+        int cifar =
+            o->kind == DH_SRC_CIFAR || (o->kind == DH_SRC_AUTO && sc.cifar_seen && sc.nimages == 0 && !sc.depth);
         if (cifar) {
             s->kind = DH_SRC_CIFAR;
             if (!sc.cifar_seen)
-                rc = dh_seterr(e, DH_EFORMAT, "no CIFAR-10 binary batches (data_batch_N.bin, test_batch.bin) in the %s", what);
+                rc = dh_seterr(e, DH_EFORMAT, "no CIFAR-10 binary batches (data_batch_N.bin, test_batch.bin) in the %s",
+                               what);
             if (!rc) rc = check_split(&sc, what, s, e);
             if (!rc) rc = cifar_finish(&sc, s, e);
         } else {
             s->kind = DH_SRC_IMAGES;
             if (o->kind == DH_SRC_AUTO && sc.cifar_seen && sc.depth)
-                rc = dh_seterr(e, DH_EFORMAT, "layout not understood: the %s holds both CIFAR-10 binary batches and image folders (use --format)", what);
+                rc = dh_seterr(
+                    e, DH_EFORMAT,
+                    "layout not understood: the %s holds both CIFAR-10 binary batches and image folders (use --format)",
+                    what);
             if (!rc && !sc.depth)
-                rc = dh_seterr(e, DH_EFORMAT, "no JPEG or PNG images found in the %s (expected <split>/<class>/<image> folders)", what);
+                rc =
+                    dh_seterr(e, DH_EFORMAT,
+                              "no JPEG or PNG images found in the %s (expected <split>/<class>/<image> folders)", what);
             if (!rc) rc = check_split(&sc, what, s, e);
             if (!rc) {
                 priv *p = s->priv;
@@ -783,14 +982,22 @@ static int images_archive_or_dir(const char *path, int isdir, const dh_ingest_op
     if (!rc) rc = collect_items(s, s->priv, o, e);
     strset_free(&sc.splits);
     free(sc.depth_member);
-    for (int i = 0; i < sc.nbatches; i++) { free(sc.batches[i].name); free(sc.batches[i].data); }
+    for (int i = 0; i < sc.nbatches; i++) {
+        free(sc.batches[i].name);
+        free(sc.batches[i].data);
+    }
     free(sc.batches);
     free(sc.meta_txt);
     return rc;
 }
 
 /* ---- IDX ------------------------------------------------------------------------------ */
-typedef struct idx_file { int ndims; uint32_t dims[4]; uint8_t *data; size_t n; } idx_file;
+typedef struct idx_file {
+    int ndims;
+    uint32_t dims[4];
+    uint8_t *data;
+    size_t n;
+} idx_file;
 
 static int read_idx(const char *path, const char *member, const dh_ingest_limits *lim, idx_file *f, dh_err *e) {
     memset(f, 0, sizeof *f);
@@ -804,35 +1011,56 @@ static int read_idx(const char *path, const char *member, const dh_ingest_limits
         rc = dh_seterr(e, DH_EFORMAT, "member %s: not an IDX file", member);
         goto out;
     }
-    if (hdr[2] != 0x08) { rc = dh_seterr(e, DH_EFORMAT, "member %s: IDX data type 0x%02x is not unsigned bytes", member, hdr[2]); goto out; }
+    if (hdr[2] != 0x08) {
+        rc = dh_seterr(e, DH_EFORMAT, "member %s: IDX data type 0x%02x is not unsigned bytes", member, hdr[2]);
+        goto out;
+    }
     f->ndims = hdr[3];
-    if (f->ndims < 1 || f->ndims > 4) { rc = dh_seterr(e, DH_EFORMAT, "member %s: IDX with %d dimensions", member, f->ndims); goto out; }
-    if (gzread(g, hdr + 4, 4 * f->ndims) != 4 * f->ndims) { rc = dh_seterr(e, DH_ETRUNC, "member %s: truncated IDX header", member); goto out; }
+    if (f->ndims < 1 || f->ndims > 4) {
+        rc = dh_seterr(e, DH_EFORMAT, "member %s: IDX with %d dimensions", member, f->ndims);
+        goto out;
+    }
+    if (gzread(g, hdr + 4, 4 * f->ndims) != 4 * f->ndims) {
+        rc = dh_seterr(e, DH_ETRUNC, "member %s: truncated IDX header", member);
+        goto out;
+    }
     uint64_t total = 1;
     for (int i = 0; i < f->ndims; i++) {
         const uint8_t *q = hdr + 4 + 4 * i;
         f->dims[i] = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
         total *= f->dims[i];
         if (total > lim->max_member_bytes) {
-            rc = dh_seterr(e, DH_ELIMIT, "member %s: IDX data larger than the limit of %llu bytes", member, (unsigned long long)lim->max_member_bytes);
+            rc = dh_seterr(e, DH_ELIMIT, "member %s: IDX data larger than the limit of %llu bytes", member,
+                           (unsigned long long)lim->max_member_bytes);
             goto out;
         }
     }
     /* grow the buffer as data arrives: a lying header cannot make us allocate */
     size_t cap = total < (16u << 20) ? (size_t)total : (16u << 20), len = 0;
     f->data = dh_malloc(e, cap ? cap : 1, 1);
-    if (!f->data) { rc = DH_ENOMEM; goto out; }
+    if (!f->data) {
+        rc = DH_ENOMEM;
+        goto out;
+    }
     while (len < total) {
         if (len == cap) {
             size_t nc = cap * 2 < total ? cap * 2 : (size_t)total;
             uint8_t *b = dh_realloc(e, f->data, nc, 1);
-            if (!b) { rc = DH_ENOMEM; goto out; }
-            f->data = b; cap = nc;
+            if (!b) {
+                rc = DH_ENOMEM;
+                goto out;
+            }
+            f->data = b;
+            cap = nc;
         }
         size_t want = cap - len;
         if (want > (1u << 30)) want = 1u << 30;
         int r = gzread(g, f->data + len, (unsigned)want);
-        if (r < 0) { int en; rc = dh_seterr(e, DH_EFORMAT, "member %s: %s", member, gzerror(g, &en)); goto out; }
+        if (r < 0) {
+            int en;
+            rc = dh_seterr(e, DH_EFORMAT, "member %s: %s", member, gzerror(g, &en));
+            goto out;
+        }
         if (r == 0) break;
         len += (size_t)r;
     }
@@ -845,20 +1073,34 @@ static int read_idx(const char *path, const char *member, const dh_ingest_limits
     }
     uint8_t extra;
     int r = gzread(g, &extra, 1);
-    if (r > 0) { rc = dh_seterr(e, DH_EFORMAT, "member %s: data beyond the %llu bytes its header declares", member, (unsigned long long)total); goto out; }
-    if (r < 0) { int en; rc = dh_seterr(e, DH_EFORMAT, "member %s: %s", member, gzerror(g, &en)); goto out; }
+    if (r > 0) {
+        rc = dh_seterr(e, DH_EFORMAT, "member %s: data beyond the %llu bytes its header declares", member,
+                       (unsigned long long)total);
+        goto out;
+    }
+    if (r < 0) {
+        int en;
+        rc = dh_seterr(e, DH_EFORMAT, "member %s: %s", member, gzerror(g, &en));
+        goto out;
+    }
     f->n = len;
 out:
     gzclose(g);
-    if (rc) { free(f->data); f->data = NULL; }
+    if (rc) {
+        free(f->data);
+        f->data = NULL;
+    }
     return rc;
 }
 
-static int file_exists(const char *p) { struct stat st; return stat(p, &st) == 0 && S_ISREG(st.st_mode); }
+static int file_exists(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
 
 /* Find "<dir>/<prefix>-<kind>-ubyte[.gz]" */
 static char *idx_find(const char *dir, const char *prefix, const char *kind) {
-    const char *exts[2] = {".gz", ""};
+    const char *exts[2] = { ".gz", "" };
     for (int i = 0; i < 2; i++) {
         char *p;
         if (asprintf(&p, "%s/%s-%s-ubyte%s", dir, prefix, kind, exts[i]) < 0) return NULL;
@@ -880,28 +1122,44 @@ static int idx_source(const char *const *paths, int npaths, const dh_ingest_opts
         if (!vl) vl = idx_find(paths[0], "test", "labels-idx1");
         int has_train = ti || tl, has_test = vi || vl;
         if (!split) {
-            if (has_train && has_test) rc = dh_seterr(e, DH_EINVAL, "the folder has several splits (test, train): choose one with --split");
-            else split = has_train ? "train" : "test";
+            if (has_train && has_test)
+                rc = dh_seterr(e, DH_EINVAL, "the folder has several splits (test, train): choose one with --split");
+            else
+                split = has_train ? "train" : "test";
         }
         if (!rc && (!has_train && !has_test))
-            rc = dh_seterr(e, DH_EFORMAT, "layout not understood: no train-/t10k-images-idx3-ubyte files in the folder");
+            rc =
+                dh_seterr(e, DH_EFORMAT, "layout not understood: no train-/t10k-images-idx3-ubyte files in the folder");
         if (!rc && strcmp(split, "train") && strcmp(split, "test"))
             rc = dh_seterr(e, DH_EINVAL, "unknown split '%s' (the folder has: %s%s%s)", split, has_test ? "test" : "",
                            has_test && has_train ? ", " : "", has_train ? "train" : "");
         if (!rc) {
             int tr = !strcmp(split, "train");
-            img = tr ? ti : vi; lab = tr ? tl : vl;
-            if (tr) { ti = tl = NULL; } else { vi = vl = NULL; }
-            if (!img && !lab) rc = dh_seterr(e, DH_EINVAL, "unknown split '%s': no %s files in the folder", split, tr ? "train-" : "t10k-");
-            else if (!img) rc = dh_seterr(e, DH_EFORMAT, "member %s: labels without an images file", base_name(lab));
-            else if (!lab) rc = dh_seterr(e, DH_EFORMAT, "member %s: images without a labels file", base_name(img));
+            img = tr ? ti : vi;
+            lab = tr ? tl : vl;
+            if (tr) {
+                ti = tl = NULL;
+            } else {
+                vi = vl = NULL;
+            }
+            if (!img && !lab)
+                rc = dh_seterr(e, DH_EINVAL, "unknown split '%s': no %s files in the folder", split,
+                               tr ? "train-" : "t10k-");
+            else if (!img)
+                rc = dh_seterr(e, DH_EFORMAT, "member %s: labels without an images file", base_name(lab));
+            else if (!lab)
+                rc = dh_seterr(e, DH_EFORMAT, "member %s: images without a labels file", base_name(img));
         }
-        free(ti); free(tl); free(vi); free(vl);
+        free(ti);
+        free(tl);
+        free(vi);
+        free(vl);
     } else {
         img = strdup(paths[0]);
         if (!strcmp(paths[0], "-") || (npaths >= 2 && !strcmp(paths[1], "-")))
             rc = dh_seterr(e, DH_EINVAL, "IDX files cannot be read from standard input");
-        else if (npaths >= 2) lab = strdup(paths[1]);
+        else if (npaths >= 2)
+            lab = strdup(paths[1]);
         else {
             /* the usual partner: ...images-idx3... <-> ...labels-idx1...
              * (read_idx's dimension check puts them the right way round) */
@@ -909,38 +1167,58 @@ static int idx_source(const char *const *paths, int npaths, const dh_ingest_opts
             const char *q = strstr(b, "images-idx3"), *r = strstr(b, "labels-idx1");
             const char *at = q ? q : r, *with = q ? "labels-idx1" : "images-idx3";
             if (at) {
-                if (asprintf(&lab, "%.*s%s%s", (int)(at - paths[0]), paths[0], with, at + strlen("images-idx3")) < 0) lab = NULL;
-                if (lab && !file_exists(lab)) { free(lab); lab = NULL; }
+                if (asprintf(&lab, "%.*s%s%s", (int)(at - paths[0]), paths[0], with, at + strlen("images-idx3")) < 0)
+                    lab = NULL;
+                if (lab && !file_exists(lab)) {
+                    free(lab);
+                    lab = NULL;
+                }
             }
-            if (!lab) rc = dh_seterr(e, DH_EINVAL, "an IDX file needs its partner (images and labels): give both paths");
+            if (!lab)
+                rc = dh_seterr(e, DH_EINVAL, "an IDX file needs its partner (images and labels): give both paths");
         }
         if (!rc && !split) {
             const char *b = base_name(paths[0]);
-            split = !strncmp(b, "train", 5) ? "train" : (!strncmp(b, "t10k", 4) || !strncmp(b, "test", 4)) ? "test" : "";
+            split = !strncmp(b, "train", 5)                              ? "train"
+                    : (!strncmp(b, "t10k", 4) || !strncmp(b, "test", 4)) ? "test"
+                                                                         : "";
         }
     }
-    idx_file fi = {0}, fl = {0};
+    idx_file fi = { 0 }, fl = { 0 };
     if (!rc) rc = read_idx(img, base_name(img), &o->lim, &fi, e);
     if (!rc) rc = read_idx(lab, base_name(lab), &o->lim, &fl, e);
-    if (!rc && fi.ndims == 1 && fl.ndims == 3) {  /* given the other way round */
-        idx_file t = fi; fi = fl; fl = t;
-        char *tp = img; img = lab; lab = tp;
+    if (!rc && fi.ndims == 1 && fl.ndims == 3) { /* given the other way round */
+        idx_file t = fi;
+        fi = fl;
+        fl = t;
+        char *tp = img;
+        img = lab;
+        lab = tp;
     }
-    if (!rc && fi.ndims != 3) rc = dh_seterr(e, DH_EFORMAT, "member %s: an images file has 3 dimensions (N, H, W), this one %d", base_name(img), fi.ndims);
-    if (!rc && fl.ndims != 1) rc = dh_seterr(e, DH_EFORMAT, "member %s: a labels file has 1 dimension, this one %d", base_name(lab), fl.ndims);
+    if (!rc && fi.ndims != 3)
+        rc = dh_seterr(e, DH_EFORMAT, "member %s: an images file has 3 dimensions (N, H, W), this one %d",
+                       base_name(img), fi.ndims);
+    if (!rc && fl.ndims != 1)
+        rc =
+            dh_seterr(e, DH_EFORMAT, "member %s: a labels file has 1 dimension, this one %d", base_name(lab), fl.ndims);
     if (!rc && fi.dims[0] != fl.dims[0])
         rc = dh_seterr(e, DH_EFORMAT, "member %s: labels do not match images: %u labels for %u images in %s",
                        base_name(lab), fl.dims[0], fi.dims[0], base_name(img));
     if (!rc && (fi.dims[1] == 0 || fi.dims[2] == 0 || fi.dims[1] > o->lim.max_side || fi.dims[2] > o->lim.max_side))
         rc = dh_seterr(e, DH_EFORMAT, "member %s: image size %ux%u not usable", base_name(img), fi.dims[2], fi.dims[1]);
     int maxl = -1;
-    if (!rc) for (uint32_t i = 0; i < fl.dims[0]; i++) if (fl.data[i] > maxl) maxl = fl.data[i];
+    if (!rc)
+        for (uint32_t i = 0; i < fl.dims[0]; i++)
+            if (fl.data[i] > maxl) maxl = fl.data[i];
     if (!rc) {
         char *names[256];
         char nb[256][12];
         int nc = maxl + 1;
         if (nc < 1) nc = 1;
-        for (int i = 0; i < nc; i++) { snprintf(nb[i], sizeof nb[i], "%d", i); names[i] = nb[i]; }
+        for (int i = 0; i < nc; i++) {
+            snprintf(nb[i], sizeof nb[i], "%d", i);
+            names[i] = nb[i];
+        }
         rc = set_class_names(s, o, names, nc, e);
     }
     if (!rc) {
@@ -954,16 +1232,27 @@ static int idx_source(const char *const *paths, int npaths, const dh_ingest_opts
         fi.data = NULL;
         for (uint32_t i = 0; !rc && i < fi.dims[0]; i++) {
             dh_item *it = new_item(p, e);
-            if (!it) { rc = DH_ENOMEM; break; }
-            if (asprintf(&it->id, "%u", i) < 0) { it->id = NULL; rc = dh_seterr(e, DH_ENOMEM, "out of memory"); break; }
+            if (!it) {
+                rc = DH_ENOMEM;
+                break;
+            }
+            if (asprintf(&it->id, "%u", i) < 0) {
+                it->id = NULL;
+                rc = dh_seterr(e, DH_ENOMEM, "out of memory");
+                break;
+            }
             it->label = fl.data[i];
-            it->w = (int)fi.dims[2]; it->h = (int)fi.dims[1]; it->c = 1;
+            it->w = (int)fi.dims[2];
+            it->h = (int)fi.dims[1];
+            it->c = 1;
             it->px = data + i * plane;
             it->split_ok = 1;
         }
     }
-    free(fi.data); free(fl.data);
-    free(img); free(lab);
+    free(fi.data);
+    free(fl.data);
+    free(img);
+    free(lab);
     if (!rc) rc = collect_items(s, s->priv, o, e);
     return rc;
 }
@@ -971,7 +1260,10 @@ static int idx_source(const char *const *paths, int npaths, const dh_ingest_opts
 /* ---- detection ------------------------------------------------------------------------- */
 int dh_ingest_detect(const char *path, dh_src_kind *k, dh_err *e) {
     struct stat st;
-    if (!path || !strcmp(path, "-")) { *k = DH_SRC_IMAGES; return 0; }  /* stdin: an archive */
+    if (!path || !strcmp(path, "-")) {
+        *k = DH_SRC_IMAGES;
+        return 0;
+    } /* stdin: an archive */
     if (stat(path, &st) != 0) return dh_seterr(e, DH_EIO, "%s", strerror(errno));
     if (S_ISDIR(st.st_mode)) {
         char *f = idx_find(path, "train", "images-idx3");
@@ -990,14 +1282,17 @@ int dh_ingest_detect(const char *path, dh_src_kind *k, dh_err *e) {
     uint8_t h[4];
     int n = gzread(g, h, 4);
     gzclose(g);
-    if (n == 4 && h[0] == 0 && h[1] == 0 && h[2] == 0x08 && h[3] >= 1 && h[3] <= 4) *k = DH_SRC_IDX;
-    else *k = DH_SRC_IMAGES;
+    if (n == 4 && h[0] == 0 && h[1] == 0 && h[2] == 0x08 && h[3] >= 1 && h[3] <= 4)
+        *k = DH_SRC_IDX;
+    else
+        *k = DH_SRC_IMAGES;
     return 0;
 }
 
 int dh_ingest_load(const char *const *paths, int npaths, const dh_ingest_opts *o, dh_ingest_set *s, dh_err *e) {
     memset(s, 0, sizeof *s);
-    if (npaths < 1 || npaths > 2) return dh_seterr(e, DH_EINVAL, "expected one source (or an IDX images and labels pair)");
+    if (npaths < 1 || npaths > 2)
+        return dh_seterr(e, DH_EINVAL, "expected one source (or an IDX images and labels pair)");
     s->priv = dh_calloc(e, 1, sizeof(priv));
     if (!s->priv) return DH_ENOMEM;
     dh_src_kind k = o->kind;
@@ -1013,14 +1308,16 @@ int dh_ingest_load(const char *const *paths, int npaths, const dh_ingest_opts *o
 }
 
 /* ---- selection ----------------------------------------------------------------------------- */
-int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uint64_t seed,
-                     int64_t limit, int64_t per_class, dh_err *e) {
+int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uint64_t seed, int64_t limit,
+                     int64_t per_class, dh_err *e) {
     if (shuffle && s->n > 1) {
         uint64_t st = seed;
         for (int64_t i = s->n - 1; i > 0; i--) {
             uint64_t r = dh_splitmix64(&st);
             int64_t j = (int64_t)(((unsigned __int128)r * (uint64_t)(i + 1)) >> 64);
-            dh_item *t = s->items[i]; s->items[i] = s->items[j]; s->items[j] = t;
+            dh_item *t = s->items[i];
+            s->items[i] = s->items[j];
+            s->items[j] = t;
         }
     }
     free(s->class_counts);
@@ -1030,7 +1327,8 @@ int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uin
     for (int64_t i = 0; i < s->n; i++) {
         dh_item *it = s->items[i];
         if (it->label < 0 || it->label >= s->nclasses)
-            return dh_seterr(e, DH_EFORMAT, "member %s: label %d out of range (%d classes)", it->id, it->label, s->nclasses);
+            return dh_seterr(e, DH_EFORMAT, "member %s: label %d out of range (%d classes)", it->id, it->label,
+                             s->nclasses);
         if (limit > 0 && m >= limit) break;
         if (per_class > 0 && s->class_counts[it->label] >= per_class) continue;
         s->class_counts[it->label]++;
@@ -1042,18 +1340,25 @@ int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uin
     int C = o->channels;
     if (!C) {
         C = 1;
-        for (int64_t i = 0; i < m; i++) if (s->items[i]->c == 3) { C = 3; break; }
+        for (int64_t i = 0; i < m; i++)
+            if (s->items[i]->c == 3) {
+                C = 3;
+                break;
+            }
     }
     s->C = C;
     if (o->resize_w) {
-        s->W = o->resize_w; s->H = o->resize_h;
+        s->W = o->resize_w;
+        s->H = o->resize_h;
     } else {
         const dh_item *f = s->items[0];
-        s->W = f->w; s->H = f->h;
+        s->W = f->w;
+        s->H = f->h;
         for (int64_t i = 1; i < m; i++) {
             const dh_item *it = s->items[i];
             if (it->w != f->w || it->h != f->h)
-                return dh_seterr(e, DH_EFORMAT, "member %s: image size %dx%d differs from %dx%d of member %s (use --resize WxH)",
+                return dh_seterr(e, DH_EFORMAT,
+                                 "member %s: image size %dx%d differs from %dx%d of member %s (use --resize WxH)",
                                  it->id, it->w, it->h, f->w, f->h, f->id);
         }
     }

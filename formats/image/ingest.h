@@ -39,8 +39,8 @@ extern const dh_ingest_limits dh_ingest_default_limits;
 
 /* ---- single images ---------------------------------------------------------- */
 typedef struct dh_image {
-    int w, h, c;     /* c: 1 (grey) or 3 (RGB) */
-    uint8_t *px;     /* (c, h, w) planar, malloc'd */
+    int w, h, c; /* c: 1 (grey) or 3 (RGB) */
+    uint8_t *px; /* (c, h, w) planar, malloc'd */
 } dh_image;
 
 /* A decoder holds per-thread state (the libjpeg object) and is reused. */
@@ -52,8 +52,8 @@ void dh_decoder_free(dh_decoder *d);
  * becomes RGB; alpha is dropped), 1 forces grey, 3 forces RGB. Out-of-limit
  * sizes fail with DH_ELIMIT before any pixel buffer is allocated; anything
  * libjpeg calls a warning (corrupt or truncated data) is an error. */
-int dh_decode_image(dh_decoder *d, const uint8_t *buf, size_t n, int want_c,
-                    const dh_ingest_limits *lim, dh_image *out, dh_err *e);
+int dh_decode_image(dh_decoder *d, const uint8_t *buf, size_t n, int want_c, const dh_ingest_limits *lim, dh_image *out,
+                    dh_err *e);
 
 /* Grey value of an RGB pixel: (299 R + 587 G + 114 B + 500) / 1000 (BT.601). */
 static inline uint8_t dh_rgb_to_grey(uint8_t r, uint8_t g, uint8_t b) {
@@ -62,20 +62,21 @@ static inline uint8_t dh_rgb_to_grey(uint8_t r, uint8_t g, uint8_t b) {
 /* Convert src (sc, sh, sw) planar into dst (dc, dh, dw): channels first
  * (grey->RGB copies the plane, RGB->grey as above), then bilinear resizing
  * with pixel centres aligned (a no-op copy when the sizes agree). */
-int dh_image_convert(const uint8_t *src, int sc, int sh, int sw,
-                     uint8_t *dst, int dc, int dh, int dw);  /* 0, or -1 out of memory */
+int dh_image_convert(const uint8_t *src, int sc, int sh, int sw, uint8_t *dst, int dc, int dh,
+                     int dw); /* 0, or -1 out of memory */
 /* Bilinear resize of one plane (sh, sw) -> (dh, dw). */
 void dh_resize_plane(const uint8_t *src, int sh, int sw, uint8_t *dst, int dh, int dw);
 
 /* ---- whole sources ------------------------------------------------------------ */
 typedef struct dh_ingest_opts {
-    dh_src_kind kind;          /* DH_SRC_AUTO: detect                             */
-    const char *split;         /* NULL: the only split, or error if several; "all" */
-    int channels;              /* 0 auto, 1 grey, 3 RGB                            */
-    int resize_w, resize_h;    /* 0: none (sizes must agree)                       */
-    int skip_bad;              /* skip undecodable images instead of failing      */
-    int threads;               /* decoder threads; <= 0: number of CPUs            */
-    const char *const *class_names; int nclass_names; /* names for IDX/CIFAR labels */
+    dh_src_kind kind;       /* DH_SRC_AUTO: detect                             */
+    const char *split;      /* NULL: the only split, or error if several; "all" */
+    int channels;           /* 0 auto, 1 grey, 3 RGB                            */
+    int resize_w, resize_h; /* 0: none (sizes must agree)                       */
+    int skip_bad;           /* skip undecodable images instead of failing      */
+    int threads;            /* decoder threads; <= 0: number of CPUs            */
+    const char *const *class_names;
+    int nclass_names; /* names for IDX/CIFAR labels */
     dh_ingest_limits lim;
     /* Progress callback (called from the reading thread), may be NULL. */
     void (*progress)(void *arg, int64_t members_read);
@@ -84,27 +85,27 @@ typedef struct dh_ingest_opts {
 void dh_ingest_opts_init(dh_ingest_opts *o);
 
 typedef struct dh_item {
-    char *id;          /* member path, or the index within the split          */
+    char *id; /* member path, or the index within the split          */
     int32_t label;
-    int w, h, c;       /* as decoded (after --resize/--gray in the decoder)   */
-    uint8_t *px;       /* (c, h, w) planar; may point into a shared block     */
-    char *err;         /* undecodable: the reason (then px is NULL)           */
-    int errcode;       /* its dh_code                                         */
-    const char *cls;   /* image trees: the class folder name (interned)       */
-    int split_ok;      /* image trees: in the chosen split                    */
+    int w, h, c;     /* as decoded (after --resize/--gray in the decoder)   */
+    uint8_t *px;     /* (c, h, w) planar; may point into a shared block     */
+    char *err;       /* undecodable: the reason (then px is NULL)           */
+    int errcode;     /* its dh_code                                         */
+    const char *cls; /* image trees: the class folder name (interned)       */
+    int split_ok;    /* image trees: in the chosen split                    */
 } dh_item;
 
 typedef struct dh_ingest_set {
     dh_src_kind kind;
-    char *split;               /* the split read ("" when the source has none)   */
+    char *split; /* the split read ("" when the source has none)   */
     int nclasses;
-    char **classes;            /* (nclasses) sorted folder names or given names */
-    int64_t n;                 /* images in the set (after selection)           */
-    dh_item **items;           /* (n) in output order                            */
-    int C, H, W;               /* output layout                                  */
-    int64_t *class_counts;     /* (nclasses) images per class in the set          */
-    int64_t nbad;              /* skipped undecodable images (--skip-bad)         */
-    char **bad;                /* (nbad) "member M: reason"                        */
+    char **classes;        /* (nclasses) sorted folder names or given names */
+    int64_t n;             /* images in the set (after selection)           */
+    dh_item **items;       /* (n) in output order                            */
+    int C, H, W;           /* output layout                                  */
+    int64_t *class_counts; /* (nclasses) images per class in the set          */
+    int64_t nbad;          /* skipped undecodable images (--skip-bad)         */
+    char **bad;            /* (nbad) "member M: reason"                        */
     /* internal storage */
     void *priv;
 } dh_ingest_set;
@@ -113,14 +114,13 @@ typedef struct dh_ingest_set {
  * (IDX images, labels). Every image of the split is decoded; the set comes
  * back in deterministic order (sorted ids) with labels and classes set and
  * bad images either reported (first in order, as an error) or skipped. */
-int dh_ingest_load(const char *const *paths, int npaths, const dh_ingest_opts *o,
-                   dh_ingest_set *s, dh_err *e);
+int dh_ingest_load(const char *const *paths, int npaths, const dh_ingest_opts *o, dh_ingest_set *s, dh_err *e);
 /* Reorder and cut: shuffle (Fisher-Yates, seeded, deterministic) when asked,
  * then keep at most per_class images of each class and at most limit images
  * (0 = no limit). Then fix the output layout (C,H,W) and check that sizes
  * agree (unless resizing); fills class_counts. */
-int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle,
-                     uint64_t seed, int64_t limit, int64_t per_class, dh_err *e);
+int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uint64_t seed, int64_t limit,
+                     int64_t per_class, dh_err *e);
 /* Pixels of item i in the output layout (C*H*W bytes) into dst. */
 int dh_ingest_pixels(const dh_ingest_set *s, int64_t i, uint8_t *dst, dh_err *e);
 void dh_ingest_free(dh_ingest_set *s);

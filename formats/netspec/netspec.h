@@ -31,29 +31,40 @@
 #define NETSPEC_H
 #include "dh_util.h"
 
-#define NS_NAME_MAX 48
+#define NS_NAME_MAX   48
 #define NS_MAX_LAYERS 256
-#define NS_MAX_DEPTH 8     /* nesting of res blocks */
+#define NS_MAX_DEPTH  8 /* nesting of res blocks */
 
 typedef enum {
-    NS_CONV = 1, NS_FC, NS_BN, NS_RELU, NS_GELU, NS_MAXPOOL, NS_AVGPOOL,
-    NS_GAP, NS_DROPOUT, NS_FLATTEN, NS_SCALE, NS_RES, NS_END
+    NS_CONV = 1,
+    NS_FC,
+    NS_BN,
+    NS_RELU,
+    NS_GELU,
+    NS_MAXPOOL,
+    NS_AVGPOOL,
+    NS_GAP,
+    NS_DROPOUT,
+    NS_FLATTEN,
+    NS_SCALE,
+    NS_RES,
+    NS_END
 } ns_type;
 
 typedef struct ns_layer {
     ns_type type;
-    char name[NS_NAME_MAX];  /* layers with parameters: unique name; else "" */
-    int line;                /* source line */
-    int out;                 /* conv: output channels; fc: units */
-    int k, s, p;             /* conv/pool: kernel, stride, padding */
-    int bias;                /* conv/fc: has a bias (default 1) */
-    float f;                 /* dropout: probability; scale: factor */
-    int match;               /* NS_RES: index of its NS_END; NS_END: index of its NS_RES */
-    int in[3], shape[3];     /* input and output shape (C,H,W) */
+    char name[NS_NAME_MAX]; /* layers with parameters: unique name; else "" */
+    int line;               /* source line */
+    int out;                /* conv: output channels; fc: units */
+    int k, s, p;            /* conv/pool: kernel, stride, padding */
+    int bias;               /* conv/fc: has a bias (default 1) */
+    float f;                /* dropout: probability; scale: factor */
+    int match;              /* NS_RES: index of its NS_END; NS_END: index of its NS_RES */
+    int in[3], shape[3];    /* input and output shape (C,H,W) */
 } ns_layer;
 
 typedef struct netspec {
-    int in[3];               /* input (C,H,W) */
+    int in[3]; /* input (C,H,W) */
     int nlayers;
     ns_layer *layers;        /* (nlayers) */
     int zdim;                /* size of z = C*H*W of the feature point */

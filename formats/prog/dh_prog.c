@@ -15,7 +15,7 @@ const char *dh_progname = "dh";
 int dh_quiet = 0;
 int dh_progress_on = 0;
 static char *cmdline_;
-static char **argv_;  /* for dh_bad_option called from dh_common_option */
+static char **argv_; /* for dh_bad_option called from dh_common_option */
 
 static int needs_quote(const char *s) {
     if (!*s) return 1;
@@ -29,7 +29,7 @@ static int needs_quote(const char *s) {
 void dh_prog_init(const char *name, int argc, char **argv) {
     dh_progname = name;
     argv_ = argv;
-    opterr = 0;  /* option errors are reported by dh_bad_option, in one line */
+    opterr = 0; /* option errors are reported by dh_bad_option, in one line */
     signal(SIGPIPE, SIG_DFL);
     dh_progress_on = isatty(2);
     size_t n = 1;
@@ -43,8 +43,11 @@ void dh_prog_init(const char *name, int argc, char **argv) {
         if (needs_quote(a)) {
             *p++ = '\'';
             for (const char *s = a; *s; s++) {
-                if (*s == '\'') { memcpy(p, "'\\''", 4); p += 4; }
-                else *p++ = *s;
+                if (*s == '\'') {
+                    memcpy(p, "'\\''", 4);
+                    p += 4;
+                } else
+                    *p++ = *s;
             }
             *p++ = '\'';
         } else {
@@ -76,11 +79,13 @@ void dh_die(int status, const char *fmt, ...) {
 
 int dh_exit_status(dh_code c) {
     switch (c) {
-    case DH_OK: case DH_EOF: return DH_EXIT_OK;
+    case DH_OK:
+    case DH_EOF: return DH_EXIT_OK;
     case DH_EIO: return DH_EXIT_IO;
     case DH_EINVAL: return DH_EXIT_USAGE;
     case DH_EDEVICE: return DH_EXIT_DEVICE;
-    case DH_ENOMEM: case DH_ELIMIT: return DH_EXIT_NOMEM;
+    case DH_ENOMEM:
+    case DH_ELIMIT: return DH_EXIT_NOMEM;
     default: return DH_EXIT_FAIL;
     }
 }
@@ -113,12 +118,19 @@ void dh_version(void) {
 }
 
 int dh_common_option(int c, int progress, void (*usage)(void)) {
-    if (c == 'q') dh_quiet = 1;
-    else if (c == progress) dh_progress_on = 1;
-    else if (c == 'h') { usage(); exit(DH_EXIT_OK); }
-    else if (c == 'V') dh_version();
-    else if ((c == '?' || c == ':') && argv_) dh_bad_option(argv_);  /* one line naming the option */
-    else return 0;
+    if (c == 'q')
+        dh_quiet = 1;
+    else if (c == progress)
+        dh_progress_on = 1;
+    else if (c == 'h') {
+        usage();
+        exit(DH_EXIT_OK);
+    } else if (c == 'V')
+        dh_version();
+    else if ((c == '?' || c == ':') && argv_)
+        dh_bad_option(argv_); /* one line naming the option */
+    else
+        return 0;
     return 1;
 }
 
@@ -139,9 +151,7 @@ FILE *dh_open_in(const char *path) {
     return f;
 }
 
-const char *dh_in_name(const char *path) {
-    return (!path || !strcmp(path, "-")) ? "<stdin>" : path;
-}
+const char *dh_in_name(const char *path) { return (!path || !strcmp(path, "-")) ? "<stdin>" : path; }
 
 /* Temporary output files not yet committed: removed when a signal ends the
  * program (SIGINT, SIGTERM, SIGHUP), so an interrupted run leaves nothing. */
@@ -164,7 +174,10 @@ static void pending_add(char *tmp) {
         signal(SIGHUP, on_signal);
     }
     for (int i = 0; i < MAX_PENDING; i++)
-        if (!pending_[i]) { pending_[i] = tmp; return; }
+        if (!pending_[i]) {
+            pending_[i] = tmp;
+            return;
+        }
 }
 
 static void pending_del(const char *tmp) {
@@ -174,24 +187,31 @@ static void pending_del(const char *tmp) {
 
 int dh_out_open(dh_outfile *o, const char *path, dh_err *e) {
     memset(o, 0, sizeof *o);
-    if (!path || !strcmp(path, "-")) { o->f = stdout; return 0; }
+    if (!path || !strcmp(path, "-")) {
+        o->f = stdout;
+        return 0;
+    }
     struct stat st, lst;
-    if (lstat(path, &lst) == 0 && !S_ISREG(lst.st_mode)
-        && !(stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+    if (lstat(path, &lst) == 0 && !S_ISREG(lst.st_mode) && !(stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
         /* a device, FIFO or symbolic link (/dev/null, /dev/stdout, a named
          * pipe): written directly (tmp NULL), since a rename over it would
          * replace the node itself */
         if (!(o->path = dh_strdup(e, path))) return DH_ENOMEM;
         if (!(o->f = fopen(path, "wb"))) {
             int err = errno;
-            free(o->path); o->path = NULL;
+            free(o->path);
+            o->path = NULL;
             return dh_seterr(e, DH_EIO, "%s: %s", path, strerror(err));
         }
         return 0;
     }
     o->path = dh_strdup(e, path);
     o->tmp = dh_malloc(e, strlen(path) + 32, 1);
-    if (!o->path || !o->tmp) { free(o->path); free(o->tmp); return DH_ENOMEM; }
+    if (!o->path || !o->tmp) {
+        free(o->path);
+        free(o->tmp);
+        return DH_ENOMEM;
+    }
     /* temp beside the target so rename() stays on one filesystem */
     const char *slash = strrchr(path, '/');
     int dirlen = slash ? (int)(slash - path + 1) : 0;
@@ -199,23 +219,29 @@ int dh_out_open(dh_outfile *o, const char *path, dh_err *e) {
     int fd = mkstemp(o->tmp);
     if (fd < 0) {
         int err = errno;
-        free(o->path); free(o->tmp); o->path = o->tmp = NULL;
+        free(o->path);
+        free(o->tmp);
+        o->path = o->tmp = NULL;
         return dh_seterr(e, DH_EIO, "%s: cannot create: %s", path, strerror(err));
     }
     o->f = fdopen(fd, "wb");
-    if (!o->f) { close(fd); unlink(o->tmp); return dh_seterr(e, DH_EIO, "%s: %s", path, strerror(errno)); }
+    if (!o->f) {
+        close(fd);
+        unlink(o->tmp);
+        return dh_seterr(e, DH_EIO, "%s: %s", path, strerror(errno));
+    }
     pending_add(o->tmp);
     return 0;
 }
 
 int dh_out_commit(dh_outfile *o, dh_err *e) {
-    if (!o->path) {  /* stdout */
+    if (!o->path) { /* stdout */
         if (fflush(o->f) != 0 || ferror(o->f))
             return dh_seterr(e, DH_EIO, "<stdout>: write error: %s", strerror(errno));
         return 0;
     }
     int rc = 0;
-    if (!o->tmp) {  /* a device or FIFO, written directly */
+    if (!o->tmp) { /* a device or FIFO, written directly */
         if (fflush(o->f) != 0 || ferror(o->f))
             rc = dh_seterr(e, DH_EIO, "%s: write error: %s", o->path, strerror(errno));
         if (fclose(o->f) != 0 && !rc) rc = dh_seterr(e, DH_EIO, "%s: close: %s", o->path, strerror(errno));
@@ -227,19 +253,24 @@ int dh_out_commit(dh_outfile *o, dh_err *e) {
         rc = dh_seterr(e, DH_EIO, "%s: write error: %s", o->path, strerror(errno));
     if (fclose(o->f) != 0 && !rc) rc = dh_seterr(e, DH_EIO, "%s: close: %s", o->path, strerror(errno));
     o->f = NULL;
-    if (!rc && rename(o->tmp, o->path) != 0)
-        rc = dh_seterr(e, DH_EIO, "%s: rename: %s", o->path, strerror(errno));
+    if (!rc && rename(o->tmp, o->path) != 0) rc = dh_seterr(e, DH_EIO, "%s: rename: %s", o->path, strerror(errno));
     if (rc) unlink(o->tmp);
     pending_del(o->tmp);
-    free(o->path); free(o->tmp); o->path = o->tmp = NULL;
+    free(o->path);
+    free(o->tmp);
+    o->path = o->tmp = NULL;
     return rc;
 }
 
 void dh_out_abort(dh_outfile *o) {
-    if (!o->path) return;  /* stdout: the missing trailer marks it incomplete */
+    if (!o->path) return; /* stdout: the missing trailer marks it incomplete */
     if (o->f) fclose(o->f);
-    if (o->tmp) { unlink(o->tmp); pending_del(o->tmp); }
-    free(o->path); free(o->tmp);
+    if (o->tmp) {
+        unlink(o->tmp);
+        pending_del(o->tmp);
+    }
+    free(o->path);
+    free(o->tmp);
     memset(o, 0, sizeof *o);
 }
 
@@ -259,7 +290,10 @@ int dh_model_save(const char *path, const dhs_model *m, dh_err *e) {
     int rc = dh_out_open(&o, path, e);
     if (rc) return rc;
     rc = dhs_model_write(o.f, o.path ? o.path : "<stdout>", m, e);
-    if (rc) { dh_out_abort(&o); return rc; }
+    if (rc) {
+        dh_out_abort(&o);
+        return rc;
+    }
     return dh_out_commit(&o, e);
 }
 
@@ -272,7 +306,8 @@ void dh_meta_carry(dhs_meta *out, const dhs_meta *in) {
         const char **names = n > 0 ? calloc((size_t)n, sizeof *names) : NULL;
         if (names) {
             int ok = 1;
-            for (int i = 0; i < n; i++) if (!(names[i] = dhs_meta_str_at(in, "classes", i))) ok = 0;
+            for (int i = 0; i < n; i++)
+                if (!(names[i] = dhs_meta_str_at(in, "classes", i))) ok = 0;
             if (ok) dhs_meta_set_strv(out, "classes", names, n);
             free(names);
         }
@@ -280,15 +315,23 @@ void dh_meta_carry(dhs_meta *out, const dhs_meta *in) {
 }
 
 static void fmt_time(char *b, size_t n, double s) {
-    if (s < 0 || s > 1e7) { snprintf(b, n, "--:--"); return; }
+    if (s < 0 || s > 1e7) {
+        snprintf(b, n, "--:--");
+        return;
+    }
     int t = (int)(s + 0.5);
-    if (t >= 3600) snprintf(b, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(b, n, "%d:%02d", t / 60, t % 60);
+    if (t >= 3600)
+        snprintf(b, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(b, n, "%d:%02d", t / 60, t % 60);
 }
 
 void dh_progress_start(dh_progress *p, const char *what, const char *unit, int64_t total) {
-    p->what = what; p->unit = unit ? unit : "rows"; p->total = total;
-    p->t0 = p->tlast = dh_now(); p->shown = 0;
+    p->what = what;
+    p->unit = unit ? unit : "rows";
+    p->total = total;
+    p->t0 = p->tlast = dh_now();
+    p->shown = 0;
 }
 
 static void progress_print(dh_progress *p, int64_t done, int final) {
@@ -302,18 +345,19 @@ static void progress_print(dh_progress *p, int64_t done, int final) {
         snprintf(eta, sizeof eta, "  ETA %s", e);
     }
     if (p->total > 0)
-        fprintf(stderr, "\r\033[K%s: %s %lld/%lld %s  %.0f %s/s  %s%s%s", dh_progname, p->what,
-                (long long)done, (long long)p->total, p->unit, rate, p->unit, tb, eta, final ? "\n" : "");
+        fprintf(stderr, "\r\033[K%s: %s %lld/%lld %s  %.0f %s/s  %s%s%s", dh_progname, p->what, (long long)done,
+                (long long)p->total, p->unit, rate, p->unit, tb, eta, final ? "\n" : "");
     else
-        fprintf(stderr, "\r\033[K%s: %s %lld %s  %.0f %s/s  %s%s", dh_progname, p->what,
-                (long long)done, p->unit, rate, p->unit, tb, final ? "\n" : "");
+        fprintf(stderr, "\r\033[K%s: %s %lld %s  %.0f %s/s  %s%s", dh_progname, p->what, (long long)done, p->unit, rate,
+                p->unit, tb, final ? "\n" : "");
 }
 
 void dh_progress_update(dh_progress *p, int64_t done) {
     if (dh_quiet || !dh_progress_on) return;
     double t = dh_now();
     if (t - p->tlast < 0.25) return;
-    p->tlast = t; p->shown = 1;
+    p->tlast = t;
+    p->shown = 1;
     progress_print(p, done, 0);
 }
 

@@ -18,22 +18,22 @@
 
 /* Exit statuses, the same for every program (documented in each man page). */
 enum {
-    DH_EXIT_OK = 0,      /* success                                              */
-    DH_EXIT_FAIL = 1,    /* bad or damaged input data, or the work failed       */
-    DH_EXIT_USAGE = 2,   /* bad command line: unknown option, bad value         */
-    DH_EXIT_IO = 3,      /* a file could not be opened, read or written         */
-    DH_EXIT_DEVICE = 4,  /* CUDA requested but unavailable, or a device failure */
-    DH_EXIT_NOMEM = 5    /* out of memory or beyond a configured limit           */
+    DH_EXIT_OK = 0,     /* success                                              */
+    DH_EXIT_FAIL = 1,   /* bad or damaged input data, or the work failed       */
+    DH_EXIT_USAGE = 2,  /* bad command line: unknown option, bad value         */
+    DH_EXIT_IO = 3,     /* a file could not be opened, read or written         */
+    DH_EXIT_DEVICE = 4, /* CUDA requested but unavailable, or a device failure */
+    DH_EXIT_NOMEM = 5   /* out of memory or beyond a configured limit           */
 };
 
 extern const char *dh_progname;
-extern int dh_quiet;        /* --quiet: no progress */
-extern int dh_progress_on;  /* progress shown: stderr is a tty, or --progress */
+extern int dh_quiet;       /* --quiet: no progress */
+extern int dh_progress_on; /* progress shown: stderr is a tty, or --progress */
 
 /* Set the program name, remember the command line (for stream metadata),
  * restore default SIGPIPE so `| head` ends us quietly. */
 void dh_prog_init(const char *name, int argc, char **argv);
-const char *dh_cmdline(void);  /* the command line, shell-quoted */
+const char *dh_cmdline(void); /* the command line, shell-quoted */
 
 /* "dh-prog: message" on stderr, then exit(status). */
 void dh_die(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
@@ -51,9 +51,10 @@ void dh_version(void) __attribute__((noreturn));
 
 /* The options every stage program shares, to end its getopt_long table:
  * -q/--quiet, --progress (getopt value `progress`), -h/--help, -V/--version. */
-#define DH_COMMON_LONGOPTS(progress) \
-    { "quiet", 0, 0, 'q' }, { "progress", 0, 0, (progress) }, { "help", 0, 0, 'h' }, \
-    { "version", 0, 0, 'V' }, { 0, 0, 0, 0 }
+#define DH_COMMON_LONGOPTS(progress)                                                                                   \
+    { "quiet", 0, 0, 'q' }, { "progress", 0, 0, (progress) }, { "help", 0, 0, 'h' }, { "version", 0, 0, 'V' }, {       \
+        0, 0, 0, 0                                                                                                     \
+    }
 /* Handle getopt value c if it is one of DH_COMMON_LONGOPTS: -q sets dh_quiet,
  * --progress dh_progress_on, -h calls usage() and exits 0, -V dh_version();
  * getopt's '?' or ':' (a bad option) ends the program through dh_bad_option.
@@ -77,21 +78,21 @@ const char *dh_in_name(const char *path);
  * failed run never leaves a partial file under the final name. */
 typedef struct dh_outfile {
     FILE *f;
-    char *path;  /* final path (NULL for stdout) */
-    char *tmp;   /* temporary path */
+    char *path; /* final path (NULL for stdout) */
+    char *tmp;  /* temporary path */
 } dh_outfile;
-int  dh_out_open(dh_outfile *o, const char *path, dh_err *e);
-int  dh_out_commit(dh_outfile *o, dh_err *e);   /* fflush, fsync, close, rename */
-void dh_out_abort(dh_outfile *o);               /* close and unlink temp */
+int dh_out_open(dh_outfile *o, const char *path, dh_err *e);
+int dh_out_commit(dh_outfile *o, dh_err *e); /* fflush, fsync, close, rename */
+void dh_out_abort(dh_outfile *o);            /* close and unlink temp */
 /* dh_out_open, then dh_out_abort(o) at exit (a no-op once committed), so a
  * program that dies between opening and committing leaves no file. For one
  * output per program; o must last until exit (a static). */
-int  dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e);
+int dh_out_open_guarded(dh_outfile *o, const char *path, dh_err *e);
 
 /* Save a model atomically to path (temporary file + rename), or to stdout
  * for NULL or "-": dh_out_open, dhs_model_write, dh_out_commit. */
 struct dhs_model;
-int  dh_model_save(const char *path, const struct dhs_model *m, dh_err *e);
+int dh_model_save(const char *path, const struct dhs_model *m, dh_err *e);
 
 /* Provenance an output carries over from its input's meta (in may be NULL):
  * "source" when it is a string, "classes" when it is a non-empty array of
@@ -104,7 +105,7 @@ void dh_meta_carry(struct dhs_meta *out, const struct dhs_meta *in);
 typedef struct dh_progress {
     const char *what;
     const char *unit;
-    int64_t total;    /* 0 if unknown */
+    int64_t total; /* 0 if unknown */
     double t0, tlast;
     int shown;
 } dh_progress;

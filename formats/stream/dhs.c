@@ -4,7 +4,7 @@
  * Reading is a small pull parser over a buffered FILE: every declared size
  * (string, array, bin, rows) is checked against the schema and the limits
  * before anything is allocated for it. Writing uses msgpack-c's packer. */
-#define _GNU_SOURCE  /* F_SETPIPE_SZ */
+#define _GNU_SOURCE /* F_SETPIPE_SZ */
 #include "dhs_internal.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -25,21 +25,24 @@ const dhs_limits dhs_default_limits = {
 };
 
 /* ---- dtypes and schemas --------------------------------------------------- */
-static const char *dtype_names[] = {NULL, "u8", "i32", "i64", "f32", "f64", "bits", "str"};
+static const char *dtype_names[] = { NULL, "u8", "i32", "i64", "f32", "f64", "bits", "str" };
 
-const char *dhs_dtype_name(dhs_dtype t) {
-    return (t >= DHS_U8 && t <= DHS_STR) ? dtype_names[t] : "?";
-}
+const char *dhs_dtype_name(dhs_dtype t) { return (t >= DHS_U8 && t <= DHS_STR) ? dtype_names[t] : "?"; }
 int dhs_dtype_parse(const char *s, dhs_dtype *t) {
     for (int i = DHS_U8; i <= DHS_STR; i++)
-        if (!strcmp(s, dtype_names[i])) { *t = (dhs_dtype)i; return 0; }
+        if (!strcmp(s, dtype_names[i])) {
+            *t = (dhs_dtype)i;
+            return 0;
+        }
     return -1;
 }
 size_t dhs_dtype_size(dhs_dtype t) {
     switch (t) {
     case DHS_U8: return 1;
-    case DHS_I32: case DHS_F32: return 4;
-    case DHS_I64: case DHS_F64: return 8;
+    case DHS_I32:
+    case DHS_F32: return 4;
+    case DHS_I64:
+    case DHS_F64: return 8;
     default: return 0;
     }
 }
@@ -67,23 +70,30 @@ static int field_derive(dhs_field *f, uint64_t max_row_bytes, dh_err *e) {
         f->variable = 1;
     } else if (f->ndim >= 1 && f->shape[0] == -1) {
         if (f->ndim != 1 || f->dtype == DHS_BITS)
-            return dh_seterr(e, DH_EFORMAT, "field %s: a variable-length field must be 1-D [-1] and not bits", f->name), -1;
+            return dh_seterr(e, DH_EFORMAT, "field %s: a variable-length field must be 1-D [-1] and not bits", f->name),
+                   -1;
         f->variable = 1;
     }
     if (f->dtype == DHS_BITS && f->ndim != 1)
         return dh_seterr(e, DH_EFORMAT, "field %s: a bits field has shape [K]", f->name), -1;
-    if (f->variable) { f->row_elems = 0; f->row_bytes = 0; return 0; }
+    if (f->variable) {
+        f->row_elems = 0;
+        f->row_bytes = 0;
+        return 0;
+    }
     uint64_t el = 1;
     for (int d = 0; d < f->ndim; d++) {
         if (f->shape[d] < 1 || f->shape[d] > ((int64_t)1 << 31))
-            return dh_seterr(e, DH_EFORMAT, "field %s: dimension %lld out of range", f->name, (long long)f->shape[d]), -1;
+            return dh_seterr(e, DH_EFORMAT, "field %s: dimension %lld out of range", f->name, (long long)f->shape[d]),
+                   -1;
         el *= (uint64_t)f->shape[d];
-        if (el > max_row_bytes * 8)
-            return dh_seterr(e, DH_ELIMIT, "field %s: row size beyond the limit", f->name), -1;
+        if (el > max_row_bytes * 8) return dh_seterr(e, DH_ELIMIT, "field %s: row size beyond the limit", f->name), -1;
     }
     uint64_t bytes = f->dtype == DHS_BITS ? (el + 7) / 8 : el * dhs_dtype_size(f->dtype);
     if (bytes > max_row_bytes)
-        return dh_seterr(e, DH_ELIMIT, "field %s: row of %llu bytes beyond the chunk limit", f->name, (unsigned long long)bytes), -1;
+        return dh_seterr(e, DH_ELIMIT, "field %s: row of %llu bytes beyond the chunk limit", f->name,
+                         (unsigned long long)bytes),
+               -1;
     f->row_elems = (int64_t)el;
     f->row_bytes = (int64_t)bytes;
     return 0;
@@ -100,7 +110,10 @@ int dhs_schema_add(dhs_schema *s, const char *name, dhs_dtype t, int ndim, const
     f.dtype = t;
     f.ndim = ndim;
     for (int d = 0; d < ndim && d < DHS_MAX_DIMS; d++) f.shape[d] = shape[d];
-    if (field_derive(&f, dhs_default_limits.max_chunk_bytes, e)) { if (e) e->code = DH_EINVAL; return -1; }
+    if (field_derive(&f, dhs_default_limits.max_chunk_bytes, e)) {
+        if (e) e->code = DH_EINVAL;
+        return -1;
+    }
     s->fields[s->nfields] = f;
     return s->nfields++;
 }
@@ -146,7 +159,9 @@ int dhs_require_field(const dhs_schema *s, const char *name, dhs_dtype t, int nd
     if (i < 0) return dh_seterr(e, DH_ESCHEMA, "%s stream has no field '%s'", s->kind, name), -1;
     const dhs_field *f = &s->fields[i];
     if (f->dtype != t)
-        return dh_seterr(e, DH_ESCHEMA, "field '%s' is %s, expected %s", name, dhs_dtype_name(f->dtype), dhs_dtype_name(t)), -1;
+        return dh_seterr(e, DH_ESCHEMA, "field '%s' is %s, expected %s", name, dhs_dtype_name(f->dtype),
+                         dhs_dtype_name(t)),
+               -1;
     if (ndim >= 0 && f->ndim != ndim)
         return dh_seterr(e, DH_ESCHEMA, "field '%s' has %d dimensions, expected %d", name, f->ndim, ndim), -1;
     return i;
@@ -171,8 +186,8 @@ struct dhs_reader {
     unsigned char *buf;
     size_t pos, len;
     int eof;
-    uint64_t offset;        /* bytes consumed so far */
-    int track;              /* header bytes: crc them */
+    uint64_t offset; /* bytes consumed so far */
+    int track;       /* header bytes: crc them */
     uint32_t tcrc;
     uint64_t tbytes;
     dhs_schema schema;
@@ -202,7 +217,10 @@ static int fill(dhs_reader *r, size_t need) {
 }
 
 static void consumed(dhs_reader *r, const unsigned char *p, size_t n) {
-    if (r->track) { r->tcrc = (uint32_t)crc32_z(r->tcrc, p, n); r->tbytes += n; }
+    if (r->track) {
+        r->tcrc = (uint32_t)crc32_z(r->tcrc, p, n);
+        r->tbytes += n;
+    }
     r->offset += n;
 }
 
@@ -218,7 +236,8 @@ static int take(dhs_reader *r, size_t n, const unsigned char **p, dh_err *e, con
     r->pos += n;
     consumed(r, *p, n);
     if (r->track && r->tbytes > r->lim.max_header_bytes)
-        return dh_seterr(e, DH_ELIMIT, "%s: header larger than %llu bytes", r->name, (unsigned long long)r->lim.max_header_bytes);
+        return dh_seterr(e, DH_ELIMIT, "%s: header larger than %llu bytes", r->name,
+                         (unsigned long long)r->lim.max_header_bytes);
     return 0;
 }
 
@@ -233,10 +252,13 @@ static int read_into(dhs_reader *r, void *dst, size_t n, dh_err *e, const char *
     d += k;
     n -= k;
     if (n == 0) return 0;
-    if (n >= RBUF / 2) {  /* large: read directly */
+    if (n >= RBUF / 2) { /* large: read directly */
         size_t got = fread(d, 1, n, r->f);
         consumed(r, d, got);
-        if (got < n) { r->eof = 1; return trunc_err(r, e, where); }
+        if (got < n) {
+            r->eof = 1;
+            return trunc_err(r, e, where);
+        }
         return 0;
     }
     if (!fill(r, n)) return trunc_err(r, e, where);
@@ -273,7 +295,10 @@ static int rd_map(dhs_reader *r, uint32_t *n, dh_err *e, const char *where) {
     unsigned char c;
     int rc = rd_byte(r, &c, e, where);
     if (rc) return rc;
-    if ((c & 0xf0) == 0x80) { *n = c & 0x0f; return 0; }
+    if ((c & 0xf0) == 0x80) {
+        *n = c & 0x0f;
+        return 0;
+    }
     if (c == 0xde) return rd_len(r, 2, n, e, where);
     if (c == 0xdf) return rd_len(r, 4, n, e, where);
     return FMTERR("%s: %s: expected a map at byte %llu", r->name, where, (unsigned long long)r->offset - 1);
@@ -283,7 +308,10 @@ static int rd_array(dhs_reader *r, uint32_t *n, dh_err *e, const char *where) {
     unsigned char c;
     int rc = rd_byte(r, &c, e, where);
     if (rc) return rc;
-    if ((c & 0xf0) == 0x90) { *n = c & 0x0f; return 0; }
+    if ((c & 0xf0) == 0x90) {
+        *n = c & 0x0f;
+        return 0;
+    }
     if (c == 0xdc) return rd_len(r, 2, n, e, where);
     if (c == 0xdd) return rd_len(r, 4, n, e, where);
     return FMTERR("%s: %s: expected an array at byte %llu", r->name, where, (unsigned long long)r->offset - 1);
@@ -295,10 +323,12 @@ static int rd_str(dhs_reader *r, char *dst, size_t cap, dh_err *e, const char *w
     uint32_t n;
     int rc = rd_byte(r, &c, e, where);
     if (rc) return rc;
-    if ((c & 0xe0) == 0xa0) n = c & 0x1f;
+    if ((c & 0xe0) == 0xa0)
+        n = c & 0x1f;
     else if (c == 0xd9 || c == 0xda || c == 0xdb) {
         if ((rc = rd_len(r, c == 0xd9 ? 1 : c == 0xda ? 2 : 4, &n, e, where))) return rc;
-    } else return FMTERR("%s: %s: expected a string at byte %llu", r->name, where, (unsigned long long)r->offset - 1);
+    } else
+        return FMTERR("%s: %s: expected a string at byte %llu", r->name, where, (unsigned long long)r->offset - 1);
     if (n >= cap) return FMTERR("%s: %s: string of %u bytes too long", r->name, where, n);
     if ((rc = read_into(r, dst, n, e, where))) return rc;
     dst[n] = 0;
@@ -309,13 +339,35 @@ static int rd_uint(dhs_reader *r, uint64_t *v, dh_err *e, const char *where) {
     unsigned char c;
     int rc = rd_byte(r, &c, e, where);
     if (rc) return rc;
-    if (c <= 0x7f) { *v = c; return 0; }
+    if (c <= 0x7f) {
+        *v = c;
+        return 0;
+    }
     int n = 0, sgn = 0;
     switch (c) {
-    case 0xcc: n = 1; break; case 0xcd: n = 2; break; case 0xce: n = 4; break; case 0xcf: n = 8; break;
-    case 0xd0: n = 1; sgn = 1; break; case 0xd1: n = 2; sgn = 1; break;
-    case 0xd2: n = 4; sgn = 1; break; case 0xd3: n = 8; sgn = 1; break;
-    default: return FMTERR("%s: %s: expected an unsigned integer at byte %llu", r->name, where, (unsigned long long)r->offset - 1);
+    case 0xcc: n = 1; break;
+    case 0xcd: n = 2; break;
+    case 0xce: n = 4; break;
+    case 0xcf: n = 8; break;
+    case 0xd0:
+        n = 1;
+        sgn = 1;
+        break;
+    case 0xd1:
+        n = 2;
+        sgn = 1;
+        break;
+    case 0xd2:
+        n = 4;
+        sgn = 1;
+        break;
+    case 0xd3:
+        n = 8;
+        sgn = 1;
+        break;
+    default:
+        return FMTERR("%s: %s: expected an unsigned integer at byte %llu", r->name, where,
+                      (unsigned long long)r->offset - 1);
     }
     const unsigned char *p = NULL;
     if ((rc = take(r, n, &p, e, where))) return rc;
@@ -341,12 +393,23 @@ static int rd_value(dhs_reader *r, dhs_mval *v, int depth, dh_err *e) {
     if (rc) return rc;
     uint32_t n = 0;
     const unsigned char *p = NULL;
-    if (c <= 0x7f) { v->t = DHS_M_INT; v->i = c; return 0; }
-    if (c >= 0xe0) { v->t = DHS_M_INT; v->i = (int8_t)c; return 0; }
+    if (c <= 0x7f) {
+        v->t = DHS_M_INT;
+        v->i = c;
+        return 0;
+    }
+    if (c >= 0xe0) {
+        v->t = DHS_M_INT;
+        v->i = (int8_t)c;
+        return 0;
+    }
     if ((c & 0xf0) == 0x80 || c == 0xde || c == 0xdf) {
-        if (c == 0xde) rc = rd_len(r, 2, &n, e, where);
-        else if (c == 0xdf) rc = rd_len(r, 4, &n, e, where);
-        else n = c & 0x0f;
+        if (c == 0xde)
+            rc = rd_len(r, 2, &n, e, where);
+        else if (c == 0xdf)
+            rc = rd_len(r, 4, &n, e, where);
+        else
+            n = c & 0x0f;
         if (rc) return rc;
         if ((uint64_t)n * 2 > header_room(r)) return FMTERR("%s: header map of %u entries cannot fit", r->name, n);
         v->t = DHS_M_MAP;
@@ -356,16 +419,28 @@ static int rd_value(dhs_reader *r, dhs_mval *v, int depth, dh_err *e) {
             char key[256];
             if ((rc = rd_str(r, key, sizeof key, e, "metadata key"))) return rc;
             dhs_mval x;
-            if ((rc = rd_value(r, &x, depth + 1, e))) { dhs_mval_free(&x); return rc; }
-            if (dhs_meta_has(v->m, key)) { dhs_mval_free(&x); return FMTERR("%s: duplicate metadata key '%s'", r->name, key); }
-            if (dhs_meta_put(v->m, key, &x)) { dhs_mval_free(&x); return dh_seterr(e, DH_ENOMEM, "out of memory"); }
+            if ((rc = rd_value(r, &x, depth + 1, e))) {
+                dhs_mval_free(&x);
+                return rc;
+            }
+            if (dhs_meta_has(v->m, key)) {
+                dhs_mval_free(&x);
+                return FMTERR("%s: duplicate metadata key '%s'", r->name, key);
+            }
+            if (dhs_meta_put(v->m, key, &x)) {
+                dhs_mval_free(&x);
+                return dh_seterr(e, DH_ENOMEM, "out of memory");
+            }
         }
         return 0;
     }
     if ((c & 0xf0) == 0x90 || c == 0xdc || c == 0xdd) {
-        if (c == 0xdc) rc = rd_len(r, 2, &n, e, where);
-        else if (c == 0xdd) rc = rd_len(r, 4, &n, e, where);
-        else n = c & 0x0f;
+        if (c == 0xdc)
+            rc = rd_len(r, 2, &n, e, where);
+        else if (c == 0xdd)
+            rc = rd_len(r, 4, &n, e, where);
+        else
+            n = c & 0x0f;
         if (rc) return rc;
         if (n > header_room(r)) return FMTERR("%s: header array of %u elements cannot fit", r->name, n);
         v->t = DHS_M_ARRAY;
@@ -379,10 +454,14 @@ static int rd_value(dhs_reader *r, dhs_mval *v, int depth, dh_err *e) {
         return 0;
     }
     if ((c & 0xe0) == 0xa0 || (c >= 0xd9 && c <= 0xdb) || (c >= 0xc4 && c <= 0xc6)) {
-        if ((c & 0xe0) == 0xa0) n = c & 0x1f;
-        else if (c == 0xd9 || c == 0xc4) rc = rd_len(r, 1, &n, e, where);
-        else if (c == 0xda || c == 0xc5) rc = rd_len(r, 2, &n, e, where);
-        else rc = rd_len(r, 4, &n, e, where);
+        if ((c & 0xe0) == 0xa0)
+            n = c & 0x1f;
+        else if (c == 0xd9 || c == 0xc4)
+            rc = rd_len(r, 1, &n, e, where);
+        else if (c == 0xda || c == 0xc5)
+            rc = rd_len(r, 2, &n, e, where);
+        else
+            rc = rd_len(r, 4, &n, e, where);
         if (rc) return rc;
         if (n > header_room(r)) return FMTERR("%s: header string of %u bytes cannot fit", r->name, n);
         v->t = DHS_M_STR;
@@ -396,26 +475,46 @@ static int rd_value(dhs_reader *r, dhs_mval *v, int depth, dh_err *e) {
     }
     switch (c) {
     case 0xc0: v->t = DHS_M_NIL; return 0;
-    case 0xc2: case 0xc3: v->t = DHS_M_BOOL; v->b = c == 0xc3; return 0;
-    case 0xca: case 0xcb: {
+    case 0xc2:
+    case 0xc3:
+        v->t = DHS_M_BOOL;
+        v->b = c == 0xc3;
+        return 0;
+    case 0xca:
+    case 0xcb: {
         int k = c == 0xca ? 4 : 8;
         if ((rc = take(r, k, &p, e, where))) return rc;
         uint64_t x = be(p, k);
         v->t = DHS_M_FLOAT;
-        if (k == 4) { uint32_t y = (uint32_t)x; float f; memcpy(&f, &y, 4); v->f = f; }
-        else memcpy(&v->f, &x, 8);
+        if (k == 4) {
+            uint32_t y = (uint32_t)x;
+            float f;
+            memcpy(&f, &y, 4);
+            v->f = f;
+        } else
+            memcpy(&v->f, &x, 8);
         return 0;
     }
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
         int k = 1 << ((c & 3));
         if ((rc = take(r, k, &p, e, where))) return rc;
         uint64_t x = be(p, k);
         v->t = DHS_M_INT;
-        if (c >= 0xd0) {  /* signed: sign-extend */
+        if (c >= 0xd0) { /* signed: sign-extend */
             int sh = 64 - 8 * k;
             v->i = (int64_t)(x << sh) >> sh;
-        } else if (x > (uint64_t)INT64_MAX) { v->t = DHS_M_FLOAT; v->f = (double)x; }
-        else v->i = (int64_t)x;
+        } else if (x > (uint64_t)INT64_MAX) {
+            v->t = DHS_M_FLOAT;
+            v->f = (double)x;
+        } else
+            v->i = (int64_t)x;
         return 0;
     }
     }
@@ -430,25 +529,33 @@ static int parse_field(dhs_reader *r, const dhs_mval *fv, dhs_field *f, dh_err *
     const char *name = dhs_meta_str(m, "name"), *dt = dhs_meta_str(m, "dtype");
     if (!name || !valid_name(name)) return FMTERR("%s: header: field without a valid name", r->name);
     snprintf(f->name, sizeof f->name, "%s", name);
-    if (!dt || dhs_dtype_parse(dt, &f->dtype)) return FMTERR("%s: header: field %s: unknown dtype '%s'", r->name, name, dt ? dt : "");
+    if (!dt || dhs_dtype_parse(dt, &f->dtype))
+        return FMTERR("%s: header: field %s: unknown dtype '%s'", r->name, name, dt ? dt : "");
     int nd = dhs_meta_len(m, "shape");
     if (nd < 0) return FMTERR("%s: header: field %s: no shape", r->name, name);
-    if (nd > DHS_MAX_DIMS) return FMTERR("%s: header: field %s: %d dimensions (at most %d)", r->name, name, nd, DHS_MAX_DIMS);
+    if (nd > DHS_MAX_DIMS)
+        return FMTERR("%s: header: field %s: %d dimensions (at most %d)", r->name, name, nd, DHS_MAX_DIMS);
     f->ndim = nd;
     for (int d = 0; d < nd; d++)
-        if (dhs_meta_int_at(m, "shape", d, &f->shape[d])) return FMTERR("%s: header: field %s: bad shape", r->name, name);
+        if (dhs_meta_int_at(m, "shape", d, &f->shape[d]))
+            return FMTERR("%s: header: field %s: bad shape", r->name, name);
     for (int i = 0; i < dhs_meta_count(m); i++) {
         const char *k = dhs_meta_key(m, i);
         if (strcmp(k, "name") && strcmp(k, "dtype") && strcmp(k, "shape"))
             return FMTERR("%s: header: field %s: unknown key '%s'", r->name, name, k);
     }
-    if (field_derive(f, r->lim.max_chunk_bytes, e)) { dh_err_prefix(e, "%s: header", r->name); return e->code; }
+    if (field_derive(f, r->lim.max_chunk_bytes, e)) {
+        dh_err_prefix(e, "%s: header", r->name);
+        return e->code;
+    }
     return 0;
 }
 
 /* Read a header into *s and *meta (meta may be NULL to discard). */
 static int parse_header(dhs_reader *r, dhs_schema *s, dhs_meta **meta, dh_err *e) {
-    r->track = 1; r->tcrc = 0; r->tbytes = 0;
+    r->track = 1;
+    r->tcrc = 0;
+    r->tbytes = 0;
     dhs_mval top;
     unsigned char c;
     int rc;
@@ -460,44 +567,77 @@ static int parse_header(dhs_reader *r, dhs_schema *s, dhs_meta **meta, dh_err *e
     c = r->buf[r->pos];
     if (!((c & 0xf0) == 0x80 || c == 0xde || c == 0xdf)) {
         r->track = 0;
-        return FMTERR("%s: not a deephash stream (byte %llu is not a msgpack map)", r->name, (unsigned long long)r->offset);
+        return FMTERR("%s: not a deephash stream (byte %llu is not a msgpack map)", r->name,
+                      (unsigned long long)r->offset);
     }
     rc = rd_value(r, &top, 0, e);
     r->track = 0;
     r->header_crc = r->tcrc;
-    if (rc) { dhs_mval_free(&top); return rc; }
+    if (rc) {
+        dhs_mval_free(&top);
+        return rc;
+    }
     const dhs_meta *h = top.m;
     const char *fmt = dhs_meta_str(h, "format"), *kind = dhs_meta_str(h, "kind");
     int64_t ver;
-    if (!fmt || strcmp(fmt, DHS_FORMAT_NAME)) { rc = FMTERR("%s: not a deephash stream (no \"format\": \"%s\")", r->name, DHS_FORMAT_NAME); goto out; }
-    if (dhs_meta_int(h, "version", &ver)) { rc = FMTERR("%s: header without a version", r->name); goto out; }
-    if (ver != DHS_VERSION) { rc = FMTERR("%s: stream version %lld is not supported (this reader reads version %d)", r->name, (long long)ver, DHS_VERSION); goto out; }
-    if (!kind || !valid_name(kind)) { rc = FMTERR("%s: header without a valid kind", r->name); goto out; }
+    if (!fmt || strcmp(fmt, DHS_FORMAT_NAME)) {
+        rc = FMTERR("%s: not a deephash stream (no \"format\": \"%s\")", r->name, DHS_FORMAT_NAME);
+        goto out;
+    }
+    if (dhs_meta_int(h, "version", &ver)) {
+        rc = FMTERR("%s: header without a version", r->name);
+        goto out;
+    }
+    if (ver != DHS_VERSION) {
+        rc = FMTERR("%s: stream version %lld is not supported (this reader reads version %d)", r->name, (long long)ver,
+                    DHS_VERSION);
+        goto out;
+    }
+    if (!kind || !valid_name(kind)) {
+        rc = FMTERR("%s: header without a valid kind", r->name);
+        goto out;
+    }
     for (int i = 0; i < dhs_meta_count(h); i++) {
         const char *k = dhs_meta_key(h, i);
-        if (strcmp(k, "format") && strcmp(k, "version") && strcmp(k, "kind") && strcmp(k, "fields") && strcmp(k, "meta")) {
+        if (strcmp(k, "format") && strcmp(k, "version") && strcmp(k, "kind") && strcmp(k, "fields") &&
+            strcmp(k, "meta")) {
             rc = FMTERR("%s: header: unknown key '%s'", r->name, k);
             goto out;
         }
     }
     dhs_schema_init(s, kind);
     int nf = dhs_meta_len(h, "fields");
-    if (nf < 0) { rc = FMTERR("%s: header without fields", r->name); goto out; }
-    if (nf > DHS_MAX_FIELDS) { rc = FMTERR("%s: %d fields (at most %d)", r->name, nf, DHS_MAX_FIELDS); goto out; }
+    if (nf < 0) {
+        rc = FMTERR("%s: header without fields", r->name);
+        goto out;
+    }
+    if (nf > DHS_MAX_FIELDS) {
+        rc = FMTERR("%s: %d fields (at most %d)", r->name, nf, DHS_MAX_FIELDS);
+        goto out;
+    }
     for (int i = 0; i < h->n; i++) {
         if (strcmp(h->keys[i], "fields")) continue;
         for (int j = 0; j < nf; j++) {
             if ((rc = parse_field(r, &h->vals[i].a[j], &s->fields[j], e))) goto out;
             for (int k = 0; k < j; k++)
-                if (!strcmp(s->fields[k].name, s->fields[j].name)) { rc = FMTERR("%s: duplicate field %s", r->name, s->fields[j].name); goto out; }
+                if (!strcmp(s->fields[k].name, s->fields[j].name)) {
+                    rc = FMTERR("%s: duplicate field %s", r->name, s->fields[j].name);
+                    goto out;
+                }
         }
     }
     s->nfields = nf;
-    if (dhs_meta_has(h, "meta") && !dhs_meta_map(h, "meta")) { rc = FMTERR("%s: header: meta is not a map", r->name); goto out; }
+    if (dhs_meta_has(h, "meta") && !dhs_meta_map(h, "meta")) {
+        rc = FMTERR("%s: header: meta is not a map", r->name);
+        goto out;
+    }
     if (meta) {
         const dhs_meta *m = dhs_meta_map(h, "meta");
         *meta = m ? dhs_meta_copy(m) : dhs_meta_new();
-        if (!*meta) { rc = dh_seterr(e, DH_ENOMEM, "out of memory"); goto out; }
+        if (!*meta) {
+            rc = dh_seterr(e, DH_ENOMEM, "out of memory");
+            goto out;
+        }
     }
     rc = 0;
 out:
@@ -516,14 +656,24 @@ dhs_reader *dhs_open(FILE *f, const char *name, const dhs_limits *lim, dh_err *e
     dh_err tmp;
     if (!e) e = &tmp;
     dhs_reader *r = calloc(1, sizeof *r);
-    if (!r) { dh_seterr(e, DH_ENOMEM, "out of memory"); return NULL; }
+    if (!r) {
+        dh_seterr(e, DH_ENOMEM, "out of memory");
+        return NULL;
+    }
     r->f = f;
     r->lim = lim ? *lim : dhs_default_limits;
     r->name = strdup(name ? name : "<stream>");
     r->buf = malloc(RBUF);
-    if (!r->name || !r->buf) { dh_seterr(e, DH_ENOMEM, "out of memory"); dhs_close(r); return NULL; }
+    if (!r->name || !r->buf) {
+        dh_seterr(e, DH_ENOMEM, "out of memory");
+        dhs_close(r);
+        return NULL;
+    }
     widen_pipe(f);
-    if (parse_header(r, &r->schema, &r->meta, e)) { dhs_close(r); return NULL; }
+    if (parse_header(r, &r->schema, &r->meta, e)) {
+        dhs_close(r);
+        return NULL;
+    }
     start_stream(r);
     return r;
 }
@@ -531,9 +681,15 @@ dhs_reader *dhs_open(FILE *f, const char *name, const dhs_limits *lim, dh_err *e
 dhs_reader *dhs_open_path(const char *path, const dhs_limits *lim, dh_err *e) {
     if (!path || !strcmp(path, "-")) return dhs_open(stdin, "<stdin>", lim, e);
     FILE *f = fopen(path, "rb");
-    if (!f) { dh_seterr(e, DH_EIO, "%s: %s", path, strerror(errno)); return NULL; }
+    if (!f) {
+        dh_seterr(e, DH_EIO, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
     dhs_reader *r = dhs_open(f, path, lim, e);
-    if (!r) { fclose(f); return NULL; }
+    if (!r) {
+        fclose(f);
+        return NULL;
+    }
     r->own = 1;
     return r;
 }
@@ -547,7 +703,10 @@ int dhs_reader_streams(const dhs_reader *r) { return r->nstreams; }
 void dhs_close(dhs_reader *r) {
     if (!r) return;
     if (r->own && r->f) fclose(r->f);
-    for (int i = 0; i < DHS_MAX_FIELDS; i++) { free(r->cbuf[i]); free(r->chunk.off[i]); }
+    for (int i = 0; i < DHS_MAX_FIELDS; i++) {
+        free(r->cbuf[i]);
+        free(r->chunk.off[i]);
+    }
     dhs_meta_free(r->meta);
     free(r->buf);
     free(r->name);
@@ -601,10 +760,12 @@ static int read_chunk_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
         if ((rc = rd_bin_len(r, &L, e, where))) return rc;
         total += L;
         if (total > r->lim.max_chunk_bytes)
-            return dh_seterr(e, DH_ELIMIT, "%s: %s: more than %llu bytes of column data", r->name, where, (unsigned long long)r->lim.max_chunk_bytes);
+            return dh_seterr(e, DH_ELIMIT, "%s: %s: more than %llu bytes of column data", r->name, where,
+                             (unsigned long long)r->lim.max_chunk_bytes);
         if (!f->variable) {
             if ((uint64_t)f->row_bytes * rows != L)
-                return FMTERR("%s: %s: field %s: %u bytes for %llu rows of %lld bytes", r->name, where, f->name, L, (unsigned long long)rows, (long long)f->row_bytes);
+                return FMTERR("%s: %s: field %s: %u bytes for %llu rows of %lld bytes", r->name, where, f->name, L,
+                              (unsigned long long)rows, (long long)f->row_bytes);
             if ((rc = grow(&r->cbuf[i], &r->ccap[i], L, e))) return rc;
             if ((rc = read_into(r, r->cbuf[i], L, e, where))) return rc;
             crc = (uint32_t)crc32_z(crc, r->cbuf[i], L);
@@ -613,7 +774,8 @@ static int read_chunk_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
         } else {
             size_t es = f->dtype == DHS_STR ? 1 : dhs_dtype_size(f->dtype);
             if ((uint64_t)L < 4 * rows)
-                return FMTERR("%s: %s: field %s: %u bytes cannot hold %llu lengths", r->name, where, f->name, L, (unsigned long long)rows);
+                return FMTERR("%s: %s: field %s: %u bytes cannot hold %llu lengths", r->name, where, f->name, L,
+                              (unsigned long long)rows);
             /* place the bin so the row data after the 4*rows length table is
              * 8-byte aligned (i64/f64 rows are read in place) */
             size_t pad = (size_t)((4 * rows) % 8);
@@ -636,8 +798,8 @@ static int read_chunk_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
                 off[k + 1] = off[k] + l;
             }
             if (off[rows] * es != L - 4 * rows)
-                return FMTERR("%s: %s: field %s: lengths add up to %llu elements, column holds %llu bytes",
-                              r->name, where, f->name, (unsigned long long)off[rows], (unsigned long long)(L - 4 * rows));
+                return FMTERR("%s: %s: field %s: lengths add up to %llu elements, column holds %llu bytes", r->name,
+                              where, f->name, (unsigned long long)off[rows], (unsigned long long)(L - 4 * rows));
             ch->col[i] = bin + 4 * rows;
         }
     }
@@ -646,8 +808,9 @@ static int read_chunk_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
     if (strcmp(key, "crc")) return FMTERR("%s: %s: expected key 'crc', got '%s'", r->name, where, key);
     if ((rc = rd_uint(r, &want, e, where))) return rc;
     if (want != crc)
-        return dh_seterr(e, DH_ECHECKSUM, "%s: %s: checksum mismatch (stored %08llx, computed %08x): the data is damaged",
-                         r->name, where, (unsigned long long)want, crc);
+        return dh_seterr(e, DH_ECHECKSUM,
+                         "%s: %s: checksum mismatch (stored %08llx, computed %08x): the data is damaged", r->name,
+                         where, (unsigned long long)want, crc);
     ch->nrows = (int64_t)rows;
     r->crc_stream = r->chunks_stream ? (uint32_t)crc32_combine(r->crc_stream, crc, (z_off_t)total) : crc;
     r->chunks_stream++;
@@ -676,8 +839,9 @@ static int read_trailer_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
         } else if (!strcmp(key, "chunks") && !have_chunks) {
             have_chunks = 1;
             if (v != (uint64_t)r->chunks_stream)
-                return dh_seterr(e, DH_ECHECKSUM, "%s: trailer says %llu chunks, stream holds %lld: the data is damaged",
-                                 r->name, (unsigned long long)v, (long long)r->chunks_stream);
+                return dh_seterr(e, DH_ECHECKSUM,
+                                 "%s: trailer says %llu chunks, stream holds %lld: the data is damaged", r->name,
+                                 (unsigned long long)v, (long long)r->chunks_stream);
         } else if (!strcmp(key, "crc") && !have_crc) {
             have_crc = 1;
             if (v != r->crc_stream)
@@ -686,10 +850,10 @@ static int read_trailer_body(dhs_reader *r, uint32_t nkeys, dh_err *e) {
             have_h = 1;
             if (v != r->header_crc)
                 return dh_seterr(e, DH_ECHECKSUM, "%s: header checksum mismatch: the header is damaged", r->name);
-        } else return FMTERR("%s: trailer: unexpected key '%s'", r->name, key);
+        } else
+            return FMTERR("%s: trailer: unexpected key '%s'", r->name, key);
     }
-    if (!(have_end && have_rows && have_chunks && have_crc && have_h))
-        return FMTERR("%s: trailer incomplete", r->name);
+    if (!(have_end && have_rows && have_chunks && have_crc && have_h)) return FMTERR("%s: trailer incomplete", r->name);
     return 0;
 }
 
@@ -704,8 +868,9 @@ int dhs_read_chunk(dhs_reader *r, dhs_chunk **out, dh_err *e) {
         int rc;
         if (!fill(r, 1)) {
             if (ferror(r->f)) return dh_seterr(e, DH_EIO, "%s: read error: %s", r->name, strerror(errno));
-            return dh_seterr(e, DH_ETRUNC, "%s: stream ends without a trailer after %lld rows (incomplete or cut short)",
-                             r->name, (long long)r->rows_stream);
+            return dh_seterr(e, DH_ETRUNC,
+                             "%s: stream ends without a trailer after %lld rows (incomplete or cut short)", r->name,
+                             (long long)r->rows_stream);
         }
         if ((rc = rd_map(r, &n, e, "chunk or trailer"))) return rc;
         if (n == 0) return FMTERR("%s: empty map where a chunk or trailer belongs", r->name);
@@ -751,7 +916,7 @@ int dhs_read_table(dhs_reader *r, dhs_table *t, uint64_t max_bytes, dh_err *e) {
     t->schema = r->schema;
     t->meta = dhs_meta_copy(r->meta);
     if (!t->meta) return dh_seterr(e, DH_ENOMEM, "out of memory");
-    size_t cap[DHS_MAX_FIELDS] = {0}, used[DHS_MAX_FIELDS] = {0};
+    size_t cap[DHS_MAX_FIELDS] = { 0 }, used[DHS_MAX_FIELDS] = { 0 };
     int64_t ocap = 0;
     uint64_t total = 0;
     int nf = t->schema.nfields;
@@ -759,7 +924,10 @@ int dhs_read_table(dhs_reader *r, dhs_table *t, uint64_t max_bytes, dh_err *e) {
         dhs_chunk *c;
         int rc = dhs_read_chunk(r, &c, e);
         if (rc == DH_EOF) break;
-        if (rc) { dhs_table_free(t); return rc; }
+        if (rc) {
+            dhs_table_free(t);
+            return rc;
+        }
         for (int i = 0; i < nf; i++) {
             const dhs_field *f = &t->schema.fields[i];
             size_t es = f->dtype == DHS_STR ? 1 : dhs_dtype_size(f->dtype);
@@ -767,10 +935,14 @@ int dhs_read_table(dhs_reader *r, dhs_table *t, uint64_t max_bytes, dh_err *e) {
             total += bytes;
             if (max_bytes && total > max_bytes) {
                 dhs_table_free(t);
-                return dh_seterr(e, DH_ELIMIT, "%s: more than %llu bytes of data to hold in memory", r->name, (unsigned long long)max_bytes);
+                return dh_seterr(e, DH_ELIMIT, "%s: more than %llu bytes of data to hold in memory", r->name,
+                                 (unsigned long long)max_bytes);
             }
             unsigned char *p = t->col[i];
-            if (grow(&p, &cap[i], used[i] + bytes, e)) { dhs_table_free(t); return DH_ENOMEM; }
+            if (grow(&p, &cap[i], used[i] + bytes, e)) {
+                dhs_table_free(t);
+                return DH_ENOMEM;
+            }
             t->col[i] = p;
             memcpy(p + used[i], c->col[i], bytes);
             if (f->variable) {
@@ -780,7 +952,10 @@ int dhs_read_table(dhs_reader *r, dhs_table *t, uint64_t max_bytes, dh_err *e) {
                     for (int j = 0; j < nf; j++) {
                         if (!t->schema.fields[j].variable) continue;
                         uint64_t *o = realloc(t->off[j], oc * sizeof *o);
-                        if (!o) { dhs_table_free(t); return dh_seterr(e, DH_ENOMEM, "out of memory"); }
+                        if (!o) {
+                            dhs_table_free(t);
+                            return dh_seterr(e, DH_ENOMEM, "out of memory");
+                        }
                         if (!t->off[j]) o[0] = 0;
                         t->off[j] = o;
                     }
@@ -797,21 +972,30 @@ int dhs_read_table(dhs_reader *r, dhs_table *t, uint64_t max_bytes, dh_err *e) {
     for (int i = 0; i < nf; i++) {
         if (!t->col[i]) t->col[i] = calloc(1, 8);
         if (t->schema.fields[i].variable && !t->off[i]) t->off[i] = calloc(1, sizeof(uint64_t));
-        if (!t->col[i] || (t->schema.fields[i].variable && !t->off[i])) { dhs_table_free(t); return dh_seterr(e, DH_ENOMEM, "out of memory"); }
+        if (!t->col[i] || (t->schema.fields[i].variable && !t->off[i])) {
+            dhs_table_free(t);
+            return dh_seterr(e, DH_ENOMEM, "out of memory");
+        }
     }
     return 0;
 }
 
 int dhs_load_table(const char *path, dhs_table *t, dh_err *e) {
     dhs_reader *r = dhs_open_path(path, NULL, e);
-    if (!r) { memset(t, 0, sizeof *t); return e ? e->code : DH_EFORMAT; }
+    if (!r) {
+        memset(t, 0, sizeof *t);
+        return e ? e->code : DH_EFORMAT;
+    }
     int rc = dhs_read_table(r, t, 0, e);
     dhs_close(r);
     return rc;
 }
 
 void dhs_table_free(dhs_table *t) {
-    for (int i = 0; i < DHS_MAX_FIELDS; i++) { free(t->col[i]); free(t->off[i]); }
+    for (int i = 0; i < DHS_MAX_FIELDS; i++) {
+        free(t->col[i]);
+        free(t->off[i]);
+    }
     dhs_meta_free(t->meta);
     memset(t, 0, sizeof *t);
 }
@@ -828,11 +1012,11 @@ struct dhs_writer {
     dhs_schema schema;
     msgpack_packer pk;
     int ioerr;
-    int64_t chunk_rows;        /* flush when this many rows are buffered */
-    int64_t nbuf;              /* rows buffered */
-    unsigned char *buf[DHS_MAX_FIELDS];  /* fixed: rows; variable: data */
+    int64_t chunk_rows;                 /* flush when this many rows are buffered */
+    int64_t nbuf;                       /* rows buffered */
+    unsigned char *buf[DHS_MAX_FIELDS]; /* fixed: rows; variable: data */
     size_t used[DHS_MAX_FIELDS], cap[DHS_MAX_FIELDS];
-    uint32_t *lens[DHS_MAX_FIELDS];      /* variable: per-row lengths */
+    uint32_t *lens[DHS_MAX_FIELDS]; /* variable: per-row lengths */
     size_t lcap[DHS_MAX_FIELDS];
     size_t bufbytes;
     int64_t rows, chunks;
@@ -842,7 +1026,10 @@ struct dhs_writer {
 static int pk_write(void *data, const char *buf, size_t len) {
     dhs_writer *w = data;
     if (w->ioerr) return -1;
-    if (len && fwrite(buf, 1, len, w->f) != len) { w->ioerr = errno ? errno : EIO; return -1; }
+    if (len && fwrite(buf, 1, len, w->f) != len) {
+        w->ioerr = errno ? errno : EIO;
+        return -1;
+    }
     return 0;
 }
 
@@ -856,10 +1043,18 @@ static void pack_meta(msgpack_packer *pk, const dhs_meta *m);
 static void pack_val(msgpack_packer *pk, const dhs_mval *v) {
     switch (v->t) {
     case DHS_M_NIL: msgpack_pack_nil(pk); break;
-    case DHS_M_BOOL: if (v->b) msgpack_pack_true(pk); else msgpack_pack_false(pk); break;
+    case DHS_M_BOOL:
+        if (v->b)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
     case DHS_M_INT: msgpack_pack_int64(pk, v->i); break;
     case DHS_M_FLOAT: msgpack_pack_double(pk, v->f); break;
-    case DHS_M_STR: msgpack_pack_str(pk, v->len); msgpack_pack_str_body(pk, v->s, v->len); break;
+    case DHS_M_STR:
+        msgpack_pack_str(pk, v->len);
+        msgpack_pack_str_body(pk, v->s, v->len);
+        break;
     case DHS_M_ARRAY:
         msgpack_pack_array(pk, v->n);
         for (int i = 0; i < v->n; i++) pack_val(pk, &v->a[i]);
@@ -870,12 +1065,13 @@ static void pack_val(msgpack_packer *pk, const dhs_mval *v) {
 static void pack_meta(msgpack_packer *pk, const dhs_meta *m) {
     int n = dhs_meta_count(m);
     msgpack_pack_map(pk, n);
-    for (int i = 0; i < n; i++) { pk_cstr(pk, m->keys[i]); pack_val(pk, &m->vals[i]); }
+    for (int i = 0; i < n; i++) {
+        pk_cstr(pk, m->keys[i]);
+        pack_val(pk, &m->vals[i]);
+    }
 }
 
-static int sbuf_write(void *data, const char *buf, size_t len) {
-    return msgpack_sbuffer_write(data, buf, len);
-}
+static int sbuf_write(void *data, const char *buf, size_t len) { return msgpack_sbuffer_write(data, buf, len); }
 
 static int werr(dhs_writer *w, dh_err *e) {
     return dh_seterr(e, DH_EIO, "%s: write error: %s", w->name, strerror(w->ioerr ? w->ioerr : EIO));
@@ -883,9 +1079,15 @@ static int werr(dhs_writer *w, dh_err *e) {
 
 dhs_writer *dhs_writer_open(FILE *f, const char *name, const dhs_schema *s, const dhs_meta *meta, dh_err *e) {
     /* a kind the reader would refuse (dh-npy import --kind '') */
-    if (!valid_name(s->kind)) { dh_seterr(e, DH_EINVAL, "invalid stream kind '%s'", s->kind); return NULL; }
+    if (!valid_name(s->kind)) {
+        dh_seterr(e, DH_EINVAL, "invalid stream kind '%s'", s->kind);
+        return NULL;
+    }
     dhs_writer *w = calloc(1, sizeof *w);
-    if (!w) { dh_seterr(e, DH_ENOMEM, "out of memory"); return NULL; }
+    if (!w) {
+        dh_seterr(e, DH_ENOMEM, "out of memory");
+        return NULL;
+    }
     w->f = f;
     w->name = strdup(name ? name : "<stdout>");
     w->schema = *s;
@@ -902,28 +1104,38 @@ dhs_writer *dhs_writer_open(FILE *f, const char *name, const dhs_schema *s, cons
     msgpack_packer hp;
     msgpack_packer_init(&hp, &sb, sbuf_write);
     msgpack_pack_map(&hp, 5);
-    pk_cstr(&hp, "format"); pk_cstr(&hp, DHS_FORMAT_NAME);
-    pk_cstr(&hp, "version"); msgpack_pack_int(&hp, DHS_VERSION);
-    pk_cstr(&hp, "kind"); pk_cstr(&hp, s->kind);
+    pk_cstr(&hp, "format");
+    pk_cstr(&hp, DHS_FORMAT_NAME);
+    pk_cstr(&hp, "version");
+    msgpack_pack_int(&hp, DHS_VERSION);
+    pk_cstr(&hp, "kind");
+    pk_cstr(&hp, s->kind);
     pk_cstr(&hp, "fields");
     msgpack_pack_array(&hp, s->nfields);
     for (int i = 0; i < s->nfields; i++) {
         const dhs_field *fl = &s->fields[i];
         msgpack_pack_map(&hp, 3);
-        pk_cstr(&hp, "name"); pk_cstr(&hp, fl->name);
-        pk_cstr(&hp, "dtype"); pk_cstr(&hp, dhs_dtype_name(fl->dtype));
+        pk_cstr(&hp, "name");
+        pk_cstr(&hp, fl->name);
+        pk_cstr(&hp, "dtype");
+        pk_cstr(&hp, dhs_dtype_name(fl->dtype));
         pk_cstr(&hp, "shape");
         msgpack_pack_array(&hp, fl->ndim);
         for (int d = 0; d < fl->ndim; d++) msgpack_pack_int64(&hp, fl->shape[d]);
     }
     pk_cstr(&hp, "meta");
-    if (meta) pack_meta(&hp, meta);
-    else msgpack_pack_map(&hp, 0);
+    if (meta)
+        pack_meta(&hp, meta);
+    else
+        msgpack_pack_map(&hp, 0);
     w->header_crc = (uint32_t)crc32_z(0, (const unsigned char *)sb.data, sb.size);
     pk_write(w, sb.data, sb.size);
     msgpack_sbuffer_destroy(&sb);
     if (!w->name || w->ioerr) {
-        if (w->ioerr) werr(w, e); else dh_seterr(e, DH_ENOMEM, "out of memory");
+        if (w->ioerr)
+            werr(w, e);
+        else
+            dh_seterr(e, DH_ENOMEM, "out of memory");
         dhs_writer_abort(w);
         return NULL;
     }
@@ -949,7 +1161,9 @@ static int emit_chunk(dhs_writer *w, int64_t n, const void *const *cols, const u
         uint64_t L;
         if (!f->variable) {
             L = (uint64_t)n * f->row_bytes;
-            if (L > UINT32_MAX) return dh_seterr(e, DH_ELIMIT, "%s: chunk column of %llu bytes is too large", w->name, (unsigned long long)L);
+            if (L > UINT32_MAX)
+                return dh_seterr(e, DH_ELIMIT, "%s: chunk column of %llu bytes is too large", w->name,
+                                 (unsigned long long)L);
             msgpack_pack_bin(pk, (size_t)L);
             msgpack_pack_bin_body(pk, cols[i], (size_t)L);
             if (L) crc = (uint32_t)crc32_z(crc, cols[i], (size_t)L);
@@ -958,11 +1172,13 @@ static int emit_chunk(dhs_writer *w, int64_t n, const void *const *cols, const u
             uint64_t el = 0;
             for (int64_t k = 0; k < n; k++) el += lens[i][k];
             L = 4 * (uint64_t)n + el * es;
-            if (L > UINT32_MAX) return dh_seterr(e, DH_ELIMIT, "%s: chunk column of %llu bytes is too large", w->name, (unsigned long long)L);
+            if (L > UINT32_MAX)
+                return dh_seterr(e, DH_ELIMIT, "%s: chunk column of %llu bytes is too large", w->name,
+                                 (unsigned long long)L);
             msgpack_pack_bin(pk, (size_t)L);
             msgpack_pack_bin_body(pk, lens[i], 4 * (size_t)n);
             msgpack_pack_bin_body(pk, cols[i], (size_t)(el * es));
-            crc = (uint32_t)crc32_z(crc, (const unsigned char *)lens[i], 4 * (size_t)n);  /* n >= 1 */
+            crc = (uint32_t)crc32_z(crc, (const unsigned char *)lens[i], 4 * (size_t)n); /* n >= 1 */
             if (el) crc = (uint32_t)crc32_z(crc, cols[i], (size_t)(el * es));
         }
         total += L;
@@ -980,7 +1196,10 @@ static int flush_buf(dhs_writer *w, dh_err *e) {
     if (!w->nbuf) return 0;
     const void *cols[DHS_MAX_FIELDS];
     const uint32_t *lens[DHS_MAX_FIELDS];
-    for (int i = 0; i < w->schema.nfields; i++) { cols[i] = w->buf[i]; lens[i] = w->lens[i]; }
+    for (int i = 0; i < w->schema.nfields; i++) {
+        cols[i] = w->buf[i];
+        lens[i] = w->lens[i];
+    }
     int rc = emit_chunk(w, w->nbuf, cols, lens, e);
     w->nbuf = 0;
     w->bufbytes = 0;
@@ -992,7 +1211,7 @@ int dhs_write_rows(dhs_writer *w, int64_t n, const void *const *cols, const uint
     if (n < 0) return dh_seterr(e, DH_EINVAL, "negative row count");
     int nf = w->schema.nfields;
     /* per-field element cursors into the caller's variable data */
-    uint64_t vpos[DHS_MAX_FIELDS] = {0};
+    uint64_t vpos[DHS_MAX_FIELDS] = { 0 };
     int64_t done = 0;
     while (done < n) {
         int64_t take_n = w->chunk_rows - w->nbuf;
@@ -1041,8 +1260,8 @@ int dhs_write_rows(dhs_writer *w, int64_t n, const void *const *cols, const uint
 /* Column pointers and per-row lengths for rows [start, start+n) of a chunk
  * with schema s; lens[f] is allocated for variable fields (free with
  * free_lens). */
-static int chunk_slice(const dhs_schema *s, const dhs_chunk *c, int64_t start, int64_t n,
-                       const void **cols, uint32_t **lens, dh_err *e) {
+static int chunk_slice(const dhs_schema *s, const dhs_chunk *c, int64_t start, int64_t n, const void **cols,
+                       uint32_t **lens, dh_err *e) {
     for (int i = 0; i < s->nfields; i++) {
         const dhs_field *f = &s->fields[i];
         lens[i] = NULL;
@@ -1064,12 +1283,12 @@ static void free_lens(uint32_t **lens) {
 }
 
 int dhs_write_chunk(dhs_writer *w, const dhs_chunk *c, dh_err *e) {
-    int rc = flush_buf(w, e);  /* rows written before keep their order */
+    int rc = flush_buf(w, e); /* rows written before keep their order */
     if (rc) return rc;
     const void *cols[DHS_MAX_FIELDS];
-    uint32_t *lens[DHS_MAX_FIELDS] = {0};
+    uint32_t *lens[DHS_MAX_FIELDS] = { 0 };
     rc = chunk_slice(&w->schema, c, 0, c->nrows, cols, lens, e);
-    if (!rc) rc = emit_chunk(w, c->nrows, cols, (const uint32_t *const *)lens, e);  /* no copy */
+    if (!rc) rc = emit_chunk(w, c->nrows, cols, (const uint32_t *const *)lens, e); /* no copy */
     free_lens(lens);
     return rc;
 }
@@ -1078,7 +1297,7 @@ int dhs_write_chunk_range(dhs_writer *w, const dhs_chunk *c, int64_t start, int6
     if (start < 0 || n < 0 || start + n > c->nrows) return dh_seterr(e, DH_EINVAL, "row range outside the chunk");
     if (n == 0) return 0;
     const void *cols[DHS_MAX_FIELDS];
-    uint32_t *lens[DHS_MAX_FIELDS] = {0};
+    uint32_t *lens[DHS_MAX_FIELDS] = { 0 };
     int rc = chunk_slice(&w->schema, c, start, n, cols, lens, e);
     if (!rc) rc = dhs_write_rows(w, n, cols, (const uint32_t *const *)lens, e);
     free_lens(lens);
@@ -1086,7 +1305,10 @@ int dhs_write_chunk_range(dhs_writer *w, const dhs_chunk *c, int64_t start, int6
 }
 
 static void writer_free(dhs_writer *w) {
-    for (int i = 0; i < DHS_MAX_FIELDS; i++) { free(w->buf[i]); free(w->lens[i]); }
+    for (int i = 0; i < DHS_MAX_FIELDS; i++) {
+        free(w->buf[i]);
+        free(w->lens[i]);
+    }
     free(w->name);
     free(w);
 }
@@ -1096,11 +1318,16 @@ int dhs_writer_close(dhs_writer *w, dh_err *e) {
     if (!rc) {
         msgpack_packer *pk = &w->pk;
         msgpack_pack_map(pk, 5);
-        pk_cstr(pk, "end"); msgpack_pack_true(pk);
-        pk_cstr(pk, "rows"); msgpack_pack_uint64(pk, (uint64_t)w->rows);
-        pk_cstr(pk, "chunks"); msgpack_pack_uint64(pk, (uint64_t)w->chunks);
-        pk_cstr(pk, "crc"); msgpack_pack_uint32(pk, w->crc);
-        pk_cstr(pk, "header_crc"); msgpack_pack_uint32(pk, w->header_crc);
+        pk_cstr(pk, "end");
+        msgpack_pack_true(pk);
+        pk_cstr(pk, "rows");
+        msgpack_pack_uint64(pk, (uint64_t)w->rows);
+        pk_cstr(pk, "chunks");
+        msgpack_pack_uint64(pk, (uint64_t)w->chunks);
+        pk_cstr(pk, "crc");
+        msgpack_pack_uint32(pk, w->crc);
+        pk_cstr(pk, "header_crc");
+        msgpack_pack_uint32(pk, w->header_crc);
         if (!w->ioerr && fflush(w->f) != 0) w->ioerr = errno ? errno : EIO;
         if (w->ioerr || ferror(w->f)) rc = werr(w, e);
     }

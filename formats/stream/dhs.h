@@ -29,14 +29,12 @@
 #include "dh_util.h"
 
 #define DHS_FORMAT_NAME "deephash-stream"
-#define DHS_VERSION 1
-#define DHS_MAX_FIELDS 32
-#define DHS_MAX_DIMS 8
-#define DHS_NAME_MAX 64
+#define DHS_VERSION     1
+#define DHS_MAX_FIELDS  32
+#define DHS_MAX_DIMS    8
+#define DHS_NAME_MAX    64
 
-typedef enum {
-    DHS_U8 = 1, DHS_I32, DHS_I64, DHS_F32, DHS_F64, DHS_BITS, DHS_STR
-} dhs_dtype;
+typedef enum { DHS_U8 = 1, DHS_I32, DHS_I64, DHS_F32, DHS_F64, DHS_BITS, DHS_STR } dhs_dtype;
 
 const char *dhs_dtype_name(dhs_dtype t);          /* "u8","i32","i64","f32","f64","bits","str" */
 int dhs_dtype_parse(const char *s, dhs_dtype *t); /* 0 ok, -1 unknown */
@@ -45,12 +43,12 @@ size_t dhs_dtype_size(dhs_dtype t);               /* bytes per element; 0 for BI
 typedef struct dhs_field {
     char name[DHS_NAME_MAX];
     dhs_dtype dtype;
-    int ndim;                     /* 0 = scalar */
-    int64_t shape[DHS_MAX_DIMS];  /* shape[0] == -1: variable-length 1-D */
+    int ndim;                    /* 0 = scalar */
+    int64_t shape[DHS_MAX_DIMS]; /* shape[0] == -1: variable-length 1-D */
     /* derived by dhs_schema_add / the reader: */
-    int variable;                 /* STR, or shape [-1] */
-    int64_t row_elems;            /* elements per row (bits for BITS); 0 if variable */
-    int64_t row_bytes;            /* bytes per row; 0 if variable */
+    int variable;      /* STR, or shape [-1] */
+    int64_t row_elems; /* elements per row (bits for BITS); 0 if variable */
+    int64_t row_bytes; /* bytes per row; 0 if variable */
 } dhs_field;
 
 typedef struct dhs_schema {
@@ -62,8 +60,7 @@ typedef struct dhs_schema {
 void dhs_schema_init(dhs_schema *s, const char *kind);
 /* Append a field; returns its index, or -1 (with e set) on a bad name,
  * duplicate, too many fields or an invalid shape. For STR pass ndim 0. */
-int dhs_schema_add(dhs_schema *s, const char *name, dhs_dtype t, int ndim,
-                   const int64_t *shape, dh_err *e);
+int dhs_schema_add(dhs_schema *s, const char *name, dhs_dtype t, int ndim, const int64_t *shape, dh_err *e);
 int dhs_field_index(const dhs_schema *s, const char *name); /* -1 if absent */
 /* Same kind and the same fields (names, dtypes, shapes, order). */
 int dhs_schema_equal(const dhs_schema *a, const dhs_schema *b);
@@ -75,8 +72,7 @@ void dhs_schema_describe(const dhs_schema *s, char *buf, size_t n);
 
 /* ---- metadata: an ordered string-keyed map of msgpack values ------------ */
 typedef struct dhs_meta dhs_meta;
-typedef enum { DHS_M_NIL, DHS_M_BOOL, DHS_M_INT, DHS_M_FLOAT, DHS_M_STR,
-               DHS_M_ARRAY, DHS_M_MAP } dhs_mtype;
+typedef enum { DHS_M_NIL, DHS_M_BOOL, DHS_M_INT, DHS_M_FLOAT, DHS_M_STR, DHS_M_ARRAY, DHS_M_MAP } dhs_mtype;
 
 dhs_meta *dhs_meta_new(void);
 void dhs_meta_free(dhs_meta *m);
@@ -93,7 +89,7 @@ int dhs_meta_set_map(dhs_meta *m, const char *key, const dhs_meta *v); /* copies
 int dhs_meta_del(dhs_meta *m, const char *key);
 /* Getters: absent key or wrong type -> NULL / -1. */
 int dhs_meta_has(const dhs_meta *m, const char *key);
-dhs_mtype dhs_meta_type(const dhs_meta *m, const char *key);  /* DHS_M_NIL if absent */
+dhs_mtype dhs_meta_type(const dhs_meta *m, const char *key); /* DHS_M_NIL if absent */
 const char *dhs_meta_str(const dhs_meta *m, const char *key);
 int dhs_meta_int(const dhs_meta *m, const char *key, int64_t *out);
 int dhs_meta_float(const dhs_meta *m, const char *key, double *out); /* ints convert */
@@ -112,9 +108,9 @@ char *dhs_meta_to_json(const dhs_meta *m);
 
 /* ---- limits ------------------------------------------------------------- */
 typedef struct dhs_limits {
-    uint64_t max_header_bytes;   /* default 64 MiB */
-    uint64_t max_chunk_bytes;    /* default 1 GiB: one chunk's column data */
-    uint64_t max_rows;           /* default 2^40: per stream */
+    uint64_t max_header_bytes; /* default 64 MiB */
+    uint64_t max_chunk_bytes;  /* default 1 GiB: one chunk's column data */
+    uint64_t max_rows;         /* default 2^40: per stream */
 } dhs_limits;
 extern const dhs_limits dhs_default_limits;
 
@@ -124,8 +120,8 @@ typedef struct dhs_reader dhs_reader;
 /* One chunk's rows, column by column; valid until the next read call. */
 typedef struct dhs_chunk {
     int64_t nrows;
-    void *col[DHS_MAX_FIELDS];      /* fixed: nrows*row_bytes; variable: row data */
-    uint64_t *off[DHS_MAX_FIELDS];  /* variable fields: nrows+1 offsets in elements
+    void *col[DHS_MAX_FIELDS];     /* fixed: nrows*row_bytes; variable: row data */
+    uint64_t *off[DHS_MAX_FIELDS]; /* variable fields: nrows+1 offsets in elements
                                        (bytes for STR) into col[f]; else NULL */
 } dhs_chunk;
 
@@ -135,14 +131,14 @@ typedef struct dhs_chunk {
 dhs_reader *dhs_open(FILE *f, const char *name, const dhs_limits *lim, dh_err *e);
 dhs_reader *dhs_open_path(const char *path, const dhs_limits *lim, dh_err *e);
 const dhs_schema *dhs_reader_schema(const dhs_reader *r);
-const dhs_meta *dhs_reader_meta(const dhs_reader *r);   /* first stream's meta */
+const dhs_meta *dhs_reader_meta(const dhs_reader *r); /* first stream's meta */
 const char *dhs_reader_name(const dhs_reader *r);
 /* Read the next chunk. Returns DH_OK (*out set), DH_EOF at the clean end of
  * the input (every trailer verified), or an error code with e set. Checks
  * each chunk's checksum before returning it. */
 int dhs_read_chunk(dhs_reader *r, dhs_chunk **out, dh_err *e);
-int64_t dhs_reader_rows(const dhs_reader *r);  /* rows returned so far */
-int dhs_reader_streams(const dhs_reader *r);   /* concatenated streams seen */
+int64_t dhs_reader_rows(const dhs_reader *r); /* rows returned so far */
+int dhs_reader_streams(const dhs_reader *r);  /* concatenated streams seen */
 void dhs_close(dhs_reader *r);
 
 /* The whole stream in memory (for programs that need the full dataset). */
@@ -150,7 +146,7 @@ typedef struct dhs_table {
     dhs_schema schema;
     dhs_meta *meta;
     int64_t nrows;
-    void *col[DHS_MAX_FIELDS];      /* contiguous; variable fields as in dhs_chunk */
+    void *col[DHS_MAX_FIELDS]; /* contiguous; variable fields as in dhs_chunk */
     uint64_t *off[DHS_MAX_FIELDS];
 } dhs_table;
 /* Read every remaining chunk of r into t (limit: max_bytes of column data
@@ -166,16 +162,14 @@ const char *dhs_table_str_at(const dhs_table *t, int field, int64_t i, size_t *l
 /* ---- writing ------------------------------------------------------------ */
 typedef struct dhs_writer dhs_writer;
 /* Write the header; meta may be NULL. The writer does not close f. */
-dhs_writer *dhs_writer_open(FILE *f, const char *name, const dhs_schema *s,
-                            const dhs_meta *meta, dh_err *e);
+dhs_writer *dhs_writer_open(FILE *f, const char *name, const dhs_schema *s, const dhs_meta *meta, dh_err *e);
 /* Rows per chunk (default: about 4 MiB of data per chunk, at least 1 row). */
 void dhs_writer_set_chunk_rows(dhs_writer *w, int64_t rows);
 /* Append n rows given column by column. For fixed fields cols[f] holds
  * n*row_bytes bytes; for variable fields cols[f] holds the concatenated row
  * data and lens[f] the n per-row lengths in elements (lens may be NULL when
  * there is no variable field). Rows are buffered and written in chunks. */
-int dhs_write_rows(dhs_writer *w, int64_t n, const void *const *cols,
-                   const uint32_t *const *lens, dh_err *e);
+int dhs_write_rows(dhs_writer *w, int64_t n, const void *const *cols, const uint32_t *const *lens, dh_err *e);
 /* Pass a chunk read from a reader with the same schema straight through. */
 int dhs_write_chunk(dhs_writer *w, const dhs_chunk *c, dh_err *e);
 /* Write rows [start, start+n) of a chunk read with the same schema. */
@@ -191,25 +185,23 @@ typedef struct dhs_tensor {
     char *name;
     int ndim;
     int64_t shape[DHS_MAX_DIMS];
-    int64_t n;       /* number of elements */
+    int64_t n; /* number of elements */
     float *data;
 } dhs_tensor;
 typedef struct dhs_model {
-    dhs_meta *meta;  /* e.g. "model": "net"|"hash"|"deephash", "net": spec text */
+    dhs_meta *meta; /* e.g. "model": "net"|"hash"|"deephash", "net": spec text */
     int ntensors;
     dhs_tensor *t;
 } dhs_model;
-void dhs_model_init(dhs_model *m);     /* empty model with an empty meta */
+void dhs_model_init(dhs_model *m); /* empty model with an empty meta */
 void dhs_model_free(dhs_model *m);
 /* Add a copy of data (or zeros when data is NULL); returns the tensor or NULL. */
-dhs_tensor *dhs_model_add(dhs_model *m, const char *name, int ndim,
-                          const int64_t *shape, const float *data, dh_err *e);
+dhs_tensor *dhs_model_add(dhs_model *m, const char *name, int ndim, const int64_t *shape, const float *data, dh_err *e);
 dhs_tensor *dhs_model_find(const dhs_model *m, const char *name);
 /* Like find, but checks the shape (ndim dims given in shape) with an error. */
-dhs_tensor *dhs_model_get(const dhs_model *m, const char *name, int ndim,
-                          const int64_t *shape, dh_err *e);
+dhs_tensor *dhs_model_get(const dhs_model *m, const char *name, int ndim, const int64_t *shape, dh_err *e);
 int dhs_model_read(dhs_reader *r, dhs_model *m, dh_err *e);
-int dhs_model_load(const char *path, dhs_model *m, dh_err *e);   /* "-" = stdin */
+int dhs_model_load(const char *path, dhs_model *m, dh_err *e); /* "-" = stdin */
 int dhs_model_write(FILE *f, const char *name, const dhs_model *m, dh_err *e);
 /* Saving a model to a path atomically is dh_model_save (formats/prog). */
 

@@ -6,12 +6,14 @@
 
 typedef struct dhs_mval {
     dhs_mtype t;
-    int64_t i;              /* INT */
-    double f;               /* FLOAT */
-    int b;                  /* BOOL */
-    char *s; uint32_t len;  /* STR (NUL-terminated, len bytes) */
-    struct dhs_mval *a; int n;  /* ARRAY */
-    dhs_meta *m;            /* MAP */
+    int64_t i; /* INT */
+    double f;  /* FLOAT */
+    int b;     /* BOOL */
+    char *s;
+    uint32_t len; /* STR (NUL-terminated, len bytes) */
+    struct dhs_mval *a;
+    int n;       /* ARRAY */
+    dhs_meta *m; /* MAP */
 } dhs_mval;
 
 struct dhs_meta {
@@ -20,7 +22,7 @@ struct dhs_meta {
     dhs_mval *vals;
 };
 
-int dhs_meta_put(dhs_meta *m, const char *key, dhs_mval *v);  /* takes ownership */
+int dhs_meta_put(dhs_meta *m, const char *key, dhs_mval *v); /* takes ownership */
 void dhs_mval_free(dhs_mval *v);
 int dhs_mval_copy(dhs_mval *dst, const dhs_mval *src);
 #endif

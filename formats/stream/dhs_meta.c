@@ -22,8 +22,13 @@ void dhs_mval_free(dhs_mval *v) {
 
 void dhs_meta_free(dhs_meta *m) {
     if (!m) return;
-    for (int i = 0; i < m->n; i++) { free(m->keys[i]); dhs_mval_free(&m->vals[i]); }
-    free(m->keys); free(m->vals); free(m);
+    for (int i = 0; i < m->n; i++) {
+        free(m->keys[i]);
+        dhs_mval_free(&m->vals[i]);
+    }
+    free(m->keys);
+    free(m->vals);
+    free(m);
 }
 
 int dhs_mval_copy(dhs_mval *dst, const dhs_mval *src) {
@@ -38,7 +43,10 @@ int dhs_mval_copy(dhs_mval *dst, const dhs_mval *src) {
         dst->a = calloc(src->n ? src->n : 1, sizeof *dst->a);
         if (!dst->a) return -1;
         for (int i = 0; i < src->n; i++)
-            if (dhs_mval_copy(&dst->a[i], &src->a[i])) { dst->n = i; return -1; }
+            if (dhs_mval_copy(&dst->a[i], &src->a[i])) {
+                dst->n = i;
+                return -1;
+            }
         break;
     case DHS_M_MAP:
         dst->m = dhs_meta_copy(src->m);
@@ -72,7 +80,11 @@ static int find(const dhs_meta *m, const char *key) {
 /* Take ownership of *v under key (replacing an old value). */
 int dhs_meta_put(dhs_meta *m, const char *key, dhs_mval *v) {
     int i = find(m, key);
-    if (i >= 0) { dhs_mval_free(&m->vals[i]); m->vals[i] = *v; return 0; }
+    if (i >= 0) {
+        dhs_mval_free(&m->vals[i]);
+        m->vals[i] = *v;
+        return 0;
+    }
     if (m->n == m->cap) {
         int cap = m->cap ? 2 * m->cap : 8;
         char **k = realloc(m->keys, cap * sizeof *k);
@@ -97,31 +109,40 @@ static int put_str(dhs_mval *v, const char *s) {
 }
 
 int dhs_meta_set_str(dhs_meta *m, const char *key, const char *s) {
-    dhs_mval v = {0};
+    dhs_mval v = { 0 };
     if (put_str(&v, s ? s : "")) return -1;
-    if (dhs_meta_put(m, key, &v)) { dhs_mval_free(&v); return -1; }
+    if (dhs_meta_put(m, key, &v)) {
+        dhs_mval_free(&v);
+        return -1;
+    }
     return 0;
 }
 int dhs_meta_set_int(dhs_meta *m, const char *key, int64_t x) {
-    dhs_mval v = {.t = DHS_M_INT, .i = x};
+    dhs_mval v = { .t = DHS_M_INT, .i = x };
     return dhs_meta_put(m, key, &v);
 }
 int dhs_meta_set_float(dhs_meta *m, const char *key, double x) {
-    dhs_mval v = {.t = DHS_M_FLOAT, .f = x};
+    dhs_mval v = { .t = DHS_M_FLOAT, .f = x };
     return dhs_meta_put(m, key, &v);
 }
 int dhs_meta_set_bool(dhs_meta *m, const char *key, int x) {
-    dhs_mval v = {.t = DHS_M_BOOL, .b = !!x};
+    dhs_mval v = { .t = DHS_M_BOOL, .b = !!x };
     return dhs_meta_put(m, key, &v);
 }
 static int set_array(dhs_meta *m, const char *key, int n, int kind, const void *src) {
-    dhs_mval v = {.t = DHS_M_ARRAY, .n = n};
+    dhs_mval v = { .t = DHS_M_ARRAY, .n = n };
     v.a = calloc(n ? n : 1, sizeof *v.a);
     if (!v.a) return -1;
     for (int i = 0; i < n; i++) {
-        if (kind == 0) { if (put_str(&v.a[i], ((const char *const *)src)[i])) goto fail; }
-        else if (kind == 1) { v.a[i].t = DHS_M_INT; v.a[i].i = ((const int64_t *)src)[i]; }
-        else { v.a[i].t = DHS_M_FLOAT; v.a[i].f = ((const double *)src)[i]; }
+        if (kind == 0) {
+            if (put_str(&v.a[i], ((const char *const *)src)[i])) goto fail;
+        } else if (kind == 1) {
+            v.a[i].t = DHS_M_INT;
+            v.a[i].i = ((const int64_t *)src)[i];
+        } else {
+            v.a[i].t = DHS_M_FLOAT;
+            v.a[i].f = ((const double *)src)[i];
+        }
     }
     if (dhs_meta_put(m, key, &v)) goto fail;
     return 0;
@@ -133,9 +154,12 @@ int dhs_meta_set_strv(dhs_meta *m, const char *key, const char *const *v, int n)
 int dhs_meta_set_intv(dhs_meta *m, const char *key, const int64_t *v, int n) { return set_array(m, key, n, 1, v); }
 int dhs_meta_set_floatv(dhs_meta *m, const char *key, const double *v, int n) { return set_array(m, key, n, 2, v); }
 int dhs_meta_set_map(dhs_meta *m, const char *key, const dhs_meta *sub) {
-    dhs_mval v = {.t = DHS_M_MAP, .m = dhs_meta_copy(sub)};
+    dhs_mval v = { .t = DHS_M_MAP, .m = dhs_meta_copy(sub) };
     if (!v.m) return -1;
-    if (dhs_meta_put(m, key, &v)) { dhs_meta_free(v.m); return -1; }
+    if (dhs_meta_put(m, key, &v)) {
+        dhs_meta_free(v.m);
+        return -1;
+    }
     return 0;
 }
 int dhs_meta_del(dhs_meta *m, const char *key) {
@@ -169,8 +193,14 @@ static int as_int(const dhs_mval *v, int64_t *out) {
 }
 static int as_float(const dhs_mval *v, double *out) {
     if (!v) return -1;
-    if (v->t == DHS_M_FLOAT) { *out = v->f; return 0; }
-    if (v->t == DHS_M_INT) { *out = (double)v->i; return 0; }
+    if (v->t == DHS_M_FLOAT) {
+        *out = v->f;
+        return 0;
+    }
+    if (v->t == DHS_M_INT) {
+        *out = (double)v->i;
+        return 0;
+    }
     return -1;
 }
 int dhs_meta_int(const dhs_meta *m, const char *key, int64_t *out) { return as_int(get(m, key), out); }
@@ -204,15 +234,23 @@ int dhs_meta_count(const dhs_meta *m) { return m ? m->n : 0; }
 const char *dhs_meta_key(const dhs_meta *m, int i) { return m && i >= 0 && i < m->n ? m->keys[i] : NULL; }
 
 /* ---- JSON ---------------------------------------------------------------- */
-typedef struct { char *p; size_t n, cap; int bad; } sbuf;
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int bad;
+} sbuf;
 static void sb_put(sbuf *b, const char *s, size_t n) {
     if (b->bad) return;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n + 1) cap *= 2;
         char *q = realloc(b->p, cap);
-        if (!q) { b->bad = 1; return; }
-        b->p = q; b->cap = cap;
+        if (!q) {
+            b->bad = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
     }
     memcpy(b->p + b->n, s, n);
     b->n += n;
@@ -224,9 +262,15 @@ static void sb_jstr(sbuf *b, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         char e[8];
-        if (c == '"' || c == '\\') { e[0] = '\\'; e[1] = (char)c; sb_put(b, e, 2); }
-        else if (c < 0x20) { snprintf(e, sizeof e, "\\u%04x", c); sb_puts(b, e); }
-        else sb_put(b, (const char *)&s[i], 1);
+        if (c == '"' || c == '\\') {
+            e[0] = '\\';
+            e[1] = (char)c;
+            sb_put(b, e, 2);
+        } else if (c < 0x20) {
+            snprintf(e, sizeof e, "\\u%04x", c);
+            sb_puts(b, e);
+        } else
+            sb_put(b, (const char *)&s[i], 1);
     }
     sb_puts(b, "\"");
 }
@@ -236,12 +280,21 @@ static void json_val(sbuf *b, const dhs_mval *v) {
     switch (v->t) {
     case DHS_M_NIL: sb_puts(b, "null"); break;
     case DHS_M_BOOL: sb_puts(b, v->b ? "true" : "false"); break;
-    case DHS_M_INT: snprintf(t, sizeof t, "%lld", (long long)v->i); sb_puts(b, t); break;
-    case DHS_M_FLOAT: snprintf(t, sizeof t, "%.17g", v->f); sb_puts(b, t); break;
+    case DHS_M_INT:
+        snprintf(t, sizeof t, "%lld", (long long)v->i);
+        sb_puts(b, t);
+        break;
+    case DHS_M_FLOAT:
+        snprintf(t, sizeof t, "%.17g", v->f);
+        sb_puts(b, t);
+        break;
     case DHS_M_STR: sb_jstr(b, v->s, v->len); break;
     case DHS_M_ARRAY:
         sb_puts(b, "[");
-        for (int i = 0; i < v->n; i++) { if (i) sb_puts(b, ", "); json_val(b, &v->a[i]); }
+        for (int i = 0; i < v->n; i++) {
+            if (i) sb_puts(b, ", ");
+            json_val(b, &v->a[i]);
+        }
         sb_puts(b, "]");
         break;
     case DHS_M_MAP: json_meta(b, v->m); break;
@@ -258,8 +311,11 @@ static void json_meta(sbuf *b, const dhs_meta *m) {
     sb_puts(b, "}");
 }
 char *dhs_meta_to_json(const dhs_meta *m) {
-    sbuf b = {0};
+    sbuf b = { 0 };
     json_meta(&b, m);
-    if (b.bad) { free(b.p); return NULL; }
+    if (b.bad) {
+        free(b.p);
+        return NULL;
+    }
     return b.p;
 }

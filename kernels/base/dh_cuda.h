@@ -18,10 +18,10 @@ static inline int dh_cuda_err(cudaError_t st, dh_err *e, const char *what) {
 }
 
 /* Return from the calling function with the error when call fails. */
-#define DH_CUDA_TRY(call, e, what)                          \
-    do {                                                    \
-        int dh_cuda_rc_ = dh_cuda_err((call), (e), (what)); \
-        if (dh_cuda_rc_) return dh_cuda_rc_;                \
+#define DH_CUDA_TRY(call, e, what)                                                                                     \
+    do {                                                                                                               \
+        int dh_cuda_rc_ = dh_cuda_err((call), (e), (what));                                                            \
+        if (dh_cuda_rc_) return dh_cuda_rc_;                                                                           \
     } while (0)
 
 #endif

@@ -29,9 +29,7 @@ static inline DH_HOSTDEV uint64_t dh_mix64(uint64_t z) {
 }
 
 /* Sequential splitmix64: advance *state and return the next 64 bits. */
-static inline DH_HOSTDEV uint64_t dh_splitmix64(uint64_t *state) {
-    return dh_mix64(*state += 0x9e3779b97f4a7c15ULL);
-}
+static inline DH_HOSTDEV uint64_t dh_splitmix64(uint64_t *state) { return dh_mix64(*state += 0x9e3779b97f4a7c15ULL); }
 
 /* The k-th (k >= 0) output of splitmix64 started at seed, without the loop:
  * independent sub-seeds for the parts of one seeded computation. */

@@ -13,17 +13,17 @@
 
 typedef enum {
     DH_OK = 0,
-    DH_EOF,          /* clean end of input: not a failure for readers            */
-    DH_EIO,          /* the operating system failed a read/write/open             */
-    DH_EFORMAT,      /* malformed input: bad structure, bad value, not our format */
-    DH_ETRUNC,       /* input ended before it was complete                        */
-    DH_ECHECKSUM,    /* data damaged: checksum or row count mismatch              */
-    DH_ESCHEMA,      /* wrong kind, missing field, shapes that do not agree       */
-    DH_ELIMIT,       /* a declared size beyond the configured limits              */
-    DH_ENOMEM,       /* allocation failed                                         */
-    DH_EINVAL,       /* invalid argument from the caller (a usage error)          */
-    DH_EDEVICE,      /* CUDA device missing or failing                            */
-    DH_EUNSUPPORTED  /* valid request this build or input kind cannot do          */
+    DH_EOF,         /* clean end of input: not a failure for readers            */
+    DH_EIO,         /* the operating system failed a read/write/open             */
+    DH_EFORMAT,     /* malformed input: bad structure, bad value, not our format */
+    DH_ETRUNC,      /* input ended before it was complete                        */
+    DH_ECHECKSUM,   /* data damaged: checksum or row count mismatch              */
+    DH_ESCHEMA,     /* wrong kind, missing field, shapes that do not agree       */
+    DH_ELIMIT,      /* a declared size beyond the configured limits              */
+    DH_ENOMEM,      /* allocation failed                                         */
+    DH_EINVAL,      /* invalid argument from the caller (a usage error)          */
+    DH_EDEVICE,     /* CUDA device missing or failing                            */
+    DH_EUNSUPPORTED /* valid request this build or input kind cannot do          */
 } dh_code;
 
 typedef struct dh_err {
@@ -32,8 +32,7 @@ typedef struct dh_err {
 } dh_err;
 
 /* Set e (if non-NULL) to code and a printf-formatted message; returns code. */
-int dh_seterr(dh_err *e, dh_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int dh_seterr(dh_err *e, dh_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prefix the current message with context: "ctx: old message". */
 void dh_err_prefix(dh_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *dh_code_name(dh_code c);

@@ -33,7 +33,7 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
-extern "C" {   /* also for dh_util.h, which has no guards of its own */
+extern "C" { /* also for dh_util.h, which has no guards of its own */
 #endif
 #include "dh_util.h"
 
@@ -47,7 +47,7 @@ int dk_cuda_available(void);
  * "cuda" without a usable GPU (or in a CPU-only build) is DH_EDEVICE
  * "no CUDA device available"; anything else is DH_EINVAL. */
 int dk_device_parse(const char *s, dk_device *out, dh_err *e);
-const char *dk_device_name(dk_device d);            /* "cpu" / "cuda" */
+const char *dk_device_name(dk_device d); /* "cpu" / "cuda" */
 /* Initialise the backend (CUDA: select device 0, create the cuBLAS and
  * cuDNN handles once). Idempotent. Must be called before using `dev`. */
 int dk_init(dk_device dev, dh_err *e);
@@ -66,34 +66,33 @@ void dk_allow_tf32(int on);
 void *dk_cudnn_handle(void);
 
 /* ---- raw device memory (for u8 images, i32 labels/indices, ...) ----------- */
-int  dk_mem_alloc(dk_device dev, size_t bytes, void **out, dh_err *e); /* zeroed */
-void dk_mem_free(dk_device dev, void *p);                              /* NULL ok */
-int  dk_mem_upload(dk_device dev, void *dst, const void *host_src, size_t bytes, dh_err *e);
-int  dk_mem_download(dk_device dev, void *host_dst, const void *src, size_t bytes, dh_err *e);
+int dk_mem_alloc(dk_device dev, size_t bytes, void **out, dh_err *e); /* zeroed */
+void dk_mem_free(dk_device dev, void *p);                             /* NULL ok */
+int dk_mem_upload(dk_device dev, void *dst, const void *host_src, size_t bytes, dh_err *e);
+int dk_mem_download(dk_device dev, void *host_dst, const void *src, size_t bytes, dh_err *e);
 
 /* ---- tensors ---------------------------------------------------------------- */
 #define DK_MAXDIM 4
 typedef struct dk_tensor {
     dk_device dev;
-    int ndim;                  /* 1..4 */
-    int64_t shape[DK_MAXDIM];  /* unused trailing entries are 1 */
-    int64_t n;                 /* product of shape[0..ndim) */
-    float *data;               /* on dev (host memory for DK_CPU) */
-    int owns;                  /* 1: dk_tensor_free frees data; 0: a view */
+    int ndim;                 /* 1..4 */
+    int64_t shape[DK_MAXDIM]; /* unused trailing entries are 1 */
+    int64_t n;                /* product of shape[0..ndim) */
+    float *data;              /* on dev (host memory for DK_CPU) */
+    int owns;                 /* 1: dk_tensor_free frees data; 0: a view */
 } dk_tensor;
 
 /* Allocate a zero-filled tensor. A zero-initialised dk_tensor (= {0}) is
  * "empty" and may be freed. */
-int  dk_tensor_alloc(dk_tensor *t, dk_device dev, int ndim, const int64_t *shape, dh_err *e);
+int dk_tensor_alloc(dk_tensor *t, dk_device dev, int ndim, const int64_t *shape, dh_err *e);
 /* Convenience: shape (d0, d1, ...) with ndim of them used. */
-int  dk_tensor_alloc4(dk_tensor *t, dk_device dev, int ndim,
-                      int64_t d0, int64_t d1, int64_t d2, int64_t d3, dh_err *e);
-void dk_tensor_free(dk_tensor *t);                  /* no-op for views; resets to {0} */
+int dk_tensor_alloc4(dk_tensor *t, dk_device dev, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, dh_err *e);
+void dk_tensor_free(dk_tensor *t); /* no-op for views; resets to {0} */
 /* A non-owning view of the same data with another shape (same element
  * count, else DH_EINVAL). */
-int  dk_tensor_view(const dk_tensor *t, int ndim, const int64_t *shape, dk_tensor *view, dh_err *e);
+int dk_tensor_view(const dk_tensor *t, int ndim, const int64_t *shape, dk_tensor *view, dh_err *e);
 /* A non-owning view of rows [start, start+count) along dimension 0. */
-int  dk_tensor_rows(const dk_tensor *t, int64_t start, int64_t count, dk_tensor *view, dh_err *e);
+int dk_tensor_rows(const dk_tensor *t, int64_t start, int64_t count, dk_tensor *view, dh_err *e);
 /* Elements per row: n / shape[0]. */
 int64_t dk_tensor_rowsize(const dk_tensor *t);
 /* "(128, 3, 32, 32)" into buf, for messages. */
@@ -108,8 +107,8 @@ int dk_download(const dk_tensor *t, float *host, int64_t n, dh_err *e);
 int dk_copy(dk_tensor *dst, const dk_tensor *src, dh_err *e);
 
 /* ---- elementwise and reductions ---------------------------------------------- */
-int dk_scale(dk_tensor *x, float a, dh_err *e);                          /* x *= a */
-int dk_axpby(float a, const dk_tensor *x, float b, dk_tensor *y, dh_err *e); /* y = a x + b y */
+int dk_scale(dk_tensor *x, float a, dh_err *e);                                /* x *= a */
+int dk_axpby(float a, const dk_tensor *x, float b, dk_tensor *y, dh_err *e);   /* y = a x + b y */
 int dk_mul(const dk_tensor *a, const dk_tensor *b, dk_tensor *out, dh_err *e); /* out = a*b (may alias) */
 /* Sum and sum of squares over all elements (double accumulation; synchronises). */
 int dk_sum(const dk_tensor *x, double *out, dh_err *e);
@@ -120,21 +119,19 @@ int dk_sumsq(const dk_tensor *x, double *out, dh_err *e);
  *   C (M, N) = alpha * op(A) (M, K) * op(B) (K, N) + beta * C
  * op(A) = A (M, K) with lda >= K, or if transA, A is (K, M) with lda >= M.
  * op(B) = B (K, N) with ldb >= N, or if transB, B is (N, K) with ldb >= K. */
-int dk_sgemm(dk_device dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
-             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-             float beta, float *C, int64_t ldc, dh_err *e);
+int dk_sgemm(dk_device dev, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, dh_err *e);
 /* The same on tensors viewed as 2-D matrices (shape[0], n / shape[0]). */
-int dk_matmul(const dk_tensor *A, int transA, const dk_tensor *B, int transB,
-              float alpha, float beta, dk_tensor *C, dh_err *e);
+int dk_matmul(const dk_tensor *A, int transA, const dk_tensor *B, int transB, float alpha, float beta, dk_tensor *C,
+              dh_err *e);
 
 /* ---- fully connected: y = x W^T + b ------------------------------------------- */
 /* x (N, IN) (any shape with n = N*IN; N = shape[0]), w (OUT, IN), b (OUT) or
  * NULL, y (N, OUT). */
-int dk_fc_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b,
-                  dk_tensor *y, dh_err *e);
+int dk_fc_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, dk_tensor *y, dh_err *e);
 /* dy (N, OUT) -> dx (N, IN) or NULL, dw (OUT, IN), db (OUT) or NULL. */
-int dk_fc_backward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *dy,
-                   dk_tensor *dx, dk_tensor *dw, dk_tensor *db, dh_err *e);
+int dk_fc_backward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *dy, dk_tensor *dx, dk_tensor *dw,
+                   dk_tensor *db, dh_err *e);
 
 /* ---- 2-D convolution (cross-correlation, like every framework) ------------------ */
 /* Output size along one axis: (in + 2 pad - k) / stride + 1 (floor);
@@ -143,14 +140,12 @@ int64_t dk_out_size(int64_t in, int k, int stride, int pad);
 /* x (N, C, H, W), w (F, C, KH, KW), b (F) or NULL, y (N, F, OH, OW) with
  * OH = dk_out_size(H, KH, stride, pad), OW likewise. Same stride and pad
  * on both axes. */
-int dk_conv2d_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b,
-                      int stride, int pad, dk_tensor *y, dh_err *e);
+int dk_conv2d_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, dk_tensor *y,
+                      dh_err *e);
 /* dy (N, F, OH, OW), w (F, C, KH, KW) -> dx (N, C, H, W). */
-int dk_conv2d_backward_data(const dk_tensor *dy, const dk_tensor *w,
-                            int stride, int pad, dk_tensor *dx, dh_err *e);
+int dk_conv2d_backward_data(const dk_tensor *dy, const dk_tensor *w, int stride, int pad, dk_tensor *dx, dh_err *e);
 /* x (N, C, H, W), dy (N, F, OH, OW) -> dw (F, C, KH, KW). */
-int dk_conv2d_backward_filter(const dk_tensor *x, const dk_tensor *dy,
-                              int stride, int pad, dk_tensor *dw, dh_err *e);
+int dk_conv2d_backward_filter(const dk_tensor *x, const dk_tensor *dy, int stride, int pad, dk_tensor *dw, dh_err *e);
 /* dy (N, F, OH, OW) -> db (F): sum over N, OH, OW. */
 int dk_conv2d_backward_bias(const dk_tensor *dy, dk_tensor *db, dh_err *e);
 
@@ -165,17 +160,15 @@ int dk_conv2d_backward_bias(const dk_tensor *dy, dk_tensor *db, dh_err *e);
  * x, y (N, C, H, W); gamma, beta, running_mean, running_var,
  * save_mean, save_invstd (C). save_* are kept for the backward pass. */
 int dk_batchnorm_forward_train(const dk_tensor *x, const dk_tensor *gamma, const dk_tensor *beta,
-                               dk_tensor *running_mean, dk_tensor *running_var,
-                               float momentum, float eps, dk_tensor *y,
+                               dk_tensor *running_mean, dk_tensor *running_var, float momentum, float eps, dk_tensor *y,
                                dk_tensor *save_mean, dk_tensor *save_invstd, dh_err *e);
 /* Inference: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta. */
 int dk_batchnorm_forward_infer(const dk_tensor *x, const dk_tensor *gamma, const dk_tensor *beta,
-                               const dk_tensor *running_mean, const dk_tensor *running_var,
-                               float eps, dk_tensor *y, dh_err *e);
+                               const dk_tensor *running_mean, const dk_tensor *running_var, float eps, dk_tensor *y,
+                               dh_err *e);
 /* Backward of the training-mode forward: dx (N, C, H, W), dgamma, dbeta (C). */
-int dk_batchnorm_backward(const dk_tensor *x, const dk_tensor *dy, const dk_tensor *gamma,
-                          const dk_tensor *save_mean, const dk_tensor *save_invstd,
-                          dk_tensor *dx, dk_tensor *dgamma, dk_tensor *dbeta, dh_err *e);
+int dk_batchnorm_backward(const dk_tensor *x, const dk_tensor *dy, const dk_tensor *gamma, const dk_tensor *save_mean,
+                          const dk_tensor *save_invstd, dk_tensor *dx, dk_tensor *dgamma, dk_tensor *dbeta, dh_err *e);
 
 /* ---- activations (elementwise, any shape; y may alias x, dx may alias dy) ----------- */
 int dk_relu_forward(const dk_tensor *x, dk_tensor *y, dh_err *e);
@@ -202,8 +195,8 @@ int dk_tanh_backward(const dk_tensor *y, const dk_tensor *dy, dk_tensor *dx, dh_
  * x, dx (N, C, H, W); y, dy (N, C, OH, OW). */
 int dk_maxpool_forward(const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e);
 /* Needs the forward input and output. */
-int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy,
-                        int k, int stride, int pad, dk_tensor *dx, dh_err *e);
+int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy, int k, int stride, int pad,
+                        dk_tensor *dx, dh_err *e);
 int dk_avgpool_forward(const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e);
 int dk_avgpool_backward(const dk_tensor *dy, int k, int stride, int pad, dk_tensor *dx, dh_err *e);
 /* Global average pool: x (N, C, H, W) -> y (N, C); dy (N, C) -> dx (N, C, H, W). */
@@ -215,8 +208,8 @@ int dk_gap_backward(const dk_tensor *dy, dk_tensor *dx, dh_err *e);
  * < p; mask[i] = 0 if dropped else 1/(1-p); y = x * mask. 0 <= p < 1.
  * Use a fresh offset (or seed) per step, e.g. offset = step * x->n.
  * x, y, mask: same shape (y may alias x). */
-int dk_dropout_forward(const dk_tensor *x, float p, uint64_t seed, uint64_t offset,
-                       dk_tensor *y, dk_tensor *mask, dh_err *e);
+int dk_dropout_forward(const dk_tensor *x, float p, uint64_t seed, uint64_t offset, dk_tensor *y, dk_tensor *mask,
+                       dh_err *e);
 /* dx = dy * mask (dx may alias dy). */
 int dk_dropout_backward(const dk_tensor *dy, const dk_tensor *mask, dk_tensor *dx, dh_err *e);
 
@@ -232,9 +225,8 @@ int dk_softmax_forward(const dk_tensor *logits, dk_tensor *probs, dh_err *e);
  * first argmax equals the label (host, may be NULL); dlogits (N, K) or NULL:
  * gradient of the MEAN loss, (softmax - target) / N, times grad_scale
  * (pass 1). dlogits may alias logits. */
-int dk_softmax_xent(const dk_tensor *logits, const int32_t *labels, float smoothing,
-                    float grad_scale, double *loss_out, int64_t *correct_out,
-                    dk_tensor *dlogits, dh_err *e);
+int dk_softmax_xent(const dk_tensor *logits, const int32_t *labels, float smoothing, float grad_scale, double *loss_out,
+                    int64_t *correct_out, dk_tensor *dlogits, dh_err *e);
 
 /* ---- optimiser ----------------------------------------------------------------------- */
 /* One SGD step, PyTorch semantics (dampening 0):
@@ -245,25 +237,25 @@ int dk_softmax_xent(const dk_tensor *logits, const int32_t *labels, float smooth
  * param, grad, velocity: same shape (velocity zero at the start; may be
  * NULL when momentum == 0). lr and weight_decay are per call, so parameter
  * groups are just different arguments. */
-int dk_sgd_step(dk_tensor *param, const dk_tensor *grad, dk_tensor *velocity,
-                float lr, float momentum, float weight_decay, int nesterov, dh_err *e);
+int dk_sgd_step(dk_tensor *param, const dk_tensor *grad, dk_tensor *velocity, float lr, float momentum,
+                float weight_decay, int nesterov, dh_err *e);
 
 /* ---- learning-rate schedules (pure functions) ----------------------------------------- */
 typedef enum {
-    DK_SCHED_CONST = 0,  /* base                                                  */
-    DK_SCHED_STEP,       /* base * factor^(number of drop epochs <= epoch)        */
-    DK_SCHED_ONECYCLE,   /* linear 0 -> base over warmup, then linear -> base*final */
-    DK_SCHED_COSINE      /* linear 0 -> base over warmup, then cosine -> base*final */
+    DK_SCHED_CONST = 0, /* base                                                  */
+    DK_SCHED_STEP,      /* base * factor^(number of drop epochs <= epoch)        */
+    DK_SCHED_ONECYCLE,  /* linear 0 -> base over warmup, then linear -> base*final */
+    DK_SCHED_COSINE     /* linear 0 -> base over warmup, then cosine -> base*final */
 } dk_sched_kind;
 #define DK_SCHED_MAXDROPS 16
 typedef struct dk_schedule {
     dk_sched_kind kind;
-    double base;                     /* peak / initial learning rate */
-    int ndrops;                      /* STEP: epochs at which lr *= factor */
+    double base; /* peak / initial learning rate */
+    int ndrops;  /* STEP: epochs at which lr *= factor */
     int drops[DK_SCHED_MAXDROPS];
-    double factor;                   /* STEP: default 0.1 */
-    double warmup;                   /* ONECYCLE/COSINE: fraction of total steps, [0,1) */
-    double final;                    /* ONECYCLE/COSINE: final lr as a fraction of base */
+    double factor; /* STEP: default 0.1 */
+    double warmup; /* ONECYCLE/COSINE: fraction of total steps, [0,1) */
+    double final;  /* ONECYCLE/COSINE: final lr as a fraction of base */
 } dk_schedule;
 /* Parse "const", "step", "step:E1,E2,..." (default drops: none),
  * "onecycle[:WARMUP[:FINAL]]" (defaults 0.2, 0.0),
@@ -307,13 +299,10 @@ void dk_permutation(int32_t *out, int64_t n, uint64_t seed, uint64_t stream);
  * idx: N int32 on the device (or NULL); each must be in [0, S) (checked on
  * the CPU only). mean, std: host arrays of C floats (C <= DK_MAXCHAN).
  * out (N, C, H, W). */
-int dk_images_augment(const uint8_t *src, int64_t S, int C, int H, int W,
-                      const int32_t *idx, int pad, int flip,
-                      const float *mean, const float *std,
-                      uint64_t seed, uint64_t offset, dk_tensor *out, dh_err *e);
+int dk_images_augment(const uint8_t *src, int64_t S, int C, int H, int W, const int32_t *idx, int pad, int flip,
+                      const float *mean, const float *std, uint64_t seed, uint64_t offset, dk_tensor *out, dh_err *e);
 /* out[r] = src[idx[r]] for r < n; int32 arrays on `dev`. */
-int dk_gather_i32(dk_device dev, const int32_t *src, const int32_t *idx, int64_t n,
-                  int32_t *out, dh_err *e);
+int dk_gather_i32(dk_device dev, const int32_t *src, const int32_t *idx, int64_t n, int32_t *out, dh_err *e);
 
 #ifdef __cplusplus
 }

@@ -11,9 +11,7 @@
 #include "dh_rng.h"
 
 /* ---- dispatch ------------------------------------------------------------------- */
-static int no_cuda(dh_err *e) {
-    return dh_seterr(e, DH_EDEVICE, "no CUDA device available");
-}
+static int no_cuda(dh_err *e) { return dh_seterr(e, DH_EDEVICE, "no CUDA device available"); }
 #if DH_USE_CUDA
 #define BACKEND(dev, fn, ...) ((dev) == DK_CUDA ? fn##_cuda(__VA_ARGS__) : fn##_cpu(__VA_ARGS__))
 #else
@@ -34,13 +32,19 @@ const char *dk_device_name(dk_device d) { return d == DK_CUDA ? "cuda" : "cpu"; 
 int dk_device_parse(const char *s, dk_device *out, dh_err *e) {
     if (!s || !*s) s = getenv("DH_DEVICE");
     if (!s || !*s) s = "auto";
-    if (strcmp(s, "cpu") == 0) { *out = DK_CPU; return 0; }
+    if (strcmp(s, "cpu") == 0) {
+        *out = DK_CPU;
+        return 0;
+    }
     if (strcmp(s, "cuda") == 0 || strcmp(s, "gpu") == 0) {
         if (!dk_cuda_available()) return no_cuda(e);
         *out = DK_CUDA;
         return 0;
     }
-    if (strcmp(s, "auto") == 0) { *out = dk_cuda_available() ? DK_CUDA : DK_CPU; return 0; }
+    if (strcmp(s, "auto") == 0) {
+        *out = dk_cuda_available() ? DK_CUDA : DK_CPU;
+        return 0;
+    }
     return dh_seterr(e, DH_EINVAL, "unknown device '%s' (expected cpu, cuda or auto)", s);
 }
 
@@ -109,7 +113,10 @@ int dk_mem_alloc(dk_device dev, size_t bytes, void **out, dh_err *e) {
 
 void dk_mem_free(dk_device dev, void *p) {
     if (!p) return;
-    if (dev == DK_CPU) { free(p); return; }
+    if (dev == DK_CPU) {
+        free(p);
+        return;
+    }
 #if DH_USE_CUDA
     dk_cuda_free(p);
 #endif
@@ -118,7 +125,10 @@ void dk_mem_free(dk_device dev, void *p) {
 /* dir: 0 host to device, 1 device to host (dk_cuda_memcpy's). */
 static int mem_copy(dk_device dev, void *dst, const void *src, size_t bytes, int dir, dh_err *e) {
     if (bytes == 0) return 0;
-    if (dev == DK_CPU) { memmove(dst, src, bytes); return 0; }
+    if (dev == DK_CPU) {
+        memmove(dst, src, bytes);
+        return 0;
+    }
 #if DH_USE_CUDA
     return dk_cuda_memcpy(dst, src, bytes, dir, e);
 #else
@@ -144,8 +154,7 @@ static int set_shape(dk_tensor *t, int ndim, const int64_t *shape, dh_err *e) {
     int64_t n = 1;
     for (int i = 0; i < DK_MAXDIM; i++) {
         int64_t d = i < ndim ? shape[i] : 1;
-        if (d < 0 || d > DK_MAX_ELEMS)
-            return dh_seterr(e, DH_EINVAL, "tensor: dimension %d is %lld", i, (long long)d);
+        if (d < 0 || d > DK_MAX_ELEMS) return dh_seterr(e, DH_EINVAL, "tensor: dimension %d is %lld", i, (long long)d);
         t->shape[i] = d;
         n *= d;
         if (n > DK_MAX_ELEMS) return dh_seterr(e, DH_ELIMIT, "tensor: more than 2^40 elements");
@@ -161,16 +170,18 @@ int dk_tensor_alloc(dk_tensor *t, dk_device dev, int ndim, const int64_t *shape,
     if (rc) return rc;
     void *p = NULL;
     rc = dk_mem_alloc(dev, (size_t)t->n * sizeof(float), &p, e);
-    if (rc) { memset(t, 0, sizeof *t); return rc; }
+    if (rc) {
+        memset(t, 0, sizeof *t);
+        return rc;
+    }
     t->dev = dev;
     t->data = p;
     t->owns = 1;
     return 0;
 }
 
-int dk_tensor_alloc4(dk_tensor *t, dk_device dev, int ndim, int64_t d0, int64_t d1, int64_t d2,
-                     int64_t d3, dh_err *e) {
-    int64_t s[4] = {d0, d1, d2, d3};
+int dk_tensor_alloc4(dk_tensor *t, dk_device dev, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, dh_err *e) {
+    int64_t s[4] = { d0, d1, d2, d3 };
     return dk_tensor_alloc(t, dev, ndim, s, e);
 }
 
@@ -186,22 +197,20 @@ int dk_tensor_view(const dk_tensor *t, int ndim, const int64_t *shape, dk_tensor
     if (rc) return rc;
     if (v.n != t->n) {
         char a[96];
-        return dh_seterr(e, DH_EINVAL, "view: %lld elements cannot be viewed as %lld (from %s)",
-                         (long long)t->n, (long long)v.n, dk_shape_str(t, a, sizeof a));
+        return dh_seterr(e, DH_EINVAL, "view: %lld elements cannot be viewed as %lld (from %s)", (long long)t->n,
+                         (long long)v.n, dk_shape_str(t, a, sizeof a));
     }
     v.owns = 0;
     *view = v;
     return 0;
 }
 
-int64_t dk_tensor_rowsize(const dk_tensor *t) {
-    return t->shape[0] > 0 ? t->n / t->shape[0] : 0;
-}
+int64_t dk_tensor_rowsize(const dk_tensor *t) { return t->shape[0] > 0 ? t->n / t->shape[0] : 0; }
 
 int dk_tensor_rows(const dk_tensor *t, int64_t start, int64_t count, dk_tensor *view, dh_err *e) {
     if (start < 0 || count < 0 || start + count > t->shape[0])
-        return dh_seterr(e, DH_EINVAL, "rows [%lld, %lld) outside a tensor of %lld rows",
-                         (long long)start, (long long)(start + count), (long long)t->shape[0]);
+        return dh_seterr(e, DH_EINVAL, "rows [%lld, %lld) outside a tensor of %lld rows", (long long)start,
+                         (long long)(start + count), (long long)t->shape[0]);
     int64_t rs = dk_tensor_rowsize(t);
     dk_tensor v = *t;
     v.shape[0] = count;
@@ -233,17 +242,17 @@ static int need_dev(dh_err *e, const char *op, const char *name, const dk_tensor
     int rc = need(e, op, name, t);
     if (rc) return rc;
     if (t->dev != dev)
-        return dh_seterr(e, DH_EINVAL, "%s: %s is on %s, expected %s", op, name,
-                         dk_device_name(t->dev), dk_device_name(dev));
+        return dh_seterr(e, DH_EINVAL, "%s: %s is on %s, expected %s", op, name, dk_device_name(t->dev),
+                         dk_device_name(dev));
     return 0;
 }
 
 /* Shape check: ndim (0 = any) and dimensions (-1 = any). */
-static int need_shape(dh_err *e, const char *op, const char *name, const dk_tensor *t,
-                      dk_device dev, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+static int need_shape(dh_err *e, const char *op, const char *name, const dk_tensor *t, dk_device dev, int ndim,
+                      int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
     int rc = need_dev(e, op, name, t, dev);
     if (rc) return rc;
-    int64_t want[4] = {d0, d1, d2, d3};
+    int64_t want[4] = { d0, d1, d2, d3 };
     int bad = ndim > 0 && t->ndim != ndim;
     for (int i = 0; i < 4 && !bad; i++)
         if (want[i] >= 0 && t->shape[i] != want[i]) bad = 1;
@@ -253,12 +262,13 @@ static int need_shape(dh_err *e, const char *op, const char *name, const dk_tens
         int nd = ndim > 0 ? ndim : t->ndim;
         o += (size_t)snprintf(b + o, sizeof b - o, "(");
         for (int i = 0; i < nd && o < sizeof b; i++) {
-            if (want[i] >= 0) o += (size_t)snprintf(b + o, sizeof b - o, i ? ", %lld" : "%lld", (long long)want[i]);
-            else o += (size_t)snprintf(b + o, sizeof b - o, i ? ", *" : "*");
+            if (want[i] >= 0)
+                o += (size_t)snprintf(b + o, sizeof b - o, i ? ", %lld" : "%lld", (long long)want[i]);
+            else
+                o += (size_t)snprintf(b + o, sizeof b - o, i ? ", *" : "*");
         }
         if (o < sizeof b) snprintf(b + o, sizeof b - o, ")");
-        return dh_seterr(e, DH_EINVAL, "%s: %s has shape %s, expected %s", op, name,
-                         dk_shape_str(t, a, sizeof a), b);
+        return dh_seterr(e, DH_EINVAL, "%s: %s has shape %s, expected %s", op, name, dk_shape_str(t, a, sizeof a), b);
     }
     return 0;
 }
@@ -267,12 +277,16 @@ static int need_n(dh_err *e, const char *op, const char *name, const dk_tensor *
     int rc = need_dev(e, op, name, t, dev);
     if (rc) return rc;
     if (t->n != n)
-        return dh_seterr(e, DH_EINVAL, "%s: %s has %lld elements, expected %lld", op, name,
-                         (long long)t->n, (long long)n);
+        return dh_seterr(e, DH_EINVAL, "%s: %s has %lld elements, expected %lld", op, name, (long long)t->n,
+                         (long long)n);
     return 0;
 }
 
-#define TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        int rc_ = (x);                                                                                                 \
+        if (rc_) return rc_;                                                                                           \
+    } while (0)
 
 /* ---- fill, copy ------------------------------------------------------------------------------- */
 int dk_zero(dk_tensor *t, dh_err *e) { return dk_fill(t, 0.0f, e); }
@@ -284,15 +298,15 @@ int dk_fill(dk_tensor *t, float v, dh_err *e) {
 
 int dk_upload(dk_tensor *t, const float *host, int64_t n, dh_err *e) {
     TRY(need(e, "upload", "tensor", t));
-    if (n != t->n) return dh_seterr(e, DH_EINVAL, "upload: %lld floats into a tensor of %lld",
-                                    (long long)n, (long long)t->n);
+    if (n != t->n)
+        return dh_seterr(e, DH_EINVAL, "upload: %lld floats into a tensor of %lld", (long long)n, (long long)t->n);
     return dk_mem_upload(t->dev, t->data, host, (size_t)n * sizeof(float), e);
 }
 
 int dk_download(const dk_tensor *t, float *host, int64_t n, dh_err *e) {
     TRY(need(e, "download", "tensor", t));
-    if (n != t->n) return dh_seterr(e, DH_EINVAL, "download: %lld floats from a tensor of %lld",
-                                    (long long)n, (long long)t->n);
+    if (n != t->n)
+        return dh_seterr(e, DH_EINVAL, "download: %lld floats from a tensor of %lld", (long long)n, (long long)t->n);
     return dk_mem_download(t->dev, host, t->data, (size_t)n * sizeof(float), e);
 }
 
@@ -303,7 +317,10 @@ int dk_copy(dk_tensor *dst, const dk_tensor *src, dh_err *e) {
         return dh_seterr(e, DH_EINVAL, "copy: %lld elements into %lld", (long long)src->n, (long long)dst->n);
     size_t bytes = (size_t)src->n * sizeof(float);
     if (bytes == 0) return 0;
-    if (src->dev == DK_CPU && dst->dev == DK_CPU) { memmove(dst->data, src->data, bytes); return 0; }
+    if (src->dev == DK_CPU && dst->dev == DK_CPU) {
+        memmove(dst->data, src->data, bytes);
+        return 0;
+    }
     if (src->dev == DK_CPU) return dk_mem_upload(dst->dev, dst->data, src->data, bytes, e);
     if (dst->dev == DK_CPU) return dk_mem_download(src->dev, dst->data, src->data, bytes, e);
 #if DH_USE_CUDA
@@ -343,12 +360,11 @@ int dk_sumsq(const dk_tensor *x, double *out, dh_err *e) {
 }
 
 /* ---- matrix products --------------------------------------------------------------------------------- */
-int dk_sgemm(dk_device dev, int transA, int transB, int64_t M, int64_t N, int64_t K,
-             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
-             float beta, float *C, int64_t ldc, dh_err *e) {
+int dk_sgemm(dk_device dev, int transA, int transB, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+             int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc, dh_err *e) {
     if (M < 0 || N < 0 || K < 0)
-        return dh_seterr(e, DH_EINVAL, "sgemm: negative size (%lld, %lld, %lld)",
-                         (long long)M, (long long)N, (long long)K);
+        return dh_seterr(e, DH_EINVAL, "sgemm: negative size (%lld, %lld, %lld)", (long long)M, (long long)N,
+                         (long long)K);
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
         return dh_seterr(e, DH_ELIMIT, "sgemm: dimension beyond 2^31");
     int64_t acols = transA ? M : K, bcols = transB ? K : N;
@@ -357,8 +373,8 @@ int dk_sgemm(dk_device dev, int transA, int transB, int64_t M, int64_t N, int64_
     return BACKEND(dev, dk_sgemm, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, e);
 }
 
-int dk_matmul(const dk_tensor *A, int transA, const dk_tensor *B, int transB,
-              float alpha, float beta, dk_tensor *C, dh_err *e) {
+int dk_matmul(const dk_tensor *A, int transA, const dk_tensor *B, int transB, float alpha, float beta, dk_tensor *C,
+              dh_err *e) {
     TRY(need(e, "matmul", "A", A));
     TRY(need_dev(e, "matmul", "B", B, A->dev));
     TRY(need_dev(e, "matmul", "C", C, A->dev));
@@ -369,16 +385,16 @@ int dk_matmul(const dk_tensor *A, int transA, const dk_tensor *B, int transB,
     if (K != K2)
         return dh_seterr(e, DH_EINVAL, "matmul: inner dimensions differ (%lld vs %lld)", (long long)K, (long long)K2);
     if (C->shape[0] != M || dk_tensor_rowsize(C) != N)
-        return dh_seterr(e, DH_EINVAL, "matmul: C is (%lld, %lld), expected (%lld, %lld)",
-                         (long long)C->shape[0], (long long)dk_tensor_rowsize(C), (long long)M, (long long)N);
-    return dk_sgemm(A->dev, transA, transB, M, N, K, alpha, A->data, ac > 0 ? ac : 1, B->data,
-                    bc > 0 ? bc : 1, beta, C->data, N > 0 ? N : 1, e);
+        return dh_seterr(e, DH_EINVAL, "matmul: C is (%lld, %lld), expected (%lld, %lld)", (long long)C->shape[0],
+                         (long long)dk_tensor_rowsize(C), (long long)M, (long long)N);
+    return dk_sgemm(A->dev, transA, transB, M, N, K, alpha, A->data, ac > 0 ? ac : 1, B->data, bc > 0 ? bc : 1, beta,
+                    C->data, N > 0 ? N : 1, e);
 }
 
 /* ---- fully connected ----------------------------------------------------------------------------------- */
 /* x (N, IN ...) and w (OUT, IN) on x's device. */
-static int fc_check(const char *op, const dk_tensor *x, const dk_tensor *w, int64_t *N, int64_t *IN,
-                    int64_t *OUT, dh_err *e) {
+static int fc_check(const char *op, const dk_tensor *x, const dk_tensor *w, int64_t *N, int64_t *IN, int64_t *OUT,
+                    dh_err *e) {
     TRY(need(e, op, "x", x));
     *N = x->shape[0];
     *IN = dk_tensor_rowsize(x);
@@ -395,14 +411,14 @@ int dk_fc_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, dk
     if (b) TRY(need_n(e, op, "b", b, dev, OUT));
     TRY(need_n(e, op, "y", y, dev, N * OUT));
     /* y (N, OUT) = x (N, IN) w^T */
-    TRY(dk_sgemm(dev, 0, 1, N, OUT, IN, 1.0f, x->data, IN ? IN : 1, w->data, IN ? IN : 1, 0.0f,
-                 y->data, OUT ? OUT : 1, e));
+    TRY(dk_sgemm(dev, 0, 1, N, OUT, IN, 1.0f, x->data, IN ? IN : 1, w->data, IN ? IN : 1, 0.0f, y->data, OUT ? OUT : 1,
+                 e));
     if (b) return BACKEND(dev, dk_add_bias, y->data, b->data, N, OUT, 1, e);
     return 0;
 }
 
-int dk_fc_backward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *dy,
-                   dk_tensor *dx, dk_tensor *dw, dk_tensor *db, dh_err *e) {
+int dk_fc_backward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *dy, dk_tensor *dx, dk_tensor *dw,
+                   dk_tensor *db, dh_err *e) {
     const char *op = "fc_backward";
     int64_t N, IN, OUT;
     TRY(fc_check(op, x, w, &N, &IN, &OUT, e));
@@ -428,26 +444,25 @@ int64_t dk_out_size(int64_t in, int k, int stride, int pad) {
     return span / stride + 1;
 }
 
-static int conv_check(const char *op, const dk_tensor *x, const dk_tensor *w, const dk_tensor *y,
-                      int stride, int pad, dh_err *e) {
+static int conv_check(const char *op, const dk_tensor *x, const dk_tensor *w, const dk_tensor *y, int stride, int pad,
+                      dh_err *e) {
     TRY(need_shape(e, op, "input", x, x->dev, 4, -1, -1, -1, -1));
     TRY(need_shape(e, op, "filter", w, x->dev, 4, -1, x->shape[1], -1, -1));
     if (stride < 1 || pad < 0)
         return dh_seterr(e, DH_EINVAL, "%s: stride %d, pad %d (need stride >= 1, pad >= 0)", op, stride, pad);
-    if (w->shape[2] > 1 << 20 || w->shape[3] > 1 << 20)
-        return dh_seterr(e, DH_EINVAL, "%s: kernel too large", op);
+    if (w->shape[2] > 1 << 20 || w->shape[3] > 1 << 20) return dh_seterr(e, DH_EINVAL, "%s: kernel too large", op);
     int64_t OH = dk_out_size(x->shape[2], (int)w->shape[2], stride, pad);
     int64_t OW = dk_out_size(x->shape[3], (int)w->shape[3], stride, pad);
     if (OH < 1 || OW < 1)
-        return dh_seterr(e, DH_EINVAL, "%s: kernel %lldx%lld does not fit a %lldx%lld input with pad %d",
-                         op, (long long)w->shape[2], (long long)w->shape[3], (long long)x->shape[2],
-                         (long long)x->shape[3], pad);
+        return dh_seterr(e, DH_EINVAL, "%s: kernel %lldx%lld does not fit a %lldx%lld input with pad %d", op,
+                         (long long)w->shape[2], (long long)w->shape[3], (long long)x->shape[2], (long long)x->shape[3],
+                         pad);
     TRY(need_shape(e, op, "output", y, x->dev, 4, x->shape[0], w->shape[0], OH, OW));
     return 0;
 }
 
-int dk_conv2d_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b,
-                      int stride, int pad, dk_tensor *y, dh_err *e) {
+int dk_conv2d_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, dk_tensor *y,
+                      dh_err *e) {
     TRY(need(e, "conv2d_forward", "x", x));
     TRY(conv_check("conv2d_forward", x, w, y, stride, pad, e));
     if (b) TRY(need_n(e, "conv2d_forward", "bias", b, x->dev, w->shape[0]));
@@ -455,16 +470,14 @@ int dk_conv2d_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b
     return BACKEND(x->dev, dk_conv2d_forward, x, w, b, stride, pad, y, e);
 }
 
-int dk_conv2d_backward_data(const dk_tensor *dy, const dk_tensor *w, int stride, int pad,
-                            dk_tensor *dx, dh_err *e) {
+int dk_conv2d_backward_data(const dk_tensor *dy, const dk_tensor *w, int stride, int pad, dk_tensor *dx, dh_err *e) {
     TRY(need(e, "conv2d_backward_data", "dx", dx));
     TRY(conv_check("conv2d_backward_data", dx, w, dy, stride, pad, e));
     if (dx->n == 0 || dy->n == 0) return dk_fill(dx, 0.0f, e);
     return BACKEND(dx->dev, dk_conv2d_backward_data, dy, w, stride, pad, dx, e);
 }
 
-int dk_conv2d_backward_filter(const dk_tensor *x, const dk_tensor *dy, int stride, int pad,
-                              dk_tensor *dw, dh_err *e) {
+int dk_conv2d_backward_filter(const dk_tensor *x, const dk_tensor *dy, int stride, int pad, dk_tensor *dw, dh_err *e) {
     TRY(need(e, "conv2d_backward_filter", "x", x));
     TRY(conv_check("conv2d_backward_filter", x, dw, dy, stride, pad, e));
     if (x->n == 0 || dy->n == 0) return dk_fill(dw, 0.0f, e);
@@ -474,8 +487,8 @@ int dk_conv2d_backward_filter(const dk_tensor *x, const dk_tensor *dy, int strid
 int dk_conv2d_backward_bias(const dk_tensor *dy, dk_tensor *db, dh_err *e) {
     TRY(need_shape(e, "conv2d_backward_bias", "dy", dy, dy ? dy->dev : DK_CPU, 4, -1, -1, -1, -1));
     TRY(need_n(e, "conv2d_backward_bias", "db", db, dy->dev, dy->shape[1]));
-    return BACKEND(dy->dev, dk_bias_grad, dy->data, db->data, dy->shape[0], dy->shape[1],
-                   dy->shape[2] * dy->shape[3], e);
+    return BACKEND(dy->dev, dk_bias_grad, dy->data, db->data, dy->shape[0], dy->shape[1], dy->shape[2] * dy->shape[3],
+                   e);
 }
 
 /* ---- batch normalisation ------------------------------------------------------------------------------------ */
@@ -499,8 +512,7 @@ static int bn_check_params(const char *op, const dk_tensor *x, const dk_tensor *
 }
 
 int dk_batchnorm_forward_train(const dk_tensor *x, const dk_tensor *gamma, const dk_tensor *beta,
-                               dk_tensor *running_mean, dk_tensor *running_var,
-                               float momentum, float eps, dk_tensor *y,
+                               dk_tensor *running_mean, dk_tensor *running_var, float momentum, float eps, dk_tensor *y,
                                dk_tensor *save_mean, dk_tensor *save_invstd, dh_err *e) {
     const char *op = "batchnorm_forward_train";
     TRY(bn_check_params(op, x, gamma, beta, running_mean, running_var, e));
@@ -510,28 +522,28 @@ int dk_batchnorm_forward_train(const dk_tensor *x, const dk_tensor *gamma, const
     TRY(need_n(e, op, "save_invstd", save_invstd, d, C));
     TRY(need_n(e, op, "y", y, d, x->n));
     if (!(eps >= 1e-5f)) return dh_seterr(e, DH_EINVAL, "%s: eps %g below 1e-5", op, eps);
-    if (!(momentum >= 0.0f && momentum <= 1.0f)) return dh_seterr(e, DH_EINVAL, "%s: momentum %g outside [0, 1]", op, momentum);
+    if (!(momentum >= 0.0f && momentum <= 1.0f))
+        return dh_seterr(e, DH_EINVAL, "%s: momentum %g outside [0, 1]", op, momentum);
     if (x->n == 0) return dh_seterr(e, DH_EINVAL, "%s: empty batch", op);
-    return BACKEND(d, dk_bn_forward_train, x, gamma->data, beta->data, running_mean->data,
-                   running_var->data, momentum, eps, y, save_mean->data, save_invstd->data, e);
+    return BACKEND(d, dk_bn_forward_train, x, gamma->data, beta->data, running_mean->data, running_var->data, momentum,
+                   eps, y, save_mean->data, save_invstd->data, e);
 }
 
 int dk_batchnorm_forward_infer(const dk_tensor *x, const dk_tensor *gamma, const dk_tensor *beta,
-                               const dk_tensor *running_mean, const dk_tensor *running_var,
-                               float eps, dk_tensor *y, dh_err *e) {
+                               const dk_tensor *running_mean, const dk_tensor *running_var, float eps, dk_tensor *y,
+                               dh_err *e) {
     const char *op = "batchnorm_forward_infer";
     TRY(bn_check_params(op, x, gamma, beta, running_mean, running_var, e));
     dk_device d = x->dev;
     TRY(need_n(e, op, "y", y, d, x->n));
     if (!(eps >= 1e-5f)) return dh_seterr(e, DH_EINVAL, "%s: eps %g below 1e-5", op, eps);
     if (x->n == 0) return 0;
-    return BACKEND(d, dk_bn_forward_infer, x, gamma->data, beta->data, running_mean->data,
-                   running_var->data, eps, y, e);
+    return BACKEND(d, dk_bn_forward_infer, x, gamma->data, beta->data, running_mean->data, running_var->data, eps, y,
+                   e);
 }
 
-int dk_batchnorm_backward(const dk_tensor *x, const dk_tensor *dy, const dk_tensor *gamma,
-                          const dk_tensor *save_mean, const dk_tensor *save_invstd,
-                          dk_tensor *dx, dk_tensor *dgamma, dk_tensor *dbeta, dh_err *e) {
+int dk_batchnorm_backward(const dk_tensor *x, const dk_tensor *dy, const dk_tensor *gamma, const dk_tensor *save_mean,
+                          const dk_tensor *save_invstd, dk_tensor *dx, dk_tensor *dgamma, dk_tensor *dbeta, dh_err *e) {
     const char *op = "batchnorm_backward";
     TRY(bn_check(op, x, e));
     dk_device d = x->dev;
@@ -544,8 +556,8 @@ int dk_batchnorm_backward(const dk_tensor *x, const dk_tensor *dy, const dk_tens
     TRY(need_n(e, op, "dgamma", dgamma, d, C));
     TRY(need_n(e, op, "dbeta", dbeta, d, C));
     if (x->n == 0) return dh_seterr(e, DH_EINVAL, "%s: empty batch", op);
-    return BACKEND(d, dk_bn_backward, x, dy, gamma->data, save_mean->data, save_invstd->data,
-                   dx, dgamma->data, dbeta->data, e);
+    return BACKEND(d, dk_bn_backward, x, dy, gamma->data, save_mean->data, save_invstd->data, dx, dgamma->data,
+                   dbeta->data, e);
 }
 
 /* ---- activations ---------------------------------------------------------------------------------------------- */
@@ -555,8 +567,7 @@ static int unary(const char *op, int code, const dk_tensor *x, dk_tensor *y, dh_
     return BACKEND(x->dev, dk_unary, code, x->data, y->data, x->n, e);
 }
 
-static int unary_grad(const char *op, int code, const dk_tensor *a, const dk_tensor *dy,
-                      dk_tensor *dx, dh_err *e) {
+static int unary_grad(const char *op, int code, const dk_tensor *a, const dk_tensor *dy, dk_tensor *dx, dh_err *e) {
     TRY(need(e, op, "a", a));
     TRY(need_n(e, op, "dy", dy, a->dev, a->n));
     TRY(need_n(e, op, "dx", dx, a->dev, a->n));
@@ -571,7 +582,9 @@ int dk_gelu_forward(const dk_tensor *x, dk_tensor *y, dh_err *e) { return unary(
 int dk_gelu_backward(const dk_tensor *x, const dk_tensor *dy, dk_tensor *dx, dh_err *e) {
     return unary_grad("gelu_backward", DK_OP_GELU, x, dy, dx, e);
 }
-int dk_sigmoid_forward(const dk_tensor *x, dk_tensor *y, dh_err *e) { return unary("sigmoid_forward", DK_OP_SIGMOID, x, y, e); }
+int dk_sigmoid_forward(const dk_tensor *x, dk_tensor *y, dh_err *e) {
+    return unary("sigmoid_forward", DK_OP_SIGMOID, x, y, e);
+}
 int dk_sigmoid_backward(const dk_tensor *y, const dk_tensor *dy, dk_tensor *dx, dh_err *e) {
     return unary_grad("sigmoid_backward", DK_OP_SIGMOID, y, dy, dx, e);
 }
@@ -581,16 +594,15 @@ int dk_tanh_backward(const dk_tensor *y, const dk_tensor *dy, dk_tensor *dx, dh_
 }
 
 /* ---- pooling ---------------------------------------------------------------------------------------------------- */
-static int pool_check(const char *op, const dk_tensor *x, int k, int stride, int pad,
-                      const dk_tensor *y, dh_err *e) {
+static int pool_check(const char *op, const dk_tensor *x, int k, int stride, int pad, const dk_tensor *y, dh_err *e) {
     TRY(need_shape(e, op, "input", x, x ? x->dev : DK_CPU, 4, -1, -1, -1, -1));
     if (k < 1 || stride < 1 || pad < 0 || pad >= k)
-        return dh_seterr(e, DH_EINVAL, "%s: window %d, stride %d, pad %d (need k >= 1, stride >= 1, 0 <= pad < k)",
-                         op, k, stride, pad);
+        return dh_seterr(e, DH_EINVAL, "%s: window %d, stride %d, pad %d (need k >= 1, stride >= 1, 0 <= pad < k)", op,
+                         k, stride, pad);
     int64_t OH = dk_out_size(x->shape[2], k, stride, pad), OW = dk_out_size(x->shape[3], k, stride, pad);
     if (OH < 1 || OW < 1)
-        return dh_seterr(e, DH_EINVAL, "%s: window %d does not fit a %lldx%lld input", op, k,
-                         (long long)x->shape[2], (long long)x->shape[3]);
+        return dh_seterr(e, DH_EINVAL, "%s: window %d does not fit a %lldx%lld input", op, k, (long long)x->shape[2],
+                         (long long)x->shape[3]);
     return need_shape(e, op, "output", y, x->dev, 4, x->shape[0], x->shape[1], OH, OW);
 }
 
@@ -600,8 +612,8 @@ int dk_maxpool_forward(const dk_tensor *x, int k, int stride, int pad, dk_tensor
     return BACKEND(x->dev, dk_pool_forward, 0, x, k, stride, pad, y, e);
 }
 
-int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy,
-                        int k, int stride, int pad, dk_tensor *dx, dh_err *e) {
+int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy, int k, int stride, int pad,
+                        dk_tensor *dx, dh_err *e) {
     TRY(pool_check("maxpool_backward", x, k, stride, pad, dy, e));
     TRY(need_n(e, "maxpool_backward", "y", y, x->dev, dy->n));
     TRY(need_n(e, "maxpool_backward", "dx", dx, x->dev, x->n));
@@ -640,8 +652,8 @@ int dk_gap_backward(const dk_tensor *dy, dk_tensor *dx, dh_err *e) {
 }
 
 /* ---- dropout ------------------------------------------------------------------------------------------------------ */
-int dk_dropout_forward(const dk_tensor *x, float p, uint64_t seed, uint64_t offset,
-                       dk_tensor *y, dk_tensor *mask, dh_err *e) {
+int dk_dropout_forward(const dk_tensor *x, float p, uint64_t seed, uint64_t offset, dk_tensor *y, dk_tensor *mask,
+                       dh_err *e) {
     TRY(need(e, "dropout_forward", "x", x));
     TRY(need_n(e, "dropout_forward", "y", y, x->dev, x->n));
     TRY(need_n(e, "dropout_forward", "mask", mask, x->dev, x->n));
@@ -664,9 +676,8 @@ int dk_softmax_forward(const dk_tensor *logits, dk_tensor *probs, dh_err *e) {
     return BACKEND(logits->dev, dk_softmax, logits->data, probs->data, N, K, e);
 }
 
-int dk_softmax_xent(const dk_tensor *logits, const int32_t *labels, float smoothing,
-                    float grad_scale, double *loss_out, int64_t *correct_out,
-                    dk_tensor *dlogits, dh_err *e) {
+int dk_softmax_xent(const dk_tensor *logits, const int32_t *labels, float smoothing, float grad_scale, double *loss_out,
+                    int64_t *correct_out, dk_tensor *dlogits, dh_err *e) {
     const char *op = "softmax_xent";
     TRY(need(e, op, "logits", logits));
     int64_t N = logits->shape[0], K = dk_tensor_rowsize(logits);
@@ -680,25 +691,24 @@ int dk_softmax_xent(const dk_tensor *logits, const int32_t *labels, float smooth
         if (correct_out) *correct_out = 0;
         return 0;
     }
-    return BACKEND(logits->dev, dk_softmax_xent, logits->data, labels, N, K, smoothing, grad_scale,
-                   loss_out, correct_out, dlogits ? dlogits->data : NULL, e);
+    return BACKEND(logits->dev, dk_softmax_xent, logits->data, labels, N, K, smoothing, grad_scale, loss_out,
+                   correct_out, dlogits ? dlogits->data : NULL, e);
 }
 
 /* ---- SGD ------------------------------------------------------------------------------------------------------------ */
-int dk_sgd_step(dk_tensor *param, const dk_tensor *grad, dk_tensor *velocity,
-                float lr, float momentum, float weight_decay, int nesterov, dh_err *e) {
+int dk_sgd_step(dk_tensor *param, const dk_tensor *grad, dk_tensor *velocity, float lr, float momentum,
+                float weight_decay, int nesterov, dh_err *e) {
     const char *op = "sgd_step";
     TRY(need(e, op, "param", param));
     TRY(need_n(e, op, "grad", grad, param->dev, param->n));
     if (momentum != 0.0f) TRY(need_n(e, op, "velocity", velocity, param->dev, param->n));
     if (!(momentum >= 0.0f) || !isfinite(lr) || !isfinite(weight_decay))
-        return dh_seterr(e, DH_EINVAL, "%s: bad hyper-parameters (lr %g, momentum %g, weight decay %g)",
-                         op, lr, momentum, weight_decay);
+        return dh_seterr(e, DH_EINVAL, "%s: bad hyper-parameters (lr %g, momentum %g, weight decay %g)", op, lr,
+                         momentum, weight_decay);
     if (nesterov && momentum == 0.0f) return dh_seterr(e, DH_EINVAL, "%s: Nesterov needs momentum > 0", op);
     if (param->n == 0) return 0;
-    return BACKEND(param->dev, dk_sgd_step, param->data, grad->data,
-                   momentum != 0.0f ? velocity->data : NULL, param->n, lr, momentum, weight_decay,
-                   nesterov, e);
+    return BACKEND(param->dev, dk_sgd_step, param->data, grad->data, momentum != 0.0f ? velocity->data : NULL, param->n,
+                   lr, momentum, weight_decay, nesterov, e);
 }
 
 /* ---- schedules --------------------------------------------------------------------------------------------------------- */
@@ -728,8 +738,7 @@ int dk_schedule_parse(const char *s, double base, dk_schedule *out, dh_err *e) {
                 return dh_seterr(e, DH_EINVAL, "schedule '%s': drop epochs must increase", s);
             sc.drops[sc.ndrops++] = (int)v;
             p = *end ? end + 1 : end;
-            if (*end == ',' && !*p)
-                return dh_seterr(e, DH_EINVAL, "schedule '%s': trailing comma", s);
+            if (*end == ',' && !*p) return dh_seterr(e, DH_EINVAL, "schedule '%s': trailing comma", s);
         }
     } else if ((nlen == 8 && strncmp(s, "onecycle", 8) == 0) || (nlen == 6 && strncmp(s, "cosine", 6) == 0)) {
         sc.kind = nlen == 8 ? DK_SCHED_ONECYCLE : DK_SCHED_COSINE;
@@ -750,8 +759,10 @@ int dk_schedule_parse(const char *s, double base, dk_schedule *out, dh_err *e) {
             }
         }
     } else {
-        return dh_seterr(e, DH_EINVAL, "unknown schedule '%s' (expected const, step[:E1,E2..], "
-                                       "onecycle[:WARMUP[:FINAL]] or cosine[:WARMUP[:FINAL]])", s);
+        return dh_seterr(e, DH_EINVAL,
+                         "unknown schedule '%s' (expected const, step[:E1,E2..], "
+                         "onecycle[:WARMUP[:FINAL]] or cosine[:WARMUP[:FINAL]])",
+                         s);
     }
     *out = sc;
     return 0;
@@ -760,8 +771,7 @@ int dk_schedule_parse(const char *s, double base, dk_schedule *out, dh_err *e) {
 double dk_schedule_lr(const dk_schedule *s, int64_t step, int64_t total, int64_t steps_per_epoch) {
     if (step < 0) step = 0;
     switch (s->kind) {
-    case DK_SCHED_CONST:
-        return s->base;
+    case DK_SCHED_CONST: return s->base;
     case DK_SCHED_STEP: {
         int64_t epoch = steps_per_epoch > 0 ? step / steps_per_epoch : 0;
         double lr = s->base;
@@ -798,7 +808,10 @@ int dk_rand_normal(dk_tensor *t, float mean, float std, uint64_t seed, uint64_t 
     if (!h) return e ? e->code : DH_ENOMEM;
     for (int64_t i = 0; i < t->n; i++) h[i] = mean + std * dh_rng_normal(seed, offset + (uint64_t)i);
     int rc = 0;
-    if (t->dev != DK_CPU) { rc = dk_upload(t, h, t->n, e); free(h); }
+    if (t->dev != DK_CPU) {
+        rc = dk_upload(t, h, t->n, e);
+        free(h);
+    }
     return rc;
 }
 
@@ -818,20 +831,20 @@ void dk_permutation(int32_t *out, int64_t n, uint64_t seed, uint64_t stream) {
     for (int64_t i = 0; i < n; i++) out[i] = (int32_t)i;
     for (int64_t i = n - 1; i > 0; i--) {
         int64_t j = dh_rng_below(seed, (stream << 32) + (uint64_t)i, (uint32_t)(i + 1));
-        int32_t t = out[i]; out[i] = out[j]; out[j] = t;
+        int32_t t = out[i];
+        out[i] = out[j];
+        out[j] = t;
     }
 }
 
 /* ---- images -------------------------------------------------------------------------------------------------------------------- */
-int dk_images_augment(const uint8_t *src, int64_t S, int C, int H, int W,
-                      const int32_t *idx, int pad, int flip,
-                      const float *mean, const float *std,
-                      uint64_t seed, uint64_t offset, dk_tensor *out, dh_err *e) {
+int dk_images_augment(const uint8_t *src, int64_t S, int C, int H, int W, const int32_t *idx, int pad, int flip,
+                      const float *mean, const float *std, uint64_t seed, uint64_t offset, dk_tensor *out, dh_err *e) {
     const char *op = "images_augment";
     TRY(need(e, op, "out", out));
     if (C < 1 || C > DK_MAXCHAN || H < 1 || W < 1 || S < 0)
-        return dh_seterr(e, DH_EINVAL, "%s: bad image geometry (%d, %d, %d) (at most %d channels)", op,
-                         C, H, W, DK_MAXCHAN);
+        return dh_seterr(e, DH_EINVAL, "%s: bad image geometry (%d, %d, %d) (at most %d channels)", op, C, H, W,
+                         DK_MAXCHAN);
     if (pad < 0 || pad > H || pad > W) return dh_seterr(e, DH_EINVAL, "%s: crop padding %d", op, pad);
     int64_t N = out->shape[0];
     TRY(need_shape(e, op, "out", out, out->dev, 4, N, C, H, W));
@@ -839,7 +852,8 @@ int dk_images_augment(const uint8_t *src, int64_t S, int C, int H, int W,
     if (!mean || !std) return dh_seterr(e, DH_EINVAL, "%s: mean/std missing", op);
     for (int c = 0; c < C; c++)
         if (!(std[c] > 0.0f) || !isfinite(mean[c]))
-            return dh_seterr(e, DH_EINVAL, "%s: channel %d: bad normalisation (mean %g, std %g)", op, c, mean[c], std[c]);
+            return dh_seterr(e, DH_EINVAL, "%s: channel %d: bad normalisation (mean %g, std %g)", op, c, mean[c],
+                             std[c]);
     if (N == 0) return 0;
     if (!src) return dh_seterr(e, DH_EINVAL, "%s: source images missing", op);
     return BACKEND(out->dev, dk_images_augment, src, S, C, H, W, idx, pad, flip, mean, std, seed, offset, out, e);

@@ -19,7 +19,8 @@ static size_t ws_cpu_n;
 float *dk_cpu_workspace(size_t nfloats, dh_err *e) {
     if (nfloats <= ws_cpu_n) return ws_cpu;
     free(ws_cpu);
-    ws_cpu = NULL; ws_cpu_n = 0;
+    ws_cpu = NULL;
+    ws_cpu_n = 0;
     ws_cpu = dh_malloc(e, nfloats, sizeof(float));
     if (!ws_cpu) return NULL;
     ws_cpu_n = nfloats;
@@ -28,27 +29,29 @@ float *dk_cpu_workspace(size_t nfloats, dh_err *e) {
 
 void dk_cpu_shutdown(void) {
     free(ws_cpu);
-    ws_cpu = NULL; ws_cpu_n = 0;
+    ws_cpu = NULL;
+    ws_cpu_n = 0;
 }
 
 /* ---- matrix products and elementwise -------------------------------------------- */
-int dk_sgemm_cpu(int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                 float *C, int64_t ldc, dh_err *e) {
+int dk_sgemm_cpu(int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc, dh_err *e) {
     if (M == 0 || N == 0) return 0;
     if (K == 0) { /* C = beta C */
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
         return 0;
     }
-    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans,
-                (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
-                beta, C, (blasint)ldc);
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
+                (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
     return 0;
 }
 
 int dk_fill_cpu(float *p, int64_t n, float v, dh_err *e) {
-    if (v == 0.0f) { memset(p, 0, (size_t)n * sizeof(float)); return 0; }
+    if (v == 0.0f) {
+        memset(p, 0, (size_t)n * sizeof(float));
+        return 0;
+    }
     for (int64_t i = 0; i < n; i++) p[i] = v;
     return 0;
 }
@@ -59,8 +62,10 @@ int dk_scale_cpu(float *p, int64_t n, float a, dh_err *e) {
 }
 
 int dk_axpby_cpu(int64_t n, float a, const float *x, float b, float *y, dh_err *e) {
-    if (b == 0.0f) for (int64_t i = 0; i < n; i++) y[i] = a * x[i];
-    else for (int64_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
+    if (b == 0.0f)
+        for (int64_t i = 0; i < n; i++) y[i] = a * x[i];
+    else
+        for (int64_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
     return 0;
 }
 
@@ -71,8 +76,10 @@ int dk_mul_cpu(int64_t n, const float *a, const float *b, float *out, dh_err *e)
 
 int dk_sum_cpu(const float *x, int64_t n, int squares, double *out, dh_err *e) {
     double s = 0;
-    if (squares) for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    else for (int64_t i = 0; i < n; i++) s += x[i];
+    if (squares)
+        for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    else
+        for (int64_t i = 0; i < n; i++) s += x[i];
     *out = s;
     return 0;
 }
@@ -94,7 +101,7 @@ int dk_bias_grad_cpu(const float *dy, float *db, int64_t N, int64_t F, int64_t P
         for (int64_t i = 0; i < N; i++) {
             const float *row = dy + (i * F + f) * P;
             /* 8 float lanes within a row (vectorisable), double across rows */
-            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            float lane[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
             int64_t p = 0;
             for (; p + 8 <= P; p += 8)
                 for (int l = 0; l < 8; l++) lane[l] += row[p + l];
@@ -113,17 +120,25 @@ int dk_bias_grad_cpu(const float *dy, float *db, int64_t N, int64_t F, int64_t P
 typedef struct {
     int64_t N, C, H, W, F, KH, KW, OH, OW;
     int stride, pad;
-    int64_t CKK, P;  /* C*KH*KW, OH*OW */
+    int64_t CKK, P; /* C*KH*KW, OH*OW */
 } convgeom;
 
-static convgeom geom(const dk_tensor *x_or_dx, const dk_tensor *w_or_dw, const dk_tensor *y_or_dy,
-                     int stride, int pad) {
+static convgeom geom(const dk_tensor *x_or_dx, const dk_tensor *w_or_dw, const dk_tensor *y_or_dy, int stride,
+                     int pad) {
     convgeom g;
-    g.N = x_or_dx->shape[0]; g.C = x_or_dx->shape[1]; g.H = x_or_dx->shape[2]; g.W = x_or_dx->shape[3];
-    g.F = w_or_dw->shape[0]; g.KH = w_or_dw->shape[2]; g.KW = w_or_dw->shape[3];
-    g.OH = y_or_dy->shape[2]; g.OW = y_or_dy->shape[3];
-    g.stride = stride; g.pad = pad;
-    g.CKK = g.C * g.KH * g.KW; g.P = g.OH * g.OW;
+    g.N = x_or_dx->shape[0];
+    g.C = x_or_dx->shape[1];
+    g.H = x_or_dx->shape[2];
+    g.W = x_or_dx->shape[3];
+    g.F = w_or_dw->shape[0];
+    g.KH = w_or_dw->shape[2];
+    g.KW = w_or_dw->shape[3];
+    g.OH = y_or_dy->shape[2];
+    g.OW = y_or_dy->shape[3];
+    g.stride = stride;
+    g.pad = pad;
+    g.CKK = g.C * g.KH * g.KW;
+    g.P = g.OH * g.OW;
     return g;
 }
 
@@ -159,10 +174,13 @@ static void im2col(const convgeom *g, const float *x, int64_t b0, int64_t nb, fl
                     for (int64_t oh = 0; oh < g->OH; oh++) {
                         int64_t ih = oh * g->stride - g->pad + kh;
                         float *o = out + oh * g->OW;
-                        if (ih < 0 || ih >= g->H) { memset(o, 0, (size_t)g->OW * sizeof(float)); continue; }
+                        if (ih < 0 || ih >= g->H) {
+                            memset(o, 0, (size_t)g->OW * sizeof(float));
+                            continue;
+                        }
                         const float *irow = img + ih * g->W;
                         int64_t iw = kw - g->pad;
-                        if (g->stride == 1) {  /* valid ow: 0 <= ow + iw < W, one copy */
+                        if (g->stride == 1) { /* valid ow: 0 <= ow + iw < W, one copy */
                             int64_t lo = iw < 0 ? -iw : 0, hi = g->W - iw < g->OW ? g->W - iw : g->OW;
                             if (lo > g->OW) lo = g->OW;
                             if (hi < lo) hi = lo;
@@ -207,8 +225,8 @@ static void col2im(const convgeom *g, const float *col, int64_t b0, int64_t nb, 
             }
 }
 
-int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b,
-                          int stride, int pad, dk_tensor *y, dh_err *e) {
+int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, dk_tensor *y,
+                          dh_err *e) {
     convgeom g = geom(x, w, y, stride, pad);
     int64_t nb = chunk_images(&g);
     float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
@@ -217,16 +235,14 @@ int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tenso
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
         im2col(&g, x->data, b0, n, col);
         if (n == 1) { /* straight into y (F, P) */
-            dk_sgemm_cpu(0, 0, g.F, g.P, g.CKK, 1.0f, w->data, g.CKK, col, g.P, 0.0f,
-                         y->data + b0 * g.F * g.P, g.P, e);
+            dk_sgemm_cpu(0, 0, g.F, g.P, g.CKK, 1.0f, w->data, g.CKK, col, g.P, 0.0f, y->data + b0 * g.F * g.P, g.P, e);
             continue;
         }
         /* tmp (F, n P) = W (F, CKK) col (CKK, n P) */
         dk_sgemm_cpu(0, 0, g.F, n * g.P, g.CKK, 1.0f, w->data, g.CKK, col, n * g.P, 0.0f, tmp, n * g.P, e);
         for (int64_t i = 0; i < n; i++)
             for (int64_t f = 0; f < g.F; f++)
-                memcpy(y->data + ((b0 + i) * g.F + f) * g.P, tmp + f * n * g.P + i * g.P,
-                       (size_t)g.P * sizeof(float));
+                memcpy(y->data + ((b0 + i) * g.F + f) * g.P, tmp + f * n * g.P + i * g.P, (size_t)g.P * sizeof(float));
     }
     if (b) dk_add_bias_cpu(y->data, b->data, g.N, g.F, g.P, e);
     return 0;
@@ -238,13 +254,12 @@ static const float *dy_block(const convgeom *g, const float *dy, int64_t b0, int
     if (n == 1) return dy + b0 * g->F * g->P;
     for (int64_t i = 0; i < n; i++)
         for (int64_t f = 0; f < g->F; f++)
-            memcpy(tmp + f * n * g->P + i * g->P, dy + ((b0 + i) * g->F + f) * g->P,
-                   (size_t)g->P * sizeof(float));
+            memcpy(tmp + f * n * g->P + i * g->P, dy + ((b0 + i) * g->F + f) * g->P, (size_t)g->P * sizeof(float));
     return tmp;
 }
 
-int dk_conv2d_backward_data_cpu(const dk_tensor *dy, const dk_tensor *w, int stride, int pad,
-                                dk_tensor *dx, dh_err *e) {
+int dk_conv2d_backward_data_cpu(const dk_tensor *dy, const dk_tensor *w, int stride, int pad, dk_tensor *dx,
+                                dh_err *e) {
     convgeom g = geom(dx, w, dy, stride, pad);
     int64_t nb = chunk_images(&g);
     float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
@@ -260,8 +275,8 @@ int dk_conv2d_backward_data_cpu(const dk_tensor *dy, const dk_tensor *w, int str
     return 0;
 }
 
-int dk_conv2d_backward_filter_cpu(const dk_tensor *x, const dk_tensor *dy, int stride, int pad,
-                                  dk_tensor *dw, dh_err *e) {
+int dk_conv2d_backward_filter_cpu(const dk_tensor *x, const dk_tensor *dy, int stride, int pad, dk_tensor *dw,
+                                  dh_err *e) {
     convgeom g = geom(x, dw, dy, stride, pad);
     int64_t nb = chunk_images(&g);
     float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
@@ -271,8 +286,8 @@ int dk_conv2d_backward_filter_cpu(const dk_tensor *x, const dk_tensor *dy, int s
         im2col(&g, x->data, b0, n, col);
         const float *dyt = dy_block(&g, dy->data, b0, n, tmp);
         /* dW (F, CKK) (+)= dyt (F, n P) col^T (n P, CKK) */
-        dk_sgemm_cpu(0, 1, g.F, g.CKK, n * g.P, 1.0f, dyt, n * g.P, col, n * g.P,
-                     b0 == 0 ? 0.0f : 1.0f, dw->data, g.CKK, e);
+        dk_sgemm_cpu(0, 1, g.F, g.CKK, n * g.P, 1.0f, dyt, n * g.P, col, n * g.P, b0 == 0 ? 0.0f : 1.0f, dw->data,
+                     g.CKK, e);
     }
     if (g.N == 0) memset(dw->data, 0, (size_t)dw->n * sizeof(float));
     return 0;
@@ -280,13 +295,13 @@ int dk_conv2d_backward_filter_cpu(const dk_tensor *x, const dk_tensor *dy, int s
 
 /* ---- batch normalisation ---------------------------------------------------------------- */
 static void nchw(const dk_tensor *t, int64_t *N, int64_t *C, int64_t *P) {
-    *N = t->shape[0]; *C = t->shape[1];
+    *N = t->shape[0];
+    *C = t->shape[1];
     *P = t->ndim >= 4 ? t->shape[2] * t->shape[3] : (t->ndim == 3 ? t->shape[2] : 1);
 }
 
-int dk_bn_forward_train_cpu(const dk_tensor *x, const float *gamma, const float *beta,
-                            float *rmean, float *rvar, float momentum, float eps, dk_tensor *y,
-                            float *smean, float *sinvstd, dh_err *e) {
+int dk_bn_forward_train_cpu(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
+                            float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
     int64_t N, C, P;
     nchw(x, &N, &C, &P);
     int64_t M = N * P;
@@ -299,7 +314,10 @@ int dk_bn_forward_train_cpu(const dk_tensor *x, const float *gamma, const float 
         double mean = s / (double)M;
         for (int64_t i = 0; i < N; i++) {
             const float *p = x->data + (i * C + c) * P;
-            for (int64_t k = 0; k < P; k++) { double d = p[k] - mean; ss += d * d; }
+            for (int64_t k = 0; k < P; k++) {
+                double d = p[k] - mean;
+                ss += d * d;
+            }
         }
         double var = ss / (double)M;
         float invstd = (float)(1.0 / sqrt(var + eps));
@@ -318,8 +336,8 @@ int dk_bn_forward_train_cpu(const dk_tensor *x, const float *gamma, const float 
     return 0;
 }
 
-int dk_bn_forward_infer_cpu(const dk_tensor *x, const float *gamma, const float *beta,
-                            const float *rmean, const float *rvar, float eps, dk_tensor *y, dh_err *e) {
+int dk_bn_forward_infer_cpu(const dk_tensor *x, const float *gamma, const float *beta, const float *rmean,
+                            const float *rvar, float eps, dk_tensor *y, dh_err *e) {
     int64_t N, C, P;
     nchw(x, &N, &C, &P);
     for (int64_t c = 0; c < C; c++) {
@@ -333,9 +351,8 @@ int dk_bn_forward_infer_cpu(const dk_tensor *x, const float *gamma, const float 
     return 0;
 }
 
-int dk_bn_backward_cpu(const dk_tensor *x, const dk_tensor *dy, const float *gamma,
-                       const float *smean, const float *sinvstd, dk_tensor *dx,
-                       float *dgamma, float *dbeta, dh_err *e) {
+int dk_bn_backward_cpu(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
+                       const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e) {
     int64_t N, C, P;
     nchw(x, &N, &C, &P);
     double M = (double)(N * P);
@@ -344,7 +361,10 @@ int dk_bn_backward_cpu(const dk_tensor *x, const dk_tensor *dy, const float *gam
         float m = smean[c], is = sinvstd[c];
         for (int64_t i = 0; i < N; i++) {
             const float *p = x->data + (i * C + c) * P, *d = dy->data + (i * C + c) * P;
-            for (int64_t k = 0; k < P; k++) { sdy += d[k]; sdyxh += d[k] * (p[k] - m) * is; }
+            for (int64_t k = 0; k < P; k++) {
+                sdy += d[k];
+                sdyxh += d[k] * (p[k] - m) * is;
+            }
         }
         dbeta[c] = (float)sdy;
         dgamma[c] = (float)sdyxh;
@@ -362,10 +382,18 @@ int dk_bn_backward_cpu(const dk_tensor *x, const dk_tensor *dy, const float *gam
 /* ---- activations --------------------------------------------------------------------------- */
 int dk_unary_cpu(int op, const float *x, float *y, int64_t n, dh_err *e) {
     switch (op) {
-    case DK_OP_RELU:    for (int64_t i = 0; i < n; i++) y[i] = dk_relu_f(x[i]); break;
-    case DK_OP_GELU:    for (int64_t i = 0; i < n; i++) y[i] = dk_gelu_f(x[i]); break;
-    case DK_OP_SIGMOID: for (int64_t i = 0; i < n; i++) y[i] = dk_sigmoid_f(x[i]); break;
-    case DK_OP_TANH:    for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
+    case DK_OP_RELU:
+        for (int64_t i = 0; i < n; i++) y[i] = dk_relu_f(x[i]);
+        break;
+    case DK_OP_GELU:
+        for (int64_t i = 0; i < n; i++) y[i] = dk_gelu_f(x[i]);
+        break;
+    case DK_OP_SIGMOID:
+        for (int64_t i = 0; i < n; i++) y[i] = dk_sigmoid_f(x[i]);
+        break;
+    case DK_OP_TANH:
+        for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        break;
     default: return dh_seterr(e, DH_EINVAL, "unknown unary op %d", op);
     }
     return 0;
@@ -374,10 +402,18 @@ int dk_unary_cpu(int op, const float *x, float *y, int64_t n, dh_err *e) {
 /* a is the forward input (GELU) or output (ReLU, sigmoid, tanh). */
 int dk_unary_grad_cpu(int op, const float *a, const float *dy, float *dx, int64_t n, dh_err *e) {
     switch (op) {
-    case DK_OP_RELU:    for (int64_t i = 0; i < n; i++) dx[i] = dk_relu_grad(a[i], dy[i]); break;
-    case DK_OP_GELU:    for (int64_t i = 0; i < n; i++) dx[i] = dk_gelu_grad(a[i], dy[i]); break;
-    case DK_OP_SIGMOID: for (int64_t i = 0; i < n; i++) dx[i] = dk_sigmoid_grad(a[i], dy[i]); break;
-    case DK_OP_TANH:    for (int64_t i = 0; i < n; i++) dx[i] = dk_tanh_grad(a[i], dy[i]); break;
+    case DK_OP_RELU:
+        for (int64_t i = 0; i < n; i++) dx[i] = dk_relu_grad(a[i], dy[i]);
+        break;
+    case DK_OP_GELU:
+        for (int64_t i = 0; i < n; i++) dx[i] = dk_gelu_grad(a[i], dy[i]);
+        break;
+    case DK_OP_SIGMOID:
+        for (int64_t i = 0; i < n; i++) dx[i] = dk_sigmoid_grad(a[i], dy[i]);
+        break;
+    case DK_OP_TANH:
+        for (int64_t i = 0; i < n; i++) dx[i] = dk_tanh_grad(a[i], dy[i]);
+        break;
     default: return dh_seterr(e, DH_EINVAL, "unknown unary op %d", op);
     }
     return 0;
@@ -385,14 +421,14 @@ int dk_unary_grad_cpu(int op, const float *a, const float *dy, float *dx, int64_
 
 /* ---- pooling ------------------------------------------------------------------------------- */
 static dk_poolgeom pool_geom(const dk_tensor *x, const dk_tensor *y, int k, int stride, int pad) {
-    dk_poolgeom g = {x->shape[2], x->shape[3], y->shape[2], y->shape[3], k, stride, pad};
+    dk_poolgeom g = { x->shape[2], x->shape[3], y->shape[2], y->shape[3], k, stride, pad };
     return g;
 }
 
 int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e) {
     dk_poolgeom g = pool_geom(x, y, k, stride, pad);
     int64_t NC = x->shape[0] * x->shape[1];
-    if (!avg && pad == 0) {  /* fast path: every window lies inside the image */
+    if (!avg && pad == 0) { /* fast path: every window lies inside the image */
         for (int64_t nc = 0; nc < NC; nc++) {
             const float *img = x->data + nc * g.H * g.W;
             float *out = y->data + nc * g.OH * g.OW;
@@ -401,7 +437,8 @@ int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad,
                     const float *win = img + oh * stride * g.W + ow * stride;
                     float bv = win[0];
                     for (int i = 0; i < k; i++)
-                        for (int j = 0; j < k; j++) if (win[i * g.W + j] > bv) bv = win[i * g.W + j];
+                        for (int j = 0; j < k; j++)
+                            if (win[i * g.W + j] > bv) bv = win[i * g.W + j];
                     out[oh * g.OW + ow] = bv;
                 }
         }
@@ -418,8 +455,8 @@ int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad,
 
 /* The backward passes scatter from each window (the CUDA kernels gather per
  * input pixel with dk_pool_grad_pixel; the unit tests compare the two). */
-int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy,
-                            int k, int stride, int pad, dk_tensor *dx, dh_err *e) {
+int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy, int k, int stride, int pad,
+                            dk_tensor *dx, dh_err *e) {
     int64_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t OH = dy->shape[2], OW = dy->shape[3];
     memset(dx->data, 0, (size_t)dx->n * sizeof(float));
@@ -427,14 +464,17 @@ int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_ten
         const float *img = x->data + nc * H * W;
         const float *d = dy->data + nc * OH * OW;
         float *g = dx->data + nc * H * W;
-        if (pad == 0) {  /* fast path: every window lies inside the image */
+        if (pad == 0) { /* fast path: every window lies inside the image */
             for (int64_t oh = 0; oh < OH; oh++)
                 for (int64_t ow = 0; ow < OW; ow++) {
                     int64_t base = oh * stride * W + ow * stride, best = base;
                     float bv = img[base];
                     for (int i = 0; i < k; i++)
                         for (int j = 0; j < k; j++)
-                            if (img[base + i * W + j] > bv) { bv = img[base + i * W + j]; best = base + i * W + j; }
+                            if (img[base + i * W + j] > bv) {
+                                bv = img[base + i * W + j];
+                                best = base + i * W + j;
+                            }
                     g[best] += d[oh * OW + ow];
                 }
             continue;
@@ -448,7 +488,10 @@ int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_ten
                     for (int64_t j = w0; j < w0 + k; j++) {
                         if (j < 0 || j >= W) continue;
                         float v = img[i * W + j];
-                        if (best < 0 || v > bv) { bv = v; best = i * W + j; }
+                        if (best < 0 || v > bv) {
+                            bv = v;
+                            best = i * W + j;
+                        }
                     }
                 }
                 if (best >= 0) g[best] += d[oh * OW + ow];
@@ -497,8 +540,8 @@ int dk_gap_backward_cpu(const float *dy, float *dx, int64_t NC, int64_t P, dh_er
 }
 
 /* ---- dropout, softmax, SGD, random ---------------------------------------------------------------- */
-int dk_dropout_forward_cpu(const float *x, float p, uint64_t seed, uint64_t offset,
-                           float *y, float *mask, int64_t n, dh_err *e) {
+int dk_dropout_forward_cpu(const float *x, float p, uint64_t seed, uint64_t offset, float *y, float *mask, int64_t n,
+                           dh_err *e) {
     for (int64_t i = 0; i < n; i++) {
         float m = dk_dropout_mask(seed, offset + (uint64_t)i, p);
         mask[i] = m;
@@ -512,13 +555,12 @@ int dk_softmax_cpu(const float *logits, float *probs, int64_t N, int64_t K, dh_e
     return 0;
 }
 
-int dk_softmax_xent_cpu(const float *logits, const int32_t *labels, int64_t N, int64_t K,
-                        float smoothing, float grad_scale, double *loss, int64_t *correct,
-                        float *dlogits, dh_err *e) {
+int dk_softmax_xent_cpu(const float *logits, const int32_t *labels, int64_t N, int64_t K, float smoothing,
+                        float grad_scale, double *loss, int64_t *correct, float *dlogits, dh_err *e) {
     for (int64_t i = 0; i < N; i++)
         if (labels[i] < 0 || labels[i] >= K)
-            return dh_seterr(e, DH_EINVAL, "softmax_xent: row %lld: label %d outside [0, %lld)",
-                             (long long)i, (int)labels[i], (long long)K);
+            return dh_seterr(e, DH_EINVAL, "softmax_xent: row %lld: label %d outside [0, %lld)", (long long)i,
+                             (int)labels[i], (long long)K);
     double total = 0;
     int64_t ncorrect = 0;
     float sc = grad_scale / (float)N;
@@ -532,10 +574,13 @@ int dk_softmax_xent_cpu(const float *logits, const int32_t *labels, int64_t N, i
     return 0;
 }
 
-int dk_sgd_step_cpu(float *w, const float *g, float *v, int64_t n, float lr, float mom,
-                    float wd, int nesterov, dh_err *e) {
+int dk_sgd_step_cpu(float *w, const float *g, float *v, int64_t n, float lr, float mom, float wd, int nesterov,
+                    dh_err *e) {
     if (mom == 0.0f) {
-        for (int64_t i = 0; i < n; i++) { float dummy = 0; dk_sgd_elem(&w[i], g[i], &dummy, lr, 0.0f, wd, 0); }
+        for (int64_t i = 0; i < n; i++) {
+            float dummy = 0;
+            dk_sgd_elem(&w[i], g[i], &dummy, lr, 0.0f, wd, 0);
+        }
     } else {
         for (int64_t i = 0; i < n; i++) dk_sgd_elem(&w[i], g[i], &v[i], lr, mom, wd, nesterov);
     }
@@ -548,18 +593,20 @@ int dk_rand_uniform_cpu(float *p, int64_t n, float lo, float hi, uint64_t seed, 
 }
 
 /* ---- images ----------------------------------------------------------------------------------------- */
-int dk_images_augment_cpu(const uint8_t *src, int64_t S, int C, int H, int W,
-                          const int32_t *idx, int pad, int flip, const float *mean,
-                          const float *std, uint64_t seed, uint64_t offset, dk_tensor *out,
+int dk_images_augment_cpu(const uint8_t *src, int64_t S, int C, int H, int W, const int32_t *idx, int pad, int flip,
+                          const float *mean, const float *std, uint64_t seed, uint64_t offset, dk_tensor *out,
                           dh_err *e) {
     int64_t N = out->shape[0];
     float scale[DK_MAXCHAN], shift[DK_MAXCHAN];
-    for (int c = 0; c < C; c++) { scale[c] = 1.0f / (255.0f * std[c]); shift[c] = mean[c] / std[c]; }
+    for (int c = 0; c < C; c++) {
+        scale[c] = 1.0f / (255.0f * std[c]);
+        shift[c] = mean[c] / std[c];
+    }
     for (int64_t r = 0; r < N; r++) {
         int64_t s = idx ? idx[r] : r;
         if (s < 0 || s >= S)
-            return dh_seterr(e, DH_EINVAL, "images_augment: row %lld: index %lld outside [0, %lld)",
-                             (long long)r, (long long)s, (long long)S);
+            return dh_seterr(e, DH_EINVAL, "images_augment: row %lld: index %lld outside [0, %lld)", (long long)r,
+                             (long long)s, (long long)S);
         dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
         for (int c = 0; c < C; c++) {
             const uint8_t *img = src + ((size_t)s * C + c) * H * W;
@@ -568,8 +615,8 @@ int dk_images_augment_cpu(const uint8_t *src, int64_t S, int C, int H, int W,
                 int sy = dk_aug_src_y(d, y, pad, H);
                 for (int x = 0; x < W; x++) {
                     int sx = dk_aug_src_x(d, x, pad, W);
-                    o[y * W + x] = (sy < 0 || sx < 0) ? 0.0f
-                                 : dk_affine_rn((float)img[sy * W + sx], scale[c], shift[c]);
+                    o[y * W + x] =
+                        (sy < 0 || sx < 0) ? 0.0f : dk_affine_rn((float)img[sy * W + sx], scale[c], shift[c]);
                 }
             }
         }

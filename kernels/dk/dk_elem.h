@@ -9,8 +9,8 @@
 #include <stdint.h>
 #include "dh_rng.h"
 
-#define DK_SQRT1_2   0.70710678118654752440f   /* 1/sqrt(2)      */
-#define DK_INVSQRT2PI 0.39894228040143267794f  /* 1/sqrt(2 pi)   */
+#define DK_SQRT1_2    0.70710678118654752440f /* 1/sqrt(2)      */
+#define DK_INVSQRT2PI 0.39894228040143267794f /* 1/sqrt(2 pi)   */
 
 static inline DH_HOSTDEV float dk_relu_f(float x) { return x > 0.0f ? x : 0.0f; }
 static inline DH_HOSTDEV float dk_relu_grad(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
@@ -25,8 +25,12 @@ static inline DH_HOSTDEV float dk_gelu_grad(float x, float dy) {
 
 static inline DH_HOSTDEV float dk_sigmoid_f(float x) {
     /* stable for large |x| */
-    if (x >= 0.0f) { float z = expf(-x); return 1.0f / (1.0f + z); }
-    float z = expf(x); return z / (1.0f + z);
+    if (x >= 0.0f) {
+        float z = expf(-x);
+        return 1.0f / (1.0f + z);
+    }
+    float z = expf(x);
+    return z / (1.0f + z);
 }
 static inline DH_HOSTDEV float dk_sigmoid_grad(float y, float dy) { return dy * y * (1.0f - y); }
 static inline DH_HOSTDEV float dk_tanh_grad(float y, float dy) { return dy * (1.0f - y * y); }
@@ -37,8 +41,7 @@ static inline DH_HOSTDEV float dk_dropout_mask(uint64_t seed, uint64_t i, float 
 }
 
 /* One SGD element update (PyTorch semantics); updates *w and *v. */
-static inline DH_HOSTDEV void dk_sgd_elem(float *w, float g, float *v, float lr, float mom,
-                                     float wd, int nesterov) {
+static inline DH_HOSTDEV void dk_sgd_elem(float *w, float g, float *v, float lr, float mom, float wd, int nesterov) {
     g += wd * *w;
     if (mom != 0.0f) {
         float vn = mom * *v + g;
@@ -69,7 +72,9 @@ static inline DH_HOSTDEV float dk_lerp_rn(float lo, float hi, float u) {
 }
 
 /* Augmentation draws for output row r: crop offsets in [0, 2 pad] and flip. */
-typedef struct { int oy, ox, flip; } dk_aug_draw;
+typedef struct {
+    int oy, ox, flip;
+} dk_aug_draw;
 static inline DH_HOSTDEV dk_aug_draw dk_aug_draws(uint64_t seed, uint64_t row, int pad, int flip) {
     dk_aug_draw d;
     uint64_t base = 4 * row;
@@ -89,7 +94,10 @@ static inline DH_HOSTDEV int dk_aug_src_x(dk_aug_draw d, int x, int pad, int W) 
     return (sx >= 0 && sx < W) ? sx : -1;
 }
 /* ---- pooling: one output value, and one input pixel's gradient (gather form) ---- */
-typedef struct { int64_t H, W, OH, OW; int k, s, p; } dk_poolgeom;
+typedef struct {
+    int64_t H, W, OH, OW;
+    int k, s, p;
+} dk_poolgeom;
 
 /* Index within the image of the first maximum of window (oh, ow); -1 if the
  * window holds no real pixel. Padded positions never win. */
@@ -101,7 +109,10 @@ static inline DH_HOSTDEV int64_t dk_pool_argmax(const float *img, dk_poolgeom g,
         for (int64_t j = w0; j < w0 + g.k; j++) {
             if (j < 0 || j >= g.W) continue;
             float v = img[i * g.W + j];
-            if (best < 0 || v > bv) { bv = v; best = i * g.W + j; }
+            if (best < 0 || v > bv) {
+                bv = v;
+                best = i * g.W + j;
+            }
         }
     }
     return best;
@@ -126,8 +137,8 @@ static inline DH_HOSTDEV float dk_pool_out(int avg, const float *img, dk_poolgeo
 /* Gradient of input pixel (ih, iw) from every window containing it, in
  * ascending (oh, ow) order. d: the output gradient (OH, OW); img: the
  * forward input (max pooling only). */
-static inline DH_HOSTDEV float dk_pool_grad_pixel(int avg, const float *img, const float *d, dk_poolgeom g,
-                                             int64_t ih, int64_t iw) {
+static inline DH_HOSTDEV float dk_pool_grad_pixel(int avg, const float *img, const float *d, dk_poolgeom g, int64_t ih,
+                                                  int64_t iw) {
     /* windows with oh*s - p <= ih < oh*s - p + k */
     int64_t lo_h = ih + g.p - g.k + 1, lo_w = iw + g.p - g.k + 1;
     int64_t oh_lo = lo_h <= 0 ? 0 : (lo_h + g.s - 1) / g.s, oh_hi = (ih + g.p) / g.s;
@@ -137,8 +148,10 @@ static inline DH_HOSTDEV float dk_pool_grad_pixel(int avg, const float *img, con
     float acc = 0.0f;
     for (int64_t oh = oh_lo; oh <= oh_hi; oh++)
         for (int64_t ow = ow_lo; ow <= ow_hi; ow++) {
-            if (avg) acc += d[oh * g.OW + ow];
-            else if (dk_pool_argmax(img, g, oh, ow) == ih * g.W + iw) acc += d[oh * g.OW + ow];
+            if (avg)
+                acc += d[oh * g.OW + ow];
+            else if (dk_pool_argmax(img, g, oh, ow) == ih * g.W + iw)
+                acc += d[oh * g.OW + ow];
         }
     return avg ? acc * (1.0f / (float)(g.k * g.k)) : acc;
 }
@@ -146,12 +159,16 @@ static inline DH_HOSTDEV float dk_pool_grad_pixel(int avg, const float *img, con
 /* ---- softmax cross-entropy of one row (K logits z, label y) -------------------------
  * Loss (in double) and whether the first argmax is y; if g is non-NULL it
  * receives (softmax - target) * scale; g may alias z. */
-static inline DH_HOSTDEV double dk_xent_row(const float *z, int64_t K, int32_t y, float smoothing,
-                                       float scale, float *g, int *correct) {
+static inline DH_HOSTDEV double dk_xent_row(const float *z, int64_t K, int32_t y, float smoothing, float scale,
+                                            float *g, int *correct) {
     float off = smoothing / (float)K, on = 1.0f - smoothing + off;
     float mx = z[0];
     int64_t am = 0;
-    for (int64_t k = 1; k < K; k++) if (z[k] > mx) { mx = z[k]; am = k; }
+    for (int64_t k = 1; k < K; k++)
+        if (z[k] > mx) {
+            mx = z[k];
+            am = k;
+        }
     double s = 0, tz = 0;
     for (int64_t k = 0; k < K; k++) {
         s += exp((double)(z[k] - mx));
@@ -161,11 +178,11 @@ static inline DH_HOSTDEV double dk_xent_row(const float *z, int64_t K, int32_t y
     if (g) {
         float inv = (float)(1.0 / s);
         for (int64_t k = 0; k < K; k++) {
-            float p = expf(z[k] - mx) * inv;  /* z[k] is read before g[k] is written */
+            float p = expf(z[k] - mx) * inv; /* z[k] is read before g[k] is written */
             g[k] = (p - (k == y ? on : off)) * scale;
         }
     }
-    return log(s) - tz;  /* sum_k target_k = 1 */
+    return log(s) - tz; /* sum_k target_k = 1 */
 }
 
 /* Softmax of one row; p may alias z. */
@@ -173,7 +190,11 @@ static inline DH_HOSTDEV void dk_softmax_row(const float *z, float *p, int64_t K
     float mx = z[0];
     for (int64_t k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
     double s = 0;
-    for (int64_t k = 0; k < K; k++) { float v = expf(z[k] - mx); p[k] = v; s += v; }
+    for (int64_t k = 0; k < K; k++) {
+        float v = expf(z[k] - mx);
+        p[k] = v;
+        s += v;
+    }
     float inv = (float)(1.0 / s);
     for (int64_t k = 0; k < K; k++) p[k] *= inv;
 }

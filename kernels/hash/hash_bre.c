@@ -25,16 +25,17 @@
 #include <cblas.h>
 #include "hash_linalg.h"
 
-typedef struct { double d; int64_t i; } bp_t;
+typedef struct {
+    double d;
+    int64_t i;
+} bp_t;
 
-static int cmp_bp(const void *a, const void *b)
-{
+static int cmp_bp(const void *a, const void *b) {
     const bp_t *x = a, *y = b;
     return (x->d > y->d) - (x->d < y->d);
 }
 
-double hl_bre_objective(const float *B, int64_t n, int K, const int32_t *cls)
-{
+double hl_bre_objective(const float *B, int64_t n, int K, const int32_t *cls) {
     double o = 0;
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = i + 1; j < n; j++) {
@@ -50,17 +51,15 @@ double hl_bre_objective(const float *B, int64_t n, int K, const int32_t *cls)
  * Hamming distance without bit k) and P_ij = 2 A_ij / K + 1 / K^2 (P_ii = 0).
  * With c_i = +-1 the current bit k of point i, flipping point i changes the
  * objective by c_i sum_j c_j P_ij: one dot product. */
-static double flip_gain(const float *P, const float *c, int64_t n, int64_t i)
-{
+static double flip_gain(const float *P, const float *c, int64_t n, int64_t i) {
     const float *p = P + i * n;
     double g = 0;
     for (int64_t j = 0; j < n; j++) g += p[j] * c[j];
     return c[i] * g;
 }
 
-int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
-               const dh_hash_opts *opts, dhs_model *out, dh_err *e)
-{
+int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K, const dh_hash_opts *opts, dhs_model *out,
+               dh_err *e) {
     int rc;
     int64_t n, s, sweeps, ls;
     double sigma;
@@ -85,16 +84,22 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
     double *W = dh_malloc(e, (size_t)K * s, sizeof *W), *u = dh_malloc(e, (size_t)n, sizeof *u);
     bp_t *bp = dh_malloc(e, (size_t)n, sizeof *bp);
     int64_t *fl = dh_malloc(e, (size_t)n, sizeof *fl);
-    int8_t *bits = dh_malloc(e, (size_t)n * K, sizeof *bits);  /* (n, K) 0/1 */
-    int16_t *H = dh_malloc(e, (size_t)n * n, sizeof *H);        /* (n, n) Hamming distances */
+    int8_t *bits = dh_malloc(e, (size_t)n * K, sizeof *bits); /* (n, K) 0/1 */
+    int16_t *H = dh_malloc(e, (size_t)n * n, sizeof *H);      /* (n, n) Hamming distances */
     float *P = dh_malloc(e, (size_t)n * n, sizeof *P), *c = dh_malloc(e, (size_t)n, sizeof *c);
-    if (!idx || !cls || !scls || !zs || !anchors || !Kf || !kmean || !Wf || !W || !u || !bp || !fl ||
-        !bits || !H || !P || !c) { rc = e ? e->code : DH_ENOMEM; goto out; }
-    if (hl_label_classes(labels, N, cls, e) < 0) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (!idx || !cls || !scls || !zs || !anchors || !Kf || !kmean || !Wf || !W || !u || !bp || !fl || !bits || !H ||
+        !P || !c) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
+    if (hl_label_classes(labels, N, cls, e) < 0) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     if ((rc = hl_sample(&r, N, n, idx, e))) goto out;
     hl_gather_rows(z, D, idx, n, zs);
     for (int64_t i = 0; i < n; i++) scls[i] = cls[idx[i]];
-    memcpy(anchors, zs, (size_t)s * D * sizeof *anchors);  /* idx is a random order */
+    memcpy(anchors, zs, (size_t)s * D * sizeof *anchors); /* idx is a random order */
     double gamma = hl_rbf_gamma(zs, n, D, anchors, (int)s, sigma);
     hl_rbf(zs, n, D, anchors, (int)s, gamma, NULL, Kf);
     for (int64_t i = 0; i < n; i++)
@@ -130,7 +135,10 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
             for (int64_t i = 0; i < n; i++) c[i] = bits[i * K + k] ? 1.0f : -1.0f;
             for (int64_t i = 0; i < n; i++)
                 for (int64_t j = 0; j < n; j++) {
-                    if (j == i) { P[i * n + j] = 0; continue; }
+                    if (j == i) {
+                        P[i * n + j] = 0;
+                        continue;
+                    }
                     double hp = H[i * n + j] - (c[i] != c[j]);
                     double A = hp * invK - (scls[i] == scls[j] ? 0.0 : 1.0);
                     P[i * n + j] = (float)(2 * A * invK + invK * invK);
@@ -149,9 +157,16 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
                         double kq = Kf[i * s + q];
                         if (kq == 0) continue;
                         double d = -u[i] / kq;
-                        if (side == 0 ? d > 0 : d < 0) { bp[m].d = side == 0 ? d : -d; bp[m].i = i; m++; }
-                        else if (d == 0) { /* u_i == 0 (bit 0): the move that makes u_i > 0 flips it at once */
-                            if ((side == 0) == (kq > 0)) { bp[m].d = 0; bp[m].i = i; m++; }
+                        if (side == 0 ? d > 0 : d < 0) {
+                            bp[m].d = side == 0 ? d : -d;
+                            bp[m].i = i;
+                            m++;
+                        } else if (d == 0) { /* u_i == 0 (bit 0): the move that makes u_i > 0 flips it at once */
+                            if ((side == 0) == (kq > 0)) {
+                                bp[m].d = 0;
+                                bp[m].i = i;
+                                m++;
+                            }
                         }
                     }
                     if (m == 0) continue;
@@ -188,14 +203,15 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
                 if (nb == bits[i * K + k]) continue;
                 for (int64_t j = 0; j < n; j++) {
                     if (j == i) continue;
-                    int16_t dlt = (bits[j * K + k] == bits[i * K + k]) ? 1 : -1;  /* were equal: now differ */
+                    int16_t dlt = (bits[j * K + k] == bits[i * K + k]) ? 1 : -1; /* were equal: now differ */
                     H[i * n + j] += dlt;
                     H[j * n + i] += dlt;
                 }
                 bits[i * K + k] = nb;
             }
         }
-        hl_note(opts, "bre: sweep %lld: objective %.6g (initial %.6g), %lld moves", (long long)sw + 1, obj, obj0, (long long)moves);
+        hl_note(opts, "bre: sweep %lld: objective %.6g (initial %.6g), %lld moves", (long long)sw + 1, obj, obj0,
+                (long long)moves);
     }
     for (int64_t i = 0; i < (int64_t)K * s; i++) Wf[i] = (float)W[i];
     if ((rc = dh_hash_model_begin(out, "bre", "rbf", K, D, e))) goto out;
@@ -205,7 +221,21 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K,
     dhs_meta_set_int(out->meta, "samples", n);
     rc = DH_OK;
 out:
-    free(idx); free(cls); free(scls); free(zs); free(anchors); free(Kf); free(kmean); free(Wf); free(W);
-    free(u); free(bp); free(fl); free(bits); free(H); free(P); free(c);
+    free(idx);
+    free(cls);
+    free(scls);
+    free(zs);
+    free(anchors);
+    free(Kf);
+    free(kmean);
+    free(Wf);
+    free(W);
+    free(u);
+    free(bp);
+    free(fl);
+    free(bits);
+    free(H);
+    free(P);
+    free(c);
     return rc;
 }

@@ -24,21 +24,20 @@
 #include "hash_linalg.h"
 #include "dh_rng.h"
 
-static int cmp_i32(const void *a, const void *b)
-{
+static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
 }
 
 /* Classes 0..C-1 in increasing label order; returns C or -1. */
-static int map_classes(const int32_t *labels, int64_t N, int32_t *cls, dh_err *e)
-{
+static int map_classes(const int32_t *labels, int64_t N, int32_t *cls, dh_err *e) {
     int32_t *s = dh_malloc(e, (size_t)N, sizeof(int32_t));
     if (!s) return -1;
     memcpy(s, labels, sizeof(int32_t) * (size_t)N);
     qsort(s, (size_t)N, sizeof *s, cmp_i32);
     int64_t C = 0;
-    for (int64_t i = 0; i < N; i++) if (i == 0 || s[i] != s[i - 1]) s[C++] = s[i];
+    for (int64_t i = 0; i < N; i++)
+        if (i == 0 || s[i] != s[i - 1]) s[C++] = s[i];
     for (int64_t i = 0; i < N; i++) {
         int32_t *p = bsearch(&labels[i], s, (size_t)C, sizeof *s, cmp_i32);
         cls[i] = (int32_t)(p - s);
@@ -47,9 +46,8 @@ static int map_classes(const int32_t *labels, int64_t N, int32_t *cls, dh_err *e
     return (int)C;
 }
 
-int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int K,
-                    const dh_hash_opts *opts, dhs_model *out, dh_err *e)
-{
+int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int K, const dh_hash_opts *opts,
+                    dhs_model *out, dh_err *e) {
     if (!labels) return dh_seterr(e, DH_ESCHEMA, "method deephash is supervised: the features have no labels");
     if (N < 2) return dh_seterr(e, DH_EFORMAT, "need at least 2 training rows, got %lld", (long long)N);
     double urms, mom, wd;
@@ -83,21 +81,34 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
     if (!cls || !mean || !isd || !W || !b || !mW || !mb || !x || !h || !dh_ || !gW || !gb || !perm || !acc) goto done;
     int C = map_classes(labels, N, cls, e);
     if (C < 0) goto done;
-    if (C < 2) { rc = dh_seterr(e, DH_EFORMAT, "the features have a single class (label %d): nothing to separate", labels[0]); goto done; }
-    V = dh_malloc(e, (size_t)C * K, sizeof(float)); c = dh_calloc(e, (size_t)C, sizeof(float));
-    mV = dh_calloc(e, (size_t)C * K, sizeof(float)); mc = dh_calloc(e, (size_t)C, sizeof(float));
+    if (C < 2) {
+        rc = dh_seterr(e, DH_EFORMAT, "the features have a single class (label %d): nothing to separate", labels[0]);
+        goto done;
+    }
+    V = dh_malloc(e, (size_t)C * K, sizeof(float));
+    c = dh_calloc(e, (size_t)C, sizeof(float));
+    mV = dh_calloc(e, (size_t)C * K, sizeof(float));
+    mc = dh_calloc(e, (size_t)C, sizeof(float));
     p = dh_malloc(e, (size_t)B * C, sizeof(float));
-    gV = dh_malloc(e, (size_t)C * K, sizeof(float)); gc = dh_malloc(e, (size_t)C, sizeof(float));
+    gV = dh_malloc(e, (size_t)C * K, sizeof(float));
+    gc = dh_malloc(e, (size_t)C, sizeof(float));
     if (!V || !c || !mV || !mc || !p || !gV || !gc) goto done;
 
     /* standardisation statistics */
     for (int64_t i = 0; i < N; i++)
-        for (int d = 0; d < D; d++) { double v = z[i * D + d]; acc[d] += v; acc[D + d] += v * v; }
+        for (int d = 0; d < D; d++) {
+            double v = z[i * D + d];
+            acc[d] += v;
+            acc[D + d] += v * v;
+        }
     for (int d = 0; d < D; d++) {
         double m = acc[d] / N, var = acc[D + d] / N - m * m;
         mean[d] = (float)m;
         isd[d] = var > 1e-12 ? (float)(1.0 / sqrt(var)) : 1.0f;
-        if (!isfinite(m) || !isfinite(var)) { rc = dh_seterr(e, DH_EFORMAT, "features contain non-finite values (dimension %d)", d); goto done; }
+        if (!isfinite(m) || !isfinite(var)) {
+            rc = dh_seterr(e, DH_EFORMAT, "features contain non-finite values (dimension %d)", d);
+            goto done;
+        }
     }
     /* Xavier-style initialisation */
     uint64_t ctr = 0;
@@ -106,14 +117,19 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
     for (size_t t = 0; t < (size_t)C * K; t++) V[t] = sv * dh_rng_normal(seed, ctr++);
     for (int64_t i = 0; i < N; i++) perm[i] = i;
 
-    double loss = 0; int64_t correct = 0, seen = 0;
+    double loss = 0;
+    int64_t correct = 0, seen = 0;
     for (int ep = 0; ep < epochs; ep++) {
-        for (int64_t i = N - 1; i > 0; i--) {   /* reshuffle every epoch */
+        for (int64_t i = N - 1; i > 0; i--) { /* reshuffle every epoch */
             int64_t j = (int64_t)(((uint64_t)dh_rng_u32(seed ^ 0x5eedULL, ctr++) * (uint64_t)(i + 1)) >> 32);
-            int64_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+            int64_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
         }
-        loss = 0; correct = 0; seen = 0;
-        for (int64_t s0 = 0; s0 + B <= N; s0 += B) {   /* drop the last partial batch */
+        loss = 0;
+        correct = 0;
+        seen = 0;
+        for (int64_t s0 = 0; s0 + B <= N; s0 += B) { /* drop the last partial batch */
             for (int r = 0; r < B; r++) {
                 const float *zr = z + perm[s0 + r] * D;
                 for (int d = 0; d < D; d++) x[(size_t)r * D + d] = (zr[d] - mean[d]) * isd[d];
@@ -130,9 +146,18 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
             for (int r = 0; r < B; r++) {
                 float *pr = p + (size_t)r * C, mx = -INFINITY;
                 int arg = 0;
-                for (int j = 0; j < C; j++) { pr[j] += c[j]; if (pr[j] > mx) { mx = pr[j]; arg = j; } }
+                for (int j = 0; j < C; j++) {
+                    pr[j] += c[j];
+                    if (pr[j] > mx) {
+                        mx = pr[j];
+                        arg = j;
+                    }
+                }
                 double s = 0;
-                for (int j = 0; j < C; j++) { pr[j] = expf(pr[j] - mx); s += pr[j]; }
+                for (int j = 0; j < C; j++) {
+                    pr[j] = expf(pr[j] - mx);
+                    s += pr[j];
+                }
                 int y = cls[perm[s0 + r]];
                 loss += -log(pr[y] / s + 1e-30);
                 correct += arg == y;
@@ -142,7 +167,11 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
             seen += B;
             /* gradients of the classifier */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, K, B, 1.0f, p, C, h, K, 0.0f, gV, K);
-            for (int j = 0; j < C; j++) { double s = 0; for (int r = 0; r < B; r++) s += p[(size_t)r * C + j]; gc[j] = (float)s; }
+            for (int j = 0; j < C; j++) {
+                double s = 0;
+                for (int r = 0; r < B; r++) s += p[(size_t)r * C + j];
+                gc[j] = (float)s;
+            }
             /* dh = dlogits V, du = dh * act'(u) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, K, C, 1.0f, p, C, V, K, 0.0f, dh_, K);
             for (int t = 0; t < B * K; t++) {
@@ -150,24 +179,46 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
                 dh_[t] *= tanh_act ? (1.0f - hv * hv) : hv * (1.0f - hv);
             }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, B, 1.0f, dh_, K, x, D, 0.0f, gW, D);
-            for (int k = 0; k < K; k++) { double s = 0; for (int r = 0; r < B; r++) s += dh_[(size_t)r * K + k]; gb[k] = (float)s; }
+            for (int k = 0; k < K; k++) {
+                double s = 0;
+                for (int r = 0; r < B; r++) s += dh_[(size_t)r * K + k];
+                gb[k] = (float)s;
+            }
             /* SGD with momentum; weight decay on weights only */
             float fl = (float)lr, fm = (float)mom, fw = (float)wd;
-            for (size_t t = 0; t < (size_t)K * D; t++) { mW[t] = fm * mW[t] + gW[t] + fw * W[t]; W[t] -= fl * mW[t]; }
-            for (int k = 0; k < K; k++) { mb[k] = fm * mb[k] + gb[k]; b[k] -= fl * mb[k]; }
-            for (size_t t = 0; t < (size_t)C * K; t++) { mV[t] = fm * mV[t] + gV[t] + fw * V[t]; V[t] -= fl * mV[t]; }
-            for (int j = 0; j < C; j++) { mc[j] = fm * mc[j] + gc[j]; c[j] -= fl * mc[j]; }
+            for (size_t t = 0; t < (size_t)K * D; t++) {
+                mW[t] = fm * mW[t] + gW[t] + fw * W[t];
+                W[t] -= fl * mW[t];
+            }
+            for (int k = 0; k < K; k++) {
+                mb[k] = fm * mb[k] + gb[k];
+                b[k] -= fl * mb[k];
+            }
+            for (size_t t = 0; t < (size_t)C * K; t++) {
+                mV[t] = fm * mV[t] + gV[t] + fw * V[t];
+                V[t] -= fl * mV[t];
+            }
+            for (int j = 0; j < C; j++) {
+                mc[j] = fm * mc[j] + gc[j];
+                c[j] -= fl * mc[j];
+            }
         }
-        if (!isfinite(loss)) { rc = dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --lr)", ep + 1); goto done; }
-        hl_note(opts, "stage 2 epoch %d/%d: loss %.4f, train accuracy %.4f", ep + 1, epochs,
-             loss / (seen ? seen : 1), (double)correct / (seen ? seen : 1));
+        if (!isfinite(loss)) {
+            rc = dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --lr)", ep + 1);
+            goto done;
+        }
+        hl_note(opts, "stage 2 epoch %d/%d: loss %.4f, train accuracy %.4f", ep + 1, epochs, loss / (seen ? seen : 1),
+                (double)correct / (seen ? seen : 1));
     }
 
     /* Fold the standardisation: u = W' z + b' with W'[k,d] = W[k,d] isd[d],
      * b' = b - W' m. Then rescale each unit to RMS(u_k) = urms. */
     for (int k = 0; k < K; k++) {
         double off = 0;
-        for (int d = 0; d < D; d++) { W[(size_t)k * D + d] *= isd[d]; off += (double)W[(size_t)k * D + d] * mean[d]; }
+        for (int d = 0; d < D; d++) {
+            W[(size_t)k * D + d] *= isd[d];
+            off += (double)W[(size_t)k * D + d] * mean[d];
+        }
         b[k] = (float)(b[k] - off);
     }
     if (urms > 0) {
@@ -176,7 +227,8 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
         for (int64_t s0 = 0; s0 < N; s0 += B) {
             int n = (int)(N - s0 < B ? N - s0 : B);
             dh_linear_project(W, b, NULL, z + s0 * D, n, D, K, h);
-            for (int r = 0; r < n; r++) for (int k = 0; k < K; k++) ss[k] += (double)h[r * K + k] * h[r * K + k];
+            for (int r = 0; r < n; r++)
+                for (int k = 0; k < K; k++) ss[k] += (double)h[r * K + k] * h[r * K + k];
         }
         double before = 0;
         for (int k = 0; k < K; k++) {
@@ -199,7 +251,26 @@ int dh_fit_deephash(const float *z, const int32_t *labels, int64_t N, int D, int
             rc = dh_seterr(e, DH_ENOMEM, "out of memory");
     }
 done:
-    free(cls); free(mean); free(isd); free(W); free(b); free(mW); free(mb); free(x); free(h); free(dh_);
-    free(gW); free(gb); free(perm); free(V); free(c); free(mV); free(mc); free(p); free(gV); free(gc); free(acc);
+    free(cls);
+    free(mean);
+    free(isd);
+    free(W);
+    free(b);
+    free(mW);
+    free(mb);
+    free(x);
+    free(h);
+    free(dh_);
+    free(gW);
+    free(gb);
+    free(perm);
+    free(V);
+    free(c);
+    free(mV);
+    free(mc);
+    free(p);
+    free(gV);
+    free(gc);
+    free(acc);
     return rc;
 }

@@ -16,26 +16,34 @@
 #include <string.h>
 #include "hash_linalg.h"
 
-typedef struct { float v; int8_t d; int8_t neg; } ev_t;
+typedef struct {
+    float v;
+    int8_t d;
+    int8_t neg;
+} ev_t;
 
-static int cmp_ev(const void *a, const void *b)
-{
+static int cmp_ev(const void *a, const void *b) {
     const ev_t *x = a, *y = b;
     return (x->v > y->v) - (x->v < y->v);
 }
 
 /* Best threshold for values y over pairs (pi[i], pj[i]), the first np positive. */
-static float best_threshold(const float *y, int K, const int64_t *pi, const int64_t *pj,
-                            int64_t np, int64_t nn, ev_t *ev)
-{
+static float best_threshold(const float *y, int K, const int64_t *pi, const int64_t *pj, int64_t np, int64_t nn,
+                            ev_t *ev) {
     int64_t m = 0;
     for (int64_t i = 0; i < np + nn; i++) {
         float a = y[pi[i] * K], b = y[pj[i] * K];
         float lo = a < b ? a : b, hi = a < b ? b : a;
-        if (lo == hi) continue;  /* never split by any threshold */
+        if (lo == hi) continue; /* never split by any threshold */
         int8_t neg = i >= np;
-        ev[m].v = lo; ev[m].d = 1; ev[m].neg = neg; m++;
-        ev[m].v = hi; ev[m].d = -1; ev[m].neg = neg; m++;
+        ev[m].v = lo;
+        ev[m].d = 1;
+        ev[m].neg = neg;
+        m++;
+        ev[m].v = hi;
+        ev[m].d = -1;
+        ev[m].neg = neg;
+        m++;
     }
     if (m == 0) return 0;
     qsort(ev, (size_t)m, sizeof *ev, cmp_ev);
@@ -46,17 +54,22 @@ static float best_threshold(const float *y, int K, const int64_t *pi, const int6
     for (int64_t i = 0; i < m;) {
         float v = ev[i].v;
         for (; i < m && ev[i].v == v; i++) {
-            if (ev[i].neg) sn += ev[i].d; else sp += ev[i].d;
+            if (ev[i].neg)
+                sn += ev[i].d;
+            else
+                sp += ev[i].d;
         }
         double s = (nn ? (double)sn / nn : 0) - (np ? (double)sp / np : 0);
-        if (s > best) { best = s; bt = v; }
+        if (s > best) {
+            best = s;
+            bt = v;
+        }
     }
     return bt;
 }
 
-int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
-                const dh_hash_opts *opts, dhs_model *out, dh_err *e)
-{
+int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K, const dh_hash_opts *opts,
+                dhs_model *out, dh_err *e) {
     int rc;
     int64_t npairs;
     double alpha, ridge;
@@ -65,7 +78,8 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     if (strcmp(variant, "lda") != 0 && strcmp(variant, "dif") != 0)
         return dh_seterr(e, DH_EINVAL, "variant must be lda or dif, not '%s'", variant);
     if ((rc = hl_check_input("ldah", N, D, K, labels, 1, (int64_t)K + 1, e))) return rc;
-    if (K > D) return dh_seterr(e, DH_EINVAL, "%d bits need at least %d feature dimensions; the features have %d", K, K, D);
+    if (K > D)
+        return dh_seterr(e, DH_EINVAL, "%d bits need at least %d feature dimensions; the features have %d", K, K, D);
     if ((rc = hl_opt_int(opts, opts ? opts->pairs : 0, "pairs", 10000, 1, 10000000, &npairs, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "alpha", 1.0, 0, 1e30, &alpha, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "ridge", 1e-4, 0, 1e30, &ridge, e))) return rc;
@@ -82,16 +96,26 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     int64_t *pi = dh_malloc(e, (size_t)npairs * 2, sizeof *pi), *pj = dh_malloc(e, (size_t)npairs * 2, sizeof *pj);
     ev_t *ev = dh_malloc(e, (size_t)npairs * 4, sizeof *ev);
     if (!cls || !mean || !SP || !ST || !V || !w || !W || !mf || !b || !y || !ycol || !pi || !pj || !ev) {
-        rc = e ? e->code : DH_ENOMEM; goto out;
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
     }
     int C = hl_label_classes(labels, N, cls, e);
-    if (C < 0) { rc = e ? e->code : DH_ENOMEM; goto out; }
-    if (C < 2) { rc = dh_seterr(e, DH_EFORMAT, "needs at least 2 classes; the labels have %d", C); goto out; }
+    if (C < 0) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
+    if (C < 2) {
+        rc = dh_seterr(e, DH_EFORMAT, "needs at least 2 classes; the labels have %d", C);
+        goto out;
+    }
     cm = dh_calloc(e, (size_t)C * D, sizeof *cm);
     cnt = dh_calloc(e, (size_t)C, sizeof *cnt);
     start = dh_calloc(e, (size_t)C + 1, sizeof *start);
     members = dh_malloc(e, (size_t)N, sizeof *members);
-    if (!cm || !cnt || !start || !members) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (!cm || !cnt || !start || !members) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     for (int64_t i = 0; i < N; i++) {
         cnt[cls[i]]++;
         for (int d = 0; d < D; d++) cm[(int64_t)cls[i] * D + d] += z[i * D + d];
@@ -104,13 +128,19 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     hl_mean(z, N, D, mean);
     if ((rc = hl_scatter(z, N, D, mean, NULL, NULL, ST, e))) goto out;
     double npos = 0, nsq = 0;
-    for (int c = 0; c < C; c++) { npos += (double)cnt[c] * (cnt[c] - 1); nsq += (double)cnt[c] * cnt[c]; }
+    for (int c = 0; c < C; c++) {
+        npos += (double)cnt[c] * (cnt[c] - 1);
+        nsq += (double)cnt[c] * cnt[c];
+    }
     double nneg = (double)N * N - nsq;
-    if (npos <= 0) { rc = dh_seterr(e, DH_EFORMAT, "no two samples share a label"); goto out; }
+    if (npos <= 0) {
+        rc = dh_seterr(e, DH_EFORMAT, "no two samples share a label");
+        goto out;
+    }
     /* SP = sum 2 n_c S_c / npos ; SN (in ST) = (2 N S_T - sum 2 n_c S_c) / nneg */
     for (int64_t i = 0; i < (int64_t)D * D; i++) {
-        double within = 2.0 * N * SP[i];        /* sum_c 2 n_c S_c */
-        double total = 2.0 * N * N * ST[i];     /* 2 N * (N * Cov) */
+        double within = 2.0 * N * SP[i];    /* sum_c 2 n_c S_c */
+        double total = 2.0 * N * N * ST[i]; /* 2 N * (N * Cov) */
         SP[i] = within / npos;
         ST[i] = (total - within) / nneg;
     }
@@ -125,12 +155,18 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
         }
     } else {
         double *Z = dh_malloc(e, (size_t)D * D, sizeof *Z), *ew = dh_malloc(e, (size_t)D, sizeof *ew);
-        if (!Z || !ew) { free(Z); free(ew); rc = e ? e->code : DH_ENOMEM; goto out; }
+        if (!Z || !ew) {
+            free(Z);
+            free(ew);
+            rc = e ? e->code : DH_ENOMEM;
+            goto out;
+        }
         for (int64_t i = 0; i < (int64_t)D * D; i++) SP[i] -= alpha * ST[i];
         rc = hl_sym_eig(D, SP, ew, Z, e);
         for (int k = 0; k < K && !rc; k++)
             for (int d = 0; d < D; d++) W[(int64_t)k * D + d] = (float)Z[(int64_t)d * D + k];
-        free(Z); free(ew);
+        free(Z);
+        free(ew);
         if (rc) goto out;
     }
     for (int d = 0; d < D; d++) mf[d] = (float)mean[d];
@@ -146,13 +182,18 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
         int c = cls[i];
         if (cnt[c] < 2) continue;
         int64_t j;
-        do j = members[start[c] + (int64_t)hl_rng_below(&r, (uint64_t)cnt[c])]; while (j == i);
-        pi[np] = i; pj[np] = j; np++;
+        do j = members[start[c] + (int64_t)hl_rng_below(&r, (uint64_t)cnt[c])];
+        while (j == i);
+        pi[np] = i;
+        pj[np] = j;
+        np++;
     }
     for (int64_t t = 0; t < npairs; t++) {
         int64_t i = (int64_t)hl_rng_below(&r, (uint64_t)N), j;
-        do j = (int64_t)hl_rng_below(&r, (uint64_t)N); while (cls[j] == cls[i]);
-        pi[np + t] = i; pj[np + t] = j;
+        do j = (int64_t)hl_rng_below(&r, (uint64_t)N);
+        while (cls[j] == cls[i]);
+        pi[np + t] = i;
+        pj[np + t] = j;
     }
     nn = npairs;
     for (int64_t i0 = 0; i0 < N; i0 += 1024) {
@@ -166,7 +207,23 @@ int dh_fit_ldah(const float *z, const int32_t *labels, int64_t N, int D, int K,
     dhs_meta_set_int(out->meta, "pairs", npairs);
     rc = DH_OK;
 out:
-    free(cls); free(mean); free(SP); free(ST); free(V); free(w); free(cm); free(W); free(mf); free(b);
-    free(y); free(ycol); free(cnt); free(start); free(members); free(pi); free(pj); free(ev);
+    free(cls);
+    free(mean);
+    free(SP);
+    free(ST);
+    free(V);
+    free(w);
+    free(cm);
+    free(W);
+    free(mf);
+    free(b);
+    free(y);
+    free(ycol);
+    free(cnt);
+    free(start);
+    free(members);
+    free(pi);
+    free(pj);
+    free(ev);
     return rc;
 }

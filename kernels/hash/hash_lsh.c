@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include "hash_linalg.h"
 
-int dh_fit_lsh(const float *z, const int32_t *labels, int64_t N, int D, int K,
-               const dh_hash_opts *opts, dhs_model *out, dh_err *e)
-{
+int dh_fit_lsh(const float *z, const int32_t *labels, int64_t N, int D, int K, const dh_hash_opts *opts, dhs_model *out,
+               dh_err *e) {
     int rc;
     int64_t center;
     if ((rc = hl_check_input("lsh", N, D, K, labels, 0, 1, e))) return rc;
@@ -17,7 +16,10 @@ int dh_fit_lsh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     if ((rc = hl_check_finite("lsh", z, N, D, e))) return rc;
     float *W = dh_malloc(e, (size_t)K * D, sizeof *W), *mean = dh_calloc(e, (size_t)D, sizeof *mean);
     double *m = dh_malloc(e, (size_t)D, sizeof *m);
-    if (!W || !mean || !m) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (!W || !mean || !m) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     hl_rng r;
     hl_rng_seed(&r, opts ? opts->seed : 1);
     for (int64_t i = 0; i < (int64_t)K * D; i++) W[i] = (float)hl_rng_normal(&r);
@@ -30,6 +32,8 @@ int dh_fit_lsh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     dhs_meta_set_int(out->meta, "center", center);
     rc = DH_OK;
 out:
-    free(W); free(mean); free(m);
+    free(W);
+    free(mean);
+    free(m);
     return rc;
 }

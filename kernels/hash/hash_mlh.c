@@ -21,22 +21,20 @@
 #include <cblas.h>
 #include "hash_linalg.h"
 
-static int cmp_bit(const void *a, const void *b)
-{
+static int cmp_bit(const void *a, const void *b) {
     const mlh_bit *x = a, *y = b;
     if (x->c != y->c) return x->c < y->c ? -1 : 1;
     return x->k - y->k;
 }
 
 /* Loss-adjusted inference for projections a, a2 (K); writes g, g2 in {-1,+1}. */
-void hl_mlh_infer(const double *a, const double *a2, int K, int sim, int rho, double lam,
-                      double *g, double *g2, mlh_bit *tmp)
-{
+void hl_mlh_infer(const double *a, const double *a2, int K, int sim, int rho, double lam, double *g, double *g2,
+                  mlh_bit *tmp) {
     double base = 0;
     for (int k = 0; k < K; k++) {
         double agree = fabs(a[k] + a2[k]), differ = fabs(a[k] - a2[k]);
         base += agree;
-        tmp[k].c = agree - differ;  /* score lost by making bit k differ */
+        tmp[k].c = agree - differ; /* score lost by making bit k differ */
         tmp[k].k = k;
     }
     qsort(tmp, (size_t)K, sizeof *tmp, cmp_bit);
@@ -46,34 +44,38 @@ void hl_mlh_infer(const double *a, const double *a2, int K, int sim, int rho, do
         if (m > 0) cum += tmp[m - 1].c;
         double loss = sim ? (m - rho + 1 > 0 ? m - rho + 1 : 0) : lam * (rho - m + 1 > 0 ? rho - m + 1 : 0);
         double sc = base - cum + loss;
-        if (sc > best) { best = sc; bm = m; }
+        if (sc > best) {
+            best = sc;
+            bm = m;
+        }
     }
     for (int t = 0; t < K; t++) {
         int k = tmp[t].k;
-        if (t < bm) {  /* differ */
+        if (t < bm) { /* differ */
             double s = a[k] - a2[k] >= 0 ? 1 : -1;
-            g[k] = s; g2[k] = -s;
+            g[k] = s;
+            g2[k] = -s;
         } else {
             double s = a[k] + a2[k] >= 0 ? 1 : -1;
-            g[k] = s; g2[k] = s;
+            g[k] = s;
+            g2[k] = s;
         }
     }
 }
 
-int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
-               const dh_hash_opts *opts, dhs_model *out, dh_err *e)
-{
+int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K, const dh_hash_opts *opts, dhs_model *out,
+               dh_err *e) {
     int rc;
     int64_t iters, batch, rho;
     double lr, lam, wd, mom, posf;
     if ((rc = hl_check_input("mlh", N, D, K, labels, 1, 2, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 5000, 0, 100000000, &iters, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->batch : 0, "batch", 100, 1, 100000, &batch, e))) return rc;
-    if (opts && opts->pairs > 0) {  /* --pairs: pairs in all, within the --iterations bound */
+    if (opts && opts->pairs > 0) { /* --pairs: pairs in all, within the --iterations bound */
         iters = opts->pairs / batch + (opts->pairs % batch != 0);
         if (iters > 100000000)
-            return dh_seterr(e, DH_EINVAL, "pairs: %lld is out of range 1..%lld (batch %lld)",
-                             (long long)opts->pairs, (long long)100000000 * batch, (long long)batch);
+            return dh_seterr(e, DH_EINVAL, "pairs: %lld is out of range 1..%lld (batch %lld)", (long long)opts->pairs,
+                             (long long)100000000 * batch, (long long)batch);
     }
     if ((rc = hl_opt_int(opts, 0, "rho", K / 4 > 1 ? (K + 2) / 4 : 1, 1, K, &rho, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->lr : 0, "lr", 1.0, 0, 1e6, &lr, e))) return rc;
@@ -90,19 +92,28 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     int64_t *cnt = NULL, *start = NULL, *members = dh_malloc(e, (size_t)N, sizeof *members);
     double *mean = dh_malloc(e, (size_t)D, sizeof *mean), *W = dh_malloc(e, (size_t)K * D1, sizeof *W),
            *V = dh_calloc(e, (size_t)K * D1, sizeof *V), *G = dh_malloc(e, (size_t)K * D1, sizeof *G),
-           *X = dh_malloc(e, (size_t)(2 * batch) * D1, sizeof *X), *A = dh_malloc(e, (size_t)(2 * batch) * K, sizeof *A),
-           *g = dh_malloc(e, (size_t)K, sizeof *g), *g2 = dh_malloc(e, (size_t)K, sizeof *g2);
+           *X = dh_malloc(e, (size_t)(2 * batch) * D1, sizeof *X),
+           *A = dh_malloc(e, (size_t)(2 * batch) * K, sizeof *A), *g = dh_malloc(e, (size_t)K, sizeof *g),
+           *g2 = dh_malloc(e, (size_t)K, sizeof *g2);
     float *Wf = dh_malloc(e, (size_t)K * D, sizeof *Wf), *bf = dh_malloc(e, (size_t)K, sizeof *bf),
           *mf = dh_malloc(e, (size_t)D, sizeof *mf);
     mlh_bit *tmp = dh_malloc(e, (size_t)K, sizeof *tmp);
     int8_t *psim = dh_malloc(e, (size_t)batch, sizeof *psim);
-    if (!cls || !members || !mean || !W || !V || !G || !X || !A || !psim || !g || !g2 || !Wf ||
-        !bf || !mf || !tmp) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (!cls || !members || !mean || !W || !V || !G || !X || !A || !psim || !g || !g2 || !Wf || !bf || !mf || !tmp) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     int C = hl_label_classes(labels, N, cls, e);
-    if (C < 0) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (C < 0) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     cnt = dh_calloc(e, (size_t)C, sizeof *cnt);
     start = dh_calloc(e, (size_t)C + 1, sizeof *start);
-    if (!cnt || !start) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (!cnt || !start) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     for (int64_t i = 0; i < N; i++) cnt[cls[i]]++;
     for (int c = 0; c < C; c++) start[c + 1] = start[c] + cnt[c];
     for (int c = 0; c < C; c++) cnt[c] = 0;
@@ -111,18 +122,27 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     for (int c = 0; c < C; c++) has_pos |= cnt[c] >= 2;
     if (!has_pos) posf = 0;
     if (C < 2) posf = 1;
-    if (!has_pos && C < 2) { rc = dh_seterr(e, DH_EINVAL, "no pairs to learn from"); goto out; }
+    if (!has_pos && C < 2) {
+        rc = dh_seterr(e, DH_EINVAL, "no pairs to learn from");
+        goto out;
+    }
     hl_mean(z, N, D, mean);
     double sn = 0;
     for (int64_t i = 0; i < N; i++) {
         double t = 0;
-        for (int d = 0; d < D; d++) { double v = z[i * D + d] - mean[d]; t += v * v; }
+        for (int d = 0; d < D; d++) {
+            double v = z[i * D + d] - mean[d];
+            t += v * v;
+        }
         sn += sqrt(t);
     }
-    double scale = sn > 0 ? N / sn : 1.0;  /* x = (z - mean) * scale has unit mean norm */
+    double scale = sn > 0 ? N / sn : 1.0; /* x = (z - mean) * scale has unit mean norm */
     for (int k = 0; k < K; k++) {
         double t = 0;
-        for (int d = 0; d < D; d++) { W[(int64_t)k * D1 + d] = hl_rng_normal(&r); t += W[(int64_t)k * D1 + d] * W[(int64_t)k * D1 + d]; }
+        for (int d = 0; d < D; d++) {
+            W[(int64_t)k * D1 + d] = hl_rng_normal(&r);
+            t += W[(int64_t)k * D1 + d] * W[(int64_t)k * D1 + d];
+        }
         for (int d = 0; d < D; d++) W[(int64_t)k * D1 + d] /= sqrt(t);
         W[(int64_t)k * D1 + D] = 0;
     }
@@ -136,16 +156,25 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
             int64_t i, j;
             if (sim) {
                 int c;
-                do { i = (int64_t)hl_rng_below(&r, (uint64_t)N); c = cls[i]; } while (cnt[c] < 2);
-                do j = members[start[c] + (int64_t)hl_rng_below(&r, (uint64_t)cnt[c])]; while (j == i);
+                do {
+                    i = (int64_t)hl_rng_below(&r, (uint64_t)N);
+                    c = cls[i];
+                } while (cnt[c] < 2);
+                do j = members[start[c] + (int64_t)hl_rng_below(&r, (uint64_t)cnt[c])];
+                while (j == i);
             } else {
                 i = (int64_t)hl_rng_below(&r, (uint64_t)N);
-                do j = (int64_t)hl_rng_below(&r, (uint64_t)N); while (cls[j] == cls[i]);
+                do j = (int64_t)hl_rng_below(&r, (uint64_t)N);
+                while (cls[j] == cls[i]);
             }
             psim[p] = sim;
             double *xa = X + (2 * p) * D1, *xb = X + (2 * p + 1) * D1;
-            for (int d = 0; d < D; d++) { xa[d] = (z[i * D + d] - mean[d]) * scale; xb[d] = (z[j * D + d] - mean[d]) * scale; }
-            xa[D] = 1; xb[D] = 1;
+            for (int d = 0; d < D; d++) {
+                xa[d] = (z[i * D + d] - mean[d]) * scale;
+                xb[d] = (z[j * D + d] - mean[d]) * scale;
+            }
+            xa[D] = 1;
+            xb[D] = 1;
         }
         /* A (2B, K) = X W^T */
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(2 * batch), K, D1, 1.0, X, D1, W, D1, 0.0, A, K);
@@ -156,7 +185,8 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
             for (int k = 0; k < K; k++) {
                 double h = aa[k] >= 0 ? 1 : -1, h2 = ab[k] >= 0 ? 1 : -1;
                 m += h != h2;
-                aa[k] = g[k] - h; ab[k] = g2[k] - h2;  /* A now holds (g - b(x)) */
+                aa[k] = g[k] - h;
+                ab[k] = g2[k] - h2; /* A now holds (g - b(x)) */
             }
             loss_b += psim[p] ? (m - rho + 1 > 0 ? m - rho + 1 : 0) : lam * (rho - m + 1 > 0 ? rho - m + 1 : 0);
         }
@@ -167,7 +197,8 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
             V[q] = mom * V[q] - lr * (G[q] / batch + wd * W[q]);
             W[q] += V[q];
         }
-        if ((it + 1) % 1000 == 0) hl_note(opts, "mlh: batch %lld: pair loss (running mean) %.4f", (long long)it + 1, loss_avg);
+        if ((it + 1) % 1000 == 0)
+            hl_note(opts, "mlh: batch %lld: pair loss (running mean) %.4f", (long long)it + 1, loss_avg);
     }
     hl_blas_restore(blas_threads);
     /* u = W [ (z - mean) scale ; 1 ] = (W scale)(z - mean) + W_:,D */
@@ -182,7 +213,22 @@ int dh_fit_mlh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     dhs_meta_set_int(out->meta, "iterations", iters);
     rc = DH_OK;
 out:
-    free(cls); free(cnt); free(start); free(members); free(mean); free(W); free(V); free(G); free(X); free(A); free(psim);
-    free(g); free(g2); free(Wf); free(bf); free(mf); free(tmp);
+    free(cls);
+    free(cnt);
+    free(start);
+    free(members);
+    free(mean);
+    free(W);
+    free(V);
+    free(G);
+    free(X);
+    free(A);
+    free(psim);
+    free(g);
+    free(g2);
+    free(Wf);
+    free(bf);
+    free(mf);
+    free(tmp);
     return rc;
 }

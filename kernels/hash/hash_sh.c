@@ -13,10 +13,12 @@
 #include <string.h>
 #include "hash_linalg.h"
 
-typedef struct { double ev; int dim, mode; } sh_mode;
+typedef struct {
+    double ev;
+    int dim, mode;
+} sh_mode;
 
-static int cmp_mode(const void *a, const void *b)
-{
+static int cmp_mode(const void *a, const void *b) {
     const sh_mode *x = a, *y = b;
     if (x->ev != y->ev) return x->ev < y->ev ? -1 : 1;
     /* stable order as in the reference: by dimension, then mode */
@@ -24,9 +26,8 @@ static int cmp_mode(const void *a, const void *b)
     return x->mode - y->mode;
 }
 
-int dh_fit_sh(const float *z, const int32_t *labels, int64_t N, int D, int K,
-              const dh_hash_opts *opts, dhs_model *out, dh_err *e)
-{
+int dh_fit_sh(const float *z, const int32_t *labels, int64_t N, int D, int K, const dh_hash_opts *opts, dhs_model *out,
+              dh_err *e) {
     int rc;
     if ((rc = hl_check_input("sh", N, D, K, labels, 0, 2, e))) return rc;
     if ((rc = hl_check_finite("sh", z, N, D, e))) return rc;
@@ -36,10 +37,16 @@ int dh_fit_sh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     float *pcf = dh_malloc(e, (size_t)C * D, sizeof *pcf), *mnf = dh_malloc(e, (size_t)C, sizeof *mnf),
           *om = dh_calloc(e, (size_t)K * C, sizeof *om), *proj = dh_malloc(e, (size_t)1024 * C, sizeof *proj);
     sh_mode *modes = NULL;
-    if (!mean || !P || !mn || !mx || !pcf || !mnf || !om || !proj) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (!mean || !P || !mn || !mx || !pcf || !mnf || !om || !proj) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     if ((rc = hl_pca(z, N, D, C, mean, P, NULL, e))) goto out;
     for (int64_t i = 0; i < (int64_t)C * D; i++) pcf[i] = (float)P[i];
-    for (int c = 0; c < C; c++) { mn[c] = INFINITY; mx[c] = -INFINITY; }
+    for (int c = 0; c < C; c++) {
+        mn[c] = INFINITY;
+        mx[c] = -INFINITY;
+    }
     for (int64_t i0 = 0; i0 < N; i0 += 1024) {
         int64_t nb = N - i0 < 1024 ? N - i0 : 1024;
         dh_linear_project(pcf, NULL, NULL, z + i0 * D, nb, D, C, proj);
@@ -53,25 +60,38 @@ int dh_fit_sh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     double Rmax = 0;
     for (int c = 0; c < C; c++) {
         double s = fabs(mn[c]) + fabs(mx[c]) + 1.0;
-        mn[c] -= DBL_EPSILON * s; mx[c] += DBL_EPSILON * s;
+        mn[c] -= DBL_EPSILON * s;
+        mx[c] += DBL_EPSILON * s;
         if (mx[c] - mn[c] > Rmax) Rmax = mx[c] - mn[c];
     }
-    if (!(Rmax > 0)) { rc = dh_seterr(e, DH_EFORMAT, "the features are all equal"); goto out; }
+    if (!(Rmax > 0)) {
+        rc = dh_seterr(e, DH_EFORMAT, "the features are all equal");
+        goto out;
+    }
     /* enumerate modes 1..maxMode_c-1 of each dimension */
     int64_t nmodes = 0;
     for (int c = 0; c < C; c++) nmodes += (int64_t)ceil((K + 1) * (mx[c] - mn[c]) / Rmax);
     modes = dh_malloc(e, (size_t)nmodes + 1, sizeof *modes);
-    if (!modes) { rc = e ? e->code : DH_ENOMEM; goto out; }
+    if (!modes) {
+        rc = e ? e->code : DH_ENOMEM;
+        goto out;
+    }
     int64_t nm = 0;
     for (int c = 0; c < C; c++) {
         double R = mx[c] - mn[c];
         int maxmode = (int)ceil((K + 1) * R / Rmax);
         for (int m = 1; m < maxmode; m++) {
             double w = m * M_PI / R;
-            modes[nm].ev = w * w; modes[nm].dim = c; modes[nm].mode = m; nm++;
+            modes[nm].ev = w * w;
+            modes[nm].dim = c;
+            modes[nm].mode = m;
+            nm++;
         }
     }
-    if (nm < K) { rc = dh_seterr(e, DH_EFORMAT, "only %lld eigenfunctions for %d bits", (long long)nm, K); goto out; }
+    if (nm < K) {
+        rc = dh_seterr(e, DH_EFORMAT, "only %lld eigenfunctions for %d bits", (long long)nm, K);
+        goto out;
+    }
     qsort(modes, (size_t)nm, sizeof *modes, cmp_mode);
     for (int k = 0; k < K; k++) {
         int c = modes[k].dim;
@@ -81,16 +101,26 @@ int dh_fit_sh(const float *z, const int32_t *labels, int64_t N, int D, int K,
     if ((rc = dh_hash_model_begin(out, "sh", "sh", K, D, e))) goto out;
     int64_t s_pc[2] = { C, D }, s_mn[1] = { C }, s_om[2] = { K, C };
     if (!dhs_model_add(out, "pc", 2, s_pc, pcf, e) || !dhs_model_add(out, "mn", 1, s_mn, mnf, e) ||
-        !dhs_model_add(out, "omega", 2, s_om, om, e)) { rc = e && e->code ? e->code : DH_ENOMEM; goto out; }
+        !dhs_model_add(out, "omega", 2, s_om, om, e)) {
+        rc = e && e->code ? e->code : DH_ENOMEM;
+        goto out;
+    }
     rc = DH_OK;
 out:
-    free(mean); free(P); free(mn); free(mx); free(pcf); free(mnf); free(om); free(proj); free(modes);
+    free(mean);
+    free(P);
+    free(mn);
+    free(mx);
+    free(pcf);
+    free(mnf);
+    free(om);
+    free(proj);
+    free(modes);
     return rc;
 }
 
-int dh_sh_project(const dhs_model *m, const char *prefix, const float *z, int64_t n, int D,
-                  int K, float *u, dh_err *e)
-{
+int dh_sh_project(const dhs_model *m, const char *prefix, const float *z, int64_t n, int D, int K, float *u,
+                  dh_err *e) {
     char name[128];
     snprintf(name, sizeof name, "%spc", prefix ? prefix : "");
     const dhs_tensor *tpc = dhs_model_find(m, name);
@@ -117,7 +147,7 @@ int dh_sh_project(const dhs_model *m, const char *prefix, const float *z, int64_
                 double v = 1;
                 const float *w = tom->data + (int64_t)k * C;
                 for (int c = 0; c < C; c++)
-                    if (w[c] != 0) v *= cos((double)w[c] * p[i * C + c]);  /* sin(pi/2 + x) */
+                    if (w[c] != 0) v *= cos((double)w[c] * p[i * C + c]); /* sin(pi/2 + x) */
                 u[(i0 + i) * K + k] = (float)v;
             }
     }

@@ -5,31 +5,30 @@
 #include <cblas.h>
 #include "hashfn.h"
 
-void dh_hash_opts_init(dh_hash_opts *o)
-{
+void dh_hash_opts_init(dh_hash_opts *o) {
     memset(o, 0, sizeof *o);
     o->seed = 1;
 }
 
-const char *dh_hash_param(const dh_hash_opts *o, const char *name)
-{
+const char *dh_hash_param(const dh_hash_opts *o, const char *name) {
     size_t n = strlen(name);
     const char *found = NULL;
     for (int i = 0; o && i < o->nparams; i++) {
         const char *p = o->param[i];
         if (p && strncmp(p, name, n) == 0 && p[n] == '=') {
-            found = p + n + 1;  /* last wins */
+            found = p + n + 1; /* last wins */
             if (o->param_used) *o->param_used |= 1u << i;
         }
     }
     return found;
 }
 
-int dh_hash_param_double(const dh_hash_opts *o, const char *name, double def,
-                         double *out, dh_err *e)
-{
+int dh_hash_param_double(const dh_hash_opts *o, const char *name, double def, double *out, dh_err *e) {
     const char *v = dh_hash_param(o, name);
-    if (!v) { *out = def; return 0; }
+    if (!v) {
+        *out = def;
+        return 0;
+    }
     if (dh_parse_double(v, -1e300, 1e300, out) != 0) {
         dh_seterr(e, DH_EINVAL, "parameter %s: not a number: '%s'", name, v);
         return -1;
@@ -37,11 +36,12 @@ int dh_hash_param_double(const dh_hash_opts *o, const char *name, double def,
     return 0;
 }
 
-int dh_hash_param_int(const dh_hash_opts *o, const char *name, int64_t def,
-                      int64_t *out, dh_err *e)
-{
+int dh_hash_param_int(const dh_hash_opts *o, const char *name, int64_t def, int64_t *out, dh_err *e) {
     const char *v = dh_hash_param(o, name);
-    if (!v) { *out = def; return 0; }
+    if (!v) {
+        *out = def;
+        return 0;
+    }
     if (dh_parse_i64(v, INT64_MIN, INT64_MAX, out) != 0) {
         dh_seterr(e, DH_EINVAL, "parameter %s: not an integer: '%s'", name, v);
         return -1;
@@ -49,9 +49,7 @@ int dh_hash_param_int(const dh_hash_opts *o, const char *name, int64_t def,
     return 0;
 }
 
-int dh_hash_model_begin(dhs_model *out, const char *method, const char *transform,
-                        int K, int D, dh_err *e)
-{
+int dh_hash_model_begin(dhs_model *out, const char *method, const char *transform, int K, int D, dh_err *e) {
     if (dhs_meta_set_str(out->meta, "model", "hash") || dhs_meta_set_str(out->meta, "method", method) ||
         dhs_meta_set_int(out->meta, "bits", K) || dhs_meta_set_int(out->meta, "dim", D) ||
         dhs_meta_set_str(out->meta, "transform", transform))
@@ -59,9 +57,8 @@ int dh_hash_model_begin(dhs_model *out, const char *method, const char *transfor
     return DH_OK;
 }
 
-int dh_hash_model_set_linear(dhs_model *out, const char *prefix, const float *W,
-                             const float *b, const float *mean, int K, int D, dh_err *e)
-{
+int dh_hash_model_set_linear(dhs_model *out, const char *prefix, const float *W, const float *b, const float *mean,
+                             int K, int D, dh_err *e) {
     char name[80];
     int64_t sh[2] = { K, D };
     snprintf(name, sizeof name, "%sW", prefix ? prefix : "");
@@ -79,15 +76,13 @@ int dh_hash_model_set_linear(dhs_model *out, const char *prefix, const float *W,
     return DH_OK;
 }
 
-static int meta_int_either(const dhs_meta *m, const char *k1, const char *k2, int64_t *v)
-{
+static int meta_int_either(const dhs_meta *m, const char *k1, const char *k2, int64_t *v) {
     if (k1 && dhs_meta_int(m, k1, v) == 0) return 0;
     if (k2 && dhs_meta_int(m, k2, v) == 0) return 0;
     return -1;
 }
 
-int dh_hashfn_bind(dh_hashfn *h, const dhs_model *m, const char *prefix, dh_err *e)
-{
+int dh_hashfn_bind(dh_hashfn *h, const dhs_model *m, const char *prefix, dh_err *e) {
     memset(h, 0, sizeof *h);
     if (!prefix) prefix = "";
     if (strlen(prefix) >= sizeof h->prefix) return dh_seterr(e, DH_EINVAL, "prefix too long");
@@ -114,11 +109,11 @@ int dh_hashfn_bind(dh_hashfn *h, const dhs_model *m, const char *prefix, dh_err 
         if (W && W->ndim == 2) D = W->shape[1];
     }
     if (K < DH_HASH_MIN_BITS || K > DH_HASH_MAX_BITS)
-        return dh_seterr(e, DH_ESCHEMA, "hash model: bits %lld out of range %d..%d",
-                         (long long)K, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS);
-    if (D < 1 || D > (1 << 24))
-        return dh_seterr(e, DH_ESCHEMA, "hash model: bad feature dimension %lld", (long long)D);
-    h->K = (int)K; h->D = (int)D;
+        return dh_seterr(e, DH_ESCHEMA, "hash model: bits %lld out of range %d..%d", (long long)K, DH_HASH_MIN_BITS,
+                         DH_HASH_MAX_BITS);
+    if (D < 1 || D > (1 << 24)) return dh_seterr(e, DH_ESCHEMA, "hash model: bad feature dimension %lld", (long long)D);
+    h->K = (int)K;
+    h->D = (int)D;
 
     if (strcmp(h->transform, "linear") == 0) {
         int64_t sh[2] = { K, D };
@@ -141,14 +136,12 @@ int dh_hashfn_bind(dh_hashfn *h, const dhs_model *m, const char *prefix, dh_err 
     }
     h->project = dh_hash_transform_project(h->transform);
     if (!h->project)
-        return dh_seterr(e, DH_EUNSUPPORTED, "hash model: unknown transform '%s' (method %s)",
-                         h->transform, h->method);
+        return dh_seterr(e, DH_EUNSUPPORTED, "hash model: unknown transform '%s' (method %s)", h->transform, h->method);
     return DH_OK;
 }
 
-void dh_linear_project(const float *W, const float *b, const float *mean,
-                       const float *z, int64_t n, int D, int K, float *u)
-{
+void dh_linear_project(const float *W, const float *b, const float *mean, const float *z, int64_t n, int D, int K,
+                       float *u) {
     /* u (n,K) = z (n,D) * W^T (D,K) */
     if (n <= 0) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, K, D, 1.0f, z, D, W, D, 0.0f, u, K);
@@ -156,10 +149,11 @@ void dh_linear_project(const float *W, const float *b, const float *mean,
         /* offset_k = b_k - W_k . mean */
         float off[DH_HASH_MAX_BITS];
         float *o = K <= DH_HASH_MAX_BITS ? off : malloc(sizeof(float) * (size_t)K);
-        if (!o) return;  /* K is bounded by the callers; cannot happen */
+        if (!o) return; /* K is bounded by the callers; cannot happen */
         for (int k = 0; k < K; k++) {
             double s = b ? b[k] : 0.0;
-            if (mean) for (int d = 0; d < D; d++) s -= (double)W[(size_t)k * D + d] * mean[d];
+            if (mean)
+                for (int d = 0; d < D; d++) s -= (double)W[(size_t)k * D + d] * mean[d];
             o[k] = (float)s;
         }
         for (int64_t i = 0; i < n; i++)
@@ -168,15 +162,13 @@ void dh_linear_project(const float *W, const float *b, const float *mean,
     }
 }
 
-int dh_hashfn_project(const dh_hashfn *h, const float *z, int64_t n, float *u, dh_err *e)
-{
+int dh_hashfn_project(const dh_hashfn *h, const float *z, int64_t n, float *u, dh_err *e) {
     if (h->project) return h->project(h->model, h->prefix, z, n, h->D, h->K, u, e);
     dh_linear_project(h->W, h->b, h->mean, z, n, h->D, h->K, u);
     return DH_OK;
 }
 
-void dh_pack_signs(const float *u, int64_t n, int K, uint8_t *codes)
-{
+void dh_pack_signs(const float *u, int64_t n, int K, uint8_t *codes) {
     int nb = (K + 7) / 8;
     for (int64_t i = 0; i < n; i++) {
         uint8_t *c = codes + i * nb;
@@ -186,8 +178,7 @@ void dh_pack_signs(const float *u, int64_t n, int K, uint8_t *codes)
     }
 }
 
-int dh_hashfn_encode(const dh_hashfn *h, const float *z, int64_t n, uint8_t *codes, dh_err *e)
-{
+int dh_hashfn_encode(const dh_hashfn *h, const float *z, int64_t n, uint8_t *codes, dh_err *e) {
     float *u = dh_malloc(e, (size_t)(n > 0 ? n : 1), sizeof(float) * (size_t)h->K);
     if (!u) return DH_ENOMEM;
     int rc = dh_hashfn_project(h, z, n, u, e);

@@ -3,15 +3,12 @@
 #include <string.h>
 #include "hashloss.h"
 
-static int cmp_i32(const void *a, const void *b)
-{
+static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return (x > y) - (x < y);
 }
 
-void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o,
-                         dh_hashloss_stats *st)
-{
+void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o, dh_hashloss_stats *st) {
     int64_t pairs = (int64_t)B * (B - 1), pos = 0;
     int32_t *s = malloc(sizeof(int32_t) * (size_t)(B > 0 ? B : 1));
     if (s) {
@@ -32,10 +29,14 @@ void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o
     double scale = (o && o->scale != 0.0) ? o->scale : 1.0;
     double wp = 1.0, wn = 1.0;
     dh_hl_norm norm = o ? o->norm : DH_HL_SUM;
-    if (norm == DH_HL_MEAN && pairs > 0) wp = wn = 1.0 / (double)pairs;
+    if (norm == DH_HL_MEAN && pairs > 0)
+        wp = wn = 1.0 / (double)pairs;
     else if (norm == DH_HL_BALANCED) {
-        if (pos > 0 && neg > 0) { wp = 0.5 / (double)pos; wn = 0.5 / (double)neg; }
-        else if (pairs > 0) wp = wn = 1.0 / (double)pairs;
+        if (pos > 0 && neg > 0) {
+            wp = 0.5 / (double)pos;
+            wn = 0.5 / (double)neg;
+        } else if (pairs > 0)
+            wp = wn = 1.0 / (double)pairs;
     }
     st->pairs = pairs;
     st->pos_pairs = pos;
@@ -43,17 +44,20 @@ void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o
     st->wneg = wn * scale;
 }
 
-int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K,
-                    const dh_hashloss_opts *o, float *du, dh_hashloss_stats *st, dh_err *e)
-{
+int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K, const dh_hashloss_opts *o, float *du,
+                    dh_hashloss_stats *st, dh_err *e) {
     if (B < 2) return dh_seterr(e, DH_EINVAL, "hash loss: a batch needs at least 2 rows, got %d", B);
     if (K < 1 || K > 4096) return dh_seterr(e, DH_EINVAL, "hash loss: bits %d out of range", K);
     dh_hashloss_stats s;
     memset(&s, 0, sizeof s);
     dh_hashloss_weights(labels, B, o, &s);
-    float *sg = dh_malloc(e, (size_t)B * (size_t)K, sizeof(float));   /* (B, K) signs */
-    double *acc = du ? dh_calloc(e, (size_t)B * (size_t)K, sizeof(double)) : NULL;  /* (B, K) */
-    if (!sg || (du && !acc)) { free(sg); free(acc); return DH_ENOMEM; }
+    float *sg = dh_malloc(e, (size_t)B * (size_t)K, sizeof(float));                /* (B, K) signs */
+    double *acc = du ? dh_calloc(e, (size_t)B * (size_t)K, sizeof(double)) : NULL; /* (B, K) */
+    if (!sg || (du && !acc)) {
+        free(sg);
+        free(acc);
+        return DH_ENOMEM;
+    }
     for (size_t t = 0; t < (size_t)B * K; t++) sg[t] = dh_hl_sign(u[t]);
 
     const float invK = 1.0f / (float)K;
@@ -69,7 +73,7 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K,
             float P = (float)cnt * invK;
             float y = labels[i] == labels[j] ? 1.0f : -1.0f;
             double w = y > 0 ? s.wpos : s.wneg;
-            q += 2.0 * w * exp(-(double)y * (double)cnt / (double)K);  /* (i,j) and (j,i) */
+            q += 2.0 * w * exp(-(double)y * (double)cnt / (double)K); /* (i,j) and (j,i) */
             right += (y * (float)cnt > 0) ? 2 : 0;
             float cp = -y * sh;
             const float Rp = dh_hl_reweight(y, P, 1.0f, invK), Rm = dh_hl_reweight(y, P, -1.0f, invK);
@@ -87,7 +91,8 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K,
             sur += 2.0 * w * invK * ls;
         }
     }
-    if (du) for (size_t t = 0; t < (size_t)B * K; t++) du[t] = (float)acc[t];
+    if (du)
+        for (size_t t = 0; t < (size_t)B * K; t++) du[t] = (float)acc[t];
     s.q = q;
     s.surrogate = sur;
     s.right = s.pairs ? (double)right / (double)s.pairs : 0;

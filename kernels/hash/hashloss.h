@@ -35,42 +35,37 @@
 #endif
 
 typedef enum {
-    DH_HL_SUM = 0,      /* w = 1: the paper's Q = Σ_ij                     */
-    DH_HL_MEAN = 1,     /* w = 1 / (B (B-1))                               */
-    DH_HL_BALANCED = 2  /* w = 1/(2 #pos) on positive, 1/(2 #neg) on negative pairs */
+    DH_HL_SUM = 0,     /* w = 1: the paper's Q = Σ_ij                     */
+    DH_HL_MEAN = 1,    /* w = 1 / (B (B-1))                               */
+    DH_HL_BALANCED = 2 /* w = 1/(2 #pos) on positive, 1/(2 #neg) on negative pairs */
 } dh_hl_norm;
 
 typedef struct dh_hashloss_opts {
     dh_hl_norm norm;
-    double scale;       /* multiplies every weight (e.g. K*K); 0 means 1 */
+    double scale; /* multiplies every weight (e.g. K*K); 0 means 1 */
 } dh_hashloss_opts;
 
 typedef struct dh_hashloss_stats {
-    double q;           /* exact loss with the same weights                */
-    double surrogate;   /* the smooth surrogate S                           */
-    double right;       /* fraction of pairs with Y_ij * P_ij > 0           */
-    int64_t pairs;      /* ordered pairs i != j                             */
-    int64_t pos_pairs;  /* ordered same-label pairs                         */
-    double wpos, wneg;  /* the pair weights used                            */
+    double q;          /* exact loss with the same weights                */
+    double surrogate;  /* the smooth surrogate S                           */
+    double right;      /* fraction of pairs with Y_ij * P_ij > 0           */
+    int64_t pairs;     /* ordered pairs i != j                             */
+    int64_t pos_pairs; /* ordered same-label pairs                         */
+    double wpos, wneg; /* the pair weights used                            */
 } dh_hashloss_stats;
 
 /* ---- per-element logic shared by the CPU reference and the CUDA kernel ---- */
 DH_HL_HD float dh_hl_sign(float u) { return u > 0.0f ? 1.0f : -1.0f; }
-DH_HL_HD float dh_hl_sigmoid(float a)
-{
+DH_HL_HD float dh_hl_sigmoid(float a) {
     if (a >= 0.0f) return 1.0f / (1.0f + expf(-a));
     float t = expf(a);
     return t / (1.0f + t);
 }
 /* The reweighting factor R of a pair for a bit whose product is s = ±1:
  * exp(-y (P - s/K)); it takes only two values per pair. */
-DH_HL_HD float dh_hl_reweight(float y, float P, float s, float invK)
-{
-    return expf(-y * (P - s * invK));
-}
+DH_HL_HD float dh_hl_reweight(float y, float P, float s, float invK) { return expf(-y * (P - s * invK)); }
 /* One bit given its R: returns l_k, *dl_da = dl_k/da (R held constant). */
-DH_HL_HD float dh_hl_bit_r(float R, float a, float c, float cp, float *dl_da)
-{
+DH_HL_HD float dh_hl_bit_r(float R, float a, float c, float cp, float *dl_da) {
     float sg = dh_hl_sigmoid(a);
     *dl_da = R * cp * 2.0f * sg * (1.0f - sg);
     return R * (c + cp * (2.0f * sg - 1.0f));
@@ -78,32 +73,28 @@ DH_HL_HD float dh_hl_bit_r(float R, float a, float c, float cp, float *dl_da)
 /* One bit k of one ordered pair: y = ±1, P = exact code product of the pair,
  * s = b_i(k) b_j(k), a = u_ik u_jk, c/cp = c_ij, c'_ij. Returns l_k; *dl_da
  * receives dl_k/da with R held constant. */
-DH_HL_HD float dh_hl_bit(float y, float P, float s, float a, float invK, float c, float cp,
-                         float *dl_da)
-{
+DH_HL_HD float dh_hl_bit(float y, float P, float s, float a, float invK, float c, float cp, float *dl_da) {
     return dh_hl_bit_r(dh_hl_reweight(y, P, s, invK), a, c, cp, dl_da);
 }
 
 /* Pair weights for a batch (host; labels on the host). Fills st->pairs,
  * pos_pairs, wpos, wneg. */
-void dh_hashloss_weights(const int32_t *labels /* (B) */, int B, const dh_hashloss_opts *o,
-                         dh_hashloss_stats *st);
+void dh_hashloss_weights(const int32_t *labels /* (B) */, int B, const dh_hashloss_opts *o, dh_hashloss_stats *st);
 
 /* CPU reference. du (B, K) may be NULL (loss only). Returns DH_OK, or
  * DH_EINVAL for B < 2 or K out of 1..4096. */
 int dh_hashloss_cpu(const float *u /* (B, K) */, const int32_t *labels /* (B) */, int B, int K,
-                    const dh_hashloss_opts *o, float *du /* (B, K) or NULL */,
-                    dh_hashloss_stats *st, dh_err *e);
+                    const dh_hashloss_opts *o, float *du /* (B, K) or NULL */, dh_hashloss_stats *st, dh_err *e);
 
 #if DH_USE_CUDA
 /* CUDA twin on device pointers (d_u, d_labels, d_du on the device; d_du may
  * be NULL); wpos/wneg from dh_hashloss_weights on the host labels. Stats
  * q, surrogate, right are filled (synchronises). K <= 256. */
-int dh_hashloss_cuda(const float *d_u, const int32_t *d_labels, int B, int K,
-                     double wpos, double wneg, float *d_du, dh_hashloss_stats *st, dh_err *e);
+int dh_hashloss_cuda(const float *d_u, const int32_t *d_labels, int B, int K, double wpos, double wneg, float *d_du,
+                     dh_hashloss_stats *st, dh_err *e);
 /* Same on host arrays (copies in and out; for tests and small callers). */
-int dh_hashloss_cuda_host(const float *u, const int32_t *labels, int B, int K,
-                          const dh_hashloss_opts *o, float *du, dh_hashloss_stats *st, dh_err *e);
+int dh_hashloss_cuda_host(const float *u, const int32_t *labels, int B, int K, const dh_hashloss_opts *o, float *du,
+                          dh_hashloss_stats *st, dh_err *e);
 #endif
 
 #endif

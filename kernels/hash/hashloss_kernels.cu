@@ -13,12 +13,10 @@ extern "C" {
 }
 
 #define HL_WARPS 8
-#define HL_MAXT 8   // K <= 32 * HL_MAXT
+#define HL_MAXT  8 // K <= 32 * HL_MAXT
 
-__global__ void hashloss_rows(const float *__restrict__ u, const int32_t *__restrict__ labels,
-                              int B, int K, float wpos, float wneg, float *__restrict__ du,
-                              double *__restrict__ sums /* q, surrogate, right */)
-{
+__global__ void hashloss_rows(const float *__restrict__ u, const int32_t *__restrict__ labels, int B, int K, float wpos,
+                              float wneg, float *__restrict__ du, double *__restrict__ sums /* q, surrogate, right */) {
     __shared__ float sgrad[HL_WARPS][32 * HL_MAXT];
     __shared__ double sred[HL_WARPS][3];
     const int i = blockIdx.x;
@@ -68,7 +66,11 @@ __global__ void hashloss_rows(const float *__restrict__ u, const int32_t *__rest
         }
     }
     for (int t = 0; t < HL_MAXT; t++) sgrad[warp][lane + 32 * t] = g[t];
-    if (lane == 0) { sred[warp][0] = q; sred[warp][1] = sur; sred[warp][2] = right; }
+    if (lane == 0) {
+        sred[warp][0] = q;
+        sred[warp][1] = sur;
+        sred[warp][2] = right;
+    }
     __syncthreads();
     if (du) {
         for (int k = threadIdx.x; k < K; k += blockDim.x) {
@@ -84,17 +86,15 @@ __global__ void hashloss_rows(const float *__restrict__ u, const int32_t *__rest
     }
 }
 
-static int cuda_fail(dh_err *e, cudaError_t c, const char *what)
-{
+static int cuda_fail(dh_err *e, cudaError_t c, const char *what) {
     return dh_seterr(e, DH_EDEVICE, "CUDA %s: %s", what, cudaGetErrorString(c));
 }
 
-extern "C" int dh_hashloss_cuda(const float *d_u, const int32_t *d_labels, int B, int K,
-                                double wpos, double wneg, float *d_du, dh_hashloss_stats *st,
-                                dh_err *e)
-{
+extern "C" int dh_hashloss_cuda(const float *d_u, const int32_t *d_labels, int B, int K, double wpos, double wneg,
+                                float *d_du, dh_hashloss_stats *st, dh_err *e) {
     if (B < 2) return dh_seterr(e, DH_EINVAL, "hash loss: a batch needs at least 2 rows, got %d", B);
-    if (K < 1 || K > 32 * HL_MAXT) return dh_seterr(e, DH_EINVAL, "hash loss (CUDA): bits %d out of range 1..%d", K, 32 * HL_MAXT);
+    if (K < 1 || K > 32 * HL_MAXT)
+        return dh_seterr(e, DH_EINVAL, "hash loss (CUDA): bits %d out of range 1..%d", K, 32 * HL_MAXT);
     double *d_sums = NULL, h_sums[3];
     cudaError_t c = cudaMalloc(&d_sums, 3 * sizeof(double));
     if (c != cudaSuccess) return cuda_fail(e, c, "malloc");
@@ -113,10 +113,8 @@ extern "C" int dh_hashloss_cuda(const float *d_u, const int32_t *d_labels, int B
     return DH_OK;
 }
 
-extern "C" int dh_hashloss_cuda_host(const float *u, const int32_t *labels, int B, int K,
-                                     const dh_hashloss_opts *o, float *du, dh_hashloss_stats *st,
-                                     dh_err *e)
-{
+extern "C" int dh_hashloss_cuda_host(const float *u, const int32_t *labels, int B, int K, const dh_hashloss_opts *o,
+                                     float *du, dh_hashloss_stats *st, dh_err *e) {
     dh_hashloss_stats s;
     memset(&s, 0, sizeof s);
     if (B < 2) return dh_seterr(e, DH_EINVAL, "hash loss: a batch needs at least 2 rows, got %d", B);
@@ -136,7 +134,9 @@ extern "C" int dh_hashloss_cuda_host(const float *u, const int32_t *labels, int 
         c = cudaMemcpy(du, d_du, nu, cudaMemcpyDeviceToHost);
         if (c != cudaSuccess) rc = cuda_fail(e, c, "copy out");
     }
-    cudaFree(d_u); cudaFree(d_l); cudaFree(d_du);
+    cudaFree(d_u);
+    cudaFree(d_l);
+    cudaFree(d_du);
     if (rc == DH_OK && st) *st = s;
     return rc;
 }

@@ -6,12 +6,12 @@
 #include <string.h>
 
 struct net_layer {
-    dk_tensor out;                  /* (cap, C, H, W) output */
-    dk_tensor grad;                 /* (cap, C, H, W) d loss / d out */
-    dk_tensor mask;                 /* dropout mask (cap, C, H, W) */
-    dk_tensor save_mean, save_inv;  /* bn (C) */
-    int pw, pb;                     /* params: weight (or bn gamma), bias (or bn beta); -1 */
-    int rm, rv;                     /* state: bn running mean / var; -1 */
+    dk_tensor out;                 /* (cap, C, H, W) output */
+    dk_tensor grad;                /* (cap, C, H, W) d loss / d out */
+    dk_tensor mask;                /* dropout mask (cap, C, H, W) */
+    dk_tensor save_mean, save_inv; /* bn (C) */
+    int pw, pb;                    /* params: weight (or bn gamma), bias (or bn beta); -1 */
+    int rm, rv;                    /* state: bn running mean / var; -1 */
 };
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -21,19 +21,19 @@ static int rows4(const dk_tensor *t, int64_t rows, const int *chw, dk_tensor *v,
     dk_tensor r;
     int rc = dk_tensor_rows(t, 0, rows, &r, e);
     if (rc) return rc;
-    int64_t sh[4] = {rows, chw[0], chw[1], chw[2]};
+    int64_t sh[4] = { rows, chw[0], chw[1], chw[2] };
     return dk_tensor_view(&r, 4, sh, v, e);
 }
 static int rows2(const dk_tensor *t, int64_t rows, int64_t cols, dk_tensor *v, dh_err *e) {
     dk_tensor r;
     int rc = dk_tensor_rows(t, 0, rows, &r, e);
     if (rc) return rc;
-    int64_t sh[2] = {rows, cols};
+    int64_t sh[2] = { rows, cols };
     return dk_tensor_view(&r, 2, sh, v, e);
 }
 
-static int add_param(net *n, const char *layer, const char *what, int ndim, const int64_t *shape,
-                     int group, int decay, dh_err *e) {
+static int add_param(net *n, const char *layer, const char *what, int ndim, const int64_t *shape, int group, int decay,
+                     dh_err *e) {
     net_param *p = &n->params[n->nparams];
     memset(p, 0, sizeof *p);
     snprintf(p->name, sizeof p->name, "%s.%s", layer, what);
@@ -43,7 +43,9 @@ static int add_param(net *n, const char *layer, const char *what, int ndim, cons
     if (!rc) rc = dk_tensor_alloc(&p->g, n->dev, ndim, shape, e);
     if (!rc) rc = dk_tensor_alloc(&p->v, n->dev, ndim, shape, e);
     if (rc) {
-        dk_tensor_free(&p->w); dk_tensor_free(&p->g); dk_tensor_free(&p->v);
+        dk_tensor_free(&p->w);
+        dk_tensor_free(&p->g);
+        dk_tensor_free(&p->v);
         return -1;
     }
     return n->nparams++;
@@ -64,20 +66,27 @@ void net_free(net *n) {
     if (n->L) {
         for (int i = 0; i < n->spec.nlayers; i++) {
             net_layer *l = &n->L[i];
-            dk_tensor_free(&l->out); dk_tensor_free(&l->grad); dk_tensor_free(&l->mask);
-            dk_tensor_free(&l->save_mean); dk_tensor_free(&l->save_inv);
+            dk_tensor_free(&l->out);
+            dk_tensor_free(&l->grad);
+            dk_tensor_free(&l->mask);
+            dk_tensor_free(&l->save_mean);
+            dk_tensor_free(&l->save_inv);
         }
         free(n->L);
     }
     for (int i = 0; i < n->nparams; i++) {
-        dk_tensor_free(&n->params[i].w); dk_tensor_free(&n->params[i].g); dk_tensor_free(&n->params[i].v);
+        dk_tensor_free(&n->params[i].w);
+        dk_tensor_free(&n->params[i].g);
+        dk_tensor_free(&n->params[i].v);
     }
     free(n->params);
     for (int i = 0; i < n->nstate; i++) dk_tensor_free(&n->state[i].t);
     free(n->state);
     for (int i = 0; i < n->nclass_names; i++) free(n->class_names[i]);
     free(n->class_names);
-    dk_tensor_free(&n->gin); dk_tensor_free(&n->logits); dk_tensor_free(&n->dlogits);
+    dk_tensor_free(&n->gin);
+    dk_tensor_free(&n->logits);
+    dk_tensor_free(&n->dlogits);
     netspec_free(&n->spec);
     free(n);
 }
@@ -96,7 +105,10 @@ int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap, ne
     net *n = dh_calloc(e, 1, sizeof *n);
     if (!n) return DH_ENOMEM;
     int rc = copy_spec(spec, &n->spec, e);
-    if (rc) { free(n); return rc; }
+    if (rc) {
+        free(n);
+        return rc;
+    }
     n->dev = dev;
     n->cap = cap;
     n->nclasses = nclasses;
@@ -104,47 +116,71 @@ int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap, ne
     n->bn_momentum = 0.1f;
     n->bn_eps = 1e-5f;
     n->head_w = n->head_b = -1;
-    for (int c = 0; c < DK_MAXCHAN; c++) { n->mean[c] = 0; n->std[c] = 1; }
+    for (int c = 0; c < DK_MAXCHAN; c++) {
+        n->mean[c] = 0;
+        n->std[c] = 1;
+    }
     int nl = n->spec.nlayers;
     n->L = dh_calloc(e, nl, sizeof *n->L);
     n->params = dh_calloc(e, 2 * nl + 2, sizeof *n->params);
     n->state = dh_calloc(e, 2 * nl, sizeof *n->state);
-    if (!n->L || !n->params || !n->state) { net_free(n); return DH_ENOMEM; }
+    if (!n->L || !n->params || !n->state) {
+        net_free(n);
+        return DH_ENOMEM;
+    }
 
     for (int i = 0; i < nl; i++) {
         const ns_layer *s = &n->spec.layers[i];
         net_layer *l = &n->L[i];
         l->pw = l->pb = l->rm = l->rv = -1;
-        int64_t sh[4] = {cap, s->shape[0], s->shape[1], s->shape[2]};
+        int64_t sh[4] = { cap, s->shape[0], s->shape[1], s->shape[2] };
         if ((rc = dk_tensor_alloc(&l->out, dev, 4, sh, e))) goto fail;
         if ((rc = dk_tensor_alloc(&l->grad, dev, 4, sh, e))) goto fail;
         if (s->type == NS_DROPOUT && (rc = dk_tensor_alloc(&l->mask, dev, 4, sh, e))) goto fail;
         int64_t cin = s->in[0];
         if (s->type == NS_CONV) {
-            int64_t ws[4] = {s->out, cin, s->k, s->k};
-            if ((l->pw = add_param(n, s->name, "weight", 4, ws, NET_GROUP_BODY, 1, e)) < 0) { rc = e ? e->code : DH_ENOMEM; goto fail; }
+            int64_t ws[4] = { s->out, cin, s->k, s->k };
+            if ((l->pw = add_param(n, s->name, "weight", 4, ws, NET_GROUP_BODY, 1, e)) < 0) {
+                rc = e ? e->code : DH_ENOMEM;
+                goto fail;
+            }
             int64_t bs = s->out;
-            if (s->bias && (l->pb = add_param(n, s->name, "bias", 1, &bs, NET_GROUP_BODY, 0, e)) < 0) { rc = e ? e->code : DH_ENOMEM; goto fail; }
+            if (s->bias && (l->pb = add_param(n, s->name, "bias", 1, &bs, NET_GROUP_BODY, 0, e)) < 0) {
+                rc = e ? e->code : DH_ENOMEM;
+                goto fail;
+            }
         } else if (s->type == NS_FC) {
-            int64_t ws[2] = {s->out, cin * s->in[1] * s->in[2]};
-            if ((l->pw = add_param(n, s->name, "weight", 2, ws, NET_GROUP_BODY, 1, e)) < 0) { rc = e ? e->code : DH_ENOMEM; goto fail; }
+            int64_t ws[2] = { s->out, cin * s->in[1] * s->in[2] };
+            if ((l->pw = add_param(n, s->name, "weight", 2, ws, NET_GROUP_BODY, 1, e)) < 0) {
+                rc = e ? e->code : DH_ENOMEM;
+                goto fail;
+            }
             int64_t bs = s->out;
-            if (s->bias && (l->pb = add_param(n, s->name, "bias", 1, &bs, NET_GROUP_BODY, 0, e)) < 0) { rc = e ? e->code : DH_ENOMEM; goto fail; }
+            if (s->bias && (l->pb = add_param(n, s->name, "bias", 1, &bs, NET_GROUP_BODY, 0, e)) < 0) {
+                rc = e ? e->code : DH_ENOMEM;
+                goto fail;
+            }
         } else if (s->type == NS_BN) {
             if ((l->pw = add_param(n, s->name, "weight", 1, &cin, NET_GROUP_BODY, 0, e)) < 0 ||
                 (l->pb = add_param(n, s->name, "bias", 1, &cin, NET_GROUP_BODY, 0, e)) < 0 ||
                 (l->rm = add_state(n, s->name, "running_mean", cin, e)) < 0 ||
-                (l->rv = add_state(n, s->name, "running_var", cin, e)) < 0) { rc = e ? e->code : DH_ENOMEM; goto fail; }
+                (l->rv = add_state(n, s->name, "running_var", cin, e)) < 0) {
+                rc = e ? e->code : DH_ENOMEM;
+                goto fail;
+            }
             if ((rc = dk_tensor_alloc(&l->save_mean, dev, 1, &cin, e))) goto fail;
             if ((rc = dk_tensor_alloc(&l->save_inv, dev, 1, &cin, e))) goto fail;
         }
     }
-    int64_t insh[4] = {cap, n->spec.in[0], n->spec.in[1], n->spec.in[2]};
+    int64_t insh[4] = { cap, n->spec.in[0], n->spec.in[1], n->spec.in[2] };
     if ((rc = dk_tensor_alloc(&n->gin, dev, 4, insh, e))) goto fail;
     if (nclasses > 0) {
-        int64_t ws[2] = {nclasses, n->zdim}, bs = nclasses;
+        int64_t ws[2] = { nclasses, n->zdim }, bs = nclasses;
         if ((n->head_w = add_param(n, "head", "weight", 2, ws, NET_GROUP_HEAD, 1, e)) < 0 ||
-            (n->head_b = add_param(n, "head", "bias", 1, &bs, NET_GROUP_HEAD, 0, e)) < 0) { rc = e ? e->code : DH_ENOMEM; goto fail; }
+            (n->head_b = add_param(n, "head", "bias", 1, &bs, NET_GROUP_HEAD, 0, e)) < 0) {
+            rc = e ? e->code : DH_ENOMEM;
+            goto fail;
+        }
         if ((rc = dk_tensor_alloc4(&n->logits, dev, 2, cap, nclasses, 1, 1, e))) goto fail;
         if ((rc = dk_tensor_alloc4(&n->dlogits, dev, 2, cap, nclasses, 1, 1, e))) goto fail;
     }
@@ -158,7 +194,6 @@ fail:
     net_free(n);
     return rc;
 }
-
 
 int net_init(net *n, uint64_t seed, dh_err *e) {
     int rc;
@@ -179,7 +214,8 @@ int net_init(net *n, uint64_t seed, dh_err *e) {
         }
     }
     if (n->head_w >= 0) {
-        if ((rc = dk_init_xavier(&n->params[n->head_w].w, n->zdim, n->nclasses, dh_splitmix64_at(seed, n->head_w), e))) return rc;
+        if ((rc = dk_init_xavier(&n->params[n->head_w].w, n->zdim, n->nclasses, dh_splitmix64_at(seed, n->head_w), e)))
+            return rc;
         if ((rc = dk_zero(&n->params[n->head_b].w, e))) return rc;
     }
     for (int i = 0; i < n->nparams; i++)
@@ -225,8 +261,8 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
     const int *in = n->spec.in;
     if (x->ndim != 4 || x->shape[1] != in[0] || x->shape[2] != in[1] || x->shape[3] != in[2]) {
         char b[64];
-        return dh_seterr(e, DH_ESCHEMA, "net input %s, expected (N, %d, %d, %d)",
-                         dk_shape_str(x, b, sizeof b), in[0], in[1], in[2]);
+        return dh_seterr(e, DH_ESCHEMA, "net input %s, expected (N, %d, %d, %d)", dk_shape_str(x, b, sizeof b), in[0],
+                         in[1], in[2]);
     }
     if (N < 1 || N > n->cap)
         return dh_seterr(e, DH_EINVAL, "batch of %lld rows, capacity %lld", (long long)N, (long long)n->cap);
@@ -244,9 +280,7 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
         const dk_tensor *W = l->pw >= 0 ? &n->params[l->pw].w : NULL;
         const dk_tensor *B = l->pb >= 0 ? &n->params[l->pb].w : NULL;
         switch (s->type) {
-        case NS_CONV:
-            rc = dk_conv2d_forward(&X, W, B, s->s, s->p, &Y, e);
-            break;
+        case NS_CONV: rc = dk_conv2d_forward(&X, W, B, s->s, s->p, &Y, e); break;
         case NS_FC: {
             dk_tensor X2, Y2;
             if ((rc = rows2(&X, N, (int64_t)s->in[0] * s->in[1] * s->in[2], &X2, e))) return rc;
@@ -258,12 +292,13 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             if (train) {
                 dk_tensor *rm = &n->state[l->rm].t, *rv = &n->state[l->rv].t;
                 if (N < 2 && s->in[1] * s->in[2] < 2)
-                    return dh_seterr(e, DH_EINVAL, "%s: batch normalisation needs at least 2 values per channel in training", s->name);
-                rc = dk_batchnorm_forward_train(&X, W, B, rm, rv, n->bn_momentum, n->bn_eps, &Y,
-                                                &l->save_mean, &l->save_inv, e);
+                    return dh_seterr(e, DH_EINVAL,
+                                     "%s: batch normalisation needs at least 2 values per channel in training",
+                                     s->name);
+                rc = dk_batchnorm_forward_train(&X, W, B, rm, rv, n->bn_momentum, n->bn_eps, &Y, &l->save_mean,
+                                                &l->save_inv, e);
             } else {
-                rc = dk_batchnorm_forward_infer(&X, W, B, &n->state[l->rm].t, &n->state[l->rv].t,
-                                                n->bn_eps, &Y, e);
+                rc = dk_batchnorm_forward_infer(&X, W, B, &n->state[l->rm].t, &n->state[l->rv].t, n->bn_eps, &Y, e);
             }
             break;
         case NS_RELU: rc = dk_relu_forward(&X, &Y, e); break;
@@ -280,14 +315,14 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             if (train && s->f > 0) {
                 dk_tensor M;
                 if ((rc = rows4(&l->mask, N, s->shape, &M, e))) return rc;
-                rc = dk_dropout_forward(&X, s->f, dh_splitmix64_at(n->seed, 1000 + i), n->step * (uint64_t)Y.n, &Y, &M, e);
+                rc = dk_dropout_forward(&X, s->f, dh_splitmix64_at(n->seed, 1000 + i), n->step * (uint64_t)Y.n, &Y, &M,
+                                        e);
             } else {
                 rc = dk_copy(&Y, &X, e);
             }
             break;
-        case NS_FLATTEN: case NS_RES:
-            rc = dk_copy(&Y, &X, e);
-            break;
+        case NS_FLATTEN:
+        case NS_RES: rc = dk_copy(&Y, &X, e); break;
         case NS_SCALE:
             if (!(rc = dk_copy(&Y, &X, e))) rc = dk_scale(&Y, s->f, e);
             break;
@@ -299,7 +334,10 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             break;
         }
         }
-        if (rc) { dh_err_prefix(e, "%s (line %d)", s->name[0] ? s->name : ns_type_name(s->type), s->line); return rc; }
+        if (rc) {
+            dh_err_prefix(e, "%s (line %d)", s->name[0] ? s->name : ns_type_name(s->type), s->line);
+            return rc;
+        }
         X = Y;
     }
     if (train) n->step++;
@@ -315,8 +353,9 @@ int net_backward_from_z(net *n, const dk_tensor *dz, dh_err *e) {
     int64_t N = n->nb;
     int rc;
     if (N < 1) return dh_seterr(e, DH_EINVAL, "backward before a forward pass");
-    if (dz->n != N * n->zdim) return dh_seterr(e, DH_EINVAL, "dz has %lld elements, expected %lld x %d",
-                                               (long long)dz->n, (long long)N, n->zdim);
+    if (dz->n != N * n->zdim)
+        return dh_seterr(e, DH_EINVAL, "dz has %lld elements, expected %lld x %d", (long long)dz->n, (long long)N,
+                         n->zdim);
     int last = n->spec.nlayers - 1;
     dk_tensor G;
     if ((rc = rows4(&n->L[last].grad, N, n->spec.layers[last].shape, &G, e))) return rc;
@@ -347,7 +386,8 @@ int net_backward_from_z(net *n, const dk_tensor *dz, dh_err *e) {
             dk_tensor X2, dX2, dY2;
             int64_t fin = (int64_t)s->in[0] * s->in[1] * s->in[2];
             if ((rc = rows2(&X, N, fin, &X2, e)) || (rc = rows2(&dX, N, fin, &dX2, e)) ||
-                (rc = rows2(&dY, N, s->out, &dY2, e))) return rc;
+                (rc = rows2(&dY, N, s->out, &dY2, e)))
+                return rc;
             rc = dk_fc_backward(&X2, &W->w, &dY2, i > 0 ? &dX2 : NULL, &W->g, B ? &B->g : NULL, e);
             break;
         }
@@ -373,9 +413,8 @@ int net_backward_from_z(net *n, const dk_tensor *dz, dh_err *e) {
                 rc = dk_copy(&dX, &dY, e);
             }
             break;
-        case NS_FLATTEN: case NS_END:
-            rc = dk_copy(&dX, &dY, e);
-            break;
+        case NS_FLATTEN:
+        case NS_END: rc = dk_copy(&dX, &dY, e); break;
         case NS_SCALE:
             if (!(rc = dk_copy(&dX, &dY, e))) rc = dk_scale(&dX, s->f, e);
             break;
@@ -387,7 +426,10 @@ int net_backward_from_z(net *n, const dk_tensor *dz, dh_err *e) {
             break;
         }
         }
-        if (rc) { dh_err_prefix(e, "%s backward (line %d)", s->name[0] ? s->name : ns_type_name(s->type), s->line); return rc; }
+        if (rc) {
+            dh_err_prefix(e, "%s backward (line %d)", s->name[0] ? s->name : ns_type_name(s->type), s->line);
+            return rc;
+        }
     }
     return DH_OK;
 }
@@ -402,8 +444,8 @@ int net_head_forward(net *n, dk_tensor *logits, dh_err *e) {
     return dk_fc_forward(&z, &n->params[n->head_w].w, &n->params[n->head_b].w, logits, e);
 }
 
-int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoothing,
-                  double *loss, int64_t *correct, dh_err *e) {
+int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoothing, double *loss, int64_t *correct,
+                  dh_err *e) {
     dk_tensor z, lg, dl, dz;
     int rc;
     if ((rc = net_forward_to_z(n, x, 1, &z, e))) return rc;
@@ -416,8 +458,7 @@ int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoot
     return net_backward_from_z(n, &dz, e);
 }
 
-int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels,
-                  double *loss, int64_t *correct, dh_err *e) {
+int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels, double *loss, int64_t *correct, dh_err *e) {
     dk_tensor z, lg;
     int rc;
     if ((rc = net_forward_to_z(n, x, 0, &z, e))) return rc;
@@ -425,14 +466,17 @@ int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels,
     return dk_softmax_xent(&lg, labels, 0.0f, 1.0f, loss, correct, NULL, e);
 }
 
-int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum,
-                 const float wd[NET_NGROUPS], int nesterov, dh_err *e) {
+int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum, const float wd[NET_NGROUPS], int nesterov,
+                 dh_err *e) {
     for (int i = 0; i < n->nparams; i++) {
         net_param *p = &n->params[i];
         int g = p->group;
         if (lr[g] == 0) continue;
         int rc = dk_sgd_step(&p->w, &p->g, &p->v, lr[g], momentum, p->decay ? wd[g] : 0.0f, nesterov, e);
-        if (rc) { dh_err_prefix(e, "%s", p->name); return rc; }
+        if (rc) {
+            dh_err_prefix(e, "%s", p->name);
+            return rc;
+        }
     }
     return DH_OK;
 }
@@ -451,18 +495,20 @@ static int save_tensor(dhs_model *m, const char *name, const dk_tensor *t, dh_er
 int net_to_model(const net *n, dhs_model *m, dh_err *e) {
     int rc;
     int C = n->spec.in[0];
-    int64_t inshape[3] = {n->spec.in[0], n->spec.in[1], n->spec.in[2]};
+    int64_t inshape[3] = { n->spec.in[0], n->spec.in[1], n->spec.in[2] };
     double mean[DK_MAXCHAN], std[DK_MAXCHAN];
-    for (int c = 0; c < C; c++) { mean[c] = n->mean[c]; std[c] = n->std[c]; }
+    for (int c = 0; c < C; c++) {
+        mean[c] = n->mean[c];
+        std[c] = n->std[c];
+    }
     if (!dhs_meta_has(m->meta, "model") && dhs_meta_set_str(m->meta, "model", "net")) goto nomem;
-    if (dhs_meta_set_str(m->meta, "net", n->spec.text) ||
-        dhs_meta_set_intv(m->meta, "input", inshape, 3) ||
-        dhs_meta_set_int(m->meta, "zdim", n->zdim) ||
-        dhs_meta_set_str(m->meta, "zname", n->spec.zname) ||
-        dhs_meta_set_floatv(m->meta, "mean", mean, C) ||
-        dhs_meta_set_floatv(m->meta, "std", std, C)) goto nomem;
+    if (dhs_meta_set_str(m->meta, "net", n->spec.text) || dhs_meta_set_intv(m->meta, "input", inshape, 3) ||
+        dhs_meta_set_int(m->meta, "zdim", n->zdim) || dhs_meta_set_str(m->meta, "zname", n->spec.zname) ||
+        dhs_meta_set_floatv(m->meta, "mean", mean, C) || dhs_meta_set_floatv(m->meta, "std", std, C))
+        goto nomem;
     if (n->nclass_names > 0 &&
-        dhs_meta_set_strv(m->meta, "classes", (const char *const *)n->class_names, n->nclass_names)) goto nomem;
+        dhs_meta_set_strv(m->meta, "classes", (const char *const *)n->class_names, n->nclass_names))
+        goto nomem;
     for (int i = 0; i < n->nparams; i++)
         if ((rc = save_tensor(m, n->params[i].name, &n->params[i].w, e))) return rc;
     for (int i = 0; i < n->nstate; i++)
@@ -520,16 +566,30 @@ int net_from_model(const dhs_model *m, dk_device dev, int64_t cap, net **out, dh
     int nc = dhs_meta_len(m->meta, "classes");
     if (nc > 0) {
         const char **names = dh_calloc(e, nc, sizeof *names);
-        if (!names) { net_free(n); return DH_ENOMEM; }
+        if (!names) {
+            net_free(n);
+            return DH_ENOMEM;
+        }
         for (int i = 0; i < nc; i++) names[i] = dhs_meta_str_at(m->meta, "classes", i);
         rc = net_set_classes(n, names, nc, e);
         free(names);
-        if (rc) { net_free(n); return rc; }
+        if (rc) {
+            net_free(n);
+            return rc;
+        }
     }
     for (int i = 0; i < n->nparams; i++)
-        if ((rc = load_tensor(m, n->params[i].name, &n->params[i].w, e))) { dh_err_prefix(e, "model"); net_free(n); return rc; }
+        if ((rc = load_tensor(m, n->params[i].name, &n->params[i].w, e))) {
+            dh_err_prefix(e, "model");
+            net_free(n);
+            return rc;
+        }
     for (int i = 0; i < n->nstate; i++)
-        if ((rc = load_tensor(m, n->state[i].name, &n->state[i].t, e))) { dh_err_prefix(e, "model"); net_free(n); return rc; }
+        if ((rc = load_tensor(m, n->state[i].name, &n->state[i].t, e))) {
+            dh_err_prefix(e, "model");
+            net_free(n);
+            return rc;
+        }
     *out = n;
     return DH_OK;
 }

@@ -41,51 +41,50 @@
 enum { NET_GROUP_BODY = 0, NET_GROUP_HEAD = 1, NET_NGROUPS = 2 };
 
 typedef struct net_param {
-    char name[NS_NAME_MAX + 24];  /* "conv1.weight" */
-    dk_tensor w;                  /* value */
-    dk_tensor g;                  /* gradient of the last backward (overwritten) */
-    dk_tensor v;                  /* momentum buffer */
-    int group;                    /* NET_GROUP_BODY / NET_GROUP_HEAD */
-    int decay;                    /* 1: weight decay applies */
+    char name[NS_NAME_MAX + 24]; /* "conv1.weight" */
+    dk_tensor w;                 /* value */
+    dk_tensor g;                 /* gradient of the last backward (overwritten) */
+    dk_tensor v;                 /* momentum buffer */
+    int group;                   /* NET_GROUP_BODY / NET_GROUP_HEAD */
+    int decay;                   /* 1: weight decay applies */
 } net_param;
 
 typedef struct net_state {
-    char name[NS_NAME_MAX + 24];  /* "bn1.running_mean" */
+    char name[NS_NAME_MAX + 24]; /* "bn1.running_mean" */
     dk_tensor t;
 } net_state;
 
-typedef struct net_layer net_layer;   /* private */
+typedef struct net_layer net_layer; /* private */
 
 typedef struct net {
     netspec spec;
     dk_device dev;
-    int64_t cap;                  /* batch capacity */
-    int nclasses;                 /* head outputs; 0: no head */
+    int64_t cap;  /* batch capacity */
+    int nclasses; /* head outputs; 0: no head */
     int zdim;
     int nparams;
-    net_param *params;            /* (nparams) */
+    net_param *params; /* (nparams) */
     int nstate;
-    net_state *state;             /* (nstate) */
-    float mean[DK_MAXCHAN], std[DK_MAXCHAN];  /* input normalisation, C of them */
+    net_state *state;                        /* (nstate) */
+    float mean[DK_MAXCHAN], std[DK_MAXCHAN]; /* input normalisation, C of them */
     int nclass_names;
-    char **class_names;           /* (nclass_names) or NULL */
-    float bn_momentum, bn_eps;    /* defaults 0.1, 1e-5 */
-    uint64_t seed;                /* dropout draws */
-    uint64_t step;                /* forward passes in train mode so far */
+    char **class_names;        /* (nclass_names) or NULL */
+    float bn_momentum, bn_eps; /* defaults 0.1, 1e-5 */
+    uint64_t seed;             /* dropout draws */
+    uint64_t step;             /* forward passes in train mode so far */
     /* private */
-    net_layer *L;                 /* (spec.nlayers) */
-    dk_tensor xin;                /* view of the last input */
-    dk_tensor gin;                /* (cap, C, H, W) gradient w.r.t. the input (scratch) */
-    dk_tensor logits, dlogits;    /* (cap, K) */
-    int64_t nb;                   /* rows in the last forward */
-    int head_w, head_b;           /* indices into params, or -1 */
+    net_layer *L;              /* (spec.nlayers) */
+    dk_tensor xin;             /* view of the last input */
+    dk_tensor gin;             /* (cap, C, H, W) gradient w.r.t. the input (scratch) */
+    dk_tensor logits, dlogits; /* (cap, K) */
+    int64_t nb;                /* rows in the last forward */
+    int head_w, head_b;        /* indices into params, or -1 */
 } net;
 
 /* Build a net for `spec` (copied) on dev with room for batches of `cap`
  * rows and a head of nclasses outputs (0: none). Parameters are zero until
  * net_init or net_load_params. mean/std default to 0/1. */
-int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap,
-               net **out, dh_err *e);
+int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap, net **out, dh_err *e);
 void net_free(net *n);
 /* Initialise parameters: conv/fc weights He-normal, head Xavier-uniform,
  * biases 0, bn scale 1 / shift 0, running mean 0 / var 1. Deterministic in
@@ -114,16 +113,15 @@ int net_head_forward(net *n, dk_tensor *logits, dh_err *e);
  * softmax cross-entropy with labels (N int32 on the device) and label
  * smoothing, backward through head and body. Reports the mean loss and the
  * number of correct rows. */
-int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoothing,
-                  double *loss, int64_t *correct, dh_err *e);
+int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoothing, double *loss, int64_t *correct,
+                  dh_err *e);
 /* Evaluation (inference mode): mean loss and correct count for a batch. */
-int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels,
-                  double *loss, int64_t *correct, dh_err *e);
+int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels, double *loss, int64_t *correct, dh_err *e);
 
 /* SGD step over every parameter: group g uses lr[g]; weight decay applies
  * to parameters with decay set (wd[g]). */
-int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum,
-                 const float wd[NET_NGROUPS], int nesterov, dh_err *e);
+int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum, const float wd[NET_NGROUPS], int nesterov,
+                 dh_err *e);
 
 /* Save into m (meta and tensors added to whatever m holds; meta "model" is
  * set to "net" only when m has no "model" yet, so a caller may set e.g.

@@ -4,8 +4,7 @@
 #include "evalmap.h"
 #include "rank.h"
 
-double *dh_map_harmonic(int64_t n, dh_err *e)
-{
+double *dh_map_harmonic(int64_t n, dh_err *e) {
     double *H = dh_malloc(e, (size_t)n + 1, sizeof *H);
     if (!H) return NULL;
     H[0] = 0;
@@ -13,28 +12,32 @@ double *dh_map_harmonic(int64_t n, dh_err *e)
     return H;
 }
 
-int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o,
-                    const double *H, dh_err *e)
-{
+int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o, const double *H, dh_err *e) {
     memset(a, 0, sizeof *a);
-    a->bits = bits; a->ndb = ndb; a->opt = *o; a->H = H;
-    a->min_len = INT64_MAX; a->min_complete = bits;
+    a->bits = bits;
+    a->ndb = ndb;
+    a->opt = *o;
+    a->H = H;
+    a->min_len = INT64_MAX;
+    a->min_complete = bits;
     a->pr_p = dh_calloc(e, (size_t)bits + 1, sizeof *a->pr_p);
     a->pr_r = dh_calloc(e, (size_t)bits + 1, sizeof *a->pr_r);
-    if (!a->pr_p || !a->pr_r) { dh_map_acc_free(a); return DH_ENOMEM; }
+    if (!a->pr_p || !a->pr_r) {
+        dh_map_acc_free(a);
+        return DH_ENOMEM;
+    }
     return DH_OK;
 }
 
-void dh_map_acc_free(dh_map_acc *a)
-{
-    free(a->pr_p); free(a->pr_r);
+void dh_map_acc_free(dh_map_acc *a) {
+    free(a->pr_p);
+    free(a->pr_r);
     a->pr_p = a->pr_r = NULL;
 }
 
 /* Expected AP under random order within equal distances, from the
  * per-distance counts (McSherry & Najork 2008), times Rel. */
-static double tie_ap_sum(const int64_t *hist, const int64_t *relhist, int bits, const double *H)
-{
+static double tie_ap_sum(const int64_t *hist, const int64_t *relhist, int bits, const double *H) {
     int64_t Nb = 0, Rb = 0;
     double s = 0;
     for (int d = 0; d <= bits; d++) {
@@ -44,13 +47,13 @@ static double tie_ap_sum(const int64_t *hist, const int64_t *relhist, int bits, 
             double c = (double)(Rb + 1) - (double)(Nb + 1) * beta;
             s += ((double)m / (double)n) * (c * (H[Nb + n] - H[Nb]) + (double)n * beta);
         }
-        Nb += n; Rb += m;
+        Nb += n;
+        Rb += m;
     }
     return s;
 }
 
-void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r)
-{
+void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r) {
     const dh_map_opts *o = &a->opt;
     int bits = a->bits;
     a->nq++;
@@ -60,8 +63,7 @@ void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r)
     if (Rel == 0) a->nq_norel++;
     if (Rel > 0) {
         a->ap += r->ap_sum / (double)Rel;
-        if (r->complete_upto >= bits && a->H)
-            a->ap_tie += tie_ap_sum(r->hist, r->relhist, bits, a->H) / (double)Rel;
+        if (r->complete_upto >= bits && a->H) a->ap_tie += tie_ap_sum(r->hist, r->relhist, bits, a->H) / (double)Rel;
     }
     if (o->at_r > 0 && r->rel_at_r > 0) a->apr += r->apr_sum / (double)r->rel_at_r;
     for (int i = 0; i < o->nk; i++) {
@@ -73,7 +75,8 @@ void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r)
     int top = r->complete_upto < bits ? r->complete_upto : bits;
     int rad = o->radius < bits ? o->radius : bits;
     for (int d = 0; d <= top; d++) {
-        cum += r->hist[d]; rcum += r->relhist[d];
+        cum += r->hist[d];
+        rcum += r->relhist[d];
         double p = cum ? (double)rcum / (double)cum : 0.0;
         if (d == rad) a->prad += p;
         a->pr_p[d] += p;
@@ -81,67 +84,75 @@ void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r)
     }
 }
 
-int dh_map_acc_result(const dh_map_acc *a, dh_map_result *res, dh_err *e)
-{
+int dh_map_acc_result(const dh_map_acc *a, dh_map_result *res, dh_err *e) {
     memset(res, 0, sizeof *res);
     const dh_map_opts *o = &a->opt;
     double nq = a->nq ? (double)a->nq : 1.0;
     int complete = a->min_complete >= a->bits;
-    res->bits = a->bits; res->nq = a->nq; res->ndb = a->ndb; res->nq_norel = a->nq_norel;
+    res->bits = a->bits;
+    res->nq = a->nq;
+    res->ndb = a->ndb;
+    res->nq_norel = a->nq_norel;
     res->have_map = complete && a->nq > 0;
-    res->map = a->ap / nq; res->map_tie = a->ap_tie / nq;
+    res->map = a->ap / nq;
+    res->map_tie = a->ap_tie / nq;
     res->at_r = o->at_r;
     int64_t rcut = o->at_r < a->ndb ? o->at_r : a->ndb;
     res->have_map_r = o->at_r > 0 && a->nq > 0 && (complete || a->min_len >= rcut);
     res->map_r = a->apr / nq;
     res->radius = o->radius;
-    res->have_prad = a->nq > 0 && o->radius >= 0 &&
-        a->min_complete >= (o->radius < a->bits ? o->radius : a->bits);
+    res->have_prad = a->nq > 0 && o->radius >= 0 && a->min_complete >= (o->radius < a->bits ? o->radius : a->bits);
     res->prad = a->prad / nq;
     res->nk = o->nk;
     for (int i = 0; i < o->nk; i++) {
         int64_t kc = o->ks[i] < a->ndb ? o->ks[i] : a->ndb;
         res->ks[i] = o->ks[i];
         res->have_k[i] = a->nq > 0 && (complete || a->min_len >= kc);
-        res->pk[i] = a->pk[i] / nq; res->rk[i] = a->rk[i] / nq;
+        res->pk[i] = a->pk[i] / nq;
+        res->rk[i] = a->rk[i] / nq;
     }
     res->pr_n = a->nq > 0 ? (a->min_complete < a->bits ? a->min_complete : a->bits) + 1 : 0;
     if (res->pr_n < 0) res->pr_n = 0;
     res->pr_p = dh_calloc(e, (size_t)res->pr_n + 1, sizeof *res->pr_p);
     res->pr_r = dh_calloc(e, (size_t)res->pr_n + 1, sizeof *res->pr_r);
-    if (!res->pr_p || !res->pr_r) { dh_map_result_free(res); return DH_ENOMEM; }
-    for (int d = 0; d < res->pr_n; d++) { res->pr_p[d] = a->pr_p[d] / nq; res->pr_r[d] = a->pr_r[d] / nq; }
+    if (!res->pr_p || !res->pr_r) {
+        dh_map_result_free(res);
+        return DH_ENOMEM;
+    }
+    for (int d = 0; d < res->pr_n; d++) {
+        res->pr_p[d] = a->pr_p[d] / nq;
+        res->pr_r[d] = a->pr_r[d] / nq;
+    }
     return DH_OK;
 }
 
-void dh_map_result_free(dh_map_result *r)
-{
-    free(r->pr_p); free(r->pr_r);
+void dh_map_result_free(dh_map_result *r) {
+    free(r->pr_p);
+    free(r->pr_r);
     r->pr_p = r->pr_r = NULL;
 }
 
-int dh_map_list(const int64_t *idx, const int32_t *dist, int64_t n, int32_t ql,
-                const int32_t *dl, int64_t ndb, int bits, int64_t rel_total,
-                int complete_upto, const dh_map_opts *o, dh_map_qraw *raw, dh_err *e)
-{
+int dh_map_list(const int64_t *idx, const int32_t *dist, int64_t n, int32_t ql, const int32_t *dl, int64_t ndb,
+                int bits, int64_t rel_total, int complete_upto, const dh_map_opts *o, dh_map_qraw *raw, dh_err *e) {
     int64_t *hist = raw->hist, *relhist = raw->relhist;
     memset(raw, 0, sizeof *raw);
-    raw->hist = hist; raw->relhist = relhist;
+    raw->hist = hist;
+    raw->relhist = relhist;
     memset(hist, 0, ((size_t)bits + 1) * sizeof *hist);
     memset(relhist, 0, ((size_t)bits + 1) * sizeof *relhist);
-    raw->rel_total = rel_total; raw->len = n; raw->complete_upto = complete_upto;
+    raw->rel_total = rel_total;
+    raw->len = n;
+    raw->complete_upto = complete_upto;
     int64_t relc = 0;
     int prev = 0;
     for (int64_t i = 0; i < n; i++) {
         int64_t j = idx[i];
         int d = dist[i];
         if (j < 0 || j >= ndb)
-            return dh_seterr(e, DH_EFORMAT, "database row %lld out of range (database has %lld rows)",
-                             (long long)j, (long long)ndb);
-        if (d < 0 || d > bits)
-            return dh_seterr(e, DH_EFORMAT, "distance %d outside 0..%d", d, bits);
-        if (d < prev)
-            return dh_seterr(e, DH_EFORMAT, "ranking not ordered by distance (%d after %d)", d, prev);
+            return dh_seterr(e, DH_EFORMAT, "database row %lld out of range (database has %lld rows)", (long long)j,
+                             (long long)ndb);
+        if (d < 0 || d > bits) return dh_seterr(e, DH_EFORMAT, "distance %d outside 0..%d", d, bits);
+        if (d < prev) return dh_seterr(e, DH_EFORMAT, "ranking not ordered by distance (%d after %d)", d, prev);
         prev = d;
         int rel = dl[j] == ql;
         hist[d]++;
@@ -150,11 +161,14 @@ int dh_map_list(const int64_t *idx, const int32_t *dist, int64_t n, int32_t ql,
         relc++;
         double term = (double)relc / (double)(i + 1);
         raw->ap_sum += term;
-        if (i < o->at_r) { raw->apr_sum += term; raw->rel_at_r++; }
-        for (int k = 0; k < o->nk; k++) if (i < o->ks[k]) raw->rel_k[k]++;
+        if (i < o->at_r) {
+            raw->apr_sum += term;
+            raw->rel_at_r++;
+        }
+        for (int k = 0; k < o->nk; k++)
+            if (i < o->ks[k]) raw->rel_k[k]++;
     }
-    if (relc > rel_total)
-        return dh_seterr(e, DH_EFORMAT, "ranking lists a database row twice");
+    if (relc > rel_total) return dh_seterr(e, DH_EFORMAT, "ranking lists a database row twice");
     return DH_OK;
 }
 
@@ -166,16 +180,14 @@ typedef struct map_job {
     int64_t ndb;
     int bits, W;
     const dh_map_opts *o;
-    dh_map_qraw *raw;     // (block) results of the current block
-    int64_t b0;           // first query of the block
+    dh_map_qraw *raw; // (block) results of the current block
+    int64_t b0;       // first query of the block
     int oom;
 } map_job;
 
 /* One query: distances, per-distance counters, relevant items as (d, s). */
-static void map_one(const map_job *jb, int64_t qi, dh_map_qraw *raw,
-                    uint32_t *cnt, uint16_t *rd, uint32_t *rs, int64_t *start, int64_t *rstart,
-                    uint32_t *rcur)
-{
+static void map_one(const map_job *jb, int64_t qi, dh_map_qraw *raw, uint32_t *cnt, uint16_t *rd, uint32_t *rs,
+                    int64_t *start, int64_t *rstart, uint32_t *rcur) {
     const uint64_t *db = jb->db, *qw = jb->q + qi * jb->W;
     const int32_t *dl = jb->dl;
     int32_t ql = jb->ql[qi];
@@ -183,12 +195,13 @@ static void map_one(const map_job *jb, int64_t qi, dh_map_qraw *raw,
     int bits = jb->bits, W = jb->W;
     const dh_map_opts *o = jb->o;
     memset(cnt, 0, ((size_t)bits + 1) * sizeof *cnt);
-#define MAP_LOOP(DIST) \
-    for (int64_t j = 0; j < ndb; j++) { \
-        int d_ = (DIST); \
-        uint32_t s_ = cnt[d_]++; \
-        rd[nr] = (uint16_t)d_; rs[nr] = s_; \
-        nr += (dl[j] == ql); \
+#define MAP_LOOP(DIST)                                                                                                 \
+    for (int64_t j = 0; j < ndb; j++) {                                                                                \
+        int d_ = (DIST);                                                                                               \
+        uint32_t s_ = cnt[d_]++;                                                                                       \
+        rd[nr] = (uint16_t)d_;                                                                                         \
+        rs[nr] = s_;                                                                                                   \
+        nr += (dl[j] == ql);                                                                                           \
     }
     if (W == 1) {
         uint64_t a = qw[0];
@@ -202,32 +215,42 @@ static void map_one(const map_job *jb, int64_t qi, dh_map_qraw *raw,
 #undef MAP_LOOP
     int64_t *hist = raw->hist, *relhist = raw->relhist;
     memset(raw, 0, sizeof *raw);
-    raw->hist = hist; raw->relhist = relhist;
-    raw->rel_total = nr; raw->len = ndb; raw->complete_upto = bits;
+    raw->hist = hist;
+    raw->relhist = relhist;
+    raw->rel_total = nr;
+    raw->len = ndb;
+    raw->complete_upto = bits;
     memset(relhist, 0, ((size_t)bits + 1) * sizeof *relhist);
     for (int64_t i = 0; i < nr; i++) relhist[rd[i]]++;
     int64_t s0 = 0, r0 = 0;
     for (int d = 0; d <= bits; d++) {
         hist[d] = cnt[d];
-        start[d] = s0; rstart[d] = r0; rcur[d] = 0;
-        s0 += cnt[d]; r0 += relhist[d];
+        start[d] = s0;
+        rstart[d] = r0;
+        rcur[d] = 0;
+        s0 += cnt[d];
+        r0 += relhist[d];
     }
     double ap = 0, apr = 0;
     int64_t relr = 0;
     for (int64_t i = 0; i < nr; i++) {
         int d = rd[i];
-        int64_t pos = start[d] + rs[i];            /* 0-based rank */
-        int64_t before = rstart[d] + rcur[d]++;    /* relevant ranked before it */
+        int64_t pos = start[d] + rs[i];         /* 0-based rank */
+        int64_t before = rstart[d] + rcur[d]++; /* relevant ranked before it */
         double term = (double)(before + 1) / (double)(pos + 1);
         ap += term;
-        if (pos < o->at_r) { apr += term; relr++; }
+        if (pos < o->at_r) {
+            apr += term;
+            relr++;
+        }
         for (int k = 0; k < o->nk; k++) raw->rel_k[k] += pos < o->ks[k];
     }
-    raw->ap_sum = ap; raw->apr_sum = apr; raw->rel_at_r = relr;
+    raw->ap_sum = ap;
+    raw->apr_sum = apr;
+    raw->rel_at_r = relr;
 }
 
-static void map_worker(void *ctx, int64_t i0, int64_t i1, int tid)
-{
+static void map_worker(void *ctx, int64_t i0, int64_t i1, int tid) {
     map_job *jb = ctx;
     int nb = jb->bits + 1;
     uint32_t *cnt = malloc((size_t)nb * sizeof *cnt);
@@ -236,30 +259,37 @@ static void map_worker(void *ctx, int64_t i0, int64_t i1, int tid)
     int64_t *rstart = malloc((size_t)nb * sizeof *rstart);
     uint16_t *rd = malloc((size_t)jb->ndb * sizeof *rd);
     uint32_t *rs = malloc((size_t)jb->ndb * sizeof *rs);
-    if (!cnt || !rcur || !start || !rstart || !rd || !rs) __atomic_store_n(&jb->oom, 1, __ATOMIC_RELAXED);
+    if (!cnt || !rcur || !start || !rstart || !rd || !rs)
+        __atomic_store_n(&jb->oom, 1, __ATOMIC_RELAXED);
     else
-        for (int64_t i = i0; i < i1; i++)
-            map_one(jb, jb->b0 + i, &jb->raw[i], cnt, rd, rs, start, rstart, rcur);
-    free(cnt); free(rcur); free(start); free(rstart); free(rd); free(rs);
+        for (int64_t i = i0; i < i1; i++) map_one(jb, jb->b0 + i, &jb->raw[i], cnt, rd, rs, start, rstart, rcur);
+    free(cnt);
+    free(rcur);
+    free(start);
+    free(rstart);
+    free(rd);
+    free(rs);
     (void)tid;
 }
 
-int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq,
-               const uint64_t *db, const int32_t *dl, int64_t ndb, int bits,
-               int nthreads, dh_map_acc *acc, dh_err *e)
-{
+int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl, int64_t ndb,
+               int bits, int nthreads, dh_map_acc *acc, dh_err *e) {
     if (bits < 1 || bits > DH_HAMMING_MAX_BITS)
         return dh_seterr(e, DH_EINVAL, "code length %d outside 1..%d", bits, DH_HAMMING_MAX_BITS);
     if (ndb < 1 || ndb > (int64_t)UINT32_MAX)
-        return dh_seterr(e, DH_EINVAL, "database of %lld rows: need 1..%lu", (long long)ndb,
-                         (unsigned long)UINT32_MAX);
+        return dh_seterr(e, DH_EINVAL, "database of %lld rows: need 1..%lu", (long long)ndb, (unsigned long)UINT32_MAX);
     const int64_t QB = 1024;
     int nb = bits + 1;
-    map_job jb = { .q = q, .db = db, .ql = ql, .dl = dl, .ndb = ndb, .bits = bits,
-                   .W = dh_ham_words(bits), .o = &acc->opt };
+    map_job jb = {
+        .q = q, .db = db, .ql = ql, .dl = dl, .ndb = ndb, .bits = bits, .W = dh_ham_words(bits), .o = &acc->opt
+    };
     jb.raw = dh_calloc(e, (size_t)QB, sizeof *jb.raw);
     int64_t *hbuf = dh_malloc(e, (size_t)QB * 2 * nb, sizeof *hbuf);
-    if (!jb.raw || !hbuf) { free(jb.raw); free(hbuf); return DH_ENOMEM; }
+    if (!jb.raw || !hbuf) {
+        free(jb.raw);
+        free(hbuf);
+        return DH_ENOMEM;
+    }
     for (int64_t i = 0; i < QB; i++) {
         jb.raw[i].hist = hbuf + i * 2 * nb;
         jb.raw[i].relhist = hbuf + i * 2 * nb + nb;
@@ -272,16 +302,15 @@ int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq,
         if (jb.oom) break;
         for (int64_t i = 0; i < n; i++) dh_map_acc_add(acc, &jb.raw[i]);
     }
-    free(jb.raw); free(hbuf);
+    free(jb.raw);
+    free(hbuf);
     if (jb.oom) return dh_seterr(e, DH_ENOMEM, "out of memory evaluating %lld queries", (long long)nq);
     return DH_OK;
 }
 
 #if !DH_USE_CUDA
-int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq,
-                const uint64_t *db, const int32_t *dl, int64_t ndb, int bits,
-                dh_map_acc *acc, double *gpu_seconds, dh_err *e)
-{
+int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl, int64_t ndb,
+                int bits, dh_map_acc *acc, double *gpu_seconds, dh_err *e) {
     return dh_seterr(e, DH_EUNSUPPORTED, "this build has no CUDA backend");
 }
 #endif

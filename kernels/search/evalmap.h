@@ -35,28 +35,28 @@
 #include "dh_util.h"
 #include "hamming.h"
 
-#define DH_MAP_MAX_K 64   /* at most this many precision@k cut-offs */
+#define DH_MAP_MAX_K 64 /* at most this many precision@k cut-offs */
 
 typedef struct dh_map_opts {
-    int64_t at_r;                 /* mAP@R: R (0 = not computed) */
-    int nk;                       /* precision/recall@k cut-offs */
+    int64_t at_r; /* mAP@R: R (0 = not computed) */
+    int nk;       /* precision/recall@k cut-offs */
     int64_t ks[DH_MAP_MAX_K];
-    int radius;                   /* precision within this Hamming radius (2) */
+    int radius; /* precision within this Hamming radius (2) */
 } dh_map_opts;
 
 /* Per-query raw statistics, filled by the fast paths (CPU or CUDA) or from
  * a ranked list; dh_map_acc_add turns them into metrics. */
 typedef struct dh_map_qraw {
-    int64_t rel_total;    /* relevant items in the whole database */
-    int64_t len;          /* items ranked (N for the fast path) */
-    int complete_upto;    /* every item at distance <= this is in the list
+    int64_t rel_total;           /* relevant items in the whole database */
+    int64_t len;                 /* items ranked (N for the fast path) */
+    int complete_upto;           /* every item at distance <= this is in the list
                              (bits for a full ranking) */
-    double ap_sum;        /* sum over ranked relevant items of prec@rank */
-    double apr_sum;       /* the same over ranks 1..at_r */
-    int64_t rel_at_r;     /* relevant in ranks 1..at_r */
-    int64_t rel_k[DH_MAP_MAX_K];  /* relevant in ranks 1..k */
-    int64_t *hist;        /* (bits+1) items at each distance (valid up to complete_upto) */
-    int64_t *relhist;     /* (bits+1) relevant items at each distance */
+    double ap_sum;               /* sum over ranked relevant items of prec@rank */
+    double apr_sum;              /* the same over ranks 1..at_r */
+    int64_t rel_at_r;            /* relevant in ranks 1..at_r */
+    int64_t rel_k[DH_MAP_MAX_K]; /* relevant in ranks 1..k */
+    int64_t *hist;               /* (bits+1) items at each distance (valid up to complete_upto) */
+    int64_t *relhist;            /* (bits+1) relevant items at each distance */
 } dh_map_qraw;
 
 /* Accumulated metrics over queries. */
@@ -65,19 +65,18 @@ typedef struct dh_map_acc {
     int64_t ndb;
     dh_map_opts opt;
     int64_t nq, nq_norel;
-    int64_t min_len;         /* shortest ranked list */
-    int min_complete;        /* smallest complete_upto */
-    double ap, ap_tie, apr, prad;          /* sums over queries */
+    int64_t min_len;              /* shortest ranked list */
+    int min_complete;             /* smallest complete_upto */
+    double ap, ap_tie, apr, prad; /* sums over queries */
     double pk[DH_MAP_MAX_K], rk[DH_MAP_MAX_K];
-    double *pr_p, *pr_r;     /* (bits+1) sums of P(r), R(r) */
-    const double *H;         /* harmonic numbers H[0..ndb] (borrowed) */
+    double *pr_p, *pr_r; /* (bits+1) sums of P(r), R(r) */
+    const double *H;     /* harmonic numbers H[0..ndb] (borrowed) */
 } dh_map_acc;
 
 /* Harmonic numbers H[0..n] (H[0] = 0). Caller frees. */
 double *dh_map_harmonic(int64_t n, dh_err *e);
 
-int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o,
-                    const double *H, dh_err *e);
+int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o, const double *H, dh_err *e);
 void dh_map_acc_free(dh_map_acc *a);
 /* Add one query's statistics (in query order, for reproducible sums). */
 void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r);
@@ -94,32 +93,29 @@ typedef struct dh_map_result {
     int64_t ks[DH_MAP_MAX_K];
     int have_k[DH_MAP_MAX_K];
     double pk[DH_MAP_MAX_K], rk[DH_MAP_MAX_K];
-    int pr_n;                 /* PR points for radius 0..pr_n-1 */
-    double *pr_p, *pr_r;      /* (pr_n) */
+    int pr_n;            /* PR points for radius 0..pr_n-1 */
+    double *pr_p, *pr_r; /* (pr_n) */
 } dh_map_result;
 int dh_map_acc_result(const dh_map_acc *a, dh_map_result *res, dh_err *e);
 void dh_map_result_free(dh_map_result *r);
 
 /* Fast path on the CPU: queries q (nq, W) with labels ql (nq), database db
  * (ndb, W) with labels dl (ndb). Adds every query to acc, in order. */
-int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq,
-               const uint64_t *db, const int32_t *dl, int64_t ndb, int bits,
-               int nthreads, dh_map_acc *acc, dh_err *e);
+int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl, int64_t ndb,
+               int bits, int nthreads, dh_map_acc *acc, dh_err *e);
 
 /* Statistics of one query from a ranked list (database rows idx with their
  * distances, in rank order); dl are the database labels, rel_total the
  * number of database items with label ql. complete_upto as in dh_map_qraw.
  * raw->hist and raw->relhist must point to bits+1 entries each. */
-int dh_map_list(const int64_t *idx, const int32_t *dist, int64_t n, int32_t ql,
-                const int32_t *dl, int64_t ndb, int bits, int64_t rel_total,
-                int complete_upto, const dh_map_opts *o, dh_map_qraw *raw, dh_err *e);
+int dh_map_list(const int64_t *idx, const int32_t *dist, int64_t n, int32_t ql, const int32_t *dl, int64_t ndb,
+                int bits, int64_t rel_total, int complete_upto, const dh_map_opts *o, dh_map_qraw *raw, dh_err *e);
 
 /* Fast path on the GPU (DH_USE_CUDA builds): same results as dh_map_cpu up
  * to the order of floating-point additions within a query (|diff| < 1e-12).
  * *gpu_seconds gets the time of the computation itself (upload of the
  * database excluded). Returns DH_EUNSUPPORTED without CUDA. */
-int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq,
-                const uint64_t *db, const int32_t *dl, int64_t ndb, int bits,
-                dh_map_acc *acc, double *gpu_seconds, dh_err *e);
+int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl, int64_t ndb,
+                int bits, dh_map_acc *acc, double *gpu_seconds, dh_err *e);
 
 #endif

@@ -2,11 +2,10 @@
 #include <string.h>
 #include "hamming.h"
 
-void dh_ham_pack(const uint8_t *bytes, int64_t n, int64_t bits, uint64_t *out)
-{
+void dh_ham_pack(const uint8_t *bytes, int64_t n, int64_t bits, uint64_t *out) {
     int W = dh_ham_words(bits);
-    int64_t nb = (bits + 7) / 8;             /* bytes per input row */
-    int tail = (int)(bits % 64);             /* valid bits in the last word, 0 = all */
+    int64_t nb = (bits + 7) / 8; /* bytes per input row */
+    int tail = (int)(bits % 64); /* valid bits in the last word, 0 = all */
     uint64_t lastmask = tail ? ((UINT64_C(1) << tail) - 1) : ~UINT64_C(0);
     for (int64_t i = 0; i < n; i++) {
         const uint8_t *src = bytes + i * nb;

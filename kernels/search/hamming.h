@@ -28,8 +28,7 @@
 
 DH_HD int dh_ham_words(int64_t bits) { return (int)((bits + 63) / 64); }
 
-DH_HD int dh_popcount64(uint64_t x)
-{
+DH_HD int dh_popcount64(uint64_t x) {
 #ifdef __CUDA_ARCH__
     return __popcll(x);
 #else
@@ -38,8 +37,7 @@ DH_HD int dh_popcount64(uint64_t x)
 }
 
 /* Hamming distance between two rows of W words. */
-DH_HD int dh_ham_dist(const uint64_t *a, const uint64_t *b, int W)
-{
+DH_HD int dh_ham_dist(const uint64_t *a, const uint64_t *b, int W) {
     int d = 0;
     for (int w = 0; w < W; w++) d += dh_popcount64(a[w] ^ b[w]);
     return d;

@@ -5,15 +5,15 @@
 #include <unistd.h>
 #include "rank.h"
 
-void dh_rank_result_free(dh_rank_result *r)
-{
+void dh_rank_result_free(dh_rank_result *r) {
     if (!r) return;
-    free(r->off); free(r->idx); free(r->dist);
+    free(r->off);
+    free(r->idx);
+    free(r->dist);
     memset(r, 0, sizeof *r);
 }
 
-int dh_rank_default_threads(void)
-{
+int dh_rank_default_threads(void) {
     const char *s = getenv("DH_THREADS");
     int n = 0;
     if (s && dh_parse_int(s, 1, 1024, &n) == 0) return n;
@@ -28,30 +28,36 @@ typedef struct par_arg {
     int tid;
 } par_arg;
 
-static void *par_main(void *p)
-{
+static void *par_main(void *p) {
     par_arg *a = p;
     a->fn(a->ctx, a->i0, a->i1, a->tid);
     return NULL;
 }
 
-int dh_rank_parallel(int nthreads, int64_t n,
-                     void (*fn)(void *ctx, int64_t i0, int64_t i1, int tid), void *ctx)
-{
+int dh_rank_parallel(int nthreads, int64_t n, void (*fn)(void *ctx, int64_t i0, int64_t i1, int tid), void *ctx) {
     if (n <= 0) return 0;
     if (nthreads > n) nthreads = (int)n;
-    if (nthreads <= 1) { fn(ctx, 0, n, 0); return 0; }
+    if (nthreads <= 1) {
+        fn(ctx, 0, n, 0);
+        return 0;
+    }
     pthread_t th[256];
     par_arg arg[256];
     if (nthreads > 256) nthreads = 256;
     int started = 0, rc = 0;
     for (int t = 0; t < nthreads; t++) {
-        arg[t].fn = fn; arg[t].ctx = ctx; arg[t].tid = t;
-        arg[t].i0 = n * t / nthreads; arg[t].i1 = n * (t + 1) / nthreads;
+        arg[t].fn = fn;
+        arg[t].ctx = ctx;
+        arg[t].tid = t;
+        arg[t].i0 = n * t / nthreads;
+        arg[t].i1 = n * (t + 1) / nthreads;
     }
     /* thread 0's range runs in the calling thread */
     for (int t = 1; t < nthreads; t++) {
-        if (pthread_create(&th[t], NULL, par_main, &arg[t]) != 0) { rc = -1; break; }
+        if (pthread_create(&th[t], NULL, par_main, &arg[t]) != 0) {
+            rc = -1;
+            break;
+        }
         started = t;
     }
     fn(ctx, arg[0].i0, arg[0].i1, 0);
@@ -63,12 +69,12 @@ int dh_rank_parallel(int nthreads, int64_t n,
 /* ---- per-query streaming selection ----------------------------------------- */
 
 typedef struct qsel {
-    int64_t *cnt;     // (bits+1) accepted rows per distance
-    int bound;        // a row is accepted iff its distance < bound
-    int64_t inb;      // accepted rows with distance < bound
+    int64_t *cnt; // (bits+1) accepted rows per distance
+    int bound;    // a row is accepted iff its distance < bound
+    int64_t inb;  // accepted rows with distance < bound
     int64_t n, cap;
-    int64_t *idx;     // (cap) candidates in database order
-    uint16_t *d;      // (cap)
+    int64_t *idx; // (cap) candidates in database order
+    uint16_t *d;  // (cap)
     int oom;
 } qsel;
 
@@ -76,13 +82,13 @@ typedef struct rank_job {
     const uint64_t *q, *db;
     int64_t nq, ndb;
     int bits, W;
-    int64_t R;        // rows wanted per query, 1..ndb
-    int maxd;         // largest distance accepted (radius or bits)
+    int64_t R; // rows wanted per query, 1..ndb
+    int maxd;  // largest distance accepted (radius or bits)
     int64_t cap0;
-    int qb;           // queries per block
-    int64_t tile;     // database rows per tile
-    int simd;         // use the AVX-512 tile loop
-    int64_t *res_n;   // (nq)
+    int qb;         // queries per block
+    int64_t tile;   // database rows per tile
+    int simd;       // use the AVX-512 tile loop
+    int64_t *res_n; // (nq)
     int64_t **res_idx;
     uint16_t **res_d;
     int oom;
@@ -91,20 +97,20 @@ typedef struct rank_job {
 
 /* Keep what can still be in the top R: rows below the bound, then the first
  * R - inb rows at the bound. */
-static void qsel_compact(qsel *s, int64_t R)
-{
+static void qsel_compact(qsel *s, int64_t R) {
     int64_t keep_at = R - s->inb, m = 0;
     for (int64_t i = 0; i < s->n; i++) {
         int d = s->d[i];
         if (d < s->bound || (d == s->bound && keep_at-- > 0)) {
-            s->idx[m] = s->idx[i]; s->d[m] = s->d[i]; m++;
+            s->idx[m] = s->idx[i];
+            s->d[m] = s->d[i];
+            m++;
         }
     }
     s->n = m;
 }
 
-static int qsel_grow(qsel *s, int64_t maxcap)
-{
+static int qsel_grow(qsel *s, int64_t maxcap) {
     int64_t nc = s->cap * 2;
     if (nc > maxcap) nc = maxcap;
     if (nc <= s->cap) nc = s->cap + 1;
@@ -118,15 +124,23 @@ static int qsel_grow(qsel *s, int64_t maxcap)
     return 0;
 }
 
-static inline void qsel_accept(qsel *s, int64_t j, int d, int64_t R, int64_t ndb)
-{
+static inline void qsel_accept(qsel *s, int64_t j, int d, int64_t R, int64_t ndb) {
     if (s->n == s->cap) {
         if (R < ndb && s->n > R) qsel_compact(s, R);
-        if (s->n == s->cap && qsel_grow(s, ndb) != 0) { s->oom = 1; return; }
+        if (s->n == s->cap && qsel_grow(s, ndb) != 0) {
+            s->oom = 1;
+            return;
+        }
     }
-    s->idx[s->n] = j; s->d[s->n] = (uint16_t)d; s->n++;
-    s->cnt[d]++; s->inb++;
-    while (s->inb >= R) { s->bound--; s->inb -= s->cnt[s->bound]; }
+    s->idx[s->n] = j;
+    s->d[s->n] = (uint16_t)d;
+    s->n++;
+    s->cnt[d]++;
+    s->inb++;
+    while (s->inb >= R) {
+        s->bound--;
+        s->inb -= s->cnt[s->bound];
+    }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -135,10 +149,8 @@ static inline void qsel_accept(qsel *s, int64_t j, int d, int64_t R, int64_t ndb
 /* Codes of at most 64 bits, 8 database rows at a time with AVX-512
  * VPOPCNTQ; rows under the bound are accepted one by one in database
  * order (the bound is re-read, it may shrink within the 8). */
-__attribute__((target("avx512f,avx512vpopcntdq")))
-static void rank_tile_w1_avx512(qsel *s, uint64_t a, const uint64_t *db, int64_t j0, int64_t j1,
-                                int64_t R, int64_t ndb)
-{
+__attribute__((target("avx512f,avx512vpopcntdq"))) static void
+rank_tile_w1_avx512(qsel *s, uint64_t a, const uint64_t *db, int64_t j0, int64_t j1, int64_t R, int64_t ndb) {
     __m512i qa = _mm512_set1_epi64((long long)a);
     int64_t j = j0;
     for (; j + 8 <= j1; j += 8) {
@@ -162,8 +174,7 @@ static void rank_tile_w1_avx512(qsel *s, uint64_t a, const uint64_t *db, int64_t
 #endif
 
 /* AVX-512 VPOPCNTQ when the processor has it, unless DH_NO_SIMD is set. */
-static int rank_use_avx512(void)
-{
+static int rank_use_avx512(void) {
 #ifdef RANK_HAVE_AVX512
     const char *v = getenv("DH_NO_SIMD");
     if (v && *v && strcmp(v, "0") != 0) return 0;
@@ -176,19 +187,21 @@ static int rank_use_avx512(void)
 
 /* One tile of the database against one query, distance computation
  * specialised on the word count so the inner loop stays tight. */
-#define TILE_LOOP(DIST) \
-    for (int64_t j = j0; j < j1; j++) { \
-        int d_ = (DIST); \
-        if (d_ < s->bound) qsel_accept(s, j, d_, R, ndb); \
+#define TILE_LOOP(DIST)                                                                                                \
+    for (int64_t j = j0; j < j1; j++) {                                                                                \
+        int d_ = (DIST);                                                                                               \
+        if (d_ < s->bound) qsel_accept(s, j, d_, R, ndb);                                                              \
     }
 
-static void rank_tile(const rank_job *jb, qsel *s, const uint64_t *qw, int64_t j0, int64_t j1)
-{
+static void rank_tile(const rank_job *jb, qsel *s, const uint64_t *qw, int64_t j0, int64_t j1) {
     const uint64_t *db = jb->db;
     int64_t R = jb->R, ndb = jb->ndb;
     int W = jb->W;
 #ifdef RANK_HAVE_AVX512
-    if (W == 1 && jb->simd) { rank_tile_w1_avx512(s, qw[0], db, j0, j1, R, ndb); return; }
+    if (W == 1 && jb->simd) {
+        rank_tile_w1_avx512(s, qw[0], db, j0, j1, R, ndb);
+        return;
+    }
 #endif
     if (W == 1) {
         uint64_t a = qw[0];
@@ -203,8 +216,7 @@ static void rank_tile(const rank_job *jb, qsel *s, const uint64_t *qw, int64_t j
 
 /* Stable counting sort of the candidates by distance; first min(R, n) go
  * to the result. */
-static int qsel_finish(const rank_job *jb, qsel *s, int64_t qi)
-{
+static int qsel_finish(const rank_job *jb, qsel *s, int64_t qi) {
     int nb = jb->bits + 1;
     int64_t *pos = calloc((size_t)nb + 1, sizeof *pos);
     if (!pos) return -1;
@@ -213,18 +225,27 @@ static int qsel_finish(const rank_job *jb, qsel *s, int64_t qi)
     int64_t m = s->n < jb->R ? s->n : jb->R;
     int64_t *oi = malloc((size_t)(m ? m : 1) * sizeof *oi);
     uint16_t *od = malloc((size_t)(m ? m : 1) * sizeof *od);
-    if (!oi || !od) { free(pos); free(oi); free(od); return -1; }
+    if (!oi || !od) {
+        free(pos);
+        free(oi);
+        free(od);
+        return -1;
+    }
     for (int64_t i = 0; i < s->n; i++) {
         int64_t p = pos[s->d[i]]++;
-        if (p < m) { oi[p] = s->idx[i]; od[p] = s->d[i]; }
+        if (p < m) {
+            oi[p] = s->idx[i];
+            od[p] = s->d[i];
+        }
     }
     free(pos);
-    jb->res_n[qi] = m; jb->res_idx[qi] = oi; jb->res_d[qi] = od;
+    jb->res_n[qi] = m;
+    jb->res_idx[qi] = oi;
+    jb->res_d[qi] = od;
     return 0;
 }
 
-static void rank_worker(void *ctx, int64_t q0, int64_t q1, int tid)
-{
+static void rank_worker(void *ctx, int64_t q0, int64_t q1, int tid) {
     rank_job *jb = ctx;
     int qb = jb->qb, nb = jb->bits + 1;
     qsel *st = calloc((size_t)qb, sizeof *st);
@@ -240,30 +261,41 @@ static void rank_worker(void *ctx, int64_t q0, int64_t q1, int tid)
         for (int64_t qi = b0; qi < b1; qi++) {
             qsel *s = &st[qi - b0];
             memset(s->cnt, 0, (size_t)nb * sizeof(int64_t));
-            s->bound = jb->maxd + 1; s->inb = 0; s->n = 0; s->oom = 0;
+            s->bound = jb->maxd + 1;
+            s->inb = 0;
+            s->n = 0;
+            s->oom = 0;
             if (s->cap < jb->cap0) s->cap = jb->cap0;
         }
         for (int64_t j0 = 0; j0 < jb->ndb; j0 += jb->tile) {
             int64_t j1 = j0 + jb->tile < jb->ndb ? j0 + jb->tile : jb->ndb;
-            for (int64_t qi = b0; qi < b1; qi++)
-                rank_tile(jb, &st[qi - b0], jb->q + qi * jb->W, j0, j1);
+            for (int64_t qi = b0; qi < b1; qi++) rank_tile(jb, &st[qi - b0], jb->q + qi * jb->W, j0, j1);
         }
         for (int64_t qi = b0; qi < b1; qi++) {
-            if (st[qi - b0].oom || qsel_finish(jb, &st[qi - b0], qi) != 0) { oom = 1; break; }
+            if (st[qi - b0].oom || qsel_finish(jb, &st[qi - b0], qi) != 0) {
+                oom = 1;
+                break;
+            }
         }
     }
     if (st) {
-        for (int i = 0; i < qb; i++) { free(st[i].cnt); free(st[i].idx); free(st[i].d); }
+        for (int i = 0; i < qb; i++) {
+            free(st[i].cnt);
+            free(st[i].idx);
+            free(st[i].d);
+        }
         free(st);
     }
-    if (oom) { pthread_mutex_lock(&jb->mu); jb->oom = 1; pthread_mutex_unlock(&jb->mu); }
+    if (oom) {
+        pthread_mutex_lock(&jb->mu);
+        jb->oom = 1;
+        pthread_mutex_unlock(&jb->mu);
+    }
     (void)tid;
 }
 
-int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
-                int bits, int64_t top, int radius, int nthreads,
-                dh_rank_result *out, dh_err *e)
-{
+int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb, int bits, int64_t top, int radius,
+                int nthreads, dh_rank_result *out, dh_err *e) {
     memset(out, 0, sizeof *out);
     if (bits < 1 || bits > DH_HAMMING_MAX_BITS)
         return dh_seterr(e, DH_EINVAL, "code length %d outside 1..%d", bits, DH_HAMMING_MAX_BITS);
@@ -271,7 +303,12 @@ int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
     if (nq < 0 || ndb < 0) return dh_seterr(e, DH_EINVAL, "negative row count");
     rank_job jb;
     memset(&jb, 0, sizeof jb);
-    jb.q = q; jb.db = db; jb.nq = nq; jb.ndb = ndb; jb.bits = bits; jb.W = dh_ham_words(bits);
+    jb.q = q;
+    jb.db = db;
+    jb.nq = nq;
+    jb.ndb = ndb;
+    jb.bits = bits;
+    jb.W = dh_ham_words(bits);
     jb.R = top < ndb ? top : ndb;
     jb.maxd = (radius >= 0 && radius < bits) ? radius : bits;
     out->nq = nq;
@@ -280,11 +317,16 @@ int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
     if (ndb == 0 || nq == 0) {
         out->idx = dh_malloc(e, 1, sizeof *out->idx);
         out->dist = dh_malloc(e, 1, sizeof *out->dist);
-        if (!out->idx || !out->dist) { dh_rank_result_free(out); return DH_ENOMEM; }
+        if (!out->idx || !out->dist) {
+            dh_rank_result_free(out);
+            return DH_ENOMEM;
+        }
         return DH_OK;
     }
-    if (jb.R < ndb) jb.cap0 = 2 * jb.R < ndb ? 2 * jb.R : ndb;
-    else jb.cap0 = ndb < 4096 ? ndb : 4096;
+    if (jb.R < ndb)
+        jb.cap0 = 2 * jb.R < ndb ? 2 * jb.R : ndb;
+    else
+        jb.cap0 = ndb < 4096 ? ndb : 4096;
     /* queries per block: their candidate buffers should stay around 8 MiB */
     int64_t qb = (8 << 20) / (jb.cap0 * 10 + 1);
     jb.qb = (int)(qb < 1 ? 1 : (qb > 16 ? 16 : qb));
@@ -295,41 +337,53 @@ int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
     jb.res_idx = dh_calloc(e, (size_t)nq, sizeof *jb.res_idx);
     jb.res_d = dh_calloc(e, (size_t)nq, sizeof *jb.res_d);
     int rc = DH_OK;
-    if (!jb.res_n || !jb.res_idx || !jb.res_d) { rc = DH_ENOMEM; goto done; }
+    if (!jb.res_n || !jb.res_idx || !jb.res_d) {
+        rc = DH_ENOMEM;
+        goto done;
+    }
     pthread_mutex_init(&jb.mu, NULL);
     if (nthreads < 1) nthreads = 1;
     dh_rank_parallel(nthreads, nq, rank_worker, &jb);
     pthread_mutex_destroy(&jb.mu);
-    if (jb.oom) { rc = dh_seterr(e, DH_ENOMEM, "out of memory ranking %lld queries", (long long)nq); goto done; }
+    if (jb.oom) {
+        rc = dh_seterr(e, DH_ENOMEM, "out of memory ranking %lld queries", (long long)nq);
+        goto done;
+    }
     for (int64_t i = 0; i < nq; i++) out->off[i + 1] = out->off[i] + jb.res_n[i];
     int64_t tot = out->off[nq];
     out->idx = dh_malloc(e, (size_t)(tot ? tot : 1), sizeof *out->idx);
     out->dist = dh_malloc(e, (size_t)(tot ? tot : 1), sizeof *out->dist);
-    if (!out->idx || !out->dist) { rc = DH_ENOMEM; goto done; }
+    if (!out->idx || !out->dist) {
+        rc = DH_ENOMEM;
+        goto done;
+    }
     for (int64_t i = 0; i < nq; i++) {
         int64_t o = out->off[i];
         memcpy(out->idx + o, jb.res_idx[i], (size_t)jb.res_n[i] * sizeof(int64_t));
         for (int64_t k = 0; k < jb.res_n[i]; k++) out->dist[o + k] = jb.res_d[i][k];
     }
 done:
-    if (jb.res_idx) for (int64_t i = 0; i < nq; i++) free(jb.res_idx[i]);
-    if (jb.res_d) for (int64_t i = 0; i < nq; i++) free(jb.res_d[i]);
-    free(jb.res_n); free(jb.res_idx); free(jb.res_d);
+    if (jb.res_idx)
+        for (int64_t i = 0; i < nq; i++) free(jb.res_idx[i]);
+    if (jb.res_d)
+        for (int64_t i = 0; i < nq; i++) free(jb.res_d[i]);
+    free(jb.res_n);
+    free(jb.res_idx);
+    free(jb.res_d);
     if (rc != DH_OK) dh_rank_result_free(out);
     return rc;
 }
 
 #if !DH_USE_CUDA
-struct dh_rank_cuda { int unused; };
-int dh_rank_cuda_open(dh_rank_cuda **ctx, const uint64_t *db, int64_t ndb, int bits,
-                      const int32_t *labels, dh_err *e)
-{
+struct dh_rank_cuda {
+    int unused;
+};
+int dh_rank_cuda_open(dh_rank_cuda **ctx, const uint64_t *db, int64_t ndb, int bits, const int32_t *labels, dh_err *e) {
     *ctx = NULL;
     return dh_seterr(e, DH_EUNSUPPORTED, "this build has no CUDA backend");
 }
-int dh_rank_cuda_run(dh_rank_cuda *ctx, const uint64_t *q, int64_t nq,
-                     int64_t top, int radius, dh_rank_result *out, dh_err *e)
-{
+int dh_rank_cuda_run(dh_rank_cuda *ctx, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out,
+                     dh_err *e) {
     return dh_seterr(e, DH_EUNSUPPORTED, "this build has no CUDA backend");
 }
 void dh_rank_cuda_close(dh_rank_cuda *ctx) { (void)ctx; }

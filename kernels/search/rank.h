@@ -23,16 +23,16 @@
 #include "dh_util.h"
 #include "hamming.h"
 
-#define DH_RANK_ALL  INT64_MAX   /* top = all rows */
+#define DH_RANK_ALL      INT64_MAX /* top = all rows */
 #define DH_RANK_NORADIUS (-1)
 
 /* Results for a batch of queries, CSR: the list of query i is
  * idx[off[i] .. off[i+1]) with distances dist[...]. */
 typedef struct dh_rank_result {
     int64_t nq;
-    int64_t *off;    // (nq+1)
-    int64_t *idx;    // (off[nq]) database row numbers
-    int32_t *dist;   // (off[nq]) Hamming distances
+    int64_t *off;  // (nq+1)
+    int64_t *idx;  // (off[nq]) database row numbers
+    int32_t *dist; // (off[nq]) Hamming distances
 } dh_rank_result;
 void dh_rank_result_free(dh_rank_result *r);
 
@@ -43,15 +43,13 @@ int dh_rank_default_threads(void);
 /* Run fn(ctx, i0, i1, tid) over [0, n) split into `nthreads` contiguous
  * ranges on pthreads (in the calling thread when nthreads <= 1). Returns 0,
  * or -1 if a thread could not be created (the work is then done inline). */
-int dh_rank_parallel(int nthreads, int64_t n,
-                     void (*fn)(void *ctx, int64_t i0, int64_t i1, int tid), void *ctx);
+int dh_rank_parallel(int nthreads, int64_t n, void (*fn)(void *ctx, int64_t i0, int64_t i1, int tid), void *ctx);
 
 /* CPU ranking. top >= 1 (DH_RANK_ALL for every row); radius >= 0 keeps only
  * rows with distance <= radius (DH_RANK_NORADIUS: no limit). bits is the
  * code length (distances are <= bits). */
-int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
-                int bits, int64_t top, int radius, int nthreads,
-                dh_rank_result *out, dh_err *e);
+int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb, int bits, int64_t top, int radius,
+                int nthreads, dh_rank_result *out, dh_err *e);
 
 /* CUDA ranking (identical results to dh_rank_cpu). A context keeps the
  * database on the device between batches of queries. Only when built with
@@ -59,8 +57,8 @@ int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb,
 typedef struct dh_rank_cuda dh_rank_cuda;
 int dh_rank_cuda_open(dh_rank_cuda **ctx, const uint64_t *db, int64_t ndb, int bits,
                       const int32_t *labels /* (ndb) or NULL */, dh_err *e);
-int dh_rank_cuda_run(dh_rank_cuda *ctx, const uint64_t *q, int64_t nq,
-                     int64_t top, int radius, dh_rank_result *out, dh_err *e);
+int dh_rank_cuda_run(dh_rank_cuda *ctx, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out,
+                     dh_err *e);
 void dh_rank_cuda_close(dh_rank_cuda *ctx);
 /* 1 if a CUDA device can be used (0 in CPU-only builds). */
 int dh_rank_cuda_available(void);

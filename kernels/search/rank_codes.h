@@ -14,8 +14,8 @@ int dh_codes_schema(const dhs_schema *s, int *bits, int *label_field, int *id_fi
 typedef struct dh_codeset {
     int64_t n;
     int bits, W;
-    uint64_t *w;      // (n, W) codes in word form
-    int32_t *label;   // (n) or NULL when the stream has no labels
+    uint64_t *w;    // (n, W) codes in word form
+    int32_t *label; // (n) or NULL when the stream has no labels
 } dh_codeset;
 
 /* Load a whole codes stream (path "-" or NULL: stdin). need_labels: fail

@@ -33,7 +33,10 @@ static int mem_file(const uint8_t *buf, size_t n, char *p, size_t pn) {
     size_t o = 0;
     while (o < n) {
         ssize_t w = write(fd, buf + o, n - o);
-        if (w <= 0) { close(fd); return -1; }
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
         o += (size_t)w;
     }
     snprintf(p, pn, "/proc/self/fd/%d", fd);
@@ -59,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dh_ingest_limits lim = fuzz_limits();
     int mode = data[0] % 3, sel = data[1];
     if (mode == 0) {
-        static const int wc[3] = {0, 1, 3};
+        static const int wc[3] = { 0, 1, 3 };
         dh_decoder *d = dh_decoder_new(&e);
         if (!d) return 0;
         dh_image im;
@@ -75,9 +78,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dh_ingest_opts o;
     dh_ingest_opts_init(&o);
     o.lim = lim;
-    o.threads = 1;  /* deterministic */
+    o.threads = 1; /* deterministic */
     o.skip_bad = sel & 1;
-    if (sel & 2) { o.resize_w = 5; o.resize_h = 3; }
+    if (sel & 2) {
+        o.resize_w = 5;
+        o.resize_h = 3;
+    }
     if (sel & 4) o.channels = (sel & 8) ? 3 : 1;
     char p1[64], p2[64];
     int fd1 = -1, fd2 = -1;
@@ -91,19 +97,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fd1 = mem_file(rest, ni, p1, sizeof p1);
         fd2 = mem_file(rest + ni, nr - ni, p2, sizeof p2);
         if (fd1 >= 0 && fd2 >= 0) {
-            const char *paths[2] = {p1, p2};
+            const char *paths[2] = { p1, p2 };
             o.kind = DH_SRC_IDX;
             if (dh_ingest_load(paths, 2, &o, &s, &e) == DH_OK) use_set(&s, &o);
             dh_ingest_free(&s);
         }
     } else {
-        static const dh_src_kind kinds[4] = {DH_SRC_AUTO, DH_SRC_IMAGES, DH_SRC_CIFAR, DH_SRC_IDX};
-        static const char *const splits[4] = {NULL, "all", "train", "test"};
+        static const dh_src_kind kinds[4] = { DH_SRC_AUTO, DH_SRC_IMAGES, DH_SRC_CIFAR, DH_SRC_IDX };
+        static const char *const splits[4] = { NULL, "all", "train", "test" };
         o.kind = kinds[(sel >> 4) & 3];
         o.split = splits[(sel >> 6) & 3];
         fd1 = mem_file(data + 2, size - 2, p1, sizeof p1);
         if (fd1 >= 0) {
-            const char *paths[1] = {p1};
+            const char *paths[1] = { p1 };
             if (dh_ingest_load(paths, 1, &o, &s, &e) == DH_OK) use_set(&s, &o);
             dh_ingest_free(&s);
         }

@@ -5,7 +5,7 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char *text = malloc(size + 1);  /* netspec_parse takes a C string */
+    char *text = malloc(size + 1); /* netspec_parse takes a C string */
     if (!text) return 0;
     memcpy(text, data, size);
     text[size] = 0;

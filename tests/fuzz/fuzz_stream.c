@@ -10,7 +10,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FILE *f = fmemopen((void *)data, size, "rb");
     if (!f) return 0;
     dhs_limits lim = dhs_default_limits;
-    lim.max_chunk_bytes = 1 << 20;  /* keep allocations within the fuzzer's budget */
+    lim.max_chunk_bytes = 1 << 20; /* keep allocations within the fuzzer's budget */
     lim.max_header_bytes = 1 << 20;
     dh_err e;
     dhs_reader *r = dhs_open(f, "fuzz", &lim, &e);

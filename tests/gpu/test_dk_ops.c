@@ -19,15 +19,20 @@
 
 static uint64_t seedc = 100;
 
-typedef struct { dk_tensor c, g; } pair;
+typedef struct {
+    dk_tensor c, g;
+} pair;
 
-static void die_e(const dh_err *e) { fprintf(stderr, "test_dk_ops: %s\n", e->msg); exit(1); }
+static void die_e(const dh_err *e) {
+    fprintf(stderr, "test_dk_ops: %s\n", e->msg);
+    exit(1);
+}
 
 static pair Z(int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
     pair p;
     dh_err e;
-    if (dk_tensor_alloc4(&p.c, DK_CPU, ndim, a, b, c, d, &e) ||
-        dk_tensor_alloc4(&p.g, DK_CUDA, ndim, a, b, c, d, &e)) die_e(&e);
+    if (dk_tensor_alloc4(&p.c, DK_CPU, ndim, a, b, c, d, &e) || dk_tensor_alloc4(&p.g, DK_CUDA, ndim, a, b, c, d, &e))
+        die_e(&e);
     return p;
 }
 /* uniform in [lo, hi) on both */
@@ -37,7 +42,10 @@ static pair U(int ndim, int64_t a, int64_t b, int64_t c, int64_t d, float lo, fl
     if (dk_rand_uniform(&p.c, lo, hi, seedc++, 0, &e) || dk_copy(&p.g, &p.c, &e)) die_e(&e);
     return p;
 }
-static void F(pair *p) { dk_tensor_free(&p->c); dk_tensor_free(&p->g); }
+static void F(pair *p) {
+    dk_tensor_free(&p->c);
+    dk_tensor_free(&p->g);
+}
 
 /* Compare; prints "name: max abs A, max rel R" and returns 1 when within tolerance. */
 static int cmp(const char *name, const pair *p, double atol, double rtol) {
@@ -53,21 +61,30 @@ static int cmp(const char *name, const pair *p, double atol, double rtol) {
         if (fabs(r) > 1e-6) mrel = fmax(mrel, d / fabs(r));
         double q = d / (atol + rtol * fabs(r));
         if (atol == 0 && rtol == 0) q = d > 0 ? INFINITY : 0;
-        if (q > worst) { worst = q; wi = i; }
+        if (q > worst) {
+            worst = q;
+            wi = i;
+        }
     }
     int ok = worst <= 1.0;
-    printf("  %-28s max abs %.3g  max rel %.3g  (n %lld, tol %g + %g|ref|)%s\n", name, mabs, mrel,
-           (long long)p->c.n, atol, rtol, ok ? "" : "  <-- over");
+    printf("  %-28s max abs %.3g  max rel %.3g  (n %lld, tol %g + %g|ref|)%s\n", name, mabs, mrel, (long long)p->c.n,
+           atol, rtol, ok ? "" : "  <-- over");
     if (!ok) printf("    worst at %lld: cpu %.9g gpu %.9g\n", (long long)wi, p->c.data[wi], h[wi]);
     free(h);
     return ok;
 }
 #define EXACT 0, 0
 #define TRANS 1e-6, 1e-5
-#define GEMM 1e-4, 1e-3
+#define GEMM  1e-4, 1e-3
 /* Both backends: the call with tensors picked by `.c`/`.g` through macro X. */
-#define BOTH(expr_c, expr_g) do { dh_err e_; if ((expr_c) != 0 || (expr_g) != 0) { \
-    CHECKF(0, "%s: %s", #expr_g, e_.msg); return; } } while (0)
+#define BOTH(expr_c, expr_g)                                                                                           \
+    do {                                                                                                               \
+        dh_err e_;                                                                                                     \
+        if ((expr_c) != 0 || (expr_g) != 0) {                                                                          \
+            CHECKF(0, "%s: %s", #expr_g, e_.msg);                                                                      \
+            return;                                                                                                    \
+        }                                                                                                              \
+    } while (0)
 
 /* ---- tests -------------------------------------------------------------------------------------------------- */
 static void t_gemm(void) {
@@ -77,11 +94,14 @@ static void t_gemm(void) {
             pair A = ta ? U(2, K, M, 1, 1, -1, 1) : U(2, M, K, 1, 1, -1, 1);
             pair B = tb ? U(2, N, K, 1, 1, -1, 1) : U(2, K, N, 1, 1, -1, 1);
             pair C = U(2, M, N, 1, 1, -1, 1);
-            BOTH(dk_matmul(&A.c, ta, &B.c, tb, 1.5f, 0.5f, &C.c, &e_), dk_matmul(&A.g, ta, &B.g, tb, 1.5f, 0.5f, &C.g, &e_));
+            BOTH(dk_matmul(&A.c, ta, &B.c, tb, 1.5f, 0.5f, &C.c, &e_),
+                 dk_matmul(&A.g, ta, &B.g, tb, 1.5f, 0.5f, &C.g, &e_));
             char name[64];
             snprintf(name, sizeof name, "matmul tA=%d tB=%d", ta, tb);
             CHECK(cmp(name, &C, GEMM));
-            F(&A); F(&B); F(&C);
+            F(&A);
+            F(&B);
+            F(&C);
         }
 }
 
@@ -97,7 +117,7 @@ static void t_fc(void) {
     CHECK(cmp("fc_backward dx", &dx, GEMM));
     CHECK(cmp("fc_backward dw", &dw, GEMM));
     CHECK(cmp("fc_backward db", &db, GEMM));
-    pair *all[] = {&x, &w, &b, &y, &dy, &dx, &dw, &db};
+    pair *all[] = { &x, &w, &b, &y, &dy, &dx, &dw, &db };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
 }
 
@@ -107,15 +127,21 @@ static void conv_case(const char *tag, int N, int C, int H, int W, int Fo, int K
     pair y = Z(4, N, Fo, OH, OW), dy = U(4, N, Fo, OH, OW, -1, 1);
     pair dx = Z(4, N, C, H, W), dw = Z(4, Fo, C, K, K), db = Z(1, Fo, 1, 1, 1);
     BOTH(dk_conv2d_forward(&x.c, &w.c, &b.c, s, p, &y.c, &e_), dk_conv2d_forward(&x.g, &w.g, &b.g, s, p, &y.g, &e_));
-    BOTH(dk_conv2d_backward_data(&dy.c, &w.c, s, p, &dx.c, &e_), dk_conv2d_backward_data(&dy.g, &w.g, s, p, &dx.g, &e_));
-    BOTH(dk_conv2d_backward_filter(&x.c, &dy.c, s, p, &dw.c, &e_), dk_conv2d_backward_filter(&x.g, &dy.g, s, p, &dw.g, &e_));
+    BOTH(dk_conv2d_backward_data(&dy.c, &w.c, s, p, &dx.c, &e_),
+         dk_conv2d_backward_data(&dy.g, &w.g, s, p, &dx.g, &e_));
+    BOTH(dk_conv2d_backward_filter(&x.c, &dy.c, s, p, &dw.c, &e_),
+         dk_conv2d_backward_filter(&x.g, &dy.g, s, p, &dw.g, &e_));
     BOTH(dk_conv2d_backward_bias(&dy.c, &db.c, &e_), dk_conv2d_backward_bias(&dy.g, &db.g, &e_));
     char name[96];
-    snprintf(name, sizeof name, "conv %s forward", tag);          CHECK(cmp(name, &y, GEMM));
-    snprintf(name, sizeof name, "conv %s backward data", tag);    CHECK(cmp(name, &dx, GEMM));
-    snprintf(name, sizeof name, "conv %s backward filter", tag);  CHECK(cmp(name, &dw, 1e-3, 1e-3));
-    snprintf(name, sizeof name, "conv %s backward bias", tag);    CHECK(cmp(name, &db, 1e-3, 1e-3));
-    pair *all[] = {&x, &w, &b, &y, &dy, &dx, &dw, &db};
+    snprintf(name, sizeof name, "conv %s forward", tag);
+    CHECK(cmp(name, &y, GEMM));
+    snprintf(name, sizeof name, "conv %s backward data", tag);
+    CHECK(cmp(name, &dx, GEMM));
+    snprintf(name, sizeof name, "conv %s backward filter", tag);
+    CHECK(cmp(name, &dw, 1e-3, 1e-3));
+    snprintf(name, sizeof name, "conv %s backward bias", tag);
+    CHECK(cmp(name, &db, 1e-3, 1e-3));
+    pair *all[] = { &x, &w, &b, &y, &dy, &dx, &dw, &db };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
 }
 
@@ -142,22 +168,31 @@ static void t_batchnorm(void) {
              dk_batchnorm_forward_infer(&x.g, &g.g, &b.g, &rm.g, &rv.g, 1e-5f, &yi.g, &e_));
         const char *t = four ? "bn4d" : "bn2d";
         char name[64];
-        snprintf(name, sizeof name, "%s train y", t);        CHECK(cmp(name, &y, GEMM));
-        snprintf(name, sizeof name, "%s save_mean", t);      CHECK(cmp(name, &sm, GEMM));
-        snprintf(name, sizeof name, "%s save_invstd", t);    CHECK(cmp(name, &si, GEMM));
-        snprintf(name, sizeof name, "%s running_mean", t);   CHECK(cmp(name, &rm, GEMM));
-        snprintf(name, sizeof name, "%s running_var", t);    CHECK(cmp(name, &rv, GEMM));
-        snprintf(name, sizeof name, "%s backward dx", t);    CHECK(cmp(name, &dx, GEMM));
-        snprintf(name, sizeof name, "%s backward dgamma", t);CHECK(cmp(name, &dg, 1e-3, 1e-3));
-        snprintf(name, sizeof name, "%s backward dbeta", t); CHECK(cmp(name, &dbt, 1e-3, 1e-3));
-        snprintf(name, sizeof name, "%s infer y", t);        CHECK(cmp(name, &yi, GEMM));
-        pair *all[] = {&x, &g, &b, &rm, &rv, &y, &sm, &si, &dy, &dx, &dg, &dbt, &yi};
+        snprintf(name, sizeof name, "%s train y", t);
+        CHECK(cmp(name, &y, GEMM));
+        snprintf(name, sizeof name, "%s save_mean", t);
+        CHECK(cmp(name, &sm, GEMM));
+        snprintf(name, sizeof name, "%s save_invstd", t);
+        CHECK(cmp(name, &si, GEMM));
+        snprintf(name, sizeof name, "%s running_mean", t);
+        CHECK(cmp(name, &rm, GEMM));
+        snprintf(name, sizeof name, "%s running_var", t);
+        CHECK(cmp(name, &rv, GEMM));
+        snprintf(name, sizeof name, "%s backward dx", t);
+        CHECK(cmp(name, &dx, GEMM));
+        snprintf(name, sizeof name, "%s backward dgamma", t);
+        CHECK(cmp(name, &dg, 1e-3, 1e-3));
+        snprintf(name, sizeof name, "%s backward dbeta", t);
+        CHECK(cmp(name, &dbt, 1e-3, 1e-3));
+        snprintf(name, sizeof name, "%s infer y", t);
+        CHECK(cmp(name, &yi, GEMM));
+        pair *all[] = { &x, &g, &b, &rm, &rv, &y, &sm, &si, &dy, &dx, &dg, &dbt, &yi };
         for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
     }
 }
 
 static void t_activations(void) {
-    const char *names[] = {"relu", "gelu", "sigmoid", "tanh"};
+    const char *names[] = { "relu", "gelu", "sigmoid", "tanh" };
     for (int op = 0; op < 4; op++) {
         pair x = U(2, 1000, 37, 1, 1, -6, 6), y = Z(2, 1000, 37, 1, 1), dy = U(2, 1000, 37, 1, 1, -1, 1);
         pair dx = Z(2, 1000, 37, 1, 1);
@@ -178,7 +213,10 @@ static void t_activations(void) {
         CHECK(op == 0 ? cmp(name, &y, EXACT) : cmp(name, &y, TRANS));
         snprintf(name, sizeof name, "%s backward", names[op]);
         CHECK(op == 0 ? cmp(name, &dx, EXACT) : cmp(name, &dx, TRANS));
-        F(&x); F(&y); F(&dy); F(&dx);
+        F(&x);
+        F(&y);
+        F(&dy);
+        F(&dx);
     }
 }
 
@@ -198,7 +236,10 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
     CHECK(avg ? cmp(name, &y, TRANS) : cmp(name, &y, EXACT));
     snprintf(name, sizeof name, "%spool k%d s%d p%d backward", avg ? "avg" : "max", k, s, p);
     CHECK(cmp(name, &dx, TRANS));
-    F(&x); F(&y); F(&dy); F(&dx);
+    F(&x);
+    F(&y);
+    F(&dy);
+    F(&dx);
 }
 
 static void t_pooling(void) {
@@ -212,15 +253,21 @@ static void t_pooling(void) {
     BOTH(dk_gap_backward(&dy.c, &dx.c, &e_), dk_gap_backward(&dy.g, &dx.g, &e_));
     CHECK(cmp("gap forward", &y, TRANS));
     CHECK(cmp("gap backward", &dx, TRANS));
-    F(&x); F(&y); F(&dy); F(&dx);
+    F(&x);
+    F(&y);
+    F(&dy);
+    F(&dx);
 }
 
 static void t_dropout_softmax(void) {
     pair x = U(2, 300, 500, 1, 1, -1, 1), y = Z(2, 300, 500, 1, 1), m = Z(2, 300, 500, 1, 1);
-    BOTH(dk_dropout_forward(&x.c, 0.5f, 9, 12345, &y.c, &m.c, &e_), dk_dropout_forward(&x.g, 0.5f, 9, 12345, &y.g, &m.g, &e_));
+    BOTH(dk_dropout_forward(&x.c, 0.5f, 9, 12345, &y.c, &m.c, &e_),
+         dk_dropout_forward(&x.g, 0.5f, 9, 12345, &y.g, &m.g, &e_));
     CHECK(cmp("dropout mask", &m, EXACT));
     CHECK(cmp("dropout y", &y, EXACT));
-    F(&x); F(&y); F(&m);
+    F(&x);
+    F(&y);
+    F(&m);
     int N = 256, K = 10;
     pair z = U(2, N, K, 1, 1, -5, 5), pr = Z(2, N, K, 1, 1), g = Z(2, N, K, 1, 1);
     int32_t lab[256], *dlab = NULL;
@@ -234,13 +281,15 @@ static void t_dropout_softmax(void) {
     int64_t cc = 0, cg = 0;
     BOTH(dk_softmax_xent(&z.c, lab, 0.1f, 1.0f, &lc, &cc, &g.c, &e_),
          dk_softmax_xent(&z.g, dlab, 0.1f, 1.0f, &lg, &cg, &g.g, &e_));
-    printf("  %-28s cpu %.9g gpu %.9g  correct cpu %lld gpu %lld\n", "softmax_xent loss", lc, lg,
-           (long long)cc, (long long)cg);
+    printf("  %-28s cpu %.9g gpu %.9g  correct cpu %lld gpu %lld\n", "softmax_xent loss", lc, lg, (long long)cc,
+           (long long)cg);
     CHECK(fabs(lc - lg) <= 1e-5 * fmax(1.0, fabs(lc)));
     CHECK(cc == cg);
     CHECK(cmp("softmax_xent dlogits", &g, TRANS));
     dk_mem_free(DK_CUDA, dlab);
-    F(&z); F(&pr); F(&g);
+    F(&z);
+    F(&pr);
+    F(&g);
 }
 
 static void t_sgd_rng(void) {
@@ -251,7 +300,9 @@ static void t_sgd_rng(void) {
                  dk_sgd_step(&w.g, &g.g, &v.g, 0.05f, 0.9f, 5e-4f, nest, &e_));
         CHECK(cmp(nest ? "sgd nesterov w" : "sgd w", &w, TRANS));
         CHECK(cmp(nest ? "sgd nesterov v" : "sgd v", &v, TRANS));
-        F(&w); F(&g); F(&v);
+        F(&w);
+        F(&g);
+        F(&v);
     }
     pair r = Z(1, 100000, 1, 1, 1);
     BOTH(dk_rand_uniform(&r.c, -2, 3, 77, 5, &e_), dk_rand_uniform(&r.g, -2, 3, 77, 5, &e_));
@@ -281,7 +332,9 @@ static void t_elementwise(void) {
     /* mixing devices is an argument error */
     dh_err e;
     CHECK(dk_axpby(1.0f, &a.c, 1.0f, &b.g, &e) == DH_EINVAL);
-    F(&a); F(&b); F(&o);
+    F(&a);
+    F(&b);
+    F(&o);
 }
 
 static void t_augment(void) {
@@ -298,7 +351,7 @@ static void t_augment(void) {
     REQUIRE(dk_mem_upload(DK_CUDA, dimg, img, bytes, &e) == 0);
     REQUIRE(dk_mem_alloc(DK_CUDA, sizeof idx, (void **)&didx, &e) == 0);
     REQUIRE(dk_mem_upload(DK_CUDA, didx, idx, sizeof idx, &e) == 0);
-    float mean[3] = {0.49f, 0.48f, 0.45f}, std[3] = {0.25f, 0.24f, 0.26f};
+    float mean[3] = { 0.49f, 0.48f, 0.45f }, std[3] = { 0.25f, 0.24f, 0.26f };
     pair o = Z(4, N, C, H, W);
     BOTH(dk_images_augment(img, S, C, H, W, idx, 4, 1, mean, std, 11, 800, &o.c, &e_),
          dk_images_augment(dimg, S, C, H, W, didx, 4, 1, mean, std, 11, 800, &o.g, &e_));
@@ -314,15 +367,24 @@ static void t_augment(void) {
     REQUIRE(dk_gather_i32(DK_CPU, labs, idx, N, outc, &e) == 0);
     CHECK(memcmp(out, outc, sizeof out) == 0);
     printf("  %-28s %s\n", "gather_i32", memcmp(out, outc, sizeof out) == 0 ? "identical" : "DIFFERENT");
-    dk_mem_free(DK_CUDA, dimg); dk_mem_free(DK_CUDA, didx); dk_mem_free(DK_CUDA, dlabs); dk_mem_free(DK_CUDA, dout);
+    dk_mem_free(DK_CUDA, dimg);
+    dk_mem_free(DK_CUDA, didx);
+    dk_mem_free(DK_CUDA, dlabs);
+    dk_mem_free(DK_CUDA, dout);
     free(img);
     F(&o);
 }
 
 int main(void) {
     dh_err e;
-    if (!dk_cuda_available()) { printf("SKIP dk_ops: no CUDA device available\n"); return 0; }
-    if (dk_init(DK_CUDA, &e)) { printf("FAIL dk_ops_init: %s\n", e.msg); return 1; }
+    if (!dk_cuda_available()) {
+        printf("SKIP dk_ops: no CUDA device available\n");
+        return 0;
+    }
+    if (dk_init(DK_CUDA, &e)) {
+        printf("FAIL dk_ops_init: %s\n", e.msg);
+        return 1;
+    }
     RUN(t_gemm);
     RUN(t_fc);
     RUN(t_conv);
@@ -333,7 +395,10 @@ int main(void) {
     RUN(t_sgd_rng);
     RUN(t_elementwise);
     RUN(t_augment);
-    if (dk_sync(DK_CUDA, &e)) { printf("FAIL dk_ops_sync: %s\n", e.msg); return 1; }
+    if (dk_sync(DK_CUDA, &e)) {
+        printf("FAIL dk_ops_sync: %s\n", e.msg);
+        return 1;
+    }
     dk_shutdown();
     return check_done();
 }

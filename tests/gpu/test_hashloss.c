@@ -9,14 +9,14 @@
 #endif
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static double urand(void)
-{
-    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
     return (double)(rng >> 11) / 9007199254740992.0;
 }
 
-static void compare(int B, int K, int ncls, dh_hl_norm norm, double scale)
-{
+static void compare(int B, int K, int ncls, dh_hl_norm norm, double scale) {
 #if DH_USE_CUDA
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) SKIP_TEST("no CUDA device");
@@ -36,7 +36,8 @@ static void compare(int B, int K, int ncls, dh_hl_norm norm, double scale)
     if (rc != DH_OK) goto out;
     const double atol = 1e-6, rtol = 2e-4;
     double gmax = 0, maxerr = 0;
-    for (int t = 0; t < B * K; t++) if (fabs(r[t]) > gmax) gmax = fabs(r[t]);
+    for (int t = 0; t < B * K; t++)
+        if (fabs(r[t]) > gmax) gmax = fabs(r[t]);
     for (int t = 0; t < B * K; t++) {
         double err = fabs(g[t] - r[t]);
         if (err > maxerr) maxerr = err;
@@ -45,12 +46,19 @@ static void compare(int B, int K, int ncls, dh_hl_norm norm, double scale)
     CHECK_NEAR(sg.q, sc.q, 1e-6 * fabs(sc.q));
     CHECK_NEAR(sg.surrogate, sc.surrogate, 1e-4 * fabs(sc.surrogate));
     CHECK_NEAR(sg.right, sc.right, 1e-12);
-    printf("# B=%d K=%d: max |du gpu-cpu| %.3g (max |du| %.3g), Q %.9g vs %.9g, %.1f ms incl. copies\n",
-           B, K, maxerr, gmax, sg.q, sc.q, (t1 - t0) * 1e3);
+    printf("# B=%d K=%d: max |du gpu-cpu| %.3g (max |du| %.3g), Q %.9g vs %.9g, %.1f ms incl. copies\n", B, K, maxerr,
+           gmax, sg.q, sc.q, (t1 - t0) * 1e3);
 out:
-    free(u); free(g); free(r); free(lab);
+    free(u);
+    free(g);
+    free(r);
+    free(lab);
 #else
-    (void)B; (void)K; (void)ncls; (void)norm; (void)scale;
+    (void)B;
+    (void)K;
+    (void)ncls;
+    (void)norm;
+    (void)scale;
     SKIP_TEST("built without CUDA");
 #endif
 }
@@ -60,8 +68,7 @@ static void t_k48_mean(void) { compare(300, 48, 10, DH_HL_MEAN, 48.0 * 48.0); }
 static void t_k65_balanced(void) { compare(257, 65, 3, DH_HL_BALANCED, 1); }
 static void t_k256(void) { compare(128, 256, 10, DH_HL_MEAN, 1); }
 
-static void t_big_batch_fits(void)
-{
+static void t_big_batch_fits(void) {
 #if DH_USE_CUDA
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) SKIP_TEST("no CUDA device");
@@ -74,21 +81,22 @@ static void t_big_batch_fits(void)
     dh_hashloss_opts o = { DH_HL_MEAN, K * K };
     dh_hashloss_stats s;
     dh_err e;
-    REQUIRE(dh_hashloss_cuda_host(u, lab, B, K, &o, g, &s, &e) == DH_OK);  /* warm-up */
+    REQUIRE(dh_hashloss_cuda_host(u, lab, B, K, &o, g, &s, &e) == DH_OK); /* warm-up */
     double t0 = dh_now();
     int rc = dh_hashloss_cuda_host(u, lab, B, K, &o, g, &s, &e);
     double t1 = dh_now();
     CHECK(rc == DH_OK);
-    printf("# B=%d K=%d: loss+grad %.2f ms incl. copies (%.0f pairs/us), right %.3f\n", B, K,
-           (t1 - t0) * 1e3, (double)B * (B - 1) / ((t1 - t0) * 1e6), s.right);
-    free(u); free(g); free(lab);
+    printf("# B=%d K=%d: loss+grad %.2f ms incl. copies (%.0f pairs/us), right %.3f\n", B, K, (t1 - t0) * 1e3,
+           (double)B * (B - 1) / ((t1 - t0) * 1e6), s.right);
+    free(u);
+    free(g);
+    free(lab);
 #else
     SKIP_TEST("built without CUDA");
 #endif
 }
 
-int main(void)
-{
+int main(void) {
     RUN(t_small_k12);
     RUN(t_k48_mean);
     RUN(t_k65_balanced);

@@ -15,8 +15,7 @@ static uint64_t rng_s = 99;
 static uint64_t rnd(void) { return dh_splitmix64(&rng_s); }
 
 /* clustered codes in word form, padding bits clear */
-static void make(int64_t n, int bits, int nclass, uint64_t *w, int32_t *lab, const uint64_t *cen)
-{
+static void make(int64_t n, int bits, int nclass, uint64_t *w, int32_t *lab, const uint64_t *cen) {
     int W = dh_ham_words(bits);
     for (int64_t i = 0; i < n; i++) {
         int c = (int)(rnd() % (uint64_t)nclass);
@@ -29,8 +28,7 @@ static void make(int64_t n, int bits, int nclass, uint64_t *w, int32_t *lab, con
     }
 }
 
-static int same_rankings(int64_t nq, int64_t ndb, int bits, int64_t top, int radius)
-{
+static int same_rankings(int64_t nq, int64_t ndb, int bits, int64_t top, int radius) {
     int W = dh_ham_words(bits);
     uint64_t *cen = malloc((size_t)8 * W * 8), *q = malloc((size_t)nq * W * 8), *db = malloc((size_t)ndb * W * 8);
     for (int i = 0; i < 8 * W; i++) cen[i] = rnd();
@@ -40,22 +38,31 @@ static int same_rankings(int64_t nq, int64_t ndb, int bits, int64_t top, int rad
     dh_err e;
     dh_rank_cuda *ctx = NULL;
     int ok = dh_rank_cpu(q, nq, db, ndb, bits, top, radius, 2, &a, &e) == DH_OK;
-    if (ok && dh_rank_cuda_open(&ctx, db, ndb, bits, NULL, &e) != DH_OK) { printf("# %s\n", e.msg); ok = 0; }
-    if (ok && dh_rank_cuda_run(ctx, q, nq, top, radius, &b, &e) != DH_OK) { printf("# %s\n", e.msg); ok = 0; dh_rank_result_free(&a); }
+    if (ok && dh_rank_cuda_open(&ctx, db, ndb, bits, NULL, &e) != DH_OK) {
+        printf("# %s\n", e.msg);
+        ok = 0;
+    }
+    if (ok && dh_rank_cuda_run(ctx, q, nq, top, radius, &b, &e) != DH_OK) {
+        printf("# %s\n", e.msg);
+        ok = 0;
+        dh_rank_result_free(&a);
+    }
     if (ok) {
         ok = a.off[nq] == b.off[nq] && !memcmp(a.off, b.off, (size_t)(nq + 1) * 8) &&
              !memcmp(a.idx, b.idx, (size_t)a.off[nq] * 8) && !memcmp(a.dist, b.dist, (size_t)a.off[nq] * 4);
         printf("# rank bits %d top %lld radius %d: %lld results, identical: %s\n", bits, (long long)top, radius,
                (long long)a.off[nq], ok ? "yes" : "NO");
-        dh_rank_result_free(&a); dh_rank_result_free(&b);
+        dh_rank_result_free(&a);
+        dh_rank_result_free(&b);
     }
     dh_rank_cuda_close(ctx);
-    free(cen); free(q); free(db);
+    free(cen);
+    free(q);
+    free(db);
     return ok;
 }
 
-static void t_rank_identical(void)
-{
+static void t_rank_identical(void) {
     if (!dh_rank_cuda_available()) SKIP_TEST("no CUDA device");
     static const int lengths[] = { 1, 7, 8, 12, 24, 48, 63, 64, 65, 128, 200 };
     for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++) {
@@ -69,14 +76,12 @@ static void t_rank_identical(void)
 }
 
 /* |gpu-ref| / (1 + |ref|): atol = rtol = the tolerance */
-static double rel_err(double g, double r)
-{
+static double rel_err(double g, double r) {
     double d = fabs(g - r) / (1.0 + fabs(r));
-    return d == d ? d : INFINITY;   /* a NaN would pass the "> maxerr" test */
+    return d == d ? d : INFINITY; /* a NaN would pass the "> maxerr" test */
 }
 
-static void t_map_close(void)
-{
+static void t_map_close(void) {
     if (!dh_rank_cuda_available()) SKIP_TEST("no CUDA device");
     static const int lengths[] = { 1, 8, 12, 48, 64, 65, 128, 200 };
     double maxerr = 0;
@@ -88,7 +93,7 @@ static void t_map_close(void)
         for (int i = 0; i < 10 * W; i++) cen[i] = rnd();
         make(nq, bits, 10, q, ql, cen);
         make(ndb, bits, 10, db, dl, cen);
-        ql[0] = 77;   /* no relevant item */
+        ql[0] = 77; /* no relevant item */
         dh_map_opts o = { .at_r = 100, .nk = 3, .ks = { 1, 10, 1000 }, .radius = 2 };
         dh_err e;
         double *H = dh_map_harmonic(ndb, &e), gs = 0;
@@ -102,23 +107,31 @@ static void t_map_close(void)
         if (rc != DH_OK) return;
         dh_map_acc_result(&a, &ra, &e);
         dh_map_acc_result(&b, &rb, &e);
-        double errs[] = { rel_err(rb.map, ra.map), rel_err(rb.map_tie, ra.map_tie), rel_err(rb.map_r, ra.map_r),
-                          rel_err(rb.prad, ra.prad), rel_err(rb.pk[0], ra.pk[0]), rel_err(rb.pk[2], ra.pk[2]),
+        double errs[] = { rel_err(rb.map, ra.map),    rel_err(rb.map_tie, ra.map_tie), rel_err(rb.map_r, ra.map_r),
+                          rel_err(rb.prad, ra.prad),  rel_err(rb.pk[0], ra.pk[0]),     rel_err(rb.pk[2], ra.pk[2]),
                           rel_err(rb.rk[1], ra.rk[1]) };
-        for (size_t k = 0; k < sizeof errs / sizeof *errs; k++) if (errs[k] > maxerr) maxerr = errs[k];
-        for (int d = 0; d <= bits; d++) if (rb.pr_p[d] != ra.pr_p[d] || rb.pr_r[d] != ra.pr_r[d]) maxerr = 1;
+        for (size_t k = 0; k < sizeof errs / sizeof *errs; k++)
+            if (errs[k] > maxerr) maxerr = errs[k];
+        for (int d = 0; d <= bits; d++)
+            if (rb.pr_p[d] != ra.pr_p[d] || rb.pr_r[d] != ra.pr_r[d]) maxerr = 1;
         CHECKF(rb.nq_norel == ra.nq_norel, "queries without relevant items");
         printf("# map bits %d: cpu %.12f gpu %.12f (%.3f ms on the device)\n", bits, ra.map, rb.map, gs * 1e3);
-        dh_map_result_free(&ra); dh_map_result_free(&rb);
-        dh_map_acc_free(&a); dh_map_acc_free(&b);
-        free(H); free(cen); free(q); free(db); free(ql); free(dl);
+        dh_map_result_free(&ra);
+        dh_map_result_free(&rb);
+        dh_map_acc_free(&a);
+        dh_map_acc_free(&b);
+        free(H);
+        free(cen);
+        free(q);
+        free(db);
+        free(ql);
+        free(dl);
     }
     printf("# max relative error gpu vs cpu: %.3g (tolerance 1e-12)\n", maxerr);
     CHECK(maxerr <= 1e-12);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(t_rank_identical);
     RUN(t_map_close);
     return check_done();

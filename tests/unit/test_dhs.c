@@ -8,7 +8,7 @@
 
 /* A stream with every dtype: u8[2,3], i32, i64[2], f32[4], f64, bits[13], str, f32[-1]. */
 static void make_schema(dhs_schema *s) {
-    int64_t sh23[2] = {2, 3}, sh2[1] = {2}, sh4[1] = {4}, sh13[1] = {13}, var[1] = {-1};
+    int64_t sh23[2] = { 2, 3 }, sh2[1] = { 2 }, sh4[1] = { 4 }, sh13[1] = { 13 }, var[1] = { -1 };
     dhs_schema_init(s, "test");
     dhs_schema_add(s, "px", DHS_U8, 2, sh23, NULL);
     dhs_schema_add(s, "label", DHS_I32, 0, NULL, NULL);
@@ -20,16 +20,28 @@ static void make_schema(dhs_schema *s) {
     dhs_schema_add(s, "v", DHS_F32, 1, var, NULL);
 }
 
-typedef struct { uint8_t px[6]; int32_t label; int64_t big[2]; float z[4]; double d; uint8_t code[2]; char id[16]; float v[3]; uint32_t vl; } row_t;
+typedef struct {
+    uint8_t px[6];
+    int32_t label;
+    int64_t big[2];
+    float z[4];
+    double d;
+    uint8_t code[2];
+    char id[16];
+    float v[3];
+    uint32_t vl;
+} row_t;
 
 static void gen_row(int64_t i, row_t *r) {
     memset(r, 0, sizeof *r);
     for (int k = 0; k < 6; k++) r->px[k] = (uint8_t)(i * 7 + k);
     r->label = (int32_t)(i % 10) - 3;
-    r->big[0] = (int64_t)i << 33; r->big[1] = -i;
+    r->big[0] = (int64_t)i << 33;
+    r->big[1] = -i;
     for (int k = 0; k < 4; k++) r->z[k] = (float)i * 0.5f + k;
     r->d = 1.0 / (double)(i + 1);
-    r->code[0] = (uint8_t)(i * 31); r->code[1] = (uint8_t)(i & 0x1f);
+    r->code[0] = (uint8_t)(i * 31);
+    r->code[1] = (uint8_t)(i & 0x1f);
     snprintf(r->id, sizeof r->id, "row%lld", (long long)i);
     r->vl = (uint32_t)(i % 4);
     for (uint32_t k = 0; k < r->vl; k++) r->v[k] = (float)(i + k);
@@ -42,7 +54,7 @@ static char *write_stream(int64_t n, int64_t batch, int64_t chunk_rows, size_t *
     dhs_schema s;
     make_schema(&s);
     dhs_meta *m = dhs_meta_new();
-    const char *classes[] = {"cat", "dog"};
+    const char *classes[] = { "cat", "dog" };
     dhs_meta_set_strv(m, "classes", classes, 2);
     dhs_meta_set_str(m, "source", source);
     dhs_meta_set_int(m, "n", n);
@@ -50,25 +62,55 @@ static char *write_stream(int64_t n, int64_t batch, int64_t chunk_rows, size_t *
     dh_err e;
     dhs_writer *w = dhs_writer_open(f, "mem", &s, m, &e);
     dhs_meta_free(m);
-    if (!w) { fclose(f); free(buf); return NULL; }
+    if (!w) {
+        fclose(f);
+        free(buf);
+        return NULL;
+    }
     if (chunk_rows) dhs_writer_set_chunk_rows(w, chunk_rows);
     for (int64_t i0 = 0; i0 < n; i0 += batch) {
         int64_t b = n - i0 < batch ? n - i0 : batch;
-        uint8_t px[6 * 64]; int32_t lab[64]; int64_t big[128]; float z[256]; double d[64]; uint8_t code[128];
-        char ids[64 * 16]; uint32_t idl[64]; float v[64 * 3]; uint32_t vl[64];
+        uint8_t px[6 * 64];
+        int32_t lab[64];
+        int64_t big[128];
+        float z[256];
+        double d[64];
+        uint8_t code[128];
+        char ids[64 * 16];
+        uint32_t idl[64];
+        float v[64 * 3];
+        uint32_t vl[64];
         size_t io = 0, vo = 0;
         for (int64_t k = 0; k < b; k++) {
-            row_t r; gen_row(i0 + k, &r);
-            memcpy(px + 6 * k, r.px, 6); lab[k] = r.label; memcpy(big + 2 * k, r.big, 16);
-            memcpy(z + 4 * k, r.z, 16); d[k] = r.d; memcpy(code + 2 * k, r.code, 2);
-            idl[k] = (uint32_t)strlen(r.id); memcpy(ids + io, r.id, idl[k]); io += idl[k];
-            vl[k] = r.vl; memcpy(v + vo, r.v, r.vl * 4); vo += r.vl;
+            row_t r;
+            gen_row(i0 + k, &r);
+            memcpy(px + 6 * k, r.px, 6);
+            lab[k] = r.label;
+            memcpy(big + 2 * k, r.big, 16);
+            memcpy(z + 4 * k, r.z, 16);
+            d[k] = r.d;
+            memcpy(code + 2 * k, r.code, 2);
+            idl[k] = (uint32_t)strlen(r.id);
+            memcpy(ids + io, r.id, idl[k]);
+            io += idl[k];
+            vl[k] = r.vl;
+            memcpy(v + vo, r.v, r.vl * 4);
+            vo += r.vl;
         }
-        const void *cols[8] = {px, lab, big, z, d, code, ids, v};
-        const uint32_t *lens[8] = {0, 0, 0, 0, 0, 0, idl, vl};
-        if (dhs_write_rows(w, b, cols, lens, &e)) { dhs_writer_abort(w); fclose(f); free(buf); return NULL; }
+        const void *cols[8] = { px, lab, big, z, d, code, ids, v };
+        const uint32_t *lens[8] = { 0, 0, 0, 0, 0, 0, idl, vl };
+        if (dhs_write_rows(w, b, cols, lens, &e)) {
+            dhs_writer_abort(w);
+            fclose(f);
+            free(buf);
+            return NULL;
+        }
     }
-    if (dhs_writer_close(w, &e)) { fclose(f); free(buf); return NULL; }
+    if (dhs_writer_close(w, &e)) {
+        fclose(f);
+        free(buf);
+        return NULL;
+    }
     fclose(f);
     return buf;
 }
@@ -79,24 +121,31 @@ static int read_check(const char *buf, size_t size, int64_t *nrows, int *mismatc
     FILE *f = fmemopen((void *)buf, size, "rb");
     if (!size) f = fopen("/dev/null", "rb");
     dhs_reader *r = dhs_open(f, "mem", NULL, e);
-    *nrows = 0; *mismatch = 0;
-    if (!r) { fclose(f); return e->code; }
+    *nrows = 0;
+    *mismatch = 0;
+    if (!r) {
+        fclose(f);
+        return e->code;
+    }
     int rc;
     for (;;) {
         dhs_chunk *c;
         rc = dhs_read_chunk(r, &c, e);
         if (rc) break;
         for (int64_t i = 0; i < c->nrows; i++) {
-            row_t x; gen_row(*nrows % 1000 + 0, &x);
+            row_t x;
+            gen_row(*nrows % 1000 + 0, &x);
             int64_t gi = *nrows;
             gen_row(gi % 100000, &x);
             if (memcmp((uint8_t *)c->col[0] + 6 * i, x.px, 6) || ((int32_t *)c->col[1])[i] != x.label ||
                 memcmp((int64_t *)c->col[2] + 2 * i, x.big, 16) || memcmp((float *)c->col[3] + 4 * i, x.z, 16) ||
                 ((double *)c->col[4])[i] != x.d || memcmp((uint8_t *)c->col[5] + 2 * i, x.code, 2))
                 *mismatch = 1;
-            size_t l; const char *id = dhs_str_at(c, 6, i, &l);
+            size_t l;
+            const char *id = dhs_str_at(c, 6, i, &l);
             if (l != strlen(x.id) || memcmp(id, x.id, l)) *mismatch = 1;
-            if (c->off[7][i + 1] - c->off[7][i] != x.vl || memcmp((float *)c->col[7] + c->off[7][i], x.v, x.vl * 4)) *mismatch = 1;
+            if (c->off[7][i + 1] - c->off[7][i] != x.vl || memcmp((float *)c->col[7] + c->off[7][i], x.v, x.vl * 4))
+                *mismatch = 1;
             (*nrows)++;
         }
     }
@@ -106,7 +155,10 @@ static int read_check(const char *buf, size_t size, int64_t *nrows, int *mismatc
 }
 
 static void t_roundtrip_all_dtypes(void) {
-    size_t n; int64_t rows; int mm; dh_err e;
+    size_t n;
+    int64_t rows;
+    int mm;
+    dh_err e;
     char *b = write_stream(1000, 37, 0, &n, "a");
     REQUIRE(b);
     CHECKF(read_check(b, n, &rows, &mm, &e) == DH_OK, "%s", e.msg);
@@ -116,9 +168,12 @@ static void t_roundtrip_all_dtypes(void) {
 }
 
 static void t_chunk_boundaries(void) {
-    int64_t sizes[] = {1, 2, 3, 7, 64, 999, 1000, 1001};
+    int64_t sizes[] = { 1, 2, 3, 7, 64, 999, 1000, 1001 };
     for (int k = 0; k < 8; k++) {
-        size_t n; int64_t rows; int mm; dh_err e;
+        size_t n;
+        int64_t rows;
+        int mm;
+        dh_err e;
         char *b = write_stream(1000, 29, sizes[k], &n, "a");
         REQUIRE(b);
         CHECKF(read_check(b, n, &rows, &mm, &e) == DH_OK, "chunk %lld: %s", (long long)sizes[k], e.msg);
@@ -128,7 +183,10 @@ static void t_chunk_boundaries(void) {
 }
 
 static void t_empty_stream(void) {
-    size_t n; int64_t rows; int mm; dh_err e;
+    size_t n;
+    int64_t rows;
+    int mm;
+    dh_err e;
     char *b = write_stream(0, 1, 0, &n, "a");
     REQUIRE(b);
     CHECK(read_check(b, n, &rows, &mm, &e) == DH_OK);
@@ -139,99 +197,141 @@ static void t_empty_stream(void) {
     REQUIRE(r);
     CHECK(dhs_reader_schema(r)->nfields == 8);
     CHECK(!strcmp(dhs_meta_str_at(dhs_reader_meta(r), "classes", 1), "dog"));
-    double pi; CHECK(dhs_meta_float(dhs_reader_meta(r), "pi", &pi) == 0 && pi == 3.25);
-    dhs_close(r); fclose(f); free(b);
+    double pi;
+    CHECK(dhs_meta_float(dhs_reader_meta(r), "pi", &pi) == 0 && pi == 3.25);
+    dhs_close(r);
+    fclose(f);
+    free(b);
 }
 
 static void t_empty_input_is_error(void) {
-    int64_t rows; int mm; dh_err e;
+    int64_t rows;
+    int mm;
+    dh_err e;
     CHECK(read_check("", 0, &rows, &mm, &e) == DH_EFORMAT);
 }
 
 static void t_concatenation(void) {
-    size_t n1, n2; int64_t rows; int mm; dh_err e;
+    size_t n1, n2;
+    int64_t rows;
+    int mm;
+    dh_err e;
     char *a = write_stream(100, 10, 7, &n1, "first");
     char *b = write_stream(100, 10, 7, &n2, "second");
     REQUIRE(a && b);
     char *c = malloc(n1 + n2);
-    memcpy(c, a, n1); memcpy(c + n1, b, n2);
+    memcpy(c, a, n1);
+    memcpy(c + n1, b, n2);
     /* rows continue: gen_row(100..199) differ from stream 2's rows 0..99, so
      * check counts and use a direct read */
     FILE *f = fmemopen(c, n1 + n2, "rb");
     dhs_reader *r = dhs_open(f, "mem", NULL, &e);
     REQUIRE(r);
-    dhs_chunk *ch; int rc; int64_t tot = 0;
+    dhs_chunk *ch;
+    int rc;
+    int64_t tot = 0;
     while ((rc = dhs_read_chunk(r, &ch, &e)) == DH_OK) tot += ch->nrows;
     CHECKF(rc == DH_EOF, "%s", e.msg);
     CHECK(tot == 200);
     CHECK(dhs_reader_streams(r) == 2);
     CHECK(!strcmp(dhs_meta_str(dhs_reader_meta(r), "source"), "first"));
-    dhs_close(r); fclose(f);
-    (void)rows; (void)mm;
-    free(a); free(b); free(c);
+    dhs_close(r);
+    fclose(f);
+    (void)rows;
+    (void)mm;
+    free(a);
+    free(b);
+    free(c);
 }
 
 static void t_concatenation_schema_mismatch(void) {
-    size_t n1; dh_err e;
+    size_t n1;
+    dh_err e;
     char *a = write_stream(10, 10, 0, &n1, "a");
     REQUIRE(a);
-    char *b = NULL; size_t n2;
+    char *b = NULL;
+    size_t n2;
     FILE *f = open_memstream(&b, &n2);
-    dhs_schema s; dhs_schema_init(&s, "test");
+    dhs_schema s;
+    dhs_schema_init(&s, "test");
     dhs_schema_add(&s, "label", DHS_I32, 0, NULL, NULL);
     dhs_writer *w = dhs_writer_open(f, "b", &s, NULL, &e);
-    int32_t l[3] = {1, 2, 3}; const void *cols[1] = {l};
+    int32_t l[3] = { 1, 2, 3 };
+    const void *cols[1] = { l };
     dhs_write_rows(w, 3, cols, NULL, &e);
     dhs_writer_close(w, &e);
     fclose(f);
     char *c = malloc(n1 + n2);
-    memcpy(c, a, n1); memcpy(c + n1, b, n2);
-    int64_t rows; int mm;
+    memcpy(c, a, n1);
+    memcpy(c + n1, b, n2);
+    int64_t rows;
+    int mm;
     CHECK(read_check(c, n1 + n2, &rows, &mm, &e) == DH_ESCHEMA);
     CHECK(strstr(e.msg, "does not match") != NULL);
-    free(a); free(b); free(c);
+    free(a);
+    free(b);
+    free(c);
 }
 
 static void t_little_endian_bytes(void) {
-    char *b = NULL; size_t n; dh_err e;
+    char *b = NULL;
+    size_t n;
+    dh_err e;
     FILE *f = open_memstream(&b, &n);
-    dhs_schema s; dhs_schema_init(&s, "x");
+    dhs_schema s;
+    dhs_schema_init(&s, "x");
     dhs_schema_add(&s, "v", DHS_I32, 0, NULL, NULL);
     dhs_writer *w = dhs_writer_open(f, "b", &s, NULL, &e);
-    int32_t v = 0x01020304; const void *cols[1] = {&v};
+    int32_t v = 0x01020304;
+    const void *cols[1] = { &v };
     dhs_write_rows(w, 1, cols, NULL, &e);
     dhs_writer_close(w, &e);
     fclose(f);
-    const unsigned char want[] = {0xc4, 4, 0x04, 0x03, 0x02, 0x01};  /* bin8 of 4 bytes, LE */
+    const unsigned char want[] = { 0xc4, 4, 0x04, 0x03, 0x02, 0x01 }; /* bin8 of 4 bytes, LE */
     CHECK(memmem(b, n, want, sizeof want) != NULL);
     free(b);
 }
 
 static void t_truncation_every_offset(void) {
-    size_t n; dh_err e;
+    size_t n;
+    dh_err e;
     char *b = write_stream(20, 7, 6, &n, "a");
     REQUIRE(b);
     int bad = 0;
     for (size_t k = 0; k < n; k++) {
-        int64_t rows; int mm;
+        int64_t rows;
+        int mm;
         int rc = read_check(b, k, &rows, &mm, &e);
-        if (rc == DH_OK) { bad = 1; fprintf(stderr, "prefix of %zu/%zu bytes accepted\n", k, n); break; }
-        if (rc != DH_ETRUNC && rc != DH_EFORMAT) { bad = 1; fprintf(stderr, "prefix %zu: code %d %s\n", k, rc, e.msg); break; }
+        if (rc == DH_OK) {
+            bad = 1;
+            fprintf(stderr, "prefix of %zu/%zu bytes accepted\n", k, n);
+            break;
+        }
+        if (rc != DH_ETRUNC && rc != DH_EFORMAT) {
+            bad = 1;
+            fprintf(stderr, "prefix %zu: code %d %s\n", k, rc, e.msg);
+            break;
+        }
     }
     CHECK(!bad);
     free(b);
 }
 
 static void t_bit_flips_detected(void) {
-    size_t n; dh_err e;
+    size_t n;
+    dh_err e;
     char *b = write_stream(12, 5, 4, &n, "a");
     REQUIRE(b);
     int undetected = 0;
     for (size_t k = 0; k < n * 8; k++) {
         b[k / 8] ^= (char)(1 << (k % 8));
-        int64_t rows; int mm;
+        int64_t rows;
+        int mm;
         int rc = read_check(b, n, &rows, &mm, &e);
-        if (rc == DH_OK) { undetected++; if (undetected < 5) fprintf(stderr, "flip of bit %zu of byte %zu undetected\n", k % 8, k / 8); }
+        if (rc == DH_OK) {
+            undetected++;
+            if (undetected < 5) fprintf(stderr, "flip of bit %zu of byte %zu undetected\n", k % 8, k / 8);
+        }
         b[k / 8] ^= (char)(1 << (k % 8));
     }
     CHECKF(undetected == 0, "%d of %zu bit flips undetected", undetected, n * 8);
@@ -239,7 +339,10 @@ static void t_bit_flips_detected(void) {
 }
 
 static void t_wrong_version(void) {
-    size_t n; dh_err e; int64_t rows; int mm;
+    size_t n;
+    dh_err e;
+    int64_t rows;
+    int mm;
     char *b = write_stream(3, 3, 0, &n, "a");
     REQUIRE(b);
     char *p = memmem(b, n, "\xa7version\x01", 9);
@@ -251,29 +354,37 @@ static void t_wrong_version(void) {
 }
 
 static void t_absurd_sizes_rejected_before_allocation(void) {
-    dh_err e; int64_t rows; int mm;
+    dh_err e;
+    int64_t rows;
+    int mm;
     /* header: a map claiming 2^32-1 entries */
     const char h1[] = "\xdf\xff\xff\xff\xff";
     CHECK(read_check(h1, 5, &rows, &mm, &e) != DH_OK);
     /* a valid header followed by a chunk claiming 2^39 rows */
-    size_t n; char *b = write_stream(0, 1, 0, &n, "a");
+    size_t n;
+    char *b = write_stream(0, 1, 0, &n, "a");
     REQUIRE(b);
     /* strip the trailer: find the trailer map (0x85 + "end") */
-    char *t = memmem(b, n, "\x85\xa3" "end", 5);
+    char *t = memmem(b, n,
+                     "\x85\xa3"
+                     "end",
+                     5);
     REQUIRE(t);
     size_t hl = (size_t)(t - b);
-    unsigned char chunk[] = {0x83, 0xa4, 'r', 'o', 'w', 's', 0xcf, 0, 0, 0x02, 0, 0, 0, 0, 0};  /* 2^41 rows */
+    unsigned char chunk[] = { 0x83, 0xa4, 'r', 'o', 'w', 's', 0xcf, 0, 0, 0x02, 0, 0, 0, 0, 0 }; /* 2^41 rows */
     char *c = malloc(hl + 64);
-    memcpy(c, b, hl); memcpy(c + hl, chunk, sizeof chunk);
+    memcpy(c, b, hl);
+    memcpy(c + hl, chunk, sizeof chunk);
     int rc = read_check(c, hl + sizeof chunk, &rows, &mm, &e);
     CHECKF(rc == DH_ELIMIT, "rc %d: %s", rc, e.msg);
     /* a chunk with a plausible row count but a 4 GiB bin */
-    unsigned char chunk2[] = {0x83, 0xa4, 'r', 'o', 'w', 's', 0x01, 0xa4, 'c', 'o', 'l', 's', 0x98,
-                              0xc6, 0xff, 0xff, 0xff, 0xf0};
+    unsigned char chunk2[] = { 0x83, 0xa4, 'r', 'o',  'w',  's',  0x01, 0xa4, 'c',
+                               'o',  'l',  's', 0x98, 0xc6, 0xff, 0xff, 0xff, 0xf0 };
     memcpy(c + hl, chunk2, sizeof chunk2);
     rc = read_check(c, hl + sizeof chunk2, &rows, &mm, &e);
     CHECKF(rc == DH_ELIMIT || rc == DH_EFORMAT, "rc %d: %s", rc, e.msg);
-    free(b); free(c);
+    free(b);
+    free(c);
 }
 
 static void t_random_bytes(void) {
@@ -283,8 +394,10 @@ static void t_random_bytes(void) {
         char buf[256];
         size_t n = 1 + (s = s * 1103515245u + 12345u) % sizeof buf;
         for (size_t i = 0; i < n; i++) buf[i] = (char)((s = s * 1103515245u + 12345u) >> 16);
-        if (k % 3 == 0) buf[0] = (char)0x85;  /* look like a map */
-        dh_err e; int64_t rows; int mm;
+        if (k % 3 == 0) buf[0] = (char)0x85; /* look like a map */
+        dh_err e;
+        int64_t rows;
+        int mm;
         if (read_check(buf, n, &rows, &mm, &e) == DH_OK) accepted++;
     }
     CHECK(accepted == 0);
@@ -292,7 +405,7 @@ static void t_random_bytes(void) {
 
 static void t_meta_roundtrip_and_json(void) {
     dhs_meta *m = dhs_meta_new();
-    int64_t iv[3] = {1, -2, 3};
+    int64_t iv[3] = { 1, -2, 3 };
     dhs_meta_set_intv(m, "counts", iv, 3);
     dhs_meta_set_str(m, "q", "a\"b");
     dhs_meta_set_bool(m, "yes", 1);
@@ -306,9 +419,12 @@ static void t_meta_roundtrip_and_json(void) {
     CHECKF(!strcmp(j, "{\"counts\": [1, -2, 3], \"q\": \"a\\\"b\", \"yes\": true, \"sub\": {\"k\": 7}}"), "%s", j);
     free(j);
     /* through a stream */
-    char *b = NULL; size_t n; dh_err e;
+    char *b = NULL;
+    size_t n;
+    dh_err e;
     FILE *f = open_memstream(&b, &n);
-    dhs_schema s; dhs_schema_init(&s, "x");
+    dhs_schema s;
+    dhs_schema_init(&s, "x");
     dhs_schema_add(&s, "v", DHS_I32, 0, NULL, NULL);
     dhs_writer *w = dhs_writer_open(f, "b", &s, m, &e);
     dhs_writer_close(w, &e);
@@ -319,14 +435,17 @@ static void t_meta_roundtrip_and_json(void) {
     int64_t x;
     CHECK(dhs_meta_int_at(dhs_reader_meta(r), "counts", 1, &x) == 0 && x == -2);
     CHECK(dhs_meta_int(dhs_meta_map(dhs_reader_meta(r), "sub"), "k", &x) == 0 && x == 7);
-    dhs_close(r); fclose(f); free(b);
+    dhs_close(r);
+    fclose(f);
+    free(b);
     dhs_meta_free(m);
 }
 
 static void t_model_roundtrip(void) {
-    dhs_model m; dh_err e;
+    dhs_model m;
+    dh_err e;
     dhs_model_init(&m);
-    int64_t sh[2] = {3, 4}, sh1[1] = {5};
+    int64_t sh[2] = { 3, 4 }, sh1[1] = { 5 };
     float w[12], bb[5];
     for (int i = 0; i < 12; i++) w[i] = (float)i / 3;
     for (int i = 0; i < 5; i++) bb[i] = -(float)i;
@@ -335,22 +454,25 @@ static void t_model_roundtrip(void) {
     CHECK(dhs_model_add(&m, "fc.bias", 1, sh1, bb, &e) == NULL);
     dhs_meta_set_str(m.meta, "model", "net");
     char path[] = "/tmp/dhs_model_XXXXXX";
-    int fd = mkstemp(path); close(fd);
+    int fd = mkstemp(path);
+    close(fd);
     CHECKF(dh_model_save(path, &m, &e) == 0, "%s", e.msg);
     dhs_model m2;
     CHECKF(dhs_model_load(path, &m2, &e) == 0, "%s", e.msg);
     CHECK(m2.ntensors == 2);
     dhs_tensor *t = dhs_model_get(&m2, "fc.weight", 2, sh, &e);
     CHECK(t && !memcmp(t->data, w, sizeof w));
-    int64_t wrong[2] = {4, 3};
+    int64_t wrong[2] = { 4, 3 };
     CHECK(dhs_model_get(&m2, "fc.weight", 2, wrong, &e) == NULL && e.code == DH_ESCHEMA);
     CHECK(!strcmp(dhs_meta_str(m2.meta, "model"), "net"));
     unlink(path);
-    dhs_model_free(&m); dhs_model_free(&m2);
+    dhs_model_free(&m);
+    dhs_model_free(&m2);
 }
 
 static void t_read_table(void) {
-    size_t n; dh_err e;
+    size_t n;
+    dh_err e;
     char *b = write_stream(500, 50, 33, &n, "a");
     REQUIRE(b);
     FILE *f = fmemopen(b, n, "rb");
@@ -358,19 +480,24 @@ static void t_read_table(void) {
     dhs_table t;
     CHECK(dhs_read_table(r, &t, 0, &e) == 0);
     CHECK(t.nrows == 500);
-    row_t x; gen_row(321, &x);
-    size_t l; const char *id = dhs_table_str_at(&t, 6, 321, &l);
+    row_t x;
+    gen_row(321, &x);
+    size_t l;
+    const char *id = dhs_table_str_at(&t, 6, 321, &l);
     CHECK(l == strlen(x.id) && !memcmp(id, x.id, l));
     CHECK(((int32_t *)t.col[1])[321] == x.label);
     CHECK(t.off[7][322] - t.off[7][321] == x.vl);
     dhs_table_free(&t);
-    dhs_close(r); fclose(f); free(b);
+    dhs_close(r);
+    fclose(f);
+    free(b);
 }
 
 static void t_schema_errors(void) {
-    dhs_schema s; dh_err e;
+    dhs_schema s;
+    dh_err e;
     dhs_schema_init(&s, "x");
-    int64_t bad[1] = {0};
+    int64_t bad[1] = { 0 };
     CHECK(dhs_schema_add(&s, "a", DHS_F32, 1, bad, &e) < 0);
     CHECK(dhs_schema_add(&s, "", DHS_F32, 0, NULL, &e) < 0);
     CHECK(dhs_schema_add(&s, "a", DHS_F32, 0, NULL, &e) == 0);
@@ -384,14 +511,19 @@ static void t_schema_errors(void) {
  * row count (the u32 length table before them has 4*rows bytes). */
 static void t_variable_rows_aligned(void) {
     for (int64_t n = 1; n <= 4; n++) {
-        char *b = NULL; size_t sz; dh_err e;
+        char *b = NULL;
+        size_t sz;
+        dh_err e;
         FILE *f = open_memstream(&b, &sz);
-        dhs_schema s; int64_t var = -1;
+        dhs_schema s;
+        int64_t var = -1;
         dhs_schema_init(&s, "x");
         dhs_schema_add(&s, "v", DHS_I64, 1, &var, NULL);
         dhs_writer *w = dhs_writer_open(f, "b", &s, NULL, &e);
-        int64_t v[8] = {1, 2, 3, 4, 5, 6, 7, 8}; uint32_t l[4] = {2, 2, 2, 2};
-        const void *cols[1] = {v}; const uint32_t *lens[1] = {l};
+        int64_t v[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+        uint32_t l[4] = { 2, 2, 2, 2 };
+        const void *cols[1] = { v };
+        const uint32_t *lens[1] = { l };
         dhs_write_rows(w, n, cols, lens, &e);
         dhs_writer_close(w, &e);
         fclose(f);
@@ -403,7 +535,9 @@ static void t_variable_rows_aligned(void) {
             CHECKF((uintptr_t)c->col[0] % 8 == 0, "%lld rows: data at %p", (long long)n, c->col[0]);
             CHECK(((int64_t *)c->col[0])[2 * n - 1] == 2 * n);
         }
-        dhs_close(r); fclose(f); free(b);
+        dhs_close(r);
+        fclose(f);
+        free(b);
     }
 }
 

@@ -19,7 +19,10 @@ static uint64_t seed_ctr = 1;
 static dk_tensor T(int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
     dk_tensor t;
     dh_err e;
-    if (dk_tensor_alloc4(&t, DK_CPU, ndim, a, b, c, d, &e)) { fprintf(stderr, "%s\n", e.msg); abort(); }
+    if (dk_tensor_alloc4(&t, DK_CPU, ndim, a, b, c, d, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        abort();
+    }
     return t;
 }
 static dk_tensor R(int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
@@ -36,26 +39,34 @@ static double dot(const dk_tensor *y, const dk_tensor *r) {
 /* ---- generic finite-difference check ------------------------------------------------ */
 typedef double (*lossfn)(void *ctx);
 /* Returns the worst ratio |a-num| / (atol + rtol max(|a|,|num|)) (<= 1 passes). */
-static double fd_check(float *p, int64_t n, const float *analytic, lossfn f, void *ctx,
-                       float eps, double atol, double rtol, int64_t *worst_i) {
+static double fd_check(float *p, int64_t n, const float *analytic, lossfn f, void *ctx, float eps, double atol,
+                       double rtol, int64_t *worst_i) {
     double worst = 0;
     for (int64_t i = 0; i < n; i++) {
         float keep = p[i];
-        p[i] = keep + eps; double lp = f(ctx);
-        p[i] = keep - eps; double lm = f(ctx);
+        p[i] = keep + eps;
+        double lp = f(ctx);
+        p[i] = keep - eps;
+        double lm = f(ctx);
         p[i] = keep;
         double num = (lp - lm) / (2.0 * (double)eps), a = analytic[i];
         double r = fabs(a - num) / (atol + rtol * fmax(fabs(a), fabs(num)));
-        if (r > worst) { worst = r; if (worst_i) *worst_i = i; }
+        if (r > worst) {
+            worst = r;
+            if (worst_i) *worst_i = i;
+        }
     }
     return worst;
 }
 #define FD(p, n, an, f, ctx, eps) FDT(p, n, an, f, ctx, eps, 2e-2)
 /* rtol 2e-2 for nonlinear layers; linear ones (conv, fc) are checked at 2e-3 */
-#define FDT(p, n, an, f, ctx, eps, rtol) do { int64_t wi_ = -1; \
-    double w_ = fd_check((p), (n), (an), (f), (ctx), (eps), 2e-3, (rtol), &wi_); \
-    CHECKF(w_ <= 1.0, "%s: finite-difference mismatch at %lld (ratio %.3g): analytic %g", \
-           #an, (long long)wi_, w_, (double)(an)[wi_ < 0 ? 0 : wi_]); } while (0)
+#define FDT(p, n, an, f, ctx, eps, rtol)                                                                               \
+    do {                                                                                                               \
+        int64_t wi_ = -1;                                                                                              \
+        double w_ = fd_check((p), (n), (an), (f), (ctx), (eps), 2e-3, (rtol), &wi_);                                   \
+        CHECKF(w_ <= 1.0, "%s: finite-difference mismatch at %lld (ratio %.3g): analytic %g", #an, (long long)wi_, w_, \
+               (double)(an)[wi_ < 0 ? 0 : wi_]);                                                                       \
+    } while (0)
 
 /* ---- convolution ------------------------------------------------------------------------ */
 static void conv_naive(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int s, int p, dk_tensor *y) {
@@ -89,7 +100,11 @@ static void conv_fwd_case(int N, int C, int H, int W, int F, int K, int s, int p
     double md = 0;
     for (int64_t i = 0; i < y.n; i++) md = fmax(md, fabs(y.data[i] - yr.data[i]));
     CHECKF(md < 1e-4, "conv N%d C%d %dx%d F%d K%d s%d p%d: max diff %g", N, C, H, W, F, K, s, p, md);
-    dk_tensor_free(&x); dk_tensor_free(&w); dk_tensor_free(&b); dk_tensor_free(&y); dk_tensor_free(&yr);
+    dk_tensor_free(&x);
+    dk_tensor_free(&w);
+    dk_tensor_free(&b);
+    dk_tensor_free(&y);
+    dk_tensor_free(&yr);
 }
 
 static void t_conv_forward_naive(void) {
@@ -98,12 +113,15 @@ static void t_conv_forward_naive(void) {
     conv_fwd_case(2, 3, 8, 8, 5, 3, 2, 1, 1);
     conv_fwd_case(1, 3, 9, 7, 2, 5, 2, 2, 1);
     conv_fwd_case(4, 2, 6, 6, 3, 1, 1, 0, 1);
-    conv_fwd_case(2, 1, 28, 28, 4, 5, 1, 0, 1);  /* LeNet conv1 geometry */
-    conv_fwd_case(2, 2, 1, 1, 3, 5, 1, 2, 1);    /* padding wider than the image */
+    conv_fwd_case(2, 1, 28, 28, 4, 5, 1, 0, 1); /* LeNet conv1 geometry */
+    conv_fwd_case(2, 2, 1, 1, 3, 5, 1, 2, 1);   /* padding wider than the image */
     conv_fwd_case(1, 1, 2, 3, 2, 5, 1, 3, 1);
 }
 
-struct convctx { dk_tensor x, w, b, y, r; int s, p; };
+struct convctx {
+    dk_tensor x, w, b, y, r;
+    int s, p;
+};
 static double conv_loss(void *v) {
     struct convctx *c = v;
     dk_conv2d_forward(&c->x, &c->w, &c->b, c->s, c->p, &c->y, NULL);
@@ -113,8 +131,13 @@ static double conv_loss(void *v) {
 static void conv_grad_case(int N, int C, int H, int W, int F, int K, int s, int p) {
     struct convctx c;
     int64_t OH = dk_out_size(H, K, s, p), OW = dk_out_size(W, K, s, p);
-    c.x = R(4, N, C, H, W); c.w = R(4, F, C, K, K); c.b = R(1, F, 1, 1, 1);
-    c.y = T(4, N, F, OH, OW); c.r = R(4, N, F, OH, OW); c.s = s; c.p = p;
+    c.x = R(4, N, C, H, W);
+    c.w = R(4, F, C, K, K);
+    c.b = R(1, F, 1, 1, 1);
+    c.y = T(4, N, F, OH, OW);
+    c.r = R(4, N, F, OH, OW);
+    c.s = s;
+    c.p = p;
     dk_tensor dx = T(4, N, C, H, W), dw = T(4, F, C, K, K), db = T(1, F, 1, 1, 1);
     dh_err e;
     REQUIRE(dk_conv2d_backward_data(&c.r, &c.w, s, p, &dx, &e) == 0);
@@ -123,16 +146,22 @@ static void conv_grad_case(int N, int C, int H, int W, int F, int K, int s, int 
     FDT(c.x.data, c.x.n, dx.data, conv_loss, &c, 1e-2f, 2e-3);
     FDT(c.w.data, c.w.n, dw.data, conv_loss, &c, 1e-2f, 2e-3);
     FDT(c.b.data, c.b.n, db.data, conv_loss, &c, 1e-2f, 2e-3);
-    dk_tensor_free(&c.x); dk_tensor_free(&c.w); dk_tensor_free(&c.b); dk_tensor_free(&c.y);
-    dk_tensor_free(&c.r); dk_tensor_free(&dx); dk_tensor_free(&dw); dk_tensor_free(&db);
+    dk_tensor_free(&c.x);
+    dk_tensor_free(&c.w);
+    dk_tensor_free(&c.b);
+    dk_tensor_free(&c.y);
+    dk_tensor_free(&c.r);
+    dk_tensor_free(&dx);
+    dk_tensor_free(&dw);
+    dk_tensor_free(&db);
 }
 
 static void t_conv_backward_fd(void) {
     conv_grad_case(2, 2, 5, 5, 3, 3, 1, 1);
-    conv_grad_case(1, 2, 6, 5, 2, 3, 2, 1);   /* one image: the unbatched path */
+    conv_grad_case(1, 2, 6, 5, 2, 3, 2, 1); /* one image: the unbatched path */
     conv_grad_case(3, 1, 7, 7, 2, 5, 2, 2);
     conv_grad_case(2, 3, 4, 4, 2, 1, 1, 0);
-    conv_grad_case(2, 2, 1, 2, 2, 5, 1, 2);   /* padding wider than the image */
+    conv_grad_case(2, 2, 1, 2, 2, 5, 1, 2); /* padding wider than the image */
 }
 
 /* Layers big enough that the CPU backend splits the batch into im2col
@@ -157,7 +186,7 @@ static void t_conv_chunked(void) {
     }
     for (int64_t k = 0; k < dw.n; k++) mdw = fmax(mdw, fabs(dw.data[k] - dwsum.data[k]));
     CHECKF(mdx < 1e-4 && mdw < 1e-3, "chunked backward: dx diff %g, dw diff %g", mdx, mdw);
-    dk_tensor *all[] = {&x, &w, &dy, &dx, &dw, &dx1, &dw1, &dwsum};
+    dk_tensor *all[] = { &x, &w, &dy, &dx, &dw, &dx1, &dw1, &dwsum };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) dk_tensor_free(all[i]);
 }
 
@@ -184,11 +213,17 @@ static void t_matmul_transposes(void) {
             CHECKF(md < 1e-5, "matmul ta=%d tb=%d: max diff %g", ta, tb, md);
             dk_tensor bad = T(2, M + 1, N, 1, 1);
             CHECK(dk_matmul(&A, ta, &B, tb, 1, 0, &bad, &e) == DH_EINVAL);
-            dk_tensor_free(&A); dk_tensor_free(&B); dk_tensor_free(&C); dk_tensor_free(&C0); dk_tensor_free(&bad);
+            dk_tensor_free(&A);
+            dk_tensor_free(&B);
+            dk_tensor_free(&C);
+            dk_tensor_free(&C0);
+            dk_tensor_free(&bad);
         }
 }
 
-struct fcctx { dk_tensor x, w, b, y, r; };
+struct fcctx {
+    dk_tensor x, w, b, y, r;
+};
 static double fc_loss(void *v) {
     struct fcctx *c = v;
     dk_fc_forward(&c->x, &c->w, &c->b, &c->y, NULL);
@@ -198,8 +233,11 @@ static double fc_loss(void *v) {
 static void t_fc_forward_backward(void) {
     struct fcctx c;
     int N = 3, IN = 2 * 2 * 2, OUT = 5;
-    c.x = R(4, N, 2, 2, 2); c.w = R(2, OUT, IN, 1, 1); c.b = R(1, OUT, 1, 1, 1);
-    c.y = T(2, N, OUT, 1, 1); c.r = R(2, N, OUT, 1, 1);
+    c.x = R(4, N, 2, 2, 2);
+    c.w = R(2, OUT, IN, 1, 1);
+    c.b = R(1, OUT, 1, 1, 1);
+    c.y = T(2, N, OUT, 1, 1);
+    c.r = R(2, N, OUT, 1, 1);
     dh_err e;
     REQUIRE(dk_fc_forward(&c.x, &c.w, &c.b, &c.y, &e) == 0);
     double md = 0;
@@ -219,12 +257,20 @@ static void t_fc_forward_backward(void) {
     CHECK(dk_fc_forward(&c.x, &wbad, NULL, &c.y, &e) == DH_EINVAL);
     CHECK(strstr(e.msg, "fc_forward: w has shape (5, 9)") != NULL);
     dk_tensor_free(&wbad);
-    dk_tensor_free(&c.x); dk_tensor_free(&c.w); dk_tensor_free(&c.b); dk_tensor_free(&c.y); dk_tensor_free(&c.r);
-    dk_tensor_free(&dx); dk_tensor_free(&dw); dk_tensor_free(&db);
+    dk_tensor_free(&c.x);
+    dk_tensor_free(&c.w);
+    dk_tensor_free(&c.b);
+    dk_tensor_free(&c.y);
+    dk_tensor_free(&c.r);
+    dk_tensor_free(&dx);
+    dk_tensor_free(&dw);
+    dk_tensor_free(&db);
 }
 
 /* ---- batch norm ------------------------------------------------------------------------------------ */
-struct bnctx { dk_tensor x, g, b, rm, rv, y, sm, si, r; };
+struct bnctx {
+    dk_tensor x, g, b, rm, rv, y, sm, si, r;
+};
 static double bn_loss(void *v) {
     struct bnctx *c = v;
     dk_batchnorm_forward_train(&c->x, &c->g, &c->b, &c->rm, &c->rv, 0.1f, 1e-5f, &c->y, &c->sm, &c->si, NULL);
@@ -233,9 +279,16 @@ static double bn_loss(void *v) {
 
 static void bn_case(int ndim, int N, int C, int H, int W) {
     struct bnctx c;
-    c.x = R(ndim, N, C, H, W); c.g = R(1, C, 1, 1, 1); c.b = R(1, C, 1, 1, 1);
-    c.rm = T(1, C, 1, 1, 1); c.rv = T(1, C, 1, 1, 1); dk_fill(&c.rv, 1.0f, NULL);
-    c.y = T(ndim, N, C, H, W); c.sm = T(1, C, 1, 1, 1); c.si = T(1, C, 1, 1, 1); c.r = R(ndim, N, C, H, W);
+    c.x = R(ndim, N, C, H, W);
+    c.g = R(1, C, 1, 1, 1);
+    c.b = R(1, C, 1, 1, 1);
+    c.rm = T(1, C, 1, 1, 1);
+    c.rv = T(1, C, 1, 1, 1);
+    dk_fill(&c.rv, 1.0f, NULL);
+    c.y = T(ndim, N, C, H, W);
+    c.sm = T(1, C, 1, 1, 1);
+    c.si = T(1, C, 1, 1, 1);
+    c.r = R(ndim, N, C, H, W);
     for (int64_t i = 0; i < c.x.n; i++) c.x.data[i] = 2.0f * c.x.data[i] + 0.5f;
     dh_err e;
     REQUIRE(dk_batchnorm_forward_train(&c.x, &c.g, &c.b, &c.rm, &c.rv, 0.1f, 1e-5f, &c.y, &c.sm, &c.si, &e) == 0);
@@ -246,7 +299,10 @@ static void bn_case(int ndim, int N, int C, int H, int W) {
         for (int64_t k = 0; k < P; k++) s += c.x.data[(n * C) * P + k];
     double mean = s / M;
     for (int n = 0; n < N; n++)
-        for (int64_t k = 0; k < P; k++) { double d = c.x.data[(n * C) * P + k] - mean; ss += d * d; }
+        for (int64_t k = 0; k < P; k++) {
+            double d = c.x.data[(n * C) * P + k] - mean;
+            ss += d * d;
+        }
     CHECK_NEAR(c.sm.data[0], mean, 1e-5);
     CHECK_NEAR(c.si.data[0], 1.0 / sqrt(ss / M + 1e-5), 1e-3);
     CHECK_NEAR(c.rm.data[0], 0.1 * mean, 1e-5);
@@ -267,7 +323,7 @@ static void bn_case(int ndim, int N, int C, int H, int W) {
     FD(c.x.data, c.x.n, dx.data, bn_loss, &c, 1e-2f);
     FD(c.g.data, c.g.n, dg.data, bn_loss, &c, 1e-2f);
     FD(c.b.data, c.b.n, dbt.data, bn_loss, &c, 1e-2f);
-    dk_tensor *all[] = {&c.x, &c.g, &c.b, &c.rm, &c.rv, &c.y, &c.sm, &c.si, &c.r, &rm2, &rv2, &y2, &dx, &dg, &dbt};
+    dk_tensor *all[] = { &c.x, &c.g, &c.b, &c.rm, &c.rv, &c.y, &c.sm, &c.si, &c.r, &rm2, &rv2, &y2, &dx, &dg, &dbt };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) dk_tensor_free(all[i]);
 }
 
@@ -277,11 +333,15 @@ static void t_batchnorm(void) {
     dk_tensor x = R(4, 2, 3, 2, 2), g = T(1, 2, 1, 1, 1);
     dh_err e;
     CHECK(dk_batchnorm_forward_infer(&x, &g, &g, &g, &g, 1e-5f, &x, &e) == DH_EINVAL);
-    dk_tensor_free(&x); dk_tensor_free(&g);
+    dk_tensor_free(&x);
+    dk_tensor_free(&g);
 }
 
 /* ---- activations ------------------------------------------------------------------------------------ */
-struct actctx { dk_tensor x, y, r; int op; };
+struct actctx {
+    dk_tensor x, y, r;
+    int op;
+};
 static int act_fwd(int op, const dk_tensor *x, dk_tensor *y) {
     switch (op) {
     case 0: return dk_relu_forward(x, y, NULL);
@@ -297,24 +357,32 @@ static double act_loss(void *v) {
 }
 
 static void t_activations(void) {
-    const char *names[] = {"relu", "gelu", "sigmoid", "tanh"};
+    const char *names[] = { "relu", "gelu", "sigmoid", "tanh" };
     for (int op = 0; op < 4; op++) {
         struct actctx c;
-        c.x = R(2, 6, 7, 1, 1); c.y = T(2, 6, 7, 1, 1); c.r = R(2, 6, 7, 1, 1); c.op = op;
-        for (int64_t i = 0; i < c.x.n; i++) {   /* stay away from ReLU's kink; cover a wide range */
+        c.x = R(2, 6, 7, 1, 1);
+        c.y = T(2, 6, 7, 1, 1);
+        c.r = R(2, 6, 7, 1, 1);
+        c.op = op;
+        for (int64_t i = 0; i < c.x.n; i++) { /* stay away from ReLU's kink; cover a wide range */
             float v = c.x.data[i] * 3.0f;
             c.x.data[i] = fabsf(v) < 0.05f ? 0.3f : v;
         }
         dk_tensor dx = T(2, 6, 7, 1, 1);
         REQUIRE(act_fwd(op, &c.x, &c.y) == 0);
-        const dk_tensor *a = op == 1 ? &c.x : &c.y;  /* GELU uses the input, the others the output */
-        int rc = op == 0 ? dk_relu_backward(a, &c.r, &dx, NULL) : op == 1 ? dk_gelu_backward(a, &c.r, &dx, NULL)
-               : op == 2 ? dk_sigmoid_backward(a, &c.r, &dx, NULL) : dk_tanh_backward(a, &c.r, &dx, NULL);
+        const dk_tensor *a = op == 1 ? &c.x : &c.y; /* GELU uses the input, the others the output */
+        int rc = op == 0   ? dk_relu_backward(a, &c.r, &dx, NULL)
+                 : op == 1 ? dk_gelu_backward(a, &c.r, &dx, NULL)
+                 : op == 2 ? dk_sigmoid_backward(a, &c.r, &dx, NULL)
+                           : dk_tanh_backward(a, &c.r, &dx, NULL);
         REQUIRE(rc == 0);
         int64_t wi = -1;
         double w = fd_check(c.x.data, c.x.n, dx.data, act_loss, &c, 1e-3f, 2e-3, 2e-2, &wi);
         CHECKF(w <= 1.0, "%s: finite-difference mismatch at %lld (ratio %g)", names[op], (long long)wi, w);
-        dk_tensor_free(&c.x); dk_tensor_free(&c.y); dk_tensor_free(&c.r); dk_tensor_free(&dx);
+        dk_tensor_free(&c.x);
+        dk_tensor_free(&c.y);
+        dk_tensor_free(&c.r);
+        dk_tensor_free(&dx);
     }
     /* known values */
     CHECK_NEAR(dk_gelu_f(1.0f), 0.8413447, 1e-6);
@@ -324,28 +392,43 @@ static void t_activations(void) {
 }
 
 /* ---- pooling ------------------------------------------------------------------------------------------ */
-struct poolctx { dk_tensor x, y, r; int k, s, p, avg; };
+struct poolctx {
+    dk_tensor x, y, r;
+    int k, s, p, avg;
+};
 static double pool_loss(void *v) {
     struct poolctx *c = v;
-    if (c->avg == 2) dk_gap_forward(&c->x, &c->y, NULL);
-    else if (c->avg) dk_avgpool_forward(&c->x, c->k, c->s, c->p, &c->y, NULL);
-    else dk_maxpool_forward(&c->x, c->k, c->s, c->p, &c->y, NULL);
+    if (c->avg == 2)
+        dk_gap_forward(&c->x, &c->y, NULL);
+    else if (c->avg)
+        dk_avgpool_forward(&c->x, c->k, c->s, c->p, &c->y, NULL);
+    else
+        dk_maxpool_forward(&c->x, c->k, c->s, c->p, &c->y, NULL);
     return dot(&c->y, &c->r);
 }
 
 static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) {
     struct poolctx c;
     int64_t OH = avg == 2 ? 1 : dk_out_size(H, k, s, p), OW = avg == 2 ? 1 : dk_out_size(W, k, s, p);
-    c.x = T(4, N, C, H, W); c.k = k; c.s = s; c.p = p; c.avg = avg;
+    c.x = T(4, N, C, H, W);
+    c.k = k;
+    c.s = s;
+    c.p = p;
+    c.avg = avg;
     /* distinct values well apart, so max pooling is differentiable at eps */
     int32_t *perm = malloc((size_t)c.x.n * sizeof *perm);
     dk_permutation(perm, c.x.n, 77, 0);
     for (int64_t i = 0; i < c.x.n; i++) c.x.data[i] = 0.1f * (float)perm[i] - 1.0f;
     free(perm);
-    if (avg == 2) { c.y = T(2, N, C, 1, 1); c.r = R(2, N, C, 1, 1); }
-    else { c.y = T(4, N, C, OH, OW); c.r = R(4, N, C, OH, OW); }
+    if (avg == 2) {
+        c.y = T(2, N, C, 1, 1);
+        c.r = R(2, N, C, 1, 1);
+    } else {
+        c.y = T(4, N, C, OH, OW);
+        c.r = R(4, N, C, OH, OW);
+    }
     dh_err e;
-    pool_loss(&c);  /* forward */
+    pool_loss(&c); /* forward */
     /* forward vs naive */
     double md = 0;
     for (int64_t nc = 0; nc < (int64_t)N * C; nc++)
@@ -367,12 +450,12 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
     CHECKF(md < 1e-5, "pool(avg=%d) forward max diff %g", avg, md);
     dk_tensor dx = T(4, N, C, H, W);
     int rc = avg == 2 ? dk_gap_backward(&c.r, &dx, &e)
-           : avg ? dk_avgpool_backward(&c.r, k, s, p, &dx, &e)
-           : dk_maxpool_backward(&c.x, &c.y, &c.r, k, s, p, &dx, &e);
+             : avg    ? dk_avgpool_backward(&c.r, k, s, p, &dx, &e)
+                      : dk_maxpool_backward(&c.x, &c.y, &c.r, k, s, p, &dx, &e);
     REQUIRE(rc == 0);
     FD(c.x.data, c.x.n, dx.data, pool_loss, &c, 1e-3f);
-    if (avg < 2) {  /* the CUDA kernels' gather form (dk_pool_grad_pixel) equals the CPU scatter */
-        dk_poolgeom g = {H, W, OH, OW, k, s, p};
+    if (avg < 2) { /* the CUDA kernels' gather form (dk_pool_grad_pixel) equals the CPU scatter */
+        dk_poolgeom g = { H, W, OH, OW, k, s, p };
         double gd = 0;
         for (int64_t nc = 0; nc < (int64_t)N * C; nc++)
             for (int64_t ih = 0; ih < H; ih++)
@@ -382,7 +465,10 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
                 }
         CHECKF(gd < 1e-6, "pool(avg=%d k%d s%d p%d): gather form differs from scatter by %g", avg, k, s, p, gd);
     }
-    dk_tensor_free(&c.x); dk_tensor_free(&c.y); dk_tensor_free(&c.r); dk_tensor_free(&dx);
+    dk_tensor_free(&c.x);
+    dk_tensor_free(&c.y);
+    dk_tensor_free(&c.r);
+    dk_tensor_free(&dx);
 }
 
 static void t_pooling(void) {
@@ -397,9 +483,10 @@ static void t_pooling(void) {
     pool_case(2, 2, 3, 4, 5, 0, 0, 0);
     dk_tensor x = R(4, 1, 1, 4, 4), y = T(4, 1, 1, 3, 3);
     dh_err e;
-    CHECK(dk_maxpool_forward(&x, 2, 2, 0, &y, &e) == DH_EINVAL);     /* output should be 2x2 */
-    CHECK(dk_maxpool_forward(&x, 2, 2, 2, &y, &e) == DH_EINVAL);     /* pad >= k */
-    dk_tensor_free(&x); dk_tensor_free(&y);
+    CHECK(dk_maxpool_forward(&x, 2, 2, 0, &y, &e) == DH_EINVAL); /* output should be 2x2 */
+    CHECK(dk_maxpool_forward(&x, 2, 2, 2, &y, &e) == DH_EINVAL); /* pad >= k */
+    dk_tensor_free(&x);
+    dk_tensor_free(&y);
 }
 
 /* ---- dropout ---------------------------------------------------------------------------------------------- */
@@ -418,18 +505,22 @@ static void t_dropout(void) {
     }
     CHECKF(llabs(dropped - 3000) < 200, "dropped %lld of 10000 at p=0.3", (long long)dropped);
     REQUIRE(dk_dropout_forward(&x, 0.3f, 42, 1001, &y2, &m2, &e) == 0);
-    CHECK(memcmp(m.data + 1, m2.data, (size_t)(m.n - 1) * 4) == 0);  /* counter-based: offset shifts */
+    CHECK(memcmp(m.data + 1, m2.data, (size_t)(m.n - 1) * 4) == 0); /* counter-based: offset shifts */
     /* backward with the fixed mask: the gradient of sum(y r) is r * mask */
     dk_tensor r = R(2, 100, 100, 1, 1), dx = T(2, 100, 100, 1, 1);
     REQUIRE(dk_dropout_backward(&r, &m, &dx, &e) == 0);
     for (int64_t i = 0; i < m.n; i++) CHECK(dx.data[i] == r.data[i] * m.data[i]);
     CHECK(dk_dropout_forward(&x, 1.0f, 42, 0, &y, &m, &e) == DH_EINVAL);
-    dk_tensor *all[] = {&x, &y, &m, &y2, &m2, &r, &dx};
+    dk_tensor *all[] = { &x, &y, &m, &y2, &m2, &r, &dx };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) dk_tensor_free(all[i]);
 }
 
 /* ---- softmax cross-entropy --------------------------------------------------------------------------------- */
-struct xectx { dk_tensor z; int32_t *lab; float s; };
+struct xectx {
+    dk_tensor z;
+    int32_t *lab;
+    float s;
+};
 static double xe_loss(void *v) {
     struct xectx *c = v;
     double l = 0;
@@ -439,18 +530,25 @@ static double xe_loss(void *v) {
 
 static void t_softmax_xent(void) {
     int N = 5, K = 4;
-    int32_t lab[5] = {0, 3, 1, 1, 2};
+    int32_t lab[5] = { 0, 3, 1, 1, 2 };
     for (int si = 0; si < 2; si++) {
-        struct xectx c = {R(2, N, K, 1, 1), lab, si ? 0.1f : 0.0f};
+        struct xectx c = { R(2, N, K, 1, 1), lab, si ? 0.1f : 0.0f };
         for (int64_t i = 0; i < c.z.n; i++) c.z.data[i] *= 3.0f;
-        double loss = -1; int64_t correct = -1;
+        double loss = -1;
+        int64_t correct = -1;
         dk_tensor g = T(2, N, K, 1, 1);
         dh_err e;
         REQUIRE(dk_softmax_xent(&c.z, lab, c.s, 1.0f, &loss, &correct, &g, &e) == 0);
-        double ref = 0; int64_t rc = 0;
+        double ref = 0;
+        int64_t rc = 0;
         for (int i = 0; i < N; i++) {
-            double mx = -1e30, s = 0; int am = 0;
-            for (int k = 0; k < K; k++) if (c.z.data[i * K + k] > mx) { mx = c.z.data[i * K + k]; am = k; }
+            double mx = -1e30, s = 0;
+            int am = 0;
+            for (int k = 0; k < K; k++)
+                if (c.z.data[i * K + k] > mx) {
+                    mx = c.z.data[i * K + k];
+                    am = k;
+                }
             for (int k = 0; k < K; k++) s += exp(c.z.data[i * K + k] - mx);
             for (int k = 0; k < K; k++) {
                 double t = (k == lab[i] ? 1.0 - c.s : 0.0) + c.s / K;
@@ -474,9 +572,11 @@ static void t_softmax_xent(void) {
             for (int k = 0; k < K; k++) s += z2.data[i * K + k];
             CHECK_NEAR(s, 1.0, 1e-6);
         }
-        int32_t bad[5] = {0, 4, 1, 1, 2};
+        int32_t bad[5] = { 0, 4, 1, 1, 2 };
         CHECK(dk_softmax_xent(&c.z, bad, 0, 1, &loss, NULL, NULL, &e) == DH_EINVAL);
-        dk_tensor_free(&c.z); dk_tensor_free(&g); dk_tensor_free(&z2);
+        dk_tensor_free(&c.z);
+        dk_tensor_free(&g);
+        dk_tensor_free(&z2);
     }
 }
 
@@ -487,13 +587,17 @@ static void t_sgd_hand(void) {
     /* plain momentum: w=1, g=0.5, lr=0.1, mom=0.9, wd=0.01
      * step 1: g'=0.51, v=0.51, w=1-0.051=0.949
      * step 2: g'=0.5+0.00949=0.50949, v=0.9*0.51+0.50949=0.96849, w=0.949-0.096849=0.852151 */
-    w.data[0] = 1; g.data[0] = 0.5f;
+    w.data[0] = 1;
+    g.data[0] = 0.5f;
     REQUIRE(dk_sgd_step(&w, &g, &v, 0.1f, 0.9f, 0.01f, 0, &e) == 0);
-    CHECK_NEAR(w.data[0], 0.949, 1e-6); CHECK_NEAR(v.data[0], 0.51, 1e-6);
+    CHECK_NEAR(w.data[0], 0.949, 1e-6);
+    CHECK_NEAR(v.data[0], 0.51, 1e-6);
     REQUIRE(dk_sgd_step(&w, &g, &v, 0.1f, 0.9f, 0.01f, 0, &e) == 0);
-    CHECK_NEAR(w.data[0], 0.852151, 1e-6); CHECK_NEAR(v.data[0], 0.96849, 1e-6);
+    CHECK_NEAR(w.data[0], 0.852151, 1e-6);
+    CHECK_NEAR(v.data[0], 0.96849, 1e-6);
     /* Nesterov: step 1: g'=0.51, v=0.51, update 0.51+0.9*0.51=0.969, w=1-0.0969=0.9031 */
-    w.data[0] = 1; v.data[0] = 0;
+    w.data[0] = 1;
+    v.data[0] = 0;
     REQUIRE(dk_sgd_step(&w, &g, &v, 0.1f, 0.9f, 0.01f, 1, &e) == 0);
     CHECK_NEAR(w.data[0], 0.9031, 1e-6);
     /* no momentum, no velocity tensor */
@@ -501,7 +605,9 @@ static void t_sgd_hand(void) {
     REQUIRE(dk_sgd_step(&w, &g, NULL, 0.1f, 0.0f, 0.0f, 0, &e) == 0);
     CHECK_NEAR(w.data[0], 0.95, 1e-7);
     CHECK(dk_sgd_step(&w, &g, NULL, 0.1f, 0.9f, 0.0f, 0, &e) == DH_EINVAL);
-    dk_tensor_free(&w); dk_tensor_free(&g); dk_tensor_free(&v);
+    dk_tensor_free(&w);
+    dk_tensor_free(&g);
+    dk_tensor_free(&v);
 }
 
 /* ---- schedules ----------------------------------------------------------------------------------------------- */
@@ -543,7 +649,10 @@ static void t_rng(void) {
     for (int i = 0; i < n; i++) {
         double u = dh_rng_uniform(7, (uint64_t)i), z = dh_rng_normal(7, (uint64_t)i);
         CHECK(u >= 0.0 && u < 1.0);
-        s += u; ss += u * u; ns += z; nss += z * z;
+        s += u;
+        ss += u * u;
+        ns += z;
+        nss += z * z;
     }
     CHECK_NEAR(s / n, 0.5, 0.005);
     CHECK_NEAR(ss / n - (s / n) * (s / n), 1.0 / 12, 0.002);
@@ -561,15 +670,20 @@ static void t_rng(void) {
     float a = sqrtf(6.0f / 700), mx = 0;
     for (int64_t i = 0; i < w.n; i++) mx = fmaxf(mx, fabsf(w.data[i]));
     CHECK(mx <= a && mx > 0.99f * a);
-    dk_tensor_free(&w); dk_tensor_free(&w2);
+    dk_tensor_free(&w);
+    dk_tensor_free(&w2);
     /* permutation */
     int32_t p[1000], q[1000];
-    int seen[1000] = {0};
+    int seen[1000] = { 0 };
     dk_permutation(p, 1000, 3, 1);
     dk_permutation(q, 1000, 3, 1);
     CHECK(memcmp(p, q, sizeof p) == 0);
     int fixed = 0;
-    for (int i = 0; i < 1000; i++) { REQUIRE(p[i] >= 0 && p[i] < 1000); seen[p[i]]++; fixed += p[i] == i; }
+    for (int i = 0; i < 1000; i++) {
+        REQUIRE(p[i] >= 0 && p[i] < 1000);
+        seen[p[i]]++;
+        fixed += p[i] == i;
+    }
     for (int i = 0; i < 1000; i++) CHECK(seen[i] == 1);
     CHECK(fixed < 10);
     dk_permutation(q, 1000, 3, 2);
@@ -581,8 +695,8 @@ static void t_augment(void) {
     enum { S = 6, C = 3, H = 5, W = 7 };
     uint8_t img[S * C * H * W];
     for (int i = 0; i < S * C * H * W; i++) img[i] = (uint8_t)(i * 37 + 11);
-    float mean[3] = {0.5f, 0.4f, 0.3f}, std[3] = {0.25f, 0.2f, 0.3f};
-    int32_t idx[4] = {5, 0, 3, 3};
+    float mean[3] = { 0.5f, 0.4f, 0.3f }, std[3] = { 0.25f, 0.2f, 0.3f };
+    int32_t idx[4] = { 5, 0, 3, 3 };
     dk_tensor o = T(4, 4, C, H, W), o2 = T(4, 4, C, H, W);
     dh_err e;
     /* plain normalisation */
@@ -604,30 +718,37 @@ static void t_augment(void) {
     for (int r = 0; r < 4; r++) {
         dk_aug_draw d = dk_aug_draws(9, 40 + r, pad, 1);
         CHECK(d.oy >= 0 && d.oy <= 2 * pad && d.ox >= 0 && d.ox <= 2 * pad);
-        flips += d.flip; shifted += d.oy != pad || d.ox != pad;
+        flips += d.flip;
+        shifted += d.oy != pad || d.ox != pad;
         for (int c = 0; c < C; c++)
             for (int y = 0; y < H; y++)
                 for (int x = 0; x < W; x++) {
                     int sy = y + d.oy - pad, xx = d.flip ? W - 1 - x : x, sx = xx + d.ox - pad;
-                    double ref = (sy < 0 || sy >= H || sx < 0 || sx >= W) ? 0.0
-                               : (img[((idx[r] * C + c) * H + sy) * W + sx] / 255.0 - mean[c]) / std[c];
+                    double ref = (sy < 0 || sy >= H || sx < 0 || sx >= W)
+                                     ? 0.0
+                                     : (img[((idx[r] * C + c) * H + sy) * W + sx] / 255.0 - mean[c]) / std[c];
                     md = fmax(md, fabs(ref - o.data[((r * C + c) * H + y) * W + x]));
                 }
     }
     CHECKF(md < 1e-5, "crop/flip max diff %g", md);
     /* over many rows both flips and several offsets occur */
-    int nflip = 0, offs[5] = {0};
-    for (int r = 0; r < 1000; r++) { dk_aug_draw d = dk_aug_draws(3, r, 2, 1); nflip += d.flip; offs[d.ox]++; }
+    int nflip = 0, offs[5] = { 0 };
+    for (int r = 0; r < 1000; r++) {
+        dk_aug_draw d = dk_aug_draws(3, r, 2, 1);
+        nflip += d.flip;
+        offs[d.ox]++;
+    }
     CHECKF(nflip > 400 && nflip < 600, "%d flips of 1000", nflip);
     for (int i = 0; i < 5; i++) CHECKF(offs[i] > 120, "offset %d drawn %d times of 1000", i, offs[i]);
     /* errors */
-    int32_t badidx[4] = {0, 1, 6, 2};
+    int32_t badidx[4] = { 0, 1, 6, 2 };
     CHECK(dk_images_augment(img, S, C, H, W, badidx, 0, 0, mean, std, 1, 0, &o, &e) == DH_EINVAL);
-    float badstd[3] = {0.2f, 0.0f, 0.3f};
+    float badstd[3] = { 0.2f, 0.0f, 0.3f };
     CHECK(dk_images_augment(img, S, C, H, W, idx, 0, 0, mean, badstd, 1, 0, &o, &e) == DH_EINVAL);
-    dk_tensor_free(&o); dk_tensor_free(&o2);
+    dk_tensor_free(&o);
+    dk_tensor_free(&o2);
     /* label gather */
-    int32_t labs[6] = {10, 11, 12, 13, 14, 15}, out[4];
+    int32_t labs[6] = { 10, 11, 12, 13, 14, 15 }, out[4];
     REQUIRE(dk_gather_i32(DK_CPU, labs, idx, 4, out, &e) == 0);
     CHECK(out[0] == 15 && out[1] == 10 && out[2] == 13 && out[3] == 13);
 }
@@ -648,7 +769,7 @@ static void t_devices_and_tensors(void) {
     CHECK(dk_init(DK_CPU, &e) == 0);
     dk_tensor t = T(3, 2, 3, 4, 1), v, rows;
     for (int64_t i = 0; i < t.n; i++) t.data[i] = (float)i;
-    int64_t s2[2] = {6, 4}, s3[2] = {5, 5};
+    int64_t s2[2] = { 6, 4 }, s3[2] = { 5, 5 };
     REQUIRE(dk_tensor_view(&t, 2, s2, &v, &e) == 0);
     CHECK(v.n == 24 && v.owns == 0 && v.data == t.data);
     CHECK(dk_tensor_view(&t, 2, s3, &v, &e) == DH_EINVAL);
@@ -667,21 +788,25 @@ static void t_devices_and_tensors(void) {
     dk_tensor u = T(3, 2, 3, 4, 1);
     REQUIRE(dk_axpby(2.0f, &t, 0.0f, &u, &e) == 0);
     CHECK(u.data[5] == 10.0f);
-    dk_tensor_free(&v);       /* a view: nothing freed */
-    dk_tensor_free(&t); dk_tensor_free(&u);
-    dk_tensor empty = {0};
+    dk_tensor_free(&v); /* a view: nothing freed */
+    dk_tensor_free(&t);
+    dk_tensor_free(&u);
+    dk_tensor empty = { 0 };
     dk_tensor_free(&empty);
-    int64_t huge[4] = {1 << 20, 1 << 20, 1 << 20, 1};
+    int64_t huge[4] = { 1 << 20, 1 << 20, 1 << 20, 1 };
     CHECK(dk_tensor_alloc(&t, DK_CPU, 4, huge, &e) == DH_ELIMIT);
-    int64_t neg[1] = {-1};
+    int64_t neg[1] = { -1 };
     CHECK(dk_tensor_alloc(&t, DK_CPU, 1, neg, &e) == DH_EINVAL);
     /* conv argument errors */
     dk_tensor x = T(4, 1, 2, 5, 5), w = T(4, 3, 1, 3, 3), y = T(4, 1, 3, 3, 3);
-    CHECK(dk_conv2d_forward(&x, &w, NULL, 1, 0, &y, &e) == DH_EINVAL);   /* channel mismatch */
+    CHECK(dk_conv2d_forward(&x, &w, NULL, 1, 0, &y, &e) == DH_EINVAL); /* channel mismatch */
     CHECK(strstr(e.msg, "conv2d_forward: filter has shape (3, 1, 3, 3), expected (*, 2, *, *)") != NULL);
     dk_tensor w2 = T(4, 3, 2, 7, 7);
-    CHECK(dk_conv2d_forward(&x, &w2, NULL, 1, 0, &y, &e) == DH_EINVAL);  /* kernel does not fit */
-    dk_tensor_free(&x); dk_tensor_free(&w); dk_tensor_free(&y); dk_tensor_free(&w2);
+    CHECK(dk_conv2d_forward(&x, &w2, NULL, 1, 0, &y, &e) == DH_EINVAL); /* kernel does not fit */
+    dk_tensor_free(&x);
+    dk_tensor_free(&w);
+    dk_tensor_free(&y);
+    dk_tensor_free(&w2);
     dk_shutdown();
 }
 
@@ -690,10 +815,11 @@ static void t_tiny_training(void) {
     enum { N = 96, D = 2, H = 16, K = 3 };
     dk_tensor x = T(2, N, D, 1, 1), w1 = T(2, H, D, 1, 1), b1 = T(1, H, 1, 1, 1), h = T(2, N, H, 1, 1);
     dk_tensor w2 = T(2, K, H, 1, 1), b2 = T(1, K, 1, 1, 1), z = T(2, N, K, 1, 1), gz = T(2, N, K, 1, 1);
-    dk_tensor gh = T(2, N, H, 1, 1), gw1 = T(2, H, D, 1, 1), gb1 = T(1, H, 1, 1, 1), gw2 = T(2, K, H, 1, 1), gb2 = T(1, K, 1, 1, 1);
-    dk_tensor v[4] = {T(2, H, D, 1, 1), T(1, H, 1, 1, 1), T(2, K, H, 1, 1), T(1, K, 1, 1, 1)};
+    dk_tensor gh = T(2, N, H, 1, 1), gw1 = T(2, H, D, 1, 1), gb1 = T(1, H, 1, 1, 1), gw2 = T(2, K, H, 1, 1),
+              gb2 = T(1, K, 1, 1, 1);
+    dk_tensor v[4] = { T(2, H, D, 1, 1), T(1, H, 1, 1, 1), T(2, K, H, 1, 1), T(1, K, 1, 1, 1) };
     int32_t lab[N];
-    const float cx[K] = {-2, 2, 0}, cy[K] = {-1, -1, 2};
+    const float cx[K] = { -2, 2, 0 }, cy[K] = { -1, -1, 2 };
     for (int i = 0; i < N; i++) {
         lab[i] = i % K;
         x.data[i * 2] = cx[lab[i]] + 0.7f * dh_rng_normal(5, 2 * (uint64_t)i);
@@ -703,20 +829,19 @@ static void t_tiny_training(void) {
     REQUIRE(dk_init_he(&w1, D, 1, &e) == 0 && dk_init_xavier(&w2, H, K, 2, &e) == 0);
     double loss0 = -1, loss = 0;
     int64_t correct = 0;
-    dk_tensor *P[4] = {&w1, &b1, &w2, &b2}, *G[4] = {&gw1, &gb1, &gw2, &gb2};
+    dk_tensor *P[4] = { &w1, &b1, &w2, &b2 }, *G[4] = { &gw1, &gb1, &gw2, &gb2 };
     for (int step = 0; step < 300; step++) {
         REQUIRE(dk_fc_forward(&x, &w1, &b1, &h, &e) == 0 && dk_relu_forward(&h, &h, &e) == 0 &&
                 dk_fc_forward(&h, &w2, &b2, &z, &e) == 0 &&
                 dk_softmax_xent(&z, lab, 0.0f, 1.0f, &loss, &correct, &gz, &e) == 0 &&
-                dk_fc_backward(&h, &w2, &gz, &gh, &gw2, &gb2, &e) == 0 &&
-                dk_relu_backward(&h, &gh, &gh, &e) == 0 &&
+                dk_fc_backward(&h, &w2, &gz, &gh, &gw2, &gb2, &e) == 0 && dk_relu_backward(&h, &gh, &gh, &e) == 0 &&
                 dk_fc_backward(&x, &w1, &gh, NULL, &gw1, &gb1, &e) == 0);
         if (loss0 < 0) loss0 = loss;
         for (int i = 0; i < 4; i++) REQUIRE(dk_sgd_step(P[i], G[i], &v[i], 0.05f, 0.9f, 1e-4f, 1, &e) == 0);
     }
     CHECKF(loss < 0.3 * loss0 && correct >= N * 9 / 10, "loss %g -> %g, %lld/%d correct", loss0, loss,
            (long long)correct, N);
-    dk_tensor *all[] = {&x, &w1, &b1, &h, &w2, &b2, &z, &gz, &gh, &gw1, &gb1, &gw2, &gb2, &v[0], &v[1], &v[2], &v[3]};
+    dk_tensor *all[] = { &x, &w1, &b1, &h, &w2, &b2, &z, &gz, &gh, &gw1, &gb1, &gw2, &gb2, &v[0], &v[1], &v[2], &v[3] };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) dk_tensor_free(all[i]);
 }
 

@@ -15,27 +15,24 @@
 
 /* C classes; the class signal lives in the first `sig` dimensions (means
  * N(0, sep^2)), the other D - sig dimensions are N(0, noise^2) clutter. */
-static void make_classes(int64_t N, int D, int C, int sig, double sep, double noise,
-                         uint64_t seed, float *x, int32_t *lab)
-{
+static void make_classes(int64_t N, int D, int C, int sig, double sep, double noise, uint64_t seed, float *x,
+                         int32_t *lab) {
     hl_rng r;
-    hl_rng_seed(&r, 12345);  /* class means fixed, samples vary with seed */
+    hl_rng_seed(&r, 12345); /* class means fixed, samples vary with seed */
     double *mu = malloc(sizeof(double) * C * D);
     for (int c = 0; c < C; c++)
         for (int d = 0; d < D; d++) mu[c * D + d] = d < sig ? sep * hl_rng_normal(&r) : 0;
     hl_rng_seed(&r, seed);
     for (int64_t i = 0; i < N; i++) {
         int c = (int)(i % C);
-        lab[i] = 10 + 3 * c;  /* arbitrary label values */
-        for (int d = 0; d < D; d++)
-            x[i * D + d] = (float)(mu[c * D + d] + (d < sig ? 1.0 : noise) * hl_rng_normal(&r));
+        lab[i] = 10 + 3 * c; /* arbitrary label values */
+        for (int d = 0; d < D; d++) x[i * D + d] = (float)(mu[c * D + d] + (d < sig ? 1.0 : noise) * hl_rng_normal(&r));
     }
     free(mu);
 }
 
-static int fit(const char *method, const float *x, const int32_t *lab, int64_t N, int D, int K,
-               const dh_hash_opts *o, dhs_model *m, dh_err *e)
-{
+static int fit(const char *method, const float *x, const int32_t *lab, int64_t N, int D, int K, const dh_hash_opts *o,
+               dhs_model *m, dh_err *e) {
     const dh_hash_method *hm = dh_hash_method_find(method);
     if (!hm) return dh_seterr(e, DH_EINVAL, "no method %s", method);
     dhs_model_init(m);
@@ -43,8 +40,7 @@ static int fit(const char *method, const float *x, const int32_t *lab, int64_t N
 }
 
 /* codes (n, K) as 0/1 bytes through the generic binding */
-static int encode(const dhs_model *m, const float *x, int64_t n, uint8_t *bits, int K, dh_err *e)
-{
+static int encode(const dhs_model *m, const float *x, int64_t n, uint8_t *bits, int K, dh_err *e) {
     dh_hashfn h;
     int rc = dh_hashfn_bind(&h, m, "", e);
     if (rc) return rc;
@@ -58,9 +54,8 @@ static int encode(const dhs_model *m, const float *x, int64_t n, uint8_t *bits, 
 }
 
 /* mAP of Hamming ranking: queries q against database db, ties by db order */
-static double map_score(const uint8_t *qb, const int32_t *ql, int64_t nq, const uint8_t *db,
-                        const int32_t *dl, int64_t nd, int K)
-{
+static double map_score(const uint8_t *qb, const int32_t *ql, int64_t nq, const uint8_t *db, const int32_t *dl,
+                        int64_t nd, int K) {
     int *dist = malloc(sizeof(int) * nd);
     int64_t *cnt = calloc((size_t)K + 2, sizeof *cnt);
     int64_t *order = malloc(sizeof(int64_t) * nd);
@@ -74,33 +69,36 @@ static double map_score(const uint8_t *qb, const int32_t *ql, int64_t nq, const 
             cnt[h + 1]++;
         }
         for (int k = 1; k <= K + 1; k++) cnt[k] += cnt[k - 1];
-        for (int64_t i = 0; i < nd; i++) order[cnt[dist[i]]++] = i;  /* stable counting sort */
+        for (int64_t i = 0; i < nd; i++) order[cnt[dist[i]]++] = i; /* stable counting sort */
         double ap = 0;
         int64_t rel = 0;
         for (int64_t t = 0; t < nd; t++)
-            if (dl[order[t]] == ql[q]) { rel++; ap += (double)rel / (t + 1); }
+            if (dl[order[t]] == ql[q]) {
+                rel++;
+                ap += (double)rel / (t + 1);
+            }
         total += rel ? ap / rel : 0;
     }
-    free(dist); free(cnt); free(order);
+    free(dist);
+    free(cnt);
+    free(order);
     return total / nq;
 }
 
-static double bit_fraction(const uint8_t *b, int64_t n, int K, int k)
-{
+static double bit_fraction(const uint8_t *b, int64_t n, int K, int k) {
     int64_t s = 0;
     for (int64_t i = 0; i < n; i++) s += b[i * K + k];
     return (double)s / n;
 }
 
 /* ---- PCAH ------------------------------------------------------------------- */
-static void t_pcah_top_principal_directions(void)
-{
+static void t_pcah_top_principal_directions(void) {
     const int64_t N = 4000;
     const int D = 8, K = 3;
     double sd[8] = { 5, 3, 2, 1, 0.5, 0.4, 0.3, 0.2 };
     hl_rng r;
     hl_rng_seed(&r, 7);
-    double Q[64];  /* random orthogonal basis: columns are the true directions */
+    double Q[64]; /* random orthogonal basis: columns are the true directions */
     dh_err e = { 0 };
     REQUIRE(hl_random_rotation(&r, D, Q, &e) == 0);
     float *x = malloc(sizeof(float) * N * D);
@@ -108,7 +106,7 @@ static void t_pcah_top_principal_directions(void)
         double g[8];
         for (int j = 0; j < D; j++) g[j] = sd[j] * hl_rng_normal(&r);
         for (int d = 0; d < D; d++) {
-            double v = 3.0;  /* offset: PCA must centre */
+            double v = 3.0; /* offset: PCA must centre */
             for (int j = 0; j < D; j++) v += Q[d * D + j] * g[j];
             x[i * D + d] = (float)v;
         }
@@ -121,7 +119,10 @@ static void t_pcah_top_principal_directions(void)
     REQUIRE(W && W->n == K * D);
     for (int k = 0; k < K; k++) {
         double dot = 0, nrm = 0;
-        for (int d = 0; d < D; d++) { dot += W->data[k * D + d] * Q[d * D + k]; nrm += W->data[k * D + d] * W->data[k * D + d]; }
+        for (int d = 0; d < D; d++) {
+            dot += W->data[k * D + d] * Q[d * D + k];
+            nrm += W->data[k * D + d] * W->data[k * D + d];
+        }
         CHECK_NEAR(nrm, 1.0, 1e-4);
         CHECKF(fabs(dot) > 0.99, "direction %d: |cos| = %g", k, fabs(dot));
     }
@@ -133,8 +134,7 @@ static void t_pcah_top_principal_directions(void)
 }
 
 /* ---- ITQ -------------------------------------------------------------------- */
-static void t_itq_loss_nonincreasing(void)
-{
+static void t_itq_loss_nonincreasing(void) {
     const int64_t N = 800;
     const int K = 8, T = 30;
     hl_rng r;
@@ -158,8 +158,7 @@ static void t_itq_loss_nonincreasing(void)
     free(V);
 }
 
-static void t_itq_model_rotates_pca(void)
-{
+static void t_itq_model_rotates_pca(void) {
     /* the ITQ hash is W = R^T P: rows orthonormal, spanning the PCA subspace */
     const int64_t N = 1000;
     const int D = 12, K = 4;
@@ -177,7 +176,10 @@ static void t_itq_model_rotates_pca(void)
         double inspan = 0;
         for (int b = 0; b < K; b++) {
             double s = 0, dp = 0;
-            for (int d = 0; d < D; d++) { s += Wi[a * D + d] * Wi[b * D + d]; dp += Wi[a * D + d] * Wp[b * D + d]; }
+            for (int d = 0; d < D; d++) {
+                s += Wi[a * D + d] * Wi[b * D + d];
+                dp += Wi[a * D + d] * Wp[b * D + d];
+            }
             CHECK_NEAR(s, a == b ? 1.0 : 0.0, 1e-4);
             inspan += dp * dp;
         }
@@ -185,13 +187,14 @@ static void t_itq_model_rotates_pca(void)
     }
     int64_t it;
     CHECK(dhs_meta_int(mi.meta, "iterations", &it) == 0 && it == 50);
-    dhs_model_free(&mi); dhs_model_free(&mp);
-    free(x); free(lab);
+    dhs_model_free(&mi);
+    dhs_model_free(&mp);
+    free(x);
+    free(lab);
 }
 
 /* ---- LSH -------------------------------------------------------------------- */
-static void t_lsh_agreement_tracks_angle(void)
-{
+static void t_lsh_agreement_tracks_angle(void) {
     const int D = 24, K = 256, NS = 4;
     const double angles[4] = { M_PI / 6, M_PI / 3, M_PI / 2, 2 * M_PI / 3 };
     float x[8 * 24];
@@ -200,10 +203,19 @@ static void t_lsh_agreement_tracks_angle(void)
     for (int p = 0; p < 4; p++) {
         /* orthonormal u, v; pair (u, cos a u + sin a v) */
         double u[24], v[24], nu = 0, dv = 0, nv = 0;
-        for (int d = 0; d < D; d++) { u[d] = hl_rng_normal(&r); nu += u[d] * u[d]; }
+        for (int d = 0; d < D; d++) {
+            u[d] = hl_rng_normal(&r);
+            nu += u[d] * u[d];
+        }
         for (int d = 0; d < D; d++) u[d] /= sqrt(nu);
-        for (int d = 0; d < D; d++) { v[d] = hl_rng_normal(&r); dv += v[d] * u[d]; }
-        for (int d = 0; d < D; d++) { v[d] -= dv * u[d]; nv += v[d] * v[d]; }
+        for (int d = 0; d < D; d++) {
+            v[d] = hl_rng_normal(&r);
+            dv += v[d] * u[d];
+        }
+        for (int d = 0; d < D; d++) {
+            v[d] -= dv * u[d];
+            nv += v[d] * v[d];
+        }
         for (int d = 0; d < D; d++) {
             v[d] /= sqrt(nv);
             x[(2 * p) * D + d] = (float)u[d];
@@ -234,8 +246,7 @@ static void t_lsh_agreement_tracks_angle(void)
 }
 
 /* ---- SH --------------------------------------------------------------------- */
-static void t_sh_bits_balanced_on_uniform(void)
-{
+static void t_sh_bits_balanced_on_uniform(void) {
     const int64_t N = 4000;
     const int D = 4, K = 8;
     const double side[4] = { 4, 2, 1, 0.5 };
@@ -261,14 +272,14 @@ static void t_sh_bits_balanced_on_uniform(void)
     int C = (int)om->shape[1], nz = 0;
     for (int c = 0; c < C; c++) nz += om->data[c] != 0;
     CHECK(nz == 1);
-    CHECK_NEAR(om->data[0], M_PI / 4, 0.05);  /* pi / (mx - mn) with range ~4 */
+    CHECK_NEAR(om->data[0], M_PI / 4, 0.05); /* pi / (mx - mn) with range ~4 */
     dhs_model_free(&m);
-    free(x); free(b);
+    free(x);
+    free(b);
 }
 
 /* ---- supervised methods beat LSH ------------------------------------------- */
-static void t_supervised_beat_lsh(void)
-{
+static void t_supervised_beat_lsh(void) {
     const int64_t N = 600, NQ = 150;
     const int D = 24, K = 16, C = 4;
     float *x = malloc(sizeof(float) * N * D), *q = malloc(sizeof(float) * NQ * D);
@@ -284,14 +295,20 @@ static void t_supervised_beat_lsh(void)
         o.seed = 4;
         o.anchors = 60;
         o.samples = 300;
-        if (!strcmp(methods[i], "bre")) { o.iterations = 2; o.param[o.nparams++] = "linesearch=30"; }
+        if (!strcmp(methods[i], "bre")) {
+            o.iterations = 2;
+            o.param[o.nparams++] = "linesearch=30";
+        }
         if (!strcmp(methods[i], "mlh")) o.iterations = 1500;
         dhs_model m;
         dh_err e = { 0 };
         double t0 = dh_now();
         int rc = fit(methods[i], x, lab, N, D, K, &o, &m, &e);
         CHECKF(rc == 0, "%s: %s", methods[i], e.msg);
-        if (rc) { map[i] = 0; continue; }
+        if (rc) {
+            map[i] = 0;
+            continue;
+        }
         rc = encode(&m, x, N, db, K, &e);
         if (!rc) rc = encode(&m, q, NQ, qb, K, &e);
         CHECKF(rc == 0, "%s encode: %s", methods[i], e.msg);
@@ -301,12 +318,16 @@ static void t_supervised_beat_lsh(void)
     }
     for (int i = 4; i < 9; i++)
         CHECKF(map[i] > map[0] + 0.1, "%s mAP %.4f does not beat lsh %.4f by 0.1", methods[i], map[i], map[0]);
-    free(x); free(q); free(lab); free(ql); free(db); free(qb);
+    free(x);
+    free(q);
+    free(lab);
+    free(ql);
+    free(db);
+    free(qb);
 }
 
 /* ---- BRE objective ------------------------------------------------------------ */
-static void t_bre_objective_decreases(void)
-{
+static void t_bre_objective_decreases(void) {
     const int64_t N = 200;
     const int D = 8, K = 8;
     float *x = malloc(sizeof(float) * N * D);
@@ -314,7 +335,9 @@ static void t_bre_objective_decreases(void)
     make_classes(N, D, 3, 8, 2.0, 1.0, 8, x, lab);
     dh_hash_opts o;
     dh_hash_opts_init(&o);
-    o.samples = N; o.anchors = 40; o.iterations = 2;
+    o.samples = N;
+    o.anchors = 40;
+    o.iterations = 2;
     dhs_model m;
     dh_err e = { 0 };
     REQUIRE(fit("bre", x, lab, N, D, K, &o, &m, &e) == 0);
@@ -332,22 +355,26 @@ static void t_bre_objective_decreases(void)
     CHECKF(fabs(oc - o1) <= 0.02 * o1 + 1, "objective of encoded codes %g, recorded %g", oc, o1);
     printf("# bre objective %g -> %g (codes: %g)\n", o0, o1, oc);
     dhs_model_free(&m);
-    free(x); free(lab); free(cls); free(b); free(bf);
+    free(x);
+    free(lab);
+    free(cls);
+    free(b);
+    free(bf);
 }
 
-
 /* ---- MLH loss-adjusted inference is exact (brute force over all codes) -------- */
-static double mlh_value(const double *a, const double *a2, const double *g, const double *g2, int K,
-                        int sim, int rho, double lam)
-{
+static double mlh_value(const double *a, const double *a2, const double *g, const double *g2, int K, int sim, int rho,
+                        double lam) {
     double v = 0;
     int m = 0;
-    for (int k = 0; k < K; k++) { v += g[k] * a[k] + g2[k] * a2[k]; m += g[k] != g2[k]; }
+    for (int k = 0; k < K; k++) {
+        v += g[k] * a[k] + g2[k] * a2[k];
+        m += g[k] != g2[k];
+    }
     return v + (sim ? (m - rho + 1 > 0 ? m - rho + 1 : 0) : lam * (rho - m + 1 > 0 ? rho - m + 1 : 0));
 }
 
-static void t_mlh_inference_exact(void)
-{
+static void t_mlh_inference_exact(void) {
     const int K = 5;
     hl_rng r;
     hl_rng_seed(&r, 21);
@@ -355,13 +382,19 @@ static void t_mlh_inference_exact(void)
     for (int trial = 0; trial < 200; trial++) {
         double a[5], a2[5], g[5], g2[5], bg[5], bg2[5];
         double scale = trial % 3 == 0 ? 0.1 : trial % 3 == 1 ? 1.0 : 5.0;
-        for (int k = 0; k < K; k++) { a[k] = scale * hl_rng_normal(&r); a2[k] = scale * hl_rng_normal(&r); }
+        for (int k = 0; k < K; k++) {
+            a[k] = scale * hl_rng_normal(&r);
+            a2[k] = scale * hl_rng_normal(&r);
+        }
         int sim = trial & 1, rho = 1 + trial % 4;
         hl_mlh_infer(a, a2, K, sim, rho, 0.5, g, g2, tmp);
         double got = mlh_value(a, a2, g, g2, K, sim, rho, 0.5), best = -1e300;
         for (int c1 = 0; c1 < 1 << K; c1++)
             for (int c2 = 0; c2 < 1 << K; c2++) {
-                for (int k = 0; k < K; k++) { bg[k] = (c1 >> k) & 1 ? 1 : -1; bg2[k] = (c2 >> k) & 1 ? 1 : -1; }
+                for (int k = 0; k < K; k++) {
+                    bg[k] = (c1 >> k) & 1 ? 1 : -1;
+                    bg2[k] = (c2 >> k) & 1 ? 1 : -1;
+                }
                 double v = mlh_value(a, a2, bg, bg2, K, sim, rho, 0.5);
                 if (v > best) best = v;
             }
@@ -371,8 +404,7 @@ static void t_mlh_inference_exact(void)
 }
 
 /* ---- LDAH: with K = C - 1 bits the projections span the class-mean subspace --- */
-static void t_ldah_finds_discriminant_subspace(void)
-{
+static void t_ldah_finds_discriminant_subspace(void) {
     const int64_t N = 900;
     const int D = 8, K = 2;
     float *x = malloc(sizeof(float) * N * D);
@@ -395,7 +427,10 @@ static void t_ldah_finds_discriminant_subspace(void)
     const float *W = dhs_model_find(&m, "W")->data;
     for (int k = 0; k < K; k++) {
         double in = 0, all = 0;
-        for (int d = 0; d < D; d++) { all += W[k * D + d] * W[k * D + d]; if (d < 2) in += W[k * D + d] * W[k * D + d]; }
+        for (int d = 0; d < D; d++) {
+            all += W[k * D + d] * W[k * D + d];
+            if (d < 2) in += W[k * D + d] * W[k * D + d];
+        }
         CHECKF(in / all > 0.95, "bit %d: %.3f of the projection in the discriminant subspace", k, in / all);
     }
     /* thresholds split the classes: the two bits separate the three classes */
@@ -411,16 +446,18 @@ static void t_ldah_finds_discriminant_subspace(void)
     for (int64_t i = 0; i < 300; i++)
         for (int64_t j = i + 1; j < 300; j++) {
             int same = lab[i] == lab[j], code = b[i * K] == b[j * K] && b[i * K + 1] == b[j * K + 1];
-            agree += same == code; pairs++;
+            agree += same == code;
+            pairs++;
         }
     CHECKF((double)agree / pairs > 0.75, "codes agree with labels on %.3f of pairs", (double)agree / pairs);
     dhs_model_free(&m);
-    free(x); free(lab); free(b);
+    free(x);
+    free(lab);
+    free(b);
 }
 
 /* ---- bad input ---------------------------------------------------------------- */
-static void t_bad_inputs(void)
-{
+static void t_bad_inputs(void) {
     const int64_t N = 300;
     const int D = 6;
     float *x = malloc(sizeof(float) * N * D);
@@ -442,9 +479,9 @@ static void t_bad_inputs(void)
     dhs_model_free(&m);
     CHECK(fit("sh", x, NULL, 1, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "too few samples"));
     dhs_model_free(&m);
-    CHECK(fit("ksh", x, lab, 100, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "anchors"));  /* 300 anchors */
+    CHECK(fit("ksh", x, lab, 100, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "anchors")); /* 300 anchors */
     dhs_model_free(&m);
-    CHECK(fit("sdh", x, lab, N, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "anchors"));    /* 1000 anchors */
+    CHECK(fit("sdh", x, lab, N, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "anchors")); /* 1000 anchors */
     dhs_model_free(&m);
     /* sizes beyond the bounds */
     o.anchors = 20000;
@@ -476,12 +513,13 @@ static void t_bad_inputs(void)
     o.param[o.nparams++] = "variant=qda";
     CHECK(fit("ldah", x, lab, N, D, 4, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "variant"));
     dhs_model_free(&m);
-    free(x); free(lab); free(one);
+    free(x);
+    free(lab);
+    free(one);
 }
 
 /* ---- determinism and model round trip ------------------------------------------ */
-static int models_equal(const dhs_model *a, const dhs_model *b)
-{
+static int models_equal(const dhs_model *a, const dhs_model *b) {
     if (a->ntensors != b->ntensors) return 0;
     for (int i = 0; i < a->ntensors; i++) {
         dhs_tensor *t = dhs_model_find(b, a->t[i].name);
@@ -490,8 +528,7 @@ static int models_equal(const dhs_model *a, const dhs_model *b)
     return 1;
 }
 
-static void t_deterministic_with_seed(void)
-{
+static void t_deterministic_with_seed(void) {
     const int64_t N = 400;
     const int D = 10, K = 8;
     float *x = malloc(sizeof(float) * N * D);
@@ -501,7 +538,10 @@ static void t_deterministic_with_seed(void)
     for (int i = 0; i < 8; i++) {
         dh_hash_opts o;
         dh_hash_opts_init(&o);
-        o.seed = 77; o.anchors = 30; o.samples = 150; o.iterations = 3;
+        o.seed = 77;
+        o.anchors = 30;
+        o.samples = 150;
+        o.iterations = 3;
         dhs_model a, b, c;
         dh_err e = { 0 };
         REQUIRE(fit(methods[i], x, lab, N, D, K, &o, &a, &e) == 0);
@@ -509,15 +549,17 @@ static void t_deterministic_with_seed(void)
         o.seed = 78;
         REQUIRE(fit(methods[i], x, lab, N, D, K, &o, &c, &e) == 0);
         CHECKF(models_equal(&a, &b), "%s: same seed, different models", methods[i]);
-        if (strcmp(methods[i], "sh") != 0)  /* sh has no randomness */
+        if (strcmp(methods[i], "sh") != 0) /* sh has no randomness */
             CHECKF(!models_equal(&a, &c), "%s: the seed changes nothing", methods[i]);
-        dhs_model_free(&a); dhs_model_free(&b); dhs_model_free(&c);
+        dhs_model_free(&a);
+        dhs_model_free(&b);
+        dhs_model_free(&c);
     }
-    free(x); free(lab);
+    free(x);
+    free(lab);
 }
 
-static void t_model_roundtrip_nonlinear(void)
-{
+static void t_model_roundtrip_nonlinear(void) {
     /* sh and rbf models written as streams and read back encode identically */
     const int64_t N = 300;
     const int D = 6, K = 12;
@@ -528,7 +570,9 @@ static void t_model_roundtrip_nonlinear(void)
     for (int i = 0; i < 4; i++) {
         dh_hash_opts o;
         dh_hash_opts_init(&o);
-        o.anchors = 20; o.samples = 100; o.iterations = 1;
+        o.anchors = 20;
+        o.samples = 100;
+        o.iterations = 1;
         dhs_model m, m2;
         dh_err e = { 0 };
         REQUIRE(fit(methods[i], x, lab, N, D, K, &o, &m, &e) == 0);
@@ -556,14 +600,16 @@ static void t_model_roundtrip_nonlinear(void)
         dhs_meta_set_int(m3.meta, "dim", D);
         CHECK(encode(&m3, x, 1, b2, K, &e) == DH_ESCHEMA);
         dhs_model_free(&m3);
-        free(b1); free(b2);
-        dhs_model_free(&m); dhs_model_free(&m2);
+        free(b1);
+        free(b2);
+        dhs_model_free(&m);
+        dhs_model_free(&m2);
     }
-    free(x); free(lab);
+    free(x);
+    free(lab);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(t_pcah_top_principal_directions);
     RUN(t_itq_loss_nonincreasing);
     RUN(t_itq_model_rotates_pca);

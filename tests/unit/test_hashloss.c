@@ -5,25 +5,25 @@
 #include "hashloss.h"
 
 static uint64_t rng = 88172645463325252ull;
-static double urand(void)
-{
-    rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
     return (double)(rng >> 11) / 9007199254740992.0;
 }
-static void fill(float *u, int n, double amp)
-{
+static void fill(float *u, int n, double amp) {
     for (int i = 0; i < n; i++) {
         double v = (urand() * 2 - 1) * amp;
-        if (v > -0.05 && v < 0.05) v = v < 0 ? -0.05 - urand() * 0.1 : 0.05 + urand() * 0.1;  /* keep signs stable under FD */
+        if (v > -0.05 && v < 0.05)
+            v = v < 0 ? -0.05 - urand() * 0.1 : 0.05 + urand() * 0.1; /* keep signs stable under FD */
         u[i] = (float)v;
     }
 }
 
 /* Direct evaluation of Q from packed codes, straight from the definition. */
-static double direct_q(const float *u, const int32_t *lab, int B, int K, double wpos, double wneg,
-                       double *right)
-{
-    double q = 0; int64_t r = 0, n = 0;
+static double direct_q(const float *u, const int32_t *lab, int B, int K, double wpos, double wneg, double *right) {
+    double q = 0;
+    int64_t r = 0, n = 0;
     for (int i = 0; i < B; i++)
         for (int j = 0; j < B; j++) {
             if (i == j) continue;
@@ -35,14 +35,14 @@ static double direct_q(const float *u, const int32_t *lab, int B, int K, double 
             p /= K;
             double y = lab[i] == lab[j] ? 1 : -1;
             q += (y > 0 ? wpos : wneg) * exp(-y * p);
-            r += y * p > 0; n++;
+            r += y * p > 0;
+            n++;
         }
     *right = (double)r / n;
     return q;
 }
 
-static void t_exact_q_matches_direct(void)
-{
+static void t_exact_q_matches_direct(void) {
     int Ks[] = { 1, 7, 12, 48, 65 };
     for (int t = 0; t < 5; t++) {
         int B = 13, K = Ks[t];
@@ -54,7 +54,10 @@ static void t_exact_q_matches_direct(void)
             dh_hashloss_opts o = { (dh_hl_norm)norm, norm == 1 ? 4.0 : 0.0 };
             dh_hashloss_stats st;
             dh_err e;
-            if (dh_hashloss_cpu(u, lab, B, K, &o, NULL, &st, &e) != DH_OK) { CHECK(0); break; }
+            if (dh_hashloss_cpu(u, lab, B, K, &o, NULL, &st, &e) != DH_OK) {
+                CHECK(0);
+                break;
+            }
             double right, q = direct_q(u, lab, B, K, st.wpos, st.wneg, &right);
             CHECK_NEAR(st.q, q, 1e-9 * fabs(q) + 1e-12);
             CHECK_NEAR(st.right, right, 1e-12);
@@ -64,17 +67,17 @@ static void t_exact_q_matches_direct(void)
     }
 }
 
-static void t_weights(void)
-{
+static void t_weights(void) {
     int32_t lab[6] = { 0, 0, 1, 1, 1, 2 };
     dh_hashloss_stats st;
     dh_hashloss_opts o = { DH_HL_BALANCED, 2.0 };
     dh_hashloss_weights(lab, 6, &o, &st);
     CHECK(st.pairs == 30);
     CHECK(st.pos_pairs == 2 + 6);
-    CHECK_NEAR(st.wpos * st.pos_pairs, 1.0, 1e-12);                  /* 0.5 * scale 2 */
+    CHECK_NEAR(st.wpos * st.pos_pairs, 1.0, 1e-12); /* 0.5 * scale 2 */
     CHECK_NEAR(st.wneg * (st.pairs - st.pos_pairs), 1.0, 1e-12);
-    o.norm = DH_HL_MEAN; o.scale = 0;
+    o.norm = DH_HL_MEAN;
+    o.scale = 0;
     dh_hashloss_weights(lab, 6, &o, &st);
     CHECK_NEAR(st.wpos, 1.0 / 30, 1e-15);
     CHECK_NEAR(st.wneg, 1.0 / 30, 1e-15);
@@ -82,8 +85,7 @@ static void t_weights(void)
 
 /* The analytic surrogate gradient against central finite differences (R held
  * constant is automatic: small steps never flip a sign). */
-static void t_surrogate_gradient_fd(void)
-{
+static void t_surrogate_gradient_fd(void) {
     int B = 9, K = 10;
     float u[90], du[90];
     int32_t lab[9] = { 0, 1, 2, 0, 1, 2, 0, 0, 1 };
@@ -96,8 +98,10 @@ static void t_surrogate_gradient_fd(void)
     for (int t = 0; t < B * K; t++) {
         float keep = u[t], h = 1e-2f;
         dh_hashloss_stats sp, sm;
-        u[t] = keep + h; dh_hashloss_cpu(u, lab, B, K, &o, NULL, &sp, &e);
-        u[t] = keep - h; dh_hashloss_cpu(u, lab, B, K, &o, NULL, &sm, &e);
+        u[t] = keep + h;
+        dh_hashloss_cpu(u, lab, B, K, &o, NULL, &sp, &e);
+        u[t] = keep - h;
+        dh_hashloss_cpu(u, lab, B, K, &o, NULL, &sm, &e);
         u[t] = keep;
         double fd = (sp.surrogate - sm.surrogate) / (2.0 * h);
         double err = fabs(fd - du[t]) / (1e-3 + fabs(fd));
@@ -108,8 +112,7 @@ static void t_surrogate_gradient_fd(void)
 }
 
 /* With saturated products the surrogate equals the exact loss (Eq. 7 exactly). */
-static void t_surrogate_limit_is_exact(void)
-{
+static void t_surrogate_limit_is_exact(void) {
     int B = 8, K = 16;
     float u[128];
     int32_t lab[8] = { 0, 1, 0, 1, 2, 2, 0, 1 };
@@ -123,8 +126,7 @@ static void t_surrogate_limit_is_exact(void)
 }
 
 /* Gradient descent on the surrogate lowers the exact loss on a toy problem. */
-static void t_descent_lowers_q(void)
-{
+static void t_descent_lowers_q(void) {
     int B = 20, K = 16;
     float u[320], du[320];
     int32_t lab[20];
@@ -143,8 +145,7 @@ static void t_descent_lowers_q(void)
     CHECKF(s.right > s0.right, "right %g -> %g", s0.right, s.right);
 }
 
-static void t_bad_args(void)
-{
+static void t_bad_args(void) {
     float u[4] = { 1, 2, 3, 4 };
     int32_t lab[2] = { 0, 1 };
     dh_err e;
@@ -152,8 +153,7 @@ static void t_bad_args(void)
     CHECK(dh_hashloss_cpu(u, lab, 2, 0, NULL, NULL, NULL, &e) == DH_EINVAL);
 }
 
-int main(void)
-{
+int main(void) {
     RUN(t_exact_q_matches_direct);
     RUN(t_weights);
     RUN(t_surrogate_gradient_fd);

@@ -6,28 +6,27 @@
 #include "dh_prog.h"
 #include <unistd.h>
 
-static const char *spec_all =
-    "input 2 6 6\n"
-    "conv 3 k3 p1\n"
-    "bn\n"
-    "relu\n"
-    "res\n"
-    "  conv 3 k3 p1 nobias\n"
-    "  gelu\n"
-    "end\n"
-    "maxpool k2          # 3x3x3\n"
-    "avgpool k3 s1 p1\n"
-    "conv 4 k2 s1        # 4x2x2\n"
-    "scale 0.5\n"
-    "flatten\n"
-    "fc 6\n"
-    "bn name=z\n"
-    "gelu\n"
-    "dropout 0\n"
-    "feature z\n";
+static const char *spec_all = "input 2 6 6\n"
+                              "conv 3 k3 p1\n"
+                              "bn\n"
+                              "relu\n"
+                              "res\n"
+                              "  conv 3 k3 p1 nobias\n"
+                              "  gelu\n"
+                              "end\n"
+                              "maxpool k2          # 3x3x3\n"
+                              "avgpool k3 s1 p1\n"
+                              "conv 4 k2 s1        # 4x2x2\n"
+                              "scale 0.5\n"
+                              "flatten\n"
+                              "fc 6\n"
+                              "bn name=z\n"
+                              "gelu\n"
+                              "dropout 0\n"
+                              "feature z\n";
 
 #define NB 4
-#define K 3
+#define K  3
 
 /* Loss of the current parameters on (x, labels), training-mode forward. */
 static double loss_at(net *n, const dk_tensor *x, const int32_t *lab) {
@@ -46,7 +45,8 @@ static void make_batch(dk_tensor *x, int32_t *lab, const netspec *ns, uint64_t s
 }
 
 static void t_gradcheck(void) {
-    netspec ns; dh_err e;
+    netspec ns;
+    dh_err e;
     REQUIRE(netspec_parse(spec_all, "all", &ns, &e) == DH_OK);
     net *n;
     REQUIRE(net_create(&ns, K, DK_CPU, 8, &n, &e) == DH_OK);
@@ -54,12 +54,15 @@ static void t_gradcheck(void) {
     /* give biases and bn parameters non-trivial values */
     for (int i = 0; i < n->nparams; i++)
         if (!n->params[i].decay) dk_rand_uniform(&n->params[i].w, 0.5f, 1.5f, 99, (uint64_t)i * 100, NULL);
-    dk_tensor x; int32_t lab[NB];
+    dk_tensor x;
+    int32_t lab[NB];
     make_batch(&x, lab, &ns, 3);
-    double loss; int64_t correct;
+    double loss;
+    int64_t correct;
     REQUIRE(net_grad_xent(n, &x, lab, 0.0f, &loss, &correct, &e) == DH_OK);
     CHECK(loss > 0 && correct >= 0 && correct <= NB);
-    double worst = 0; const char *wname = "";
+    double worst = 0;
+    const char *wname = "";
     int checked = 0;
     for (int i = 0; i < n->nparams; i++) {
         net_param *p = &n->params[i];
@@ -74,12 +77,15 @@ static void t_gradcheck(void) {
             p->w.data[j] = old;
             double num = (lp - lm) / (2 * h), ana = p->g.data[j];
             double err = fabs(num - ana) / (1e-3 + fabs(num) + fabs(ana));
-            if (err > worst) { worst = err; wname = p->name; }
+            if (err > worst) {
+                worst = err;
+                wname = p->name;
+            }
             checked++;
         }
     }
-    printf("# gradcheck: %d entries of %d tensors, worst relative error %.3g (%s)\n",
-           checked, n->nparams, worst, wname);
+    printf("# gradcheck: %d entries of %d tensors, worst relative error %.3g (%s)\n", checked, n->nparams, worst,
+           wname);
     CHECKF(worst < 0.05, "worst relative error %g in %s", worst, wname);
     dk_tensor_free(&x);
     net_free(n);
@@ -88,9 +94,10 @@ static void t_gradcheck(void) {
 
 /* Two-class toy problem: bright vs dark images. A few SGD steps must fit it. */
 static void t_learns(void) {
-    netspec ns; dh_err e;
-    REQUIRE(netspec_parse("input 1 8 8\nconv 4 k3 p1\nbn\nrelu\ndropout 0.2\nmaxpool k2\nfc 8\nrelu\nfeature\n",
-                          "toy", &ns, &e) == DH_OK);
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse("input 1 8 8\nconv 4 k3 p1\nbn\nrelu\ndropout 0.2\nmaxpool k2\nfc 8\nrelu\nfeature\n", "toy",
+                          &ns, &e) == DH_OK);
     net *n;
     REQUIRE(net_create(&ns, 2, DK_CPU, 16, &n, &e) == DH_OK);
     REQUIRE(net_init(n, 1, &e) == DH_OK);
@@ -102,8 +109,9 @@ static void t_learns(void) {
         lab[i] = i & 1;
         for (int j = 0; j < 64; j++) x.data[i * 64 + j] += lab[i] ? 1.0f : -1.0f;
     }
-    float lr[2] = {0.1f, 0.1f}, wd[2] = {5e-4f, 5e-4f};
-    double first = 0, loss = 0; int64_t correct = 0;
+    float lr[2] = { 0.1f, 0.1f }, wd[2] = { 5e-4f, 5e-4f };
+    double first = 0, loss = 0;
+    int64_t correct = 0;
     for (int s = 0; s < 30; s++) {
         REQUIRE(net_grad_xent(n, &x, lab, 0.0f, &loss, &correct, &e) == DH_OK);
         if (s == 0) first = loss;
@@ -118,7 +126,8 @@ static void t_learns(void) {
 }
 
 static void t_deterministic_and_roundtrip(void) {
-    netspec ns; dh_err e;
+    netspec ns;
+    dh_err e;
     REQUIRE(netspec_parse(spec_all, "all", &ns, &e) == DH_OK);
     net *a, *b;
     REQUIRE(net_create(&ns, K, DK_CPU, 8, &a, &e) == DH_OK);
@@ -128,15 +137,17 @@ static void t_deterministic_and_roundtrip(void) {
         CHECK(memcmp(a->params[i].w.data, b->params[i].w.data, a->params[i].w.n * sizeof(float)) == 0);
     net_free(b);
     /* train one step so bn running stats move, then save / load */
-    dk_tensor x; int32_t lab[NB];
+    dk_tensor x;
+    int32_t lab[NB];
     make_batch(&x, lab, &ns, 11);
-    double loss; int64_t correct;
-    float lr[2] = {0.05f, 0.05f}, wd[2] = {0, 0};
+    double loss;
+    int64_t correct;
+    float lr[2] = { 0.05f, 0.05f }, wd[2] = { 0, 0 };
     REQUIRE(net_grad_xent(a, &x, lab, 0.1f, &loss, &correct, &e) == DH_OK);
     REQUIRE(net_sgd_step(a, lr, 0.9f, wd, 1, &e) == DH_OK);
-    float mean[2] = {0.25f, 0.5f}, sd[2] = {0.5f, 2.0f};
+    float mean[2] = { 0.25f, 0.5f }, sd[2] = { 0.5f, 2.0f };
     REQUIRE(net_set_norm(a, mean, sd, &e) == DH_OK);
-    const char *cls[3] = {"a", "b", "c"};
+    const char *cls[3] = { "a", "b", "c" };
     REQUIRE(net_set_classes(a, cls, 3, &e) == DH_OK);
     dhs_model m;
     dhs_model_init(&m);
@@ -190,9 +201,10 @@ static void t_deterministic_and_roundtrip(void) {
 }
 
 static void t_builtins_build(void) {
-    const char *names[] = {"lenet", "cifar", "fast"};
+    const char *names[] = { "lenet", "cifar", "fast" };
     for (int i = 0; i < 3; i++) {
-        netspec ns; dh_err e;
+        netspec ns;
+        dh_err e;
         REQUIRE(netspec_builtin(names[i], &ns, &e) == DH_OK);
         net *n;
         REQUIRE(net_create(&ns, 10, DK_CPU, 2, &n, &e) == DH_OK);
@@ -209,13 +221,13 @@ static void t_builtins_build(void) {
     }
 }
 
-
 /* With a GPU (rel build): the same net on CUDA and on the CPU, the same
  * parameters and batch: z, loss and every gradient agree within
  * |gpu - cpu| <= atol + rtol * max|cpu| (per tensor; cuDNN may use TF32). */
 static void t_cuda_matches_cpu(void) {
     if (!DH_USE_CUDA || !dk_cuda_available()) SKIP_TEST("no CUDA device");
-    netspec ns; dh_err e;
+    netspec ns;
+    dh_err e;
     REQUIRE(netspec_parse(spec_all, "all", &ns, &e) == DH_OK);
     net *a, *g;
     REQUIRE(dk_init(DK_CUDA, &e) == DH_OK);
@@ -223,17 +235,21 @@ static void t_cuda_matches_cpu(void) {
     REQUIRE(net_create(&ns, K, DK_CUDA, 8, &g, &e) == DH_OK);
     REQUIRE(net_init(a, 3, &e) == DH_OK && net_init(g, 3, &e) == DH_OK);
     for (int i = 0; i < a->nparams; i++) REQUIRE(dk_copy(&g->params[i].w, &a->params[i].w, &e) == DH_OK);
-    dk_tensor x, xg; int32_t lab[NB]; int32_t *labg = NULL;
+    dk_tensor x, xg;
+    int32_t lab[NB];
+    int32_t *labg = NULL;
     make_batch(&x, lab, &ns, 21);
     REQUIRE(dk_tensor_alloc(&xg, DK_CUDA, 4, x.shape, &e) == DH_OK && dk_copy(&xg, &x, &e) == DH_OK);
     REQUIRE(dk_mem_alloc(DK_CUDA, sizeof lab, (void **)&labg, &e) == DH_OK);
     REQUIRE(dk_mem_upload(DK_CUDA, labg, lab, sizeof lab, &e) == DH_OK);
-    double la, lg; int64_t ca, cg;
+    double la, lg;
+    int64_t ca, cg;
     REQUIRE(net_grad_xent(a, &x, lab, 0.1f, &la, &ca, &e) == DH_OK);
     REQUIRE(net_grad_xent(g, &xg, labg, 0.1f, &lg, &cg, &e) == DH_OK);
     printf("# cuda vs cpu: loss %.6f vs %.6f\n", lg, la);
     CHECK_NEAR(lg, la, 1e-3 + 1e-2 * fabs(la));
-    double worst = 0; const char *wn = "";
+    double worst = 0;
+    const char *wn = "";
     for (int i = 0; i < a->nparams; i++) {
         int64_t n = a->params[i].g.n;
         float *h = malloc(n * sizeof *h);
@@ -242,17 +258,22 @@ static void t_cuda_matches_cpu(void) {
         for (int64_t j = 0; j < n; j++) {
             mx = fmax(mx, fabs(a->params[i].g.data[j]));
             double d = fabs(h[j] - a->params[i].g.data[j]);
-            err = fmax(err, d == d ? d : INFINITY);   /* fmax ignores a NaN */
+            err = fmax(err, d == d ? d : INFINITY); /* fmax ignores a NaN */
         }
         double rel = err / (1e-4 + mx);
-        if (rel > worst) { worst = rel; wn = a->params[i].name; }
+        if (rel > worst) {
+            worst = rel;
+            wn = a->params[i].name;
+        }
         free(h);
     }
     printf("# cuda vs cpu: worst gradient error %.3g of the tensor's max (%s)\n", worst, wn);
     CHECKF(worst < 2e-2, "gradient %s differs by %g of its max", wn, worst);
     dk_mem_free(DK_CUDA, labg);
-    dk_tensor_free(&x); dk_tensor_free(&xg);
-    net_free(a); net_free(g);
+    dk_tensor_free(&x);
+    dk_tensor_free(&xg);
+    net_free(a);
+    net_free(g);
     netspec_free(&ns);
 }
 

@@ -5,7 +5,8 @@
 #include <unistd.h>
 
 static void t_builtin_lenet(void) {
-    netspec ns; dh_err e;
+    netspec ns;
+    dh_err e;
     REQUIRE(netspec_builtin("lenet", &ns, &e) == DH_OK);
     CHECK(ns.in[0] == 1 && ns.in[1] == 28 && ns.in[2] == 28);
     CHECK(ns.zdim == 500);
@@ -20,7 +21,8 @@ static void t_builtin_lenet(void) {
 }
 
 static void t_builtin_cifar_fast(void) {
-    netspec ns; dh_err e;
+    netspec ns;
+    dh_err e;
     REQUIRE(netspec_builtin("cifar", &ns, &e) == DH_OK);
     CHECK(ns.zdim == 1024);
     CHECK(ns.in[0] == 3 && ns.in[1] == 32);
@@ -46,24 +48,24 @@ static void t_builtin_cifar_fast(void) {
 }
 
 static void t_user_spec(void) {
-    netspec ns; dh_err e;
-    const char *s =
-        "# comment line\n"
-        "\n"
-        "input 3 8 8   # trailing comment\n"
-        "conv 4 k3 s1 p1 name=first\n"
-        "bn\n"
-        "gelu\n"
-        "res\n"
-        "  conv 4 k3 p1\n"
-        "  relu\n"
-        "end\n"
-        "avgpool k2\n"
-        "gap\n"
-        "dropout 0.25\n"
-        "scale 0.5\n"
-        "fc 7 nobias\n"
-        "feature fc1\n";
+    netspec ns;
+    dh_err e;
+    const char *s = "# comment line\n"
+                    "\n"
+                    "input 3 8 8   # trailing comment\n"
+                    "conv 4 k3 s1 p1 name=first\n"
+                    "bn\n"
+                    "gelu\n"
+                    "res\n"
+                    "  conv 4 k3 p1\n"
+                    "  relu\n"
+                    "end\n"
+                    "avgpool k2\n"
+                    "gap\n"
+                    "dropout 0.25\n"
+                    "scale 0.5\n"
+                    "fc 7 nobias\n"
+                    "feature fc1\n";
     REQUIRE(netspec_parse(s, "t.net", &ns, &e) == DH_OK);
     CHECK(ns.zdim == 7);
     CHECK(strcmp(ns.zname, "fc1") == 0);
@@ -82,7 +84,8 @@ static void t_user_spec(void) {
 
 /* Each invalid spec must fail with "t.net:LINE: ..." containing `frag`. */
 static int bad(const char *spec, int line, const char *frag) {
-    netspec ns; dh_err e;
+    netspec ns;
+    dh_err e;
     int rc = netspec_parse(spec, "t.net", &ns, &e);
     char pre[64];
     snprintf(pre, sizeof pre, "t.net:%d: ", line);
@@ -126,7 +129,8 @@ static void t_errors(void) {
 }
 
 static void t_load(void) {
-    netspec ns; dh_err e;
+    netspec ns;
+    dh_err e;
     CHECK(netspec_load("/nonexistent/x.net", &ns, &e) == DH_EIO);
     char path[] = "/tmp/test_netspec_XXXXXX";
     int fd = mkstemp(path);
@@ -147,11 +151,10 @@ static void t_load(void) {
     unlink(path);
 }
 
-
 /* Random mutations of the built-in texts: the parser either accepts (and
  * then the shapes are consistent) or reports file:line, never crashes. */
 static void t_mutations(void) {
-    const char *names[] = {"lenet", "cifar", "fast"};
+    const char *names[] = { "lenet", "cifar", "fast" };
     const char alphabet[] = "0123456789 kspnamebzfrl#=\n\t-.x";
     uint64_t st = 12345;
     int ok = 0, bad_ = 0;
@@ -167,12 +170,20 @@ static void t_mutations(void) {
             size_t pos = (st >> 33) % n;
             int op = (st >> 20) % 3;
             char ch = alphabet[(st >> 40) % (sizeof alphabet - 1)];
-            if (op == 0) t[pos] = ch;                                    /* replace */
-            else if (op == 1) { memmove(t + pos, t + pos + 1, n - pos); n--; }  /* delete */
-            else { t[pos] = 0; n = pos; }                                /* truncate */
+            if (op == 0)
+                t[pos] = ch; /* replace */
+            else if (op == 1) {
+                memmove(t + pos, t + pos + 1, n - pos);
+                n--;
+            } /* delete */
+            else {
+                t[pos] = 0;
+                n = pos;
+            } /* truncate */
             if (n == 0) break;
         }
-        netspec ns; dh_err e;
+        netspec ns;
+        dh_err e;
         int rc = netspec_parse(t, "m", &ns, &e);
         if (rc == DH_OK) {
             ok++;

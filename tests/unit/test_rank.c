@@ -20,8 +20,7 @@ static uint64_t rnd(void) { return dh_splitmix64(&rng_s); }
 /* n byte-packed codes (n, ceil(bits/8)) clustered around nclass random
  * centres (each bit flipped with probability 1/flipdiv), labels = class. */
 static void make_codes(int64_t n, int bits, int nclass, int flipdiv, uint8_t *bytes, int32_t *lab,
-                       const uint8_t *centres)
-{
+                       const uint8_t *centres) {
     int nb = (bits + 7) / 8;
     for (int64_t i = 0; i < n; i++) {
         int c = (int)(rnd() % (uint64_t)nclass);
@@ -34,8 +33,7 @@ static void make_codes(int64_t n, int bits, int nclass, int flipdiv, uint8_t *by
     }
 }
 
-static uint8_t *make_centres(int nclass, int bits)
-{
+static uint8_t *make_centres(int nclass, int bits) {
     uint8_t *c = malloc((size_t)nclass * bits);
     for (int i = 0; i < nclass * bits; i++) c[i] = rnd() & 1;
     return c;
@@ -43,31 +41,32 @@ static uint8_t *make_centres(int nclass, int bits)
 
 /* ---- brute-force reference --------------------------------------------------- */
 static int bitof(const uint8_t *row, int k) { return (row[k / 8] >> (k % 8)) & 1; }
-static int ref_dist(const uint8_t *a, const uint8_t *b, int bits)
-{
+static int ref_dist(const uint8_t *a, const uint8_t *b, int bits) {
     int d = 0;
     for (int k = 0; k < bits; k++) d += bitof(a, k) != bitof(b, k);
     return d;
 }
-typedef struct { int d; int64_t j; } dj;
-static int cmp_dj(const void *x, const void *y)
-{
+typedef struct {
+    int d;
+    int64_t j;
+} dj;
+static int cmp_dj(const void *x, const void *y) {
     const dj *a = x, *b = y;
     if (a->d != b->d) return a->d < b->d ? -1 : 1;
     return a->j < b->j ? -1 : (a->j > b->j);
 }
 
 /* Check one configuration; returns 1 if everything matched. */
-static int check_rank(int64_t nq, int64_t ndb, int bits, int64_t top, int radius, int threads,
-                      int flipdiv, int nclass)
-{
+static int check_rank(int64_t nq, int64_t ndb, int bits, int64_t top, int radius, int threads, int flipdiv,
+                      int nclass) {
     int nb = (bits + 7) / 8, W = dh_ham_words(bits);
     uint8_t *cen = make_centres(nclass, bits);
     uint8_t *qb = malloc((size_t)(nq * nb + 1)), *dbb = malloc((size_t)(ndb * nb + 1));
     make_codes(nq, bits, nclass, flipdiv, qb, NULL, cen);
     make_codes(ndb, bits, nclass, flipdiv, dbb, NULL, cen);
     /* set padding bits in the input: the packer must clear them */
-    if (bits % 8) for (int64_t i = 0; i < ndb; i++) dbb[i * nb + nb - 1] |= (uint8_t)(0xff << (bits % 8));
+    if (bits % 8)
+        for (int64_t i = 0; i < ndb; i++) dbb[i * nb + nb - 1] |= (uint8_t)(0xff << (bits % 8));
     uint64_t *qw = malloc((size_t)(nq * W + 1) * 8), *dw = malloc((size_t)(ndb * W + 1) * 8);
     dh_ham_pack(qb, nq, bits, qw);
     dh_ham_pack(dbb, ndb, bits, dw);
@@ -77,35 +76,45 @@ static int check_rank(int64_t nq, int64_t ndb, int bits, int64_t top, int radius
     dj *ref = malloc((size_t)(ndb + 1) * sizeof *ref);
     for (int64_t i = 0; ok && i < nq; i++) {
         for (int64_t j = 0; j < ndb; j++) {
-            ref[j].d = ref_dist(qb + i * nb, dbb + j * nb, bits); ref[j].j = j;
+            ref[j].d = ref_dist(qb + i * nb, dbb + j * nb, bits);
+            ref[j].j = j;
         }
         qsort(ref, (size_t)ndb, sizeof *ref, cmp_dj);
         int64_t m = 0;
         while (m < ndb && m < top && (radius < 0 || ref[m].d <= radius)) m++;
-        if (res.off[i + 1] - res.off[i] != m) { ok = 0; break; }
+        if (res.off[i + 1] - res.off[i] != m) {
+            ok = 0;
+            break;
+        }
         for (int64_t k = 0; k < m; k++) {
-            if (res.idx[res.off[i] + k] != ref[k].j || res.dist[res.off[i] + k] != ref[k].d) { ok = 0; break; }
+            if (res.idx[res.off[i] + k] != ref[k].j || res.dist[res.off[i] + k] != ref[k].d) {
+                ok = 0;
+                break;
+            }
         }
     }
     if (rc == DH_OK) dh_rank_result_free(&res);
-    free(ref); free(cen); free(qb); free(dbb); free(qw); free(dw);
+    free(ref);
+    free(cen);
+    free(qb);
+    free(dbb);
+    free(qw);
+    free(dw);
     return ok;
 }
 
 static const int lengths[] = { 1, 7, 8, 12, 24, 48, 63, 64, 65, 128, 200 };
 
-static void t_pack_layout(void)
-{
+static void t_pack_layout(void) {
     uint8_t b[9] = { 0x01, 0, 0, 0, 0, 0, 0, 0x80, 0xff };
     uint64_t w[2];
     dh_ham_pack(b, 1, 65, w);
     CHECK(w[0] == (UINT64_C(1) | (UINT64_C(1) << 63)));
-    CHECK(w[1] == 1);  /* bits 65..71 of the last byte are padding: cleared */
-    CHECK(dh_ham_dist(w, (uint64_t[2]){0, 0}, 2) == 3);
+    CHECK(w[1] == 1); /* bits 65..71 of the last byte are padding: cleared */
+    CHECK(dh_ham_dist(w, (uint64_t[2]){ 0, 0 }, 2) == 3);
 }
 
-static void t_top_all_lengths(void)
-{
+static void t_top_all_lengths(void) {
     for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++) {
         int bits = lengths[i];
         CHECKF(check_rank(7, 300, bits, 10, -1, 2, 4, 3), "top 10, bits %d", bits);
@@ -114,8 +123,7 @@ static void t_top_all_lengths(void)
     }
 }
 
-static void t_radius(void)
-{
+static void t_radius(void) {
     for (size_t i = 0; i < sizeof lengths / sizeof *lengths; i++) {
         int bits = lengths[i];
         int r = bits / 8;
@@ -125,8 +133,7 @@ static void t_radius(void)
     }
 }
 
-static void t_ties_heavy(void)
-{
+static void t_ties_heavy(void) {
     /* 1- and 2-bit codes: everything ties; buffer compaction is exercised
      * with top much smaller than the database */
     CHECK(check_rank(9, 5000, 1, 3, -1, 2, 2, 2));
@@ -135,26 +142,20 @@ static void t_ties_heavy(void)
     CHECK(check_rank(3, 20000, 64, 100, -1, 2, 3, 10));
 }
 
-static void t_top_bigger_than_db(void)
-{
-    CHECK(check_rank(3, 10, 16, 1000, -1, 1, 4, 2));   /* capped at the db size */
-}
+static void t_top_bigger_than_db(void) { CHECK(check_rank(3, 10, 16, 1000, -1, 1, 4, 2)); /* capped at the db size */ }
 
-static void t_one_item_db(void)
-{
+static void t_one_item_db(void) {
     CHECK(check_rank(5, 1, 24, 1, -1, 1, 4, 2));
     CHECK(check_rank(5, 1, 24, DH_RANK_ALL, 3, 2, 4, 2));
 }
 
-static void t_threads_agree(void)
-{
+static void t_threads_agree(void) {
     CHECK(check_rank(33, 1000, 48, 20, -1, 3, 6, 4));
     CHECK(check_rank(33, 1000, 48, 20, -1, 1, 6, 4));
 }
 
 /* the portable loop (DH_NO_SIMD) and the AVX-512 one give the same */
-static void t_portable_path(void)
-{
+static void t_portable_path(void) {
     setenv("DH_NO_SIMD", "1", 1);
     CHECK(check_rank(9, 3000, 64, 25, -1, 2, 3, 4));
     CHECK(check_rank(9, 3000, 33, 5, 9, 2, 3, 4));
@@ -162,8 +163,7 @@ static void t_portable_path(void)
     unsetenv("DH_NO_SIMD");
 }
 
-static void t_bad_args(void)
-{
+static void t_bad_args(void) {
     uint64_t w[2] = { 0, 0 };
     dh_rank_result r;
     dh_err e;
@@ -175,17 +175,22 @@ static void t_bad_args(void)
 }
 
 /* ---- stream generator for the shell tests ---------------------------------------------- */
-static int gen(int argc, char **argv)
-{
-    if (argc < 6) { fprintf(stderr, "usage: test_rank gen N BITS NCLASS SEED [nolabel] [kind=K] [flip=D]\n"); return 2; }
+static int gen(int argc, char **argv) {
+    if (argc < 6) {
+        fprintf(stderr, "usage: test_rank gen N BITS NCLASS SEED [nolabel] [kind=K] [flip=D]\n");
+        return 2;
+    }
     int64_t n = atoll(argv[2]);
     int bits = atoi(argv[3]), nclass = atoi(argv[4]), flip = 5, nolabel = 0;
     const char *kind = "codes";
     rng_s = (uint64_t)atoll(argv[5]) * 7919 + 1;
     for (int i = 6; i < argc; i++) {
-        if (!strcmp(argv[i], "nolabel")) nolabel = 1;
-        else if (!strncmp(argv[i], "kind=", 5)) kind = argv[i] + 5;
-        else if (!strncmp(argv[i], "flip=", 5)) flip = atoi(argv[i] + 5);
+        if (!strcmp(argv[i], "nolabel"))
+            nolabel = 1;
+        else if (!strncmp(argv[i], "kind=", 5))
+            kind = argv[i] + 5;
+        else if (!strncmp(argv[i], "flip=", 5))
+            flip = atoi(argv[i] + 5);
     }
     /* the centres do not depend on the seed, so queries and database match */
     uint64_t keep = rng_s;
@@ -199,7 +204,11 @@ static int gen(int argc, char **argv)
     char *ids = malloc((size_t)(n * 12 + 1));
     uint32_t *idlen = malloc((size_t)(n + 1) * 4);
     size_t o = 0;
-    for (int64_t i = 0; i < n; i++) { int l = sprintf(ids + o, "r%lld", (long long)i); idlen[i] = (uint32_t)l; o += (size_t)l; }
+    for (int64_t i = 0; i < n; i++) {
+        int l = sprintf(ids + o, "r%lld", (long long)i);
+        idlen[i] = (uint32_t)l;
+        o += (size_t)l;
+    }
     dhs_schema s;
     dh_err e;
     dhs_schema_init(&s, kind);
@@ -210,21 +219,31 @@ static int gen(int argc, char **argv)
     dhs_meta *m = dhs_meta_new();
     dhs_meta_set_int(m, "bits", bits);
     dhs_writer *w = dhs_writer_open(stdout, "<stdout>", &s, m, &e);
-    if (!w) { fprintf(stderr, "gen: %s\n", e.msg); return 1; }
+    if (!w) {
+        fprintf(stderr, "gen: %s\n", e.msg);
+        return 1;
+    }
     const void *cols[3];
     const uint32_t *lens[3] = { NULL, NULL, NULL };
     int c = 0;
     cols[c++] = b;
     if (!nolabel) cols[c++] = lab;
-    lens[c] = idlen; cols[c++] = ids;
-    if (dhs_write_rows(w, n, cols, lens, &e) || dhs_writer_close(w, &e)) { fprintf(stderr, "gen: %s\n", e.msg); return 1; }
+    lens[c] = idlen;
+    cols[c++] = ids;
+    if (dhs_write_rows(w, n, cols, lens, &e) || dhs_writer_close(w, &e)) {
+        fprintf(stderr, "gen: %s\n", e.msg);
+        return 1;
+    }
     dhs_meta_free(m);
-    free(cen); free(b); free(lab); free(ids); free(idlen);
+    free(cen);
+    free(b);
+    free(lab);
+    free(ids);
+    free(idlen);
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "gen")) return gen(argc, argv);
     RUN(t_pack_layout);
     RUN(t_top_all_lengths);
