@@ -2,7 +2,9 @@
 #define _GNU_SOURCE
 #include "dh_prog.h"
 #include "dhs.h"
+#include "dh_rng.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -93,7 +95,9 @@ int dh_exit_status(dh_code c) {
 void dh_die_err(const dh_err *e, const char *ctx) {
     int st = dh_exit_status(e->code);
     if (st == DH_EXIT_OK) st = DH_EXIT_FAIL;
-    if (ctx && *ctx) dh_die(st, "%s: %s", ctx, e->msg);
+    size_t n = ctx ? strlen(ctx) : 0;
+    int named = n && !strncmp(e->msg, ctx, n) && e->msg[n] == ':'; /* the message names ctx already */
+    if (n && !named) dh_die(st, "%s: %s", ctx, e->msg);
     dh_die(st, "%s", e->msg);
 }
 
@@ -105,8 +109,47 @@ void dh_usage_error(const char *fmt, ...) {
     exit(DH_EXIT_USAGE);
 }
 
+/* ---- the option grammar (dh_opts.h) ---- */
+const dh_letter dh_letters[] = { { 'b', "--bits", "code length" },
+                                 { 'B', "--batch", "mini-batch size" },
+                                 { 'd', "--device", "device: cpu, cuda or auto" },
+                                 { 'D', "--db", "database codes" },
+                                 { 'm', "--model", "model file" },
+                                 { 'o', "--output", "output file, written atomically" },
+                                 { 's', "--seed", "random seed" },
+                                 { 'n', "--limit/--rows", "a row count" },
+                                 { 'j', "--threads", "worker threads" },
+                                 { 'q', "--quiet", "no progress or report" },
+                                 { 'h', "--help", "help" },
+                                 { 'V', "--version", "version" },
+                                 { 0, 0, 0 } };
+
+const dh_letter *dh_letter_find(int c) {
+    for (const dh_letter *l = dh_letters; l->letter; l++)
+        if (l->letter == c) return l;
+    return NULL;
+}
+
+static const dh_moved *moved_;
+void dh_prog_moved(const dh_moved *moved) { moved_ = moved; }
+
+void dh_refuse_moved(int letter, const char *what, int newletter, const char *newlong) {
+    const dh_letter *l = dh_letter_find(letter);
+    char now[160];
+    if (newletter)
+        snprintf(now, sizeof now, "-%c (--%s)", newletter, newlong);
+    else
+        snprintf(now, sizeof now, "--%s", newlong);
+    if (l) dh_usage_error("-%c is %s in deephash; the %s is %s", letter, l->longopt, what, now);
+    dh_usage_error("-%c is not an option of %s any more; the %s is %s", letter, dh_progname, what, now);
+}
+
 void dh_bad_option(char **argv) {
     const char *arg = optind > 0 && argv[optind - 1] ? argv[optind - 1] : "?";
+    /* a moved letter is the value of no long option, so optopt names it as a short one */
+    if (optopt && moved_)
+        for (const dh_moved *m = moved_; m->letter; m++)
+            if (m->letter == optopt) dh_refuse_moved(m->letter, m->what, m->newletter, m->newlong);
     if (optopt && strncmp(arg, "--", 2) != 0)
         dh_usage_error("invalid option or missing value: '-%c' (see %s --help)", optopt, dh_progname);
     dh_usage_error("invalid option or missing value: '%s' (see %s --help)", arg, dh_progname);
@@ -212,13 +255,24 @@ int dh_out_open(dh_outfile *o, const char *path, dh_err *e) {
         free(o->tmp);
         return DH_ENOMEM;
     }
-    /* temp beside the target so rename() stays on one filesystem */
+    /* temp beside the target so rename() stays on one filesystem; created
+     * 0666 less the umask (and a directory's default ACL), as the shell's
+     * `> path` creates a file, not mkstemp's 0600 */
     const char *slash = strrchr(path, '/');
     int dirlen = slash ? (int)(slash - path + 1) : 0;
-    sprintf(o->tmp, "%.*s.%s.tmp.XXXXXX", dirlen, path, slash ? slash + 1 : path);
-    int fd = mkstemp(o->tmp);
+    static uint64_t seq;
+    uint64_t x = (uint64_t)getpid() << 32 ^ (uint64_t)(dh_now() * 1e6) ^ (uintptr_t)o;
+    int fd = -1, err = 0;
+    for (int tries = 0; fd < 0 && tries < 100; tries++) {
+        x = dh_mix64(x + ++seq);
+        sprintf(o->tmp, "%.*s.%s.tmp.%06llx", dirlen, path, slash ? slash + 1 : path,
+                (unsigned long long)(x & 0xffffff));
+        fd = open(o->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && (err = errno) != EEXIST) break;
+    }
+    /* a file that is replaced keeps its permissions, as with `> path` */
+    if (fd >= 0 && lstat(path, &lst) == 0 && S_ISREG(lst.st_mode)) fchmod(fd, lst.st_mode & 0777);
     if (fd < 0) {
-        int err = errno;
         free(o->path);
         free(o->tmp);
         o->path = o->tmp = NULL;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdint.h>
 #include "dh_util.h"
+#include "dh_opts.h"
 
 /* Exit statuses, the same for every program (documented in each man page). */
 enum {
@@ -37,14 +38,17 @@ const char *dh_cmdline(void); /* the command line, shell-quoted */
 
 /* "dh-prog: message" on stderr, then exit(status). */
 void dh_die(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-/* "dh-prog: ctx: e->msg" (ctx may be NULL) and the exit status for e->code. */
+/* "dh-prog: ctx: e->msg" (ctx may be NULL) and the exit status for e->code;
+ * ctx is left out when the message already starts with "ctx: " (a path
+ * named once, not twice). */
 void dh_die_err(const dh_err *e, const char *ctx) __attribute__((noreturn));
 int dh_exit_status(dh_code c);
 /* Usage error: "dh-prog: msg" + "Try 'dh-prog --help'." is NOT printed (one
  * line only); exits DH_EXIT_USAGE. */
 void dh_usage_error(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 /* After getopt_long returned '?' or ':' (dh_prog_init sets opterr = 0 so
- * getopt prints nothing): one line naming the bad option, exit 2. */
+ * getopt prints nothing): one line naming the bad option, exit 2; a letter
+ * registered with dh_prog_moved is refused with dh_refuse_moved instead. */
 void dh_bad_option(char **argv) __attribute__((noreturn));
 /* Print "dh-prog (deephash) VERSION" on stdout and exit 0. */
 void dh_version(void) __attribute__((noreturn));
