@@ -27,7 +27,7 @@ static void usage(void) {
            "  -B, --batch N       rows per batch (default 256)\n"
            "  -d, --device DEV    cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE   write to FILE atomically (default: standard output)\n"
-           "  -q, --quiet         no progress or report\n"
+           "  -q, --quiet         no progress line and no report (rows, bits, rate) at the end\n"
            "      --progress      show progress even when stderr is not a terminal\n"
            "  -h, --help          show this help and exit\n"
            "  -V, --version       show the version and exit\n\n"
@@ -64,10 +64,10 @@ int main(int argc, char **argv) {
     const char *mpath = NULL, *out = NULL, *device = NULL;
     int64_t B = 256;
     enum { O_PROG = 256 };
-    static const struct option lo[] = { { "model", 1, 0, 'm' },
-                                        { "batch", 1, 0, 'B' },
-                                        { "device", 1, 0, 'd' },
-                                        { "output", 1, 0, 'o' },
+    static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },
+                                        { "batch", 1, 0, DH_OPT_BATCH },
+                                        { "device", 1, 0, DH_OPT_DEVICE },
+                                        { "output", 1, 0, DH_OPT_OUTPUT },
                                         DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     while ((c = getopt_long(argc, argv, "m:B:d:o:qhV", lo, NULL)) != -1) {
@@ -166,13 +166,14 @@ int main(int argc, char **argv) {
     if (mc) dhs_meta_set_str(om, "model_cmdline", mc);
     dh_meta_carry(om, imeta);
     dh_outfile of;
-    if (dh_out_open(&of, out, &e)) dh_die_err(&e, out);
+    if (dh_out_open(&of, out, &e)) dh_die_err(&e, NULL); /* the message names the file */
     dhs_writer *w = dhs_writer_open(of.f, out ? out : "<stdout>", &os, om, &e);
     dhs_meta_free(om);
     if (!w) fail(NULL, &of, &e, out ? out : "<stdout>");
 
     dh_progress pr;
     dh_progress_start(&pr, "encoding", "rows", 0);
+    double t0 = dh_now();
     dhs_chunk *ch;
     int rc;
     int64_t done = 0;
@@ -223,7 +224,10 @@ int main(int argc, char **argv) {
         dh_out_abort(&of);
         dh_die_err(&e, out ? out : "<stdout>");
     }
-    if (dh_out_commit(&of, &e)) dh_die_err(&e, out);
+    if (dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
+    double dt = dh_now() - t0; /* the report, once the output is complete */
+    dh_note("%lld rows -> %d-bit codes in %.1f s (%.0f rows/s, %s)", (long long)done, K, dt,
+            done / (dt > 0 ? dt : 1e-9), E.images ? dk_device_name(E.dev) : "cpu");
     dhs_close(r);
     if (E.nw) net_free(E.nw);
     if (E.images) {

@@ -23,7 +23,7 @@ static void usage(void) {
            "images stream (default: standard input; pixels u8[C,H,W], label i32, id str)\n"
            "and write a features stream (z f32[D], label i32, id str) on standard output.\n\n"
            "  -m, --model FILE   net model written by dh-pretrain (or any model with a net)\n"
-           "  -b, --batch N      images per forward pass (default 256)\n"
+           "  -B, --batch N      images per forward pass (default 256)\n"
            "  -d, --device DEV   cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE  write to FILE atomically (default: stdout)\n"
            "  -q, --quiet        no progress or report on stderr\n"
@@ -42,16 +42,18 @@ int main(int argc, char **argv) {
     const char *model = NULL, *device = NULL, *out = NULL;
     int batch = 256;
     enum { O_PROG = 256 };
-    static const struct option lo[] = { { "model", 1, 0, 'm' },
-                                        { "batch", 1, 0, 'b' },
-                                        { "device", 1, 0, 'd' },
-                                        { "output", 1, 0, 'o' },
+    static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },
+                                        { "batch", 1, 0, DH_OPT_BATCH },
+                                        { "device", 1, 0, DH_OPT_DEVICE },
+                                        { "output", 1, 0, DH_OPT_OUTPUT },
                                         DH_COMMON_LONGOPTS(O_PROG) };
+    static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" }, { 0 } };
+    dh_prog_moved(moved);
     int c;
-    while ((c = getopt_long(argc, argv, "m:b:d:o:qhV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:B:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'm': model = optarg; break;
-        case 'b':
+        case 'B':
             if (dh_parse_int(optarg, 1, 1 << 16, &batch)) dh_usage_error("--batch: bad value '%s'", optarg);
             break;
         case 'd': device = optarg; break;

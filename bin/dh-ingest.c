@@ -25,7 +25,7 @@ static void usage(void) {
            "folder of JPEG/PNG images laid out <split>/<class>/<image>, the CIFAR-10 binary\n"
            "tarball, or MNIST-style IDX files (the folder of the four files, an images\n"
            "file, or an images file and its LABELS file; gzipped or not).\n\n"
-           "  -s, --split NAME       the split to read (a folder name: train, test...), or 'all'\n"
+           "  -S, --split NAME       the split to read (a folder name: train, test...), or 'all'\n"
            "  -f, --format KIND      auto (default), images, cifar-binary or idx\n"
            "  -n, --limit N          at most N images (after ordering)\n"
            "      --per-class N      at most N images of each class\n"
@@ -126,21 +126,33 @@ int main(int argc, char **argv) {
         O_MAXMEMBER,
         O_MAXMEM
     };
-    static const struct option lo[] = { { "split", 1, 0, 's' },           { "format", 1, 0, 'f' },
-                                        { "limit", 1, 0, 'n' },           { "per-class", 1, 0, O_PERCLASS },
-                                        { "shuffle", 0, 0, O_SHUFFLE },   { "seed", 1, 0, O_SEED },
-                                        { "gray", 0, 0, O_GRAY },         { "grey", 0, 0, O_GRAY },
-                                        { "rgb", 0, 0, O_RGB },           { "resize", 1, 0, O_RESIZE },
-                                        { "skip-bad", 0, 0, O_SKIPBAD },  { "classes", 1, 0, O_CLASSES },
-                                        { "threads", 1, 0, 'j' },         { "max-pixels", 1, 0, O_MAXPX },
-                                        { "max-side", 1, 0, O_MAXSIDE },  { "max-member-bytes", 1, 0, O_MAXMEMBER },
-                                        { "max-memory", 1, 0, O_MAXMEM }, { "output", 1, 0, 'o' },
+    static const struct option lo[] = { { "split", 1, 0, 'S' },
+                                        { "format", 1, 0, 'f' },
+                                        { "limit", 1, 0, DH_OPT_ROWS },
+                                        { "per-class", 1, 0, O_PERCLASS },
+                                        { "shuffle", 0, 0, O_SHUFFLE },
+                                        { "seed", 1, 0, O_SEED },
+                                        { "gray", 0, 0, O_GRAY },
+                                        { "grey", 0, 0, O_GRAY },
+                                        { "rgb", 0, 0, O_RGB },
+                                        { "resize", 1, 0, O_RESIZE },
+                                        { "skip-bad", 0, 0, O_SKIPBAD },
+                                        { "classes", 1, 0, O_CLASSES },
+                                        { "threads", 1, 0, DH_OPT_THREADS },
+                                        { "max-pixels", 1, 0, O_MAXPX },
+                                        { "max-side", 1, 0, O_MAXSIDE },
+                                        { "max-member-bytes", 1, 0, O_MAXMEMBER },
+                                        { "max-memory", 1, 0, O_MAXMEM },
+                                        { "output", 1, 0, DH_OPT_OUTPUT },
                                         DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     uint64_t sz;
-    while ((c = getopt_long(argc, argv, "s:f:n:j:o:qhV", lo, NULL)) != -1) {
+    /* -s is --seed in deephash; --seed stays long here, as it always was */
+    static const dh_moved moved[] = { { 's', "split", 'S', "split" }, { 0 } };
+    dh_prog_moved(moved);
+    while ((c = getopt_long(argc, argv, "S:f:n:j:o:qhV", lo, NULL)) != -1) {
         switch (c) {
-        case 's':
+        case 'S':
             if (!*optarg || strchr(optarg, '/')) dh_usage_error("--split: '%s' is not a folder name", optarg);
             o.split = optarg;
             break;

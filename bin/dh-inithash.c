@@ -60,14 +60,14 @@ int main(int argc, char **argv) {
     dh_hash_opts_init(&o);
     int list = 0;
     enum { O_ITER = 256, O_ANCH, O_PAIRS, O_SAMP, O_SIGMA, O_LAMBDA, O_LIST, O_PROG };
-    static const struct option lo[] = { { "bits", 1, 0, 'b' },        { "method", 1, 0, 'M' },
-                                        { "epochs", 1, 0, 'e' },      { "lr", 1, 0, 'l' },
-                                        { "batch", 1, 0, 'B' },       { "iterations", 1, 0, O_ITER },
-                                        { "anchors", 1, 0, O_ANCH },  { "pairs", 1, 0, O_PAIRS },
-                                        { "samples", 1, 0, O_SAMP },  { "sigma", 1, 0, O_SIGMA },
-                                        { "lambda", 1, 0, O_LAMBDA }, { "param", 1, 0, 'p' },
-                                        { "seed", 1, 0, 's' },        { "device", 1, 0, 'd' },
-                                        { "output", 1, 0, 'o' },      { "list-methods", 0, 0, O_LIST },
+    static const struct option lo[] = { { "bits", 1, 0, DH_OPT_BITS },     { "method", 1, 0, 'M' },
+                                        { "epochs", 1, 0, 'e' },           { "lr", 1, 0, 'l' },
+                                        { "batch", 1, 0, DH_OPT_BATCH },   { "iterations", 1, 0, O_ITER },
+                                        { "anchors", 1, 0, O_ANCH },       { "pairs", 1, 0, O_PAIRS },
+                                        { "samples", 1, 0, O_SAMP },       { "sigma", 1, 0, O_SIGMA },
+                                        { "lambda", 1, 0, O_LAMBDA },      { "param", 1, 0, 'p' },
+                                        { "seed", 1, 0, DH_OPT_SEED },     { "device", 1, 0, DH_OPT_DEVICE },
+                                        { "output", 1, 0, DH_OPT_OUTPUT }, { "list-methods", 0, 0, O_LIST },
                                         DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     int64_t v;

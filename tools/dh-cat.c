@@ -9,23 +9,30 @@ static const char usage[] = "Usage: dh-cat [OPTION]... [FILE]...\n"
                             "stream on standard output. All inputs must have the same kind and fields; the\n"
                             "metadata of the first input is kept. Every chunk is verified on the way through.\n"
                             "\n"
-                            "  -q, --quiet      no progress\n"
-                            "      --help       show this help and exit\n"
-                            "      --version    show the version and exit\n"
+                            "  -o, --output FILE  write to FILE atomically (default: standard output)\n"
+                            "  -q, --quiet        no progress\n"
+                            "  -h, --help         show this help and exit\n"
+                            "  -V, --version      show the version and exit\n"
                             "\n"
                             "Exit status: 0 ok, 1 damaged input or schemas that differ, 2 usage, 3 I/O error.\n";
 
 static void help(void) { fputs(usage, stdout); }
 
+/* Removed at exit unless committed: a failed run leaves no file. */
+static dh_outfile of;
+
 int main(int argc, char **argv) {
     dh_prog_init("dh-cat", argc, argv);
-    static const struct option opts[] = { { "quiet", no_argument, 0, 'q' },
-                                          { "help", no_argument, 0, 'h' },
-                                          { "version", no_argument, 0, 'V' },
+    static const struct option opts[] = { { "output", required_argument, 0, DH_OPT_OUTPUT },
+                                          { "quiet", no_argument, 0, DH_OPT_QUIET },
+                                          { "help", no_argument, 0, DH_OPT_HELP },
+                                          { "version", no_argument, 0, DH_OPT_VERSION },
                                           { 0, 0, 0, 0 } };
+    const char *out = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:qhV", opts, NULL)) != -1) {
         switch (c) {
+        case 'o': out = optarg; break;
         default:
             if (!dh_common_option(c, 0, help)) dh_bad_option(argv); /* -q, --help, --version */
         }
@@ -47,7 +54,8 @@ int main(int argc, char **argv) {
         }
         if (!w) {
             first = *dhs_reader_schema(r);
-            w = dhs_writer_open(stdout, "<stdout>", &first, dhs_reader_meta(r), &e);
+            if (dh_out_open_guarded(&of, out, &e)) dh_die_err(&e, NULL);
+            w = dhs_writer_open(of.f, of.path ? of.path : "<stdout>", &first, dhs_reader_meta(r), &e);
             if (!w) dh_die_err(&e, NULL);
         } else if (!dhs_schema_equal(&first, dhs_reader_schema(r))) {
             char a[512], b[512];
@@ -74,6 +82,6 @@ int main(int argc, char **argv) {
         dhs_close(r);
     }
     dh_progress_end(&p, rows);
-    if (dhs_writer_close(w, &e)) dh_die_err(&e, NULL);
+    if (dhs_writer_close(w, &e) || dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
     return 0;
 }

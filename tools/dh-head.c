@@ -7,25 +7,33 @@ static const char usage[] = "Usage: dh-head [OPTION]... [FILE]\n"
                             "Write the first N rows of a deephash stream (standard input by default) as a\n"
                             "complete stream with the same schema and metadata.\n"
                             "\n"
-                            "  -n, --rows N     rows to keep (default 10; 0 gives an empty stream)\n"
-                            "      --help       show this help and exit\n"
-                            "      --version    show the version and exit\n"
+                            "  -n, --rows N       rows to keep (default 10; 0 gives an empty stream)\n"
+                            "  -o, --output FILE  write to FILE atomically (default: standard output)\n"
+                            "  -q, --quiet        no messages but errors (dh-head prints none)\n"
+                            "  -h, --help         show this help and exit\n"
+                            "  -V, --version      show the version and exit\n"
                             "\n"
                             "Rows before the cut are verified; the rest of the input is not read.\n"
                             "Exit status: 0 ok, 1 damaged input, 2 usage, 3 I/O error.\n";
 
 static void help(void) { fputs(usage, stdout); }
 
+/* Removed at exit unless committed: a failed run leaves no file. */
+static dh_outfile of;
+
 int main(int argc, char **argv) {
     dh_prog_init("dh-head", argc, argv);
-    static const struct option opts[] = { { "rows", required_argument, 0, 'n' },
-                                          { "help", no_argument, 0, 'h' },
-                                          { "version", no_argument, 0, 'V' },
-                                          { 0, 0, 0, 0 } };
+    static const struct option opts[] = {
+        { "rows", required_argument, 0, DH_OPT_ROWS }, { "output", required_argument, 0, DH_OPT_OUTPUT },
+        { "quiet", no_argument, 0, DH_OPT_QUIET },     { "help", no_argument, 0, DH_OPT_HELP },
+        { "version", no_argument, 0, DH_OPT_VERSION }, { 0, 0, 0, 0 }
+    };
     int64_t n = 10;
+    const char *out = NULL;
     int c;
-    while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "n:o:qhV", opts, NULL)) != -1) {
         switch (c) {
+        case 'o': out = optarg; break;
         case 'n':
             if (dh_parse_i64(optarg, 0, INT64_MAX, &n)) dh_usage_error("--rows: '%s' is not a row count", optarg);
             break;
@@ -38,7 +46,8 @@ int main(int argc, char **argv) {
     dh_err e;
     dhs_reader *r = dhs_open_path(path, NULL, &e);
     if (!r) dh_die_err(&e, NULL);
-    dhs_writer *w = dhs_writer_open(stdout, "<stdout>", dhs_reader_schema(r), dhs_reader_meta(r), &e);
+    if (dh_out_open_guarded(&of, out, &e)) dh_die_err(&e, NULL);
+    dhs_writer *w = dhs_writer_open(of.f, of.path ? of.path : "<stdout>", dhs_reader_schema(r), dhs_reader_meta(r), &e);
     if (!w) dh_die_err(&e, NULL);
     int64_t done = 0;
     while (done < n) {
@@ -56,7 +65,7 @@ int main(int argc, char **argv) {
         }
         done += k;
     }
-    if (dhs_writer_close(w, &e)) dh_die_err(&e, NULL);
+    if (dhs_writer_close(w, &e) || dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
     dhs_close(r);
     return 0;
 }

@@ -16,10 +16,10 @@ static const char usage[] = "Usage: dh-info [OPTION]... [FILE]...\n"
                             "\n"
                             "  -v, --verify     only check the stream end to end (checksums, row counts,\n"
                             "                   trailer); print one line per file; exit 1 on any damage\n"
-                            "  -m, --meta       print only the metadata, as JSON\n"
+                            "  -M, --meta       print only the metadata, as JSON\n"
                             "  -q, --quiet      with --verify, print nothing; the exit status tells\n"
-                            "      --help       show this help and exit\n"
-                            "      --version    show the version and exit\n"
+                            "  -h, --help       show this help and exit\n"
+                            "  -V, --version    show the version and exit\n"
                             "\n"
                             "Exit status: 0 ok, 1 damaged or malformed input, 2 usage, 3 I/O error, 5 limit.\n";
 
@@ -214,14 +214,16 @@ static int info(const char *path, int verify, int meta_only) {
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-info", argc, argv);
-    static const struct option opts[] = { { "verify", no_argument, 0, 'v' },  { "meta", no_argument, 0, 'm' },
+    static const struct option opts[] = { { "verify", no_argument, 0, 'v' },  { "meta", no_argument, 0, 'M' },
                                           { "quiet", no_argument, 0, 'q' },   { "help", no_argument, 0, 'h' },
                                           { "version", no_argument, 0, 'V' }, { 0, 0, 0, 0 } };
     int verify = 0, meta_only = 0, c;
-    while ((c = getopt_long(argc, argv, "vmq", opts, NULL)) != -1) {
+    static const dh_moved moved[] = { { 'm', "metadata", 'M', "meta" }, { 0 } };
+    dh_prog_moved(moved);
+    while ((c = getopt_long(argc, argv, "vMqhV", opts, NULL)) != -1) {
         switch (c) {
         case 'v': verify = 1; break;
-        case 'm': meta_only = 1; break;
+        case 'M': meta_only = 1; break;
         default:
             if (!dh_common_option(c, 0, help)) dh_bad_option(argv); /* -q, --help, --version */
         }

@@ -8,8 +8,8 @@
 #include <string.h>
 
 static const char usage[] =
-    "Usage: dh-npy export --field NAME [--unpack] [FILE] > out.npy\n"
-    "       dh-npy import --kind KIND --field NAME [--labels LABELS.npy] [--bits] DATA.npy > out.dhs\n"
+    "Usage: dh-npy export --field NAME [--unpack] [-o OUT.npy] [FILE]\n"
+    "       dh-npy import --kind KIND --field NAME [--labels LABELS.npy] [--bits] [-o OUT.dhs] DATA.npy\n"
     "Convert between one field of a deephash stream and a NumPy .npy file, so that\n"
     "features and codes can come from and go to other tools.\n"
     "\n"
@@ -28,12 +28,19 @@ static const char usage[] =
     "  -l, --labels FILE    labels .npy for import (1-D integer array)\n"
     "  -b, --bits           import a 0/1 array as a packed bits field\n"
     "  -u, --unpack         export a bits field as 0/1 bytes, one per bit\n"
-    "      --help           show this help and exit\n"
-    "      --version        show the version and exit\n"
+    "  -o, --output FILE    write to FILE atomically (default: standard output)\n"
+    "  -q, --quiet          no messages but errors (dh-npy prints none)\n"
+    "  -h, --help           show this help and exit\n"
+    "  -V, --version        show the version and exit\n"
     "\n"
     "Exit status: 0 ok, 1 bad input, 2 usage, 3 I/O error, 5 limit.\n";
 
 static void help(void) { fputs(usage, stdout); }
+
+/* The output (-o FILE, or standard output): removed at exit unless
+ * committed, so a failed run leaves no file. */
+static dh_outfile of;
+static const char *out_name(void) { return of.path ? of.path : "<stdout>"; }
 
 /* ---- .npy header ---------------------------------------------------------- */
 typedef struct {
@@ -173,9 +180,10 @@ static int do_export(const char *path, const char *field, int unpack) {
         shape[nd++] = unpack ? f->row_elems : f->row_bytes;
     else
         for (int d = 0; d < f->ndim; d++) shape[nd++] = f->shape[d];
-    npy_write_header(stdout, descr, nd, shape);
-    if (used && fwrite(data, 1, used, stdout) != used) dh_die(DH_EXIT_IO, "<stdout>: write error: %s", strerror(errno));
-    if (fflush(stdout)) dh_die(DH_EXIT_IO, "<stdout>: write error: %s", strerror(errno));
+    npy_write_header(of.f, descr, nd, shape);
+    if (used && fwrite(data, 1, used, of.f) != used)
+        dh_die(DH_EXIT_IO, "%s: write error: %s", out_name(), strerror(errno));
+    if (dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
     free(data);
     dhs_close(r);
     return 0;
@@ -241,7 +249,7 @@ static int do_import(const char *path, const char *kind, const char *field, cons
     dhs_meta *meta = dhs_meta_new();
     dhs_meta_set_str(meta, "source", name);
     dhs_meta_set_str(meta, "command", dh_cmdline());
-    dhs_writer *w = dhs_writer_open(stdout, "<stdout>", &s, meta, &e);
+    dhs_writer *w = dhs_writer_open(of.f, out_name(), &s, meta, &e);
     dhs_meta_free(meta);
     if (!w) dh_die_err(&e, NULL);
     const dhs_field *fl = &s.fields[0];
@@ -287,7 +295,7 @@ static int do_import(const char *path, const char *kind, const char *field, cons
         dhs_writer_abort(w);
         dh_die(DH_EXIT_FAIL, "%s: more data than the shape says", name);
     }
-    if (dhs_writer_close(w, &e)) dh_die_err(&e, NULL);
+    if (dhs_writer_close(w, &e) || dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
     free(in);
     free(row);
     free(lab);
@@ -297,16 +305,21 @@ static int do_import(const char *path, const char *kind, const char *field, cons
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-npy", argc, argv);
-    static const struct option opts[] = {
-        { "field", required_argument, 0, 'F' },  { "kind", required_argument, 0, 'k' },
-        { "labels", required_argument, 0, 'l' }, { "bits", no_argument, 0, 'b' },
-        { "unpack", no_argument, 0, 'u' },       { "help", no_argument, 0, 'h' },
-        { "version", no_argument, 0, 'V' },      { 0, 0, 0, 0 }
-    };
-    const char *field = NULL, *kind = "features", *labels = NULL;
+    static const struct option opts[] = { { "field", required_argument, 0, 'F' },
+                                          { "kind", required_argument, 0, 'k' },
+                                          { "labels", required_argument, 0, 'l' },
+                                          { "bits", no_argument, 0, DH_OPT_BITS },
+                                          { "unpack", no_argument, 0, 'u' },
+                                          { "output", required_argument, 0, DH_OPT_OUTPUT },
+                                          { "quiet", no_argument, 0, DH_OPT_QUIET },
+                                          { "help", no_argument, 0, DH_OPT_HELP },
+                                          { "version", no_argument, 0, DH_OPT_VERSION },
+                                          { 0, 0, 0, 0 } };
+    const char *field = NULL, *kind = "features", *labels = NULL, *out = NULL;
     int bits = 0, unpack = 0, c;
-    while ((c = getopt_long(argc, argv, "F:k:l:bu", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "F:k:l:buo:qhV", opts, NULL)) != -1) {
         switch (c) {
+        case 'o': out = optarg; break;
         case 'F': field = optarg; break;
         case 'k': kind = optarg; break;
         case 'l': labels = optarg; break;
@@ -321,7 +334,9 @@ int main(int argc, char **argv) {
     if (!field) dh_usage_error("--field NAME is required");
     if (argc - optind > 1) dh_usage_error("one input at most");
     const char *path = optind < argc ? argv[optind] : NULL;
+    if (strcmp(cmd, "export") && strcmp(cmd, "import")) dh_usage_error("unknown command '%s' (export or import)", cmd);
+    dh_err e;
+    if (dh_out_open_guarded(&of, out, &e)) dh_die_err(&e, NULL);
     if (!strcmp(cmd, "export")) return do_export(path, field, unpack);
-    if (!strcmp(cmd, "import")) return do_import(path, kind, field, labels, bits);
-    dh_usage_error("unknown command '%s' (export or import)", cmd);
+    return do_import(path, kind, field, labels, bits);
 }

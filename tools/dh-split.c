@@ -23,8 +23,9 @@ static const char usage[] =
     "  -o, --output FILE   the selected rows (required)\n"
     "  -r, --rest FILE     the other rows (optional)\n"
     "  -s, --seed S        random seed (default 1)\n"
-    "      --help          show this help and exit\n"
-    "      --version       show the version and exit\n"
+    "  -q, --quiet         no messages but errors (dh-split prints none)\n"
+    "  -h, --help          show this help and exit\n"
+    "  -V, --version       show the version and exit\n"
     "\n"
     "Outputs are written atomically (temporary file, then rename). Standard input is\n"
     "spooled to a temporary file, since the split needs two passes.\n"
@@ -47,20 +48,18 @@ static void choose(int64_t *idx, int64_t n, int64_t k, uint8_t *sel, uint64_t *r
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-split", argc, argv);
-    static const struct option opts[] = { { "count", required_argument, 0, 'c' },
-                                          { "fraction", required_argument, 0, 'f' },
-                                          { "per-class", required_argument, 0, 'p' },
-                                          { "output", required_argument, 0, 'o' },
-                                          { "rest", required_argument, 0, 'r' },
-                                          { "seed", required_argument, 0, 's' },
-                                          { "help", no_argument, 0, 'h' },
-                                          { "version", no_argument, 0, 'V' },
-                                          { 0, 0, 0, 0 } };
+    static const struct option opts[] = {
+        { "count", required_argument, 0, 'c' },        { "fraction", required_argument, 0, 'f' },
+        { "per-class", required_argument, 0, 'p' },    { "output", required_argument, 0, DH_OPT_OUTPUT },
+        { "rest", required_argument, 0, 'r' },         { "seed", required_argument, 0, DH_OPT_SEED },
+        { "quiet", no_argument, 0, DH_OPT_QUIET },     { "help", no_argument, 0, DH_OPT_HELP },
+        { "version", no_argument, 0, DH_OPT_VERSION }, { 0, 0, 0, 0 }
+    };
     int64_t count = -1, per_class = -1, seed = 1;
     double fraction = -1;
     const char *out = NULL, *rest = NULL;
     int modes = 0, c;
-    while ((c = getopt_long(argc, argv, "c:f:p:o:r:s:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:f:p:o:r:s:qhV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             modes++;
