@@ -518,10 +518,14 @@ nomem:
     return dh_seterr(e, DH_ENOMEM, "out of memory building the model metadata");
 }
 
+/* A tensor of the model that does not fit the network its specification
+ * builds is bad data (DH_ESCHEMA, exit 1), never an argument error. */
 static int load_tensor(const dhs_model *m, const char *name, dk_tensor *t, dh_err *e) {
-    const dhs_tensor *s = dhs_model_get(m, name, t->ndim, t->shape, e);
-    if (!s) return e ? (e->code ? e->code : DH_ESCHEMA) : DH_ESCHEMA;
-    return dk_upload(t, s->data, t->n, e);
+    const dhs_tensor *s = dhs_model_get(m, name, t->ndim, t->shape, e); /* names the tensor and both shapes */
+    if (!s) return DH_ESCHEMA;
+    int rc = dk_upload(t, s->data, t->n, e);
+    if (rc == DH_EINVAL) return dh_seterr(e, DH_ESCHEMA, "model tensor '%s' does not fit the network", name);
+    return rc;
 }
 
 int net_from_model(const dhs_model *m, dk_device dev, int64_t cap, net **out, dh_err *e) {
@@ -539,8 +543,13 @@ int net_from_model(const dhs_model *m, dk_device dev, int64_t cap, net **out, dh
     const dhs_tensor *hw = dhs_model_find(m, "head.weight");
     if (hw) {
         if (hw->ndim != 2 || hw->shape[1] != spec.zdim || hw->shape[0] < 1 || hw->shape[0] > (1 << 20)) {
+            char got[128] = "";
+            for (int d = 0, o = 0; d < hw->ndim && o < (int)sizeof got; d++)
+                o += snprintf(got + o, sizeof got - o, "%s%lld", d ? "x" : "", (long long)hw->shape[d]);
+            int zdim = spec.zdim;
             netspec_free(&spec);
-            return dh_seterr(e, DH_ESCHEMA, "model tensor head.weight has a bad shape");
+            return dh_seterr(e, DH_ESCHEMA, "model tensor 'head.weight' has shape %s, expected (classes)x%d", got,
+                             zdim);
         }
         K = (int)hw->shape[0];
     }
@@ -580,13 +589,13 @@ int net_from_model(const dhs_model *m, dk_device dev, int64_t cap, net **out, dh
     }
     for (int i = 0; i < n->nparams; i++)
         if ((rc = load_tensor(m, n->params[i].name, &n->params[i].w, e))) {
-            dh_err_prefix(e, "model");
+            if (rc != DH_ESCHEMA) dh_err_prefix(e, "model"); /* "model tensor ..." says so */
             net_free(n);
             return rc;
         }
     for (int i = 0; i < n->nstate; i++)
         if ((rc = load_tensor(m, n->state[i].name, &n->state[i].t, e))) {
-            dh_err_prefix(e, "model");
+            if (rc != DH_ESCHEMA) dh_err_prefix(e, "model"); /* "model tensor ..." says so */
             net_free(n);
             return rc;
         }
