@@ -31,6 +31,20 @@ else
   USE_CUDA := 0
 endif
 
+# oneDNN (Debian libdnnl-dev): the fast CPU backend (kernels/dk/dk_dnnl.c),
+# selected by default on the CPU when built in (DH_CPU=ref picks the reference);
+# NO_DNNL=1 leaves it out. OpenMP is the CPU thread pool (DH_THREADS), shared
+# with oneDNN's own threads.
+DNNL_H := $(firstword $(wildcard /usr/include/oneapi/dnnl/dnnl.h /usr/local/include/oneapi/dnnl/dnnl.h))
+DNNL_SO := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libdnnl.so /usr/lib/libdnnl.so /usr/local/lib/libdnnl.so /usr/lib64/libdnnl.so))
+ifeq ($(NO_DNNL),1)
+  USE_DNNL := 0
+else ifneq ($(and $(DNNL_H),$(DNNL_SO)),)
+  USE_DNNL := 1
+else
+  USE_DNNL := 0
+endif
+
 BUILDDIR ?= build/$(V)
 BUILD := $(BUILDDIR)
 OBJ   := $(BUILD)/obj
@@ -56,9 +70,12 @@ endif
 LIB_ROOMS  := kernels/base kernels/dk kernels/net kernels/hash kernels/search formats/stream formats/netspec formats/image
 PROG_ROOMS := formats/prog
 ROOMS      := $(LIB_ROOMS) $(PROG_ROOMS)
-CPPFLAGS := $(addprefix -I,$(ROOMS)) -DDH_VERSION='"$(VERSION)"' -DDH_USE_CUDA=$(USE_CUDA) $(BLAS_CFLAGS) -D_FILE_OFFSET_BITS=64
-CFLAGS   += $(CSTD) $(OPT) $(WARN) -pthread
+CPPFLAGS := $(addprefix -I,$(ROOMS)) -DDH_VERSION='"$(VERSION)"' -DDH_USE_CUDA=$(USE_CUDA) -DDH_USE_DNNL=$(USE_DNNL) $(BLAS_CFLAGS) -D_FILE_OFFSET_BITS=64
+CFLAGS   += $(CSTD) $(OPT) $(WARN) -pthread -fopenmp
 LDLIBS   := -larchive -ljpeg -lpng -lmsgpackc -llapacke $(BLAS_LIBS) -lz -lm -lpthread
+ifeq ($(USE_DNNL),1)
+  LDLIBS += -ldnnl
+endif
 
 ifeq ($(USE_CUDA),1)
   CUDA_INC   := $(CUDA_HOME)/include
@@ -86,14 +103,14 @@ PRG_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(PRG_SRC))
 # exits); libdeephash.a: everything else.
 LIBS    := $(LIBD)/libdhprog.a $(LIBD)/libdeephash.a
 # Headers for users of the library: every room's, less the internal ones.
-PRIVATE_HDRS := dk_impl.h dk_elem.h dhs_internal.h hash_linalg.h
+PRIVATE_HDRS := dk_impl.h dk_elem.h dk_dnnl.h dhs_internal.h hash_linalg.h
 PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS),$(wildcard $(r)/*.h)))
 
 .PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo
 all: info $(PROGS) $(UTESTS) $(BENCHES)
 
 info:
-	@echo "deephash $(VERSION): build $(V), nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN: $(if $(CUDNN_H),$(CUDNN_H),not found), CUDA backend: $(if $(filter 1,$(USE_CUDA)),yes,no)"
+	@echo "deephash $(VERSION): build $(V), nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN: $(if $(CUDNN_H),$(CUDNN_H),not found), CUDA backend: $(if $(filter 1,$(USE_CUDA)),yes,no), oneDNN: $(if $(filter 1,$(USE_DNNL)),$(DNNL_H) (CPU backend: onednn; DH_CPU=ref for the reference),not found (CPU backend: ref))"
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -187,4 +204,4 @@ install: all
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(OBJ) -name '*.d' -type f 2>/dev/null)

@@ -65,6 +65,37 @@ void *dk_cublas_handle(void);
 void dk_allow_tf32(int on);
 void *dk_cudnn_handle(void);
 
+/* ---- the CPU engine ---------------------------------------------------------- */
+/* Two CPU backends: DK_CPU_REF, the plain-C reference that defines the
+ * numerics, and DK_CPU_ONEDNN (built when oneDNN was found; the default
+ * then): oneDNN for convolution, batch norm and matrix products, the
+ * reference's own loops for the rest. Both run on one pool of threads
+ * (OpenMP, shared with oneDNN; OpenBLAS is given the same count).
+ * dk_init(DK_CPU) reads DH_CPU ("ref" or "onednn"), DH_THREADS (1..1024;
+ * default: every core) and DH_PRECISION ("fp32" or "bf16"); a bad value is
+ * DH_EINVAL, DH_CPU=onednn or bf16 in a build or on a CPU without them
+ * DH_EUNSUPPORTED. Results are bit-identical run to run for a backend, a
+ * thread count and a precision; the reference's do not depend on the
+ * thread count. */
+typedef enum { DK_CPU_REF = 0, DK_CPU_ONEDNN = 1 } dk_cpu_backend;
+int dk_cpu_set_backend(dk_cpu_backend b, dh_err *e);
+dk_cpu_backend dk_cpu_get_backend(void);
+const char *dk_cpu_backend_name(dk_cpu_backend b); /* "ref" / "onednn" */
+int dk_cpu_has_onednn(void);                       /* built in */
+int dk_set_threads(int n, dh_err *e);              /* 1..1024 */
+int dk_threads(void);
+/* bf16 on the oneDNN backend: convolution and matrix-product inputs are
+ * rounded to bfloat16, products accumulate and are stored in fp32 (needs
+ * AVX512-BF16 or AMX). */
+int dk_cpu_set_bf16(int on, dh_err *e);
+int dk_cpu_get_bf16(void);
+/* The CPU engine's own allocations so far (workspaces, cached oneDNN
+ * primitives): a steady training or inference loop leaves them unchanged. */
+typedef struct dk_cpu_stats {
+    int64_t allocs, bytes, primitives;
+} dk_cpu_stats;
+void dk_cpu_get_stats(dk_cpu_stats *s);
+
 /* ---- raw device memory (for u8 images, i32 labels/indices, ...) ----------- */
 int dk_mem_alloc(dk_device dev, size_t bytes, void **out, dh_err *e); /* zeroed */
 void dk_mem_free(dk_device dev, void *p);                             /* NULL ok */

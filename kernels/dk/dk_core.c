@@ -49,7 +49,7 @@ int dk_device_parse(const char *s, dk_device *out, dh_err *e) {
 }
 
 int dk_init(dk_device dev, dh_err *e) {
-    if (dev == DK_CPU) return 0;
+    if (dev == DK_CPU) return dk_cpu_init(e);
 #if DH_USE_CUDA
     return dk_cuda_init(e);
 #else

@@ -1,16 +1,185 @@
-/* dk_cpu.c — the CPU reference backend of the kernel library.
+/* dk_cpu.c — the CPU reference backend of the kernel library, and the CPU
+ * engine's settings (backend, threads, precision).
  *
  * Plain C; matrix products through OpenBLAS (cblas_sgemm); convolution as
  * im2col + sgemm over a chunk of images at a time. This backend defines
- * the numerics that the CUDA backend is tested against.
+ * the numerics that the CUDA backend and the oneDNN backend (dk_dnnl.c)
+ * are tested against.
+ *
+ * Threads: loops over independent outputs (images, channels, rows,
+ * elements) run on the OpenMP pool (PAR_FOR), which oneDNN shares; no
+ * loop splits a sum, so every result is the same for any thread count.
+ * With the oneDNN backend selected, the operations it has (FAST) go there
+ * first; it declines the cases it cannot do exactly and the reference
+ * runs them.
  */
+#define _GNU_SOURCE
 #include <cblas.h>
 #include <float.h>
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "dk_elem.h"
 #include "dk_impl.h"
+#if DH_USE_DNNL
+#include "dk_dnnl.h"
+#endif
+
+/* ---- the engine: backend, threads, precision --------------------------------------- */
+static dk_cpu_backend cpu_backend = DH_USE_DNNL ? DK_CPU_ONEDNN : DK_CPU_REF;
+static int cpu_threads; /* 0: not set (OpenMP's and OpenBLAS's defaults) */
+static int cpu_bf16;
+static int64_t ws_allocs, ws_bytes;
+
+/* Run `call` (a oneDNN twin) when that backend is selected; it returns
+ * DK_DNNL_DECLINE for what the reference must do. */
+#if DH_USE_DNNL
+#define FAST(call)                                                                                                     \
+    do {                                                                                                               \
+        if (cpu_backend == DK_CPU_ONEDNN) {                                                                            \
+            int rc_ = (call);                                                                                          \
+            if (rc_ != DK_DNNL_DECLINE) return rc_;                                                                    \
+        }                                                                                                              \
+    } while (0)
+#else
+#define FAST(call)                                                                                                     \
+    do {                                                                                                               \
+    } while (0)
+#endif
+
+/* A parallel loop over independent iterations, when there is enough work
+ * (`work` elements touched) to pay for waking the threads. */
+#define DK_PRAGMA(x) _Pragma(#x)
+#define PAR_FOR(work)  DK_PRAGMA(omp parallel for schedule(static) if ((work) >= PAR_MIN))
+#define PAR_FOR2(work) DK_PRAGMA(omp parallel for collapse(2) schedule(static) if ((work) >= PAR_MIN))
+#define PAR_MIN 32768
+
+static int cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c < 1 ? 1 : (c > 1024 ? 1024 : (int)c);
+}
+
+int dk_set_threads(int n, dh_err *e) {
+    if (n < 1 || n > 1024) return dh_seterr(e, DH_EINVAL, "%d threads (1 to 1024 allowed)", n);
+    if (n == cpu_threads) return 0;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+#ifdef OPENBLAS_VERSION
+    openblas_set_num_threads(n);
+#endif
+#if DH_USE_DNNL
+    dk_dnnl_flush(); /* oneDNN's kernels are planned for a thread count */
+#endif
+    cpu_threads = n;
+    return 0;
+}
+
+int dk_threads(void) {
+    if (cpu_threads > 0) return cpu_threads;
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int dk_cpu_has_onednn(void) { return DH_USE_DNNL; }
+const char *dk_cpu_backend_name(dk_cpu_backend b) { return b == DK_CPU_ONEDNN ? "onednn" : "ref"; }
+dk_cpu_backend dk_cpu_get_backend(void) { return cpu_backend; }
+
+int dk_cpu_set_backend(dk_cpu_backend b, dh_err *e) {
+    if (b == DK_CPU_REF) {
+        cpu_backend = b;
+        return 0;
+    }
+    if (b != DK_CPU_ONEDNN) return dh_seterr(e, DH_EINVAL, "unknown CPU backend %d", (int)b);
+#if DH_USE_DNNL
+    int rc = dk_dnnl_init(e);
+    if (rc) return rc;
+    cpu_backend = b;
+    return 0;
+#else
+    return dh_seterr(e, DH_EUNSUPPORTED, "this build has no oneDNN backend (libdnnl-dev was not found)");
+#endif
+}
+
+int dk_cpu_set_bf16(int on, dh_err *e) {
+    if (!on) {
+#if DH_USE_DNNL
+        dk_dnnl_set_bf16(0);
+#endif
+        cpu_bf16 = 0;
+        return 0;
+    }
+#if DH_USE_DNNL
+    if (!dk_dnnl_bf16_supported()) return dh_seterr(e, DH_EUNSUPPORTED, "bf16: this CPU has no AVX512-BF16");
+    dk_dnnl_set_bf16(1);
+    cpu_bf16 = 1;
+    return 0;
+#else
+    return dh_seterr(e, DH_EUNSUPPORTED, "bf16 needs the oneDNN backend, which this build does not have");
+#endif
+}
+
+int dk_cpu_get_bf16(void) { return cpu_bf16; }
+
+void dk_cpu_get_stats(dk_cpu_stats *s) {
+    s->allocs = ws_allocs;
+    s->bytes = ws_bytes;
+    s->primitives = 0;
+#if DH_USE_DNNL
+    int64_t a, b, p;
+    dk_dnnl_stats(&a, &b, &p);
+    s->allocs += a;
+    s->bytes += b;
+    s->primitives = p;
+#endif
+}
+
+int dk_cpu_init(dh_err *e) {
+    const char *s = getenv("DH_THREADS");
+    int n = cores(), rc;
+    if (s && *s && dh_parse_int(s, 1, 1024, &n))
+        return dh_seterr(e, DH_EINVAL, "DH_THREADS='%s': expected a number of threads from 1 to 1024", s);
+    if ((rc = dk_set_threads(n, e))) return rc;
+    dk_cpu_backend b = DH_USE_DNNL ? DK_CPU_ONEDNN : DK_CPU_REF;
+    s = getenv("DH_CPU");
+    if (s && *s) {
+        if (strcmp(s, "ref") == 0)
+            b = DK_CPU_REF;
+        else if (strcmp(s, "onednn") == 0)
+            b = DK_CPU_ONEDNN;
+        else
+            return dh_seterr(e, DH_EINVAL, "DH_CPU='%s': expected ref or onednn", s);
+    }
+    if ((rc = dk_cpu_set_backend(b, e))) {
+        dh_err_prefix(e, "DH_CPU=%s", dk_cpu_backend_name(b));
+        return rc;
+    }
+    s = getenv("DH_PRECISION");
+    int bf16 = 0;
+    if (s && *s) {
+        if (strcmp(s, "bf16") == 0)
+            bf16 = 1;
+        else if (strcmp(s, "fp32") != 0)
+            return dh_seterr(e, DH_EINVAL, "DH_PRECISION='%s': expected fp32 or bf16", s);
+    }
+    if (bf16 && b != DK_CPU_ONEDNN)
+        return dh_seterr(e, DH_EINVAL, "DH_PRECISION=bf16 needs the onednn CPU backend (DH_CPU=ref is fp32)");
+    if ((rc = dk_cpu_set_bf16(bf16, e))) {
+        dh_err_prefix(e, "DH_PRECISION=bf16");
+        return rc;
+    }
+    return 0;
+}
 
 /* ---- workspace ----------------------------------------------------------------- */
 static float *ws_cpu;
@@ -24,6 +193,8 @@ float *dk_cpu_workspace(size_t nfloats, dh_err *e) {
     ws_cpu = dh_malloc(e, nfloats, sizeof(float));
     if (!ws_cpu) return NULL;
     ws_cpu_n = nfloats;
+    ws_allocs++;
+    ws_bytes += (int64_t)(nfloats * sizeof(float));
     return ws_cpu;
 }
 
@@ -31,12 +202,16 @@ void dk_cpu_shutdown(void) {
     free(ws_cpu);
     ws_cpu = NULL;
     ws_cpu_n = 0;
+#if DH_USE_DNNL
+    dk_dnnl_shutdown();
+#endif
 }
 
 /* ---- matrix products and elementwise -------------------------------------------- */
 int dk_sgemm_cpu(int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc, dh_err *e) {
     if (M == 0 || N == 0) return 0;
+    FAST(K > 0 ? dk_sgemm_dnnl(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, e) : DK_DNNL_DECLINE);
     if (K == 0) { /* C = beta C */
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
@@ -48,28 +223,30 @@ int dk_sgemm_cpu(int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, c
 }
 
 int dk_fill_cpu(float *p, int64_t n, float v, dh_err *e) {
-    if (v == 0.0f) {
-        memset(p, 0, (size_t)n * sizeof(float));
-        return 0;
-    }
+    PAR_FOR(n)
     for (int64_t i = 0; i < n; i++) p[i] = v;
     return 0;
 }
 
 int dk_scale_cpu(float *p, int64_t n, float a, dh_err *e) {
+    PAR_FOR(n)
     for (int64_t i = 0; i < n; i++) p[i] *= a;
     return 0;
 }
 
 int dk_axpby_cpu(int64_t n, float a, const float *x, float b, float *y, dh_err *e) {
-    if (b == 0.0f)
+    if (b == 0.0f) {
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) y[i] = a * x[i];
-    else
+    } else {
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
+    }
     return 0;
 }
 
 int dk_mul_cpu(int64_t n, const float *a, const float *b, float *out, dh_err *e) {
+    PAR_FOR(n)
     for (int64_t i = 0; i < n; i++) out[i] = a[i] * b[i];
     return 0;
 }
@@ -86,6 +263,7 @@ int dk_sum_cpu(const float *x, int64_t n, int squares, double *out, dh_err *e) {
 
 /* y (N, F, P) += b[f] */
 int dk_add_bias_cpu(float *y, const float *b, int64_t N, int64_t F, int64_t P, dh_err *e) {
+    PAR_FOR2(N * F * P)
     for (int64_t i = 0; i < N; i++)
         for (int64_t f = 0; f < F; f++) {
             float *row = y + (i * F + f) * P, bf = b[f];
@@ -96,6 +274,7 @@ int dk_add_bias_cpu(float *y, const float *b, int64_t N, int64_t F, int64_t P, d
 
 /* db (F) = sum over N, P of dy (N, F, P) */
 int dk_bias_grad_cpu(const float *dy, float *db, int64_t N, int64_t F, int64_t P, dh_err *e) {
+    PAR_FOR(N * F * P)
     for (int64_t f = 0; f < F; f++) {
         double s = 0;
         for (int64_t i = 0; i < N; i++) {
@@ -164,6 +343,7 @@ static float *conv_workspace(const convgeom *g, int64_t nb, float **tmp, dh_err 
 /* col (CKK, nb*P) from images x[b0 .. b0+nb) */
 static void im2col(const convgeom *g, const float *x, int64_t b0, int64_t nb, float *col) {
     const int64_t ldc = nb * g->P;
+    DK_PRAGMA(omp parallel for collapse(3) schedule(static) if (g->CKK * ldc >= PAR_MIN))
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t kh = 0; kh < g->KH; kh++)
             for (int64_t kw = 0; kw < g->KW; kw++) {
@@ -199,6 +379,7 @@ static void im2col(const convgeom *g, const float *x, int64_t b0, int64_t nb, fl
 /* dx[b0 .. b0+nb) += col2im(col) */
 static void col2im(const convgeom *g, const float *col, int64_t b0, int64_t nb, float *dx) {
     const int64_t ldc = nb * g->P;
+    PAR_FOR(g->CKK * ldc)
     for (int64_t c = 0; c < g->C; c++)
         for (int64_t kh = 0; kh < g->KH; kh++)
             for (int64_t kw = 0; kw < g->KW; kw++) {
@@ -227,6 +408,7 @@ static void col2im(const convgeom *g, const float *col, int64_t b0, int64_t nb, 
 
 int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, dk_tensor *y,
                           dh_err *e) {
+    FAST(dk_conv2d_forward_dnnl(x, w, b, stride, pad, y, e));
     convgeom g = geom(x, w, y, stride, pad);
     int64_t nb = chunk_images(&g);
     float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
@@ -240,6 +422,7 @@ int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tenso
         }
         /* tmp (F, n P) = W (F, CKK) col (CKK, n P) */
         dk_sgemm_cpu(0, 0, g.F, n * g.P, g.CKK, 1.0f, w->data, g.CKK, col, n * g.P, 0.0f, tmp, n * g.P, e);
+        PAR_FOR2(n * g.F * g.P)
         for (int64_t i = 0; i < n; i++)
             for (int64_t f = 0; f < g.F; f++)
                 memcpy(y->data + ((b0 + i) * g.F + f) * g.P, tmp + f * n * g.P + i * g.P, (size_t)g.P * sizeof(float));
@@ -252,6 +435,7 @@ int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tenso
  * gathered into tmp. */
 static const float *dy_block(const convgeom *g, const float *dy, int64_t b0, int64_t n, float *tmp) {
     if (n == 1) return dy + b0 * g->F * g->P;
+    PAR_FOR2(n * g->F * g->P)
     for (int64_t i = 0; i < n; i++)
         for (int64_t f = 0; f < g->F; f++)
             memcpy(tmp + f * n * g->P + i * g->P, dy + ((b0 + i) * g->F + f) * g->P, (size_t)g->P * sizeof(float));
@@ -260,11 +444,12 @@ static const float *dy_block(const convgeom *g, const float *dy, int64_t b0, int
 
 int dk_conv2d_backward_data_cpu(const dk_tensor *dy, const dk_tensor *w, int stride, int pad, dk_tensor *dx,
                                 dh_err *e) {
+    FAST(dk_conv2d_backward_data_dnnl(dy, w, stride, pad, dx, e));
     convgeom g = geom(dx, w, dy, stride, pad);
     int64_t nb = chunk_images(&g);
     float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
     if (!col) return e ? e->code : DH_ENOMEM;
-    memset(dx->data, 0, (size_t)dx->n * sizeof(float));
+    dk_fill_cpu(dx->data, dx->n, 0.0f, e);
     for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
         const float *dyt = dy_block(&g, dy->data, b0, n, tmp);
@@ -277,6 +462,7 @@ int dk_conv2d_backward_data_cpu(const dk_tensor *dy, const dk_tensor *w, int str
 
 int dk_conv2d_backward_filter_cpu(const dk_tensor *x, const dk_tensor *dy, int stride, int pad, dk_tensor *dw,
                                   dh_err *e) {
+    FAST(dk_conv2d_backward_filter_dnnl(x, dy, stride, pad, dw, e));
     convgeom g = geom(x, dw, dy, stride, pad);
     int64_t nb = chunk_images(&g);
     float *tmp, *col = conv_workspace(&g, nb, &tmp, e);
@@ -302,9 +488,11 @@ static void nchw(const dk_tensor *t, int64_t *N, int64_t *C, int64_t *P) {
 
 int dk_bn_forward_train_cpu(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
                             float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
+    FAST(dk_bn_forward_train_dnnl(x, gamma, beta, rmean, rvar, momentum, eps, y, smean, sinvstd, e));
     int64_t N, C, P;
     nchw(x, &N, &C, &P);
     int64_t M = N * P;
+    PAR_FOR(x->n)
     for (int64_t c = 0; c < C; c++) {
         double s = 0, ss = 0;
         for (int64_t i = 0; i < N; i++) {
@@ -338,8 +526,10 @@ int dk_bn_forward_train_cpu(const dk_tensor *x, const float *gamma, const float 
 
 int dk_bn_forward_infer_cpu(const dk_tensor *x, const float *gamma, const float *beta, const float *rmean,
                             const float *rvar, float eps, dk_tensor *y, dh_err *e) {
+    FAST(dk_bn_forward_infer_dnnl(x, gamma, beta, rmean, rvar, eps, y, e));
     int64_t N, C, P;
     nchw(x, &N, &C, &P);
+    PAR_FOR(x->n)
     for (int64_t c = 0; c < C; c++) {
         float a = gamma[c] / sqrtf(rvar[c] + eps), m = rmean[c], be = beta[c];
         for (int64_t i = 0; i < N; i++) {
@@ -353,9 +543,11 @@ int dk_bn_forward_infer_cpu(const dk_tensor *x, const float *gamma, const float 
 
 int dk_bn_backward_cpu(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
                        const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e) {
+    FAST(dk_bn_backward_dnnl(x, dy, gamma, smean, sinvstd, dx, dgamma, dbeta, e));
     int64_t N, C, P;
     nchw(x, &N, &C, &P);
     double M = (double)(N * P);
+    PAR_FOR(x->n)
     for (int64_t c = 0; c < C; c++) {
         double sdy = 0, sdyxh = 0;
         float m = smean[c], is = sinvstd[c];
@@ -383,15 +575,19 @@ int dk_bn_backward_cpu(const dk_tensor *x, const dk_tensor *dy, const float *gam
 int dk_unary_cpu(int op, const float *x, float *y, int64_t n, dh_err *e) {
     switch (op) {
     case DK_OP_RELU:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) y[i] = dk_relu_f(x[i]);
         break;
     case DK_OP_GELU:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) y[i] = dk_gelu_f(x[i]);
         break;
     case DK_OP_SIGMOID:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) y[i] = dk_sigmoid_f(x[i]);
         break;
     case DK_OP_TANH:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
         break;
     default: return dh_seterr(e, DH_EINVAL, "unknown unary op %d", op);
@@ -403,15 +599,19 @@ int dk_unary_cpu(int op, const float *x, float *y, int64_t n, dh_err *e) {
 int dk_unary_grad_cpu(int op, const float *a, const float *dy, float *dx, int64_t n, dh_err *e) {
     switch (op) {
     case DK_OP_RELU:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) dx[i] = dk_relu_grad(a[i], dy[i]);
         break;
     case DK_OP_GELU:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) dx[i] = dk_gelu_grad(a[i], dy[i]);
         break;
     case DK_OP_SIGMOID:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) dx[i] = dk_sigmoid_grad(a[i], dy[i]);
         break;
     case DK_OP_TANH:
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) dx[i] = dk_tanh_grad(a[i], dy[i]);
         break;
     default: return dh_seterr(e, DH_EINVAL, "unknown unary op %d", op);
@@ -429,6 +629,7 @@ int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad,
     dk_poolgeom g = pool_geom(x, y, k, stride, pad);
     int64_t NC = x->shape[0] * x->shape[1];
     if (!avg && pad == 0) { /* fast path: every window lies inside the image */
+        PAR_FOR(x->n)
         for (int64_t nc = 0; nc < NC; nc++) {
             const float *img = x->data + nc * g.H * g.W;
             float *out = y->data + nc * g.OH * g.OW;
@@ -444,6 +645,7 @@ int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad,
         }
         return 0;
     }
+    PAR_FOR(x->n)
     for (int64_t nc = 0; nc < NC; nc++) {
         const float *img = x->data + nc * g.H * g.W;
         float *out = y->data + nc * g.OH * g.OW;
@@ -459,11 +661,12 @@ int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_ten
                             dk_tensor *dx, dh_err *e) {
     int64_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t OH = dy->shape[2], OW = dy->shape[3];
-    memset(dx->data, 0, (size_t)dx->n * sizeof(float));
+    PAR_FOR(x->n)
     for (int64_t nc = 0; nc < NC; nc++) {
         const float *img = x->data + nc * H * W;
         const float *d = dy->data + nc * OH * OW;
         float *g = dx->data + nc * H * W;
+        memset(g, 0, (size_t)(H * W) * sizeof(float));
         if (pad == 0) { /* fast path: every window lies inside the image */
             for (int64_t oh = 0; oh < OH; oh++)
                 for (int64_t ow = 0; ow < OW; ow++) {
@@ -504,10 +707,11 @@ int dk_avgpool_backward_cpu(const dk_tensor *dy, int k, int stride, int pad, dk_
     int64_t NC = dx->shape[0] * dx->shape[1], H = dx->shape[2], W = dx->shape[3];
     int64_t OH = dy->shape[2], OW = dy->shape[3];
     float inv = 1.0f / (float)(k * k);
-    memset(dx->data, 0, (size_t)dx->n * sizeof(float));
+    PAR_FOR(dx->n)
     for (int64_t nc = 0; nc < NC; nc++) {
         const float *d = dy->data + nc * OH * OW;
         float *g = dx->data + nc * H * W;
+        memset(g, 0, (size_t)(H * W) * sizeof(float));
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) {
                 int64_t h0 = oh * stride - pad, w0 = ow * stride - pad;
@@ -523,6 +727,7 @@ int dk_avgpool_backward_cpu(const dk_tensor *dy, int k, int stride, int pad, dk_
 }
 
 int dk_gap_forward_cpu(const float *x, float *y, int64_t NC, int64_t P, dh_err *e) {
+    PAR_FOR(NC * P)
     for (int64_t i = 0; i < NC; i++) {
         double s = 0;
         for (int64_t k = 0; k < P; k++) s += x[i * P + k];
@@ -532,6 +737,7 @@ int dk_gap_forward_cpu(const float *x, float *y, int64_t NC, int64_t P, dh_err *
 }
 
 int dk_gap_backward_cpu(const float *dy, float *dx, int64_t NC, int64_t P, dh_err *e) {
+    PAR_FOR(NC * P)
     for (int64_t i = 0; i < NC; i++) {
         float v = dy[i] / (float)P;
         for (int64_t k = 0; k < P; k++) dx[i * P + k] = v;
@@ -542,6 +748,7 @@ int dk_gap_backward_cpu(const float *dy, float *dx, int64_t NC, int64_t P, dh_er
 /* ---- dropout, softmax, SGD, random ---------------------------------------------------------------- */
 int dk_dropout_forward_cpu(const float *x, float p, uint64_t seed, uint64_t offset, float *y, float *mask, int64_t n,
                            dh_err *e) {
+    PAR_FOR(n)
     for (int64_t i = 0; i < n; i++) {
         float m = dk_dropout_mask(seed, offset + (uint64_t)i, p);
         mask[i] = m;
@@ -551,6 +758,7 @@ int dk_dropout_forward_cpu(const float *x, float p, uint64_t seed, uint64_t offs
 }
 
 int dk_softmax_cpu(const float *logits, float *probs, int64_t N, int64_t K, dh_err *e) {
+    PAR_FOR(N * K)
     for (int64_t i = 0; i < N; i++) dk_softmax_row(logits + i * K, probs + i * K, K);
     return 0;
 }
@@ -577,17 +785,20 @@ int dk_softmax_xent_cpu(const float *logits, const int32_t *labels, int64_t N, i
 int dk_sgd_step_cpu(float *w, const float *g, float *v, int64_t n, float lr, float mom, float wd, int nesterov,
                     dh_err *e) {
     if (mom == 0.0f) {
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) {
             float dummy = 0;
             dk_sgd_elem(&w[i], g[i], &dummy, lr, 0.0f, wd, 0);
         }
     } else {
+        PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) dk_sgd_elem(&w[i], g[i], &v[i], lr, mom, wd, nesterov);
     }
     return 0;
 }
 
 int dk_rand_uniform_cpu(float *p, int64_t n, float lo, float hi, uint64_t seed, uint64_t offset, dh_err *e) {
+    PAR_FOR(n)
     for (int64_t i = 0; i < n; i++) p[i] = dk_lerp_rn(lo, hi, dh_rng_uniform(seed, offset + (uint64_t)i));
     return 0;
 }
@@ -607,6 +818,10 @@ int dk_images_augment_cpu(const uint8_t *src, int64_t S, int C, int H, int W, co
         if (s < 0 || s >= S)
             return dh_seterr(e, DH_EINVAL, "images_augment: row %lld: index %lld outside [0, %lld)", (long long)r,
                              (long long)s, (long long)S);
+    }
+    PAR_FOR(out->n)
+    for (int64_t r = 0; r < N; r++) {
+        int64_t s = idx ? idx[r] : r;
         dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
         for (int c = 0; c < C; c++) {
             const uint8_t *img = src + ((size_t)s * C + c) * H * W;

@@ -74,6 +74,9 @@ void dk_cuda_free(void *p);
 int dk_cuda_memcpy(void *dst, const void *src, size_t bytes, int kind, dh_err *e); /* 0 h2d, 1 d2h, 2 d2d */
 #endif
 
+/* CPU engine: backend, threads and precision from DH_CPU, DH_THREADS,
+ * DH_PRECISION (dk_cpu.c; dk_init(DK_CPU) calls it). */
+int dk_cpu_init(dh_err *e);
 /* CPU scratch space of at least nfloats floats (grown on demand). */
 float *dk_cpu_workspace(size_t nfloats, dh_err *e);
 void dk_cpu_shutdown(void);

@@ -1,0 +1,550 @@
+/* dk_dnnl.c — the oneDNN CPU backend (see dk_dnnl.h).
+ *
+ * Convolutions run on the layouts oneDNN picks for the shape (blocked,
+ * e.g. nChw16c, on AVX-512): our NCHW activations and OIHW filters are
+ * reordered into the arena before the primitive and the outputs reordered
+ * back, as PyTorch does for plain tensors. Batch normalisation runs on NCHW
+ * directly. Matrix products use oneDNN's sgemm. Threads: oneDNN's OpenMP
+ * pool, the one dk_cpu.c sizes (DH_THREADS).
+ *
+ * An operation is one cached `dnn_op`: the main primitive, one slot per
+ * argument (our buffer's memory object; when the primitive wants another
+ * layout or type, an inner memory in the arena and the reorder between
+ * them) and the scratchpad (user-managed, in the arena). Ops are found by
+ * a key of kind and geometry; nothing is created again for a shape seen.
+ */
+#include <oneapi/dnnl/dnnl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "dk_dnnl.h"
+
+static dnnl_engine_t eng;
+static dnnl_stream_t strm;
+static int use_bf16;
+
+/* ---- the arena: transient buffers and scratchpads of every op ------------------ */
+static void *arena;
+static size_t arena_n;
+static int64_t st_allocs, st_bytes, st_prims;
+
+static int arena_reserve(size_t bytes, dh_err *e) {
+    if (bytes <= arena_n) return 0;
+    free(arena);
+    arena = NULL;
+    arena_n = 0;
+    size_t n = (bytes + 4095) & ~(size_t)4095;
+    if (posix_memalign(&arena, 4096, n) != 0) {
+        arena = NULL;
+        return dh_seterr(e, DH_ENOMEM, "onednn: out of memory for a %zu-byte workspace", n);
+    }
+    arena_n = n;
+    st_allocs++;
+    st_bytes += (int64_t)n;
+    return 0;
+}
+
+/* ---- errors ---------------------------------------------------------------------- */
+static int dnn_err(dh_err *e, dnnl_status_t s, const char *what) {
+    if (s == dnnl_out_of_memory) return dh_seterr(e, DH_ENOMEM, "onednn: %s: out of memory", what);
+    return dh_seterr(e, DH_EINVAL, "onednn: %s: status %d", what, (int)s);
+}
+
+/* ---- cached operations --------------------------------------------------------------- */
+enum { OP_CONV_FWD = 1, OP_CONV_BWD_DATA, OP_CONV_BWD_W, OP_BN_TRAIN, OP_BN_INFER, OP_BN_BWD };
+#define MAXARGS 10
+#define NKEY    12
+
+typedef struct dnn_arg {
+    int arg;                  /* DNNL_ARG_* */
+    int out;                  /* written by the primitive */
+    dnnl_memory_t user;       /* our buffer's layout (handle set per call); NULL: arena only */
+    dnnl_memory_t inner;      /* the primitive's layout, in the arena; NULL: the primitive uses `user` */
+    dnnl_primitive_t reorder; /* user -> inner (inputs), inner -> user (outputs) */
+    size_t off;               /* inner's offset in the arena */
+} dnn_arg;
+
+typedef struct dnn_op {
+    struct dnn_op *next;
+    int64_t key[NKEY];
+    dnnl_primitive_t prim;
+    int nargs;
+    dnn_arg a[MAXARGS];
+    size_t arena; /* bytes this op needs */
+    float *aux;   /* per-op host buffer (batch norm: C floats of variance) */
+} dnn_op;
+
+static dnn_op *ops;
+
+static void op_free(dnn_op *o) {
+    if (o->prim) dnnl_primitive_destroy(o->prim);
+    for (int i = 0; i < o->nargs; i++) {
+        dnn_arg *a = &o->a[i];
+        if (a->user) dnnl_memory_destroy(a->user);
+        if (a->inner) dnnl_memory_destroy(a->inner);
+        if (a->reorder) dnnl_primitive_destroy(a->reorder);
+    }
+    free(o->aux);
+    free(o);
+}
+
+void dk_dnnl_flush(void) {
+    while (ops) {
+        dnn_op *n = ops->next;
+        op_free(ops);
+        ops = n;
+    }
+}
+
+void dk_dnnl_shutdown(void) {
+    dk_dnnl_flush();
+    free(arena);
+    arena = NULL;
+    arena_n = 0;
+    if (strm) dnnl_stream_destroy(strm);
+    if (eng) dnnl_engine_destroy(eng);
+    strm = NULL;
+    eng = NULL;
+}
+
+int dk_dnnl_init(dh_err *e) {
+    if (eng) return 0;
+    dnnl_status_t s = dnnl_engine_create(&eng, dnnl_cpu, 0);
+    if (s != dnnl_success) {
+        eng = NULL;
+        return dnn_err(e, s, "engine");
+    }
+    s = dnnl_stream_create(&strm, eng, dnnl_stream_default_flags);
+    if (s != dnnl_success) {
+        dnnl_engine_destroy(eng);
+        eng = NULL;
+        strm = NULL;
+        return dnn_err(e, s, "stream");
+    }
+    return 0;
+}
+
+void dk_dnnl_stats(int64_t *allocs, int64_t *bytes, int64_t *primitives) {
+    *allocs = st_allocs;
+    *bytes = st_bytes;
+    *primitives = st_prims;
+}
+
+int dk_dnnl_bf16_supported(void) {
+    /* oneDNN dispatches bf16 kernels on avx512_core_bf16 (or AMX). */
+    return __builtin_cpu_supports("avx512bf16");
+}
+
+void dk_dnnl_set_bf16(int on) {
+    if (on != use_bf16) dk_dnnl_flush();
+    use_bf16 = on;
+}
+
+static dnn_op *op_find(const int64_t *key) {
+    dnn_op **pp = &ops;
+    for (dnn_op *o = ops; o; pp = &o->next, o = o->next)
+        if (memcmp(o->key, key, sizeof o->key) == 0) {
+            *pp = o->next; /* move to front */
+            o->next = ops;
+            ops = o;
+            return o;
+        }
+    return NULL;
+}
+
+static dnn_op *op_new(const int64_t *key, dh_err *e) {
+    dnn_op *o = dh_calloc(e, 1, sizeof *o);
+    if (!o) return NULL;
+    memcpy(o->key, key, sizeof o->key);
+    st_allocs++;
+    return o;
+}
+
+static void op_insert(dnn_op *o) {
+    o->next = ops;
+    ops = o;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Add an argument: `user` is the md of our buffer (NULL: arena only, of
+ * md `want`); `want` the primitive's md (NULL: the same as user). */
+static int add_arg(dnn_op *o, int arg, int out, const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *want,
+                   dh_err *e) {
+    dnn_arg *a = &o->a[o->nargs++];
+    memset(a, 0, sizeof *a);
+    a->arg = arg;
+    a->out = out;
+    dnnl_status_t s;
+    if (user && (s = dnnl_memory_create(&a->user, user, eng, DNNL_MEMORY_NONE)) != dnnl_success)
+        return dnn_err(e, s, "memory");
+    if (want && user && dnnl_memory_desc_equal(user, want)) want = NULL;
+    if (!want) return 0;
+    if ((s = dnnl_memory_create(&a->inner, want, eng, DNNL_MEMORY_NONE)) != dnnl_success)
+        return dnn_err(e, s, "memory");
+    a->off = o->arena;
+    o->arena += align64(dnnl_memory_desc_get_size(want));
+    if (!user) return 0;
+    dnnl_primitive_desc_t rpd;
+    s = out ? dnnl_reorder_primitive_desc_create(&rpd, want, eng, user, eng, NULL)
+            : dnnl_reorder_primitive_desc_create(&rpd, user, eng, want, eng, NULL);
+    if (s != dnnl_success) return dnn_err(e, s, "reorder");
+    s = dnnl_primitive_create(&a->reorder, rpd);
+    dnnl_primitive_desc_destroy(rpd);
+    if (s != dnnl_success) return dnn_err(e, s, "reorder");
+    st_prims++;
+    return 0;
+}
+
+/* The primitive and its scratchpad from a primitive descriptor. */
+static int set_prim(dnn_op *o, dnnl_primitive_desc_t pd, dh_err *e) {
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    int rc;
+    if (sp && dnnl_memory_desc_get_size(sp) > 0 && (rc = add_arg(o, DNNL_ARG_SCRATCHPAD, 0, NULL, sp, e))) return rc;
+    dnnl_status_t s = dnnl_primitive_create(&o->prim, pd);
+    if (s != dnnl_success) return dnn_err(e, s, "primitive");
+    st_prims++;
+    return 0;
+}
+
+static dnnl_primitive_attr_t user_scratchpad_attr(void) {
+    dnnl_primitive_attr_t attr = NULL;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    return attr;
+}
+
+/* Run o with our buffers bufs[i] for argument i (NULL for arena-only ones). */
+static int op_run(dnn_op *o, void *const *bufs, dh_err *e) {
+    int rc = arena_reserve(o->arena, e);
+    if (rc) return rc;
+    dnnl_exec_arg_t args[MAXARGS];
+    dnnl_status_t s = dnnl_success;
+    for (int i = 0; i < o->nargs && s == dnnl_success; i++) {
+        dnn_arg *a = &o->a[i];
+        if (a->user) s = dnnl_memory_set_data_handle(a->user, bufs[i]);
+        if (s == dnnl_success && a->inner) s = dnnl_memory_set_data_handle(a->inner, (char *)arena + a->off);
+        args[i].arg = a->arg;
+        args[i].memory = a->inner ? a->inner : a->user;
+    }
+    for (int i = 0; i < o->nargs && s == dnnl_success; i++) {
+        dnn_arg *a = &o->a[i];
+        if (a->reorder && !a->out) {
+            dnnl_exec_arg_t r[2] = { { DNNL_ARG_FROM, a->user }, { DNNL_ARG_TO, a->inner } };
+            s = dnnl_primitive_execute(a->reorder, strm, 2, r);
+        }
+    }
+    if (s == dnnl_success) s = dnnl_primitive_execute(o->prim, strm, o->nargs, args);
+    for (int i = 0; i < o->nargs && s == dnnl_success; i++) {
+        dnn_arg *a = &o->a[i];
+        if (a->reorder && a->out) {
+            dnnl_exec_arg_t r[2] = { { DNNL_ARG_FROM, a->inner }, { DNNL_ARG_TO, a->user } };
+            s = dnnl_primitive_execute(a->reorder, strm, 2, r);
+        }
+    }
+    if (s == dnnl_success) s = dnnl_stream_wait(strm);
+    return s == dnnl_success ? 0 : dnn_err(e, s, "execute");
+}
+
+/* ---- memory descriptors -------------------------------------------------------------- */
+static int md4(dnnl_memory_desc_t *md, int64_t a, int64_t b, int64_t c, int64_t d, dnnl_data_type_t t,
+               dnnl_format_tag_t tag) {
+    dnnl_dims_t dims = { a, b, c, d };
+    return dnnl_memory_desc_init_by_tag(md, 4, dims, t, tag) != dnnl_success;
+}
+static int md1(dnnl_memory_desc_t *md, int64_t a) {
+    dnnl_dims_t dims = { a };
+    return dnnl_memory_desc_init_by_tag(md, 1, dims, dnnl_f32, dnnl_x) != dnnl_success;
+}
+
+/* ---- matrix products ----------------------------------------------------------------------- */
+int dk_sgemm_dnnl(int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc, dh_err *e) {
+    dnnl_status_t s = dnnl_sgemm(tA ? 'T' : 'N', tB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return s == dnnl_success ? 0 : dnn_err(e, s, "sgemm");
+}
+
+/* ---- convolution ------------------------------------------------------------------------------ */
+typedef struct {
+    int64_t N, C, H, W, F, KH, KW, OH, OW;
+    int stride, pad;
+} cgeom;
+
+static cgeom conv_geom(const dk_tensor *x, const dk_tensor *w, const dk_tensor *y, int stride, int pad) {
+    cgeom g = { x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0], w->shape[2],
+                w->shape[3], y->shape[2], y->shape[3], stride,      pad };
+    return g;
+}
+
+/* oneDNN wants the right padding that makes the output size exact; a
+ * negative one (a floor that drops input rows) is left to the reference. */
+static int conv_pads(const cgeom *g, dnnl_dims_t st, dnnl_dims_t pl, dnnl_dims_t pr) {
+    st[0] = st[1] = g->stride;
+    pl[0] = pl[1] = g->pad;
+    pr[0] = (g->OH - 1) * g->stride + g->KH - g->H - g->pad;
+    pr[1] = (g->OW - 1) * g->stride + g->KW - g->W - g->pad;
+    return pr[0] >= 0 && pr[1] >= 0;
+}
+
+static void conv_key(int64_t *key, int kind, const cgeom *g, int bias) {
+    memset(key, 0, NKEY * sizeof *key);
+    int64_t k[NKEY] = { kind, g->N, g->C, g->H, g->W, g->F, g->KH, g->KW, g->stride, g->pad, bias, use_bf16 };
+    memcpy(key, k, sizeof k);
+}
+
+/* The convolution's memory descriptors: ours (plain f32) and "any" ones
+ * for oneDNN to choose (bf16 for the multiplied inputs under bf16). */
+typedef struct {
+    dnnl_memory_desc_t x, w, b, y;           /* plain: nchw, oihw, x, nchw */
+    dnnl_memory_desc_t ax, aw, ay, axo, awo; /* any: inputs (maybe bf16), outputs f32 */
+} conv_mds;
+
+static int conv_mds_init(const cgeom *g, conv_mds *m) {
+    dnnl_data_type_t it = use_bf16 ? dnnl_bf16 : dnnl_f32;
+    return md4(&m->x, g->N, g->C, g->H, g->W, dnnl_f32, dnnl_nchw) ||
+           md4(&m->w, g->F, g->C, g->KH, g->KW, dnnl_f32, dnnl_oihw) || md1(&m->b, g->F) ||
+           md4(&m->y, g->N, g->F, g->OH, g->OW, dnnl_f32, dnnl_nchw) ||
+           md4(&m->ax, g->N, g->C, g->H, g->W, it, dnnl_format_tag_any) ||
+           md4(&m->aw, g->F, g->C, g->KH, g->KW, it, dnnl_format_tag_any) ||
+           md4(&m->ay, g->N, g->F, g->OH, g->OW, it, dnnl_format_tag_any) ||
+           md4(&m->axo, g->N, g->C, g->H, g->W, dnnl_f32, dnnl_format_tag_any) ||
+           md4(&m->awo, g->F, g->C, g->KH, g->KW, dnnl_f32, dnnl_format_tag_any);
+}
+
+/* The forward primitive descriptor (also the hint of the backward ones). */
+static dnnl_primitive_desc_t conv_fwd_pd(const cgeom *g, const conv_mds *m, int bias, dnnl_primitive_attr_t attr) {
+    dnnl_dims_t st, pl, pr;
+    conv_pads(g, st, pl, pr);
+    dnnl_memory_desc_t yo;
+    md4(&yo, g->N, g->F, g->OH, g->OW, dnnl_f32, dnnl_format_tag_any);
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &m->ax, &m->aw,
+                                           bias ? &m->b : NULL, &yo, st, pl, pr) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL) != dnnl_success)
+        return NULL;
+    return pd;
+}
+
+static const dnnl_memory_desc_t *q(dnnl_primitive_desc_t pd, dnnl_query_t what) {
+    return dnnl_primitive_desc_query_md(pd, what, 0);
+}
+
+/* Build or find the op of `kind` for geometry g; NULL with *rc = DECLINE
+ * when oneDNN has no implementation, or an error. */
+static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
+    int64_t key[NKEY];
+    conv_key(key, kind, g, bias);
+    dnn_op *o = op_find(key);
+    if (o) return o;
+    if ((*rc = dk_dnnl_init(e))) return NULL;
+    dnnl_dims_t st, pl, pr;
+    conv_mds m;
+    *rc = DK_DNNL_DECLINE;
+    if (!conv_pads(g, st, pl, pr) || conv_mds_init(g, &m)) return NULL;
+    dnnl_primitive_attr_t attr = user_scratchpad_attr();
+    if (!attr) return NULL;
+    dnnl_primitive_desc_t fpd = conv_fwd_pd(g, &m, bias, attr), pd = NULL;
+    dnnl_convolution_desc_t cd;
+    if (!fpd) goto out;
+    if (kind == OP_CONV_FWD) {
+        pd = fpd;
+        fpd = NULL;
+    } else if (kind == OP_CONV_BWD_DATA) {
+        if (dnnl_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &m.axo, &m.aw, &m.ay, st, pl, pr) !=
+                dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, attr, eng, fpd) != dnnl_success)
+            pd = NULL;
+    } else {
+        if (dnnl_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &m.ax, &m.awo, NULL, &m.ay, st,
+                                                        pl, pr) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &cd, attr, eng, fpd) != dnnl_success)
+            pd = NULL;
+    }
+    if (!pd) goto out;
+    *rc = 0;
+    if (!(o = op_new(key, e))) {
+        *rc = DH_ENOMEM;
+        goto out;
+    }
+    /* argument order = the order of bufs[] in the callers */
+    if (kind == OP_CONV_FWD) {
+        *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(pd, dnnl_query_src_md), e);
+        if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(pd, dnnl_query_weights_md), e);
+        if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, &m.y, q(pd, dnnl_query_dst_md), e);
+        if (!*rc && bias) *rc = add_arg(o, DNNL_ARG_BIAS, 0, &m.b, NULL, e);
+    } else if (kind == OP_CONV_BWD_DATA) {
+        *rc = add_arg(o, DNNL_ARG_DIFF_DST, 0, &m.y, q(pd, dnnl_query_diff_dst_md), e);
+        if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(pd, dnnl_query_weights_md), e);
+        if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_SRC, 1, &m.x, q(pd, dnnl_query_diff_src_md), e);
+    } else {
+        *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(pd, dnnl_query_src_md), e);
+        if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_DST, 0, &m.y, q(pd, dnnl_query_diff_dst_md), e);
+        if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_WEIGHTS, 1, &m.w, q(pd, dnnl_query_diff_weights_md), e);
+    }
+    if (!*rc) *rc = set_prim(o, pd, e);
+    if (*rc) {
+        op_free(o);
+        o = NULL;
+    } else {
+        op_insert(o);
+    }
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    dnnl_primitive_attr_destroy(attr);
+    return o;
+}
+
+int dk_conv2d_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                           dk_tensor *y, dh_err *e) {
+    cgeom g = conv_geom(x, w, y, stride, pad);
+    int rc;
+    dnn_op *o = conv_op(OP_CONV_FWD, &g, b != NULL, &rc, e);
+    if (!o) return rc;
+    void *bufs[4] = { x->data, w->data, y->data, b ? b->data : NULL };
+    return op_run(o, bufs, e);
+}
+
+int dk_conv2d_backward_data_dnnl(const dk_tensor *dy, const dk_tensor *w, int stride, int pad, dk_tensor *dx,
+                                 dh_err *e) {
+    cgeom g = conv_geom(dx, w, dy, stride, pad);
+    int rc;
+    dnn_op *o = conv_op(OP_CONV_BWD_DATA, &g, 0, &rc, e);
+    if (!o) return rc;
+    void *bufs[3] = { dy->data, w->data, dx->data };
+    return op_run(o, bufs, e);
+}
+
+int dk_conv2d_backward_filter_dnnl(const dk_tensor *x, const dk_tensor *dy, int stride, int pad, dk_tensor *dw,
+                                   dh_err *e) {
+    cgeom g = conv_geom(x, dw, dy, stride, pad);
+    int rc;
+    dnn_op *o = conv_op(OP_CONV_BWD_W, &g, 0, &rc, e);
+    if (!o) return rc;
+    void *bufs[3] = { x->data, dy->data, dw->data };
+    return op_run(o, bufs, e);
+}
+
+/* ---- batch normalisation (NCHW; (N, C) as (N, C, 1, 1)) --------------------------------------------- */
+static void bn_dims(const dk_tensor *x, int64_t *N, int64_t *C, int64_t *H, int64_t *W) {
+    *N = x->shape[0];
+    *C = x->shape[1];
+    *H = x->ndim >= 3 ? x->shape[2] : 1;
+    *W = x->ndim >= 4 ? x->shape[3] : 1;
+}
+
+static dnn_op *bn_op(int kind, const dk_tensor *x, float eps, int *rc, dh_err *e) {
+    int64_t N, C, H, W;
+    bn_dims(x, &N, &C, &H, &W);
+    union {
+        float f;
+        uint32_t u;
+    } ep = { eps };
+    int64_t key[NKEY] = { kind, N, C, H, W, ep.u };
+    dnn_op *o = op_find(key);
+    if (o) return o;
+    if ((*rc = dk_dnnl_init(e))) return NULL;
+    *rc = DK_DNNL_DECLINE;
+    dnnl_memory_desc_t d, c;
+    if (md4(&d, N, C, H, W, dnnl_f32, dnnl_nchw) || md1(&c, C)) return NULL;
+    dnnl_primitive_attr_t attr = user_scratchpad_attr();
+    if (!attr) return NULL;
+    unsigned flags = dnnl_use_scale | dnnl_use_shift | (kind == OP_BN_INFER ? dnnl_use_global_stats : 0);
+    dnnl_batch_normalization_desc_t bd;
+    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
+    if (dnnl_batch_normalization_forward_desc_init(&bd,
+                                                   kind == OP_BN_INFER ? dnnl_forward_inference : dnnl_forward_training,
+                                                   &d, eps, flags) != dnnl_success ||
+        dnnl_primitive_desc_create(&fpd, &bd, attr, eng, NULL) != dnnl_success)
+        goto out;
+    if (kind == OP_BN_BWD) {
+        if (dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &d, &d, eps, flags) != dnnl_success ||
+            dnnl_primitive_desc_create(&pd, &bd, attr, eng, fpd) != dnnl_success)
+            goto out;
+    } else {
+        pd = fpd;
+        fpd = NULL;
+    }
+    *rc = 0;
+    if (!(o = op_new(key, e))) {
+        *rc = DH_ENOMEM;
+        goto out;
+    }
+    /* argument order = the order of bufs[] in the callers */
+    if (kind == OP_BN_TRAIN) {
+        int a[] = { DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DST, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE };
+        for (int i = 0; i < 6 && !*rc; i++) *rc = add_arg(o, a[i], i >= 3, (i == 0 || i == 3) ? &d : &c, NULL, e);
+    } else if (kind == OP_BN_INFER) {
+        int a[] = { DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_DST };
+        for (int i = 0; i < 6 && !*rc; i++) *rc = add_arg(o, a[i], i == 5, (i == 0 || i == 5) ? &d : &c, NULL, e);
+    } else {
+        /* oneDNN wants the shift too (unused by the gradients): gamma's buffer is passed */
+        int a[] = { DNNL_ARG_SRC,      DNNL_ARG_DIFF_DST,   DNNL_ARG_SCALE,      DNNL_ARG_MEAN, DNNL_ARG_VARIANCE,
+                    DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT, DNNL_ARG_SHIFT };
+        for (int i = 0; i < 9 && !*rc; i++)
+            *rc = add_arg(o, a[i], i >= 5 && i < 8, (i == 0 || i == 1 || i == 5) ? &d : &c, NULL, e);
+    }
+    if (!*rc && kind != OP_BN_INFER && !(o->aux = dh_malloc(e, (size_t)C, sizeof(float)))) *rc = DH_ENOMEM;
+    if (!*rc) *rc = set_prim(o, pd, e);
+    if (*rc) {
+        op_free(o);
+        o = NULL;
+    } else {
+        op_insert(o);
+    }
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (fpd) dnnl_primitive_desc_destroy(fpd);
+    dnnl_primitive_attr_destroy(attr);
+    return o;
+}
+
+int dk_bn_forward_train_dnnl(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
+                             float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
+    int rc;
+    dnn_op *o = bn_op(OP_BN_TRAIN, x, eps, &rc, e);
+    if (!o) return rc;
+    int64_t N, C, H, W;
+    bn_dims(x, &N, &C, &H, &W);
+    float *var = o->aux;
+    void *bufs[6] = { x->data, (void *)gamma, (void *)beta, y->data, smean, var };
+    if ((rc = op_run(o, bufs, e))) return rc;
+    /* the saved inverse deviation and the running statistics, as the reference */
+    int64_t M = N * H * W;
+    for (int64_t c = 0; c < C; c++) {
+        double v = var[c];
+        sinvstd[c] = (float)(1.0 / sqrt(v + eps));
+        double uvar = M > 1 ? v * (double)M / (double)(M - 1) : v;
+        rmean[c] = (1.0f - momentum) * rmean[c] + momentum * smean[c];
+        rvar[c] = (1.0f - momentum) * rvar[c] + momentum * (float)uvar;
+    }
+    return 0;
+}
+
+int dk_bn_forward_infer_dnnl(const dk_tensor *x, const float *gamma, const float *beta, const float *rmean,
+                             const float *rvar, float eps, dk_tensor *y, dh_err *e) {
+    int rc;
+    dnn_op *o = bn_op(OP_BN_INFER, x, eps, &rc, e);
+    if (!o) return rc;
+    void *bufs[6] = { x->data, (void *)gamma, (void *)beta, (void *)rmean, (void *)rvar, y->data };
+    return op_run(o, bufs, e);
+}
+
+int dk_bn_backward_dnnl(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
+                        const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e) {
+    /* eps only enters through the variance, recovered from the saved
+     * 1/sqrt(var + eps); any eps >= 1e-5 gives the same var + eps. */
+    const float eps = 1e-5f;
+    int rc;
+    dnn_op *o = bn_op(OP_BN_BWD, x, eps, &rc, e);
+    if (!o) return rc;
+    int64_t C = x->shape[1];
+    float *var = o->aux;
+    for (int64_t c = 0; c < C; c++) {
+        double is = sinvstd[c];
+        var[c] = (float)(1.0 / (is * is) - eps);
+    }
+    void *bufs[9] = { x->data, dy->data, (void *)gamma, (void *)smean, var, dx->data, dgamma, dbeta, (void *)gamma };
+    return op_run(o, bufs, e);
+}

@@ -1,0 +1,466 @@
+/* test_dk_onednn.c — the CPU engine: the oneDNN backend against the
+ * reference op by op and on whole networks (forward, every gradient, a few
+ * training steps), printing the maximum absolute and relative error of
+ * each; the reference's results independent of the thread count; both
+ * backends deterministic; DH_THREADS / DH_CPU / DH_PRECISION validated.
+ *
+ * Passes when |onednn - ref| <= atol + rtol |ref| everywhere. Tolerances:
+ * ops the oneDNN backend leaves to the reference's code (pooling,
+ * activations, elementwise, SGD, augmentation) must be exact; convolution,
+ * batch norm and matrix products (fp32, another summation order) within
+ * 1e-4 + 1e-3 relative, filter and bias gradients (sums over the batch)
+ * 1e-3 + 1e-3; whole networks 1e-3 + 1e-2 after the errors of a dozen
+ * layers add up. bf16 convolutions: within 1% of the largest output (the
+ * inputs keep 8-bit mantissas).
+ *
+ * SKIPs the comparisons in a build without oneDNN.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "dk.h"
+#include "net.h"
+
+static uint64_t seedc = 100;
+
+/* One output computed twice: r by the reference, f by oneDNN. */
+typedef struct {
+    dk_tensor r, f;
+} pair;
+
+static void die_e(const dh_err *e) {
+    fprintf(stderr, "test_dk_onednn: %s\n", e->msg);
+    exit(1);
+}
+
+static pair Z(int ndim, int64_t a, int64_t b, int64_t c, int64_t d) {
+    pair p;
+    dh_err e;
+    if (dk_tensor_alloc4(&p.r, DK_CPU, ndim, a, b, c, d, &e) || dk_tensor_alloc4(&p.f, DK_CPU, ndim, a, b, c, d, &e))
+        die_e(&e);
+    return p;
+}
+static pair U(int ndim, int64_t a, int64_t b, int64_t c, int64_t d, float lo, float hi) {
+    pair p = Z(ndim, a, b, c, d);
+    dh_err e;
+    if (dk_rand_uniform(&p.r, lo, hi, seedc++, 0, &e) || dk_copy(&p.f, &p.r, &e)) die_e(&e);
+    return p;
+}
+static void F(pair *p) {
+    dk_tensor_free(&p->r);
+    dk_tensor_free(&p->f);
+}
+
+static void backend(dk_cpu_backend b) {
+    dh_err e;
+    if (dk_cpu_set_backend(b, &e)) die_e(&e);
+}
+
+static int cmp_raw(const char *name, const float *r, const float *f, int64_t n, double atol, double rtol) {
+    double mabs = 0, mrel = 0, worst = 0;
+    int64_t wi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)f[i] - r[i]);
+        if (!(d == d)) d = INFINITY;
+        mabs = fmax(mabs, d);
+        if (fabs(r[i]) > 1e-6) mrel = fmax(mrel, d / fabs(r[i]));
+        double q = (atol == 0 && rtol == 0) ? (d > 0 ? INFINITY : 0) : d / (atol + rtol * fabs(r[i]));
+        if (q > worst) {
+            worst = q;
+            wi = i;
+        }
+    }
+    int ok = worst <= 1.0;
+    printf("  %-34s max abs %.3g  max rel %.3g  (n %lld, tol %g + %g|ref|)%s\n", name, mabs, mrel, (long long)n, atol,
+           rtol, ok ? "" : "  <-- over");
+    if (!ok) printf("    worst at %lld: ref %.9g onednn %.9g\n", (long long)wi, r[wi], f[wi]);
+    return ok;
+}
+static int cmp(const char *name, const pair *p, double atol, double rtol) {
+    return cmp_raw(name, p->r.data, p->f.data, p->r.n, atol, rtol);
+}
+/* sc = 0: fp32, the given tolerances; sc > 0 (bf16): |f - r| <= sc max|ref|,
+ * since bf16 errors grow with the magnitude of the sums, not of each output. */
+static int cmp_sc(const char *name, const pair *p, double atol, double rtol, double sc) {
+    if (sc == 0) return cmp(name, p, atol, rtol);
+    double m = 0;
+    for (int64_t i = 0; i < p->r.n; i++) m = fmax(m, fabs(p->r.data[i]));
+    return cmp(name, p, sc * m, 0);
+}
+#define EXACT 0, 0
+#define GEMM  1e-4, 1e-3
+#define SUMS  1e-3, 1e-3
+
+/* The same call on .r under the reference, then on .f under oneDNN. */
+#define BOTH(expr_r, expr_f)                                                                                           \
+    do {                                                                                                               \
+        dh_err e_;                                                                                                     \
+        backend(DK_CPU_REF);                                                                                           \
+        int rr_ = (expr_r);                                                                                            \
+        backend(DK_CPU_ONEDNN);                                                                                        \
+        int rf_ = (expr_f);                                                                                            \
+        if (rr_ != 0 || rf_ != 0) {                                                                                    \
+            CHECKF(0, "%s: %s", rr_ ? #expr_r : #expr_f, e_.msg);                                                      \
+            return;                                                                                                    \
+        }                                                                                                              \
+    } while (0)
+
+#define NEED_ONEDNN()                                                                                                  \
+    do {                                                                                                               \
+        if (!dk_cpu_has_onednn()) SKIP_TEST("this build has no oneDNN backend");                                       \
+    } while (0)
+
+/* ---- op by op ---------------------------------------------------------------------------------------------------- */
+static void t_gemm(void) {
+    NEED_ONEDNN();
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int M = 67, N = 45, K = 129;
+            pair A = ta ? U(2, K, M, 1, 1, -1, 1) : U(2, M, K, 1, 1, -1, 1);
+            pair B = tb ? U(2, N, K, 1, 1, -1, 1) : U(2, K, N, 1, 1, -1, 1);
+            pair C = U(2, M, N, 1, 1, -1, 1);
+            BOTH(dk_matmul(&A.r, ta, &B.r, tb, 1.5f, 0.5f, &C.r, &e_),
+                 dk_matmul(&A.f, ta, &B.f, tb, 1.5f, 0.5f, &C.f, &e_));
+            char name[64];
+            snprintf(name, sizeof name, "matmul tA=%d tB=%d", ta, tb);
+            CHECK(cmp(name, &C, GEMM));
+            F(&A);
+            F(&B);
+            F(&C);
+        }
+}
+
+static void t_fc(void) {
+    NEED_ONEDNN();
+    int N = 64, IN = 800, OUT = 500;
+    pair x = U(2, N, IN, 1, 1, -1, 1), w = U(2, OUT, IN, 1, 1, -0.1f, 0.1f), b = U(1, OUT, 1, 1, 1, -1, 1);
+    pair y = Z(2, N, OUT, 1, 1), dy = U(2, N, OUT, 1, 1, -1, 1);
+    pair dx = Z(2, N, IN, 1, 1), dw = Z(2, OUT, IN, 1, 1), db = Z(1, OUT, 1, 1, 1);
+    BOTH(dk_fc_forward(&x.r, &w.r, &b.r, &y.r, &e_), dk_fc_forward(&x.f, &w.f, &b.f, &y.f, &e_));
+    BOTH(dk_fc_backward(&x.r, &w.r, &dy.r, &dx.r, &dw.r, &db.r, &e_),
+         dk_fc_backward(&x.f, &w.f, &dy.f, &dx.f, &dw.f, &db.f, &e_));
+    CHECK(cmp("fc_forward y", &y, GEMM));
+    CHECK(cmp("fc_backward dx", &dx, GEMM));
+    CHECK(cmp("fc_backward dw", &dw, SUMS));
+    CHECK(cmp("fc_backward db", &db, EXACT));
+    pair *all[] = { &x, &w, &b, &y, &dy, &dx, &dw, &db };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
+}
+
+static void conv_case(const char *tag, int N, int C, int H, int W, int Fo, int K, int s, int p, int bias, double sc) {
+    int64_t OH = dk_out_size(H, K, s, p), OW = dk_out_size(W, K, s, p);
+    pair x = U(4, N, C, H, W, -1, 1), w = U(4, Fo, C, K, K, -0.2f, 0.2f), b = U(1, Fo, 1, 1, 1, -1, 1);
+    pair y = Z(4, N, Fo, OH, OW), dy = U(4, N, Fo, OH, OW, -1, 1);
+    pair dx = Z(4, N, C, H, W), dw = Z(4, Fo, C, K, K), db = Z(1, Fo, 1, 1, 1);
+    BOTH(dk_conv2d_forward(&x.r, &w.r, bias ? &b.r : NULL, s, p, &y.r, &e_),
+         dk_conv2d_forward(&x.f, &w.f, bias ? &b.f : NULL, s, p, &y.f, &e_));
+    BOTH(dk_conv2d_backward_data(&dy.r, &w.r, s, p, &dx.r, &e_),
+         dk_conv2d_backward_data(&dy.f, &w.f, s, p, &dx.f, &e_));
+    BOTH(dk_conv2d_backward_filter(&x.r, &dy.r, s, p, &dw.r, &e_),
+         dk_conv2d_backward_filter(&x.f, &dy.f, s, p, &dw.f, &e_));
+    BOTH(dk_conv2d_backward_bias(&dy.r, &db.r, &e_), dk_conv2d_backward_bias(&dy.f, &db.f, &e_));
+    char name[96];
+    snprintf(name, sizeof name, "conv %s forward", tag);
+    CHECK(cmp_sc(name, &y, GEMM, sc));
+    snprintf(name, sizeof name, "conv %s backward data", tag);
+    CHECK(cmp_sc(name, &dx, GEMM, sc));
+    snprintf(name, sizeof name, "conv %s backward filter", tag);
+    CHECK(cmp_sc(name, &dw, SUMS, sc));
+    snprintf(name, sizeof name, "conv %s backward bias", tag);
+    CHECK(cmp(name, &db, EXACT));
+    pair *all[] = { &x, &w, &b, &y, &dy, &dx, &dw, &db };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
+}
+
+/* The convolutions of the built-in nets, and odd geometries. */
+static void conv_cases(double sc) {
+    conv_case("lenet1 1->20 k5", 32, 1, 28, 28, 20, 5, 1, 0, 1, sc);
+    conv_case("lenet2 20->50 k5", 32, 20, 12, 12, 50, 5, 1, 0, 1, sc);
+    conv_case("cifar1 3->32 k5p2", 16, 3, 32, 32, 32, 5, 1, 2, 1, sc);
+    conv_case("cifar3 32->64 k5p2", 16, 32, 8, 8, 64, 5, 1, 2, 1, sc);
+    conv_case("fast 64->128 k3p1", 8, 64, 32, 32, 128, 3, 1, 1, 0, sc);
+    conv_case("fast 512->512 k3p1", 8, 512, 4, 4, 512, 3, 1, 1, 0, sc);
+    conv_case("s2p1 3->8 15x17", 8, 3, 15, 17, 8, 3, 2, 1, 1, sc);
+    conv_case("s2 floor 3->5 k3 8x8", 4, 3, 8, 8, 5, 3, 2, 0, 1, sc); /* drops a row: the reference's */
+    conv_case("2->3 k3p1 6x6", 4, 2, 6, 6, 3, 3, 1, 1, 1, sc);
+    conv_case("3->4 k2 3x3", 4, 3, 3, 3, 4, 2, 1, 0, 1, sc);
+}
+
+static void t_conv(void) {
+    NEED_ONEDNN();
+    conv_cases(0);
+}
+
+static void t_batchnorm(void) {
+    NEED_ONEDNN();
+    for (int four = 0; four < 2; four++) {
+        int N = 32, C = 16, H = four ? 8 : 1, W = four ? 8 : 1, nd = four ? 4 : 2;
+        pair x = U(nd, N, C, H, W, -2, 3), g = U(1, C, 1, 1, 1, 0.5f, 1.5f), b = U(1, C, 1, 1, 1, -1, 1);
+        pair rm = U(1, C, 1, 1, 1, -0.1f, 0.1f), rv = U(1, C, 1, 1, 1, 0.9f, 1.1f);
+        pair y = Z(nd, N, C, H, W), sm = Z(1, C, 1, 1, 1), si = Z(1, C, 1, 1, 1), dy = U(nd, N, C, H, W, -1, 1);
+        pair dx = Z(nd, N, C, H, W), dg = Z(1, C, 1, 1, 1), dbt = Z(1, C, 1, 1, 1), yi = Z(nd, N, C, H, W);
+        BOTH(dk_batchnorm_forward_train(&x.r, &g.r, &b.r, &rm.r, &rv.r, 0.1f, 1e-5f, &y.r, &sm.r, &si.r, &e_),
+             dk_batchnorm_forward_train(&x.f, &g.f, &b.f, &rm.f, &rv.f, 0.1f, 1e-5f, &y.f, &sm.f, &si.f, &e_));
+        BOTH(dk_batchnorm_backward(&x.r, &dy.r, &g.r, &sm.r, &si.r, &dx.r, &dg.r, &dbt.r, &e_),
+             dk_batchnorm_backward(&x.f, &dy.f, &g.f, &sm.f, &si.f, &dx.f, &dg.f, &dbt.f, &e_));
+        BOTH(dk_batchnorm_forward_infer(&x.r, &g.r, &b.r, &rm.r, &rv.r, 1e-5f, &yi.r, &e_),
+             dk_batchnorm_forward_infer(&x.f, &g.f, &b.f, &rm.f, &rv.f, 1e-5f, &yi.f, &e_));
+        const char *t = four ? "bn4d" : "bn2d";
+        char name[64];
+        const struct {
+            const char *what;
+            pair *p;
+            double atol, rtol;
+        } outs[] = { { "train y", &y, GEMM },          { "save_mean", &sm, GEMM },       { "save_invstd", &si, GEMM },
+                     { "running_mean", &rm, GEMM },    { "running_var", &rv, GEMM },     { "backward dx", &dx, GEMM },
+                     { "backward dgamma", &dg, SUMS }, { "backward dbeta", &dbt, SUMS }, { "infer y", &yi, GEMM } };
+        for (size_t i = 0; i < sizeof outs / sizeof *outs; i++) {
+            snprintf(name, sizeof name, "%s %s", t, outs[i].what);
+            CHECK(cmp(name, outs[i].p, outs[i].atol, outs[i].rtol));
+        }
+        pair *all[] = { &x, &g, &b, &rm, &rv, &y, &sm, &si, &dy, &dx, &dg, &dbt, &yi };
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
+    }
+}
+
+static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) {
+    int64_t OH = dk_out_size(H, k, s, p), OW = dk_out_size(W, k, s, p);
+    pair x = U(4, N, C, H, W, -1, 1), y = Z(4, N, C, OH, OW), dy = U(4, N, C, OH, OW, -1, 1), dx = Z(4, N, C, H, W);
+    /* ties: a quarter of the values repeat, so max-pool windows hold equal maxima */
+    for (int64_t i = 0; i < x.r.n; i += 4) x.r.data[i] = x.f.data[i] = 0.5f;
+    if (avg) {
+        BOTH(dk_avgpool_forward(&x.r, k, s, p, &y.r, &e_), dk_avgpool_forward(&x.f, k, s, p, &y.f, &e_));
+        BOTH(dk_avgpool_backward(&dy.r, k, s, p, &dx.r, &e_), dk_avgpool_backward(&dy.f, k, s, p, &dx.f, &e_));
+    } else {
+        BOTH(dk_maxpool_forward(&x.r, k, s, p, &y.r, &e_), dk_maxpool_forward(&x.f, k, s, p, &y.f, &e_));
+        BOTH(dk_maxpool_backward(&x.r, &y.r, &dy.r, k, s, p, &dx.r, &e_),
+             dk_maxpool_backward(&x.f, &y.f, &dy.f, k, s, p, &dx.f, &e_));
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%spool k%d s%d p%d forward", avg ? "avg" : "max", k, s, p);
+    CHECK(cmp(name, &y, EXACT));
+    snprintf(name, sizeof name, "%spool k%d s%d p%d backward", avg ? "avg" : "max", k, s, p);
+    CHECK(cmp(name, &dx, EXACT));
+    F(&x);
+    F(&y);
+    F(&dy);
+    F(&dx);
+}
+
+static void t_pooling_and_rest(void) {
+    NEED_ONEDNN();
+    pool_case(0, 16, 20, 24, 24, 2, 2, 0);
+    pool_case(0, 8, 32, 32, 32, 3, 2, 1);
+    pool_case(0, 4, 8, 15, 15, 3, 1, 1);
+    pool_case(0, 4, 512, 4, 4, 4, 4, 0);
+    pool_case(1, 8, 32, 16, 16, 3, 2, 1);
+    pool_case(1, 8, 16, 8, 8, 2, 2, 0);
+    pair x = U(2, 300, 500, 1, 1, -1, 1), y = Z(2, 300, 500, 1, 1), m = Z(2, 300, 500, 1, 1);
+    BOTH(dk_dropout_forward(&x.r, 0.5f, 9, 12345, &y.r, &m.r, &e_),
+         dk_dropout_forward(&x.f, 0.5f, 9, 12345, &y.f, &m.f, &e_));
+    CHECK(cmp("dropout y", &y, EXACT));
+    BOTH(dk_relu_forward(&x.r, &y.r, &e_) || dk_relu_backward(&y.r, &x.r, &m.r, &e_),
+         dk_relu_forward(&x.f, &y.f, &e_) || dk_relu_backward(&y.f, &x.f, &m.f, &e_));
+    CHECK(cmp("relu forward", &y, EXACT));
+    CHECK(cmp("relu backward", &m, EXACT));
+    BOTH(dk_sgd_step(&x.r, &y.r, &m.r, 0.05f, 0.9f, 5e-4f, 1, &e_),
+         dk_sgd_step(&x.f, &y.f, &m.f, 0.05f, 0.9f, 5e-4f, 1, &e_));
+    CHECK(cmp("sgd nesterov w", &x, EXACT));
+    F(&x);
+    F(&y);
+    F(&m);
+}
+
+static void t_bf16(void) {
+    NEED_ONEDNN();
+    dh_err e;
+    if (dk_cpu_set_bf16(1, &e)) SKIP_TEST("%s", e.msg);
+    /* bf16 keeps 8 bits of mantissa (0.4% per rounded input): errors within 1% of the largest output */
+    conv_cases(1e-2);
+    CHECK(dk_cpu_set_bf16(0, &e) == 0);
+}
+
+/* ---- the reference does not depend on the thread count; both backends repeat ------------------------------------------ */
+static void t_threads_and_repeat(void) {
+    dh_err e;
+    int t0 = dk_threads();
+    int N = 16, C = 8, H = 12, W = 12, Fo = 12;
+    dk_tensor x, w, y[3], dw[3];
+    REQUIRE(dk_tensor_alloc4(&x, DK_CPU, 4, N, C, H, W, &e) == 0 &&
+            dk_tensor_alloc4(&w, DK_CPU, 4, Fo, C, 3, 3, &e) == 0);
+    dk_rand_uniform(&x, -1, 1, 5, 0, &e);
+    dk_rand_uniform(&w, -1, 1, 6, 0, &e);
+    for (int b = 0; b < 2; b++) {
+        if (b == 1 && !dk_cpu_has_onednn()) break;
+        backend(b ? DK_CPU_ONEDNN : DK_CPU_REF);
+        for (int r = 0; r < 3; r++) {
+            REQUIRE(dk_tensor_alloc4(&y[r], DK_CPU, 4, N, Fo, H, W, &e) == 0);
+            REQUIRE(dk_tensor_alloc4(&dw[r], DK_CPU, 4, Fo, C, 3, 3, &e) == 0);
+            /* runs 0 and 1 on one thread count, run 2 on another */
+            REQUIRE(dk_set_threads(r == 2 ? (t0 > 1 ? 1 : 2) : t0, &e) == 0);
+            REQUIRE(dk_conv2d_forward(&x, &w, NULL, 1, 1, &y[r], &e) == 0);
+            REQUIRE(dk_conv2d_backward_filter(&x, &y[r], 1, 1, &dw[r], &e) == 0);
+        }
+        REQUIRE(dk_set_threads(t0, &e) == 0);
+        int rep = !memcmp(y[0].data, y[1].data, y[0].n * 4) && !memcmp(dw[0].data, dw[1].data, dw[0].n * 4);
+        int thr = !memcmp(y[0].data, y[2].data, y[0].n * 4) && !memcmp(dw[0].data, dw[2].data, dw[0].n * 4);
+        printf("  %-7s repeated run bit-identical: %s; %d vs %d threads bit-identical: %s\n", b ? "onednn" : "ref",
+               rep ? "yes" : "NO", t0, t0 > 1 ? 1 : 2, thr ? "yes" : "no");
+        CHECK(rep);
+        if (b == 0) CHECK(thr);
+        for (int r = 0; r < 3; r++) {
+            dk_tensor_free(&y[r]);
+            dk_tensor_free(&dw[r]);
+        }
+    }
+    dk_tensor_free(&x);
+    dk_tensor_free(&w);
+}
+
+/* ---- settings from the environment --------------------------------------------------------------------------------- */
+static int init_with(const char *var, const char *val, dh_err *e) {
+    const char *old = getenv(var);
+    char *keep = old ? strdup(old) : NULL;
+    setenv(var, val, 1);
+    int rc = dk_init(DK_CPU, e);
+    if (keep) {
+        setenv(var, keep, 1);
+        free(keep);
+    } else {
+        unsetenv(var);
+    }
+    return rc;
+}
+
+static void t_environment(void) {
+    dh_err e;
+    const char *bad_threads[] = { "0", "-1", "abc", "2x", "1025", "2.5" };
+    for (size_t i = 0; i < sizeof bad_threads / sizeof *bad_threads; i++) {
+        int rc = init_with("DH_THREADS", bad_threads[i], &e);
+        CHECKF(rc == DH_EINVAL, "DH_THREADS='%s' gave %d", bad_threads[i], rc);
+        if (i == 2) printf("  DH_THREADS=abc: %s\n", e.msg);
+    }
+    CHECK(init_with("DH_THREADS", "3", &e) == 0 && dk_threads() == 3);
+    CHECK(init_with("DH_CPU", "fast", &e) == DH_EINVAL);
+    CHECK(init_with("DH_CPU", "ref", &e) == 0 && dk_cpu_get_backend() == DK_CPU_REF);
+    int rc = init_with("DH_CPU", "onednn", &e);
+    CHECK(dk_cpu_has_onednn() ? (rc == 0 && dk_cpu_get_backend() == DK_CPU_ONEDNN) : rc == DH_EUNSUPPORTED);
+    CHECK(init_with("DH_PRECISION", "fp16", &e) == DH_EINVAL);
+    CHECK(dk_set_threads(0, &e) == DH_EINVAL);
+    REQUIRE(dk_init(DK_CPU, &e) == 0); /* back to the environment's settings */
+    CHECK(dk_cpu_get_bf16() == 0 || getenv("DH_PRECISION"));
+}
+
+/* ---- whole networks ----------------------------------------------------------------------------------------------------- */
+static const char *spec_small_fast = "input 3 16 16\n"
+                                     "conv 16 k3 p1 nobias\n"
+                                     "bn\n"
+                                     "relu\n"
+                                     "conv 32 k3 p1 nobias\n"
+                                     "maxpool k2          # 32x8x8\n"
+                                     "bn\n"
+                                     "relu\n"
+                                     "res\n"
+                                     "  conv 32 k3 p1 nobias\n"
+                                     "  bn\n"
+                                     "  relu\n"
+                                     "end\n"
+                                     "maxpool k3 s2 p1    # 32x4x4\n"
+                                     "avgpool k3 s2 p1    # 32x2x2\n"
+                                     "flatten\n"
+                                     "fc 24 name=z\n"
+                                     "gelu\n"
+                                     "dropout 0.25\n"
+                                     "scale 0.5\n"
+                                     "feature z\n";
+
+/* Train a copy of one net on each backend for `steps` SGD steps on the
+ * same batches; compare z, the gradients of the last step and the final
+ * parameters. */
+static void net_compare(const char *tag, const char *text, int nclasses, int64_t N, int steps) {
+    netspec ns;
+    dh_err e;
+    const char *builtin = netspec_builtin_text(text);
+    REQUIRE(netspec_parse(builtin ? builtin : text, tag, &ns, &e) == 0);
+    net *n[2];
+    dk_tensor x, z[2];
+    int32_t *lab = malloc((size_t)N * sizeof *lab);
+    REQUIRE(lab && dk_tensor_alloc4(&x, DK_CPU, 4, N, ns.in[0], ns.in[1], ns.in[2], &e) == 0);
+    for (int64_t i = 0; i < N; i++) lab[i] = (int32_t)(i % nclasses);
+    double loss[2] = { 0, 0 };
+    for (int b = 0; b < 2; b++) {
+        backend(b ? DK_CPU_ONEDNN : DK_CPU_REF);
+        REQUIRE(net_create(&ns, nclasses, DK_CPU, N, &n[b], &e) == 0 && net_init(n[b], 11, &e) == 0);
+        for (int s = 0; s < steps; s++) {
+            dk_rand_normal(&x, 0, 1, 1000 + s, 0, &e);
+            int64_t correct;
+            REQUIRE(net_grad_xent(n[b], &x, lab, 0.1f, &loss[b], &correct, &e) == 0);
+            if (s == steps - 1) break; /* keep the last step's gradients */
+            float lr[NET_NGROUPS] = { 0.02f, 0.02f }, wd[NET_NGROUPS] = { 5e-4f, 5e-4f };
+            REQUIRE(net_sgd_step(n[b], lr, 0.9f, wd, 1, &e) == 0);
+        }
+        REQUIRE(net_forward_to_z(n[b], &x, 0, &z[b], &e) == 0); /* inference on the last batch */
+    }
+    printf("  %s: %d steps of %lld, loss ref %.7f onednn %.7f\n", tag, steps, (long long)N, loss[0], loss[1]);
+    char name[96];
+    snprintf(name, sizeof name, "%s z (inference)", tag);
+    int ok = cmp_raw(name, z[0].data, z[1].data, z[0].n, 1e-3, 1e-2);
+    double worst = 0;
+    const char *wname = "";
+    for (int i = 0; i < n[0]->nparams; i++) {
+        const net_param *p = &n[0]->params[i], *q = &n[1]->params[i];
+        double scale = 0, d = 0, dv = 0, sv = 0;
+        for (int64_t j = 0; j < p->g.n; j++) {
+            scale = fmax(scale, fabs(p->g.data[j]));
+            d = fmax(d, fabs(p->g.data[j] - q->g.data[j]));
+            sv = fmax(sv, fabs(p->w.data[j]));
+            dv = fmax(dv, fabs(p->w.data[j] - q->w.data[j]));
+        }
+        /* gradient error relative to the tensor's largest gradient */
+        double rel = d / (scale > 0 ? scale : 1);
+        printf("    %-22s grad max abs %.3g (rel to max %.3g)  param max abs %.3g\n", p->name, d, rel, dv);
+        if (rel > worst) {
+            worst = rel;
+            wname = p->name;
+        }
+        ok &= dv <= 1e-4 + 1e-3 * sv;
+    }
+    printf("  %s: worst gradient error %.3g of the tensor's largest gradient (%s)\n", tag, worst, wname);
+    CHECK(ok);
+    CHECKF(worst < 1e-2, "%s: gradient of %s off by %.3g of its largest", tag, wname, worst);
+    CHECK(fabs(loss[0] - loss[1]) < 1e-3 * fmax(1, fabs(loss[0])));
+    for (int b = 0; b < 2; b++) net_free(n[b]);
+    dk_tensor_free(&x);
+    free(lab);
+    netspec_free(&ns);
+}
+
+static void t_net_lenet(void) {
+    NEED_ONEDNN();
+    net_compare("lenet", "lenet", 10, 16, 3);
+}
+static void t_net_cifar(void) {
+    NEED_ONEDNN();
+    net_compare("cifar", "cifar", 10, 8, 3);
+}
+static void t_net_fastlike(void) {
+    NEED_ONEDNN();
+    net_compare("fast-like", spec_small_fast, 5, 12, 3);
+}
+
+int main(void) {
+    RUN(t_environment);
+    RUN(t_threads_and_repeat);
+    RUN(t_gemm);
+    RUN(t_fc);
+    RUN(t_conv);
+    RUN(t_batchnorm);
+    RUN(t_pooling_and_rest);
+    RUN(t_bf16);
+    RUN(t_net_lenet);
+    RUN(t_net_cifar);
+    RUN(t_net_fastlike);
+    dk_shutdown();
+    return check_done();
+}
