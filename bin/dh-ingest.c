@@ -20,11 +20,15 @@
 
 static void usage(void) {
     printf("Usage: %s [OPTION]... SOURCE [LABELS]\n"
+           "  or:  dh-ingest [OPTION]... IMAGE...\n"
            "Read an image dataset and write an images stream (pixels u8 [C,H,W], label, id).\n"
            "SOURCE is an archive (tar, tar.gz/bz2/xz, zip; '-' for standard input) or a\n"
            "folder of JPEG/PNG images laid out <split>/<class>/<image>, the CIFAR-10 binary\n"
            "tarball, or MNIST-style IDX files (the folder of the four files, an images\n"
-           "file, or an images file and its LABELS file; gzipped or not).\n\n"
+           "file, or an images file and its LABELS file; gzipped or not).\n"
+           "JPEG/PNG files named on the command line (dh-ingest q.jpg, dh-ingest *.png), or\n"
+           "a folder or archive of images not in class folders, give images without labels\n"
+           "(no label field), e.g. queries for dh-encode | dh-rank | dh-show.\n\n"
            "  -S, --split NAME       the split to read (a folder name: train, test...), or 'all'\n"
            "  -f, --format KIND      auto (default), images, cifar-binary or idx\n"
            "  -n, --limit N          at most N images (after ordering)\n"
@@ -219,9 +223,15 @@ int main(int argc, char **argv) {
     }
     int npaths = argc - optind;
     if (npaths < 1) dh_usage_error("no source given; try '%s --help'", dh_progname);
-    if (npaths > 2) dh_usage_error("too many sources (one, or an IDX images and labels pair)");
     const char *const *paths = (const char *const *)argv + optind;
     const char *srcname = dh_in_name(paths[0]);
+    /* several image files: messages name the file themselves */
+    char nfiles[64];
+    if (npaths > 2 || (npaths == 2 && dh_is_image_file(paths[0]))) {
+        snprintf(nfiles, sizeof nfiles, "%d image files", npaths);
+        srcname = nfiles;
+    }
+    const char *ctx = srcname == nfiles ? NULL : srcname;
 
     dh_err e = { 0 };
     dh_progress prog;
@@ -232,10 +242,10 @@ int main(int argc, char **argv) {
     dh_ingest_set s;
     if (dh_ingest_load(paths, npaths, &o, &s, &e)) {
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
-        dh_die_err(&e, srcname);
+        dh_die_err(&e, ctx);
     }
     dh_progress_end(&prog, members_read);
-    if (dh_ingest_select(&s, &o, shuffle, (uint64_t)seed, limit, per_class, &e)) dh_die_err(&e, srcname);
+    if (dh_ingest_select(&s, &o, shuffle, (uint64_t)seed, limit, per_class, &e)) dh_die_err(&e, ctx);
     for (int64_t i = 0; i < s.nbad; i++)
         fprintf(stderr, "%s: %s: skipped %s\n", dh_progname, srcname, s.bad[i] ? s.bad[i] : "(out of memory)");
     if (s.nbad)
@@ -246,15 +256,20 @@ int main(int argc, char **argv) {
     dhs_schema sch;
     dhs_schema_init(&sch, "images");
     int64_t shape[3] = { s.C, s.H, s.W };
+    /* unlabelled images (image files, no class folders): no label field */
     if (dhs_schema_add(&sch, "pixels", DHS_U8, 3, shape, &e) < 0 ||
-        dhs_schema_add(&sch, "label", DHS_I32, 0, NULL, &e) < 0 || dhs_schema_add(&sch, "id", DHS_STR, 0, NULL, &e) < 0)
+        (s.labelled && dhs_schema_add(&sch, "label", DHS_I32, 0, NULL, &e) < 0) ||
+        dhs_schema_add(&sch, "id", DHS_STR, 0, NULL, &e) < 0)
         dh_die_err(&e, "schema");
     dhs_meta *m = dhs_meta_new();
     if (!m) dh_die(DH_EXIT_NOMEM, "out of memory");
-    int bad = dhs_meta_set_strv(m, "classes", (const char *const *)s.classes, s.nclasses);
-    bad |= dhs_meta_set_intv(m, "class_counts", s.class_counts, s.nclasses);
+    int bad = 0;
+    if (s.labelled) {
+        bad |= dhs_meta_set_strv(m, "classes", (const char *const *)s.classes, s.nclasses);
+        bad |= dhs_meta_set_intv(m, "class_counts", s.class_counts, s.nclasses);
+    }
     bad |= dhs_meta_set_str(m, "source", srcname);
-    if (npaths == 2) bad |= dhs_meta_set_str(m, "labels_source", paths[1]);
+    if (npaths == 2 && s.kind == DH_SRC_IDX) bad |= dhs_meta_set_str(m, "labels_source", paths[1]);
     bad |= dhs_meta_set_str(m, "format", dh_src_kind_name(s.kind));
     bad |= dhs_meta_set_str(m, "split", s.split);
     bad |= dhs_meta_set_int(m, "channels", s.C);
@@ -300,7 +315,7 @@ int main(int argc, char **argv) {
             if (dh_ingest_pixels(&s, i0 + k, pix + k * rowb, &e)) {
                 dhs_writer_abort(w);
                 dh_out_abort(&of);
-                dh_die_err(&e, srcname);
+                dh_die_err(&e, ctx);
             }
             lab[k] = it->label;
             size_t l = strlen(it->id);
@@ -320,6 +335,10 @@ int main(int argc, char **argv) {
         }
         const void *cols[3] = { pix, lab, ids };
         const uint32_t *lens[3] = { NULL, NULL, idlen };
+        if (!s.labelled) { /* pixels, id */
+            cols[1] = ids;
+            lens[1] = idlen;
+        }
         if (dhs_write_rows(w, nb, cols, lens, &e)) {
             dhs_writer_abort(w);
             dh_out_abort(&of);
@@ -333,8 +352,12 @@ int main(int argc, char **argv) {
         dh_die_err(&e, NULL);
     }
     if (dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
-    dh_note("%s: %lld images, %d classes, %dx%dx%d, split '%s', %.2f s", srcname, (long long)s.n, s.nclasses, s.C, s.H,
-            s.W, s.split, dh_now() - t0);
+    if (s.labelled)
+        dh_note("%s: %lld images, %d classes, %dx%dx%d, split '%s', %.2f s", srcname, (long long)s.n, s.nclasses, s.C,
+                s.H, s.W, s.split, dh_now() - t0);
+    else
+        dh_note("%s: %lld image%s without labels, %dx%dx%d, %.2f s", srcname, (long long)s.n, s.n == 1 ? "" : "s", s.C,
+                s.H, s.W, dh_now() - t0);
     free(pix);
     free(lab);
     free(idlen);

@@ -115,6 +115,7 @@ typedef struct priv {
     void **blocks; /* shared pixel blocks (CIFAR batches, IDX data) */
     int nblocks, capblocks;
     strset classes; /* image trees: class folder names (interned) */
+    int files;      /* image files given as paths: order kept, messages name the path */
 } priv;
 
 static dh_item *new_item(priv *p, dh_err *e) {
@@ -154,8 +155,8 @@ void dh_ingest_free(dh_ingest_set *s) {
             dh_item *it = p->all[i];
             free(it->id);
             free(it->err);
-            if (it->cls) free(it->px); /* image-tree items own their pixels; */
-            free(it);                  /* CIFAR/IDX items point into blocks  */
+            if (it->owns_px) free(it->px); /* image-tree items own their pixels; */
+            free(it);                      /* CIFAR/IDX items point into blocks  */
         }
         free(p->all);
         for (int i = 0; i < p->nblocks; i++) free(p->blocks[i]);
@@ -500,13 +501,7 @@ static int scan_member(scan *sc, const char *rawname, int64_t size, read_fn rd, 
         goto out;
     }
     if (o->kind == DH_SRC_CIFAR || !is_image_name(b)) goto out;
-    /* an image member: [..prefix/][split/]class/file */
-    if (c.n < 2) {
-        rc = dh_seterr(e, DH_EFORMAT,
-                       "member %s: layout not understood: images must be in class folders (<split>/<class>/<image>)",
-                       name);
-        goto out;
-    }
+    /* an image member: [..prefix/][split/]class/file, or file (unlabelled) */
     if (!sc->depth) {
         sc->depth = c.n;
         sc->depth_member = dh_strdup(e, name);
@@ -514,14 +509,20 @@ static int scan_member(scan *sc, const char *rawname, int64_t size, read_fn rd, 
             rc = DH_ENOMEM;
             goto out;
         }
+    } else if (c.n != sc->depth && (c.n == 1 || sc->depth == 1)) {
+        rc = dh_seterr(e, DH_EFORMAT,
+                       "member %s: layout not understood: images both at the top level (unlabelled) and in class "
+                       "folders (%s)",
+                       name, sc->depth_member);
+        goto out;
     } else if (c.n != sc->depth) {
         rc = dh_seterr(e, DH_EFORMAT,
                        "member %s: layout not understood: images at different folder depths (%d here, %d for %s)", name,
                        c.n, sc->depth, sc->depth_member);
         goto out;
     }
-    const char *cls = strset_add(&sc->p->classes, c.s[c.n - 2], c.len[c.n - 2], e);
-    if (!cls) {
+    const char *cls = NULL; /* top-level images have no class */
+    if (c.n >= 2 && !(cls = strset_add(&sc->p->classes, c.s[c.n - 2], c.len[c.n - 2], e))) {
         rc = DH_ENOMEM;
         goto out;
     }
@@ -554,7 +555,9 @@ static int scan_member(scan *sc, const char *rawname, int64_t size, read_fn rd, 
     it->id = name;
     name = NULL;
     it->cls = cls;
+    it->label = -1;
     it->split_ok = 1;
+    it->owns_px = 1;
     uint8_t *buf;
     size_t n;
     if ((rc = rd(rctx, &buf, &n, e))) {
@@ -835,14 +838,15 @@ static int collect_items(dh_ingest_set *s, priv *p, const dh_ingest_opts *o, dh_
     int64_t n = 0;
     for (int64_t i = 0; i < p->nall; i++)
         if (p->all[i]->split_ok) v[n++] = p->all[i];
-    if (s->kind == DH_SRC_IMAGES && n > 1) qsort(v, (size_t)n, sizeof *v, cmp_item);
+    if (s->kind == DH_SRC_IMAGES && !p->files && n > 1) qsort(v, (size_t)n, sizeof *v, cmp_item);
+    const char *member = p->files ? "" : "member ";
     int64_t m = 0, nbad = 0;
     for (int64_t i = 0; i < n; i++) {
         if (v[i]->err) {
             if (!o->skip_bad) {
                 dh_seterr(
                     e, v[i]->errcode == DH_ELIMIT ? DH_ELIMIT : (v[i]->errcode == DH_ENOMEM ? DH_ENOMEM : DH_EFORMAT),
-                    "member %s: %s", v[i]->id, v[i]->err);
+                    "%s%s: %s", member, v[i]->id, v[i]->err);
                 free(v);
                 return e ? e->code : DH_EFORMAT;
             }
@@ -860,7 +864,7 @@ static int collect_items(dh_ingest_set *s, priv *p, const dh_ingest_opts *o, dh_
         for (int64_t i = 0, k = 0; i < p->nall && k < nbad; i++) {
             dh_item *it = p->all[i];
             if (it->split_ok && it->err) {
-                if (asprintf(&s->bad[k], "member %s: %s", it->id, it->err) < 0) s->bad[k] = NULL;
+                if (asprintf(&s->bad[k], "%s%s: %s", member, it->id, it->err) < 0) s->bad[k] = NULL;
                 k++;
                 s->nbad = k;
             }
@@ -870,6 +874,7 @@ static int collect_items(dh_ingest_set *s, priv *p, const dh_ingest_opts *o, dh_
     s->items = v;
     s->n = m;
     if (m == 0 && nbad) return dh_seterr(e, DH_EFORMAT, "no decodable images (%lld skipped)", (long long)nbad);
+    if (m == 0 && !s->labelled) return dh_seterr(e, DH_EFORMAT, "no images");
     if (m == 0) return dh_seterr(e, DH_EFORMAT, "no images in the split");
     return 0;
 }
@@ -963,11 +968,17 @@ static int images_archive_or_dir(const char *path, int isdir, const dh_ingest_op
                     "layout not understood: the %s holds both CIFAR-10 binary batches and image folders (use --format)",
                     what);
             if (!rc && !sc.depth)
-                rc =
-                    dh_seterr(e, DH_EFORMAT,
-                              "no JPEG or PNG images found in the %s (expected <split>/<class>/<image> folders)", what);
+                rc = dh_seterr(e, DH_EFORMAT,
+                               "no JPEG or PNG images found in the %s (expected images, or <split>/<class>/<image> "
+                               "folders)",
+                               what);
+            if (!rc && sc.depth == 1 && o->nclass_names > 0)
+                rc = dh_seterr(e, DH_EINVAL, "--classes: the images of the %s are not in class folders (no labels)",
+                               what);
             if (!rc) rc = check_split(&sc, what, s, e);
-            if (!rc) {
+            if (!rc && sc.depth == 1) {
+                s->labelled = 0; /* images at the top level: no classes */
+            } else if (!rc) {
                 priv *p = s->priv;
                 strset_sort(&p->classes);
                 rc = set_class_names(s, o, p->classes.v, p->classes.n, e);
@@ -1289,17 +1300,100 @@ int dh_ingest_detect(const char *path, dh_src_kind *k, dh_err *e) {
     return 0;
 }
 
+int dh_is_image_file(const char *path) {
+    struct stat st;
+    if (!path || !strcmp(path, "-") || stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint8_t h[8];
+    size_t n = fread(h, 1, sizeof h, f);
+    fclose(f);
+    return (n >= 3 && h[0] == 0xFF && h[1] == 0xD8 && h[2] == 0xFF) || (n == 8 && !memcmp(h, "\x89PNG\r\n\x1a\n", 8));
+}
+
+/* A path read as one image: a JPEG/PNG signature, or a regular file named
+ * like an image (so that a damaged one is reported as an image, not as an
+ * unreadable archive). */
+static int image_path(const char *path) {
+    struct stat st;
+    if (dh_is_image_file(path)) return 1;
+    return path && strcmp(path, "-") && is_image_name(path) && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Image files named on the command line: unlabelled, in the order given. */
+static int image_files_source(const char *const *paths, int npaths, const dh_ingest_opts *o, dh_ingest_set *s,
+                              dh_err *e) {
+    if (o->split) return dh_seterr(e, DH_EINVAL, "--split: image files have no splits (a folder or an archive has)");
+    if (o->nclass_names > 0) return dh_seterr(e, DH_EINVAL, "--classes: image files have no labels");
+    priv *p = s->priv;
+    p->files = 1;
+    pipeline pl;
+    int rc = pipeline_start(&pl, o, e);
+    for (int i = 0; !rc && i < npaths; i++) {
+        struct stat st;
+        if (stat(paths[i], &st) != 0) {
+            rc = dh_seterr(e, DH_EIO, "%s: %s", paths[i], strerror(errno));
+            break;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            rc = dh_seterr(e, DH_EINVAL, "%s: not an image file (with several sources, each is a JPEG or PNG file)",
+                           paths[i]);
+            break;
+        }
+        if (pipeline_over(&pl)) {
+            rc = dh_seterr(e, DH_ELIMIT, "%s: decoded images exceed the limit of %llu bytes in total (--max-memory)",
+                           paths[i], (unsigned long long)o->lim.max_total_bytes);
+            break;
+        }
+        dh_item *it = new_item(p, e);
+        if (!it || !(it->id = dh_strdup(e, paths[i]))) {
+            rc = DH_ENOMEM;
+            break;
+        }
+        it->label = -1;
+        it->split_ok = 1;
+        it->owns_px = 1;
+        file_ctx fc = { paths[i], (int64_t)st.st_size, o->lim.max_member_bytes };
+        uint8_t *buf;
+        size_t n;
+        if ((rc = file_read(&fc, &buf, &n, e))) {
+            dh_err_prefix(e, "%s", paths[i]);
+            break;
+        }
+        pipeline_push(&pl, it, buf, n);
+        if (o->progress) o->progress(o->progress_arg, i + 1);
+    }
+    pipeline_finish(&pl);
+    if (!rc && pl.over_total)
+        rc = dh_seterr(e, DH_ELIMIT, "decoded images exceed the limit of %llu bytes in total (--max-memory)",
+                       (unsigned long long)o->lim.max_total_bytes);
+    if (rc) return rc;
+    s->kind = DH_SRC_IMAGES;
+    s->labelled = 0;
+    s->split = dh_strdup(e, "");
+    if (!s->split) return DH_ENOMEM;
+    return collect_items(s, p, o, e);
+}
+
 int dh_ingest_load(const char *const *paths, int npaths, const dh_ingest_opts *o, dh_ingest_set *s, dh_err *e) {
     memset(s, 0, sizeof *s);
-    if (npaths < 1 || npaths > 2)
-        return dh_seterr(e, DH_EINVAL, "expected one source (or an IDX images and labels pair)");
+    if (npaths < 1) return dh_seterr(e, DH_EINVAL, "no source given");
     s->priv = dh_calloc(e, 1, sizeof(priv));
     if (!s->priv) return DH_ENOMEM;
+    s->labelled = 1;
     dh_src_kind k = o->kind;
     int rc = 0;
     if (k == DH_SRC_AUTO && (rc = dh_ingest_detect(paths[0], &k, e))) return rc;
-    if (npaths == 2 && k != DH_SRC_IDX)
-        return dh_seterr(e, DH_EINVAL, "two sources are only for an IDX images and labels pair");
+    if (k == DH_SRC_IMAGES && image_path(paths[0])) {
+        for (int i = 1; i < npaths; i++)
+            if (!image_path(paths[i]))
+                return dh_seterr(e, DH_EINVAL, "%s: not a JPEG or PNG file (with several sources, each is an image)",
+                                 paths[i]);
+        return image_files_source(paths, npaths, o, s, e);
+    }
+    if (npaths > 2 || (npaths == 2 && k != DH_SRC_IDX))
+        return dh_seterr(e, DH_EINVAL,
+                         "several sources are only for JPEG or PNG files, or an IDX images and labels pair");
     if (k == DH_SRC_IDX) return idx_source(paths, npaths, o, s, e);
     struct stat st;
     int isdir = paths[0] && strcmp(paths[0], "-") && stat(paths[0], &st) == 0 && S_ISDIR(st.st_mode);
@@ -1320,12 +1414,19 @@ int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uin
             s->items[j] = t;
         }
     }
+    if (per_class > 0 && !s->labelled)
+        return dh_seterr(e, DH_EINVAL, "--per-class: the images have no labels (not in class folders)");
     free(s->class_counts);
     s->class_counts = dh_calloc(e, s->nclasses > 0 ? s->nclasses : 1, sizeof *s->class_counts);
     if (!s->class_counts) return DH_ENOMEM;
     int64_t m = 0;
     for (int64_t i = 0; i < s->n; i++) {
         dh_item *it = s->items[i];
+        if (!s->labelled) {
+            if (limit > 0 && m >= limit) break;
+            s->items[m++] = it;
+            continue;
+        }
         if (it->label < 0 || it->label >= s->nclasses)
             return dh_seterr(e, DH_EFORMAT, "member %s: label %d out of range (%d classes)", it->id, it->label,
                              s->nclasses);
@@ -1352,14 +1453,14 @@ int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uin
         s->H = o->resize_h;
     } else {
         const dh_item *f = s->items[0];
+        const char *mem = s->priv && ((priv *)s->priv)->files ? "" : "member ";
         s->W = f->w;
         s->H = f->h;
         for (int64_t i = 1; i < m; i++) {
             const dh_item *it = s->items[i];
             if (it->w != f->w || it->h != f->h)
-                return dh_seterr(e, DH_EFORMAT,
-                                 "member %s: image size %dx%d differs from %dx%d of member %s (use --resize WxH)",
-                                 it->id, it->w, it->h, f->w, f->h, f->id);
+                return dh_seterr(e, DH_EFORMAT, "%s%s: image size %dx%d differs from %dx%d of %s%s (use --resize WxH)",
+                                 mem, it->id, it->w, it->h, f->w, f->h, mem, f->id);
         }
     }
     return 0;

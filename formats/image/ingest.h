@@ -93,6 +93,7 @@ typedef struct dh_item {
     int errcode;     /* its dh_code                                         */
     const char *cls; /* image trees: the class folder name (interned)       */
     int split_ok;    /* image trees: in the chosen split                    */
+    int owns_px;     /* px was decoded for this item (else it points into a block) */
 } dh_item;
 
 typedef struct dh_ingest_set {
@@ -104,21 +105,28 @@ typedef struct dh_ingest_set {
     dh_item **items;       /* (n) in output order                            */
     int C, H, W;           /* output layout                                  */
     int64_t *class_counts; /* (nclasses) images per class in the set          */
+    int labelled;          /* 0: no labels (image files, images not in class  */
+                           /* folders): items have label -1, nclasses is 0    */
     int64_t nbad;          /* skipped undecodable images (--skip-bad)         */
     char **bad;            /* (nbad) "member M: reason"                        */
     /* internal storage */
     void *priv;
 } dh_ingest_set;
 
-/* Read the source(s): one path (archive, directory, IDX images file), or two
- * (IDX images, labels). Every image of the split is decoded; the set comes
- * back in deterministic order (sorted ids) with labels and classes set and
- * bad images either reported (first in order, as an error) or skipped. */
+/* Read the source(s): one path (archive, directory, IDX images file), two
+ * (IDX images, labels), or any number of JPEG/PNG files (found by their
+ * first bytes). Every image of the split is decoded; the set comes back in
+ * deterministic order (sorted ids; image files in the order given) with
+ * labels and classes set and bad images either reported (first in order, as
+ * an error) or skipped. Image files, and a folder or archive whose images
+ * are not in class folders (all at its top level), give an unlabelled set
+ * (labelled 0, ids the paths as given / the member names). */
 int dh_ingest_load(const char *const *paths, int npaths, const dh_ingest_opts *o, dh_ingest_set *s, dh_err *e);
 /* Reorder and cut: shuffle (Fisher-Yates, seeded, deterministic) when asked,
- * then keep at most per_class images of each class and at most limit images
- * (0 = no limit). Then fix the output layout (C,H,W) and check that sizes
- * agree (unless resizing); fills class_counts. */
+ * then keep at most per_class images of each class (DH_EINVAL on an
+ * unlabelled set) and at most limit images (0 = no limit). Then fix the
+ * output layout (C,H,W) and check that sizes agree (unless resizing); fills
+ * class_counts. */
 int dh_ingest_select(dh_ingest_set *s, const dh_ingest_opts *o, int shuffle, uint64_t seed, int64_t limit,
                      int64_t per_class, dh_err *e);
 /* Pixels of item i in the output layout (C*H*W bytes) into dst. */
@@ -127,6 +135,8 @@ void dh_ingest_free(dh_ingest_set *s);
 
 /* Detect a source's kind from its content (a directory's file names). */
 int dh_ingest_detect(const char *path, dh_src_kind *k, dh_err *e);
+/* 1 when path is a regular file starting with a JPEG or PNG signature. */
+int dh_is_image_file(const char *path);
 
 /* --shuffle draws from dh_splitmix64 (dh_rng.h). */
 

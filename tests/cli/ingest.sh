@@ -207,4 +207,57 @@ grep -q "skipped member s/a/1.jpg: JPEG" "$TMP/e" || t_fail "which: $(cat "$TMP/
 grep -q "skipped 1 undecodable image" "$TMP/e" || t_fail "how many: $(cat "$TMP/e")"
 t_end
 
+# --- images without labels: image files, folders and archives without class folders ---
+# ids and field names of a stream, one line: "fields=pixels,id ids=a,b"
+cat > "$TMP/ul.py" <<'EOF'
+import msgpack, sys, numpy as np
+u = msgpack.Unpacker(open(sys.argv[1], 'rb'), raw=False); h = next(u); ids = []; px = []
+for o in u:
+    if o.get('end'): continue
+    n = o['rows']; b = o['cols'][-1]; lens = np.frombuffer(b[:4 * n], '<u4'); off = 4 * n
+    for l in lens: ids.append(b[off:off + int(l)].decode()); off += int(l)
+    px.append(np.frombuffer(o['cols'][0], 'u1'))
+print('fields=%s ids=%s classes=%s sum=%d' % (','.join(f['name'] for f in h['fields']), ','.join(ids),
+      'classes' in h['meta'], int(np.concatenate(px).astype(np.int64).sum())))
+EOF
+ul() { $PY "$TMP/ul.py" "$1" 2>&1; }
+mkdir -p "$TMP/ul/photos" "$TMP/ul/mixed/cls"
+cp "$FX/img/one.png" "$TMP/ul/photos/b.png"; cp "$FX/img/one.jpg" "$TMP/ul/photos/a.jpg"
+cp "$FX/img/one.png" "$TMP/ul/mixed/x.png"; cp "$FX/img/one.png" "$TMP/ul/mixed/cls/y.png"
+t_begin unlabelled_single_file
+dh-ingest -q "$FX/img/one.png" > "$TMP/u1.dhs" || t_fail "exit status"
+ul "$TMP/u1.dhs" | grep -q "^fields=pixels,id ids=$FX/img/one.png classes=False" || t_fail "$(ul "$TMP/u1.dhs")"
+dh-info "$TMP/u1.dhs" | grep -q 'pixels:u8\[3,6,8\] id:str' || t_fail "dh-info"
+# the same pixels as the image read from a class folder
+mkdir -p "$TMP/ul/tree/c"; cp "$FX/img/one.png" "$TMP/ul/tree/c/"; dh-ingest -q "$TMP/ul/tree" > "$TMP/tree1.dhs"
+[ "$(ul "$TMP/u1.dhs" | sed 's/.*sum=//')" = "$(ul "$TMP/tree1.dhs" | sed 's/.*sum=//')" ] || t_fail "pixels differ"
+t_end
+t_begin unlabelled_files_in_given_order_gray_resize
+dh-ingest -q --gray --resize 5x3 "$FX/img/small.png" "$FX/img/one.jpg" > "$TMP/u2.dhs" || t_fail "exit status"
+ul "$TMP/u2.dhs" | grep -q "ids=$FX/img/small.png,$FX/img/one.jpg " || t_fail "order: $(ul "$TMP/u2.dhs")"
+dh-info "$TMP/u2.dhs" | grep -q 'pixels:u8\[1,3,5\] id:str' || t_fail "--gray --resize"
+t_end
+t_begin unlabelled_folder_and_archive
+dh-ingest -q "$TMP/ul/photos" > "$TMP/u3.dhs" || t_fail "folder"
+ul "$TMP/u3.dhs" | grep -q "^fields=pixels,id ids=a.jpg,b.png classes=False" || t_fail "folder: $(ul "$TMP/u3.dhs")"
+(cd "$TMP/ul/photos" && tar czf "$TMP/ul/photos.tar.gz" b.png a.jpg)
+dh-ingest -q - < "$TMP/ul/photos.tar.gz" > "$TMP/u4.dhs" || t_fail "archive"
+ul "$TMP/u4.dhs" | grep -q "^fields=pixels,id ids=a.jpg,b.png classes=False" || t_fail "archive: $(ul "$TMP/u4.dhs")"
+dh-ingest -q --shuffle --seed 3 --limit 1 "$TMP/ul/photos" | dh-info - | grep -q 'rows: *1 ' || t_fail "--limit"
+t_end
+t_begin unlabelled_report
+dh-ingest "$FX/img/one.png" 2>&1 >/dev/null | grep -q "1 image without labels, 3x6x8" || t_fail "summary line"
+t_end
+expect_fail unlabelled_bad_mixed_layout dh-ingest "$TMP/ul/mixed"; nothing_out unlabelled_mixed
+expect_fail unlabelled_bad_image dh-ingest "$FX/img/cut.jpg"; nothing_out unlabelled_bad_image
+t_begin unlabelled_bad_image_message
+grep -q "^dh-ingest: $FX/img/cut.jpg: JPEG" "$TMP/ef.err" || t_fail "$(cat "$TMP/ef.err")"
+t_end
+expect_fail unlabelled_bad_second_source dh-ingest "$FX/img/one.png" "$FX/tree.tar.gz"
+expect_fail unlabelled_bad_missing_file dh-ingest "$FX/img/one.png" "$TMP/nope.png"
+for o in "--per-class 1" "--split train" "--classes a,b"; do
+  expect_fail "unlabelled_usage_${o%% *}" dh-ingest $o "$FX/img/one.png"
+  t_begin "unlabelled_usage_${o%% *}_status"; dh-ingest $o "$FX/img/one.png" >/dev/null 2>&1; [ $? = 2 ] || t_fail "exit $?"; t_end
+done
+
 t_done
