@@ -6,6 +6,8 @@
 #   make bench        CPU benchmarks (print figures)
 #   make bench-gpu    GPU benchmarks
 #   make fuzz         build and run every tests/fuzz/fuzz_*.c (clang/libFuzzer)
+#   make demo         the full method on Fashion-MNIST at 48 bits (DEMO_EPOCHS, DEMO_FT_EPOCHS)
+#   make test-fresh   README's commands on a fresh Debian bookworm root (debootstrap; root or sudo)
 #   make install PREFIX=/usr/local
 #   make clean
 #
@@ -188,6 +190,15 @@ demo:
 	$(MAKE) V=rel BUILDDIR=build/rel all
 	$(MAKE) -C pipelines/fashion-mnist BIN=$(CURDIR)/build/rel/bin W=$(CURDIR)/pipelines/work/demo \
 	  PRETRAIN="--epochs $${DEMO_EPOCHS:-4}" FINETUNE="--epochs $${DEMO_FT_EPOCHS:-3}" demo
+	@echo "== the programs are in $(CURDIR)/build/rel/bin: export PATH=\"$(CURDIR)/build/rel/bin:\$$PATH\""
+
+# ---- test-fresh: a new user's first run, on a fresh Debian bookworm root ----------
+# debootstrap (cached in build/fresh/), the committed checkout with ../shared
+# beside it, tools/install-deps, make, man -l, a short demo, dh-show; about
+# 15 minutes on 2 cores. FRESH_TEST=1 adds make test. See tests/fresh/run.
+.PHONY: test-fresh
+test-fresh:
+	tests/fresh/run
 
 # ---- install --------------------------------------------------------------------
 install: all

@@ -25,7 +25,11 @@ DEVICE  ?= auto
 QUERIES ?= 0
 SEED    ?= 1
 export DH_DEVICE := $(DEVICE)
-TIME    = /usr/bin/time -f '%e' -o $@.time
+# Wall time of a stage, in seconds, into $@.time: bash's own clock
+# ($EPOCHREALTIME), so that nothing beyond bash is needed (Debian has no
+# /usr/bin/time without the package 'time'). Used as a prefix: $(TIME) CMD...
+TIME    = timed() { local t0=$${EPOCHREALTIME//[!0-9]/}; "$$@"; local t1=$${EPOCHREALTIME//[!0-9]/}; \
+            printf '%d.%02d\n' $$(((t1 - t0) / 1000000)) $$(((t1 - t0) % 1000000 / 10000)) > $@.time; }; timed
 
 .DELETE_ON_ERROR:
 .SECONDARY:
@@ -105,5 +109,8 @@ demo: $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
 	dh-map --query $(W)/codes/finetune-48-query.codes --db $(W)/codes/finetune-48-db.codes | sed -n '1,16p'
 	$(ROOT)/pipelines/results.sh $(W) | tee $(W)/results.md
 	dh-map --plot $(W)/pr-48.png $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
+	dh-head -n 6 $(W)/codes/finetune-48-query.codes | dh-rank -q --db $(W)/codes/finetune-48-db.codes --top 8 \
+	  | dh-show -q --query $(W)/query.dhs --db $(W)/train.dhs -o $(W)/top8.png
+	@echo "== dh-show: what the first 6 queries retrieve (top 8; green: same class, red: another): $(W)/top8.png"
 	@echo "== precision-recall plot: $(W)/pr-48.png; stage times (s):"
 	@for f in $(W)/*.time; do printf '  %-28s %s\n' "$$(basename $$f .time)" "$$(cat $$f)"; done
