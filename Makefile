@@ -105,9 +105,11 @@ PRG_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(PRG_SRC))
 # exits); libdeephash.a: everything else.
 LIBS    := $(LIBD)/libdhprog.a $(LIBD)/libdeephash.a
 # Headers for users of the library: every room's, less the internal ones.
-PRIVATE_HDRS := dk_impl.h dk_elem.h dk_dnnl.h dhs_internal.h hash_linalg.h
+PRIVATE_HDRS := dk_impl.h dk_elem.h dk_dnnl.h dhs_internal.h hash_linalg.h dh_cuda.h
 PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS),$(wildcard $(r)/*.h)))
 
+# Object files are kept (not removed as intermediates), so a second make builds nothing.
+.SECONDARY:
 .PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo
 all: info $(PROGS) $(UTESTS) $(BENCHES)
 
