@@ -87,6 +87,21 @@ expect_fail "npy_no_such_field" dh-npy export --field nope "$TMP/s.dhs"
 # an empty kind made a stream no reader accepts (exit 0)
 expect_fail "npy_empty_kind" dh-npy import --kind "" --field z "$TMP/x.npy"
 
+# -o (dh-head, dh-cat, dh-npy): the complete result, or no file at all
+t_begin "output_option"
+dh-head -n 5 -o "$TMP/o-head.dhs" "$TMP/s.dhs" && dh-info -v "$TMP/o-head.dhs" | grep -q ' 5 rows' || t_fail "dh-head -o"
+dh-cat -o "$TMP/o-cat.dhs" "$TMP/s.dhs" - < "$TMP/s.dhs" && dh-info -v "$TMP/o-cat.dhs" | grep -q ' 400 rows' || t_fail "dh-cat -o"
+dh-npy export -F z -o "$TMP/o.npy" "$TMP/s.dhs" && cmp -s "$TMP/o.npy" "$TMP/x2.npy" || t_fail "dh-npy export -o"
+dh-npy import -F z --labels "$TMP/y.npy" -o "$TMP/o-imp.dhs" "$TMP/x.npy" &&
+  cmp -s <(dh-npy export -F label "$TMP/o-imp.dhs") <(dh-npy export -F label "$TMP/s.dhs") || t_fail "dh-npy import -o"
+head -c 1500 "$TMP/s.dhs" > "$TMP/cut.dhs"
+dh-head -n 1000 -o "$TMP/o-fail1" "$TMP/cut.dhs" 2> /dev/null && t_fail "dh-head: truncated input accepted"
+dh-cat -o "$TMP/o-fail2" "$TMP/s.dhs" "$TMP/cut.dhs" 2> /dev/null && t_fail "dh-cat: truncated input accepted"
+dh-npy export -F nope -o "$TMP/o-fail3" "$TMP/s.dhs" 2> /dev/null && t_fail "dh-npy: missing field accepted"
+for f in o-fail1 o-fail2 o-fail3; do [ ! -e "$TMP/$f" ] || t_fail "$f left behind by a failed run"; done
+ls -a "$TMP" | grep -q '\.tmp\.' && t_fail "temporary file left: $(ls -a "$TMP" | grep '\.tmp\.')"
+t_end
+
 # ---- damaged input: every case one line, non-zero, no crash ----
 size=$(stat -c %s "$TMP/s.dhs")
 t_begin "truncated_streams_rejected"
