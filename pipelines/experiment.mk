@@ -94,7 +94,7 @@ results: $(W)/results.md
 $(W)/results.md: $(wildcard $(W)/results/*.json)
 	$(ROOT)/pipelines/results.sh $(W) "$(PAPER)" > $@
 	cat $@
-	dh-map --plot $(W)/pr.png $(W)/results/*-48.json 2>/dev/null || true
+	dh-plot -o $(W)/pr.png $(W)/results/*-48.json 2>/dev/null || true
 
 clean:
 	rm -rf $(W)
@@ -108,7 +108,7 @@ demo: $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
 	@echo "== dh-map: all queries against the database (fast path)"
 	dh-map --query $(W)/codes/finetune-48-query.codes --db $(W)/codes/finetune-48-db.codes | sed -n '1,16p'
 	$(ROOT)/pipelines/results.sh $(W) | tee $(W)/results.md
-	dh-map --plot $(W)/pr-48.png $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
+	dh-plot -o $(W)/pr-48.png $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
 	dh-head -n 6 $(W)/codes/finetune-48-query.codes | dh-rank -q --db $(W)/codes/finetune-48-db.codes --top 8 \
 	  | dh-show -q --query $(W)/query.dhs --db $(W)/train.dhs -o $(W)/top8.png
 	@echo "== dh-show: what the first 6 queries retrieve (top 8; green: same class, red: another): $(W)/top8.png"

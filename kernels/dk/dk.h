@@ -75,8 +75,8 @@ void *dk_cudnn_handle(void);
  * default: every core) and DH_PRECISION ("fp32" or "bf16"); a bad value is
  * DH_EINVAL, DH_CPU=onednn or bf16 in a build or on a CPU without them
  * DH_EUNSUPPORTED. Results are bit-identical run to run for a backend, a
- * thread count and a precision; the reference's do not depend on the
- * thread count. */
+ * thread count and a precision. The reference's own loops give the same
+ * bits for any thread count, OpenBLAS's and oneDNN's products need not. */
 typedef enum { DK_CPU_REF = 0, DK_CPU_ONEDNN = 1 } dk_cpu_backend;
 int dk_cpu_set_backend(dk_cpu_backend b, dh_err *e);
 dk_cpu_backend dk_cpu_get_backend(void);

@@ -8,7 +8,8 @@
  *
  * Threads: loops over independent outputs (images, channels, rows,
  * elements) run on the OpenMP pool (PAR_FOR), which oneDNN shares; no
- * loop splits a sum, so every result is the same for any thread count.
+ * loop splits a sum, so they give the same bits for any thread count
+ * (OpenBLAS's sgemm, given the same count, need not).
  * With the oneDNN backend selected, the operations it has (FAST) go there
  * first; it declines the cases it cannot do exactly and the reference
  * runs them.

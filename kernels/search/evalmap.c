@@ -1,6 +1,7 @@
 /* evalmap.c — retrieval metrics (see evalmap.h). CPU reference. */
 #include <stdlib.h>
 #include <string.h>
+#include "dh_cudaload.h"
 #include "evalmap.h"
 #include "rank.h"
 
@@ -20,9 +21,10 @@ int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o, 
     a->H = H;
     a->min_len = INT64_MAX;
     a->min_complete = bits;
+    if (!H) a->H = a->H_own = dh_map_harmonic(ndb, e);
     a->pr_p = dh_calloc(e, (size_t)bits + 1, sizeof *a->pr_p);
     a->pr_r = dh_calloc(e, (size_t)bits + 1, sizeof *a->pr_r);
-    if (!a->pr_p || !a->pr_r) {
+    if (!a->H || !a->pr_p || !a->pr_r) {
         dh_map_acc_free(a);
         return DH_ENOMEM;
     }
@@ -32,7 +34,9 @@ int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o, 
 void dh_map_acc_free(dh_map_acc *a) {
     free(a->pr_p);
     free(a->pr_r);
-    a->pr_p = a->pr_r = NULL;
+    free(a->H_own);
+    a->pr_p = a->pr_r = a->H_own = NULL;
+    a->H = NULL;
 }
 
 /* Expected AP under random order within equal distances, from the
@@ -278,6 +282,9 @@ int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t 
         return dh_seterr(e, DH_EINVAL, "code length %d outside 1..%d", bits, DH_HAMMING_MAX_BITS);
     if (ndb < 1 || ndb > (int64_t)UINT32_MAX)
         return dh_seterr(e, DH_EINVAL, "database of %lld rows: need 1..%lu", (long long)ndb, (unsigned long)UINT32_MAX);
+    /* a padding bit would give a distance above bits: out of every per-distance array */
+    if (dh_ham_check_padding(q, nq, bits, "queries", e) || dh_ham_check_padding(db, ndb, bits, "database", e))
+        return DH_EINVAL;
     const int64_t QB = 1024;
     int nb = bits + 1;
     map_job jb = {
@@ -308,9 +315,174 @@ int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t 
     return DH_OK;
 }
 
-#if !DH_USE_CUDA
+/* ---- the fast path dispatched by device ---------------------------------------------------------------- */
+
+int dh_map_codes(const dh_codeset *q, const dh_codeset *db, dh_map_run *run, dh_map_acc *acc, dh_err *e) {
+    int rc = DH_EUNSUPPORTED;
+    run->used = "cpu";
+    run->seconds = 0;
+    if (run->dev == DH_SEARCH_CUDA || (run->dev == DH_SEARCH_AUTO && dh_rank_cuda_available())) {
+        run->used = "cuda";
+        rc = dh_map_cuda(q->w, q->label, q->n, db->w, db->label, db->n, db->bits, acc, &run->seconds, e);
+        if (rc == DH_EUNSUPPORTED && run->dev == DH_SEARCH_CUDA) {
+            if (e) e->code = DH_EDEVICE; /* asked for CUDA: not a data error */
+            return DH_EDEVICE;
+        }
+        if (rc != DH_EUNSUPPORTED) return rc; /* else codes too long for the kernels: the CPU */
+    }
+    /* in slices, for the progress line; results do not depend on the slicing */
+    run->used = "cpu";
+    double t0 = dh_now();
+    const int64_t slice = 4096;
+    rc = DH_OK;
+    for (int64_t i0 = 0; i0 < q->n && rc == DH_OK; i0 += slice) {
+        int64_t n = q->n - i0 < slice ? q->n - i0 : slice;
+        rc = dh_map_cpu(q->w + i0 * q->W, q->label + i0, n, db->w, db->label, db->n, db->bits, run->nthreads, acc, e);
+        if (run->progress) run->progress(run->ctx, i0 + n);
+    }
+    run->seconds = dh_now() - t0;
+    return rc;
+}
+
+/* ---- ranked lists ------------------------------------------------------------------------------------ */
+
+int dh_map_complete_upto(const int32_t *dist, int64_t n, int64_t ndb, int64_t top, int radius, int bits) {
+    int64_t topn = top < 0 ? ndb : top;
+    int cu;
+    if (n >= ndb)
+        cu = bits; /* the whole database */
+    else if (n < topn)
+        cu = radius >= 0 ? radius : bits; /* cut by the radius only */
+    else
+        cu = n > 0 ? dist[n - 1] - 1 : -1; /* cut at top R: the last distance may be partial */
+    return cu > bits ? bits : cu;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* number of entries equal to v in sorted array a[0..n) */
+static int64_t count_eq(const int32_t *a, int64_t n, int32_t v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t m = (lo + hi) / 2;
+        if (a[m] < v)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    int64_t s = lo;
+    hi = n;
+    while (lo < hi) {
+        int64_t m = (lo + hi) / 2;
+        if (a[m] <= v)
+            lo = m + 1;
+        else
+            hi = m;
+    }
+    return lo - s;
+}
+
+int dh_map_lists_init(dh_map_lists *l, const int32_t *dl, int64_t ndb, int bits, int64_t top, int radius, dh_err *e) {
+    memset(l, 0, sizeof *l);
+    l->bits = bits;
+    l->ndb = ndb;
+    l->top = top;
+    l->radius = radius;
+    l->dl = dl;
+    l->sorted = dh_malloc(e, (size_t)(ndb ? ndb : 1), sizeof *l->sorted);
+    l->hist = dh_malloc(e, (size_t)bits + 1, sizeof *l->hist);
+    l->relhist = dh_malloc(e, (size_t)bits + 1, sizeof *l->relhist);
+    if (!l->sorted || !l->hist || !l->relhist) {
+        dh_map_lists_free(l);
+        return DH_ENOMEM;
+    }
+    memcpy(l->sorted, dl, (size_t)ndb * sizeof *l->sorted);
+    qsort(l->sorted, (size_t)ndb, sizeof *l->sorted, cmp_i32);
+    return DH_OK;
+}
+
+int dh_map_lists_add(dh_map_lists *l, dh_map_acc *acc, int32_t ql, const int64_t *idx, const int32_t *dist, int64_t n,
+                     dh_err *e) {
+    if (n > l->ndb)
+        return dh_seterr(e, DH_EFORMAT, "%lld rows ranked, the database has %lld", (long long)n, (long long)l->ndb);
+    int cu = dh_map_complete_upto(dist, n, l->ndb, l->top, l->radius, l->bits);
+    dh_map_qraw raw = { .hist = l->hist, .relhist = l->relhist };
+    int rc =
+        dh_map_list(idx, dist, n, ql, l->dl, l->ndb, l->bits, count_eq(l->sorted, l->ndb, ql), cu, &acc->opt, &raw, e);
+    if (rc == DH_OK) dh_map_acc_add(acc, &raw);
+    return rc;
+}
+
+const char *dh_map_lists_note(const dh_map_lists *l) {
+    if (l->top >= 0 && l->top < l->ndb)
+        return "rankings cut at --top: whole-ranking metrics need 'dh-rank --top all' or the fast path";
+    if (l->radius >= 0 && l->radius < l->bits)
+        return "rankings cut at --radius: whole-ranking metrics need 'dh-rank --top all' or the fast path";
+    return NULL;
+}
+
+void dh_map_lists_free(dh_map_lists *l) {
+    free(l->sorted);
+    free(l->hist);
+    free(l->relhist);
+    l->sorted = NULL;
+    l->hist = l->relhist = NULL;
+}
+
+/* ---- CUDA: the C side of evalmap_kernels.cu (libdhcuda.so, dh_cudaload.h) ------------------------ */
+
 int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl, int64_t ndb,
                 int bits, dh_map_acc *acc, double *gpu_seconds, dh_err *e) {
-    return dh_seterr(e, DH_EUNSUPPORTED, "this build has no CUDA backend");
+    *gpu_seconds = 0;
+    if (bits < 1 || bits > DH_MAP_CUDA_MAX_BITS)
+        return dh_seterr(e, DH_EUNSUPPORTED, "the CUDA evaluation handles codes of 1..%d bits", DH_MAP_CUDA_MAX_BITS);
+    if (ndb < 1 || ndb > INT32_MAX) return dh_seterr(e, DH_EINVAL, "database of %lld rows for CUDA", (long long)ndb);
+    if (nq < 0) return dh_seterr(e, DH_EINVAL, "negative row count");
+    int rc = dh_ham_check_padding(q, nq, bits, "queries", e);
+    if (!rc) rc = dh_ham_check_padding(db, ndb, bits, "database", e);
+    if (!rc) rc = dh_cuda_load(e);
+    if (!rc) rc = DH_CUDA_CALL(dhcu_search_probe, e, e);
+    if (rc) return rc;
+    const int W = dh_ham_words(bits), nb = bits + 1;
+    const int64_t nqb = nq < 8192 ? (nq > 0 ? nq : 1) : 8192;
+    int32_t *hh = dh_malloc(e, (size_t)nqb * nb, sizeof *hh), *hr = dh_malloc(e, (size_t)nqb * nb, sizeof *hr);
+    double *ap = dh_malloc(e, (size_t)nqb, sizeof *ap), *apr = dh_malloc(e, (size_t)nqb, sizeof *apr);
+    uint64_t *relr = dh_malloc(e, (size_t)nqb, sizeof *relr);
+    uint64_t *relk = dh_malloc(e, (size_t)nqb * DH_MAP_MAX_K, sizeof *relk);
+    int64_t *h64 = dh_malloc(e, (size_t)nb, sizeof *h64), *r64 = dh_malloc(e, (size_t)nb, sizeof *r64);
+    void *h = NULL;
+    rc = hh && hr && ap && apr && relr && relk && h64 && r64 ? DH_OK : DH_ENOMEM;
+    if (!rc) rc = DH_CUDA_CALL(dhcu_map_open, e, &h, db, dl, ndb, bits, nqb, e);
+    for (int64_t b0 = 0; b0 < nq && rc == DH_OK; b0 += nqb) {
+        int64_t n = nq - b0 < nqb ? nq - b0 : nqb;
+        double s = 0;
+        rc = DH_CUDA_CALL(dhcu_map_run, e, h, q + b0 * W, ql + b0, n, &acc->opt, hh, hr, ap, apr, relr, relk, &s, e);
+        *gpu_seconds += s;
+        for (int64_t i = 0; i < n && rc == DH_OK; i++) {
+            dh_map_qraw raw = { .hist = h64, .relhist = r64, .len = ndb, .complete_upto = bits };
+            for (int d = 0; d < nb; d++) {
+                h64[d] = hh[i * nb + d];
+                r64[d] = hr[i * nb + d];
+                raw.rel_total += r64[d];
+            }
+            raw.ap_sum = ap[i];
+            raw.apr_sum = apr[i];
+            raw.rel_at_r = (int64_t)relr[i];
+            for (int k = 0; k < acc->opt.nk; k++) raw.rel_k[k] = (int64_t)relk[i * DH_MAP_MAX_K + k];
+            dh_map_acc_add(acc, &raw);
+        }
+    }
+    if (h) DH_CUDA_CALL_IF_LOADED(dhcu_map_close, h);
+    free(hh);
+    free(hr);
+    free(ap);
+    free(apr);
+    free(relr);
+    free(relk);
+    free(h64);
+    free(r64);
+    return rc;
 }
-#endif

@@ -34,6 +34,8 @@
 #include <stdint.h>
 #include "dh_util.h"
 #include "hamming.h"
+#include "rank.h"
+#include "rank_codes.h"
 
 #define DH_MAP_MAX_K 64 /* at most this many precision@k cut-offs */
 
@@ -70,12 +72,15 @@ typedef struct dh_map_acc {
     double ap, ap_tie, apr, prad; /* sums over queries */
     double pk[DH_MAP_MAX_K], rk[DH_MAP_MAX_K];
     double *pr_p, *pr_r; /* (bits+1) sums of P(r), R(r) */
-    const double *H;     /* harmonic numbers H[0..ndb] (borrowed) */
+    const double *H;     /* harmonic numbers H[0..ndb] */
+    double *H_own;       /* H when the accumulator made it */
 } dh_map_acc;
 
 /* Harmonic numbers H[0..n] (H[0] = 0). Caller frees. */
 double *dh_map_harmonic(int64_t n, dh_err *e);
 
+/* H: harmonic numbers H[0..ndb] (borrowed, to share them between
+ * accumulators), or NULL to have the accumulator make its own. */
 int dh_map_acc_init(dh_map_acc *a, int bits, int64_t ndb, const dh_map_opts *o, const double *H, dh_err *e);
 void dh_map_acc_free(dh_map_acc *a);
 /* Add one query's statistics (in query order, for reproducible sums). */
@@ -111,11 +116,60 @@ int dh_map_cpu(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t 
 int dh_map_list(const int64_t *idx, const int32_t *dist, int64_t n, int32_t ql, const int32_t *dl, int64_t ndb,
                 int bits, int64_t rel_total, int complete_upto, const dh_map_opts *o, dh_map_qraw *raw, dh_err *e);
 
-/* Fast path on the GPU (DH_USE_CUDA builds): same results as dh_map_cpu up
- * to the order of floating-point additions within a query (|diff| < 1e-12).
+/* Fast path on the GPU (evalmap_kernels.cu, part of libdhcuda.so, loaded
+ * at the first CUDA use: dh_cudaload.h): same results as dh_map_cpu up to
+ * the order of floating-point additions within a query (|diff| < 1e-12).
  * *gpu_seconds gets the time of the computation itself (upload of the
- * database excluded). Returns DH_EUNSUPPORTED without CUDA. */
+ * database excluded). DH_EUNSUPPORTED for codes of more than
+ * DH_MAP_CUDA_MAX_BITS bits; DH_EDEVICE without the CUDA backend or a
+ * device, naming what is missing ("this build has no CUDA backend", ...). */
+#define DH_MAP_CUDA_MAX_BITS 512
 int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl, int64_t ndb,
                 int bits, dh_map_acc *acc, double *gpu_seconds, dh_err *e);
+
+/* Internal: the entry points of libdhcuda.so behind dh_map_cuda (see
+ * evalmap_kernels.cu; arguments checked by evalmap.c). */
+int dhcu_map_open(void **ctx, const uint64_t *db, const int32_t *dl, int64_t ndb, int bits, int64_t maxq, dh_err *e);
+int dhcu_map_run(void *ctx, const uint64_t *q, const int32_t *ql, int64_t n, const dh_map_opts *o, int32_t *hist,
+                 int32_t *relhist, double *ap, double *apr, uint64_t *relr, uint64_t *relk, double *seconds, dh_err *e);
+void dhcu_map_close(void *ctx);
+
+/* The fast path dispatched by device: queries q against the database db
+ * (both with labels), every query added to acc in order. DH_SEARCH_AUTO
+ * uses CUDA when a device is present and the codes are within its limits;
+ * DH_SEARCH_CUDA that cannot run is DH_EDEVICE. */
+typedef struct dh_map_run {
+    dh_search_dev dev;
+    int nthreads;                              /* CPU threads */
+    void (*progress)(void *ctx, int64_t done); /* queries done, after each slice (may be NULL) */
+    void *ctx;
+    const char *used; /* out: "cpu" or "cuda" */
+    double seconds;   /* out: time of the computation (on the device for CUDA) */
+} dh_map_run;
+int dh_map_codes(const dh_codeset *q, const dh_codeset *db, dh_map_run *run, dh_map_acc *acc, dh_err *e);
+
+/* ---- rankings (dh-rank's lists, possibly cut) --------------------------------------------------- */
+
+/* The largest distance d such that every database item at distance <= d is
+ * in a list of n rows (distances dist, non-decreasing) ranked against ndb
+ * rows with top R (-1: all) and radius (-1: none); -1 when none is. */
+int dh_map_complete_upto(const int32_t *dist, int64_t n, int64_t ndb, int64_t top, int radius, int bits);
+
+/* Evaluation of ranked lists against the database labels dl (borrowed). */
+typedef struct dh_map_lists {
+    int bits, radius;
+    int64_t ndb, top;
+    const int32_t *dl;
+    int32_t *sorted; /* (ndb) the labels sorted: relevant counts per query */
+    int64_t *hist, *relhist;
+} dh_map_lists;
+int dh_map_lists_init(dh_map_lists *l, const int32_t *dl, int64_t ndb, int bits, int64_t top, int radius, dh_err *e);
+/* Add the list of one query (label ql) to acc; DH_EFORMAT for a list that is
+ * not a ranking of this database. */
+int dh_map_lists_add(dh_map_lists *l, dh_map_acc *acc, int32_t ql, const int64_t *idx, const int32_t *dist, int64_t n,
+                     dh_err *e);
+/* What the cut leaves out, for the report, or NULL for whole rankings. */
+const char *dh_map_lists_note(const dh_map_lists *l);
+void dh_map_lists_free(dh_map_lists *l);
 
 #endif

@@ -21,3 +21,15 @@ void dh_ham_pack(const uint8_t *bytes, int64_t n, int64_t bits, uint64_t *out) {
         if (W > 0) dst[W - 1] &= lastmask;
     }
 }
+
+int dh_ham_check_padding(const uint64_t *w, int64_t n, int bits, const char *what, dh_err *e) {
+    int W = dh_ham_words(bits), tail = bits % 64;
+    if (!tail || n <= 0) return DH_OK;
+    uint64_t pad = ~((UINT64_C(1) << tail) - 1);
+    for (int64_t i = 0; i < n; i++)
+        if (w[i * W + W - 1] & pad)
+            return dh_seterr(e, DH_EINVAL,
+                             "%s: row %lld has padding bits set beyond bit %d (codes must be packed by dh_ham_pack)",
+                             what, (long long)i, bits);
+    return DH_OK;
+}

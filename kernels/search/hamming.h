@@ -48,4 +48,9 @@ DH_HD int dh_ham_dist(const uint64_t *a, const uint64_t *b, int W) {
  * the input has them set. */
 void dh_ham_pack(const uint8_t *bytes, int64_t n, int64_t bits, uint64_t *out);
 
+/* DH_OK when the n rows (W words each) have every padding bit (bits and
+ * beyond in the last word) clear; DH_EINVAL naming the first row that has
+ * one. what names the rows in the message ("queries", "database"). */
+int dh_ham_check_padding(const uint64_t *w, int64_t n, int bits, const char *what, dh_err *e);
+
 #endif

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "dh_cudaload.h"
 #include "rank.h"
 
 void dh_rank_result_free(dh_rank_result *r) {
@@ -301,6 +302,9 @@ int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb, 
         return dh_seterr(e, DH_EINVAL, "code length %d outside 1..%d", bits, DH_HAMMING_MAX_BITS);
     if (top < 1) return dh_seterr(e, DH_EINVAL, "top must be at least 1");
     if (nq < 0 || ndb < 0) return dh_seterr(e, DH_EINVAL, "negative row count");
+    /* a padding bit would give a distance above bits: out of every per-distance array */
+    if (dh_ham_check_padding(q, nq, bits, "queries", e) || dh_ham_check_padding(db, ndb, bits, "database", e))
+        return DH_EINVAL;
     rank_job jb;
     memset(&jb, 0, sizeof jb);
     jb.q = q;
@@ -374,18 +378,112 @@ done:
     return rc;
 }
 
-#if !DH_USE_CUDA
-struct dh_rank_cuda {
-    int unused;
+int dh_search_dev_parse(const char *s, dh_search_dev *dev, dh_err *e) {
+    if (!s || !strcmp(s, "auto"))
+        *dev = DH_SEARCH_AUTO;
+    else if (!strcmp(s, "cuda"))
+        *dev = DH_SEARCH_CUDA;
+    else if (!strcmp(s, "cpu"))
+        *dev = DH_SEARCH_CPU;
+    else
+        return dh_seterr(e, DH_EINVAL, "'%s' is not cpu, cuda or auto", s);
+    return DH_OK;
+}
+
+/* ---- ranking dispatched by device --------------------------------------------- */
+
+struct dh_ranker {
+    const uint64_t *db;
+    int64_t ndb;
+    int bits, nthreads;
+    dh_rank_cuda *cuda; /* NULL: the CPU */
 };
+
+int dh_ranker_open(dh_ranker **out, const uint64_t *db, int64_t ndb, int bits, dh_search_dev dev, int nthreads,
+                   dh_err *e) {
+    *out = NULL;
+    dh_ranker *r = dh_calloc(e, 1, sizeof *r);
+    if (!r) return DH_ENOMEM;
+    r->db = db;
+    r->ndb = ndb;
+    r->bits = bits;
+    r->nthreads = nthreads;
+    if (dev == DH_SEARCH_CUDA || (dev == DH_SEARCH_AUTO && dh_rank_cuda_available())) {
+        int rc = dh_rank_cuda_open(&r->cuda, db, ndb, bits, NULL, e);
+        if (rc != DH_OK && dev == DH_SEARCH_CUDA) {
+            if (rc == DH_EUNSUPPORTED) { /* asked for CUDA: not a data error */
+                rc = DH_EDEVICE;
+                if (e) e->code = rc;
+            }
+            free(r);
+            return rc;
+        }
+        if (rc != DH_OK) r->cuda = NULL; /* auto: the CPU takes what CUDA cannot */
+    }
+    *out = r;
+    return DH_OK;
+}
+
+int dh_ranker_run(dh_ranker *r, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out,
+                  dh_err *e) {
+    if (r->cuda) return dh_rank_cuda_run(r->cuda, q, nq, top, radius, out, e);
+    return dh_rank_cpu(q, nq, r->db, r->ndb, r->bits, top, radius, r->nthreads, out, e);
+}
+
+const char *dh_ranker_device(const dh_ranker *r) { return r->cuda ? "cuda" : "cpu"; }
+
+void dh_ranker_close(dh_ranker *r) {
+    if (!r) return;
+    dh_rank_cuda_close(r->cuda);
+    free(r);
+}
+
+/* ---- CUDA: the C side of rank_kernels.cu (libdhcuda.so, dh_cudaload.h) ------------------------ */
+
+struct dh_rank_cuda {
+    void *h; /* libdhcuda.so's context */
+    int bits;
+    int64_t ndb;
+};
+
+int dh_rank_cuda_available(void) {
+    dh_err e;
+    return dh_cuda_load(&e) == DH_OK && DH_CUDA_CALL(dhcu_search_probe, &e, &e) == DH_OK;
+}
+
 int dh_rank_cuda_open(dh_rank_cuda **ctx, const uint64_t *db, int64_t ndb, int bits, const int32_t *labels, dh_err *e) {
     *ctx = NULL;
-    return dh_seterr(e, DH_EUNSUPPORTED, "this build has no CUDA backend");
+    (void)labels;
+    if (bits < 1 || bits > DH_RANK_CUDA_MAX_BITS)
+        return dh_seterr(e, DH_EUNSUPPORTED, "the CUDA ranking handles codes of 1..%d bits", DH_RANK_CUDA_MAX_BITS);
+    if (ndb < 1 || ndb > INT32_MAX) return dh_seterr(e, DH_EINVAL, "database of %lld rows for CUDA", (long long)ndb);
+    int rc = dh_ham_check_padding(db, ndb, bits, "database", e);
+    if (!rc) rc = dh_cuda_load(e);
+    if (!rc) rc = DH_CUDA_CALL(dhcu_search_probe, e, e);
+    if (rc) return rc;
+    dh_rank_cuda *c = dh_calloc(e, 1, sizeof *c);
+    if (!c) return DH_ENOMEM;
+    c->bits = bits;
+    c->ndb = ndb;
+    if ((rc = DH_CUDA_CALL(dhcu_rank_open, e, &c->h, db, ndb, bits, e)) != DH_OK) {
+        free(c);
+        return rc;
+    }
+    *ctx = c;
+    return DH_OK;
 }
-int dh_rank_cuda_run(dh_rank_cuda *ctx, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out,
+
+int dh_rank_cuda_run(dh_rank_cuda *c, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out,
                      dh_err *e) {
-    return dh_seterr(e, DH_EUNSUPPORTED, "this build has no CUDA backend");
+    memset(out, 0, sizeof *out);
+    if (top < 1) return dh_seterr(e, DH_EINVAL, "top must be at least 1");
+    if (nq < 0) return dh_seterr(e, DH_EINVAL, "negative row count");
+    if (dh_ham_check_padding(q, nq, c->bits, "queries", e)) return DH_EINVAL;
+    return DH_CUDA_CALL(dhcu_rank_run, e, c->h, q, nq, top, radius, out, e);
 }
-void dh_rank_cuda_close(dh_rank_cuda *ctx) { (void)ctx; }
-int dh_rank_cuda_available(void) { return 0; }
-#endif
+
+void dh_rank_cuda_close(dh_rank_cuda *c) {
+    if (!c) return;
+    DH_CUDA_CALL_IF_LOADED(dhcu_rank_close, c->h);
+    free(c);
+}

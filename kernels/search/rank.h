@@ -16,6 +16,14 @@
  * query a histogram of distances gives the cut distance, and a second pass
  * scatters the selected rows to their final positions with a stable
  * per-distance rank (counting sort, no full sort).
+ *
+ * Codes must follow hamming.h (padding bits 0): the entry points check it
+ * (DH_EINVAL), since a stray padding bit would give distances above bits.
+ *
+ * Devices: every op of this room is declared here whatever the build;
+ * dh_ranker (and dh_map_codes in evalmap.h) dispatch by device, and in a
+ * build without CUDA the CUDA entry points return DH_EUNSUPPORTED ("this
+ * build has no CUDA backend").
  */
 #ifndef DH_RANK_H
 #define DH_RANK_H
@@ -25,6 +33,13 @@
 
 #define DH_RANK_ALL      INT64_MAX /* top = all rows */
 #define DH_RANK_NORADIUS (-1)
+
+/* Where a search op runs: the CPU; CUDA (an error when it cannot); or
+ * auto: CUDA when a device is present and the codes are within the
+ * kernels' limits, the CPU otherwise. */
+typedef enum { DH_SEARCH_CPU = 0, DH_SEARCH_CUDA, DH_SEARCH_AUTO } dh_search_dev;
+/* "cpu", "cuda" or "auto"; NULL is auto. DH_EINVAL for anything else. */
+int dh_search_dev_parse(const char *s, dh_search_dev *dev, dh_err *e);
 
 /* Results for a batch of queries, CSR: the list of query i is
  * idx[off[i] .. off[i+1]) with distances dist[...]. */
@@ -51,16 +66,38 @@ int dh_rank_parallel(int nthreads, int64_t n, void (*fn)(void *ctx, int64_t i0, 
 int dh_rank_cpu(const uint64_t *q, int64_t nq, const uint64_t *db, int64_t ndb, int bits, int64_t top, int radius,
                 int nthreads, dh_rank_result *out, dh_err *e);
 
-/* CUDA ranking (identical results to dh_rank_cpu). A context keeps the
- * database on the device between batches of queries. Only when built with
- * DH_USE_CUDA; otherwise dh_rank_cuda_open returns DH_EUNSUPPORTED. */
+/* CUDA ranking (identical results to dh_rank_cpu), in rank_kernels.cu,
+ * part of libdhcuda.so (loaded at the first CUDA use, dh_cudaload.h). A
+ * context keeps the database on the device between batches of queries.
+ * Codes of more than DH_RANK_CUDA_MAX_BITS bits are DH_EUNSUPPORTED;
+ * without the CUDA backend or a device, DH_EDEVICE naming what is missing
+ * ("this build has no CUDA backend", a library not found, no device). */
+#define DH_RANK_CUDA_MAX_BITS 1024
 typedef struct dh_rank_cuda dh_rank_cuda;
 int dh_rank_cuda_open(dh_rank_cuda **ctx, const uint64_t *db, int64_t ndb, int bits,
-                      const int32_t *labels /* (ndb) or NULL */, dh_err *e);
+                      const int32_t *labels /* (ndb) or NULL; unused */, dh_err *e);
 int dh_rank_cuda_run(dh_rank_cuda *ctx, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out,
                      dh_err *e);
 void dh_rank_cuda_close(dh_rank_cuda *ctx);
-/* 1 if a CUDA device can be used (0 in CPU-only builds). */
+/* 1 if a CUDA device can be used (loads the backend; 0 in CPU-only builds). */
 int dh_rank_cuda_available(void);
+
+/* Internal: the entry points of libdhcuda.so behind the functions above
+ * (arguments checked on the C side first). */
+int dhcu_search_probe(dh_err *e); /* 0 when a CUDA device can be used */
+int dhcu_rank_open(void **ctx, const uint64_t *db, int64_t ndb, int bits, dh_err *e);
+int dhcu_rank_run(void *ctx, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out, dh_err *e);
+void dhcu_rank_close(void *ctx);
+
+/* Ranking dispatched by device: the database (borrowed, it must outlive
+ * the ranker) is kept, on the device for CUDA, between batches of queries.
+ * DH_SEARCH_AUTO falls back to the CPU when CUDA cannot take the database
+ * (no device, codes too long, no memory). Results are identical on both. */
+typedef struct dh_ranker dh_ranker;
+int dh_ranker_open(dh_ranker **r, const uint64_t *db, int64_t ndb, int bits, dh_search_dev dev, int nthreads,
+                   dh_err *e);
+int dh_ranker_run(dh_ranker *r, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out, dh_err *e);
+const char *dh_ranker_device(const dh_ranker *r); /* "cpu" or "cuda" */
+void dh_ranker_close(dh_ranker *r);
 
 #endif

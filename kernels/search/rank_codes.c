@@ -26,17 +26,22 @@ int dh_codes_load(const char *path, dh_codeset *c, int need_labels, dh_err *e) {
     const char *name = (!path || !strcmp(path, "-")) ? "<stdin>" : path;
     dhs_reader *r = dhs_open_path(path, NULL, e);
     if (!r) return e ? e->code : DH_EIO;
+    int rc = dh_codes_read(r, name, c, need_labels, e);
+    dhs_close(r);
+    return rc;
+}
+
+int dh_codes_read(dhs_reader *r, const char *name, dh_codeset *c, int need_labels, dh_err *e) {
+    memset(c, 0, sizeof *c);
     int bits, lf, idf, rc;
     rc = dh_codes_schema(dhs_reader_schema(r), &bits, &lf, &idf, e);
     if (rc == DH_OK && need_labels && lf < 0) rc = dh_seterr(e, DH_ESCHEMA, "the codes have no labels (field 'label')");
     if (rc != DH_OK) {
         dh_err_prefix(e, "%s", name);
-        dhs_close(r);
         return rc;
     }
     dhs_table t;
     rc = dhs_read_table(r, &t, 0, e);
-    dhs_close(r);
     if (rc != DH_OK) return rc;
     int cf = dhs_field_index(&t.schema, "code");
     c->n = t.nrows;

@@ -22,6 +22,9 @@ typedef struct dh_codeset {
  * with DH_ESCHEMA when the stream has no label field. Messages are
  * prefixed by the input's name. */
 int dh_codes_load(const char *path, dh_codeset *c, int need_labels, dh_err *e);
+/* The same from a reader already open (its header read; not closed here),
+ * messages prefixed by name. */
+int dh_codes_read(dhs_reader *r, const char *name, dh_codeset *c, int need_labels, dh_err *e);
 void dh_codes_free(dh_codeset *c);
 
 #endif

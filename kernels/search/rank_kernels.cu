@@ -1,65 +1,60 @@
-/* rank_kernels.cu — CUDA twins of dh_rank_cpu and dh_map_cpu.
+/* rank_kernels.cu — the CUDA twin of dh_rank_cpu (rank.h).
  *
  * The database stays on the device. Per query (one block each):
- *   k_hist    histogram of Hamming distances (and of relevant items)
+ *   k_hist    histogram of Hamming distances
  *   k_cut     the cut distance for top R / radius and the row count
  *   k_scatter stable counting sort: rows at distance <= cut are written to
  *             their final position, off[d] + (their rank among the rows at
  *             distance d in database order); the rank within a tile comes
  *             from __match_any_sync within a warp plus per-warp counts.
- *   k_map     the same stable per-distance rank for every row gives each
- *             relevant row its position and the number of relevant rows
- *             before it: exact AP (database-order ties) without sorting.
- * Results are identical to the CPU reference for rankings; AP sums differ
- * only in the order of floating-point additions within a query.
+ * Results are identical to the CPU reference.
+ *
+ * This file is part of libdhcuda.so (loaded at the first CUDA use,
+ * dh_cudaload.h): its entry points are the dhcu_* below, which rank.c calls
+ * after checking the arguments; nothing here calls libdeephash.a.
+ *
+ * Shared memory is indexed by distance (arrays of nb = bits + 1 entries per
+ * query or per warp). A distance never exceeds bits: the host refuses codes
+ * with padding bits set (dh_ham_check_padding, in rank.c), and ddist masks the last
+ * word with the code's valid bits all the same, so a stray padding bit
+ * that got past the host cannot index past the end.
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 extern "C" {
-#include "evalmap.h"
+#include "dh_cuda.h"
 #include "rank.h"
 }
 
-#define NT            256       /* threads per block */
-#define NW            (NT / 32) /* warps per block */
-#define RANK_MAX_BITS 1024
-#define MAP_MAX_BITS  512
-#define MAX_WORDS     (RANK_MAX_BITS / 64)
+#define NT        256       /* threads per block */
+#define NW        (NT / 32) /* warps per block */
+#define MAX_WORDS (DH_RANK_CUDA_MAX_BITS / 64)
 
-static int ck(cudaError_t err, const char *what, dh_err *e) {
-    if (err == cudaSuccess) return DH_OK;
-    return dh_seterr(e, err == cudaErrorMemoryAllocation ? DH_ENOMEM : DH_EDEVICE, "CUDA %s: %s", what,
-                     cudaGetErrorString(err));
-}
+/* The valid bits of the last word of a code (all ones when bits % 64 == 0). */
+static uint64_t last_mask(int bits) { return bits % 64 ? (UINT64_C(1) << (bits % 64)) - 1 : ~UINT64_C(0); }
 
-__device__ __forceinline__ int ddist(const uint64_t *qs, const uint64_t *db, int64_t j, int W) {
+/* Distance of database row j to the query qs: 0..bits, the padding bits of
+ * the last word masked off (see the top). */
+__device__ __forceinline__ int ddist(const uint64_t *qs, const uint64_t *db, int64_t j, int W, uint64_t last) {
+    const uint64_t *r = db + j * W;
     int d = 0;
-    for (int w = 0; w < W; w++) d += __popcll(qs[w] ^ db[j * W + w]);
-    return d;
+    for (int w = 0; w < W - 1; w++) d += __popcll(qs[w] ^ r[w]);
+    return d + __popcll((qs[W - 1] ^ r[W - 1]) & last);
 }
 
-/* hist (nq, nb) and, when dlab is given, relhist (nq, nb) */
-__global__ void k_hist(const uint64_t *db, const int32_t *dlab, int64_t ndb, int W, int nb, const uint64_t *q,
-                       const int32_t *qlab, int *hist, int *relhist) {
+/* hist (nq, nb) */
+__global__ void k_hist(const uint64_t *db, int64_t ndb, int W, uint64_t last, int nb, const uint64_t *q, int *hist) {
     extern __shared__ int sh[];
     __shared__ uint64_t qs[MAX_WORDS];
     int qi = blockIdx.x;
     for (int t = threadIdx.x; t < W; t += blockDim.x) qs[t] = q[(int64_t)qi * W + t];
-    for (int t = threadIdx.x; t < 2 * nb; t += blockDim.x) sh[t] = 0;
+    for (int t = threadIdx.x; t < nb; t += blockDim.x) sh[t] = 0;
     __syncthreads();
-    int32_t ql = dlab ? qlab[qi] : 0;
-    for (int64_t j = threadIdx.x; j < ndb; j += blockDim.x) {
-        int d = ddist(qs, db, j, W);
-        atomicAdd(&sh[d], 1);
-        if (dlab && dlab[j] == ql) atomicAdd(&sh[nb + d], 1);
-    }
+    for (int64_t j = threadIdx.x; j < ndb; j += blockDim.x) atomicAdd(&sh[ddist(qs, db, j, W, last)], 1);
     __syncthreads();
-    for (int t = threadIdx.x; t < nb; t += blockDim.x) {
-        hist[(int64_t)qi * nb + t] = sh[t];
-        if (dlab) relhist[(int64_t)qi * nb + t] = sh[nb + t];
-    }
+    for (int t = threadIdx.x; t < nb; t += blockDim.x) hist[(int64_t)qi * nb + t] = sh[t];
 }
 
 /* per query: cut distance, how many rows to take at it, rows in all */
@@ -88,8 +83,9 @@ __global__ void k_cut(const int *hist, int nb, int nq, int64_t R, int maxd, int 
     lim[qi] = (int)l;
 }
 
-__global__ void k_scatter(const uint64_t *db, int64_t ndb, int W, int nb, const uint64_t *q, const int *hist,
-                          const int *cutd, const int *lim, const int64_t *qoff, int64_t *oidx, int32_t *odist) {
+__global__ void k_scatter(const uint64_t *db, int64_t ndb, int W, uint64_t last, int nb, const uint64_t *q,
+                          const int *hist, const int *cutd, const int *lim, const int64_t *qoff, int64_t *oidx,
+                          int32_t *odist) {
     extern __shared__ int sm[];
     int *base = sm, *off = sm + nb, *wc = sm + 2 * nb; /* wc: (NW, nb) */
     __shared__ uint64_t qs[MAX_WORDS];
@@ -111,7 +107,7 @@ __global__ void k_scatter(const uint64_t *db, int64_t ndb, int W, int nb, const 
     int64_t o0 = qoff[qi];
     for (int64_t t0 = 0; t0 < ndb; t0 += blockDim.x) {
         int64_t j = t0 + threadIdx.x;
-        int d = j < ndb ? ddist(qs, db, j, W) : nb;
+        int d = j < ndb ? ddist(qs, db, j, W, last) : nb; /* nb: past the end, never wanted */
         int want = d <= dR;
         if (!__syncthreads_or(want)) continue;
         unsigned peers = __match_any_sync(0xffffffffu, want ? d : -1);
@@ -141,161 +137,63 @@ __global__ void k_scatter(const uint64_t *db, int64_t ndb, int W, int nb, const 
     }
 }
 
-struct ks_t {
-    long long v[DH_MAP_MAX_K];
-};
+/* ---- the entry points of libdhcuda.so (rank.c checks the arguments) ---------------------------- */
 
-__global__ void k_map(const uint64_t *db, const int32_t *dlab, int64_t ndb, int W, int nb, const uint64_t *q,
-                      const int32_t *qlab, const int *hist, const int *relhist, long long at_r, int nk, ks_t ks,
-                      double *o_ap, double *o_apr, unsigned long long *o_relr, unsigned long long *o_relk) {
-    extern __shared__ int sm[];
-    int *start = sm, *rstart = sm + nb, *base = sm + 2 * nb, *rbase = sm + 3 * nb;
-    int *wc = sm + 4 * nb, *rwc = sm + 4 * nb + NW * nb;
-    __shared__ uint64_t qs[MAX_WORDS];
-    __shared__ double red1[NT], red2[NT];
-    __shared__ unsigned long long s_relk[DH_MAP_MAX_K], s_relr;
-    int qi = blockIdx.x;
-    for (int t = threadIdx.x; t < W; t += blockDim.x) qs[t] = q[(int64_t)qi * W + t];
-    for (int t = threadIdx.x; t < nb; t += blockDim.x) {
-        base[t] = 0;
-        rbase[t] = 0;
-    }
-    for (int t = threadIdx.x; t < NW * nb; t += blockDim.x) {
-        wc[t] = 0;
-        rwc[t] = 0;
-    }
-    for (int t = threadIdx.x; t < DH_MAP_MAX_K; t += blockDim.x) s_relk[t] = 0;
-    if (threadIdx.x == 0) {
-        int c = 0, rc = 0;
-        for (int t = 0; t < nb; t++) {
-            start[t] = c;
-            rstart[t] = rc;
-            c += hist[(int64_t)qi * nb + t];
-            rc += relhist[(int64_t)qi * nb + t];
-        }
-        s_relr = 0;
-    }
-    __syncthreads();
-    int32_t ql = qlab[qi];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    unsigned lt = (1u << lane) - 1;
-    double ap = 0, apr = 0;
-    unsigned long long relr = 0;
-    for (int64_t t0 = 0; t0 < ndb; t0 += blockDim.x) {
-        int64_t j = t0 + threadIdx.x;
-        int valid = j < ndb;
-        int d = valid ? ddist(qs, db, j, W) : nb;
-        int rel = valid && dlab[j] == ql;
-        unsigned peers = __match_any_sync(0xffffffffu, d);
-        unsigned relm = __ballot_sync(0xffffffffu, rel);
-        int lr = __popc(peers & lt), lrr = __popc(peers & relm & lt);
-        if (valid && lane == 31 - __clz(peers)) {
-            wc[w * nb + d] = __popc(peers);
-            rwc[w * nb + d] = __popc(peers & relm);
-        }
-        __syncthreads();
-        if (rel) {
-            long long pos = (long long)start[d] + base[d] + lr;
-            long long before = (long long)rstart[d] + rbase[d] + lrr;
-            for (int w2 = 0; w2 < w; w2++) {
-                pos += wc[w2 * nb + d];
-                before += rwc[w2 * nb + d];
-            }
-            double term = (double)(before + 1) / (double)(pos + 1);
-            ap += term;
-            if (pos < at_r) {
-                apr += term;
-                relr++;
-            }
-            for (int k = 0; k < nk; k++)
-                if (pos < ks.v[k]) atomicAdd(&s_relk[k], 1ull);
-        }
-        __syncthreads();
-        for (int t = threadIdx.x; t < nb; t += blockDim.x) {
-            int s = 0, rs = 0;
-            for (int w2 = 0; w2 < NW; w2++) {
-                s += wc[w2 * nb + t];
-                rs += rwc[w2 * nb + t];
-                wc[w2 * nb + t] = 0;
-                rwc[w2 * nb + t] = 0;
-            }
-            base[t] += s;
-            rbase[t] += rs;
-        }
-        __syncthreads();
-    }
-    red1[threadIdx.x] = ap;
-    red2[threadIdx.x] = apr;
-    atomicAdd(&s_relr, relr);
-    __syncthreads();
-    for (int s = NT / 2; s > 0; s >>= 1) {
-        if (threadIdx.x < s) {
-            red1[threadIdx.x] += red1[threadIdx.x + s];
-            red2[threadIdx.x] += red2[threadIdx.x + s];
-        }
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-        o_ap[qi] = red1[0];
-        o_apr[qi] = red2[0];
-        o_relr[qi] = s_relr;
-        for (int k = 0; k < nk; k++) o_relk[(int64_t)qi * DH_MAP_MAX_K + k] = s_relk[k];
-    }
-}
-
-/* ---- ranking context ----------------------------------------------------------------- */
-
-struct dh_rank_cuda {
+struct rank_ctx {
     uint64_t *d_db;
     int64_t ndb;
     int bits, W;
 };
 
-extern "C" int dh_rank_cuda_available(void) {
+extern "C" int dhcu_search_probe(dh_err *e) {
     int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaError_t st = cudaGetDeviceCount(&n);
+    if (st != cudaSuccess) {
         cudaGetLastError();
-        return 0;
+        return dh_cuda_err(st, e, "counting devices");
     }
-    return n > 0;
+    return n > 0 ? DH_OK : dh_seterr(e, DH_EDEVICE, "no CUDA device");
 }
 
-extern "C" int dh_rank_cuda_open(dh_rank_cuda **ctx, const uint64_t *db, int64_t ndb, int bits, const int32_t *labels,
-                                 dh_err *e) {
+extern "C" int dhcu_rank_open(void **ctx, const uint64_t *db, int64_t ndb, int bits, dh_err *e) {
     *ctx = NULL;
-    if (!dh_rank_cuda_available()) return dh_seterr(e, DH_EDEVICE, "no CUDA device");
-    if (bits > RANK_MAX_BITS)
-        return dh_seterr(e, DH_EUNSUPPORTED, "the CUDA ranking handles codes of at most %d bits", RANK_MAX_BITS);
-    if (ndb < 1 || ndb > INT32_MAX) return dh_seterr(e, DH_EINVAL, "database of %lld rows for CUDA", (long long)ndb);
-    dh_rank_cuda *c = (dh_rank_cuda *)calloc(1, sizeof *c);
+    rank_ctx *c = (rank_ctx *)calloc(1, sizeof *c);
     if (!c) return dh_seterr(e, DH_ENOMEM, "out of memory");
     c->ndb = ndb;
     c->bits = bits;
     c->W = dh_ham_words(bits);
     size_t sz = (size_t)ndb * c->W * sizeof(uint64_t);
-    int rc = ck(cudaMalloc(&c->d_db, sz), "cudaMalloc", e);
-    if (!rc) rc = ck(cudaMemcpy(c->d_db, db, sz, cudaMemcpyHostToDevice), "upload", e);
+    int rc = dh_cuda_err(cudaMalloc(&c->d_db, sz), e, "allocating the database");
+    if (!rc) rc = dh_cuda_err(cudaMemcpy(c->d_db, db, sz, cudaMemcpyHostToDevice), e, "uploading the database");
     if (rc) {
         cudaFree(c->d_db);
         free(c);
         return rc;
     }
     *ctx = c;
-    (void)labels;
     return DH_OK;
 }
 
-extern "C" void dh_rank_cuda_close(dh_rank_cuda *c) {
+extern "C" void dhcu_rank_close(void *ctx) {
+    rank_ctx *c = (rank_ctx *)ctx;
     if (!c) return;
     cudaFree(c->d_db);
     free(c);
 }
 
-extern "C" int dh_rank_cuda_run(dh_rank_cuda *c, const uint64_t *q, int64_t nq, int64_t top, int radius,
-                                dh_rank_result *out, dh_err *e) {
+static void result_free(dh_rank_result *r) {
+    free(r->off);
+    free(r->idx);
+    free(r->dist);
+    memset(r, 0, sizeof *r);
+}
+
+extern "C" int dhcu_rank_run(void *ctx, const uint64_t *q, int64_t nq, int64_t top, int radius, dh_rank_result *out,
+                             dh_err *e) {
+    rank_ctx *c = (rank_ctx *)ctx;
     memset(out, 0, sizeof *out);
-    if (top < 1) return dh_seterr(e, DH_EINVAL, "top must be at least 1");
     int W = c->W, nb = c->bits + 1;
+    uint64_t last = last_mask(c->bits);
     int64_t ndb = c->ndb, R = top < ndb ? top : ndb;
     int maxd = (radius >= 0 && radius < c->bits) ? radius : c->bits;
     int64_t nqb = (int64_t)(512 << 20) / (R * 12 + 1);
@@ -315,19 +213,21 @@ extern "C" int dh_rank_cuda_run(dh_rank_cuda *c, const uint64_t *q, int64_t nq, 
         rc = dh_seterr(e, DH_ENOMEM, "out of memory");
         goto done;
     }
-    if ((rc = ck(cudaMalloc(&dq, (size_t)nqb * W * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dhist, (size_t)nqb * nb * 4), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dcut, (size_t)nqb * 4), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dlim, (size_t)nqb * 4), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dcnt, (size_t)nqb * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&doff, ((size_t)nqb + 1) * 8), "cudaMalloc", e))) goto done;
+    if ((rc = dh_cuda_err(cudaMalloc(&dq, (size_t)nqb * W * 8), e, "cudaMalloc"))) goto done;
+    if ((rc = dh_cuda_err(cudaMalloc(&dhist, (size_t)nqb * nb * 4), e, "cudaMalloc"))) goto done;
+    if ((rc = dh_cuda_err(cudaMalloc(&dcut, (size_t)nqb * 4), e, "cudaMalloc"))) goto done;
+    if ((rc = dh_cuda_err(cudaMalloc(&dlim, (size_t)nqb * 4), e, "cudaMalloc"))) goto done;
+    if ((rc = dh_cuda_err(cudaMalloc(&dcnt, (size_t)nqb * 8), e, "cudaMalloc"))) goto done;
+    if ((rc = dh_cuda_err(cudaMalloc(&doff, ((size_t)nqb + 1) * 8), e, "cudaMalloc"))) goto done;
     for (int64_t b0 = 0; b0 < nq; b0 += nqb) {
         int n = (int)(nq - b0 < nqb ? nq - b0 : nqb);
-        if ((rc = ck(cudaMemcpy(dq, q + b0 * W, (size_t)n * W * 8, cudaMemcpyHostToDevice), "upload", e))) goto done;
-        k_hist<<<n, NT, 2 * nb * sizeof(int)>>>(c->d_db, NULL, ndb, W, nb, dq, NULL, dhist, NULL);
+        if ((rc = dh_cuda_err(cudaMemcpy(dq, q + b0 * W, (size_t)n * W * 8, cudaMemcpyHostToDevice), e, "upload")))
+            goto done;
+        k_hist<<<n, NT, nb * sizeof(int)>>>(c->d_db, ndb, W, last, nb, dq, dhist);
         k_cut<<<(n + 127) / 128, 128>>>(dhist, nb, n, R, maxd, dcut, dlim, dcnt);
-        if ((rc = ck(cudaGetLastError(), "k_hist/k_cut launch", e))) goto done;
-        if ((rc = ck(cudaMemcpy(hcnt, dcnt, (size_t)n * 8, cudaMemcpyDeviceToHost), "k_hist/k_cut", e))) goto done;
+        if ((rc = dh_cuda_err(cudaGetLastError(), e, "k_hist/k_cut launch"))) goto done;
+        if ((rc = dh_cuda_err(cudaMemcpy(hcnt, dcnt, (size_t)n * 8, cudaMemcpyDeviceToHost), e, "k_hist/k_cut")))
+            goto done;
         hoff[0] = 0;
         for (int i = 0; i < n; i++) hoff[i + 1] = hoff[i] + hcnt[i];
         int64_t tot = hoff[n];
@@ -337,13 +237,14 @@ extern "C" int dh_rank_cuda_run(dh_rank_cuda *c, const uint64_t *q, int64_t nq, 
             doidx = NULL;
             dodist = NULL;
             dcap = tot;
-            if ((rc = ck(cudaMalloc(&doidx, (size_t)dcap * 8), "cudaMalloc", e))) goto done;
-            if ((rc = ck(cudaMalloc(&dodist, (size_t)dcap * 4), "cudaMalloc", e))) goto done;
+            if ((rc = dh_cuda_err(cudaMalloc(&doidx, (size_t)dcap * 8), e, "cudaMalloc"))) goto done;
+            if ((rc = dh_cuda_err(cudaMalloc(&dodist, (size_t)dcap * 4), e, "cudaMalloc"))) goto done;
         }
-        if ((rc = ck(cudaMemcpy(doff, hoff, ((size_t)n + 1) * 8, cudaMemcpyHostToDevice), "upload", e))) goto done;
+        if ((rc = dh_cuda_err(cudaMemcpy(doff, hoff, ((size_t)n + 1) * 8, cudaMemcpyHostToDevice), e, "upload")))
+            goto done;
         size_t shm = (size_t)(2 + NW) * nb * sizeof(int);
-        k_scatter<<<n, NT, shm>>>(c->d_db, ndb, W, nb, dq, dhist, dcut, dlim, doff, doidx, dodist);
-        if ((rc = ck(cudaGetLastError(), "k_scatter launch", e))) goto done;
+        k_scatter<<<n, NT, shm>>>(c->d_db, ndb, W, last, nb, dq, dhist, dcut, dlim, doff, doidx, dodist);
+        if ((rc = dh_cuda_err(cudaGetLastError(), e, "k_scatter launch"))) goto done;
         int64_t base = out->off[b0];
         if (base + tot > hcap) {
             int64_t nc = hcap ? hcap : 1024;
@@ -359,11 +260,13 @@ extern "C" int dh_rank_cuda_run(dh_rank_cuda *c, const uint64_t *q, int64_t nq, 
             hcap = nc;
         }
         if (tot > 0) {
-            if ((rc = ck(cudaMemcpy(out->idx + base, doidx, (size_t)tot * 8, cudaMemcpyDeviceToHost), "k_scatter", e)))
+            if ((rc = dh_cuda_err(cudaMemcpy(out->idx + base, doidx, (size_t)tot * 8, cudaMemcpyDeviceToHost), e,
+                                  "k_scatter")))
                 goto done;
-            if ((rc = ck(cudaMemcpy(out->dist + base, dodist, (size_t)tot * 4, cudaMemcpyDeviceToHost), "download", e)))
+            if ((rc = dh_cuda_err(cudaMemcpy(out->dist + base, dodist, (size_t)tot * 4, cudaMemcpyDeviceToHost), e,
+                                  "download")))
                 goto done;
-        } else if ((rc = ck(cudaDeviceSynchronize(), "k_scatter", e)))
+        } else if ((rc = dh_cuda_err(cudaDeviceSynchronize(), e, "k_scatter")))
             goto done;
         for (int i = 0; i < n; i++) out->off[b0 + i + 1] = base + hoff[i + 1];
     }
@@ -383,121 +286,6 @@ done:
     cudaFree(dodist);
     free(hcnt);
     free(hoff);
-    if (rc) dh_rank_result_free(out);
-    return rc;
-}
-
-/* ---- evaluation fast path --------------------------------------------------------------- */
-
-extern "C" int dh_map_cuda(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl,
-                           int64_t ndb, int bits, dh_map_acc *acc, double *gpu_seconds, dh_err *e) {
-    *gpu_seconds = 0;
-    if (!dh_rank_cuda_available()) return dh_seterr(e, DH_EDEVICE, "no CUDA device");
-    if (bits < 1 || bits > MAP_MAX_BITS)
-        return dh_seterr(e, DH_EUNSUPPORTED, "the CUDA evaluation handles codes of 1..%d bits", MAP_MAX_BITS);
-    if (ndb < 1 || ndb > INT32_MAX) return dh_seterr(e, DH_EINVAL, "database of %lld rows for CUDA", (long long)ndb);
-    const dh_map_opts *o = &acc->opt;
-    int W = dh_ham_words(bits), nb = bits + 1;
-    int64_t nqb = nq < 8192 ? (nq > 0 ? nq : 1) : 8192;
-    uint64_t *d_db = NULL, *dq = NULL;
-    int32_t *d_dl = NULL, *dql = NULL;
-    int *dhist = NULL, *drel = NULL, *hh = NULL, *hr = NULL;
-    double *dap = NULL, *dapr = NULL, *hap = NULL, *hapr = NULL;
-    unsigned long long *drelr = NULL, *drelk = NULL, *hrelr = NULL, *hrelk = NULL;
-    int64_t *h64 = NULL, *r64 = NULL;
-    cudaEvent_t ev0 = NULL, ev1 = NULL;
-    ks_t ks;
-    memset(&ks, 0, sizeof ks);
-    for (int k = 0; k < o->nk; k++) ks.v[k] = o->ks[k];
-    int rc = DH_OK;
-    size_t shm = (size_t)(4 + 2 * NW) * nb * sizeof(int);
-    hh = (int *)malloc((size_t)nqb * nb * 4);
-    hr = (int *)malloc((size_t)nqb * nb * 4);
-    hap = (double *)malloc((size_t)nqb * 8);
-    hapr = (double *)malloc((size_t)nqb * 8);
-    hrelr = (unsigned long long *)malloc((size_t)nqb * 8);
-    hrelk = (unsigned long long *)malloc((size_t)nqb * DH_MAP_MAX_K * 8);
-    h64 = (int64_t *)malloc((size_t)nb * 8);
-    r64 = (int64_t *)malloc((size_t)nb * 8);
-    if (!hh || !hr || !hap || !hapr || !hrelr || !hrelk || !h64 || !r64) {
-        rc = dh_seterr(e, DH_ENOMEM, "out of memory");
-        goto done;
-    }
-    if ((rc = ck(cudaMalloc(&d_db, (size_t)ndb * W * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&d_dl, (size_t)ndb * 4), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMemcpy(d_db, db, (size_t)ndb * W * 8, cudaMemcpyHostToDevice), "upload", e))) goto done;
-    if ((rc = ck(cudaMemcpy(d_dl, dl, (size_t)ndb * 4, cudaMemcpyHostToDevice), "upload", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dq, (size_t)nqb * W * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dql, (size_t)nqb * 4), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dhist, (size_t)nqb * nb * 4), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&drel, (size_t)nqb * nb * 4), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dap, (size_t)nqb * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&dapr, (size_t)nqb * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&drelr, (size_t)nqb * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaMalloc(&drelk, (size_t)nqb * DH_MAP_MAX_K * 8), "cudaMalloc", e))) goto done;
-    if ((rc = ck(cudaEventCreate(&ev0), "event", e)) || (rc = ck(cudaEventCreate(&ev1), "event", e))) goto done;
-    for (int64_t b0 = 0; b0 < nq; b0 += nqb) {
-        int n = (int)(nq - b0 < nqb ? nq - b0 : nqb);
-        cudaEventRecord(ev0);
-        if ((rc = ck(cudaMemcpy(dq, q + b0 * W, (size_t)n * W * 8, cudaMemcpyHostToDevice), "upload", e))) goto done;
-        if ((rc = ck(cudaMemcpy(dql, ql + b0, (size_t)n * 4, cudaMemcpyHostToDevice), "upload", e))) goto done;
-        k_hist<<<n, NT, 2 * nb * sizeof(int)>>>(d_db, d_dl, ndb, W, nb, dq, dql, dhist, drel);
-        k_map<<<n, NT, shm>>>(d_db, d_dl, ndb, W, nb, dq, dql, dhist, drel, (long long)o->at_r, o->nk, ks, dap, dapr,
-                              drelr, drelk);
-        if ((rc = ck(cudaGetLastError(), "kernel launch", e))) goto done;
-        if ((rc = ck(cudaMemcpy(hh, dhist, (size_t)n * nb * 4, cudaMemcpyDeviceToHost), "k_hist/k_map", e))) goto done;
-        if ((rc = ck(cudaMemcpy(hr, drel, (size_t)n * nb * 4, cudaMemcpyDeviceToHost), "download", e))) goto done;
-        if ((rc = ck(cudaMemcpy(hap, dap, (size_t)n * 8, cudaMemcpyDeviceToHost), "download", e))) goto done;
-        if ((rc = ck(cudaMemcpy(hapr, dapr, (size_t)n * 8, cudaMemcpyDeviceToHost), "download", e))) goto done;
-        if ((rc = ck(cudaMemcpy(hrelr, drelr, (size_t)n * 8, cudaMemcpyDeviceToHost), "download", e))) goto done;
-        if ((rc = ck(cudaMemcpy(hrelk, drelk, (size_t)n * DH_MAP_MAX_K * 8, cudaMemcpyDeviceToHost), "download", e)))
-            goto done;
-        cudaEventRecord(ev1);
-        cudaEventSynchronize(ev1);
-        float ms = 0;
-        cudaEventElapsedTime(&ms, ev0, ev1);
-        *gpu_seconds += ms / 1e3;
-        for (int i = 0; i < n; i++) {
-            dh_map_qraw raw;
-            memset(&raw, 0, sizeof raw);
-            int64_t tot = 0;
-            for (int d = 0; d < nb; d++) {
-                h64[d] = hh[(int64_t)i * nb + d];
-                r64[d] = hr[(int64_t)i * nb + d];
-                tot += r64[d];
-            }
-            raw.hist = h64;
-            raw.relhist = r64;
-            raw.rel_total = tot;
-            raw.len = ndb;
-            raw.complete_upto = bits;
-            raw.ap_sum = hap[i];
-            raw.apr_sum = hapr[i];
-            raw.rel_at_r = (int64_t)hrelr[i];
-            for (int k = 0; k < o->nk; k++) raw.rel_k[k] = (int64_t)hrelk[(int64_t)i * DH_MAP_MAX_K + k];
-            dh_map_acc_add(acc, &raw);
-        }
-    }
-done:
-    if (ev0) cudaEventDestroy(ev0);
-    if (ev1) cudaEventDestroy(ev1);
-    cudaFree(d_db);
-    cudaFree(d_dl);
-    cudaFree(dq);
-    cudaFree(dql);
-    cudaFree(dhist);
-    cudaFree(drel);
-    cudaFree(dap);
-    cudaFree(dapr);
-    cudaFree(drelr);
-    cudaFree(drelk);
-    free(hh);
-    free(hr);
-    free(hap);
-    free(hapr);
-    free(hrelr);
-    free(hrelk);
-    free(h64);
-    free(r64);
+    if (rc) result_free(out);
     return rc;
 }

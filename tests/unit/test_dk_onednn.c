@@ -1,7 +1,7 @@
 /* test_dk_onednn.c — the CPU engine: the oneDNN backend against the
  * reference op by op and on whole networks (forward, every gradient, a few
  * training steps), printing the maximum absolute and relative error of
- * each; the reference's results independent of the thread count; both
+ * each; the reference's own loops independent of the thread count; both
  * backends deterministic; DH_THREADS / DH_CPU / DH_PRECISION validated.
  *
  * Passes when |onednn - ref| <= atol + rtol |ref| everywhere. Tolerances:
@@ -281,7 +281,8 @@ static void t_bf16(void) {
     CHECK(dk_cpu_set_bf16(0, &e) == 0);
 }
 
-/* ---- the reference does not depend on the thread count; both backends repeat ------------------------------------------ */
+/* ---- the reference's loops do not depend on the thread count (a convolution small enough for a single-threaded
+ * OpenBLAS sgemm); both backends repeat ------------------------------------------------------------------------------- */
 static void t_threads_and_repeat(void) {
     dh_err e;
     int t0 = dk_threads();

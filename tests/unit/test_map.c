@@ -10,6 +10,8 @@
 #include "check.h"
 #include "evalmap.h"
 #include "hamming.h"
+#include "json.h"
+#include "map_report.h"
 #include "rank.h"
 #include "dh_rng.h"
 
@@ -390,6 +392,213 @@ static void t_list_errors(void) {
     CHECK(dh_map_list(idx, dist, 3, 0, dl, 3, 8, 2, 8, &o, &raw, &e) == DH_EFORMAT); /* twice */
 }
 
+/* The rankings path as dh-map runs it (dh_map_lists: the cut rule and the
+ * relevant counts) gives the fast path's numbers for whole rankings, and
+ * for rankings cut by top R or a radius what the lists determine. */
+static void t_lists_cut_rule(void) {
+    const int bits = 12, nclass = 4;
+    const int64_t nq = 15, ndb = 700;
+    int nb = (bits + 7) / 8, W = dh_ham_words(bits);
+    uint8_t cen[48], *qb = malloc((size_t)(nq * nb)), *dbb = malloc((size_t)(ndb * nb));
+    int32_t ql[15], *dl = malloc((size_t)ndb * 4);
+    for (int i = 0; i < nclass * bits; i++) cen[i] = rnd() & 1;
+    random_set(nq, bits, nclass, 4, cen, qb, ql);
+    random_set(ndb, bits, nclass, 4, cen, dbb, dl);
+    uint64_t qw[15], *dw = malloc((size_t)(ndb * W) * 8);
+    dh_ham_pack(qb, nq, bits, qw);
+    dh_ham_pack(dbb, ndb, bits, dw);
+    dh_map_opts o = opts4(37);
+    dh_err e;
+    dh_map_acc fa;
+    dh_map_result fr;
+    REQUIRE(dh_map_acc_init(&fa, bits, ndb, &o, NULL, &e) == DH_OK);
+    REQUIRE(dh_map_cpu(qw, ql, nq, dw, dl, ndb, bits, 2, &fa, &e) == DH_OK);
+    REQUIRE(dh_map_acc_result(&fa, &fr, &e) == DH_OK);
+    struct {
+        int64_t top;
+        int radius;
+    } cuts[] = { { -1, -1 }, { 100, -1 }, { -1, 3 }, { 50, 4 }, { 1, -1 } };
+    for (size_t c = 0; c < sizeof cuts / sizeof *cuts; c++) {
+        int64_t top = cuts[c].top;
+        int radius = cuts[c].radius;
+        dh_rank_result rk;
+        REQUIRE(dh_rank_cpu(qw, nq, dw, ndb, bits, top < 0 ? DH_RANK_ALL : top, radius, 2, &rk, &e) == DH_OK);
+        dh_map_lists l;
+        dh_map_acc a;
+        dh_map_result r;
+        REQUIRE(dh_map_lists_init(&l, dl, ndb, bits, top, radius, &e) == DH_OK);
+        REQUIRE(dh_map_acc_init(&a, bits, ndb, &o, NULL, &e) == DH_OK);
+        for (int64_t i = 0; i < nq; i++)
+            CHECK(dh_map_lists_add(&l, &a, ql[i], rk.idx + rk.off[i], rk.dist + rk.off[i], rk.off[i + 1] - rk.off[i],
+                                   &e) == DH_OK);
+        REQUIRE(dh_map_acc_result(&a, &r, &e) == DH_OK);
+        int whole = top < 0 && radius < 0;
+        CHECKF((dh_map_lists_note(&l) == NULL) == whole, "note for top %lld radius %d", (long long)top, radius);
+        CHECKF(r.have_map == whole, "mAP availability, top %lld radius %d", (long long)top, radius);
+        if (whole) CHECK(fabs(r.map - fr.map) < TOL && fabs(r.map_tie - fr.map_tie) < TOL);
+        CHECK(r.have_prad == (radius < 0 || radius >= o.radius) || top >= 0);
+        if (r.have_prad) CHECKF(fabs(r.prad - fr.prad) < TOL, "P@r2 top %lld radius %d", (long long)top, radius);
+        if (r.have_map_r) CHECK(fabs(r.map_r - fr.map_r) < TOL);
+        for (int k = 0; k < o.nk; k++)
+            if (r.have_k[k])
+                CHECKF(fabs(r.pk[k] - fr.pk[k]) < TOL, "P@%lld, top %lld", (long long)o.ks[k], (long long)top);
+        for (int d = 0; d < r.pr_n; d++) CHECK(fabs(r.pr_p[d] - fr.pr_p[d]) < TOL);
+        if (top == 100) CHECK(r.have_k[0] && r.have_k[1] && r.have_k[2] && !r.have_k[3] && r.have_map_r);
+        if (radius == 3 && top < 0) CHECK(r.pr_n == 4 && r.have_prad);
+        dh_map_result_free(&r);
+        dh_map_acc_free(&a);
+        dh_map_lists_free(&l);
+        dh_rank_result_free(&rk);
+    }
+    /* the cut rule itself */
+    int32_t dist[5] = { 0, 1, 1, 3, 3 };
+    CHECK(dh_map_complete_upto(dist, 5, 5, -1, -1, 8) == 8); /* the whole database */
+    CHECK(dh_map_complete_upto(dist, 5, 9, 5, -1, 8) == 2);  /* top 5: distance 3 may go on */
+    CHECK(dh_map_complete_upto(dist, 5, 9, 7, 3, 8) == 3);   /* fewer than top: the radius cut */
+    CHECK(dh_map_complete_upto(dist, 0, 9, 7, 0, 8) == 0);   /* nothing within radius 0 */
+    /* a list that is not a ranking of this database */
+    dh_map_lists l;
+    dh_map_acc a;
+    REQUIRE(dh_map_lists_init(&l, dl, ndb, bits, -1, -1, &e) == DH_OK);
+    REQUIRE(dh_map_acc_init(&a, bits, ndb, &o, NULL, &e) == DH_OK);
+    int64_t idx[2] = { 0, 1 };
+    int32_t dd[2] = { 0, 0 };
+    CHECK(dh_map_lists_add(&l, &a, 0, idx, dd, ndb + 1, &e) == DH_EFORMAT);
+    idx[1] = ndb;
+    CHECK(dh_map_lists_add(&l, &a, 0, idx, dd, 2, &e) == DH_EFORMAT);
+    CHECK(a.nq == 0);
+    dh_map_acc_free(&a);
+    dh_map_lists_free(&l);
+    dh_map_result_free(&fr);
+    dh_map_acc_free(&fa);
+    free(qb);
+    free(dbb);
+    free(dl);
+    free(dw);
+}
+
+/* dh_map_codes: the CPU gives dh_map_cpu's numbers with progress calls;
+ * CUDA asked for in a build or on a machine without it is DH_EDEVICE. */
+static void count_progress(void *ctx, int64_t done) { *(int64_t *)ctx = done; }
+static void t_codes_dispatch(void) {
+    const int bits = 24;
+    int64_t nq = 5000, ndb = 50;
+    uint64_t *q = malloc((size_t)nq * 8), db[50];
+    int32_t *ql = malloc((size_t)nq * 4), dl[50];
+    for (int64_t i = 0; i < nq; i++) q[i] = rnd() & 0xffffff, ql[i] = (int32_t)(rnd() % 3);
+    for (int64_t i = 0; i < ndb; i++) db[i] = rnd() & 0xffffff, dl[i] = (int32_t)(rnd() % 3);
+    dh_codeset qs = { .n = nq, .bits = bits, .W = 1, .w = q, .label = ql },
+               ds = { .n = ndb, .bits = bits, .W = 1, .w = db, .label = dl };
+    dh_map_opts o = opts4(10);
+    dh_err e;
+    dh_map_acc a, b;
+    dh_map_result ra, rb;
+    int64_t done = 0;
+    dh_map_run run = { .dev = DH_SEARCH_CPU, .nthreads = 2, .progress = count_progress, .ctx = &done };
+    REQUIRE(dh_map_acc_init(&a, bits, ndb, &o, NULL, &e) == DH_OK && dh_map_acc_init(&b, bits, ndb, &o, NULL, &e) == 0);
+    REQUIRE(dh_map_codes(&qs, &ds, &run, &a, &e) == DH_OK);
+    CHECK(done == nq && !strcmp(run.used, "cpu") && run.seconds >= 0);
+    REQUIRE(dh_map_cpu(q, ql, nq, db, dl, ndb, bits, 1, &b, &e) == DH_OK);
+    dh_map_acc_result(&a, &ra, &e);
+    dh_map_acc_result(&b, &rb, &e);
+    CHECK(ra.map == rb.map && ra.map_tie == rb.map_tie && ra.pk[0] == rb.pk[0]); /* same order of additions */
+    dh_map_result_free(&ra);
+    dh_map_result_free(&rb);
+    if (!dh_rank_cuda_available()) {
+        run.dev = DH_SEARCH_CUDA;
+        CHECK(dh_map_codes(&qs, &ds, &run, &b, &e) == DH_EDEVICE && e.code == DH_EDEVICE);
+        run.dev = DH_SEARCH_AUTO;
+        dh_map_acc_free(&b);
+        dh_map_acc_init(&b, bits, ndb, &o, NULL, &e);
+        CHECK(dh_map_codes(&qs, &ds, &run, &b, &e) == DH_OK && !strcmp(run.used, "cpu") && b.nq == nq);
+    }
+    dh_search_dev dev;
+    CHECK(dh_search_dev_parse("cuda", &dev, &e) == DH_OK && dev == DH_SEARCH_CUDA);
+    CHECK(dh_search_dev_parse(NULL, &dev, &e) == DH_OK && dev == DH_SEARCH_AUTO);
+    CHECK(dh_search_dev_parse("tpu", &dev, &e) == DH_EINVAL && strstr(e.msg, "tpu"));
+    /* a padding bit set: refused, never a distance above bits */
+    q[3] |= UINT64_C(1) << 30;
+    CHECK(dh_map_cpu(q, ql, nq, db, dl, ndb, bits, 1, &b, &e) == DH_EINVAL && strstr(e.msg, "row 3"));
+    dh_map_acc_free(&a);
+    dh_map_acc_free(&b);
+    free(q);
+    free(ql);
+}
+
+/* The JSON reader: values, escapes, errors with line and column. */
+static void t_json(void) {
+    const char *t = " {\"a\": [1, -2.5e3, true, false, null], \"s\": \"x\\\"\\\\\\/\\n\\u00e9\\ud83d\\ude00\","
+                    " \"o\": {}, \"e\": []}\n";
+    dh_json *v;
+    dh_err e;
+    REQUIRE(dh_json_parse(t, strlen(t), &v, &e) == DH_OK);
+    const dh_json *a = dh_json_get(v, "a"), *s = dh_json_get(v, "s");
+    CHECK(a && a->type == DH_JSON_ARR && a->n == 5 && a->kid[1].num == -2500 && a->kid[2].b == 1 &&
+          a->kid[3].type == DH_JSON_BOOL && !a->kid[3].b && a->kid[4].type == DH_JSON_NULL);
+    CHECK(s && s->type == DH_JSON_STR && !strcmp(s->str, "x\"\\/\n\xc3\xa9\xf0\x9f\x98\x80"));
+    CHECK(dh_json_get(v, "o")->n == 0 && dh_json_get(v, "e")->type == DH_JSON_ARR && !dh_json_get(v, "zz"));
+    dh_json_free(v);
+    static const char *const bad[] = { "",         "{",           "[1,]",        "{\"a\" 1}", "01",  "1.",
+                                       "\"\\x\"",  "\"\\ud800\"", "\"\\u0000\"", "[1] x",     "nul", "{1: 2}",
+                                       "\"a\nb\"", "-",           "[\"abc",      "\"\\u12\"" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECKF(dh_json_parse(bad[i], strlen(bad[i]), &v, &e) == DH_EFORMAT && !v, "'%s' parsed", bad[i]);
+        CHECKF(!strncmp(e.msg, "line ", 5), "'%s': %s", bad[i], e.msg);
+    }
+    CHECK(dh_json_parse("[\n  1,\n  ?]", 11, &v, &e) == DH_EFORMAT && strstr(e.msg, "line 3, column 3"));
+    char deep[600];
+    memset(deep, '[', 300);
+    memset(deep + 300, ']', 300);
+    CHECK(dh_json_parse(deep, 600, &v, &e) == DH_EFORMAT && strstr(e.msg, "deeply"));
+}
+
+/* The JSON result written by dh-map reads back (to its 6 decimals). */
+static void t_report_round_trip(void) {
+    dh_map_result r = { .bits = 16,
+                        .nq = 3,
+                        .ndb = 9,
+                        .nq_norel = 1,
+                        .have_map = 1,
+                        .map = 0.25,
+                        .map_tie = 0.5,
+                        .have_map_r = 0,
+                        .at_r = 5,
+                        .radius = 2,
+                        .have_prad = 1,
+                        .prad = 1.0 / 3,
+                        .nk = 2,
+                        .ks = { 1, 10 },
+                        .have_k = { 1, 0 },
+                        .pk = { 0.125, 0 },
+                        .rk = { 0.75, 0 },
+                        .pr_n = 3 };
+    double pp[3] = { 1, 0.5, 0.25 }, pr[3] = { 0.1, 0.2, 1 };
+    r.pr_p = pp;
+    r.pr_r = pr;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    dh_map_write_json(f, &r, "a \"label\"\n", "a note");
+    fclose(f);
+    dh_map_result b;
+    char *label;
+    dh_err e;
+    REQUIRE(dh_map_read_json(buf, len, &b, &label, &e) == DH_OK);
+    CHECK(!strcmp(label, "a \"label\"\n") && b.bits == 16 && b.nq == 3 && b.ndb == 9 && b.nq_norel == 1);
+    CHECK(b.have_map && b.map == 0.25 && b.map_tie == 0.5 && !b.have_map_r && b.at_r == 5 && b.have_prad);
+    CHECK_NEAR(b.prad, 1.0 / 3, 1e-6);
+    CHECK(b.nk == 2 && b.ks[1] == 10 && b.have_k[0] && !b.have_k[1] && b.pk[0] == 0.125 && b.rk[0] == 0.75);
+    CHECK(b.pr_n == 3 && b.pr_p[2] == 0.25 && b.pr_r[0] == 0.1);
+    dh_map_result_free(&b);
+    free(label);
+    /* not a result */
+    const char *other = "{\"program\": \"dh-map\", \"pr_curve\": [{\"precision\": 1}], \"precision_at_k\": []}";
+    CHECK(dh_map_read_json(other, strlen(other), &b, &label, &e) == DH_EFORMAT && strstr(e.msg, "'recall' is missing"));
+    CHECK(dh_map_read_json("[]", 2, &b, &label, &e) == DH_EFORMAT && !label);
+    CHECK(dh_map_read_json("{", 1, &b, &label, &e) == DH_EFORMAT && !strncmp(e.msg, "not JSON: line 1", 16));
+    free(buf);
+}
+
 int main(void) {
     RUN(t_hand_ap);
     RUN(t_hand_ties);
@@ -399,5 +608,9 @@ int main(void) {
     RUN(t_one_item_db);
     RUN(t_tie_aware_monte_carlo);
     RUN(t_list_errors);
+    RUN(t_lists_cut_rule);
+    RUN(t_codes_dispatch);
+    RUN(t_json);
+    RUN(t_report_round_trip);
     return check_done();
 }

@@ -12,6 +12,7 @@
 #include "dhs.h"
 #include "hamming.h"
 #include "rank.h"
+#include "rankings.h"
 #include "dh_rng.h"
 
 static uint64_t rng_s = 88172645463325252ull;
@@ -174,6 +175,101 @@ static void t_bad_args(void) {
     dh_rank_result_free(&r);
 }
 
+/* dh_ranker on the CPU gives dh_rank_cpu's rankings; CUDA asked for
+ * without it is DH_EDEVICE; auto falls back to the CPU. */
+static void t_ranker_dispatch(void) {
+    const int bits = 40;
+    int64_t nq = 20, ndb = 500;
+    uint64_t *q = malloc((size_t)nq * 8), *db = malloc((size_t)ndb * 8);
+    for (int64_t i = 0; i < nq; i++) q[i] = rnd() & ((UINT64_C(1) << bits) - 1);
+    for (int64_t i = 0; i < ndb; i++) db[i] = rnd() & ((UINT64_C(1) << bits) - 1);
+    dh_err e;
+    dh_ranker *r;
+    dh_rank_result a, b;
+    REQUIRE(dh_ranker_open(&r, db, ndb, bits, DH_SEARCH_CPU, 2, &e) == DH_OK);
+    CHECK(!strcmp(dh_ranker_device(r), "cpu"));
+    REQUIRE(dh_ranker_run(r, q, nq, 30, 15, &a, &e) == DH_OK);
+    REQUIRE(dh_rank_cpu(q, nq, db, ndb, bits, 30, 15, 1, &b, &e) == DH_OK);
+    CHECK(a.off[nq] == b.off[nq] && !memcmp(a.idx, b.idx, (size_t)a.off[nq] * 8) &&
+          !memcmp(a.dist, b.dist, (size_t)a.off[nq] * 4));
+    dh_rank_result_free(&a);
+    dh_rank_result_free(&b);
+    dh_ranker_close(r);
+    if (!dh_rank_cuda_available()) {
+        CHECK(dh_ranker_open(&r, db, ndb, bits, DH_SEARCH_CUDA, 2, &e) == DH_EDEVICE && e.code == DH_EDEVICE && !r);
+        REQUIRE(dh_ranker_open(&r, db, ndb, bits, DH_SEARCH_AUTO, 2, &e) == DH_OK);
+        CHECK(!strcmp(dh_ranker_device(r), "cpu"));
+        dh_ranker_close(r);
+    }
+    /* a padding bit (bit 40 of a 40-bit code) is refused, not ranked beyond the histograms */
+    db[7] |= UINT64_C(1) << 41;
+    CHECK(dh_rank_cpu(q, nq, db, ndb, bits, 5, -1, 1, &a, &e) == DH_EINVAL && strstr(e.msg, "database: row 7"));
+    free(q);
+    free(db);
+}
+
+/* The rankings stream: written as dh-rank writes it, read back as dh-map
+ * reads it (labels, ids, lists, metadata). */
+static void t_rankings_stream(void) {
+    const int bits = 9;
+    int64_t nq = 7, ndb = 60;
+    uint64_t q[7], *db = malloc((size_t)ndb * 8);
+    for (int64_t i = 0; i < nq; i++) q[i] = rnd() & 511;
+    for (int64_t i = 0; i < ndb; i++) db[i] = rnd() & 511;
+    dh_err e;
+    dh_rank_result res;
+    REQUIRE(dh_rank_cpu(q, nq, db, ndb, bits, 11, -1, 1, &res, &e) == DH_OK);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    dh_rankings_meta m = { .bits = bits,
+                           .db = "db.codes",
+                           .db_rows = ndb,
+                           .top = 11,
+                           .radius = -1,
+                           .labels = 1,
+                           .program = "test_rank",
+                           .command = "test_rank",
+                           .device = "cpu" };
+    dhs_writer *w = dh_rankings_writer_open(f, "mem", &m, &e);
+    REQUIRE(w);
+    int32_t lab[7] = { 3, 1, 4, 1, 5, 9, 2 };
+    uint32_t idlen[7] = { 1, 0, 2, 1, 1, 1, 3 };
+    const char *ids = "abcdefghij";
+    dh_rank_result part = res; /* two batches: queries 0..2, then 3..6 */
+    part.nq = 3;
+    CHECK(dh_rankings_write(w, 0, 3, lab, ids, idlen, &part, &e) == DH_OK);
+    int64_t off2[5];
+    for (int i = 0; i < 5; i++) off2[i] = res.off[3 + i] - res.off[3];
+    dh_rank_result part2 = { .nq = 4, .off = off2, .idx = res.idx + res.off[3], .dist = res.dist + res.off[3] };
+    CHECK(dh_rankings_write(w, 3, 4, NULL, NULL, NULL, &part2, &e) == DH_OK);
+    REQUIRE(dhs_writer_close(w, &e) == DH_OK);
+    fclose(f);
+    FILE *in = fmemopen(buf, len, "rb");
+    dhs_reader *r = dhs_open(in, "mem", NULL, &e);
+    REQUIRE(r);
+    dh_rankings_reader rr;
+    REQUIRE(dh_rankings_open(&rr, r, &e) == DH_OK);
+    CHECK(rr.meta.bits == bits && rr.meta.db_rows == ndb && rr.meta.top == 11 && rr.meta.radius == -1 &&
+          rr.meta.labels && !strcmp(rr.meta.db, "db.codes") && !strcmp(rr.meta.device, "cpu"));
+    dh_ranking x;
+    int64_t i = 0;
+    int rc;
+    while ((rc = dh_rankings_next(&rr, &x, &e)) == DH_OK) {
+        CHECK(x.query == i && x.label == (i < 3 ? lab[i] : INT32_MIN) && x.n == res.off[i + 1] - res.off[i]);
+        CHECK(!memcmp(x.idx, res.idx + res.off[i], (size_t)x.n * 8) &&
+              !memcmp(x.dist, res.dist + res.off[i], (size_t)x.n * 4));
+        i++;
+    }
+    CHECK(i == nq && rc == DH_EOF);
+    dh_rankings_close(&rr);
+    dhs_close(r);
+    fclose(in);
+    dh_rank_result_free(&res);
+    free(buf);
+    free(db);
+}
+
 /* ---- stream generator for the shell tests ---------------------------------------------- */
 static int gen(int argc, char **argv) {
     if (argc < 6) {
@@ -254,5 +350,7 @@ int main(int argc, char **argv) {
     RUN(t_threads_agree);
     RUN(t_portable_path);
     RUN(t_bad_args);
+    RUN(t_ranker_dispatch);
+    RUN(t_rankings_stream);
     return check_done();
 }

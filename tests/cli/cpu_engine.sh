@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# tests/cli/cpu_engine.sh — the CPU engine seen from the programs: DH_THREADS,
+# DH_CPU and DH_PRECISION validated (one error line, non-zero exit); each
+# backend bit-identical run to run; oneDNN the default when built in; and
+# the steady-state allocation test of the optimised build (test_dk_steady
+# without sanitizers, where page faults are meaningful).
+. "$(dirname "$0")/../lib.sh"
+FM=/usr/share/datasets/fashion-mnist
+if [ ! -d $FM ]; then t_skip cpu_engine "$FM absent (Debian dataset-fashion-mnist)"; exit 0; fi
+dh-ingest -q --split train --limit 256 $FM > "$TMP/train.dhs" || { echo "FAIL cpu_engine_data: dh-ingest"; exit 1; }
+# the model on stdout: the command line (kept in the model) is the same for every run
+pretrain() { dh-pretrain -q --arch lenet --epochs 1 --batch 64 --seed 3 --device cpu "$@" "$TMP/train.dhs"; }
+
+expect_fail threads_not_a_number env DH_THREADS=abc dh-pretrain -q --arch lenet --epochs 1 --device cpu -o "$TMP/x.dhm" "$TMP/train.dhs"
+expect_fail threads_zero env DH_THREADS=0 dh-pretrain -q --arch lenet --epochs 1 --device cpu -o "$TMP/x.dhm" "$TMP/train.dhs"
+expect_fail cpu_backend_unknown env DH_CPU=fast dh-pretrain -q --arch lenet --epochs 1 --device cpu -o "$TMP/x.dhm" "$TMP/train.dhs"
+expect_fail precision_unknown env DH_PRECISION=fp16 dh-pretrain -q --arch lenet --epochs 1 --device cpu -o "$TMP/x.dhm" "$TMP/train.dhs"
+t_begin threads_message
+DH_THREADS=2x dh-pretrain -q --arch lenet --epochs 1 --device cpu -o "$TMP/x.dhm" "$TMP/train.dhs" 2>"$TMP/err"
+grep -q "DH_THREADS='2x'" "$TMP/err" || t_fail "message does not name the value: $(cat "$TMP/err")"
+[ ! -e "$TMP/x.dhm" ] || t_fail "a model was written"
+t_end
+
+# Same seed, same bits, per backend and thread count (OpenBLAS's and oneDNN's
+# products depend on the thread count, so models do too).
+t_begin ref_same_bits_run_to_run
+DH_CPU=ref DH_THREADS=2 pretrain >"$TMP/r1.dhm" 2>"$TMP/err" || t_fail "$(tail -1 "$TMP/err")"
+DH_CPU=ref DH_THREADS=2 pretrain >"$TMP/r2.dhm" 2>"$TMP/err" || t_fail "$(tail -1 "$TMP/err")"
+cmp -s "$TMP/r1.dhm" "$TMP/r2.dhm" || t_fail "two runs give different models"
+t_end
+
+if DH_CPU=onednn pretrain >"$TMP/o1.dhm" 2>"$TMP/err"; then
+  t_begin onednn_same_bits_run_to_run
+  DH_CPU=onednn pretrain >"$TMP/o2.dhm" 2>"$TMP/err" || t_fail "$(tail -1 "$TMP/err")"
+  cmp -s "$TMP/o1.dhm" "$TMP/o2.dhm" || t_fail "two runs give different models"
+  t_end
+  t_begin onednn_default
+  pretrain >"$TMP/d.dhm" 2>"$TMP/err" || t_fail "$(tail -1 "$TMP/err")"
+  cmp -s "$TMP/o1.dhm" "$TMP/d.dhm" || t_fail "the default CPU backend is not onednn"
+  t_end
+else
+  grep -q "no oneDNN" "$TMP/err" && t_skip onednn_same_bits_run_to_run "this build has no oneDNN backend" ||
+    { echo "FAIL onednn_run: $(tail -1 "$TMP/err")"; T_NFAIL=$((T_NFAIL+1)); }
+fi
+
+steady=${DH_REL_BIN:+$DH_REL_BIN/../tests/test_dk_steady}
+if [ -n "$steady" ] && [ -x "$steady" ]; then
+  "$steady" | sed -e 's/^\(PASS\|FAIL\|SKIP\) \([a-z_]*\)/\1 optimised_\2/' -e '/^  /d' | tee "$TMP/steady.out"
+  grep -q '^FAIL' "$TMP/steady.out" && T_NFAIL=$((T_NFAIL+1))
+else
+  t_skip optimised_steady "no optimised build (DH_REL_BIN): make test sets it"
+fi
+t_done
