@@ -6,8 +6,8 @@
 #include <string.h>
 
 struct net_layer {
-    dk_tensor out;                 /* (cap, C, H, W) output */
-    dk_tensor grad;                /* (cap, C, H, W) d loss / d out */
+    dk_tensor out;                 /* (cap, C, H, W) output: own buffer, or a view of the input's (net.h) */
+    dk_tensor grad;                /* (cap, C, H, W) d loss / d out: a view of a shared buffer, or own (res ends) */
     dk_tensor mask;                /* dropout mask (cap, C, H, W) */
     dk_tensor save_mean, save_inv; /* bn (C) */
     int pw, pb;                    /* params: weight (or bn gamma), bias (or bn beta); -1 */
@@ -85,6 +85,8 @@ void net_free(net *n) {
     for (int i = 0; i < n->nclass_names; i++) free(n->class_names[i]);
     free(n->class_names);
     dk_tensor_free(&n->gin);
+    dk_tensor_free(&n->gbuf[0]);
+    dk_tensor_free(&n->gbuf[1]);
     dk_tensor_free(&n->logits);
     dk_tensor_free(&n->dlogits);
     netspec_free(&n->spec);
@@ -129,13 +131,38 @@ int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap, ne
         return DH_ENOMEM;
     }
 
+    /* the two shared gradient buffers: cap x the largest layer output */
+    int64_t maxsz = 1;
+    for (int i = 0; i < nl; i++) {
+        const int *sp = n->spec.layers[i].shape;
+        int64_t sz = (int64_t)sp[0] * sp[1] * sp[2];
+        if (sz > maxsz) maxsz = sz;
+    }
+    for (int k = 0; k < 2; k++) {
+        int64_t gn = cap * maxsz;
+        if ((rc = dk_tensor_alloc(&n->gbuf[k], dev, 1, &gn, e))) goto fail;
+    }
     for (int i = 0; i < nl; i++) {
         const ns_layer *s = &n->spec.layers[i];
         net_layer *l = &n->L[i];
         l->pw = l->pb = l->rm = l->rv = -1;
         int64_t sh[4] = { cap, s->shape[0], s->shape[1], s->shape[2] };
-        if ((rc = dk_tensor_alloc(&l->out, dev, 4, sh, e))) goto fail;
-        if ((rc = dk_tensor_alloc(&l->grad, dev, 4, sh, e))) goto fail;
+        int prev = i > 0 ? (int)n->spec.layers[i - 1].type : -1;
+        int inplace_relu = s->type == NS_RELU && (prev == NS_CONV || prev == NS_BN || prev == NS_FC ||
+                                                  prev == NS_AVGPOOL || prev == NS_GAP);
+        if (i > 0 && (inplace_relu || s->type == NS_RES || s->type == NS_FLATTEN))
+            rc = dk_tensor_view(&n->L[i - 1].out, 4, sh, &l->out, e);
+        else
+            rc = dk_tensor_alloc(&l->out, dev, 4, sh, e);
+        if (rc) goto fail;
+        if (s->type == NS_END) {
+            rc = dk_tensor_alloc(&l->grad, dev, 4, sh, e);
+        } else {
+            dk_tensor r;
+            rc = dk_tensor_rows(&n->gbuf[i % 2], 0, cap * s->shape[0] * s->shape[1] * s->shape[2], &r, e);
+            if (!rc) rc = dk_tensor_view(&r, 4, sh, &l->grad, e);
+        }
+        if (rc) goto fail;
         if (s->type == NS_DROPOUT && (rc = dk_tensor_alloc(&l->mask, dev, 4, sh, e))) goto fail;
         int64_t cin = s->in[0];
         if (s->type == NS_CONV) {
@@ -322,7 +349,7 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             }
             break;
         case NS_FLATTEN:
-        case NS_RES: rc = dk_copy(&Y, &X, e); break;
+        case NS_RES: rc = Y.data == X.data ? 0 : dk_copy(&Y, &X, e); break; /* a view, but of the net's input */
         case NS_SCALE:
             if (!(rc = dk_copy(&Y, &X, e))) rc = dk_scale(&Y, s->f, e);
             break;

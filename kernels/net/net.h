@@ -10,10 +10,16 @@
  * "head.weight" (K, zdim) and "head.bias" (K)) is present when the net was
  * created with nclasses > 0 or loaded from a model that has it.
  *
- * Every layer keeps its own output and gradient buffers, allocated for a
- * batch capacity given at creation; any batch of 1..capacity rows may be
- * passed. The last forward's activations are kept for the backward pass, so
- * call forward (train = 1) and then backward on the same batch.
+ * Activations and gradients are allocated once, for a batch capacity given
+ * at creation; any batch of 1..capacity rows may be passed, and a training
+ * step or inference batch allocates nothing. A layer's output is its own
+ * buffer, except that a ReLU right after conv, bn, fc, avgpool or gap runs
+ * in place (none of them needs its output for its backward pass) and res
+ * and flatten are views of their input. Gradients share two buffers used
+ * alternately down the layers, plus one per residual block's end (read
+ * again by its res). The last forward's activations are kept for the
+ * backward pass, so call forward (train = 1) and then backward on the same
+ * batch.
  *
  * Parameters (trainable, with gradient and momentum buffers) and state
  * (batch-norm running statistics, not trained) are listed in the net so that
@@ -76,6 +82,7 @@ typedef struct net {
     net_layer *L;              /* (spec.nlayers) */
     dk_tensor xin;             /* view of the last input */
     dk_tensor gin;             /* (cap, C, H, W) gradient w.r.t. the input (scratch) */
+    dk_tensor gbuf[2];         /* the shared gradient buffers (cap x the largest layer) */
     dk_tensor logits, dlogits; /* (cap, K) */
     int64_t nb;                /* rows in the last forward */
     int head_w, head_b;        /* indices into params, or -1 */
