@@ -148,8 +148,8 @@ int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap, ne
         l->pw = l->pb = l->rm = l->rv = -1;
         int64_t sh[4] = { cap, s->shape[0], s->shape[1], s->shape[2] };
         int prev = i > 0 ? (int)n->spec.layers[i - 1].type : -1;
-        int inplace_relu = s->type == NS_RELU && (prev == NS_CONV || prev == NS_BN || prev == NS_FC ||
-                                                  prev == NS_AVGPOOL || prev == NS_GAP);
+        int inplace_relu = s->type == NS_RELU &&
+                           (prev == NS_CONV || prev == NS_BN || prev == NS_FC || prev == NS_AVGPOOL || prev == NS_GAP);
         if (i > 0 && (inplace_relu || s->type == NS_RES || s->type == NS_FLATTEN))
             rc = dk_tensor_view(&n->L[i - 1].out, 4, sh, &l->out, e);
         else
