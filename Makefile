@@ -79,11 +79,28 @@ ifeq ($(USE_DNNL),1)
   LDLIBS += -ldnnl
 endif
 
+# CUDA (kernels/README.md, "The CUDA backend at run time"): every .cu file goes
+# into one shared object, lib/libdhcuda.so, with the CUDA runtime linked
+# statically (and libstdc++), cuBLAS and cuDNN as its needed libraries; the
+# programs never link CUDA and load it at the first CUDA use
+# (kernels/base/dh_cudaload.c), so they run on the CPU where CUDA is absent.
+# SASS for every architecture in CUDA_ARCH plus PTX for the last (CUDA_PTX),
+# so one build loads on A100 (80), RTX 30 (86), RTX 40/L4/L40 (89), H100/H200
+# (90) and JIT-compiles on newer GPUs: make CUDA_ARCH="90" for a faster build.
+# Programs find lib/ through an $ORIGIN run path (DT_RPATH, so that it covers
+# the libraries' own dependencies too: make bundle relies on it).
+LDLIBS += -ldl
+LDRUN  := -Wl,--disable-new-dtags,-rpath,'$$ORIGIN/../lib'
+CUDA_ARCH ?= 80 86 89 90
+CUDA_PTX  ?= $(lastword $(CUDA_ARCH))
 ifeq ($(USE_CUDA),1)
-  CUDA_INC   := $(CUDA_HOME)/include
-  CPPFLAGS   += -I$(CUDA_INC)
-  NVCCFLAGS  ?= -O3 -std=c++17 -arch=sm_90 -Xcompiler -fPIC,-Wall,-Wshadow $(addprefix -I,$(ROOMS)) -DDH_USE_CUDA=1 -lineinfo
-  LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublas -lcurand -lcusolver -lcudart -lstdc++
+  CUDA_GENCODE := $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) -gencode arch=compute_$(CUDA_PTX),code=compute_$(CUDA_PTX)
+  NVCCFLAGS  ?= -O3 -std=c++17 $(CUDA_GENCODE) -Xcompiler -fPIC,-Wall,-Wshadow $(addprefix -I,$(ROOMS)) -DDH_USE_CUDA=1 -lineinfo
+  DHCUDA     := $(LIBD)/libdhcuda.so
+  DHCUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,--as-needed -lcublas -lcudnn -Wl,--no-as-needed -lcudart_static -lrt -ldl -lpthread
+  # C files the .cu files call (compiled again into libdhcuda.so,
+  # position-independent and hidden: the library has its own copies)
+  CUDA_HOST_SRC := kernels/base/dh_util.c
 endif
 
 # ---- sources ------------------------------------------------------------------
@@ -99,7 +116,8 @@ GTESTS   := $(patsubst tests/gpu/%.c,$(TESTD)/gpu_%,$(GTEST_SRC))
 BENCH_SRC:= $(wildcard tests/bench/bench_*.c)
 BENCHES  := $(patsubst tests/bench/%.c,$(TESTD)/%,$(BENCH_SRC))
 
-LIB_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC)) $(patsubst %.cu,$(OBJ)/%.cu.o,$(CU_SRC))
+LIB_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(LIB_SRC))
+CU_OBJ  := $(patsubst %.cu,$(OBJ)/%.cu.o,$(CU_SRC)) $(patsubst %.c,$(OBJ)/pic/%.o,$(CUDA_HOST_SRC))
 PRG_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(PRG_SRC))
 # libdhprog.a: the program conventions (the one library that prints and
 # exits); libdeephash.a: everything else.
@@ -112,6 +130,8 @@ PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS
 .SECONDARY:
 .PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo
 all: info $(PROGS) $(UTESTS) $(BENCHES)
+all: $(DHCUDA)
+$(PROGS) $(UTESTS) $(GTESTS) $(BENCHES): LDSAN += $(LDRUN)
 
 info:
 	@echo "deephash $(VERSION): build $(V), nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN: $(if $(CUDNN_H),$(CUDNN_H),not found), CUDA backend: $(if $(filter 1,$(USE_CUDA)),yes,no), oneDNN: $(if $(filter 1,$(USE_DNNL)),$(DNNL_H) (CPU backend: onednn; DH_CPU=ref for the reference),not found (CPU backend: ref))"
@@ -123,6 +143,18 @@ $(OBJ)/%.o: %.c
 $(OBJ)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(OBJ)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c $< -o $@
+
+# Exported: the entry points dk_*_cuda, dk_cuda_* and dhcu_* (dh_cudaload.h);
+# the rest (the static CUDA runtime, libstdc++, the C copies) stays inside.
+$(DHCUDA): $(CU_OBJ)
+	@mkdir -p $(dir $@)
+	printf '{ global: dk_*_cuda; dk_cuda_*; dhcu_*; local: *; };\n' > $(BUILD)/dhcuda.map
+	$(CXX) -shared -o $@ $^ -Wl,-soname,libdhcuda.so -Wl,--version-script=$(BUILD)/dhcuda.map -Wl,-Bsymbolic \
+	  -Wl,-z,defs -Wl,--enable-new-dtags,-rpath,'$$ORIGIN' -static-libstdc++ -static-libgcc $(DHCUDA_LIBS)
 
 $(LIBD)/libdhprog.a: $(PRG_OBJ)
 	@mkdir -p $(dir $@)

@@ -8,23 +8,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include "dk_impl.h"
+#include "dh_cudaload.h"
 #include "dh_rng.h"
 
 /* ---- dispatch ------------------------------------------------------------------- */
-static int no_cuda(dh_err *e) { return dh_seterr(e, DH_EDEVICE, "no CUDA device available"); }
-#if DH_USE_CUDA
-#define BACKEND(dev, fn, ...) ((dev) == DK_CUDA ? fn##_cuda(__VA_ARGS__) : fn##_cpu(__VA_ARGS__))
-#else
-#define BACKEND(dev, fn, ...) ((dev) == DK_CUDA ? no_cuda(e) : fn##_cpu(__VA_ARGS__))
-#endif
+/* The CUDA backend is libdhcuda.so, loaded on first use (dh_cudaload.h);
+ * without it (a CPU-only build, or a host without the driver, cuBLAS or
+ * cuDNN) every CUDA call fails with the load error, naming what is missing. */
+#define CUDA(fn, ...)         DH_CUDA_CALL(fn, e, __VA_ARGS__)
+#define BACKEND(dev, fn, ...) ((dev) == DK_CUDA ? CUDA(fn##_cuda, __VA_ARGS__) : fn##_cpu(__VA_ARGS__))
+
+/* 0 when a CUDA device can be used; else why not (the load or device error). */
+static int cuda_usable(dh_err *e) {
+    int rc = dh_cuda_load(e);
+    return rc ? rc : CUDA(dk_cuda_probe, e);
+}
+static int no_cuda(dh_err *e) {
+    int rc = cuda_usable(e);
+    return rc ? rc : dh_seterr(e, DH_EDEVICE, "no CUDA device available");
+}
 
 /* ---- devices ---------------------------------------------------------------------- */
+static int tf32_wanted = -1; /* dk_allow_tf32 before the backend was loaded */
+
 int dk_cuda_available(void) {
-#if DH_USE_CUDA
-    return dk_cuda_available_impl();
-#else
-    return 0;
-#endif
+    dh_err e;
+    return cuda_usable(&e) == 0;
 }
 
 const char *dk_device_name(dk_device d) { return d == DK_CUDA ? "cuda" : "cpu"; }
@@ -50,51 +59,37 @@ int dk_device_parse(const char *s, dk_device *out, dh_err *e) {
 
 int dk_init(dk_device dev, dh_err *e) {
     if (dev == DK_CPU) return dk_cpu_init(e);
-#if DH_USE_CUDA
-    return dk_cuda_init(e);
-#else
-    return no_cuda(e);
-#endif
+    int rc = cuda_usable(e);
+    if (!rc) rc = CUDA(dk_cuda_init, e);
+    if (!rc && tf32_wanted >= 0) DH_CUDA_CALL_IF_LOADED(dk_cuda_set_tf32, tf32_wanted);
+    return rc;
 }
 
 void dk_shutdown(void) {
     dk_cpu_shutdown();
-#if DH_USE_CUDA
-    dk_cuda_shutdown();
-#endif
+    DH_CUDA_CALL_IF_LOADED(dk_cuda_shutdown);
 }
 
 int dk_sync(dk_device dev, dh_err *e) {
     if (dev == DK_CPU) return 0;
-#if DH_USE_CUDA
-    return dk_cuda_sync(e);
-#else
-    return no_cuda(e);
-#endif
+    return CUDA(dk_cuda_sync, e);
 }
 
+/* The handles and the TF32 switch: only once the backend is loaded (a CPU
+ * run never loads it). */
 void *dk_cublas_handle(void) {
-#if DH_USE_CUDA
-    return dk_cuda_cublas();
-#else
-    return NULL;
-#endif
+    void *(*f)(void) = dh_cuda_loaded() ? (void *(*)(void))dh_cuda_sym("dk_cuda_cublas", NULL) : NULL;
+    return f ? f() : NULL;
 }
 
 void dk_allow_tf32(int on) {
-#if DH_USE_CUDA
-    dk_cuda_set_tf32(on);
-#else
-    (void)on;
-#endif
+    tf32_wanted = on ? 1 : 0;
+    DH_CUDA_CALL_IF_LOADED(dk_cuda_set_tf32, tf32_wanted);
 }
 
 void *dk_cudnn_handle(void) {
-#if DH_USE_CUDA
-    return dk_cuda_cudnn();
-#else
-    return NULL;
-#endif
+    void *(*f)(void) = dh_cuda_loaded() ? (void *(*)(void))dh_cuda_sym("dk_cuda_cudnn", NULL) : NULL;
+    return f ? f() : NULL;
 }
 
 /* ---- raw memory ---------------------------------------------------------------------- */
@@ -104,11 +99,7 @@ int dk_mem_alloc(dk_device dev, size_t bytes, void **out, dh_err *e) {
         *out = dh_calloc(e, bytes ? bytes : 1, 1);
         return *out ? 0 : (e ? e->code : DH_ENOMEM);
     }
-#if DH_USE_CUDA
-    return dk_cuda_malloc(bytes ? bytes : 1, out, e);
-#else
-    return no_cuda(e);
-#endif
+    return CUDA(dk_cuda_malloc, bytes ? bytes : 1, out, e);
 }
 
 void dk_mem_free(dk_device dev, void *p) {
@@ -117,9 +108,7 @@ void dk_mem_free(dk_device dev, void *p) {
         free(p);
         return;
     }
-#if DH_USE_CUDA
-    dk_cuda_free(p);
-#endif
+    DH_CUDA_CALL_IF_LOADED(dk_cuda_free, p);
 }
 
 /* dir: 0 host to device, 1 device to host (dk_cuda_memcpy's). */
@@ -129,12 +118,7 @@ static int mem_copy(dk_device dev, void *dst, const void *src, size_t bytes, int
         memmove(dst, src, bytes);
         return 0;
     }
-#if DH_USE_CUDA
-    return dk_cuda_memcpy(dst, src, bytes, dir, e);
-#else
-    (void)dir;
-    return no_cuda(e);
-#endif
+    return CUDA(dk_cuda_memcpy, dst, src, bytes, dir, e);
 }
 
 int dk_mem_upload(dk_device dev, void *dst, const void *src, size_t bytes, dh_err *e) {
@@ -323,11 +307,7 @@ int dk_copy(dk_tensor *dst, const dk_tensor *src, dh_err *e) {
     }
     if (src->dev == DK_CPU) return dk_mem_upload(dst->dev, dst->data, src->data, bytes, e);
     if (dst->dev == DK_CPU) return dk_mem_download(src->dev, dst->data, src->data, bytes, e);
-#if DH_USE_CUDA
-    return dk_cuda_memcpy(dst->data, src->data, bytes, 2, e);
-#else
-    return no_cuda(e);
-#endif
+    return CUDA(dk_cuda_memcpy, dst->data, src->data, bytes, 2, e);
 }
 
 /* ---- elementwise and reductions ------------------------------------------------------------------ */
@@ -525,6 +505,10 @@ int dk_batchnorm_forward_train(const dk_tensor *x, const dk_tensor *gamma, const
     if (!(momentum >= 0.0f && momentum <= 1.0f))
         return dh_seterr(e, DH_EINVAL, "%s: momentum %g outside [0, 1]", op, momentum);
     if (x->n == 0) return dh_seterr(e, DH_EINVAL, "%s: empty batch", op);
+    /* The running variance is the unbiased one, M / (M - 1): one value per
+     * channel has none (cuDNN would divide by zero; PyTorch refuses too). */
+    if (C > 0 && x->n / C < 2)
+        return dh_seterr(e, DH_EINVAL, "%s: one value per channel (N*H*W = 1): training needs at least 2", op);
     return BACKEND(d, dk_bn_forward_train, x, gamma->data, beta->data, running_mean->data, running_var->data, momentum,
                    eps, y, save_mean->data, save_invstd->data, e);
 }

@@ -3,35 +3,40 @@
  * cuBLAS for matrix products, cuDNN for convolution and batch
  * normalisation, own kernels for the rest (pooling included, so that
  * padding and tie-breaking match the CPU reference exactly). Everything
- * runs on the default stream; errors become DH_EDEVICE, never an exit.
- * Per-element arithmetic comes from dk_elem.h, shared with the CPU.
+ * runs on the default stream; errors become DH_EDEVICE (DH_ENOMEM when out
+ * of memory), never an exit. Per-element arithmetic comes from dk_elem.h,
+ * shared with the CPU.
+ *
+ * Built into libdhcuda.so (with every other .cu file), which dk_core.c
+ * loads at the first CUDA use (dh_cudaload.h): the functions of dk_impl.h's
+ * DK_BACKEND_FUNCS(cuda) and dk_cuda_* are its exported entry points.
  */
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 #include <cudnn.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <float.h>
 #include "dk_impl.h"
 #include "dk_elem.h"
+#include "dh_cuda.h"
+#include "dh_cudaload.h"
 
 /* ---- state and error handling ----------------------------------------------------------- */
 static cublasHandle_t g_cublas;
 static cudnnHandle_t g_cudnn;
 static int g_init;
 static int g_tf32;
-static int g_avail = -1;
+static int g_probe = -1; /* dk_cuda_probe: -1 not yet, else its result */
+static dh_err g_probe_err;
 static void *g_ws; /* cuDNN workspace */
 static size_t g_ws_bytes;
 static void *g_scratch; /* reductions, per-row results */
 static size_t g_scratch_bytes;
 
-#define CU(call)                                                                                                       \
-    do {                                                                                                               \
-        cudaError_t err_ = (call);                                                                                     \
-        if (err_ != cudaSuccess) return dh_seterr(e, DH_EDEVICE, "CUDA: %s: %s", #call, cudaGetErrorString(err_));     \
-    } while (0)
+#define CU(call) DH_CUDA_TRY((call), e, #call)
 #define CUBLAS(call)                                                                                                   \
     do {                                                                                                               \
         cublasStatus_t st_ = (call);                                                                                   \
@@ -61,13 +66,55 @@ static unsigned blocks_for(int64_t n) {
 #define GRID_LOOP(i, n)                                                                                                \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)blockDim.x * gridDim.x)
 
-int dk_cuda_available_impl(void) {
-    if (g_avail < 0) {
+int dhcu_abi_version(void) { return DH_CUDA_ABI; }
+
+/* Device discovery, once: the runtime's/driver's own error when it fails
+ * (no device, driver too old for this CUDA runtime, ...). */
+int dk_cuda_probe(dh_err *e) {
+    if (g_probe < 0) {
         int n = 0;
-        g_avail = (cudaGetDeviceCount(&n) == cudaSuccess && n > 0) ? 1 : 0;
-        cudaGetLastError(); /* clear a "no device" error */
+        cudaError_t st = cudaGetDeviceCount(&n);
+        if (st != cudaSuccess) {
+            cudaGetLastError();
+            int drv = 0;
+            cudaDriverGetVersion(&drv);
+            dh_cuda_err(st, &g_probe_err, "no usable CUDA device: cudaGetDeviceCount");
+            if (st == cudaErrorInsufficientDriver && drv > 0) {
+                char tail[96];
+                snprintf(tail, sizeof tail, "; the driver supports CUDA %d.%d, this build needs %d.%d", drv / 1000,
+                         drv % 1000 / 10, CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+                strncat(g_probe_err.msg, tail, sizeof g_probe_err.msg - strlen(g_probe_err.msg) - 1);
+            }
+            g_probe_err.code = DH_EDEVICE;
+            g_probe = DH_EDEVICE;
+        } else if (n == 0) {
+            g_probe = dh_seterr(&g_probe_err, DH_EDEVICE, "no CUDA device available (cudaGetDeviceCount found none)");
+        } else {
+            g_probe = 0;
+        }
     }
-    return g_avail;
+    if (g_probe && e) *e = g_probe_err;
+    return g_probe;
+}
+
+int dk_cuda_info(char *buf, size_t n, dh_err *e) {
+    TRYC(dk_cuda_probe(e));
+    int dev = 0, drv = 0, rt = 0;
+    CU(cudaGetDevice(&dev));
+    cudaDeviceProp p;
+    CU(cudaGetDeviceProperties(&p, dev));
+    CU(cudaDriverGetVersion(&drv));
+    CU(cudaRuntimeGetVersion(&rt));
+    int cublas_v = 0;
+    if (g_init) cublasGetVersion(g_cublas, &cublas_v);
+    size_t cudnn_v = cudnnGetVersion();
+    snprintf(buf, n,
+             "device %d: %s, compute capability %d.%d, %d SMs, %.1f GiB; driver CUDA %d.%d, runtime %d.%d (static); "
+             "cuBLAS %d; cuDNN %zu.%zu.%zu (built with %d.%d.%d); TF32 %s",
+             dev, p.name, p.major, p.minor, p.multiProcessorCount, (double)p.totalGlobalMem / (1 << 30), drv / 1000,
+             drv % 1000 / 10, rt / 1000, rt % 1000 / 10, cublas_v, cudnn_v / 10000, cudnn_v / 100 % 100, cudnn_v % 100,
+             CUDNN_MAJOR, CUDNN_MINOR, CUDNN_PATCHLEVEL, g_tf32 ? "on" : "off");
+    return 0;
 }
 
 void dk_cuda_set_tf32(int on) {
@@ -77,7 +124,7 @@ void dk_cuda_set_tf32(int on) {
 
 int dk_cuda_init(dh_err *e) {
     if (g_init) return 0;
-    if (!dk_cuda_available_impl()) return dh_seterr(e, DH_EDEVICE, "no CUDA device available");
+    TRYC(dk_cuda_probe(e));
     CU(cudaSetDevice(0));
     CUBLAS(cublasCreate(&g_cublas));
     cudnnStatus_t st = cudnnCreate(&g_cudnn);
@@ -123,16 +170,17 @@ int dk_cuda_malloc(size_t bytes, void **out, dh_err *e) {
     *out = NULL;
     TRYC(need_init(e));
     void *p = NULL;
+    char what[64];
+    snprintf(what, sizeof what, "allocating %zu bytes", bytes);
     cudaError_t err = cudaMalloc(&p, bytes);
     if (err != cudaSuccess) {
         cudaGetLastError();
-        return dh_seterr(e, err == cudaErrorMemoryAllocation ? DH_ENOMEM : DH_EDEVICE, "CUDA: allocating %zu bytes: %s",
-                         bytes, cudaGetErrorString(err));
+        return dh_cuda_err(err, e, what);
     }
     err = cudaMemset(p, 0, bytes);
     if (err != cudaSuccess) {
         cudaFree(p);
-        return dh_seterr(e, DH_EDEVICE, "CUDA: memset: %s", cudaGetErrorString(err));
+        return dh_cuda_err(err, e, "clearing a new allocation");
     }
     *out = p;
     return 0;
@@ -160,7 +208,7 @@ static int workspace(size_t bytes, void **out, dh_err *e) {
         if (err != cudaSuccess) {
             cudaGetLastError();
             g_ws = NULL;
-            return dh_seterr(e, DH_ENOMEM, "CUDA: workspace of %zu bytes: %s", bytes, cudaGetErrorString(err));
+            return dh_cuda_err(err, e, "cuDNN workspace");
         }
         g_ws_bytes = bytes;
     }
@@ -178,7 +226,7 @@ static int scratch(size_t bytes, void **out, dh_err *e) {
         if (err != cudaSuccess) {
             cudaGetLastError();
             g_scratch = NULL;
-            return dh_seterr(e, DH_ENOMEM, "CUDA: scratch of %zu bytes: %s", want, cudaGetErrorString(err));
+            return dh_cuda_err(err, e, "scratch buffer");
         }
         g_scratch_bytes = want;
     }
@@ -290,14 +338,46 @@ int dk_add_bias_cuda(float *y, const float *b, int64_t N, int64_t F, int64_t P, 
     return 0;
 }
 
-/* db[f] = sum over (N, P) of dy (N, F, P): one block per f. */
-__global__ void k_bias_grad(const float *dy, float *db, int64_t N, int64_t F, int64_t P) {
-    __shared__ double sh[256];
-    int64_t f = blockIdx.x;
+/* db[f] = sum over (N, P) of dy (N, F, P), in double, in a fixed order
+ * (deterministic), with no division per element.
+ * P == 1 (fully connected, dy (N, F)): block (32, 8), a warp's lanes read 32
+ * neighbouring columns of a row (coalesced), the 8 rows of threads stride
+ * down the rows; shared-memory sum over the 8.
+ * P > 1 (convolution): grid (F, S): block (f, s) sums rows [s R, s R + R) of
+ * channel f into part[f S + s], its threads covering (row, p) pairs with p
+ * contiguous (one division per thread, at the start); then k_bias_grad_sum
+ * adds the S partial sums of each channel in order. S splits the batch so
+ * that a few channels still fill the GPU. */
+__global__ void k_bias_grad_cols(const float *dy, float *db, int64_t N, int64_t F) {
+    __shared__ double sh[8][33];
+    const int64_t f = (int64_t)blockIdx.x * 32 + threadIdx.x;
     double s = 0;
-    for (int64_t j = threadIdx.x; j < N * P; j += blockDim.x) {
-        int64_t i = j / P, p = j % P;
-        s += dy[(i * F + f) * P + p];
+    if (f < F)
+        for (int64_t i = threadIdx.y; i < N; i += 8) s += dy[i * F + f];
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && f < F) {
+        double t = 0;
+        for (int r = 0; r < 8; r++) t += sh[r][threadIdx.x];
+        db[f] = (float)t;
+    }
+}
+
+__global__ void k_bias_grad_part(const float *dy, double *part, int64_t N, int64_t F, int64_t P, int64_t rows) {
+    __shared__ double sh[256];
+    const int64_t f = blockIdx.x, i0 = (int64_t)blockIdx.y * rows;
+    const int64_t i1 = i0 + rows < N ? i0 + rows : N;
+    double s = 0;
+    if (P >= (int64_t)blockDim.x) {
+        for (int64_t i = i0; i < i1; i++) {
+            const float *row = dy + (i * F + f) * P;
+            for (int64_t p = threadIdx.x; p < P; p += blockDim.x) s += row[p];
+        }
+    } else {
+        const int per = (int)(blockDim.x / P); /* rows covered per step */
+        const int p = (int)(threadIdx.x % P), r = (int)(threadIdx.x / P);
+        if (r < per)
+            for (int64_t i = i0 + r; i < i1; i += per) s += dy[(i * F + f) * P + p];
     }
     sh[threadIdx.x] = s;
     __syncthreads();
@@ -305,14 +385,42 @@ __global__ void k_bias_grad(const float *dy, float *db, int64_t N, int64_t F, in
         if ((int)threadIdx.x < w) sh[threadIdx.x] += sh[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0) db[f] = (float)sh[0];
+    if (threadIdx.x == 0) part[f * gridDim.y + blockIdx.y] = sh[0];
+}
+
+__global__ void k_bias_grad_sum(const double *part, float *db, int64_t F, int S) {
+    GRID_LOOP(f, F) {
+        double t = 0;
+        for (int s = 0; s < S; s++) t += part[f * S + s];
+        db[f] = (float)t;
+    }
 }
 
 int dk_bias_grad_cuda(const float *dy, float *db, int64_t N, int64_t F, int64_t P, dh_err *e) {
     TRYC(need_init(e));
     if (F == 0) return 0;
+    if (N == 0 || P == 0) return dk_fill_cuda(db, F, 0.0f, e);
+    if (P == 1) {
+        if ((F + 31) / 32 > INT32_MAX) return dh_seterr(e, DH_ELIMIT, "bias gradient: too many channels");
+        k_bias_grad_cols<<<(unsigned)((F + 31) / 32), dim3(32, 8)>>>(dy, db, N, F);
+        LAUNCHED();
+        return 0;
+    }
+    /* about 1024 blocks in all, each over at least 16K elements, at most 65535 splits */
+    int64_t S = 1024 / F;
+    int64_t maxs = (N * P) / 16384;
+    if (S > maxs) S = maxs;
+    if (S > N) S = N;
+    if (S > 65535) S = 65535;
+    if (S < 1) S = 1;
+    int64_t rows = (N + S - 1) / S;
+    S = (N + rows - 1) / rows;
     if (F > INT32_MAX) return dh_seterr(e, DH_ELIMIT, "bias gradient: too many channels");
-    k_bias_grad<<<(unsigned)F, TPB>>>(dy, db, N, F, P);
+    void *part = NULL;
+    TRYC(scratch((size_t)(F * S) * sizeof(double), &part, e));
+    k_bias_grad_part<<<dim3((unsigned)F, (unsigned)S), TPB>>>(dy, (double *)part, N, F, P, rows);
+    LAUNCHED();
+    k_bias_grad_sum<<<blocks_for(F), TPB>>>((const double *)part, db, F, (int)S);
     LAUNCHED();
     return 0;
 }
@@ -361,14 +469,24 @@ static int conv_make(convdesc *d, const dk_tensor *x, const dk_tensor *w, const 
     return 0;
 }
 
-/* Algorithm cache keyed by geometry, filled from cuDNN's heuristics. */
+/* Algorithm lists keyed by geometry, from cuDNN's heuristics (best first).
+ * A call tries the list in order from the algorithm that worked last time:
+ * one whose workspace cannot be had, or that cuDNN refuses at run time
+ * (NOT_SUPPORTED, EXECUTION_FAILED or ALLOC_FAILED, which the heuristics do
+ * not rule out), passes to the next; the first that runs is remembered.
+ * $DH_CONV_ALGO_SKIP=N (tests) treats the first N of each list as refused. */
+enum { CONV_FWD = 0, CONV_BWD_DATA = 1, CONV_BWD_FILTER = 2 };
+#define MAX_ALGOS 16
 struct algo_entry {
     int64_t key[10];
-    int fwd, bwd_data, bwd_filter; /* -1: not chosen yet */
+    int n[3];               /* -1: list not made yet */
+    int algo[3][MAX_ALGOS]; /* candidates, best first */
+    int chosen[3];          /* index into algo[] of the one that last ran */
 };
 #define ALGO_CACHE 128
 static algo_entry g_algos[ALGO_CACHE];
 static int g_nalgos;
+static const char *const conv_dir_name[3] = { "forward", "backward data", "backward filter" };
 
 static algo_entry *algo_lookup(const dk_tensor *x, const dk_tensor *w, int stride, int pad) {
     int64_t key[10] = { x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0],
@@ -377,48 +495,134 @@ static algo_entry *algo_lookup(const dk_tensor *x, const dk_tensor *w, int strid
         if (memcmp(g_algos[i].key, key, sizeof key) == 0) return &g_algos[i];
     int slot = g_nalgos < ALGO_CACHE ? g_nalgos++ : (int)(key[0] % ALGO_CACHE);
     algo_entry *a = &g_algos[slot];
+    memset(a, 0, sizeof *a);
     memcpy(a->key, key, sizeof key);
-    a->fwd = a->bwd_data = a->bwd_filter = -1;
+    for (int d = 0; d < 3; d++) a->n[d] = -1;
     return a;
 }
 
 static const size_t WS_LIMIT = (size_t)2 << 30; /* 2 GiB */
+
+/* Append algo to the list of direction dir unless it is there. */
+static void algo_add(algo_entry *a, int dir, int algo) {
+    for (int i = 0; i < a->n[dir]; i++)
+        if (a->algo[dir][i] == algo) return;
+    if (a->n[dir] < MAX_ALGOS) a->algo[dir][a->n[dir]++] = algo;
+}
+
+/* The candidate list of one direction: the heuristics' usable results (in
+ * their order), then the always-supported fallback. */
+static int algo_list(algo_entry *a, int dir, const convdesc *d, dh_err *e) {
+    if (a->n[dir] >= 0) return 0;
+    int got = 0, status[MAX_ALGOS], algo[MAX_ALGOS];
+    size_t mem[MAX_ALGOS];
+    cudnnStatus_t st;
+    if (dir == CONV_FWD) {
+        cudnnConvolutionFwdAlgoPerf_t perf[MAX_ALGOS];
+        st = cudnnGetConvolutionForwardAlgorithm_v7(g_cudnn, d->x, d->w, d->conv, d->y, MAX_ALGOS, &got, perf);
+        for (int i = 0; i < got; i++) status[i] = perf[i].status, algo[i] = perf[i].algo, mem[i] = perf[i].memory;
+    } else if (dir == CONV_BWD_DATA) {
+        cudnnConvolutionBwdDataAlgoPerf_t perf[MAX_ALGOS];
+        st = cudnnGetConvolutionBackwardDataAlgorithm_v7(g_cudnn, d->w, d->y, d->conv, d->x, MAX_ALGOS, &got, perf);
+        for (int i = 0; i < got; i++) status[i] = perf[i].status, algo[i] = perf[i].algo, mem[i] = perf[i].memory;
+    } else {
+        cudnnConvolutionBwdFilterAlgoPerf_t perf[MAX_ALGOS];
+        st = cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_cudnn, d->x, d->y, d->conv, d->w, MAX_ALGOS, &got, perf);
+        for (int i = 0; i < got; i++) status[i] = perf[i].status, algo[i] = perf[i].algo, mem[i] = perf[i].memory;
+    }
+    if (st != CUDNN_STATUS_SUCCESS)
+        return dh_seterr(e, DH_EDEVICE, "cuDNN: choosing a %s convolution algorithm: %s", conv_dir_name[dir],
+                         cudnnGetErrorString(st));
+    a->n[dir] = 0;
+    a->chosen[dir] = 0;
+    for (int i = 0; i < got; i++)
+        if (status[i] == CUDNN_STATUS_SUCCESS && mem[i] <= WS_LIMIT) algo_add(a, dir, algo[i]);
+    algo_add(a, dir,
+             dir == CONV_FWD        ? (int)CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM
+             : dir == CONV_BWD_DATA ? (int)CUDNN_CONVOLUTION_BWD_DATA_ALGO_1
+                                    : (int)CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1);
+    return 0;
+}
+
+/* The statuses after which the next algorithm is tried. */
+static int conv_try_next(cudnnStatus_t st) {
+    int cat = CUDNN_STATUS_CATEGORY((int)st);
+    return cat == CUDNN_STATUS_NOT_SUPPORTED || cat == CUDNN_STATUS_EXECUTION_FAILED ||
+           cat == CUDNN_STATUS_INTERNAL_ERROR; /* ALLOC_FAILED is an INTERNAL_ERROR subcode in cuDNN 9 */
+}
+
+static int conv_skip_for_tests(void) {
+    static int skip = -1;
+    if (skip < 0) {
+        const char *s = getenv("DH_CONV_ALGO_SKIP");
+        skip = s ? atoi(s) : 0;
+        if (skip < 0) skip = 0;
+    }
+    return skip;
+}
+
+/* Run one direction: out = conv(in1, in2) with the cached list. */
+static int conv_run(int dir, const convdesc *d, algo_entry *a, const void *in1, const void *in2, void *out, dh_err *e) {
+    TRYC(algo_list(a, dir, d, e));
+    const float one = 1.0f, zero = 0.0f;
+    const int n = a->n[dir], start = a->chosen[dir], skip = conv_skip_for_tests();
+    cudnnStatus_t last = CUDNN_STATUS_SUCCESS;
+    int last_rc = 0;
+    for (int t = 0; t < n; t++) {
+        const int i = (start + t) % n, algo = a->algo[dir][i];
+        if (i < skip) {
+            last = CUDNN_STATUS_NOT_SUPPORTED;
+            continue;
+        }
+        size_t wsb = 0;
+        cudnnStatus_t st =
+            dir == CONV_FWD ? cudnnGetConvolutionForwardWorkspaceSize(g_cudnn, d->x, d->w, d->conv, d->y,
+                                                                      (cudnnConvolutionFwdAlgo_t)algo, &wsb)
+            : dir == CONV_BWD_DATA
+                ? cudnnGetConvolutionBackwardDataWorkspaceSize(g_cudnn, d->w, d->y, d->conv, d->x,
+                                                               (cudnnConvolutionBwdDataAlgo_t)algo, &wsb)
+                : cudnnGetConvolutionBackwardFilterWorkspaceSize(g_cudnn, d->x, d->y, d->conv, d->w,
+                                                                 (cudnnConvolutionBwdFilterAlgo_t)algo, &wsb);
+        if (st != CUDNN_STATUS_SUCCESS) {
+            last = st;
+            continue;
+        }
+        void *ws = NULL;
+        if (wsb) {
+            dh_err we;
+            last_rc = workspace(wsb, &ws, &we);
+            if (last_rc) { /* out of memory for this one: an algorithm with a smaller workspace may fit */
+                if (e) *e = we;
+                continue;
+            }
+        }
+        st = dir == CONV_FWD ? cudnnConvolutionForward(g_cudnn, &one, d->x, in1, d->w, in2, d->conv,
+                                                       (cudnnConvolutionFwdAlgo_t)algo, ws, wsb, &zero, d->y, out)
+             : dir == CONV_BWD_DATA
+                 ? cudnnConvolutionBackwardData(g_cudnn, &one, d->w, in1, d->y, in2, d->conv,
+                                                (cudnnConvolutionBwdDataAlgo_t)algo, ws, wsb, &zero, d->x, out)
+                 : cudnnConvolutionBackwardFilter(g_cudnn, &one, d->x, in1, d->y, in2, d->conv,
+                                                  (cudnnConvolutionBwdFilterAlgo_t)algo, ws, wsb, &zero, d->w, out);
+        if (st == CUDNN_STATUS_SUCCESS) {
+            a->chosen[dir] = i;
+            return 0;
+        }
+        cudaGetLastError(); /* a failed launch leaves a (non-sticky) error behind */
+        last = st;
+        last_rc = 0;
+        if (!conv_try_next(st)) break;
+    }
+    if (last_rc) return last_rc;
+    return dh_seterr(e, DH_EDEVICE, "cuDNN: convolution %s: no algorithm ran (%d tried): %s", conv_dir_name[dir], n,
+                     cudnnGetErrorString(last));
+}
 
 int dk_conv2d_forward_cuda(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
                            dk_tensor *y, dh_err *e) {
     TRYC(need_init(e));
     convdesc d;
     int rc = conv_make(&d, x, w, y, stride, pad, e);
-    algo_entry *a = algo_lookup(x, w, stride, pad);
-    if (!rc && a->fwd < 0) {
-        cudnnConvolutionFwdAlgoPerf_t perf[8];
-        int got = 0;
-        cudnnStatus_t st = cudnnGetConvolutionForwardAlgorithm_v7(g_cudnn, d.x, d.w, d.conv, d.y, 8, &got, perf);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: choosing a forward algorithm: %s", cudnnGetErrorString(st));
-        for (int i = 0; !rc && i < got; i++)
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= WS_LIMIT) {
-                a->fwd = perf[i].algo;
-                break;
-            }
-        if (!rc && a->fwd < 0) a->fwd = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-    }
-    size_t wsb = 0;
-    void *ws = NULL;
-    if (!rc) {
-        cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(g_cudnn, d.x, d.w, d.conv, d.y,
-                                                                   (cudnnConvolutionFwdAlgo_t)a->fwd, &wsb);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: forward workspace size: %s", cudnnGetErrorString(st));
-    }
-    if (!rc && wsb) rc = workspace(wsb, &ws, e);
-    if (!rc) {
-        const float one = 1.0f, zero = 0.0f;
-        cudnnStatus_t st = cudnnConvolutionForward(g_cudnn, &one, d.x, x->data, d.w, w->data, d.conv,
-                                                   (cudnnConvolutionFwdAlgo_t)a->fwd, ws, wsb, &zero, d.y, y->data);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: convolution forward: %s", cudnnGetErrorString(st));
-    }
+    if (!rc) rc = conv_run(CONV_FWD, &d, algo_lookup(x, w, stride, pad), x->data, w->data, y->data, e);
     conv_destroy(&d);
     if (!rc && b) rc = dk_add_bias_cuda(y->data, b->data, y->shape[0], y->shape[1], y->shape[2] * y->shape[3], e);
     return rc;
@@ -429,37 +633,7 @@ int dk_conv2d_backward_data_cuda(const dk_tensor *dy, const dk_tensor *w, int st
     TRYC(need_init(e));
     convdesc d;
     int rc = conv_make(&d, dx, w, dy, stride, pad, e);
-    algo_entry *a = algo_lookup(dx, w, stride, pad);
-    if (!rc && a->bwd_data < 0) {
-        cudnnConvolutionBwdDataAlgoPerf_t perf[8];
-        int got = 0;
-        cudnnStatus_t st = cudnnGetConvolutionBackwardDataAlgorithm_v7(g_cudnn, d.w, d.y, d.conv, d.x, 8, &got, perf);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: choosing a backward-data algorithm: %s", cudnnGetErrorString(st));
-        for (int i = 0; !rc && i < got; i++)
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= WS_LIMIT) {
-                a->bwd_data = perf[i].algo;
-                break;
-            }
-        if (!rc && a->bwd_data < 0) a->bwd_data = CUDNN_CONVOLUTION_BWD_DATA_ALGO_1;
-    }
-    size_t wsb = 0;
-    void *ws = NULL;
-    if (!rc) {
-        cudnnStatus_t st = cudnnGetConvolutionBackwardDataWorkspaceSize(
-            g_cudnn, d.w, d.y, d.conv, d.x, (cudnnConvolutionBwdDataAlgo_t)a->bwd_data, &wsb);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: backward-data workspace size: %s", cudnnGetErrorString(st));
-    }
-    if (!rc && wsb) rc = workspace(wsb, &ws, e);
-    if (!rc) {
-        const float one = 1.0f, zero = 0.0f;
-        cudnnStatus_t st =
-            cudnnConvolutionBackwardData(g_cudnn, &one, d.w, w->data, d.y, dy->data, d.conv,
-                                         (cudnnConvolutionBwdDataAlgo_t)a->bwd_data, ws, wsb, &zero, d.x, dx->data);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: convolution backward data: %s", cudnnGetErrorString(st));
-    }
+    if (!rc) rc = conv_run(CONV_BWD_DATA, &d, algo_lookup(dx, w, stride, pad), w->data, dy->data, dx->data, e);
     conv_destroy(&d);
     return rc;
 }
@@ -469,37 +643,7 @@ int dk_conv2d_backward_filter_cuda(const dk_tensor *x, const dk_tensor *dy, int 
     TRYC(need_init(e));
     convdesc d;
     int rc = conv_make(&d, x, dw, dy, stride, pad, e);
-    algo_entry *a = algo_lookup(x, dw, stride, pad);
-    if (!rc && a->bwd_filter < 0) {
-        cudnnConvolutionBwdFilterAlgoPerf_t perf[8];
-        int got = 0;
-        cudnnStatus_t st = cudnnGetConvolutionBackwardFilterAlgorithm_v7(g_cudnn, d.x, d.y, d.conv, d.w, 8, &got, perf);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: choosing a backward-filter algorithm: %s", cudnnGetErrorString(st));
-        for (int i = 0; !rc && i < got; i++)
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= WS_LIMIT) {
-                a->bwd_filter = perf[i].algo;
-                break;
-            }
-        if (!rc && a->bwd_filter < 0) a->bwd_filter = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1;
-    }
-    size_t wsb = 0;
-    void *ws = NULL;
-    if (!rc) {
-        cudnnStatus_t st = cudnnGetConvolutionBackwardFilterWorkspaceSize(
-            g_cudnn, d.x, d.y, d.conv, d.w, (cudnnConvolutionBwdFilterAlgo_t)a->bwd_filter, &wsb);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: backward-filter workspace size: %s", cudnnGetErrorString(st));
-    }
-    if (!rc && wsb) rc = workspace(wsb, &ws, e);
-    if (!rc) {
-        const float one = 1.0f, zero = 0.0f;
-        cudnnStatus_t st = cudnnConvolutionBackwardFilter(g_cudnn, &one, d.x, x->data, d.y, dy->data, d.conv,
-                                                          (cudnnConvolutionBwdFilterAlgo_t)a->bwd_filter, ws, wsb,
-                                                          &zero, d.w, dw->data);
-        if (st != CUDNN_STATUS_SUCCESS)
-            rc = dh_seterr(e, DH_EDEVICE, "cuDNN: convolution backward filter: %s", cudnnGetErrorString(st));
-    }
+    if (!rc) rc = conv_run(CONV_BWD_FILTER, &d, algo_lookup(x, dw, stride, pad), x->data, dy->data, dw->data, e);
     conv_destroy(&d);
     return rc;
 }
@@ -526,9 +670,39 @@ static int bn_make(bndesc *d, const dk_tensor *x, dh_err *e) {
     return 0;
 }
 
+/* cuDNN wants the backward call's epsilon to be the forward's. dk.h's
+ * backward has no eps argument, so the forward remembers it by the address
+ * of the saved mean it fills; a backward whose saved mean no forward here
+ * filled uses 1e-5, the smallest dk_core.c accepts (and what net.c uses). */
+struct bn_eps_entry {
+    const void *smean;
+    float eps;
+};
+#define BN_EPS_SLOTS 256
+static bn_eps_entry g_bn_eps[BN_EPS_SLOTS];
+static int g_bn_neps, g_bn_next;
+
+static void bn_eps_remember(const void *smean, float eps) {
+    for (int i = 0; i < g_bn_neps; i++)
+        if (g_bn_eps[i].smean == smean) {
+            g_bn_eps[i].eps = eps;
+            return;
+        }
+    int slot = g_bn_neps < BN_EPS_SLOTS ? g_bn_neps++ : (g_bn_next++ % BN_EPS_SLOTS);
+    g_bn_eps[slot].smean = smean;
+    g_bn_eps[slot].eps = eps;
+}
+
+static double bn_eps_of(const void *smean) {
+    for (int i = 0; i < g_bn_neps; i++)
+        if (g_bn_eps[i].smean == smean) return (double)g_bn_eps[i].eps;
+    return 1e-5;
+}
+
 int dk_bn_forward_train_cuda(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
                              float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
     TRYC(need_init(e));
+    bn_eps_remember(smean, eps);
     bndesc d;
     int rc = bn_make(&d, x, e);
     if (!rc) {
@@ -567,10 +741,10 @@ int dk_bn_backward_cuda(const dk_tensor *x, const dk_tensor *dy, const float *ga
     int rc = bn_make(&d, x, e);
     if (!rc) {
         const float one = 1.0f, zero = 0.0f;
-        /* The saved statistics are given, so epsilon only has to be valid. */
+        /* the forward's epsilon (cudnn_ops.h: "should be the same in forward and backward") */
         cudnnStatus_t st = cudnnBatchNormalizationBackward(g_cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero,
                                                            d.x, x->data, d.x, dy->data, d.x, dx->data, d.p, gamma,
-                                                           dgamma, dbeta, CUDNN_BN_MIN_EPSILON, smean, sinvstd);
+                                                           dgamma, dbeta, bn_eps_of(smean), smean, sinvstd);
         if (st != CUDNN_STATUS_SUCCESS)
             rc = dh_seterr(e, DH_EDEVICE, "cuDNN: batch norm backward: %s", cudnnGetErrorString(st));
     }
@@ -763,7 +937,7 @@ int dk_softmax_xent_cuda(const float *logits, const int32_t *labels, int64_t N, 
     cudaError_t err = cudaMemcpy(hl, s, bytes, cudaMemcpyDeviceToHost);
     if (err != cudaSuccess) {
         free(hl);
-        return dh_seterr(e, DH_EDEVICE, "CUDA: softmax_xent: %s", cudaGetErrorString(err));
+        return dh_cuda_err(err, e, "softmax_xent");
     }
     int *hc = (int *)(hl + N);
     double t = 0;

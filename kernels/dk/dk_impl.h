@@ -60,10 +60,11 @@ enum { DK_OP_RELU = 0, DK_OP_GELU, DK_OP_SIGMOID, DK_OP_TANH };
 
 DK_BACKEND_FUNCS(cpu)
 
-#if DH_USE_CUDA
+/* The CUDA backend: defined in libdhcuda.so (dk_cuda.cu), never linked;
+ * dk_core.c calls them through DH_CUDA_CALL (dh_cudaload.h). */
 DK_BACKEND_FUNCS(cuda)
+int dk_cuda_probe(dh_err *e); /* 0 when a CUDA device can be used, else why not */
 int dk_cuda_init(dh_err *e);
-int dk_cuda_available_impl(void);
 void dk_cuda_shutdown(void);
 int dk_cuda_sync(dh_err *e);
 void *dk_cuda_cublas(void);
@@ -72,7 +73,9 @@ void *dk_cuda_cudnn(void);
 int dk_cuda_malloc(size_t bytes, void **out, dh_err *e);
 void dk_cuda_free(void *p);
 int dk_cuda_memcpy(void *dst, const void *src, size_t bytes, int kind, dh_err *e); /* 0 h2d, 1 d2h, 2 d2d */
-#endif
+/* Device, driver, runtime, cuBLAS and cuDNN versions, one line (reports). */
+int dk_cuda_info(char *buf, size_t n, dh_err *e);
+int dhcu_abi_version(void);
 
 /* CPU engine: backend, threads and precision from DH_CPU, DH_THREADS,
  * DH_PRECISION (dk_cpu.c; dk_init(DK_CPU) calls it). */

@@ -1,7 +1,16 @@
-/* hashloss.c — CPU reference of the exponentiated code-product loss. */
+/* hashloss.c — CPU reference of the exponentiated code-product loss, and
+ * the C side of its CUDA twin (argument checks, then libdhcuda.so). */
 #include <stdlib.h>
 #include <string.h>
+#include "dh_cudaload.h"
 #include "hashloss.h"
+
+static int check_size(int B, int K, dh_err *e) {
+    if (B < 2) return dh_seterr(e, DH_EINVAL, "hash loss: a batch needs at least 2 rows, got %d", B);
+    if (K < 1 || K > DH_HL_MAX_BITS)
+        return dh_seterr(e, DH_EINVAL, "hash loss: bits %d out of range 1..%d", K, DH_HL_MAX_BITS);
+    return 0;
+}
 
 static int cmp_i32(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -46,8 +55,8 @@ void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o
 
 int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K, const dh_hashloss_opts *o, float *du,
                     dh_hashloss_stats *st, dh_err *e) {
-    if (B < 2) return dh_seterr(e, DH_EINVAL, "hash loss: a batch needs at least 2 rows, got %d", B);
-    if (K < 1 || K > 4096) return dh_seterr(e, DH_EINVAL, "hash loss: bits %d out of range", K);
+    int rc = check_size(B, K, e);
+    if (rc) return rc;
     dh_hashloss_stats s;
     memset(&s, 0, sizeof s);
     dh_hashloss_weights(labels, B, o, &s);
@@ -101,3 +110,26 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K, const d
     free(acc);
     return DH_OK;
 }
+
+/* ---- CUDA twin: the entry points of libdhcuda.so ---------------------------------- */
+int dh_hashloss_cuda(const float *d_u, const int32_t *d_labels, int B, int K, double wpos, double wneg, float *d_du,
+                     dh_hashloss_stats *st, dh_err *e) {
+    int rc = check_size(B, K, e);
+    if (rc) return rc;
+    if (!d_u || !d_labels) return dh_seterr(e, DH_EINVAL, "hash loss: device arrays missing");
+    return DH_CUDA_CALL(dhcu_hashloss, e, d_u, d_labels, B, K, wpos, wneg, d_du, st, e);
+}
+
+int dh_hashloss_cuda_host(const float *u, const int32_t *labels, int B, int K, const dh_hashloss_opts *o, float *du,
+                          dh_hashloss_stats *st, dh_err *e) {
+    int rc = check_size(B, K, e);
+    if (rc) return rc;
+    dh_hashloss_stats s;
+    memset(&s, 0, sizeof s);
+    dh_hashloss_weights(labels, B, o, &s);
+    rc = DH_CUDA_CALL(dhcu_hashloss_host, e, u, labels, B, K, s.wpos, s.wneg, du, &s, e);
+    if (rc == DH_OK && st) *st = s;
+    return rc;
+}
+
+void dh_hashloss_cuda_release(void) { DH_CUDA_CALL_IF_LOADED(dhcu_hashloss_release); }

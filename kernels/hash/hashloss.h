@@ -82,19 +82,35 @@ DH_HL_HD float dh_hl_bit(float y, float P, float s, float a, float invK, float c
 void dh_hashloss_weights(const int32_t *labels /* (B) */, int B, const dh_hashloss_opts *o, dh_hashloss_stats *st);
 
 /* CPU reference. du (B, K) may be NULL (loss only). Returns DH_OK, or
- * DH_EINVAL for B < 2 or K out of 1..4096. */
+ * DH_EINVAL for B < 2 or K out of 1..DH_HL_MAX_BITS. */
+#define DH_HL_MAX_BITS 4096
 int dh_hashloss_cpu(const float *u /* (B, K) */, const int32_t *labels /* (B) */, int B, int K,
                     const dh_hashloss_opts *o, float *du /* (B, K) or NULL */, dh_hashloss_stats *st, dh_err *e);
 
-#if DH_USE_CUDA
-/* CUDA twin on device pointers (d_u, d_labels, d_du on the device; d_du may
- * be NULL); wpos/wneg from dh_hashloss_weights on the host labels. Stats
- * q, surrogate, right are filled (synchronises). K <= 256. */
+/* CUDA twin (hashloss_kernels.cu, in libdhcuda.so, loaded at first use:
+ * dh_cudaload.h), on device pointers (d_u, d_labels, d_du on the device;
+ * d_du may be NULL); wpos/wneg from dh_hashloss_weights on the host labels.
+ * Stats q, surrogate, right and pairs are filled (synchronises: one copy of
+ * three sums; no allocation after the first call). The same B and K as the
+ * CPU (K up to DH_HL_MAX_BITS; above 256 bits the kernel keeps the batch's
+ * code products in shared memory, B * 2 bytes, so B is bounded by the
+ * device: about 24,000 rows at 48 KiB, 110,000 on an H100). Without the CUDA
+ * backend: DH_EDEVICE naming what is missing. */
 int dh_hashloss_cuda(const float *d_u, const int32_t *d_labels, int B, int K, double wpos, double wneg, float *d_du,
                      dh_hashloss_stats *st, dh_err *e);
-/* Same on host arrays (copies in and out; for tests and small callers). */
+/* Same on host arrays (copies in and out through device buffers kept
+ * between calls and grown on demand; for --features and tests). */
 int dh_hashloss_cuda_host(const float *u, const int32_t *labels, int B, int K, const dh_hashloss_opts *o, float *du,
                           dh_hashloss_stats *st, dh_err *e);
-#endif
+/* Frees those buffers (never loads the backend). */
+void dh_hashloss_cuda_release(void);
+
+/* Internal: the entry points in libdhcuda.so behind the three above
+ * (arguments checked by hashloss.c first). */
+int dhcu_hashloss(const float *d_u, const int32_t *d_labels, int B, int K, double wpos, double wneg, float *d_du,
+                  dh_hashloss_stats *st, dh_err *e);
+int dhcu_hashloss_host(const float *u, const int32_t *labels, int B, int K, double wpos, double wneg, float *du,
+                       dh_hashloss_stats *st, dh_err *e);
+void dhcu_hashloss_release(void);
 
 #endif

@@ -762,7 +762,8 @@ static void t_devices_and_tensors(void) {
     if (!dk_cuda_available()) {
         CHECK(d == DK_CPU);
         CHECK(dk_device_parse("cuda", &d, &e) == DH_EDEVICE);
-        CHECK(strcmp(e.msg, "no CUDA device available") == 0);
+        /* the reason: this build has no CUDA backend, or the library / device that is missing */
+        CHECK(strstr(e.msg, "CUDA") != NULL);
         CHECK(dk_init(DK_CUDA, &e) == DH_EDEVICE);
     }
     CHECK(dk_device_parse("tpu", &d, &e) == DH_EINVAL);
