@@ -193,8 +193,13 @@ test:
 	$(MAKE) V=san BUILDDIR=build/san all
 	DH_BIN=build/san/bin DH_TESTS=build/san/tests DH_REL_BIN=build/rel/bin tests/run
 
+# The CUDA-vs-CPU tests with their error tables (tests/gpu/device-check,
+# steps env and tests; logs in $(BUILD)/test-gpu): fails when this build has
+# no CUDA backend, when there is no GPU, and when any test fails or skips.
+comma := ,
 test-gpu: all $(GTESTS)
-	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/run --gpu
+	@[ "$(USE_CUDA)" = 1 ] || { echo "make test-gpu: this build has no CUDA backend (nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN header: $(if $(CUDNN_H),$(CUDNN_H),not found)$(if $(filter 1,$(NO_CUDA)),$(comma) NO_CUDA=1)): no GPU test can run" >&2; exit 1; }
+	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/gpu/device-check --steps env,tests $(BUILD)/test-gpu
 
 bench: all
 	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/bench/run

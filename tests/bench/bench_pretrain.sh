@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # tests/bench/bench_pretrain.sh — stage-1 figures (benchmarks, not tests).
 #
-#   tests/bench/bench_pretrain.sh            CPU: lenet on Fashion-MNIST (60,000 train / 10,000 test)
-#   tests/bench/bench_pretrain.sh --gpu      GPU: cifar and fast on CIFAR-10, plus dh-feats images/s
+#   tests/bench/bench_pretrain.sh                   CPU: lenet on Fashion-MNIST (60,000 train / 10,000 test)
+#   tests/bench/bench_pretrain.sh --gpu [ARCHIVE]   GPU: cifar and fast on CIFAR-10, plus dh-feats images/s
 #
 # Prints one "BENCH name: value" line per figure. $DH_BIN: the programs
 # (default build/rel/bin). Extra dh-pretrain options: $PRETRAIN_OPTS.
+# The CIFAR-10 archive (JPEG folders or the binary tarball): ARCHIVE, else
+# $DH_CIFAR10, else the shared copy beside the repository
+# (../shared/data/cifar10-jpg.tar.gz).
 set -u
 : "${DH_BIN:=build/rel/bin}"
 export PATH="$(cd "$DH_BIN" && pwd):$PATH"
 W=$(mktemp -d "${TMPDIR:-/tmp}/dhbench.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 gpu=0
-[ "${1:-}" = --gpu ] && gpu=1
+[ "${1:-}" = --gpu ] && { gpu=1; shift; }
+C10=${1:-${DH_CIFAR10:-$(cd "$(dirname "$0")/../.." && pwd)/../shared/data/cifar10-jpg.tar.gz}}
 
 # run NAME CMD... : time a dh-pretrain run; report accuracy, wall time, images/s
 run_pretrain() {
@@ -46,10 +50,9 @@ if [ $gpu = 0 ]; then
   run_pretrain lenet-cpu --arch lenet --device cpu --val "$W/test.dhs" -o "$W/lenet.dhm" "$W/train.dhs"
   run_feats lenet-cpu "$W/lenet.dhm" "$W/train.dhs" --device cpu
 else
-  C10=/work/shared/data/cifar10-jpg.tar.gz
-  if [ ! -f $C10 ]; then echo "SKIP bench_pretrain: $C10 absent"; exit 0; fi
-  dh-ingest -q --split train $C10 > "$W/train.dhs" && dh-ingest -q --split test $C10 > "$W/test.dhs" || exit 1
-  nvidia-smi --query-gpu=name --format=csv,noheader | sed 's/^/# GPU: /'
+  if [ ! -f "$C10" ]; then echo "SKIP bench_pretrain: $C10 absent (give the CIFAR-10 archive as an argument or DH_CIFAR10)"; exit 0; fi
+  dh-ingest -q --split train "$C10" > "$W/train.dhs" && dh-ingest -q --split test "$C10" > "$W/test.dhs" || exit 1
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name --format=csv,noheader | sed "s/^/# GPU: /"
   for a in fast cifar; do
     run_pretrain $a-gpu --arch $a --device cuda --val "$W/test.dhs" -o "$W/$a.dhm" "$W/train.dhs"
     run_feats $a-gpu "$W/$a.dhm" "$W/train.dhs" --device cuda --batch 1024
