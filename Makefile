@@ -128,7 +128,7 @@ PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS
 
 # Object files are kept (not removed as intermediates), so a second make builds nothing.
 .SECONDARY:
-.PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo
+.PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo bundle
 all: info $(PROGS) $(UTESTS) $(BENCHES)
 all: $(DHCUDA)
 $(PROGS) $(UTESTS) $(GTESTS) $(BENCHES): LDSAN += $(LDRUN)
@@ -200,6 +200,13 @@ comma := ,
 test-gpu: all $(GTESTS)
 	@[ "$(USE_CUDA)" = 1 ] || { echo "make test-gpu: this build has no CUDA backend (nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN header: $(if $(CUDNN_H),$(CUDNN_H),not found)$(if $(filter 1,$(NO_CUDA)),$(comma) NO_CUDA=1)): no GPU test can run" >&2; exit 1; }
 	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/gpu/device-check --steps env,tests $(BUILD)/test-gpu
+
+# A relocatable tarball (tools/dh-bundle): programs, GPU tests and device
+# check, man pages, lib/ with libdhcuda.so and every non-system library the
+# programs need (never the CUDA runtime, cuBLAS, cuDNN or the driver).
+BUNDLE ?= $(BUILD)/deephash-$(VERSION)-$(shell uname -m).tar.gz
+bundle: all $(GTESTS)
+	tools/dh-bundle $(BUILD) $(BUNDLE)
 
 bench: all
 	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/bench/run
