@@ -25,11 +25,9 @@ DEVICE  ?= auto
 QUERIES ?= 0
 SEED    ?= 1
 export DH_DEVICE := $(DEVICE)
-# Wall time of a stage, in seconds, into $@.time: bash's own clock
-# ($EPOCHREALTIME), so that nothing beyond bash is needed (Debian has no
-# /usr/bin/time without the package 'time'). Used as a prefix: $(TIME) CMD...
-TIME    = timed() { local t0=$${EPOCHREALTIME//[!0-9]/}; "$$@"; local t1=$${EPOCHREALTIME//[!0-9]/}; \
-            printf '%d.%02d\n' $$(((t1 - t0) / 1000000)) $$(((t1 - t0) % 1000000 / 10000)) > $@.time; }; timed
+# Wall time of a stage, in seconds, into $@.time (pipelines/timed: bash's
+# clock, as a minimal Debian has no /usr/bin/time). A prefix: $(TIME) CMD...
+TIME    = $(ROOT)/pipelines/timed $@.time
 
 .DELETE_ON_ERROR:
 .SECONDARY:
