@@ -1,7 +1,7 @@
 /* dh-npy — move a stream field to and from NumPy .npy files. */
 #include "dh_prog.h"
 #include "dhs.h"
-#include <ctype.h>
+#include "npy.h"
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -42,92 +42,8 @@ static void help(void) { fputs(usage, stdout); }
 static dh_outfile of;
 static const char *out_name(void) { return of.path ? of.path : "<stdout>"; }
 
-/* ---- .npy header ---------------------------------------------------------- */
-typedef struct {
-    char descr[8]; /* e.g. "<f4" */
-    int ndim;
-    int64_t shape[DHS_MAX_DIMS];
-    int64_t elems; /* product of shape[1..] */
-    size_t esize;
-} npy_hdr;
-
-static void npy_write_header(FILE *f, const char *descr, int ndim, const int64_t *shape) {
-    char dict[512];
-    int o = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
-    for (int d = 0; d < ndim; d++)
-        o += snprintf(dict + o, sizeof dict - o, "%lld,%s", (long long)shape[d], d + 1 < ndim ? " " : "");
-    o += snprintf(dict + o, sizeof dict - o, "), }");
-    size_t total = 10 + (size_t)o + 1;
-    size_t pad = (64 - total % 64) % 64;
-    uint16_t hl = (uint16_t)(o + pad + 1);
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    unsigned char l[2] = { (unsigned char)(hl & 0xff), (unsigned char)(hl >> 8) };
-    fwrite(l, 1, 2, f);
-    fwrite(dict, 1, (size_t)o, f);
-    for (size_t i = 0; i < pad; i++) fputc(' ', f);
-    fputc('\n', f);
-}
-
-/* Parse a .npy header (versions 1-3); the stream is left at the data. */
-static void npy_read_header(FILE *f, const char *name, npy_hdr *h) {
-    unsigned char m[10];
-    if (fread(m, 1, 10, f) != 10 || memcmp(m, "\x93NUMPY", 6)) dh_die(DH_EXIT_FAIL, "%s: not a .npy file", name);
-    uint32_t hl;
-    if (m[6] == 1)
-        hl = m[8] | (uint32_t)m[9] << 8;
-    else if (m[6] == 2 || m[6] == 3) {
-        unsigned char x[2];
-        if (fread(x, 1, 2, f) != 2) dh_die(DH_EXIT_FAIL, "%s: truncated .npy header", name);
-        hl = m[8] | (uint32_t)m[9] << 8 | (uint32_t)x[0] << 16 | (uint32_t)x[1] << 24;
-    } else
-        dh_die(DH_EXIT_FAIL, "%s: .npy version %d not supported", name, m[6]);
-    if (hl > 1 << 16) dh_die(DH_EXIT_FAIL, "%s: .npy header of %u bytes is implausible", name, hl);
-    char *d = malloc(hl + 1);
-    if (!d || fread(d, 1, hl, f) != hl) dh_die(DH_EXIT_FAIL, "%s: truncated .npy header", name);
-    d[hl] = 0;
-    memset(h, 0, sizeof *h);
-    char *p = strstr(d, "'descr'");
-    if (!p || !(p = strchr(p + 7, '\''))) dh_die(DH_EXIT_FAIL, "%s: .npy header without descr", name);
-    char *q = strchr(p + 1, '\'');
-    if (!q || q - p - 1 >= (int)sizeof h->descr) dh_die(DH_EXIT_FAIL, "%s: unsupported .npy dtype", name);
-    memcpy(h->descr, p + 1, (size_t)(q - p - 1));
-    p = strstr(d, "'fortran_order'");
-    if (!p) dh_die(DH_EXIT_FAIL, "%s: .npy header without fortran_order", name);
-    p = strchr(p, ':');
-    while (p && (*p == ':' || isspace((unsigned char)*p))) p++;
-    if (!p || strncmp(p, "False", 5))
-        dh_die(DH_EXIT_FAIL, "%s: Fortran-ordered arrays are not supported (use np.ascontiguousarray)", name);
-    p = strstr(d, "'shape'");
-    if (!p || !(p = strchr(p, '('))) dh_die(DH_EXIT_FAIL, "%s: .npy header without shape", name);
-    p++;
-    for (;;) {
-        while (isspace((unsigned char)*p) || *p == ',') p++;
-        if (*p == ')') break;
-        char *end;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (end == p || errno || v < 0 || h->ndim >= DHS_MAX_DIMS) dh_die(DH_EXIT_FAIL, "%s: bad .npy shape", name);
-        h->shape[h->ndim++] = v;
-        p = end;
-    }
-    free(d);
-    if (h->ndim < 1) dh_die(DH_EXIT_FAIL, "%s: a 0-d array has no rows", name);
-    h->elems = 1;
-    for (int i = 1; i < h->ndim; i++) h->elems *= h->shape[i] ? h->shape[i] : 1;
-    const char *t = h->descr;
-    if (!strcmp(t, "<f4") || !strcmp(t, "<i4") || !strcmp(t, "<u4"))
-        h->esize = 4;
-    else if (!strcmp(t, "<f8") || !strcmp(t, "<i8") || !strcmp(t, "<u8"))
-        h->esize = 8;
-    else if (!strcmp(t, "|u1") || !strcmp(t, "|i1") || !strcmp(t, "|b1"))
-        h->esize = 1;
-    else
-        dh_die(DH_EXIT_FAIL, "%s: dtype %s not supported (use little-endian f4, f8, i4, i8, u1)", name, t);
-}
-
-static void read_exact(FILE *f, void *p, size_t n, const char *name) {
-    if (fread(p, 1, n, f) != n) dh_die(DH_EXIT_FAIL, "%s: truncated .npy data", name);
-}
+/* The .npy header and row parsing is formats/stream/npy.c (shared with the
+ * fuzz target tests/fuzz/fuzz_npy.c). */
 
 /* ---- export ------------------------------------------------------------ */
 static int do_export(const char *path, const char *field, int unpack) {
@@ -180,7 +96,7 @@ static int do_export(const char *path, const char *field, int unpack) {
         shape[nd++] = unpack ? f->row_elems : f->row_bytes;
     else
         for (int d = 0; d < f->ndim; d++) shape[nd++] = f->shape[d];
-    npy_write_header(of.f, descr, nd, shape);
+    if (npy_write_header(of.f, descr, nd, shape, &e)) dh_die_err(&e, out_name());
     if (used && fwrite(data, 1, used, of.f) != used)
         dh_die(DH_EXIT_IO, "%s: write error: %s", out_name(), strerror(errno));
     if (dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
@@ -194,7 +110,8 @@ static int do_import(const char *path, const char *kind, const char *field, cons
     const char *name = dh_in_name(path);
     FILE *f = dh_open_in(path);
     npy_hdr h;
-    npy_read_header(f, name, &h);
+    dh_err e;
+    if (npy_read_header(f, name, 0, &h, &e)) dh_die_err(&e, NULL);
     int64_t n = h.shape[0];
     dhs_dtype t;
     const char *d = h.descr;
@@ -212,36 +129,12 @@ static int do_import(const char *path, const char *kind, const char *field, cons
     else
         dh_die(DH_EXIT_FAIL, "%s: dtype %s cannot be imported", name, d);
     dhs_schema s;
-    dh_err e;
     dhs_schema_init(&s, kind);
     if (dhs_schema_add(&s, field, t, h.ndim - 1, h.shape + 1, &e) < 0) dh_die_err(&e, name);
     int32_t *lab = NULL;
     if (labels) {
         FILE *lf = dh_open_in(labels);
-        npy_hdr lh;
-        npy_read_header(lf, labels, &lh);
-        if (lh.ndim != 1 || lh.shape[0] != n)
-            dh_die(DH_EXIT_FAIL, "%s: labels must be a 1-D array of %lld rows", labels, (long long)n);
-        if (strcmp(lh.descr, "<i4") && strcmp(lh.descr, "<i8") && strcmp(lh.descr, "|u1"))
-            dh_die(DH_EXIT_FAIL, "%s: labels must be integers (i4, i8 or u1), not %s", labels, lh.descr);
-        lab = malloc((size_t)(n ? n : 1) * sizeof *lab);
-        if (!lab) dh_die(DH_EXIT_NOMEM, "out of memory");
-        for (int64_t i = 0; i < n; i++) {
-            int64_t v = 0;
-            unsigned char b[8] = { 0 };
-            read_exact(lf, b, lh.esize, labels);
-            if (lh.esize == 1)
-                v = b[0];
-            else if (lh.esize == 4) {
-                int32_t x;
-                memcpy(&x, b, 4);
-                v = x;
-            } else
-                memcpy(&v, b, 8);
-            if (v < INT32_MIN || v > INT32_MAX)
-                dh_die(DH_EXIT_FAIL, "%s: label %lld out of range", labels, (long long)v);
-            lab[i] = (int32_t)v;
-        }
+        if (npy_read_labels(lf, labels, n, &lab, &e)) dh_die_err(&e, NULL);
         fclose(lf);
         if (dhs_schema_add(&s, "label", DHS_I32, 0, NULL, &e) < 0) dh_die_err(&e, NULL);
     }
@@ -258,25 +151,10 @@ static int do_import(const char *path, const char *kind, const char *field, cons
     unsigned char *row = malloc((size_t)fl->row_bytes + 1);
     if (!in || !row) dh_die(DH_EXIT_NOMEM, "out of memory");
     for (int64_t i = 0; i < n; i++) {
-        read_exact(f, in, in_row, name);
-        if (t == DHS_BITS) {
-            memset(row, 0, (size_t)fl->row_bytes);
-            for (int64_t k = 0; k < h.elems; k++) {
-                if (in[k] > 1) {
-                    dhs_writer_abort(w);
-                    dh_die(DH_EXIT_FAIL, "%s: row %lld: --bits needs 0/1 values", name, (long long)i);
-                }
-                row[k >> 3] |= (unsigned char)(in[k] << (k & 7));
-            }
-        } else if (!strcmp(d, "<f8")) {
-            for (int64_t k = 0; k < h.elems; k++) {
-                double x;
-                memcpy(&x, in + 8 * k, 8);
-                float y = (float)x;
-                memcpy(row + 4 * k, &y, 4);
-            }
-        } else
-            memcpy(row, in, in_row);
+        if (npy_read_row(f, name, &h, t == DHS_BITS, i, in, row, &e)) {
+            dhs_writer_abort(w);
+            dh_die_err(&e, NULL);
+        }
         char id[32];
         uint32_t idl = (uint32_t)snprintf(id, sizeof id, "%lld", (long long)i);
         const void *cols[3];
