@@ -23,6 +23,12 @@ struct dhs_meta {
 };
 
 int dhs_meta_put(dhs_meta *m, const char *key, dhs_mval *v); /* takes ownership */
+/* Append without looking for key (the caller knows it is new, or checks
+ * with dhs_meta_duplicate); takes ownership. 0, or -1 out of memory. */
+int dhs_meta_append(dhs_meta *m, const char *key, dhs_mval *v);
+/* 1 with *dup set when a key appears twice (found by sorting: n log n),
+ * 0 when none does, -1 out of memory. */
+int dhs_meta_duplicate(const dhs_meta *m, const char **dup);
 void dhs_mval_free(dhs_mval *v);
 int dhs_mval_copy(dhs_mval *dst, const dhs_mval *src);
 #endif

@@ -62,7 +62,7 @@ dhs_meta *dhs_meta_copy(const dhs_meta *m) {
     if (!c || !m) return c;
     for (int i = 0; i < m->n; i++) {
         dhs_mval v;
-        if (dhs_mval_copy(&v, &m->vals[i]) || dhs_meta_put(c, m->keys[i], &v)) {
+        if (dhs_mval_copy(&v, &m->vals[i]) || dhs_meta_append(c, m->keys[i], &v)) { /* keys of m are unique */
             dhs_meta_free(c);
             return NULL;
         }
@@ -85,6 +85,10 @@ int dhs_meta_put(dhs_meta *m, const char *key, dhs_mval *v) {
         m->vals[i] = *v;
         return 0;
     }
+    return dhs_meta_append(m, key, v);
+}
+
+int dhs_meta_append(dhs_meta *m, const char *key, dhs_mval *v) {
     if (m->n == m->cap) {
         int cap = m->cap ? 2 * m->cap : 8;
         char **k = realloc(m->keys, cap * sizeof *k);
@@ -99,6 +103,26 @@ int dhs_meta_put(dhs_meta *m, const char *key, dhs_mval *v) {
     if (!m->keys[m->n]) return -1;
     m->vals[m->n++] = *v;
     return 0;
+}
+
+static int cmp_key(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int dhs_meta_duplicate(const dhs_meta *m, const char **dup) {
+    *dup = NULL;
+    if (m->n <= 8) { /* the usual small maps */
+        for (int i = 1; i < m->n; i++)
+            for (int j = 0; j < i; j++)
+                if (!strcmp(m->keys[i], m->keys[j])) return *dup = m->keys[i], 1;
+        return 0;
+    }
+    char **k = malloc((size_t)m->n * sizeof *k);
+    if (!k) return -1;
+    memcpy(k, m->keys, (size_t)m->n * sizeof *k);
+    qsort(k, (size_t)m->n, sizeof *k, cmp_key);
+    for (int i = 1; i < m->n && !*dup; i++)
+        if (!strcmp(k[i - 1], k[i])) *dup = k[i];
+    free(k);
+    return *dup != NULL;
 }
 
 static int put_str(dhs_mval *v, const char *s) {
