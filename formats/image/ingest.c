@@ -20,6 +20,13 @@
 #include <unistd.h>
 #include <zlib.h>
 
+/* Read block of archives, buffer of gzipped IDX files. The fuzz build makes
+ * it small (-DDH_INGEST_IO_BLOCK=4096): small inputs then cross blocks, and
+ * no input costs a megabyte to open. */
+#ifndef DH_INGEST_IO_BLOCK
+#define DH_INGEST_IO_BLOCK (1 << 20)
+#endif
+
 const char *dh_src_kind_name(dh_src_kind k) {
     switch (k) {
     case DH_SRC_IMAGES: return "images";
@@ -623,8 +630,8 @@ static int scan_archive(scan *sc, const char *path, dh_err *e) {
     if (!a) return dh_seterr(e, DH_ENOMEM, "out of memory");
     archive_read_support_filter_all(a);
     archive_read_support_format_all(a);
-    int r = (!path || !strcmp(path, "-")) ? archive_read_open_fd(a, 0, 1 << 20)
-                                          : archive_read_open_filename(a, path, 1 << 20);
+    int r = (!path || !strcmp(path, "-")) ? archive_read_open_fd(a, 0, DH_INGEST_IO_BLOCK)
+                                          : archive_read_open_filename(a, path, DH_INGEST_IO_BLOCK);
     if (r != ARCHIVE_OK) {
         int err = archive_errno(a);
         const char *m = archive_error_string(a) ? archive_error_string(a) : "cannot open";
@@ -1014,7 +1021,7 @@ static int read_idx(const char *path, const char *member, const dh_ingest_limits
     memset(f, 0, sizeof *f);
     gzFile g = gzopen(path, "rb");
     if (!g) return dh_seterr(e, DH_EIO, "member %s: %s", member, strerror(errno ? errno : ENOENT));
-    gzbuffer(g, 1 << 20);
+    gzbuffer(g, DH_INGEST_IO_BLOCK);
     uint8_t hdr[4 + 16];
     int rc = 0;
     int got = gzread(g, hdr, 4);
