@@ -128,7 +128,7 @@ PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS
 
 # Object files are kept (not removed as intermediates), so a second make builds nothing.
 .SECONDARY:
-.PHONY: all info test test-gpu bench bench-gpu fuzz install clean demo bundle
+.PHONY: all info test test-gpu bench bench-gpu fuzz fuzz-build install clean demo bundle
 all: info $(PROGS) $(UTESTS) $(BENCHES)
 all: $(DHCUDA)
 $(PROGS) $(UTESTS) $(GTESTS) $(BENCHES): LDSAN += $(LDRUN)
@@ -214,21 +214,46 @@ bench: all
 bench-gpu: all
 	DH_BIN=$(BIND) DH_TESTS=$(TESTD) tests/bench/run --gpu
 
-FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+# ---- fuzz: libFuzzer on every parser of outside input (tests/fuzz/README.md) ----
+# `make fuzz` builds the targets with clang (ASan + UBSan + libFuzzer, CPU
+# only) under build/fuzz and runs each for FUZZ_SECONDS (default 60) on its
+# seeds tests/fuzz/corpus-NAME with its dictionary tests/fuzz/NAME.dict
+# (FUZZ_TARGETS="stream npy" for some). The libraries of the rooms below are
+# built once into build/fuzz/libfuzzdh.a with coverage instrumentation.
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
+FUZZ_ROOMS   := kernels/base formats/stream formats/netspec formats/image kernels/hash
+FUZZ_CC      ?= clang
+FUZZ_CPPFLAGS = $(filter-out -DDH_USE_CUDA=%,$(CPPFLAGS)) -DDH_USE_CUDA=0 -DDHS_RBUF=4096 -DDH_INGEST_IO_BLOCK=4096
+FUZZ_CFLAGS  := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined $(WARN)
+FUZZ_OBJ     := $(patsubst %.c,build/fuzz/obj/%.o,$(foreach r,$(FUZZ_ROOMS),$(wildcard $(r)/*.c)))
+FUZZ_BINS    := $(addprefix build/fuzz/fuzz_,$(FUZZ_NAMES))
+
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+build/fuzz/libfuzzdh.a: $(FUZZ_OBJ)
+	rm -f $@; ar rcs $@ $^
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h build/fuzz/libfuzzdh.a
+	$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -DDH_LIBFUZZER -fsanitize=fuzzer $< build/fuzz/libfuzzdh.a $(LDLIBS) -o $@
+
+fuzz-build: $(FUZZ_BINS)
+
 fuzz:
-	@mkdir -p build/fuzz
-	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  case $$n in \
-	  fuzz_netspec) src="kernels/base/dh_util.c formats/netspec/netspec.c"; libs="-lm";; \
-	  fuzz_ingest) src="kernels/base/dh_util.c $(wildcard formats/image/*.c)"; libs="-larchive -ljpeg -lpng -lz -lm -lpthread";; \
-	  *) src="kernels/base/dh_util.c formats/prog/dh_prog.c $(wildcard formats/stream/dhs*.c)"; libs="-lmsgpackc -lz -lm";; \
-	  esac; \
-	  corpus=tests/fuzz/corpus-$${n#fuzz_}; [ -d $$corpus ] || corpus=tests/fuzz/corpus; \
-	  echo "clang -fsanitize=fuzzer,address,undefined $$f"; \
-	  clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) -DDH_USE_CUDA=0 -UDH_USE_CUDA -DDH_USE_CUDA=0 $$f $$src $$libs -o build/fuzz/$$n || exit 1; \
-	  mkdir -p build/fuzz/$$n.corpus; \
-	  build/fuzz/$$n -max_total_time=$${FUZZ_SECONDS:-60} -max_len=65536 -rss_limit_mb=1024 build/fuzz/$$n.corpus $$corpus || exit 1; \
-	done
+	@tools/install-deps --check || tools/install-deps
+	$(MAKE) NO_CUDA=1 fuzz-build
+	tests/fuzz/run $(FUZZ_NAMES)
+
+# The same targets in the ordinary build, as replay programs (tests/fuzz/
+# replay.c): tests/cli/fuzz_regress.sh replays the kept findings and the
+# seeds with them in `make test`, no clang needed.
+FUZZ_REPLAYS := $(addprefix $(TESTD)/fuzz_replay_,$(FUZZ_NAMES))
+all: $(FUZZ_REPLAYS)
+$(TESTD)/fuzz_replay_%: $(OBJ)/tests/fuzz/fuzz_%.o $(OBJ)/tests/fuzz/replay.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDSAN) $^ $(LDLIBS) -o $@
 
 # ---- demo: the full method on Fashion-MNIST at 48 bits (CPU or GPU) ------------
 demo:
