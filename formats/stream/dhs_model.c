@@ -117,10 +117,11 @@ int dhs_model_read(dhs_reader *r, dhs_model *m, dh_err *e) {
             size_t nl;
             const char *nm = dhs_str_at(c, 0, i, &nl);
             char name[256];
-            if (nl == 0 || nl >= sizeof name) {
+            if (nl == 0 || nl >= sizeof name || memchr(nm, 0, nl)) { /* a NUL cut the name ("\0x" saved as "") */
                 dhs_model_free(m);
                 dhs_model_init(m);
-                return dh_seterr(e, DH_EFORMAT, "%s: tensor name of %zu bytes", dhs_reader_name(r), nl);
+                return dh_seterr(e, DH_EFORMAT, "%s: tensor name of %zu bytes%s", dhs_reader_name(r), nl,
+                                 nl && nl < sizeof name ? " with a NUL byte" : "");
             }
             memcpy(name, nm, nl);
             name[nl] = 0;
