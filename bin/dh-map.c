@@ -3,12 +3,12 @@
  * within a Hamming radius, precision-recall by radius; a table or JSON.
  *
  *   dh-map [RANKINGS]               rankings stream (stdin) + database labels
- *   dh-map --query Q --db DB        the fast path from codes, no rankings
+ *   dh-map --db DB [QUERIES]        the fast path from codes, no rankings
+ *   dh-map --query Q --db DB        the same
  *
  * The metrics are the search library's (evalmap.h, map_report.h); plots are
  * dh-plot's.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,29 +21,33 @@
 #include "rankings.h"
 
 static void usage(void) {
-    printf("Usage: dh-map [OPTIONS] [RANKINGS]\n"
+    printf("Usage: dh-map [OPTIONS] [RANKINGS | QUERIES]\n"
            "       dh-map --query QUERIES --db DATABASE [OPTIONS]\n"
            "Evaluate Hamming retrieval: relevant = same label; ranking = database sorted\n"
-           "by Hamming distance, ties in database order.\n\n"
-           "  -d, --db FILE        database codes (labels); default: the rankings' db\n"
+           "by Hamming distance, ties in database order; every metric also tie-aware (its\n"
+           "exact expected value under a random order among equal distances).\n"
+           "The input (stdin or a file) is a rankings stream (dh-rank) or, with --db, a\n"
+           "codes stream of queries (the fast path, as --query).\n\n"
+           "  -D, --db FILE        database codes (labels); default: the rankings' db\n"
            "  -Q, --query FILE     query codes: evaluate directly (fast path)\n"
            "  -R, --at R           mAP@R cut-off (default 1000; 0: none)\n"
            "  -k, --k LIST         precision/recall@k cut-offs (default 1,10,100,1000)\n"
            "  -r, --radius N       precision within Hamming radius N (default 2)\n"
-           "      --json           JSON on stdout instead of the table\n"
+           "      --json           JSON instead of the table\n"
            "      --title TEXT     name of this result in the table and JSON\n"
-           "      --device D       cpu, cuda or auto for the fast path (default $DH_DEVICE, else auto)\n"
+           "  -o, --output FILE    write the report to FILE atomically (default: stdout)\n"
+           "  -d, --device DEV     cpu, cuda or auto for the fast path (default $DH_DEVICE, else auto)\n"
            "  -j, --threads N      CPU threads (default: all cores, or $DH_THREADS)\n"
            "      --progress       show progress even when stderr is not a terminal\n"
            "  -q, --quiet          no notes on stderr\n"
            "  -h, --help           this help\n"
            "  -V, --version        version\n\n"
-           "A query with no relevant item has AP 0 and counts in the mean. Plots: dh-plot(1).\n"
-           "See dh-map(1).\n");
+           "A query with no relevant item has AP 0 and counts in the mean; unlabelled rows\n"
+           "(no label field, or -1) are an error. Plots: dh-plot(1). See dh-map(1).\n");
 }
 
 typedef struct opts {
-    const char *db, *query, *in, *title;
+    const char *db, *query, *in, *title, *out;
     int json, threads;
     dh_search_dev dev;
     dh_map_opts m;
@@ -66,7 +70,7 @@ static void parse(int argc, char **argv, opts *o) {
     *o = (opts){ .threads = dh_rank_default_threads(),
                  .m = { .at_r = 1000, .nk = 4, .ks = { 1, 10, 100, 1000 }, .radius = 2 } };
     enum { O_JSON = 256, O_PLOT, O_TITLE, O_DEVICE, O_PROG };
-    static const struct option lo[] = { { "db", required_argument, 0, 'd' },
+    static const struct option lo[] = { { "db", required_argument, 0, DH_OPT_DB },
                                         { "query", required_argument, 0, 'Q' },
                                         { "at", required_argument, 0, 'R' },
                                         { "k", required_argument, 0, 'k' },
@@ -74,13 +78,20 @@ static void parse(int argc, char **argv, opts *o) {
                                         { "json", no_argument, 0, O_JSON },
                                         { "plot", required_argument, 0, O_PLOT },
                                         { "title", required_argument, 0, O_TITLE },
+                                        { "output", required_argument, 0, DH_OPT_OUTPUT },
                                         { "device", required_argument, 0, O_DEVICE },
-                                        { "threads", required_argument, 0, 'j' },
+                                        { "threads", required_argument, 0, DH_OPT_THREADS },
                                         DH_COMMON_LONGOPTS(O_PROG) };
     int c;
-    while ((c = getopt_long(argc, argv, "d:Q:R:k:r:j:qhV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "D:Q:R:k:r:o:d:j:qhV", lo, NULL)) != -1) {
         switch (c) {
-        case 'd': o->db = optarg; break;
+        case DH_OPT_DB: o->db = optarg; break;
+        case DH_OPT_DEVICE: /* -d was --db before the option grammar: a path is refused */
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                dh_refuse_moved('d', "database", 'D', "db");
+            device = optarg;
+            break;
+        case DH_OPT_OUTPUT: o->out = optarg; break;
         case 'Q': o->query = optarg; break;
         case 'R':
             if (dh_parse_i64(optarg, 0, INT64_MAX, &o->m.at_r) != 0)
@@ -98,7 +109,7 @@ static void parse(int argc, char **argv, opts *o) {
                            optarg, optarg);
         case O_TITLE: o->title = optarg; break;
         case O_DEVICE: device = optarg; break;
-        case 'j':
+        case DH_OPT_THREADS:
             if (dh_parse_int(optarg, 1, 256, &o->threads) != 0)
                 dh_usage_error("--threads: '%s' is not in 1..256", optarg);
             break;
@@ -145,11 +156,7 @@ static const char *eval_codes(const opts *o, dh_codeset *q, const char *qname, d
 static const char *eval_rankings(const opts *o, dhs_reader *r, const char *inname, dh_map_acc *acc, double *secs) {
     dh_err e;
     dh_rankings_reader rr;
-    if (dh_rankings_open(&rr, r, &e) != DH_OK) {
-        if (!strcmp(dhs_reader_schema(r)->kind, "codes"))
-            dh_die(DH_EXIT_FAIL, "%s: %s (for codes: dh-map --query QUERIES --db DATABASE)", inname, e.msg);
-        dh_die_err(&e, inname);
-    }
+    if (dh_rankings_open(&rr, r, &e) != DH_OK) dh_die_err(&e, inname);
     if (!rr.meta.labels) dh_die(DH_EXIT_FAIL, "%s: the queries had no labels: cannot judge relevance", inname);
     const char *dbpath = o->db ? o->db : rr.meta.db;
     if (!dbpath) dh_usage_error("no database: give --db FILE");
@@ -190,11 +197,13 @@ int main(int argc, char **argv) {
     opts o;
     parse(argc, argv, &o);
     dh_err e;
+    static dh_outfile of; /* removed at exit unless committed */
+    if (dh_out_open_guarded(&of, o.out, &e) != DH_OK) dh_die_err(&e, o.out);
     dh_map_acc acc;
     const char *note = NULL, *devname = "cpu", *label;
     double t0 = dh_now(), secs = 0;
+    dh_codeset q;
     if (o.query) {
-        dh_codeset q;
         if (dh_codes_load(o.query, &q, 1, &e) != DH_OK) dh_die_err(&e, NULL);
         devname = eval_codes(&o, &q, o.query, &acc, &secs);
         label = o.query;
@@ -203,7 +212,13 @@ int main(int argc, char **argv) {
         const char *inname = dh_in_name(o.in);
         dhs_reader *r = dhs_open_path(o.in, NULL, &e);
         if (!r) dh_die_err(&e, o.in ? NULL : inname);
-        note = eval_rankings(&o, r, inname, &acc, &secs);
+        if (!strcmp(dhs_reader_schema(r)->kind, "codes")) { /* queries: the fast path */
+            if (!o.db) dh_usage_error("%s: a codes stream: the queries of the fast path need --db DATABASE", inname);
+            if (dh_codes_read(r, inname, &q, 1, &e) != DH_OK) dh_die_err(&e, inname);
+            devname = eval_codes(&o, &q, inname, &acc, &secs);
+            dh_codes_free(&q);
+        } else
+            note = eval_rankings(&o, r, inname, &acc, &secs);
         label = inname;
         dhs_close(r);
     }
@@ -212,10 +227,10 @@ int main(int argc, char **argv) {
     dh_map_result res;
     if (dh_map_acc_result(&acc, &res, &e) != DH_OK) dh_die_err(&e, NULL);
     if (o.json)
-        dh_map_write_json(stdout, &res, label, note);
+        dh_map_write_json(of.f, &res, label, note);
     else
-        dh_map_write_table(stdout, &res, label, note);
-    if (fflush(stdout) != 0 || ferror(stdout)) dh_die(DH_EXIT_IO, "<stdout>: %s", strerror(errno));
+        dh_map_write_table(of.f, &res, label, note);
+    if (dh_out_commit(&of, &e) != DH_OK) dh_die_err(&e, o.out ? o.out : "<stdout>");
     dh_note("evaluated %lld queries against %lld in %.3f s of computation on %s (%.3f s in all)", (long long)res.nq,
             (long long)res.ndb, secs, devname, dh_now() - t0);
     dh_map_result_free(&res);

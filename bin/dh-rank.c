@@ -17,15 +17,16 @@
 #include "rankings.h"
 
 static void usage(void) {
-    printf("Usage: dh-rank --db FILE [OPTIONS] [QUERIES]\n"
+    printf("Usage: dh-rank -D DATABASE [OPTIONS] [QUERIES]\n"
            "Rank database codes by Hamming distance to each query code.\n"
            "Reads a codes stream of queries (stdin or QUERIES), writes a rankings stream.\n\n"
-           "  -d, --db FILE        database codes stream (required)\n"
+           "  -D, --db FILE        database codes stream (required)\n"
            "  -k, --top R|all      keep the first R rows of each ranking (default: all)\n"
            "  -r, --radius N       keep only rows at Hamming distance <= N\n"
-           "      --device D       cpu, cuda or auto (default: $DH_DEVICE, else auto)\n"
+           "  -o, --output FILE    write the rankings to FILE atomically (default: stdout)\n"
+           "  -d, --device DEV     cpu, cuda or auto (default: $DH_DEVICE, else auto)\n"
            "  -j, --threads N      CPU threads (default: all cores, or $DH_THREADS)\n"
-           "      --batch N        queries ranked at a time (default: automatic)\n"
+           "  -B, --batch N        queries ranked at a time (default: automatic)\n"
            "      --progress       show progress even when stderr is not a terminal\n"
            "  -q, --quiet          no progress\n"
            "  -h, --help           this help\n"
@@ -34,7 +35,7 @@ static void usage(void) {
 }
 
 typedef struct opts {
-    const char *db, *in;
+    const char *db, *in, *out;
     int64_t top, batch;
     int radius, threads;
     dh_search_dev dev;
@@ -43,18 +44,23 @@ typedef struct opts {
 static void parse(int argc, char **argv, opts *o) {
     const char *device = getenv("DH_DEVICE");
     *o = (opts){ .top = DH_RANK_ALL, .radius = DH_RANK_NORADIUS, .threads = dh_rank_default_threads() };
-    enum { O_DEVICE = 256, O_BATCH, O_PROG };
-    static const struct option lo[] = { { "db", required_argument, 0, 'd' },
-                                        { "top", required_argument, 0, 'k' },
-                                        { "radius", required_argument, 0, 'r' },
-                                        { "device", required_argument, 0, O_DEVICE },
-                                        { "threads", required_argument, 0, 'j' },
-                                        { "batch", required_argument, 0, O_BATCH },
-                                        DH_COMMON_LONGOPTS(O_PROG) };
+    enum { O_DEVICE = 256, O_PROG };
+    static const struct option lo[] = {
+        { "db", required_argument, 0, DH_OPT_DB },       { "top", required_argument, 0, 'k' },
+        { "radius", required_argument, 0, 'r' },         { "output", required_argument, 0, DH_OPT_OUTPUT },
+        { "device", required_argument, 0, O_DEVICE },    { "threads", required_argument, 0, DH_OPT_THREADS },
+        { "batch", required_argument, 0, DH_OPT_BATCH }, DH_COMMON_LONGOPTS(O_PROG)
+    };
     int c;
-    while ((c = getopt_long(argc, argv, "d:k:r:j:qhV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "D:k:r:o:d:j:B:qhV", lo, NULL)) != -1) {
         switch (c) {
-        case 'd': o->db = optarg; break;
+        case DH_OPT_DB: o->db = optarg; break;
+        case DH_OPT_DEVICE: /* -d was --db before the option grammar: a path is refused */
+            if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
+                dh_refuse_moved('d', "database", 'D', "db");
+            device = optarg;
+            break;
+        case DH_OPT_OUTPUT: o->out = optarg; break;
         case 'k':
             if (!strcmp(optarg, "all"))
                 o->top = DH_RANK_ALL;
@@ -66,11 +72,11 @@ static void parse(int argc, char **argv, opts *o) {
                 dh_usage_error("--radius: '%s' is not a number in 0..%d", optarg, DH_HAMMING_MAX_BITS);
             break;
         case O_DEVICE: device = optarg; break;
-        case 'j':
+        case DH_OPT_THREADS:
             if (dh_parse_int(optarg, 1, 256, &o->threads) != 0)
                 dh_usage_error("--threads: '%s' is not in 1..256", optarg);
             break;
-        case O_BATCH:
+        case DH_OPT_BATCH:
             if (dh_parse_i64(optarg, 1, 1 << 24, &o->batch) != 0)
                 dh_usage_error("--batch: '%s' is not in 1..16777216", optarg);
             break;
@@ -78,7 +84,7 @@ static void parse(int argc, char **argv, opts *o) {
             if (!dh_common_option(c, O_PROG, usage)) exit(DH_EXIT_USAGE);
         }
     }
-    if (!o->db) dh_usage_error("no database: give --db FILE");
+    if (!o->db) dh_usage_error("no database: give -D FILE (--db)");
     if (argc - optind > 1) dh_usage_error("more than one query input");
     o->in = optind < argc ? argv[optind] : NULL;
     dh_stdin_once("--db", o->db, o->in);
@@ -87,7 +93,7 @@ static void parse(int argc, char **argv, opts *o) {
 }
 
 static void fail(dhs_writer *w, const dh_err *e, const char *ctx) {
-    if (w) dhs_writer_abort(w);
+    if (w) dhs_writer_abort(w); /* no trailer: the output (a temporary file for -o) is visibly incomplete */
     dh_die_err(e, ctx);
 }
 
@@ -126,8 +132,11 @@ int main(int argc, char **argv) {
                               .program = "dh-rank",
                               .command = dh_cmdline(),
                               .device = dh_ranker_device(rk) };
-    dhs_writer *w = dh_rankings_writer_open(stdout, "<stdout>", &meta, &e);
-    if (!w) dh_die_err(&e, "<stdout>");
+    static dh_outfile of; /* removed at exit unless committed */
+    const char *oname = o.out && strcmp(o.out, "-") ? o.out : "<stdout>";
+    if (dh_out_open_guarded(&of, o.out, &e) != DH_OK) dh_die_err(&e, o.out);
+    dhs_writer *w = dh_rankings_writer_open(of.f, oname, &meta, &e);
+    if (!w) dh_die_err(&e, oname);
 
     /* queries per batch: about 256 MiB of results at most */
     int64_t per = o.top == DH_RANK_ALL ? db.n : o.top, batch = o.batch;
@@ -158,7 +167,7 @@ int main(int argc, char **argv) {
             if (dh_ranker_run(rk, qw, n, o.top, o.radius, &res, &e) != DH_OK) fail(w, &e, "ranking");
             rc = dh_rankings_write(w, done, n, qlf >= 0 ? qlab : NULL, ids, qidf >= 0 ? idlen : NULL, &res, &e);
             dh_rank_result_free(&res);
-            if (rc != DH_OK) fail(w, &e, "<stdout>");
+            if (rc != DH_OK) fail(w, &e, oname);
             done += n;
             dh_progress_update(&pg, done);
         }
@@ -166,7 +175,7 @@ int main(int argc, char **argv) {
     if (rc != DH_EOF) fail(w, &e, qname);
     dh_progress_end(&pg, done);
     dhs_close(qr);
-    if (dhs_writer_close(w, &e) != DH_OK) dh_die_err(&e, "<stdout>");
+    if (dhs_writer_close(w, &e) != DH_OK || dh_out_commit(&of, &e) != DH_OK) dh_die_err(&e, oname);
     dh_ranker_close(rk);
     free(qw);
     free(qlab);

@@ -29,6 +29,8 @@ static void usage(void) {
            "RESULT files, or one result on standard input (none, or '-').\n\n"
            "  -o, --output FILE    the image, written atomically (PNG or SVG by the extension)\n"
            "      --format F       png or svg (default: from FILE; needed for -o -)\n"
+           "      --db-order       precision@k in database order (default: tie-aware, where\n"
+           "                       the result has it)\n"
            "      --script         write the gnuplot script (data inline) to FILE instead (PNG\n"
            "                       unless --format svg or FILE.svg)\n"
            "  -q, --quiet          no notes on stderr\n"
@@ -40,6 +42,8 @@ static void usage(void) {
 typedef struct series {
     char *label;
     dh_map_result r;
+    const int *have_k; /* the precision@k drawn: tie-aware or database order */
+    const double *pk;
 } series;
 
 static char *slurp(const char *path, size_t *len) {
@@ -76,7 +80,7 @@ static void panel(FILE *g, const series *sv, int ns, const char *block, int pk) 
     int any = 0;
     for (int i = 0; i < ns; i++) {
         int npts = pk ? 0 : sv[i].r.pr_n;
-        for (int k = 0; pk && k < sv[i].r.nk; k++) npts += sv[i].r.have_k[k];
+        for (int k = 0; pk && k < sv[i].r.nk; k++) npts += sv[i].have_k[k];
         if (!npts) continue;
         fprintf(g, "%s$%s%d using 1:2 with linespoints title ", any++ ? ", " : "plot ", block, i);
         gp_str(g, sv[i].label);
@@ -85,7 +89,7 @@ static void panel(FILE *g, const series *sv, int ns, const char *block, int pk) 
     fputc('\n', g);
 }
 
-static void script(FILE *g, const series *sv, int ns, int svg) {
+static void script(FILE *g, const series *sv, int ns, int svg, const char *pk_title) {
     fprintf(g, "set terminal %s\n",
             svg ? "svg noenhanced size 1200,500 dynamic" : "pngcairo noenhanced size 1200,500 font ',10'");
     for (int i = 0; i < ns; i++) {
@@ -94,15 +98,17 @@ static void script(FILE *g, const series *sv, int ns, int svg) {
         for (int d = 0; d < r->pr_n; d++) fprintf(g, "%.6f %.6f %d\n", r->pr_r[d], r->pr_p[d], d);
         fprintf(g, "EOD\n$pk%d << EOD\n", i);
         for (int k = 0; k < r->nk; k++)
-            if (r->have_k[k]) fprintf(g, "%lld %.6f\n", (long long)r->ks[k], r->pk[k]);
+            if (sv[i].have_k[k]) fprintf(g, "%lld %.6f\n", (long long)r->ks[k], sv[i].pk[k]);
         fprintf(g, "EOD\n");
     }
     fprintf(g, "set multiplot layout 1,2\nset grid\nset key bottom left\n"
                "set title 'Precision-recall (one point per Hamming radius)'\n"
                "set xlabel 'recall'\nset ylabel 'precision'\nset xrange [0:1]\nset yrange [0:1]\n");
     panel(g, sv, ns, "pr", 0);
-    fprintf(g, "set title 'Precision@k'\nset xlabel 'k'\nset ylabel 'precision'\nset logscale x\n"
-               "set autoscale x\nset yrange [0:1]\n");
+    fprintf(g,
+            "set title '%s'\nset xlabel 'k'\nset ylabel 'precision'\nset logscale x\n"
+            "set autoscale x\nset yrange [0:1]\n",
+            pk_title);
     panel(g, sv, ns, "pk", 1);
     fprintf(g, "unset multiplot\n");
 }
@@ -151,11 +157,12 @@ static void gnuplot(const char *text, size_t len, int outfd) {
 int main(int argc, char **argv) {
     dh_prog_init("dh-plot", argc, argv);
     const char *out = NULL, *format = NULL;
-    int only_script = 0;
-    enum { O_FORMAT = 256, O_SCRIPT, O_PROG };
+    int only_script = 0, db_order = 0;
+    enum { O_FORMAT = 256, O_SCRIPT, O_DBORDER, O_PROG };
     static const struct option lo[] = { { "output", required_argument, 0, 'o' },
                                         { "format", required_argument, 0, O_FORMAT },
                                         { "script", no_argument, 0, O_SCRIPT },
+                                        { "db-order", no_argument, 0, O_DBORDER },
                                         DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     while ((c = getopt_long(argc, argv, "o:qhV", lo, NULL)) != -1) {
@@ -163,6 +170,7 @@ int main(int argc, char **argv) {
         case 'o': out = optarg; break;
         case O_FORMAT: format = optarg; break;
         case O_SCRIPT: only_script = 1; break;
+        case O_DBORDER: db_order = 1; break;
         default:
             if (!dh_common_option(c, O_PROG, usage)) exit(DH_EXIT_USAGE);
         }
@@ -179,6 +187,7 @@ int main(int argc, char **argv) {
     if (nstdin > 1) dh_usage_error("standard input ('-') given more than once");
 
     series *sv = calloc((size_t)ns, sizeof *sv);
+    int mixed = 0; /* results drawn in database order although tie-aware was asked for */
     if (!sv) dh_die(DH_EXIT_NOMEM, "out of memory");
     dh_err e;
     for (int i = 0; i < ns; i++) {
@@ -188,12 +197,21 @@ int main(int argc, char **argv) {
         if (dh_map_read_json(text, len, &sv[i].r, &sv[i].label, &e) != DH_OK) dh_die_err(&e, dh_in_name(path));
         if (!sv[i].label && !(sv[i].label = strdup(dh_in_name(path)))) dh_die(DH_EXIT_NOMEM, "out of memory");
         free(text);
+        int tie = 0; /* results of older versions have no tie-aware values: database order */
+        for (int k = 0; !db_order && k < sv[i].r.nk; k++) tie |= sv[i].r.have_k_tie[k];
+        sv[i].have_k = tie ? sv[i].r.have_k_tie : sv[i].r.have_k;
+        sv[i].pk = tie ? sv[i].r.pk_tie : sv[i].r.pk;
+        mixed += !db_order && !tie;
     }
     char *text = NULL;
     size_t len = 0;
     FILE *g = open_memstream(&text, &len);
     if (!g) dh_die(DH_EXIT_NOMEM, "out of memory");
-    script(g, sv, ns, !strcasecmp(format, "svg"));
+    script(g, sv, ns, !strcasecmp(format, "svg"),
+           db_order      ? "Precision@k (ties in database order)"
+           : mixed == ns ? "Precision@k (ties in database order: the results have no tie-aware values)"
+           : mixed       ? "Precision@k (tie-aware where the result has it)"
+                         : "Precision@k (tie-aware)");
     if (fclose(g) != 0) dh_die(DH_EXIT_NOMEM, "out of memory");
 
     static dh_outfile of;

@@ -1,4 +1,5 @@
 /* evalmap.c — retrieval metrics (see evalmap.h). CPU reference. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "dh_cudaload.h"
@@ -39,22 +40,86 @@ void dh_map_acc_free(dh_map_acc *a) {
     a->H = NULL;
 }
 
-/* Expected AP under random order within equal distances, from the
- * per-distance counts (McSherry & Najork 2008), times Rel. */
+/* The expected sum of precision at the relevant items of a group of n
+ * items, m of them relevant, in random order, after Nb items of which Rb
+ * are relevant (McSherry & Najork 2008; see evalmap.h). */
+static double group_ap(int64_t Nb, int64_t Rb, int64_t n, int64_t m, const double *H) {
+    if (m <= 0) return 0.0;
+    double beta = n > 1 ? (double)(m - 1) / (double)(n - 1) : 0.0;
+    double c = (double)(Rb + 1) - (double)(Nb + 1) * beta;
+    return ((double)m / (double)n) * (c * (H[Nb + n] - H[Nb]) + (double)n * beta);
+}
+
+/* Expected AP under random order within equal distances, times Rel. */
 static double tie_ap_sum(const int64_t *hist, const int64_t *relhist, int bits, const double *H) {
     int64_t Nb = 0, Rb = 0;
     double s = 0;
     for (int d = 0; d <= bits; d++) {
-        int64_t n = hist[d], m = relhist[d];
-        if (m > 0) {
-            double beta = n > 1 ? (double)(m - 1) / (double)(n - 1) : 0.0;
-            double c = (double)(Rb + 1) - (double)(Nb + 1) * beta;
-            s += ((double)m / (double)n) * (c * (H[Nb + n] - H[Nb]) + (double)n * beta);
-        }
-        Nb += n;
-        Rb += m;
+        s += group_ap(Nb, Rb, hist[d], relhist[d], H);
+        Nb += hist[d];
+        Rb += relhist[d];
     }
     return s;
+}
+
+/* The group that holds rank k (1-based) among the distances 0..top whose
+ * counts are complete: its distance, or -1 when rank k is beyond them.
+ * *Nb, *Rb: items and relevant items before it. */
+static int group_of(const int64_t *hist, const int64_t *relhist, int top, int64_t k, int64_t *Nb, int64_t *Rb) {
+    *Nb = *Rb = 0;
+    for (int d = 0; d <= top; d++) {
+        if (*Nb + hist[d] >= k) return d;
+        *Nb += hist[d];
+        *Rb += relhist[d];
+    }
+    return -1;
+}
+
+/* Expected relevant items in ranks 1..k (k <= N); 0 when unknown. */
+static int tie_rel_at(const int64_t *hist, const int64_t *relhist, int top, int64_t k, double *out) {
+    int64_t Nb, Rb;
+    int g = group_of(hist, relhist, top, k, &Nb, &Rb);
+    if (g < 0) return 0;
+    *out = (double)Rb + (double)(k - Nb) * (double)relhist[g] / (double)hist[g];
+    return 1;
+}
+
+/* Expected AP@R (R <= N) under random order among equal distances (see
+ * evalmap.h): the groups before the one that holds rank R add their
+ * expected sums; in that group X ~ Hypergeometric(n, m, t) relevant items
+ * fall among its t ranks in the top R, weighted here by their exact
+ * probabilities (log-space recurrence, normalised). 0 when unknown. */
+static int tie_apr(const int64_t *hist, const int64_t *relhist, int top, int64_t R, const double *H, double *out) {
+    int64_t Nb, Rb;
+    int g = group_of(hist, relhist, top, R, &Nb, &Rb);
+    if (g < 0) return 0;
+    double Sb = 0;
+    int64_t N0 = 0, R0 = 0;
+    for (int d = 0; d < g; d++) {
+        Sb += group_ap(N0, R0, hist[d], relhist[d], H);
+        N0 += hist[d];
+        R0 += relhist[d];
+    }
+    int64_t n = hist[g], m = relhist[g], t = R - Nb;
+    int64_t x0 = t - (n - m) > 0 ? t - (n - m) : 0, x1 = t < m ? t : m;
+    /* log weights: P(x+1)/P(x) = (m-x)(t-x) / ((x+1)(n-m-t+x+1)) */
+    double lw = 0, lmax = 0, sw = 0, sv = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        lw = 0;
+        for (int64_t x = x0; x <= x1; x++) {
+            if (x > x0) lw += log((double)(m - x + 1) * (double)(t - x + 1) / ((double)x * (double)(n - m - t + x)));
+            if (pass == 0) {
+                if (x == x0 || lw > lmax) lmax = lw;
+                continue;
+            }
+            double w = exp(lw - lmax);
+            int64_t rel = Rb + x;
+            sw += w;
+            if (rel > 0) sv += w * (Sb + group_ap(Nb, Rb, t, x, H)) / (double)rel;
+        }
+    }
+    *out = sv / sw;
+    return 1;
 }
 
 void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r) {
@@ -69,14 +134,28 @@ void dh_map_acc_add(dh_map_acc *a, const dh_map_qraw *r) {
         a->ap += r->ap_sum / (double)Rel;
         if (r->complete_upto >= bits && a->H) a->ap_tie += tie_ap_sum(r->hist, r->relhist, bits, a->H) / (double)Rel;
     }
+    int top = r->complete_upto < bits ? r->complete_upto : bits;
     if (o->at_r > 0 && r->rel_at_r > 0) a->apr += r->apr_sum / (double)r->rel_at_r;
+    double v;
+    if (o->at_r > 0 && !a->apr_tie_missing) {
+        if (a->H && tie_apr(r->hist, r->relhist, top, o->at_r < a->ndb ? o->at_r : a->ndb, a->H, &v))
+            a->apr_tie += v;
+        else
+            a->apr_tie_missing = 1;
+    }
     for (int i = 0; i < o->nk; i++) {
         int64_t den = o->ks[i] < a->ndb ? o->ks[i] : a->ndb;
         if (den > 0) a->pk[i] += (double)r->rel_k[i] / (double)den;
         if (Rel > 0) a->rk[i] += (double)r->rel_k[i] / (double)Rel;
+        if (a->k_tie_missing[i] || den <= 0) continue;
+        if (!tie_rel_at(r->hist, r->relhist, top, den, &v)) {
+            a->k_tie_missing[i] = 1;
+            continue;
+        }
+        a->pk_tie[i] += v / (double)den;
+        if (Rel > 0) a->rk_tie[i] += v / (double)Rel;
     }
     int64_t cum = 0, rcum = 0;
-    int top = r->complete_upto < bits ? r->complete_upto : bits;
     int rad = o->radius < bits ? o->radius : bits;
     for (int d = 0; d <= top; d++) {
         cum += r->hist[d];
@@ -104,6 +183,8 @@ int dh_map_acc_result(const dh_map_acc *a, dh_map_result *res, dh_err *e) {
     int64_t rcut = o->at_r < a->ndb ? o->at_r : a->ndb;
     res->have_map_r = o->at_r > 0 && a->nq > 0 && (complete || a->min_len >= rcut);
     res->map_r = a->apr / nq;
+    res->have_map_r_tie = o->at_r > 0 && a->nq > 0 && !a->apr_tie_missing;
+    res->map_r_tie = a->apr_tie / nq;
     res->radius = o->radius;
     res->have_prad = a->nq > 0 && o->radius >= 0 && a->min_complete >= (o->radius < a->bits ? o->radius : a->bits);
     res->prad = a->prad / nq;
@@ -114,6 +195,9 @@ int dh_map_acc_result(const dh_map_acc *a, dh_map_result *res, dh_err *e) {
         res->have_k[i] = a->nq > 0 && (complete || a->min_len >= kc);
         res->pk[i] = a->pk[i] / nq;
         res->rk[i] = a->rk[i] / nq;
+        res->have_k_tie[i] = a->nq > 0 && !a->k_tie_missing[i];
+        res->pk_tie[i] = a->pk_tie[i] / nq;
+        res->rk_tie[i] = a->rk_tie[i] / nq;
     }
     res->pr_n = a->nq > 0 ? (a->min_complete < a->bits ? a->min_complete : a->bits) + 1 : 0;
     if (res->pr_n < 0) res->pr_n = 0;
@@ -408,6 +492,8 @@ int dh_map_lists_add(dh_map_lists *l, dh_map_acc *acc, int32_t ql, const int64_t
                      dh_err *e) {
     if (n > l->ndb)
         return dh_seterr(e, DH_EFORMAT, "%lld rows ranked, the database has %lld", (long long)n, (long long)l->ndb);
+    if (ql == DH_NO_LABEL || ql == INT32_MIN) /* INT32_MIN: dh-rank's queries without a label field */
+        return dh_seterr(e, DH_EFORMAT, "the query is unlabelled (label %d): relevance needs labelled queries", ql);
     int cu = dh_map_complete_upto(dist, n, l->ndb, l->top, l->radius, l->bits);
     dh_map_qraw raw = { .hist = l->hist, .relhist = l->relhist };
     int rc =

@@ -12,12 +12,28 @@
  *   P@k     = relevant in ranks 1..k / min(k, N);  R@k = that / Rel.
  *   P(r)    = relevant at distance <= r / items at distance <= r (0 when
  *             no item is that close); R(r) = relevant at distance <= r / Rel.
- *   AP_tie  = the expected AP when equal-distance items come in a uniformly
- *             random order (McSherry & Najork 2008), in closed form from the
- *             per-distance counts: for a distance bucket with n items, m of
- *             them relevant, N_b items and R_b relevant items before it,
- *             (m/n) * [ (R_b + 1 - (N_b+1)*beta) * (H(N_b+n) - H(N_b)) + n*beta ],
- *             beta = (m-1)/(n-1) (0 when n == 1), H the harmonic numbers.
+ * Tie-aware values: the database order decides among equal distances, so
+ * a database stored in class order (as dh-ingest writes it) moves P@k and
+ * mAP@R. Each metric above is also reported as its exact expected value
+ * when equal-distance items come in a uniformly random order, computed
+ * from the per-distance counts (no sampling). With, for the distance group
+ * that holds rank k, N_b items and R_b relevant items before it, n items
+ * and m relevant in it, and t = k - N_b of its items in the top k:
+ *   P@k_tie = (R_b + t*m/n) / min(k, N)   (the hypergeometric mean);
+ *             R@k_tie = the same numerator / Rel.
+ *   AP_tie  = the expected AP (McSherry & Najork 2008): each group adds
+ *             S(N_b, R_b, n, m) = (m/n) * [ (R_b + 1 - (N_b+1)*beta) *
+ *             (H(N_b+n) - H(N_b)) + n*beta ], beta = (m-1)/(n-1) (0 when
+ *             n == 1), H the harmonic numbers; then divided by Rel.
+ *   AP@R_tie = sum over x of P(X = x) * (S_b + S(N_b, R_b, t, x)) / (R_b + x)
+ *             (0 when R_b + x == 0), for the group that holds rank R: S_b
+ *             the sum of S over the groups before it, X ~ Hypergeometric(n,
+ *             m, t) the relevant items among its t ranks in the top R (given
+ *             X = x they are uniformly placed among those t ranks).
+ *   P(r), the precision within a radius, and the PR points do not depend
+ *             on the order: the tie-aware value is the database-order one.
+ * From lists cut at top R, a tie-aware P@k or mAP@R needs the whole group
+ * that holds rank k (or R): otherwise it is not available.
  * Means are over all queries; a query with no relevant item counts with
  * AP = 0 (and is reported), so it can only lower the mean.
  *
@@ -71,9 +87,11 @@ typedef struct dh_map_acc {
     int min_complete;             /* smallest complete_upto */
     double ap, ap_tie, apr, prad; /* sums over queries */
     double pk[DH_MAP_MAX_K], rk[DH_MAP_MAX_K];
-    double *pr_p, *pr_r; /* (bits+1) sums of P(r), R(r) */
-    const double *H;     /* harmonic numbers H[0..ndb] */
-    double *H_own;       /* H when the accumulator made it */
+    double apr_tie, pk_tie[DH_MAP_MAX_K], rk_tie[DH_MAP_MAX_K]; /* tie-aware sums */
+    int apr_tie_missing, k_tie_missing[DH_MAP_MAX_K];           /* some query could not give them */
+    double *pr_p, *pr_r;                                        /* (bits+1) sums of P(r), R(r) */
+    const double *H;                                            /* harmonic numbers H[0..ndb] */
+    double *H_own;                                              /* H when the accumulator made it */
 } dh_map_acc;
 
 /* Harmonic numbers H[0..n] (H[0] = 0). Caller frees. */
@@ -92,12 +110,16 @@ typedef struct dh_map_result {
     int64_t nq, ndb, nq_norel;
     int have_map, have_map_r, have_prad;
     double map, map_tie, map_r, prad;
+    int have_map_r_tie; /* map_tie shares have_map; prad has no tie-aware twin (order-free) */
+    double map_r_tie;
     int64_t at_r;
     int radius;
     int nk;
     int64_t ks[DH_MAP_MAX_K];
     int have_k[DH_MAP_MAX_K];
     double pk[DH_MAP_MAX_K], rk[DH_MAP_MAX_K];
+    int have_k_tie[DH_MAP_MAX_K];
+    double pk_tie[DH_MAP_MAX_K], rk_tie[DH_MAP_MAX_K];
     int pr_n;            /* PR points for radius 0..pr_n-1 */
     double *pr_p, *pr_r; /* (pr_n) */
 } dh_map_result;
@@ -165,7 +187,8 @@ typedef struct dh_map_lists {
 } dh_map_lists;
 int dh_map_lists_init(dh_map_lists *l, const int32_t *dl, int64_t ndb, int bits, int64_t top, int radius, dh_err *e);
 /* Add the list of one query (label ql) to acc; DH_EFORMAT for a list that is
- * not a ranking of this database. */
+ * not a ranking of this database, or an unlabelled query (DH_NO_LABEL, or
+ * INT32_MIN as dh-rank writes queries without labels). */
 int dh_map_lists_add(dh_map_lists *l, dh_map_acc *acc, int32_t ql, const int64_t *idx, const int32_t *dist, int64_t n,
                      dh_err *e);
 /* What the cut leaves out, for the report, or NULL for whole rankings. */

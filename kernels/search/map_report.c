@@ -31,7 +31,8 @@ void dh_map_write_json(FILE *f, const dh_map_result *r, const char *label, const
     json_str(f, label);
     fprintf(f, ",\n  \"bits\": %d,\n  \"queries\": %lld,\n  \"database\": %lld,\n", r->bits, (long long)r->nq,
             (long long)r->ndb);
-    fprintf(f, "  \"relevance\": \"same label\",\n  \"ties\": \"database order (stable sort by distance)\",\n");
+    fprintf(f, "  \"relevance\": \"same label\",\n  \"ties\": \"database order (stable sort by distance)\",\n"
+               "  \"tie_aware\": \"the exact expected value under a uniformly random order among equal distances\",\n");
     fprintf(f, "  \"empty_relevant\": \"AP 0, counted in the mean\",\n  \"queries_without_relevant\": %lld,\n",
             (long long)r->nq_norel);
     fprintf(f, "  \"mAP\": ");
@@ -40,7 +41,11 @@ void dh_map_write_json(FILE *f, const dh_map_result *r, const char *label, const
     print_num(f, r->have_map, r->map_tie);
     fprintf(f, ",\n  \"mAP_at_R\": {\"R\": %lld, \"value\": ", (long long)r->at_r);
     print_num(f, r->have_map_r, r->map_r);
+    fprintf(f, ", \"tie_aware\": ");
+    print_num(f, r->have_map_r_tie, r->map_r_tie);
     fprintf(f, "},\n  \"precision_at_radius\": {\"radius\": %d, \"value\": ", r->radius);
+    print_num(f, r->have_prad, r->prad);
+    fprintf(f, ", \"tie_aware\": "); /* order-free: the same */
     print_num(f, r->have_prad, r->prad);
     fprintf(f, "},\n  \"precision_at_k\": [");
     for (int i = 0; i < r->nk; i++) {
@@ -48,6 +53,10 @@ void dh_map_write_json(FILE *f, const dh_map_result *r, const char *label, const
         print_num(f, r->have_k[i], r->pk[i]);
         fprintf(f, ", \"recall\": ");
         print_num(f, r->have_k[i], r->rk[i]);
+        fprintf(f, ", \"precision_tie_aware\": ");
+        print_num(f, r->have_k_tie[i], r->pk_tie[i]);
+        fprintf(f, ", \"recall_tie_aware\": ");
+        print_num(f, r->have_k_tie[i], r->rk_tie[i]);
         fputc('}', f);
     }
     fprintf(f, "\n  ],\n  \"pr_curve\": [");
@@ -62,41 +71,50 @@ void dh_map_write_json(FILE *f, const dh_map_result *r, const char *label, const
     fprintf(f, "\n}\n");
 }
 
-static void row(FILE *f, const char *name, int have, double v) {
-    fprintf(f, "  %-34s ", name);
+static void cell(FILE *f, int width, int have, double v) {
     if (have)
-        fprintf(f, "%.4f\n", v);
+        fprintf(f, "  %*.4f", width, v);
     else
-        fprintf(f, "n/a\n");
+        fprintf(f, "  %*s", width, "n/a");
+}
+
+static void row(FILE *f, const char *name, int have, double v, int have_tie, double tie) {
+    fprintf(f, "  %-34s", name);
+    cell(f, 8, have, v);
+    cell(f, 9, have_tie, tie);
+    fputc('\n', f);
 }
 
 void dh_map_write_table(FILE *f, const dh_map_result *r, const char *label, const char *note) {
     fprintf(f, "dh-map: %s: %lld queries, database of %lld, %d-bit codes\n", label, (long long)r->nq, (long long)r->ndb,
             r->bits);
     fprintf(f, "relevance: same label.  ranking: Hamming distance, ties in database order.\n");
+    fprintf(f, "tie-aware: the exact expected value under a random order among equal distances.\n");
     fprintf(f, "queries without any relevant item: %lld (AP 0, counted in the means)\n", (long long)r->nq_norel);
     if (note) fprintf(f, "note: %s\n", note);
-    fprintf(f, "\n");
-    row(f, "mAP", r->have_map, r->map);
-    row(f, "mAP, tie-aware (random tie order)", r->have_map, r->map_tie);
+    fprintf(f, "\n  %-34s  %8s  %9s\n", "", "db order", "tie-aware");
+    row(f, "mAP", r->have_map, r->map, r->have_map, r->map_tie);
     char b[64];
     if (r->at_r > 0) {
         snprintf(b, sizeof b, "mAP@%lld", (long long)r->at_r);
-        row(f, b, r->have_map_r, r->map_r);
+        row(f, b, r->have_map_r, r->map_r, r->have_map_r_tie, r->map_r_tie);
     }
     snprintf(b, sizeof b, "precision, Hamming radius <= %d", r->radius);
-    row(f, b, r->have_prad, r->prad);
+    row(f, b, r->have_prad, r->prad, r->have_prad, r->prad); /* order-free: the same */
     if (r->nk) {
-        fprintf(f, "\n  %10s  %8s  %8s\n", "k", "P@k", "R@k");
+        fprintf(f, "\n  %10s  %18s  %18s\n", "", "database order", "tie-aware");
+        fprintf(f, "  %10s  %8s  %8s  %8s  %8s\n", "k", "P@k", "R@k", "P@k", "R@k");
         for (int i = 0; i < r->nk; i++) {
-            if (r->have_k[i])
-                fprintf(f, "  %10lld  %8.4f  %8.4f\n", (long long)r->ks[i], r->pk[i], r->rk[i]);
-            else
-                fprintf(f, "  %10lld  %8s  %8s\n", (long long)r->ks[i], "n/a", "n/a");
+            fprintf(f, "  %10lld", (long long)r->ks[i]);
+            cell(f, 8, r->have_k[i], r->pk[i]);
+            cell(f, 8, r->have_k[i], r->rk[i]);
+            cell(f, 8, r->have_k_tie[i], r->pk_tie[i]);
+            cell(f, 8, r->have_k_tie[i], r->rk_tie[i]);
+            fputc('\n', f);
         }
     }
     if (r->pr_n) {
-        fprintf(f, "\n  %6s  %9s  %8s   (by Hamming radius; precision 0 when nothing is that close)\n", "radius",
+        fprintf(f, "\n  %6s  %9s  %8s   (by Hamming radius, order-free; 0 when nothing is that close)\n", "radius",
                 "precision", "recall");
         for (int d = 0; d < r->pr_n; d++) fprintf(f, "  %6d  %9.4f  %8.4f\n", d, r->pr_p[d], r->pr_r[d]);
     }
@@ -127,13 +145,14 @@ static int num(rd *c, const dh_json *o, const char *key, int required, double *x
     return DH_OK;
 }
 
-static int cut(rd *c, const dh_json *o, const char *key, const char *ckey, double *cv, int *have, double *v) {
+static int cut(rd *c, const dh_json *o, const char *key, const char *ckey, double *cv, int *have, double *v,
+               int *have_tie, double *tie) {
     const dh_json *x = dh_json_get(o, key);
     int h2;
     if (!x) return DH_OK;
     if (x->type != DH_JSON_OBJ) return bad(c, key, x, "an object");
     snprintf(c->where, sizeof c->where, "%s: ", key);
-    int rc = num(c, x, ckey, 0, cv, &h2) || num(c, x, "value", 0, v, have);
+    int rc = num(c, x, ckey, 0, cv, &h2) || num(c, x, "value", 0, v, have) || num(c, x, "tie_aware", 0, tie, have_tie);
     c->where[0] = 0;
     return rc ? DH_EFORMAT : DH_OK;
 }
@@ -164,8 +183,8 @@ static int read_result(rd *c, const dh_json *root, dh_map_result *r, char **labe
     if (num(c, root, "queries_without_relevant", 0, &x, &h)) return DH_EFORMAT;
     r->nq_norel = h ? (int64_t)x : 0;
     if (num(c, root, "mAP", 0, &r->map, &r->have_map) || num(c, root, "mAP_tie_aware", 0, &r->map_tie, &h) ||
-        cut(c, root, "mAP_at_R", "R", &at_r, &r->have_map_r, &r->map_r) ||
-        cut(c, root, "precision_at_radius", "radius", &radius, &r->have_prad, &r->prad))
+        cut(c, root, "mAP_at_R", "R", &at_r, &r->have_map_r, &r->map_r, &r->have_map_r_tie, &r->map_r_tie) ||
+        cut(c, root, "precision_at_radius", "radius", &radius, &r->have_prad, &r->prad, &h, &x))
         return DH_EFORMAT;
     r->at_r = (int64_t)at_r;
     r->radius = (int)radius;
@@ -179,7 +198,9 @@ static int read_result(rd *c, const dh_json *root, dh_map_result *r, char **labe
         snprintf(c->where, sizeof c->where, "precision_at_k[%d]: ", i);
         if (o->type != DH_JSON_OBJ) return bad(c, "", o, "an object");
         if (num(c, o, "k", 2, &x, &h) || num(c, o, "precision", 1, &r->pk[i], &r->have_k[i]) ||
-            num(c, o, "recall", 0, &r->rk[i], &hr))
+            num(c, o, "recall", 0, &r->rk[i], &hr) ||
+            num(c, o, "precision_tie_aware", 0, &r->pk_tie[i], &r->have_k_tie[i]) ||
+            num(c, o, "recall_tie_aware", 0, &r->rk_tie[i], &hr))
             return DH_EFORMAT;
         if (x < 1 || x > 9.2e18) return dh_seterr(c->e, DH_EFORMAT, "not a dh-map result: %sk = %g", c->where, x);
         r->ks[i] = (int64_t)x;

@@ -35,7 +35,8 @@ int dh_codes_read(dhs_reader *r, const char *name, dh_codeset *c, int need_label
     memset(c, 0, sizeof *c);
     int bits, lf, idf, rc;
     rc = dh_codes_schema(dhs_reader_schema(r), &bits, &lf, &idf, e);
-    if (rc == DH_OK && need_labels && lf < 0) rc = dh_seterr(e, DH_ESCHEMA, "the codes have no labels (field 'label')");
+    if (rc == DH_OK && need_labels && lf < 0)
+        rc = dh_seterr(e, DH_ESCHEMA, "the codes have no labels (no field 'label'): relevance needs labelled rows");
     if (rc != DH_OK) {
         dh_err_prefix(e, "%s", name);
         return rc;
@@ -57,6 +58,13 @@ int dh_codes_read(dhs_reader *r, const char *name, dh_codeset *c, int need_label
     dh_ham_pack(t.col[cf], c->n, bits, c->w);
     if (lf >= 0) memcpy(c->label, t.col[lf], (size_t)c->n * sizeof *c->label);
     dhs_table_free(&t);
+    for (int64_t i = 0; need_labels && i < c->n; i++)
+        if (c->label[i] == DH_NO_LABEL) {
+            dh_seterr(e, DH_EFORMAT, "%s: row %lld is unlabelled (label -1): relevance needs labelled rows", name,
+                      (long long)i);
+            dh_codes_free(c);
+            return DH_EFORMAT;
+        }
     return DH_OK;
 }
 

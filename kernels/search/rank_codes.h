@@ -18,9 +18,12 @@ typedef struct dh_codeset {
     int32_t *label; // (n) or NULL when the stream has no labels
 } dh_codeset;
 
+/* The label of an unlabelled row (dh-ingest of images without a class). */
+#define DH_NO_LABEL (-1)
+
 /* Load a whole codes stream (path "-" or NULL: stdin). need_labels: fail
- * with DH_ESCHEMA when the stream has no label field. Messages are
- * prefixed by the input's name. */
+ * with DH_ESCHEMA when the stream has no label field, DH_EFORMAT when a
+ * row's label is DH_NO_LABEL. Messages are prefixed by the input's name. */
 int dh_codes_load(const char *path, dh_codeset *c, int need_labels, dh_err *e);
 /* The same from a reader already open (its header read; not closed here),
  * messages prefixed by name. */

@@ -20,6 +20,15 @@ m=$(awk '/^\$pr0 << EOD/{f=1; next} /^EOD/{f=0} f' "$TMP/s.gp" | wc -l)
 [ "$n" = "$m" ] || t_fail "PR points: $m in the script, $n in the result"
 t_end
 
+# precision@k: tie-aware by default, database order with --db-order
+t_begin plot_tie_aware_or_database_order
+dh-plot --script -o "$TMP/t.gp" "$TMP/a.json" && dh-plot --db-order --script -o "$TMP/d.gp" "$TMP/a.json" || t_fail "dh-plot"
+want=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["precision_at_k"][0]; print("%.6f %.6f" % (e["precision_tie_aware"], e["precision"]))' "$TMP/a.json")
+got="$(awk '/^\$pk0 << EOD/{getline; print $2}' "$TMP/t.gp") $(awk '/^\$pk0 << EOD/{getline; print $2}' "$TMP/d.gp")"
+[ "$got" = "$want" ] || t_fail "P@1 drawn: '$got', want (tie-aware, database order) '$want'"
+grep -q "Precision@k (tie-aware)" "$TMP/t.gp" && grep -q "Precision@k (ties in database order)" "$TMP/d.gp" || t_fail "titles"
+t_end
+
 if command -v gnuplot >/dev/null; then
   t_begin plot_png_two_results
   dh-plot -o "$TMP/cmp.png" "$TMP/a.json" "$TMP/b.json" || t_fail "dh-plot"

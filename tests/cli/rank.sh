@@ -84,6 +84,18 @@ t_begin rank_query_file_argument
 dh-rank -q --db "$TMP/db7" --top 3 "$TMP/q7" > "$TMP/r" && $PY "$TMP/ref.py" "$TMP/q7" "$TMP/db7" "$TMP/r" 3 -1 >/dev/null 2>&1 || t_fail "positional query file"
 t_end
 
+# the option grammar: -D is the database, -d the device, -B the batch, -o an atomic output
+t_begin rank_option_grammar
+dh-rank -q -D "$TMP/db48" -d cpu -B 4 -k 9 -o "$TMP/ro.dhs" "$TMP/q48" > "$TMP/stdout" || t_fail "-D -d -B -k -o"
+[ ! -s "$TMP/stdout" ] && $PY "$TMP/ref.py" "$TMP/q48" "$TMP/db48" "$TMP/ro.dhs" 9 -1 > /dev/null 2>&1 || t_fail "-o: rankings wrong or on stdout"
+dh-rank -q --db "$TMP/db48" --device cpu --batch 4 --top 9 "$TMP/q48" | cmp -s - "$TMP/ro.dhs" && t_fail "metadata should name the command"
+dh-rank -d "$TMP/db48" "$TMP/q48" > /dev/null 2> "$TMP/err"; rc=$?
+[ $rc = 2 ] && [ "$(cat "$TMP/err")" = "dh-rank: -d is --device in deephash; the database is -D (--db)" ] ||
+  t_fail "-d PATH: exit $rc, '$(cat "$TMP/err")'"
+dh-rank -D "$TMP/db48" -d tpu "$TMP/q48" > /dev/null 2>&1; rc=$?
+[ $rc = 2 ] || t_fail "-d tpu: exit $rc"
+t_end
+
 t_begin rank_help_version
 dh-rank --help > "$TMP/h" 2>&1 && grep -q -- '--top' "$TMP/h" && dh-rank --version | grep -q 'dh-rank' || t_fail "help/version"
 t_end
@@ -102,6 +114,8 @@ expect_fail rank_missing_db_file dh-rank --db "$TMP/nonexistent" "$TMP/q48"
 expect_fail rank_bad_top dh-rank --db "$TMP/db48" --top -3 "$TMP/q48"
 expect_fail rank_bad_radius dh-rank --db "$TMP/db48" --radius x "$TMP/q48"
 expect_fail rank_bad_device dh-rank --db "$TMP/db48" --device tpu "$TMP/q48"
+expect_fail rank_d_is_device dh-rank -d "$TMP/db48" "$TMP/q48"
+expect_fail rank_bad_batch dh-rank -D "$TMP/db48" -B 0 "$TMP/q48"
 expect_fail rank_truncated_queries dh-rank --db "$TMP/db48" "$TMP/trunc"
 expect_fail rank_not_a_stream dh-rank --db "$TMP/db48" /etc/passwd
 expect_fail rank_empty_input dh-rank --db "$TMP/db48" /dev/null
@@ -125,4 +139,11 @@ objs = list(msgpack.Unpacker(open(sys.argv[1], 'rb'), raw=False))
 assert not any(isinstance(o, dict) and o.get('end') for o in objs)
 PYEOF
 t_end
+t_begin rank_output_failure_leaves_no_file
+cat "$TMP/q48" "$TMP/trunc" > "$TMP/qbad2"
+dh-rank -q -D "$TMP/db48" -o "$TMP/rfail.dhs" "$TMP/qbad2" 2> /dev/null && t_fail "exit 0 on a damaged input"
+[ -e "$TMP/rfail.dhs" ] && t_fail "-o left a file"
+ls "$TMP"/*.tmp* > /dev/null 2>&1 && t_fail "temporary file left"
+t_end
+
 t_done

@@ -1,7 +1,9 @@
 /* tests/gpu/test_rank.c — CUDA ranking and evaluation against the CPU
  * reference: rankings must be identical (same rows, same order, same
- * distances); metrics within |gpu-ref| <= 1e-12 + 1e-12*|ref| (only the
- * order of floating-point additions differs). Prints the largest error. */
+ * distances); metrics, database-order and tie-aware, within |gpu-ref| <=
+ * 1e-12 + 1e-12*|ref| (only the order of floating-point additions
+ * differs). Prints the largest error. Also: codes with padding bits set are
+ * refused by the CUDA entry points, as by the CPU's. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,14 +109,24 @@ static void t_map_close(void) {
         if (rc != DH_OK) return;
         dh_map_acc_result(&a, &ra, &e);
         dh_map_acc_result(&b, &rb, &e);
-        double errs[] = { rel_err(rb.map, ra.map),    rel_err(rb.map_tie, ra.map_tie), rel_err(rb.map_r, ra.map_r),
-                          rel_err(rb.prad, ra.prad),  rel_err(rb.pk[0], ra.pk[0]),     rel_err(rb.pk[2], ra.pk[2]),
-                          rel_err(rb.rk[1], ra.rk[1]) };
+        /* the tie-aware values come from the histograms, the same on both paths */
+        double errs[] = { rel_err(rb.map, ra.map),
+                          rel_err(rb.map_tie, ra.map_tie),
+                          rel_err(rb.map_r, ra.map_r),
+                          rel_err(rb.map_r_tie, ra.map_r_tie),
+                          rel_err(rb.prad, ra.prad),
+                          rel_err(rb.pk[0], ra.pk[0]),
+                          rel_err(rb.pk[2], ra.pk[2]),
+                          rel_err(rb.rk[1], ra.rk[1]),
+                          rel_err(rb.pk_tie[0], ra.pk_tie[0]),
+                          rel_err(rb.rk_tie[2], ra.rk_tie[2]) };
         for (size_t k = 0; k < sizeof errs / sizeof *errs; k++)
             if (errs[k] > maxerr) maxerr = errs[k];
         for (int d = 0; d <= bits; d++)
             if (rb.pr_p[d] != ra.pr_p[d] || rb.pr_r[d] != ra.pr_r[d]) maxerr = 1;
         CHECKF(rb.nq_norel == ra.nq_norel, "queries without relevant items");
+        CHECKF(rb.have_map_r_tie == ra.have_map_r_tie && rb.have_k_tie[2] == ra.have_k_tie[2],
+               "tie-aware availability");
         printf("# map bits %d: cpu %.12f gpu %.12f (%.3f ms on the device)\n", bits, ra.map, rb.map, gs * 1e3);
         dh_map_result_free(&ra);
         dh_map_result_free(&rb);
@@ -131,8 +143,25 @@ static void t_map_close(void) {
     CHECK(maxerr <= 1e-12);
 }
 
+/* padding bits beyond the code length: refused before any kernel runs */
+static void t_padding_refused(void) {
+    if (!dh_rank_cuda_available()) SKIP_TEST("no CUDA device");
+    uint64_t db[4] = { 1, 2, 3, UINT64_C(1) << 20 }, q[1] = { 0 };
+    int32_t dl[4] = { 0, 1, 0, 1 }, ql[1] = { 0 };
+    dh_err e;
+    dh_rank_cuda *ctx = NULL;
+    CHECK(dh_rank_cuda_open(&ctx, db, 4, 12, NULL, &e) == DH_EINVAL && !ctx);
+    dh_map_opts o = { .radius = 2 };
+    dh_map_acc a;
+    double gs;
+    dh_map_acc_init(&a, 12, 4, &o, NULL, &e);
+    CHECK(dh_map_cuda(q, ql, 1, db, dl, 4, 12, &a, &gs, &e) == DH_EINVAL && a.nq == 0);
+    dh_map_acc_free(&a);
+}
+
 int main(void) {
     RUN(t_rank_identical);
+    RUN(t_padding_refused);
     RUN(t_map_close);
     return check_done();
 }

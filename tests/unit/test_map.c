@@ -289,6 +289,170 @@ static void t_hand_ties(void) {
     free(H);
 }
 
+/* The same three tied items (labels x q q) for the other tie-aware
+ * metrics: P@1 = P@2 = 2/3, R@1 = 1/3; AP@1 = P(first is relevant) = 2/3;
+ * AP@2 over the three places of x: (1/2 + 1 + 1)/3 = 5/6. */
+static void t_hand_ties_k(void) {
+    uint64_t q = 0, db[3] = { 1, 2, 4 };
+    int32_t ql = 1, dl[3] = { 0, 1, 1 };
+    dh_err e;
+    for (int R = 1; R <= 3; R++) {
+        dh_map_opts o = { .at_r = R, .nk = 3, .ks = { 1, 2, 3 }, .radius = 2 };
+        dh_map_acc a;
+        dh_map_result r;
+        dh_map_acc_init(&a, 4, 3, &o, NULL, &e);
+        REQUIRE(dh_map_cpu(&q, &ql, 1, db, dl, 3, 4, 1, &a, &e) == DH_OK);
+        dh_map_acc_result(&a, &r, &e);
+        CHECK(r.have_map_r_tie && r.have_k_tie[0] && r.have_k_tie[2]);
+        CHECK_NEAR(r.map_r_tie, R == 1 ? 2.0 / 3 : R == 2 ? 5.0 / 6 : 29.0 / 36, 1e-12);
+        CHECK_NEAR(r.pk_tie[0], 2.0 / 3, 1e-12);
+        CHECK_NEAR(r.pk_tie[1], 2.0 / 3, 1e-12);
+        CHECK_NEAR(r.pk_tie[2], 2.0 / 3, 1e-12);
+        CHECK_NEAR(r.rk_tie[0], 1.0 / 3, 1e-12);
+        CHECK_NEAR(r.rk_tie[2], 1.0, 1e-12);
+        CHECK_NEAR(r.pk[0], 0.0, 1e-12); /* database order: x first */
+        dh_map_result_free(&r);
+        dh_map_acc_free(&a);
+    }
+}
+
+/* Database-order metrics of queries q against db in the row order perm. */
+static void metrics_in_order(const uint64_t *q, const int32_t *ql, int64_t nq, const uint64_t *db, const int32_t *dl,
+                             int64_t ndb, int bits, const int64_t *perm, const dh_map_opts *o, dh_map_result *r) {
+    uint64_t pw[16];
+    int32_t pl[16];
+    for (int64_t j = 0; j < ndb; j++) {
+        pw[j] = db[perm[j]];
+        pl[j] = dl[perm[j]];
+    }
+    dh_err e;
+    dh_map_acc a;
+    dh_map_acc_init(&a, bits, ndb, o, NULL, &e);
+    dh_map_cpu(q, ql, nq, pw, pl, ndb, bits, 1, &a, &e);
+    dh_map_acc_result(&a, r, &e);
+    dh_map_acc_free(&a);
+}
+
+/* Tie-aware values are the average of the database-order ones over every
+ * order of the database (7! orders, exactly), and do not depend on the
+ * order they are computed from. */
+static void t_tie_aware_all_orders(void) {
+    enum { NDB = 7, NQ = 3 };
+    const int bits = 3;
+    uint64_t db[NDB] = { 0, 1, 2, 4, 3, 5, 0 }, q[NQ] = { 0, 1, 6 };
+    int32_t dl[NDB] = { 0, 1, 0, 1, 1, 0, 1 }, ql[NQ] = { 0, 1, 1 };
+    dh_map_opts o = { .at_r = 3, .nk = 4, .ks = { 1, 2, 4, 6 }, .radius = 1 };
+    int64_t perm[NDB];
+    for (int j = 0; j < NDB; j++) perm[j] = j;
+    dh_map_result ref, r;
+    metrics_in_order(q, ql, NQ, db, dl, NDB, bits, perm, &o, &ref);
+    double s_map = 0, s_mapr = 0, s_pk[4] = { 0 }, s_rk[4] = { 0 };
+    int64_t n = 0;
+    int ok = 1;
+    for (;;) { /* every permutation, in lexicographic order */
+        metrics_in_order(q, ql, NQ, db, dl, NDB, bits, perm, &o, &r);
+        s_map += r.map;
+        s_mapr += r.map_r;
+        for (int k = 0; k < 4; k++) s_pk[k] += r.pk[k], s_rk[k] += r.rk[k];
+        ok &= r.map_tie == ref.map_tie && r.map_r_tie == ref.map_r_tie && r.pk_tie[0] == ref.pk_tie[0] &&
+              r.pk_tie[3] == ref.pk_tie[3] && r.rk_tie[2] == ref.rk_tie[2];
+        dh_map_result_free(&r);
+        n++;
+        int i = NDB - 2;
+        while (i >= 0 && perm[i] > perm[i + 1]) i--;
+        if (i < 0) break;
+        int j = NDB - 1;
+        while (perm[j] < perm[i]) j--;
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        for (int a = i + 1, b = NDB - 1; a < b; a++, b--) t = perm[a], perm[a] = perm[b], perm[b] = t;
+    }
+    CHECK(n == 5040);
+    CHECKF(ok, "tie-aware values depend on the database order");
+    CHECK_NEAR(ref.map_tie, s_map / n, 1e-12);
+    CHECK_NEAR(ref.map_r_tie, s_mapr / n, 1e-12);
+    for (int k = 0; k < 4; k++) {
+        CHECKF(fabs(ref.pk_tie[k] - s_pk[k] / n) < 1e-12, "P@%lld: tie-aware %.15f, mean over orders %.15f",
+               (long long)o.ks[k], ref.pk_tie[k], s_pk[k] / n);
+        CHECKF(fabs(ref.rk_tie[k] - s_rk[k] / n) < 1e-12, "R@%lld", (long long)o.ks[k]);
+    }
+    dh_map_result_free(&ref);
+}
+
+/* A class-sorted database (as dh-ingest writes one): the database-order
+ * P@k favours the classes stored first among ties; the tie-aware values
+ * are the same as on a shuffled copy, and the mean of the database-order
+ * values over random shuffles of the database (Monte-Carlo). */
+static void t_tie_aware_class_sorted(void) {
+    const int bits = 5, nclass = 4;
+    const int64_t ndb = 300, nq = 40, T = 400;
+    uint8_t cen[20], qb[40], dbb[300];
+    int32_t ql[40], dl0[300], dl[300], dls[300];
+    for (int i = 0; i < nclass * bits; i++) cen[i] = rnd() & 1;
+    random_set(nq, bits, nclass, 3, cen, qb, ql);
+    random_set(ndb, bits, nclass, 3, cen, dbb, dl0);
+    uint64_t qw[40], w0[300], dw[300], dws[300];
+    dh_ham_pack(qb, nq, bits, qw);
+    dh_ham_pack(dbb, ndb, bits, w0);
+    int64_t ord[300];
+    for (int64_t j = 0; j < ndb; j++) ord[j] = j;
+    int64_t m = 0; /* class-sorted, database order within a class */
+    for (int c = 0; c < nclass; c++)
+        for (int64_t j = 0; j < ndb; j++)
+            if (dl0[j] == c) ord[m++] = j;
+    for (int64_t j = 0; j < ndb; j++) dw[j] = w0[ord[j]], dl[j] = dl0[ord[j]];
+    dh_map_opts o = { .at_r = 50, .nk = 3, .ks = { 1, 10, 100 }, .radius = 1 };
+    dh_err e;
+    dh_map_acc a;
+    dh_map_result sorted, shuf, r;
+    dh_map_acc_init(&a, bits, ndb, &o, NULL, &e);
+    REQUIRE(dh_map_cpu(qw, ql, nq, dw, dl, ndb, bits, 2, &a, &e) == DH_OK);
+    dh_map_acc_result(&a, &sorted, &e);
+    dh_map_acc_free(&a);
+    double m_pk[3] = { 0 }, m2_pk[3] = { 0 }, m_r = 0, m2_r = 0;
+    for (int64_t t = 0; t < T; t++) {
+        for (int64_t j = 0; j < ndb; j++) ord[j] = j;
+        for (int64_t j = ndb - 1; j > 0; j--) {
+            int64_t u = (int64_t)(rnd() % (uint64_t)(j + 1)), x = ord[j];
+            ord[j] = ord[u];
+            ord[u] = x;
+        }
+        for (int64_t j = 0; j < ndb; j++) dws[j] = dw[ord[j]], dls[j] = dl[ord[j]];
+        dh_map_acc_init(&a, bits, ndb, &o, NULL, &e);
+        dh_map_cpu(qw, ql, nq, dws, dls, ndb, bits, 2, &a, &e);
+        dh_map_acc_result(&a, t ? &r : &shuf, &e);
+        dh_map_acc_free(&a);
+        dh_map_result *x = t ? &r : &shuf;
+        for (int k = 0; k < 3; k++) m_pk[k] += x->pk[k], m2_pk[k] += x->pk[k] * x->pk[k];
+        m_r += x->map_r;
+        m2_r += x->map_r * x->map_r;
+        if (t) {
+            CHECK(fabs(r.pk_tie[0] - sorted.pk_tie[0]) < 1e-12 && fabs(r.map_r_tie - sorted.map_r_tie) < 1e-12);
+            dh_map_result_free(&r);
+        }
+    }
+    /* invariance */
+    CHECK(fabs(shuf.map_tie - sorted.map_tie) < 1e-12 && fabs(shuf.map_r_tie - sorted.map_r_tie) < 1e-12);
+    for (int k = 0; k < 3; k++)
+        CHECKF(fabs(shuf.pk_tie[k] - sorted.pk_tie[k]) < 1e-12 && fabs(shuf.rk_tie[k] - sorted.rk_tie[k]) < 1e-12,
+               "tie-aware P@%lld differs between the class-sorted and a shuffled database", (long long)o.ks[k]);
+    /* the mean over shuffles */
+    for (int k = 0; k < 3; k++) {
+        double mu = m_pk[k] / T, se = sqrt((m2_pk[k] / T - mu * mu) / T);
+        CHECKF(fabs(sorted.pk_tie[k] - mu) < 4 * se + 1e-9,
+               "P@%lld: tie-aware %.6f, mean over %lld shuffles %.6f (se %.2g)", (long long)o.ks[k], sorted.pk_tie[k],
+               (long long)T, mu, se);
+    }
+    double mu = m_r / T, se = sqrt((m2_r / T - mu * mu) / T);
+    CHECKF(fabs(sorted.map_r_tie - mu) < 4 * se + 1e-9, "mAP@R: tie-aware %.6f, mean over shuffles %.6f (se %.2g)",
+           sorted.map_r_tie, mu, se);
+    printf("# class-sorted database: P@1 %.4f in database order, %.4f tie-aware, %.4f mean over %lld shuffles\n",
+           sorted.pk[0], sorted.pk_tie[0], m_pk[0] / T, (long long)T);
+    dh_map_result_free(&sorted);
+    dh_map_result_free(&shuf);
+}
+
 /* Empty relevant set: AP 0, counted in the mean, reported. */
 static void t_empty_relevant(void) {
     uint64_t q[2] = { 0, 0 }, db[3] = { 1, 2, 4 };
@@ -443,6 +607,14 @@ static void t_lists_cut_rule(void) {
             if (r.have_k[k])
                 CHECKF(fabs(r.pk[k] - fr.pk[k]) < TOL, "P@%lld, top %lld", (long long)o.ks[k], (long long)top);
         for (int d = 0; d < r.pr_n; d++) CHECK(fabs(r.pr_p[d] - fr.pr_p[d]) < TOL);
+        /* tie-aware values from cut lists: where the lists hold the whole tie group, the fast path's */
+        for (int k = 0; k < o.nk; k++)
+            if (r.have_k_tie[k])
+                CHECKF(fabs(r.pk_tie[k] - fr.pk_tie[k]) < TOL && fabs(r.rk_tie[k] - fr.rk_tie[k]) < TOL,
+                       "tie-aware P@%lld, top %lld radius %d", (long long)o.ks[k], (long long)top, radius);
+        if (r.have_map_r_tie) CHECK(fabs(r.map_r_tie - fr.map_r_tie) < TOL);
+        if (whole) CHECK(r.have_map_r_tie && r.have_k_tie[0] && r.have_k_tie[3]);
+        if (radius == 3 && top < 0) CHECK(r.have_k_tie[0]); /* everything within distance 3 is listed */
         if (top == 100) CHECK(r.have_k[0] && r.have_k[1] && r.have_k[2] && !r.have_k[3] && r.have_map_r);
         if (radius == 3 && top < 0) CHECK(r.pr_n == 4 && r.have_prad);
         dh_map_result_free(&r);
@@ -602,6 +774,9 @@ static void t_report_round_trip(void) {
 int main(void) {
     RUN(t_hand_ap);
     RUN(t_hand_ties);
+    RUN(t_hand_ties_k);
+    RUN(t_tie_aware_all_orders);
+    RUN(t_tie_aware_class_sorted);
     RUN(t_empty_relevant);
     RUN(t_fast_vs_reference_lengths);
     RUN(t_many_ties);

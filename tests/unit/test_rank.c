@@ -3,7 +3,9 @@
  *
  * Also a helper for the shell tests: `test_rank gen N BITS NCLASS SEED`
  * writes a codes stream of N random clustered codes on stdout (options:
- * `nolabel` drops the label field, `kind=X` sets another stream kind).
+ * `nolabel` drops the label field, `unlabelled=I` gives row I the label -1,
+ * `sorted` stores the rows in class order (as dh-ingest does), `kind=X` sets
+ * another stream kind).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -273,11 +275,13 @@ static void t_rankings_stream(void) {
 /* ---- stream generator for the shell tests ---------------------------------------------- */
 static int gen(int argc, char **argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: test_rank gen N BITS NCLASS SEED [nolabel] [kind=K] [flip=D]\n");
+        fprintf(stderr,
+                "usage: test_rank gen N BITS NCLASS SEED [nolabel] [unlabelled=I] [sorted] [kind=K] [flip=D]\n");
         return 2;
     }
     int64_t n = atoll(argv[2]);
-    int bits = atoi(argv[3]), nclass = atoi(argv[4]), flip = 5, nolabel = 0;
+    int bits = atoi(argv[3]), nclass = atoi(argv[4]), flip = 5, nolabel = 0, sorted = 0;
+    int64_t unl = -1;
     const char *kind = "codes";
     rng_s = (uint64_t)atoll(argv[5]) * 7919 + 1;
     for (int i = 6; i < argc; i++) {
@@ -285,6 +289,10 @@ static int gen(int argc, char **argv) {
             nolabel = 1;
         else if (!strncmp(argv[i], "kind=", 5))
             kind = argv[i] + 5;
+        else if (!strncmp(argv[i], "unlabelled=", 11))
+            unl = atoll(argv[i] + 11);
+        else if (!strcmp(argv[i], "sorted"))
+            sorted = 1;
         else if (!strncmp(argv[i], "flip=", 5))
             flip = atoi(argv[i] + 5);
     }
@@ -297,6 +305,22 @@ static int gen(int argc, char **argv) {
     uint8_t *b = malloc((size_t)(n * nb + 1));
     int32_t *lab = malloc((size_t)(n + 1) * 4);
     make_codes(n, bits, nclass, flip, b, lab, cen);
+    if (sorted) { /* class order, stable: rows of class 0 first */
+        uint8_t *b2 = malloc((size_t)(n * nb + 1));
+        int32_t *l2 = malloc((size_t)(n + 1) * 4);
+        int64_t m = 0;
+        for (int c = 0; c < nclass; c++)
+            for (int64_t i = 0; i < n; i++)
+                if (lab[i] == c) {
+                    memcpy(b2 + m * nb, b + i * nb, (size_t)nb);
+                    l2[m++] = c;
+                }
+        free(b);
+        free(lab);
+        b = b2;
+        lab = l2;
+    }
+    if (unl >= 0 && unl < n) lab[unl] = -1;
     char *ids = malloc((size_t)(n * 12 + 1));
     uint32_t *idlen = malloc((size_t)(n + 1) * 4);
     size_t o = 0;
