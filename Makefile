@@ -69,7 +69,7 @@ endif
 # Rooms (see kernels/README.md, formats/README.md): each folder is one part
 # of the system; headers are included by bare name, so every room is on the
 # include path, and tests/unit/test_layering.sh checks the direction.
-LIB_ROOMS  := kernels/base kernels/dk kernels/net kernels/hash kernels/search formats/stream formats/netspec formats/image
+LIB_ROOMS  := kernels/base kernels/dk kernels/net kernels/hash kernels/search kernels/train formats/stream formats/netspec formats/image
 PROG_ROOMS := formats/prog
 ROOMS      := $(LIB_ROOMS) $(PROG_ROOMS)
 CPPFLAGS := $(addprefix -I,$(ROOMS)) -DDH_VERSION='"$(VERSION)"' -DDH_USE_CUDA=$(USE_CUDA) -DDH_USE_DNNL=$(USE_DNNL) $(BLAS_CFLAGS) -D_FILE_OFFSET_BITS=64

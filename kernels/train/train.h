@@ -1,0 +1,228 @@
+/* train.h — the training logic of stage 1 (dh-pretrain) and stage 3
+ * (dh-finetune), so that their mains only parse options, open the input,
+ * loop and commit:
+ *
+ *   - datasets read whole: images onto a device with their per-channel
+ *     statistics (one rule), cached features on the host;
+ *   - the order of an epoch's rows and the learning-rate schedule as the
+ *     programs spell it (one rounding for the paper's "step");
+ *   - the hash-layer trainer of stage 3: forward, the exponentiated loss
+ *     (kernels/hash/hashloss.h), backward and a preconditioned momentum SGD
+ *     step, on the tensors' device (CPU or CUDA).
+ *
+ * Errors are values (dh_err); messages name the input where there is one.
+ */
+#ifndef DH_TRAIN_H
+#define DH_TRAIN_H
+#include <stddef.h>
+#include <stdint.h>
+#include "dh_util.h"
+#include "dhs.h"
+#include "dk.h"
+#include "hashloss.h"
+#include "net.h"
+
+/* ---- images datasets --------------------------------------------------------------------------------------------- */
+/* Per-channel statistics of pixel/255 over every image: mean and standard
+ * deviation (population variance, from exact integer sums). A channel
+ * whose variance is at most TRAIN_MIN_VAR (a constant channel) gets std 1.
+ * The one rule of dh-pretrain and dh-finetune --arch; stored in the model
+ * as the input normalisation. pix: host (S, C, H, W); mean, std: C floats. */
+#define TRAIN_MIN_VAR 1e-8
+void train_channel_stats(const uint8_t *pix, int64_t S, int C, int H, int W, float *mean, float *std);
+
+/* An images stream read whole, its pixels and labels on a device. */
+typedef struct train_images {
+    char name[256]; /* the reader's name, for messages */
+    dk_device dev;
+    int64_t S; /* rows */
+    int C, H, W;
+    uint8_t *pix;                            /* device (S, C, H, W) */
+    int32_t *lab;                            /* device (S) */
+    int32_t *order;                          /* device (S): the epoch's order (train_images_order) */
+    int32_t *hlab;                           /* host (S) */
+    int nclasses;                            /* length of meta "classes", else max label + 1 */
+    char **classes;                          /* (nclasses) from meta "classes", or NULL */
+    float mean[DK_MAXCHAN], std[DK_MAXCHAN]; /* train_channel_stats */
+} train_images;
+
+enum {
+    TRAIN_CLASS_LABELS = 1 /* labels must be class indices: 0 <= label < the number of classes */
+};
+/* Read the rest of r (kind "images": pixels u8 (C, H, W) of a fixed shape,
+ * label i32; C <= DK_MAXCHAN; at least one row) into d on dev. flags:
+ * TRAIN_CLASS_LABELS. DH_ESCHEMA for a stream of another kind or fields,
+ * DH_EFORMAT for a label out of range; the reader's errors as they are.
+ * Free d with train_images_free, also after a failure. */
+int train_images_read(dhs_reader *r, dk_device dev, int flags, train_images *d, dh_err *e);
+void train_images_free(train_images *d);
+/* Whether images d (e.g. a validation set) fit a net trained on tr: the
+ * same shape, the same class names when both have them, labels within tr's
+ * classes (DH_ESCHEMA / DH_EFORMAT naming d otherwise). */
+int train_images_match(const train_images *d, const train_images *tr, dh_err *e);
+/* Upload an epoch's order (S row indices) to d->order. */
+int train_images_order(train_images *d, const int32_t *order, dh_err *e);
+/* Accuracy and mean loss of the classifier of n on every image of d, in
+ * inference mode, in batches of x's rows (x (B, C, H, W) on d's device). */
+int train_images_eval(net *n, const train_images *d, dk_tensor *x, double *acc, double *loss, dh_err *e);
+
+/* ---- cached features ----------------------------------------------------------------------------------------------- */
+/* A features stream read whole on the host: z f32 (D) of a fixed size, label
+ * i32, every value finite (DH_EFORMAT names the first row that is not). */
+typedef struct train_features {
+    int64_t N;
+    int D;
+    const float *z;     /* (N, D), in t */
+    const int32_t *lab; /* (N), in t */
+    dhs_table t;
+} train_features;
+int train_features_read(dhs_reader *r, train_features *f, dh_err *e);
+void train_features_free(train_features *f);
+
+/* The hashing loss needs at least 2 rows and 2 classes among them
+ * (DH_EFORMAT otherwise). */
+int train_check_pairs(const int32_t *labels, int64_t N, dh_err *e);
+
+/* ---- epochs and schedules ------------------------------------------------------------------------------------------ */
+/* The order of epoch `epoch`'s N rows: skip < 0 shuffles (a fresh
+ * permutation of the rows, dk_permutation(seed, 1000 + epoch)); skip >= 0
+ * is the paper's sampling: walk the rows in order from *cursor, skipping a
+ * random 0..skip rows after each pick (*cursor carries on to the next epoch). */
+void train_epoch_order(int32_t *order, int64_t N, int epoch, uint64_t seed, int skip, int64_t *cursor);
+
+/* A learning-rate schedule as dh-pretrain and dh-finetune spell it: the
+ * grammar of dk_schedule_parse (const, step:E1,E2,..., onecycle[:W[:F]],
+ * cosine[:W[:F]]), plus "constant" for const and plain "step", the paper's:
+ * x0.1 at 50% and 75% of `epochs`, rounded down: step:A,B with A = E/2,
+ * B = 3E/4 (integer division, epochs counted from 0; A at least 1 and B at
+ * least A + 1): step:5,7 for 10 epochs, step:20,30 for 40. The resolved
+ * text (e.g. "step:5,7") goes to `resolved` (n bytes) when not NULL. */
+int train_schedule(const char *s, double base, int epochs, dk_schedule *out, char *resolved, size_t n, dh_err *e);
+
+/* ---- the hash layer of stage 3 ------------------------------------------------------------------------------------- */
+/* A linear hash layer from a hash model file (u = W z + b; a "mean" tensor
+ * is folded into b): *W (K, D) and *b (K) are allocated (free them). The
+ * model stays in m (the caller frees it with dhs_model_free). DH_ESCHEMA
+ * for a hash model whose transform is not linear. */
+int train_hash_load(const char *path, dhs_model *m, float **W, float **b, int *K, int *D, dh_err *e);
+/* A random hash layer: W_kd = N(0, 1) * sqrt(1/D) drawn from
+ * (seed ^ 0x4a5b, k D + d), b = 0. With z (n, D) (host, n > 0), W is then
+ * scaled so that the RMS of u = W z over those rows is 1. */
+void train_hash_random(float *W, float *b, int K, int D, uint64_t seed, const float *z, int64_t n);
+
+/* Preconditioning statistics of features z: m = the mean row (D) and
+ * r2 = the mean squared norm of z - m (1 when that is not above 1e-20).
+ * From host rows, or from the z of the first n images of d through the net
+ * (inference mode, in batches of x's rows; n a multiple of them). */
+void train_zstats(const float *z, int64_t n, int D, float *m, double *r2);
+int train_zstats_net(net *nw, const train_images *d, int64_t n, dk_tensor *x, float *m, double *r2, dh_err *e);
+
+typedef struct train_hash_opts {
+    dh_hashloss_opts loss;
+    float momentum;
+    float wd;       /* weight decay on W (not on b) */
+    const float *m; /* (D) preconditioning: the mean of z, or NULL for none */
+    double r2;      /* with m: the mean squared norm of z - m */
+} train_hash_opts;
+
+/* Statistics of one step. */
+typedef struct train_hash_stats {
+    double q, surrogate, right; /* the loss's (dh_hashloss_stats) */
+    double absu;                /* mean |u| over the batch */
+} train_hash_stats;
+
+/* The trainer: the hash layer (W, b) on a device and its SGD state.
+ * Preconditioning (opts.m set) trains the layer in the coordinates
+ *   x = (z - m) / r:   u = W' x + c,   W = W' / r,   b = c - W m,
+ * so that a learning rate moves u by about as much whatever the scale,
+ * offset and dimension of z. The step is written in z's coordinates:
+ *   vW = momentum vW + (gW - gb m^T) + wd W;   W -= lr / r^2 vW
+ *   vc = momentum vc + gb;                     c -= lr vc;   b = c - W m
+ * (plain momentum SGD without m). */
+typedef struct train_hash {
+    dk_device dev;
+    int K, D, B;
+    dh_hashloss_opts loss;
+    float momentum, wd;
+    int precond;
+    double r2;
+    dk_tensor W, b, c, m, gW, gb, vW, vb; /* (K, D), (K), (K), (D), then their gradients and velocities */
+    dk_tensor u, du, dz;                  /* (B, K), (B, K), (B, D) */
+    float *hu, *hdu;                      /* host (B, K) */
+    int32_t *dlab;                        /* device (B): labels for the CUDA loss */
+} train_hash;
+
+/* A trainer on dev for batches of B rows, starting from W (K, D) and b (K)
+ * (host). */
+int train_hash_init(train_hash *t, dk_device dev, int K, int D, int B, const float *W, const float *b,
+                    const train_hash_opts *o, dh_err *e);
+/* One step on a batch: z (B, D) on the trainer's device, labels (B) on the
+ * host, learning rate lr. Fills st (may be NULL). With want_dz, t->dz
+ * receives the gradient of the loss with respect to z (for the backbone;
+ * computed before the update). */
+int train_hash_step(train_hash *t, const dk_tensor *z, const int32_t *labels, float lr, int want_dz,
+                    train_hash_stats *st, dh_err *e);
+/* The layer in z's coordinates: W (K, D), b (K) on the host. */
+int train_hash_get(const train_hash *t, float *W, float *b, dh_err *e);
+void train_hash_free(train_hash *t);
+
+/* ---- stage 3: the hash layer on cached features, or on a network's z ---------------------------------------------- */
+typedef struct train_finetune_opts {
+    dh_hashloss_opts loss;
+    int precond;                  /* 1: preconditioning (train_hash), statistics from the data */
+    double lr, backbone_lr;       /* peak rates; backbone_lr 0: the network is frozen (inference mode) */
+    double momentum, wd, hash_wd; /* wd: the backbone's weight decay; hash_wd: W's */
+    dk_schedule sched;            /* the rates' schedule (a factor: built with base 1) */
+    int epochs, skip, pad, flip;  /* skip: train_epoch_order; pad, flip: dk_images_augment */
+    uint64_t seed;
+} train_finetune_opts;
+
+/* One epoch's report: the means over its batches, and the rates at its end. */
+typedef struct train_finetune_stats {
+    double q, surrogate, right, absu, lr, backbone_lr;
+    int64_t batches, rows;
+} train_finetune_stats;
+
+typedef struct train_finetune {
+    train_finetune_opts o;
+    const train_features *f; /* the data: cached features, or */
+    train_images *im;        /* images, through */
+    net *nw;                 /* this network (its batch capacity at least B) */
+    int64_t N, step, cursor; /* rows; steps so far; the paper sampling's position */
+    int B, K, D;
+    float *m;  /* (D) preconditioning mean (zeros without) */
+    double r2; /* and mean squared norm */
+    train_hash th;
+    int32_t *order, *lab; /* host (N), (B) */
+    float *zh;            /* host (B, D) */
+    dk_tensor x, z;       /* (B, C, H, W) images, (B, D) features */
+} train_finetune;
+
+/* A stage-3 run on dev, on f (features; im and nw NULL) or on im through nw, in
+ * batches of B rows (2 <= B <= rows), from the hash layer W (K, D), b (K)
+ * (host; D = f->D or nw->zdim). With o->precond, m and r2 come from every
+ * feature row, or from the z of the first min(N, 4096) images (whole
+ * batches, inference mode). */
+int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_device dev, const train_features *f,
+                        train_images *im, net *nw, int B, const float *W, const float *b, int K, dh_err *e);
+/* Epoch `epoch` (0, 1, ... in turn): st receives its report; progress (may be
+ * NULL) is called with the rows done after each batch. A non-finite loss is
+ * DH_EFORMAT "training diverged at epoch N (try a smaller --lr)". */
+int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
+                         void (*progress)(void *arg, int64_t rows), void *arg, dh_err *e);
+void train_finetune_free(train_finetune *t);
+
+/* The model of stage 3 from W (K, D), b (K) (host), into out (initialised
+ * by the caller): a hash model ("model": "hash", method deephash, linear)
+ * when nw is NULL, else a deep hash model: nw's tensors and meta plus
+ * "hash.W", "hash.b" and the meta "model": "deephash", "hash_bits",
+ * "hash_dim", "hash_method", "hash_transform". */
+int train_hash_model(dhs_model *out, const net *nw, const float *W, const float *b, int K, int D, dh_err *e);
+
+/* A network of spec on dev for batches of B rows with a head of nclasses
+ * outputs (0: none), initialised from seed (net_init), normalised with d's
+ * channel statistics and named with d's classes (when it has a head). */
+int train_net_new(const netspec *spec, int nclasses, dk_device dev, int64_t B, uint64_t seed, const train_images *d,
+                  net **out, dh_err *e);
+
+#endif

@@ -1,0 +1,379 @@
+/* test_train.c — kernels/train: the channel-statistics rule, images read
+ * onto the device, schedules as the programs spell them, epoch orders, the
+ * preconditioning (statistics, and that the step in z's coordinates is the
+ * plain step in the normalised ones), and the stage-3 trainer lowering the
+ * loss on a small separable problem. CPU only. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "check.h"
+#include "dh_rng.h"
+#include "train.h"
+
+/* ---- channel statistics -------------------------------------------------------------------------------------- */
+static void t_channel_stats_rule(void) {
+    /* 2 images, 2 channels of 2x2: channel 0 half 0 and half 255, channel 1 constant */
+    uint8_t px[2 * 2 * 4] = { 0, 255, 0, 255, 7, 7, 7, 7, 255, 0, 255, 0, 7, 7, 7, 7 };
+    float m[2], s[2];
+    train_channel_stats(px, 2, 2, 2, 2, m, s);
+    CHECK_NEAR(m[0], 0.5, 1e-7);
+    CHECK_NEAR(s[0], 0.5, 1e-7);
+    CHECK_NEAR(m[1], 7 / 255.0, 1e-7);
+    CHECK(s[1] == 1.0f); /* constant: std 1 */
+    /* one pixel in 10,000 off by one: variance 1.5e-9 <= TRAIN_MIN_VAR, std 1 too */
+    uint8_t *q = malloc(10000);
+    REQUIRE(q);
+    memset(q, 100, 10000);
+    q[17] = 101;
+    train_channel_stats(q, 1, 1, 100, 100, m, s);
+    CHECK_NEAR(m[0], (100 * 10000.0 + 1) / 10000 / 255, 1e-7);
+    CHECK(s[0] == 1.0f);
+    /* every row counts: rows of one pixel 0, 255, 100 */
+    q[0] = 0, q[1] = 255;
+    float m3, s3;
+    train_channel_stats(q, 3, 1, 1, 1, &m3, &s3);
+    CHECK_NEAR(m3, 355 / 3.0 / 255, 1e-6);
+    CHECK_NEAR(s3, sqrt((0 + 255.0 * 255 + 100 * 100) / 3 - (355 / 3.0) * (355 / 3.0)) / 255, 1e-6);
+    free(q);
+}
+
+/* An images stream in memory: n rows of pixels u8 (1, 2, 2) with value
+ * 10 * i + j, labels i % 3, and meta classes when nc > 0. */
+static char *images_stream(int n, int nc, const int32_t *labels, size_t *size) {
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, size);
+    dhs_schema s;
+    int64_t shp[3] = { 1, 2, 2 };
+    dhs_schema_init(&s, "images");
+    dhs_schema_add(&s, "pixels", DHS_U8, 3, shp, NULL);
+    dhs_schema_add(&s, "label", DHS_I32, 0, NULL, NULL);
+    dhs_meta *meta = dhs_meta_new();
+    const char *names[] = { "a", "b", "c" };
+    if (nc > 0) dhs_meta_set_strv(meta, "classes", names, nc);
+    uint8_t px[64 * 4];
+    int32_t lab[64];
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < 4; j++) px[i * 4 + j] = (uint8_t)(10 * i + j);
+        lab[i] = labels ? labels[i] : i % 3;
+    }
+    const void *cols[2] = { px, lab };
+    dhs_writer *w = dhs_writer_open(f, "mem", &s, meta, NULL);
+    if (w) dhs_write_rows(w, n, cols, NULL, NULL);
+    if (w) dhs_writer_close(w, NULL);
+    dhs_meta_free(meta);
+    fclose(f);
+    return buf;
+}
+
+static int read_images(const char *buf, size_t size, int flags, train_images *d, dh_err *e) {
+    FILE *f = fmemopen((void *)buf, size, "rb");
+    dhs_reader *r = dhs_open(f, "mem.dhs", NULL, e);
+    int rc = r ? train_images_read(r, DK_CPU, flags, d, e) : (int)e->code;
+    dhs_close(r);
+    fclose(f);
+    return rc;
+}
+
+static void t_images_read(void) {
+    size_t size;
+    dh_err e;
+    char *buf = images_stream(5, 3, NULL, &size);
+    train_images d;
+    REQUIRE(buf && read_images(buf, size, TRAIN_CLASS_LABELS, &d, &e) == DH_OK);
+    CHECK(d.S == 5 && d.C == 1 && d.H == 2 && d.W == 2 && d.nclasses == 3 && !strcmp(d.classes[2], "c"));
+    CHECK(d.pix[4 * 3 + 1] == 31 && d.hlab[4] == 1 && d.lab[4] == 1);
+    float m, s;
+    train_channel_stats(d.pix, 5, 1, 2, 2, &m, &s);
+    CHECK(m == d.mean[0] && s == d.std[0]);
+    CHECK(!strcmp(d.name, "mem.dhs"));
+    train_images_free(&d);
+    free(buf);
+    /* a label beyond the classes: an error with TRAIN_CLASS_LABELS only */
+    int32_t bad[3] = { 0, 1, 3 };
+    buf = images_stream(3, 3, bad, &size);
+    CHECK(read_images(buf, size, TRAIN_CLASS_LABELS, &d, &e) == DH_EFORMAT);
+    CHECKF(strstr(e.msg, "mem.dhs: row 2: label 3 out of range"), "%s", e.msg);
+    train_images_free(&d);
+    CHECK(read_images(buf, size, 0, &d, &e) == DH_OK && d.nclasses == 3);
+    train_images_free(&d);
+    free(buf);
+    /* without classes: max label + 1 */
+    buf = images_stream(4, 0, NULL, &size);
+    CHECK(read_images(buf, size, TRAIN_CLASS_LABELS, &d, &e) == DH_OK && d.nclasses == 3 && !d.classes);
+    train_images_free(&d);
+    free(buf);
+}
+
+/* ---- schedules and epochs ------------------------------------------------------------------------------------------ */
+static void t_schedule_step_rounding(void) {
+    const int epochs[] = { 1, 2, 3, 8, 10, 12, 40 };
+    const char *want[] = { "step:1,2", "step:1,2", "step:1,2", "step:4,6", "step:5,7", "step:6,9", "step:20,30" };
+    dk_schedule s;
+    char r[64];
+    dh_err e;
+    for (int i = 0; i < 7; i++) {
+        CHECK(train_schedule("step", 1.0, epochs[i], &s, r, sizeof r, &e) == DH_OK);
+        CHECKF(!strcmp(r, want[i]), "%d epochs: %s, expected %s", epochs[i], r, want[i]);
+    }
+    /* 10 epochs of 3 steps: x0.1 from epoch 5 (step 15), x0.01 from epoch 7 (step 21) */
+    CHECK(train_schedule("step", 2.0, 10, &s, NULL, 0, &e) == DH_OK);
+    CHECK_NEAR(dk_schedule_lr(&s, 14, 30, 3), 2.0, 1e-12);
+    CHECK_NEAR(dk_schedule_lr(&s, 15, 30, 3), 0.2, 1e-12);
+    CHECK_NEAR(dk_schedule_lr(&s, 20, 30, 3), 0.2, 1e-12);
+    CHECK_NEAR(dk_schedule_lr(&s, 21, 30, 3), 0.02, 1e-12);
+    /* constant is const; cosine:0 is cosine from the base to 0 without warm-up */
+    CHECK(train_schedule("constant", 0.5, 3, &s, r, sizeof r, &e) == DH_OK && !strcmp(r, "const"));
+    CHECK(dk_schedule_lr(&s, 7, 9, 3) == 0.5);
+    CHECK(train_schedule("cosine:0", 1.0, 3, &s, NULL, 0, &e) == DH_OK);
+    for (int st = 0; st < 12; st++) CHECK_NEAR(dk_schedule_lr(&s, st, 12, 4), 0.5 * (1 + cos(M_PI * st / 12.0)), 1e-12);
+    CHECK(train_schedule("zigzag", 1.0, 3, &s, NULL, 0, &e) == DH_EINVAL);
+    CHECK(train_schedule("step:3,2", 1.0, 3, &s, NULL, 0, &e) == DH_EINVAL);
+}
+
+static void t_epoch_order(void) {
+    int32_t o[50], seen[50];
+    int64_t cursor = 0;
+    train_epoch_order(o, 50, 0, 7, -1, &cursor); /* shuffle: a permutation */
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < 50; i++) CHECK(o[i] >= 0 && o[i] < 50 && !seen[o[i]]++);
+    int32_t o2[50];
+    train_epoch_order(o2, 50, 1, 7, -1, &cursor);
+    CHECK(memcmp(o, o2, sizeof o) != 0); /* a fresh one each epoch */
+    /* the paper's sampling: in order, skipping 0..skip rows after each pick, on from the cursor */
+    train_epoch_order(o, 50, 0, 7, 3, &cursor);
+    CHECK(o[0] == 0);
+    for (int i = 1; i < 50; i++) {
+        int d = (o[i] - o[i - 1] + 50) % 50;
+        CHECKF(d >= 1 && d <= 4, "step %d: %d", i, d);
+    }
+    int64_t c1 = cursor;
+    train_epoch_order(o2, 50, 1, 7, 3, &cursor);
+    CHECK(o2[0] == c1);
+}
+
+static void t_check_pairs(void) {
+    int32_t one[3] = { 2, 2, 2 }, two[3] = { 2, 2, 5 };
+    dh_err e;
+    CHECK(train_check_pairs(one, 3, &e) == DH_EFORMAT && strstr(e.msg, "single class"));
+    CHECK(train_check_pairs(two, 1, &e) == DH_EFORMAT);
+    CHECK(train_check_pairs(two, 3, &e) == DH_OK);
+}
+
+/* ---- preconditioning and the trainer ------------------------------------------------------------------------------ */
+static void t_zstats(void) {
+    const float z[3 * 2] = { 1, 10, 3, 10, 5, 13 }; /* mean (3, 11); |z - m|^2: 4+1, 0+1, 4+4 */
+    float m[2];
+    double r2;
+    train_zstats(z, 3, 2, m, &r2);
+    CHECK_NEAR(m[0], 3, 1e-6);
+    CHECK_NEAR(m[1], 11, 1e-6);
+    CHECK_NEAR(r2, 14.0 / 3, 1e-5);
+    const float c[2 * 2] = { 4, 4, 4, 4 }; /* constant: no scale */
+    train_zstats(c, 2, 2, m, &r2);
+    CHECK(r2 == 1.0);
+}
+
+/* Separable features: class k around a random centre of scale 3, unit noise. */
+static void blobs(float *z, int32_t *lab, int N, int D, int C, uint64_t seed) {
+    for (int i = 0; i < N; i++) {
+        lab[i] = i % C;
+        for (int d = 0; d < D; d++)
+            z[i * D + d] =
+                3 * dh_rng_normal(seed, (uint64_t)lab[i] * D + d) + 5 + dh_rng_normal(seed + 1, (uint64_t)i * D + d);
+    }
+}
+
+/* One preconditioned step on z equals the plain step on x = (z - m) / r,
+ * mapped back: W = W' / r, b = c - W m (train.h). */
+static void t_precondition_is_plain_sgd_on_normalised_z(void) {
+    enum { N = 32, D = 6, K = 8 };
+    float z[N * D], x[N * D], W[K * D], b[K], W1[K * D], c1[K], m[D], Wp[K * D], bp[K];
+    int32_t lab[N];
+    double r2;
+    dh_err e;
+    blobs(z, lab, N, D, 4, 3);
+    train_zstats(z, N, D, m, &r2);
+    double r = sqrt(r2);
+    for (int i = 0; i < N * D; i++) x[i] = (float)((z[i] - m[i % D]) / r);
+    train_hash_random(W, b, K, D, 5, z, N);
+    for (int k = 0; k < K; k++) {
+        b[k] = 0.1f * (k - 4);
+        double off = 0;
+        for (int d = 0; d < D; d++) {
+            W1[k * D + d] = (float)(W[k * D + d] * r);
+            off += (double)W[k * D + d] * m[d];
+        }
+        c1[k] = (float)(b[k] + off);
+    }
+    dh_hashloss_opts lo = { DH_HL_BALANCED, (double)K * K };
+    train_hash_opts pre = { lo, 0.9f, 0.0f, m, r2 }, plain = { lo, 0.9f, 0.0f, NULL, 1.0 };
+    train_hash a, p;
+    dk_tensor zt = { 0 }, xt = { 0 };
+    REQUIRE(train_hash_init(&a, DK_CPU, K, D, N, W, b, &pre, &e) == DH_OK);
+    REQUIRE(train_hash_init(&p, DK_CPU, K, D, N, W1, c1, &plain, &e) == DH_OK);
+    REQUIRE(dk_tensor_alloc4(&zt, DK_CPU, 2, N, D, 1, 1, &e) == DH_OK && dk_upload(&zt, z, N * D, &e) == DH_OK);
+    REQUIRE(dk_tensor_alloc4(&xt, DK_CPU, 2, N, D, 1, 1, &e) == DH_OK && dk_upload(&xt, x, N * D, &e) == DH_OK);
+    train_hash_stats sa, sp;
+    for (int step = 0; step < 3; step++) {
+        CHECK(train_hash_step(&a, &zt, lab, 0.5f, 0, &sa, &e) == DH_OK);
+        CHECK(train_hash_step(&p, &xt, lab, 0.5f, 0, &sp, &e) == DH_OK);
+        CHECK_NEAR(sa.q, sp.q, 1e-4 * sp.q); /* the same u, so the same loss */
+    }
+    CHECK(train_hash_get(&a, Wp, bp, &e) == DH_OK && train_hash_get(&p, W1, c1, &e) == DH_OK);
+    double err = 0, ref = 0;
+    for (int k = 0; k < K; k++) {
+        double off = 0;
+        for (int d = 0; d < D; d++) {
+            double w = W1[k * D + d] / r;
+            err = fmax(err, fabs(Wp[k * D + d] - w));
+            ref = fmax(ref, fabs(w));
+            off += w * m[d];
+        }
+        err = fmax(err, fabs(bp[k] - (c1[k] - off)));
+    }
+    CHECKF(err <= 1e-5 * (1 + ref), "max difference %g (scale %g)", err, ref);
+    train_hash_free(&a);
+    train_hash_free(&p);
+    dk_tensor_free(&zt);
+    dk_tensor_free(&xt);
+}
+
+/* dz, the gradient passed to the backbone, is du W with the W of the forward. */
+static void t_dz_is_du_times_w(void) {
+    enum { N = 16, D = 5, K = 8 };
+    float z[N * D], W[K * D], b[K], du[N * K], dz[N * D];
+    int32_t lab[N];
+    dh_err e;
+    blobs(z, lab, N, D, 3, 9);
+    train_hash_random(W, b, K, D, 2, z, N);
+    train_hash_opts o = { { DH_HL_MEAN, (double)K * K }, 0.9f, 0.0f, NULL, 1.0 };
+    train_hash t;
+    dk_tensor zt = { 0 };
+    REQUIRE(train_hash_init(&t, DK_CPU, K, D, N, W, b, &o, &e) == DH_OK);
+    REQUIRE(dk_tensor_alloc4(&zt, DK_CPU, 2, N, D, 1, 1, &e) == DH_OK && dk_upload(&zt, z, N * D, &e) == DH_OK);
+    REQUIRE(train_hash_step(&t, &zt, lab, 0.1f, 1, NULL, &e) == DH_OK);
+    REQUIRE(dk_download(&t.du, du, N * K, &e) == DH_OK && dk_download(&t.dz, dz, N * D, &e) == DH_OK);
+    double err = 0;
+    for (int i = 0; i < N; i++)
+        for (int d = 0; d < D; d++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += (double)du[i * K + k] * W[k * D + d];
+            err = fmax(err, fabs(dz[i * D + d] - s));
+        }
+    CHECKF(err < 1e-5, "max |dz - du W| %g", err);
+    train_hash_free(&t);
+    dk_tensor_free(&zt);
+}
+
+/* Stage 3 on cached features, C classes of separable blobs: the first and
+ * the last epoch's reports, and the learnt layer in *W, *b. */
+static int finetune_blobs(int C, int epochs, train_finetune_stats *first, train_finetune_stats *last, float *z,
+                          int32_t *lab, float *W, float *b) {
+    enum { N = 256, D = 12, K = 16 };
+    dh_err e;
+    blobs(z, lab, N, D, C, 11);
+    train_features f;
+    memset(&f, 0, sizeof f);
+    f.N = N, f.D = D, f.z = z, f.lab = lab;
+    train_hash_random(W, b, K, D, 1, z, N);
+    train_finetune_opts o;
+    memset(&o, 0, sizeof o);
+    o.loss = (dh_hashloss_opts){ DH_HL_BALANCED, (double)K * K };
+    o.precond = 1, o.lr = 1.0, o.momentum = 0.9, o.epochs = epochs, o.skip = -1, o.seed = 1;
+    train_finetune t;
+    if (train_schedule("cosine:0", 1.0, o.epochs, &o.sched, NULL, 0, &e) ||
+        train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, 32, W, b, K, &e))
+        return e.code;
+    int rc = DH_OK;
+    for (int ep = 0; rc == DH_OK && ep < o.epochs; ep++) {
+        train_finetune_stats *st = ep ? last : first;
+        rc = train_finetune_epoch(&t, ep, st, NULL, NULL, &e);
+        if (rc == DH_OK && (st->batches != N / 32 || st->rows != N)) rc = DH_EINVAL;
+    }
+    if (rc == DH_OK) rc = train_hash_get(&t.th, W, b, &e);
+    train_finetune_free(&t);
+    return rc;
+}
+
+static void t_finetune_separates_two_classes(void) {
+    enum { N = 256, D = 12, K = 16 };
+    static float z[N * D];
+    static int32_t lab[N];
+    float W[K * D], b[K];
+    train_finetune_stats first, last;
+    REQUIRE(finetune_blobs(2, 6, &first, &last, z, lab, W, b) == DH_OK);
+    double qmin = K * K * exp(-1.0); /* every pair right with |b_i.b_j| = 1 */
+    CHECKF(last.right == 1.0 && last.q < 1.01 * qmin && first.q > 1.2 * qmin, "Q %g -> %g (minimum %g), right %g",
+           first.q, last.q, qmin, last.right);
+    CHECK(last.lr < 0.1 && last.backbone_lr == 0); /* the cosine's end; no backbone */
+    /* the learnt layer: one code per class, the two opposite */
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < K; k++) {
+            double u = b[k], u0 = b[k];
+            for (int d = 0; d < D; d++) u += W[k * D + d] * z[i * D + d], u0 += W[k * D + d] * z[(i % 2) * D + d];
+            CHECKF((u > 0) == (u0 > 0), "row %d bit %d", i, k);
+        }
+    for (int k = 0; k < K; k++) {
+        double u0 = b[k], u1 = b[k];
+        for (int d = 0; d < D; d++) u0 += W[k * D + d] * z[d], u1 += W[k * D + d] * z[D + d];
+        CHECKF((u0 > 0) != (u1 > 0), "bit %d agrees across the classes", k);
+    }
+}
+
+static void t_finetune_lowers_the_loss(void) {
+    enum { N = 256, D = 12, K = 16 };
+    static float z[N * D];
+    static int32_t lab[N];
+    float W[K * D], b[K];
+    train_finetune_stats first, last;
+    REQUIRE(finetune_blobs(4, 6, &first, &last, z, lab, W, b) == DH_OK);
+    CHECKF(last.q < 0.85 * first.q && last.right > first.right + 0.1, "Q %g -> %g, right-sign pairs %g -> %g", first.q,
+           last.q, first.right, last.right);
+}
+
+static void t_diverged(void) {
+    enum { N = 64, D = 4, K = 8 };
+    static float z[N * D];
+    static int32_t lab[N];
+    float W[K * D], b[K];
+    dh_err e;
+    blobs(z, lab, N, D, 2, 4);
+    train_features f;
+    memset(&f, 0, sizeof f);
+    f.N = N, f.D = D, f.z = z, f.lab = lab;
+    train_hash_random(W, b, K, D, 1, z, N);
+    W[0] = NAN;
+    train_finetune_opts o;
+    memset(&o, 0, sizeof o);
+    o.loss = (dh_hashloss_opts){ DH_HL_MEAN, 1.0 };
+    o.lr = 0.1, o.epochs = 1, o.skip = -1;
+    REQUIRE(train_schedule("const", 1.0, 1, &o.sched, NULL, 0, &e) == DH_OK);
+    train_finetune t;
+    train_finetune_stats st;
+    REQUIRE(train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, 16, W, b, K, &e) == DH_OK);
+    CHECK(train_finetune_epoch(&t, 0, &st, NULL, NULL, &e) == DH_EFORMAT && strstr(e.msg, "diverged at epoch 1"));
+    train_finetune_free(&t);
+}
+
+int main(void) {
+    dh_err e;
+    if (dk_init(DK_CPU, &e)) {
+        printf("FAIL dk_init: %s\n", e.msg);
+        return 1;
+    }
+    RUN(t_channel_stats_rule);
+    RUN(t_images_read);
+    RUN(t_schedule_step_rounding);
+    RUN(t_epoch_order);
+    RUN(t_check_pairs);
+    RUN(t_zstats);
+    RUN(t_precondition_is_plain_sgd_on_normalised_z);
+    RUN(t_dz_is_du_times_w);
+    RUN(t_finetune_separates_two_classes);
+    RUN(t_finetune_lowers_the_loss);
+    RUN(t_diverged);
+    dk_shutdown();
+    return check_done();
+}
