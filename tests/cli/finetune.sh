@@ -77,6 +77,23 @@ dh-finetune -q --features --bits 12 --epochs 1 "$TMP/tr.dhs" > "$TMP/r.dhm" || t
 dh-encode -m "$TMP/r.dhm" "$TMP/te.dhs" > /dev/null || t_fail "encode random-init model"
 t_end
 
+# schedules: dk_schedule's grammar plus the paper's plain "step" (as dh-pretrain spells them)
+t_begin features_schedules
+for sc in step step:1 const constant cosine cosine:0 onecycle:0.3:0.1; do
+  dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 2 --schedule $sc "$TMP/tr.dhs" > /dev/null || t_fail "--schedule $sc"
+done
+# the default is cosine:0 (no warm-up): the same model as spelling it out
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 2 "$TMP/tr.dhs" > "$TMP/s1.dhm"
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 2 --schedule cosine:0 "$TMP/tr.dhs" > "$TMP/s2.dhm"
+$PY - "$TMP/s1.dhm" "$TMP/s2.dhm" <<'PYEOF' || t_fail "the default schedule is not cosine:0"
+import sys, msgpack
+def rows(p): return [o['cols'] for o in msgpack.Unpacker(open(p, 'rb'), raw=False) if 'cols' in o]
+sys.exit(0 if rows(sys.argv[1]) == rows(sys.argv[2]) else 1)
+PYEOF
+t_end
+expect_fail bad_schedule dh-finetune -q --features --hash "$TMP/h0.dhm" --schedule zigzag "$TMP/tr.dhs"
+expect_fail bad_schedule_steps dh-finetune -q --features --hash "$TMP/h0.dhm" --schedule step:3,2 "$TMP/tr.dhs"
+
 t_begin features_report
 dh-finetune --features --hash "$TMP/h0.dhm" --epochs 1 "$TMP/tr.dhs" 2>"$TMP/log" >/dev/null || t_fail "exit"
 grep -q 'epoch 1/1: Q .* surrogate .* right-sign pairs .* rows/s' "$TMP/log" || t_fail "no per-epoch report: $(cat "$TMP/log")"
