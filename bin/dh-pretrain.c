@@ -5,7 +5,7 @@
  *
  * The whole images stream is held in memory (on the GPU when running
  * there: the pixels are uploaded once as u8, and every batch is gathered,
- * augmented and normalised on the device). See dh-pretrain(1).
+ * augmented and normalised on the device; kernels/train). See dh-pretrain(1).
  */
 #include <getopt.h>
 #include <math.h>
@@ -14,11 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 #include "dh_prog.h"
-#include "dhs.h"
-#include "dk.h"
 #include "dk_prog.h"
-#include "net.h"
-#include "netspec.h"
+#include "train.h"
 
 typedef struct {
     int epochs, batch;
@@ -38,6 +35,9 @@ static const struct {
     { "net", { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0 } },
 };
 
+/* An epoch with fewer steps than this learns next to nothing: a warning. */
+#define FEW_STEPS 10
+
 static void usage(void) {
     printf("Usage: %s [OPTION]... [IMAGES]\n"
            "Train a network and a softmax classifier on an images stream (stage 1)\n"
@@ -45,15 +45,15 @@ static void usage(void) {
            "pixels u8[C,H,W], label i32, id str).\n\n"
            "  -a, --arch NAME         built-in network: lenet, cifar, fast (default: lenet for\n"
            "                          1x28x28 images, cifar for 3x32x32)\n"
-           "  -n, --net FILE          network specification file (see dh-net(5))\n"
+           "  -N, --net FILE          network specification file (see dh-net(5))\n"
            "  -e, --epochs N          passes over the data (lenet 5, cifar 40, fast 16, else 10)\n"
-           "  -b, --batch N           mini-batch size (lenet 64, cifar 128, fast 512, else 128)\n"
+           "  -B, --batch N           mini-batch size (lenet 64, cifar 128, fast 512, else 128)\n"
            "  -l, --lr X              (peak) learning rate (lenet 0.05, cifar 0.02, fast 0.4, else 0.01)\n"
            "  -S, --schedule S        step[:E1,E2..] (x0.1 at those epochs; plain 'step' drops\n"
-           "                          at 50%% and 75%% of the epochs), onecycle[:WARMUP[:FINAL]],\n"
+           "                          at 50%% and 75%% of the epochs, rounded down), onecycle[:WARMUP[:FINAL]],\n"
            "                          cosine[:WARMUP[:FINAL]], const (default: step; lenet:\n"
            "                          onecycle, fast: onecycle:0.25)\n"
-           "  -m, --momentum X        SGD momentum (default 0.9)\n"
+           "      --momentum X        SGD momentum (default 0.9)\n"
            "      --nesterov          Nesterov momentum (default for fast)\n"
            "      --no-nesterov\n"
            "  -w, --weight-decay X    L2 weight decay on conv/fc weights (default 5e-4)\n"
@@ -73,121 +73,109 @@ static void usage(void) {
            dh_progname);
 }
 
-/* An images stream read whole and uploaded to the device. */
-typedef struct {
-    const char *name;
-    int64_t S;
-    int C, H, W;
-    uint8_t *pix;   /* device (S, C, H, W) */
-    int32_t *lab;   /* device (S) */
-    int32_t *hlab;  /* host copy */
-    int nclasses;   /* from meta "classes", or max label + 1 */
-    char **classes; /* meta "classes" or NULL */
-    double mean[DK_MAXCHAN], std[DK_MAXCHAN];
-} dataset;
+typedef struct pt_opts {
+    const char *arch, *netfile, *device, *out, *val, *in;
+    hyper h; /* set fields override the architecture's defaults: 0 or -1 mean unset */
+    uint64_t seed;
+    int print_net;
+} pt_opts;
 
-static void load_images(const char *path, dk_device dev, int want_stats, dataset *d) {
-    dh_err e;
-    memset(d, 0, sizeof *d);
-    d->name = dh_in_name(path);
-    dhs_reader *r = dhs_open_path(path, NULL, &e);
-    if (!r) dh_die_err(&e, NULL);
-    const dhs_schema *s = dhs_reader_schema(r);
-    if (strcmp(s->kind, "images") != 0) dh_die(DH_EXIT_FAIL, "%s: a '%s' stream, expected images", d->name, s->kind);
-    int fp = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
-    if (fp < 0) dh_die_err(&e, d->name);
-    int fl = dhs_require_field(s, "label", DHS_I32, 0, &e);
-    if (fl < 0) dh_die_err(&e, d->name);
-    if (s->fields[fp].variable) dh_die(DH_EXIT_FAIL, "%s: pixels must have a fixed shape", d->name);
-    d->C = (int)s->fields[fp].shape[0];
-    d->H = (int)s->fields[fp].shape[1];
-    d->W = (int)s->fields[fp].shape[2];
-    const dhs_meta *meta = dhs_reader_meta(r);
-    int nc = dhs_meta_len(meta, "classes");
-    if (nc > 0) {
-        d->classes = calloc(nc, sizeof *d->classes);
-        if (!d->classes) dh_die(DH_EXIT_NOMEM, "out of memory");
-        for (int i = 0; i < nc; i++) {
-            const char *c = dhs_meta_str_at(meta, "classes", i);
-            d->classes[i] = strdup(c ? c : "");
-        }
-        d->nclasses = nc;
-    }
-    dhs_table t;
-    memset(&t, 0, sizeof t);
-    if (dhs_read_table(r, &t, 0, &e)) dh_die_err(&e, NULL);
-    dhs_close(r);
-    d->S = t.nrows;
-    if (d->S < 1) dh_die(DH_EXIT_FAIL, "%s: no images", d->name);
-    const int32_t *lab = t.col[fl];
-    int maxl = -1;
-    for (int64_t i = 0; i < d->S; i++) {
-        if (lab[i] < 0 || (nc > 0 && lab[i] >= nc))
-            dh_die(DH_EXIT_FAIL, "%s: row %lld: label %d out of range%s", d->name, (long long)i, lab[i],
-                   nc > 0 ? " (not one of the stream's classes)" : "");
-        if (lab[i] > maxl) maxl = lab[i];
-    }
-    if (nc <= 0) d->nclasses = maxl + 1;
-    size_t pb = (size_t)d->S * d->C * d->H * d->W;
-    const uint8_t *px = t.col[fp];
-    if (want_stats && d->C <= DK_MAXCHAN) {
-        size_t plane = (size_t)d->H * d->W;
-        for (int c = 0; c < d->C; c++) {
-            double s1 = 0, s2 = 0;
-            for (int64_t i = 0; i < d->S; i++) {
-                const uint8_t *p = px + ((size_t)i * d->C + c) * plane;
-                uint64_t a = 0, b = 0;
-                for (size_t j = 0; j < plane; j++) {
-                    a += p[j];
-                    b += (uint64_t)p[j] * p[j];
-                }
-                s1 += (double)a;
-                s2 += (double)b;
-            }
-            double n = (double)d->S * plane, m = s1 / n / 255.0;
-            double var = s2 / n / (255.0 * 255.0) - m * m;
-            d->mean[c] = m;
-            d->std[c] = var > 1e-8 ? sqrt(var) : 1.0;
-        }
-    }
-    d->hlab = malloc((size_t)d->S * sizeof *d->hlab);
-    if (!d->hlab) dh_die(DH_EXIT_NOMEM, "out of memory");
-    memcpy(d->hlab, lab, (size_t)d->S * sizeof *d->hlab);
-    if (dk_mem_alloc(dev, pb, (void **)&d->pix, &e) || dk_mem_upload(dev, d->pix, px, pb, &e) ||
-        dk_mem_alloc(dev, (size_t)d->S * sizeof(int32_t), (void **)&d->lab, &e) ||
-        dk_mem_upload(dev, d->lab, lab, (size_t)d->S * sizeof(int32_t), &e))
-        dh_die_err(&e, d->name);
-    dhs_table_free(&t);
+static double num(const char *opt, const char *v, double lo, double hi) {
+    double x;
+    if (dh_parse_double(v, lo, hi, &x)) dh_usage_error("%s: bad value '%s'", opt, v);
+    return x;
 }
 
-static void free_images(dk_device dev, dataset *d) {
-    dk_mem_free(dev, d->pix);
-    dk_mem_free(dev, d->lab);
-    free(d->hlab);
-    for (int i = 0; d->classes && i < d->nclasses; i++) free(d->classes[i]);
-    free(d->classes);
+static int inum(const char *opt, const char *v, int lo, int hi) {
+    int x;
+    if (dh_parse_int(v, lo, hi, &x)) dh_usage_error("%s: '%s' is not an integer in %d..%d", opt, v, lo, hi);
+    return x;
 }
 
-/* Accuracy and mean loss of the net on a whole dataset (inference mode). */
-static void evaluate(net *n, dataset *d, dk_tensor *xbuf, double *acc, double *loss) {
-    dh_err e;
-    int64_t B = xbuf->shape[0], correct = 0;
-    double lsum = 0;
-    for (int64_t s = 0; s < d->S; s += B) {
-        int64_t nb = d->S - s < B ? d->S - s : B;
-        dk_tensor x;
-        if (dk_tensor_rows(xbuf, 0, nb, &x, &e) ||
-            dk_images_augment(d->pix + (size_t)s * d->C * d->H * d->W, nb, d->C, d->H, d->W, NULL, 0, 0, n->mean,
-                              n->std, 0, 0, &x, &e))
-            dh_die_err(&e, d->name);
-        double l;
-        int64_t c;
-        if (net_eval_xent(n, &x, d->lab + s, &l, &c, &e)) dh_die_err(&e, d->name);
-        correct += c;
-        lsum += l * nb;
+static void parse_options(pt_opts *o, int argc, char **argv) {
+    memset(o, 0, sizeof *o);
+    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1 };
+    o->seed = 1;
+    /* the long-only options: --momentum, --nesterov, --no-nesterov, --label-smoothing, --augment,
+     * --no-augment, --val, --print-net, --progress */
+    enum { O_MOM = 256, O_NES, O_NON, O_LSM, O_AUG, O_NOA, O_VAL, O_PRI, O_PRG };
+    static const struct option lo[] = {
+        { "arch", 1, 0, 'a' },       { "net", 1, 0, 'N' },          { "lr", 1, 0, 'l' },
+        { "epochs", 1, 0, 'e' },     { "batch", 1, 0, 'B' },        { "schedule", 1, 0, 'S' },
+        { "momentum", 1, 0, O_MOM }, { "nesterov", 0, 0, O_NES },   { "no-nesterov", 0, 0, O_NON },
+        { "augment", 0, 0, O_AUG },  { "no-augment", 0, 0, O_NOA }, { "weight-decay", 1, 0, 'w' },
+        { "val", 1, 0, O_VAL },      { "print-net", 0, 0, O_PRI },  { "label-smoothing", 1, 0, O_LSM },
+        { "seed", 1, 0, 's' },       { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
+        DH_COMMON_LONGOPTS(O_PRG)
+    };
+    /* letters given up for the option grammar (dh_opts.h): refused, naming the new ones */
+    static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" },
+                                      { 'm', "momentum", 0, "momentum" },
+                                      { 'n', "network specification", 'N', "net" },
+                                      { 0, 0, 0, 0 } };
+    dh_prog_moved(moved);
+    hyper *h = &o->h;
+    int c;
+    int64_t v;
+    while ((c = getopt_long(argc, argv, "a:N:e:B:l:S:w:s:d:o:qhV", lo, NULL)) != -1) {
+        switch (c) {
+        case 'a': o->arch = optarg; break;
+        case 'N': o->netfile = optarg; break;
+        case 'e': h->epochs = inum("--epochs", optarg, 1, 100000); break;
+        case 'B': h->batch = inum("--batch", optarg, 1, 1 << 20); break;
+        case 'l': h->lr = num("--lr", optarg, 1e-12, 1e4); break;
+        case 'S': h->schedule = optarg; break;
+        case O_MOM: h->momentum = num("--momentum", optarg, 0, 0.9999); break;
+        case O_NES: h->nesterov = 1; break;
+        case O_NON: h->nesterov = 0; break;
+        case 'w': h->wd = num("--weight-decay", optarg, 0, 1); break;
+        case O_LSM: h->smoothing = num("--label-smoothing", optarg, 0, 0.999); break;
+        case O_AUG: h->augment = 1; break;
+        case O_NOA: h->augment = 0; break;
+        case O_VAL: o->val = optarg; break;
+        case 's':
+            if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg);
+            o->seed = (uint64_t)v;
+            break;
+        case 'd': o->device = optarg; break;
+        case 'o': o->out = optarg; break;
+        case O_PRI: o->print_net = 1; break;
+        default:
+            if (!dh_common_option(c, O_PRG, usage)) dh_usage_error("bad option (see --help)");
+        }
     }
-    *acc = (double)correct / d->S;
-    *loss = lsum / d->S;
+    o->in = dh_input_arg(argc, argv);
+    if (o->arch && o->netfile) dh_usage_error("--arch and --net exclude each other");
+}
+
+/* The architecture's defaults, overridden by what the options set. */
+static hyper hyper_for(const char *arch, const hyper *set) {
+    hyper h = defaults[3].h;
+    for (int i = 0; i < 3; i++)
+        if (arch && !strcmp(arch, defaults[i].arch)) h = defaults[i].h;
+    if (set->epochs) h.epochs = set->epochs;
+    if (set->batch) h.batch = set->batch;
+    if (set->lr > 0) h.lr = set->lr;
+    if (set->momentum >= 0) h.momentum = set->momentum;
+    if (set->wd >= 0) h.wd = set->wd;
+    if (set->smoothing >= 0) h.smoothing = set->smoothing;
+    if (set->nesterov >= 0) h.nesterov = set->nesterov;
+    if (set->augment >= 0) h.augment = set->augment;
+    if (set->schedule) h.schedule = set->schedule;
+    if (h.nesterov && h.momentum == 0) dh_usage_error("--nesterov needs a non-zero momentum");
+    return h;
+}
+
+/* What makes images of d fit a network that takes in (C, H, W): the
+ * dh-ingest options, or "" when they cannot. */
+static const char *refit(const train_images *d, const int *in, char *buf, size_t n) {
+    const char *ch = in[0] == d->C ? "" : in[0] == 1 ? "--gray " : in[0] == 3 ? "--rgb " : NULL;
+    if (!ch) return "";
+    if (in[1] == d->H && in[2] == d->W)
+        snprintf(buf, n, ": re-ingest them with dh-ingest %.*s", (int)strlen(ch) - 1, ch);
+    else
+        snprintf(buf, n, ": re-ingest them with dh-ingest %s--resize %dx%d", ch, in[2], in[1]);
+    return buf;
 }
 
 static void fmt_dur(char *b, size_t n, double s) {
@@ -206,214 +194,105 @@ static dh_outfile outf;
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-pretrain", argc, argv);
-    const char *arch = NULL, *netfile = NULL, *device = NULL, *out = NULL, *valfile = NULL;
-    const char *schedule = NULL;
-    int epochs = 0, batch = 0, nesterov = -1, augment = -1;
-    double lr = -1, momentum = -1, wd = -1, smoothing = -1;
-    uint64_t seed = 1;
-    int64_t v;
-    enum { O_NEST = 256, O_NONEST, O_LS, O_AUG, O_NOAUG, O_VAL, O_PROG, O_PRINT };
-    static const struct option lo[] = { { "arch", 1, 0, 'a' },
-                                        { "net", 1, 0, 'n' },
-                                        { "epochs", 1, 0, 'e' },
-                                        { "batch", 1, 0, 'b' },
-                                        { "lr", 1, 0, 'l' },
-                                        { "schedule", 1, 0, 'S' },
-                                        { "momentum", 1, 0, 'm' },
-                                        { "nesterov", 0, 0, O_NEST },
-                                        { "no-nesterov", 0, 0, O_NONEST },
-                                        { "weight-decay", 1, 0, 'w' },
-                                        { "label-smoothing", 1, 0, O_LS },
-                                        { "augment", 0, 0, O_AUG },
-                                        { "no-augment", 0, 0, O_NOAUG },
-                                        { "val", 1, 0, O_VAL },
-                                        { "seed", 1, 0, 's' },
-                                        { "device", 1, 0, 'd' },
-                                        { "output", 1, 0, 'o' },
-                                        { "print-net", 0, 0, O_PRINT },
-                                        DH_COMMON_LONGOPTS(O_PROG) };
-    int c, print_net = 0;
-    while ((c = getopt_long(argc, argv, "a:n:e:b:l:S:m:w:s:d:o:qhV", lo, NULL)) != -1) {
-        switch (c) {
-        case 'a': arch = optarg; break;
-        case 'n': netfile = optarg; break;
-        case 'e':
-            if (dh_parse_int(optarg, 1, 100000, &epochs)) dh_usage_error("--epochs: bad value '%s'", optarg);
-            break;
-        case 'b':
-            if (dh_parse_int(optarg, 1, 1 << 20, &batch)) dh_usage_error("--batch: bad value '%s'", optarg);
-            break;
-        case 'l':
-            if (dh_parse_double(optarg, 1e-12, 1e4, &lr)) dh_usage_error("--lr: bad value '%s'", optarg);
-            break;
-        case 'S': schedule = optarg; break;
-        case 'm':
-            if (dh_parse_double(optarg, 0, 0.9999, &momentum)) dh_usage_error("--momentum: bad value '%s'", optarg);
-            break;
-        case O_NEST: nesterov = 1; break;
-        case O_NONEST: nesterov = 0; break;
-        case 'w':
-            if (dh_parse_double(optarg, 0, 1, &wd)) dh_usage_error("--weight-decay: bad value '%s'", optarg);
-            break;
-        case O_LS:
-            if (dh_parse_double(optarg, 0, 0.999, &smoothing))
-                dh_usage_error("--label-smoothing: bad value '%s'", optarg);
-            break;
-        case O_AUG: augment = 1; break;
-        case O_NOAUG: augment = 0; break;
-        case O_VAL: valfile = optarg; break;
-        case 's':
-            if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg);
-            seed = (uint64_t)v;
-            break;
-        case 'd': device = optarg; break;
-        case 'o': out = optarg; break;
-        case O_PRINT: print_net = 1; break;
-        default:
-            if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
-        }
-    }
-    const char *in = dh_input_arg(argc, argv);
-    if (arch && netfile) dh_usage_error("--arch and --net exclude each other");
-    if (print_net) {
-        netspec ps;
-        dh_err pe;
-        if (!arch && !netfile) dh_usage_error("--print-net needs --arch or --net");
-        if (arch ? netspec_builtin(arch, &ps, &pe) : netspec_load(netfile, &ps, &pe))
-            dh_die_err(&pe, arch ? "--arch" : NULL);
-        fputs(ps.text, stdout);
-        netspec_free(&ps);
-        return DH_EXIT_OK;
-    }
-    if ((!out || !strcmp(out, "-")) && isatty(STDOUT_FILENO))
-        dh_usage_error("refusing to write a model to a terminal (use -o FILE or redirect)");
+    pt_opts o;
+    parse_options(&o, argc, argv);
     dh_err e;
     netspec spec;
     memset(&spec, 0, sizeof spec);
-    if (arch && netspec_builtin(arch, &spec, &e)) dh_usage_error("--arch: %s", e.msg);
-    if (netfile && netspec_load(netfile, &spec, &e)) dh_die_err(&e, NULL);
-    if (dh_out_open_guarded(&outf, out, &e)) dh_die_err(&e, NULL);
-    dk_device dev = dk_prog_device_open(device);
+    if (o.arch && netspec_builtin(o.arch, &spec, &e)) dh_usage_error("--arch: %s", e.msg);
+    if (o.netfile && netspec_load(o.netfile, &spec, &e)) dh_die_err(&e, NULL);
+    if (o.print_net) {
+        if (!o.arch && !o.netfile) dh_usage_error("--print-net needs --arch or --net");
+        fputs(spec.text, stdout);
+        netspec_free(&spec);
+        return DH_EXIT_OK;
+    }
+    if ((!o.out || !strcmp(o.out, "-")) && isatty(STDOUT_FILENO))
+        dh_usage_error("refusing to write a model to a terminal (use -o FILE or redirect)");
+    if (dh_out_open_guarded(&outf, o.out, &e)) dh_die_err(&e, NULL);
+    dk_device dev = dk_prog_device_open(o.device);
 
-    dataset tr;
-    load_images(in, dev, 1, &tr);
-    if (!arch && !netfile) {
-        if (tr.C == 1 && tr.H == 28 && tr.W == 28)
-            arch = "lenet";
-        else if (tr.C == 3 && tr.H == 32 && tr.W == 32)
-            arch = "cifar";
-        else
-            dh_usage_error("%s: no built-in network for %dx%dx%d images: give --net FILE", tr.name, tr.C, tr.H, tr.W);
+    /* the training images, and the network that fits them */
+    static train_images tr, va;
+    dhs_reader *r = dhs_open_path(o.in, NULL, &e);
+    if (!r || train_images_read(r, dev, TRAIN_CLASS_LABELS, &tr, &e)) dh_die_err(&e, NULL);
+    dhs_close(r);
+    const char *arch = o.arch, *netname = o.arch ? o.arch : o.netfile;
+    char hint[128];
+    if (!o.arch && !o.netfile) {
+        arch = tr.C == 1 && tr.H == 28 && tr.W == 28 ? "lenet" : tr.C == 3 && tr.H == 32 && tr.W == 32 ? "cifar" : NULL;
+        if (!arch)
+            dh_usage_error("%s: no built-in network for %dx%dx%d images (lenet takes 1x28x28, cifar and fast "
+                           "3x32x32): re-ingest them with dh-ingest --gray --resize 28x28 or --rgb --resize 32x32, "
+                           "or give -N FILE",
+                           tr.name, tr.C, tr.H, tr.W);
         if (netspec_builtin(arch, &spec, &e)) dh_die_err(&e, NULL);
+        netname = arch;
     }
     if (spec.in[0] != tr.C || spec.in[1] != tr.H || spec.in[2] != tr.W)
-        dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network '%s' takes %dx%dx%d", tr.name, tr.C, tr.H, tr.W,
-               arch ? arch : netfile, spec.in[0], spec.in[1], spec.in[2]);
+        dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network '%s' takes %dx%dx%d%s", tr.name, tr.C, tr.H, tr.W,
+               netname, spec.in[0], spec.in[1], spec.in[2], refit(&tr, spec.in, hint, sizeof hint));
     if (tr.nclasses < 2) dh_die(DH_EXIT_FAIL, "%s: %d class(es): need at least 2", tr.name, tr.nclasses);
 
-    /* hyper-parameters: arch defaults, then options */
-    hyper h = defaults[3].h;
-    for (int i = 0; i < 3; i++)
-        if (arch && !strcmp(arch, defaults[i].arch)) h = defaults[i].h;
-    if (epochs) h.epochs = epochs;
-    if (batch) h.batch = batch;
-    if (lr > 0) h.lr = lr;
-    if (momentum >= 0) h.momentum = momentum;
-    if (wd >= 0) h.wd = wd;
-    if (smoothing >= 0) h.smoothing = smoothing;
-    if (nesterov >= 0) h.nesterov = nesterov;
-    if (augment >= 0) h.augment = augment;
-    if (schedule) h.schedule = schedule;
-    if (h.nesterov && h.momentum == 0) dh_usage_error("--nesterov needs a non-zero momentum");
+    /* hyper-parameters: the architecture's defaults, then the options */
+    hyper h = hyper_for(arch, &o.h);
     dk_schedule sched;
-    static char stepbuf[64];
-    if (!strcmp(h.schedule, "step")) {
-        char *buf = stepbuf;
-        int a = h.epochs / 2, b = h.epochs * 3 / 4;
-        if (a < 1) a = 1;
-        if (b <= a) b = a + 1;
-        snprintf(buf, sizeof stepbuf, "step:%d,%d", a, b);
-        if (dk_schedule_parse(buf, h.lr, &sched, &e)) dh_usage_error("--schedule: %s", e.msg);
-        h.schedule = stepbuf;
-    } else if (dk_schedule_parse(h.schedule, h.lr, &sched, &e)) {
+    char sched_text[64];
+    if (train_schedule(h.schedule, h.lr, h.epochs, &sched, sched_text, sizeof sched_text, &e))
         dh_usage_error("--schedule: %s", e.msg);
-    }
+    int64_t B = h.batch < tr.S ? h.batch : tr.S, spe = tr.S / B, total = spe * h.epochs;
+    for (int i = 0; B < 2 && i < spec.nlayers; i++)
+        if (spec.layers[i].type == NS_BN)
+            dh_die(DH_EXIT_FAIL, "%s: one image: batch normalisation needs batches of 2 or more", tr.name);
 
-    int64_t B = h.batch;
-    if (B > tr.S) B = tr.S;
-    int64_t spe = tr.S / B, total = spe * h.epochs;
-    if (B < 2) {
-        for (int i = 0; i < spec.nlayers; i++)
-            if (spec.layers[i].type == NS_BN)
-                dh_die(DH_EXIT_FAIL, "%s: one image: batch normalisation needs batches of 2 or more", tr.name);
-    }
-
-    dataset va;
-    memset(&va, 0, sizeof va);
-    if (valfile) {
-        load_images(valfile, dev, 0, &va);
-        if (va.C != tr.C || va.H != tr.H || va.W != tr.W)
-            dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the training images %dx%dx%d", va.name, va.C, va.H, va.W,
-                   tr.C, tr.H, tr.W);
-        if (va.classes && tr.classes) {
-            int same = va.nclasses == tr.nclasses;
-            for (int i = 0; same && i < va.nclasses; i++) same = !strcmp(va.classes[i], tr.classes[i]);
-            if (!same) dh_die(DH_EXIT_FAIL, "%s: its classes differ from the training stream's", va.name);
-        }
-        if (va.nclasses > tr.nclasses)
-            dh_die(DH_EXIT_FAIL, "%s: labels up to %d, the training stream has %d classes", va.name, va.nclasses - 1,
-                   tr.nclasses);
+    if (o.val) {
+        r = dhs_open_path(o.val, NULL, &e);
+        if (!r || train_images_read(r, dev, TRAIN_CLASS_LABELS, &va, &e)) dh_die_err(&e, NULL);
+        dhs_close(r);
+        if (train_images_match(&va, &tr, &e)) dh_die_err(&e, NULL);
     }
 
     net *n;
-    if (net_create(&spec, tr.nclasses, dev, B, &n, &e)) dh_die_err(&e, "network");
-    if (net_init(n, seed, &e)) dh_die_err(&e, "network");
-    float mean[DK_MAXCHAN], sd[DK_MAXCHAN];
-    for (int i = 0; i < tr.C; i++) {
-        mean[i] = (float)tr.mean[i];
-        sd[i] = (float)tr.std[i];
-    }
-    if (net_set_norm(n, mean, sd, &e)) dh_die_err(&e, "network");
-    if (tr.classes && net_set_classes(n, (const char *const *)tr.classes, tr.nclasses, &e)) dh_die_err(&e, "network");
-
+    if (train_net_new(&spec, tr.nclasses, dev, B, o.seed, &tr, &n, &e)) dh_die_err(&e, "network");
     int pad = h.augment ? (tr.H / 8 > 0 ? tr.H / 8 : 1) : 0, flip = h.augment;
     dh_note("%s: %lld images %dx%dx%d, %d classes; net %s: %lld parameters, z %d; %s", tr.name, (long long)tr.S, tr.C,
-            tr.H, tr.W, tr.nclasses, arch ? arch : netfile, (long long)net_nparams(n), n->zdim, dk_device_name(dev));
+            tr.H, tr.W, tr.nclasses, netname, (long long)net_nparams(n), n->zdim, dk_device_name(dev));
     dh_note("%d epochs x %lld steps of %lld, lr %g (%s), momentum %g%s, weight decay %g, "
             "label smoothing %g, augment %s, seed %llu",
-            h.epochs, (long long)spe, (long long)B, h.lr, h.schedule, h.momentum, h.nesterov ? " (nesterov)" : "", h.wd,
-            h.smoothing, h.augment ? "crop+flip" : "off", (unsigned long long)seed);
+            h.epochs, (long long)spe, (long long)B, h.lr, sched_text, h.momentum, h.nesterov ? " (nesterov)" : "", h.wd,
+            h.smoothing, h.augment ? "crop+flip" : "off", (unsigned long long)o.seed);
+    if (spe < FEW_STEPS) /* a warning, also with --quiet: such a run learns next to nothing */
+        fprintf(stderr,
+                "%s: warning: %s: %lld images in batches of %lld: %lld step%s per epoch, too few to learn from "
+                "(give a smaller -B, e.g. -B %lld, or more images)\n",
+                dh_progname, tr.name, (long long)tr.S, (long long)B, (long long)spe, spe == 1 ? "" : "s",
+                (long long)(tr.S / FEW_STEPS > 2 ? tr.S / FEW_STEPS : 2));
 
-    /* device buffers: the epoch's permutation, a batch of images and labels */
-    int32_t *perm = malloc((size_t)tr.S * sizeof *perm);
-    int32_t *perm_dev = NULL, *lab_dev = NULL;
+    /* training: each epoch a fresh permutation, batches gathered on the device */
+    int32_t *perm = dh_malloc(&e, (size_t)tr.S, sizeof *perm), *lab_dev = NULL;
     dk_tensor xbuf = { 0 };
-    if (!perm) dh_die(DH_EXIT_NOMEM, "out of memory");
-    if (dk_mem_alloc(dev, (size_t)tr.S * sizeof(int32_t), (void **)&perm_dev, &e) ||
-        dk_mem_alloc(dev, (size_t)B * sizeof(int32_t), (void **)&lab_dev, &e) ||
+    if (!perm || dk_mem_alloc(dev, (size_t)B * sizeof(int32_t), (void **)&lab_dev, &e) ||
         dk_tensor_alloc4(&xbuf, dev, 4, B, tr.C, tr.H, tr.W, &e))
         dh_die_err(&e, dk_device_name(dev));
-
     dh_progress prog;
     dh_progress_start(&prog, "training", "images", total * B);
     double t0 = dh_now(), last_train_acc = 0, last_val_acc = -1, last_loss = 0;
     int64_t step = 0;
     for (int ep = 0; ep < h.epochs; ep++) {
-        double te = dh_now();
-        dk_permutation(perm, tr.S, seed, (uint64_t)ep);
-        if (dk_mem_upload(dev, perm_dev, perm, (size_t)tr.S * sizeof(int32_t), &e)) dh_die_err(&e, "upload");
-        double lsum = 0;
+        double te = dh_now(), lsum = 0;
         int64_t csum = 0;
         float cur_lr = 0;
+        dk_permutation(perm, tr.S, o.seed, (uint64_t)ep);
+        if (train_images_order(&tr, perm, &e)) dh_die_err(&e, "upload");
         for (int64_t it = 0; it < spe; it++, step++) {
             cur_lr = (float)dk_schedule_lr(&sched, step, total, spe);
-            const int32_t *idx = perm_dev + it * B;
-            if (dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std, seed ^ 0xA5A5A5A5ULL,
-                                  (uint64_t)step * B, &xbuf, &e) ||
-                dk_gather_i32(dev, tr.lab, idx, B, lab_dev, &e))
-                dh_die_err(&e, "batch");
+            const int32_t *idx = tr.order + it * B;
             double loss;
             int64_t correct;
+            if (dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std,
+                                  o.seed ^ 0xA5A5A5A5ULL, (uint64_t)step * B, &xbuf, &e) ||
+                dk_gather_i32(dev, tr.lab, idx, B, lab_dev, &e))
+                dh_die_err(&e, "batch");
             if (net_grad_xent(n, &xbuf, lab_dev, (float)h.smoothing, &loss, &correct, &e)) dh_die_err(&e, "training");
             if (!isfinite(loss))
                 dh_die(DH_EXIT_FAIL, "training diverged at epoch %d step %lld (loss %g): lower --lr", ep + 1,
@@ -424,17 +303,15 @@ int main(int argc, char **argv) {
             csum += correct;
             dh_progress_update(&prog, (step + 1) * B);
         }
-        double now = dh_now(), dt = now - te;
+        double now = dh_now(), dt = now - te, vl;
         last_loss = lsum / spe;
         last_train_acc = (double)csum / (spe * B);
         char val[64] = "", eta[32];
-        if (valfile) {
-            double vl;
-            evaluate(n, &va, &xbuf, &last_val_acc, &vl);
+        if (o.val) {
+            if (train_images_eval(n, &va, &xbuf, &last_val_acc, &vl, &e)) dh_die_err(&e, NULL);
             snprintf(val, sizeof val, "  val loss %.4f acc %.2f%%", vl, 100 * last_val_acc);
         }
-        double per_ep = (now - t0) / (ep + 1);
-        fmt_dur(eta, sizeof eta, per_ep * (h.epochs - ep - 1));
+        fmt_dur(eta, sizeof eta, (now - t0) / (ep + 1) * (h.epochs - ep - 1));
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
         dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s", ep + 1, h.epochs,
                 last_loss, 100 * last_train_acc, val, cur_lr, spe * B / dt, eta);
@@ -448,23 +325,21 @@ int main(int argc, char **argv) {
     dhs_model_init(&m);
     if (dhs_meta_set_str(m.meta, "model", "net") || dhs_meta_set_str(m.meta, "program", "dh-pretrain") ||
         dhs_meta_set_str(m.meta, "cmdline", dh_cmdline()) || dhs_meta_set_str(m.meta, "arch", arch ? arch : "") ||
-        dhs_meta_set_int(m.meta, "seed", (int64_t)seed) || dhs_meta_set_int(m.meta, "epochs", h.epochs) ||
+        dhs_meta_set_int(m.meta, "seed", (int64_t)o.seed) || dhs_meta_set_int(m.meta, "epochs", h.epochs) ||
         dhs_meta_set_int(m.meta, "train_rows", tr.S) || dhs_meta_set_float(m.meta, "train_loss", last_loss) ||
         dhs_meta_set_float(m.meta, "train_accuracy", last_train_acc) ||
-        (valfile && dhs_meta_set_float(m.meta, "val_accuracy", last_val_acc)) ||
+        (o.val && dhs_meta_set_float(m.meta, "val_accuracy", last_val_acc)) ||
         dhs_meta_set_str(m.meta, "device", dk_device_name(dev)))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (net_to_model(n, &m, &e)) dh_die_err(&e, "model");
-    if (dhs_model_write(outf.f, out ? out : "<stdout>", &m, &e)) dh_die_err(&e, NULL);
+    if (dhs_model_write(outf.f, o.out ? o.out : "<stdout>", &m, &e)) dh_die_err(&e, NULL);
     if (dh_out_commit(&outf, &e)) dh_die_err(&e, NULL);
     dhs_model_free(&m);
-
     free(perm);
-    dk_mem_free(dev, perm_dev);
     dk_mem_free(dev, lab_dev);
     dk_tensor_free(&xbuf);
-    free_images(dev, &tr);
-    if (valfile) free_images(dev, &va);
+    train_images_free(&tr);
+    train_images_free(&va);
     net_free(n);
     netspec_free(&spec);
     dk_shutdown();

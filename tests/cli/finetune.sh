@@ -144,7 +144,7 @@ dh-encode -m "$TMP/ri.dhm" "$TMP/im.dhs" > "$TMP/ric.dhs" || t_fail "dh-encode o
 t_end
 
 t_begin images_finetune_joint
-if dh-pretrain -q --device cpu -e 1 -b 32 "$TMP/im.dhs" > "$TMP/net.dhm" 2>"$TMP/perr" &&
+if dh-pretrain -q --device cpu -e 1 -B 32 "$TMP/im.dhs" > "$TMP/net.dhm" 2>"$TMP/perr" &&
    dh-feats -q -m "$TMP/net.dhm" "$TMP/im.dhs" > "$TMP/imf.dhs" &&
    dh-inithash -q --bits 8 --epochs 2 "$TMP/imf.dhs" > "$TMP/ih.dhm"; then
   dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 "$TMP/im.dhs" > "$TMP/dh.dhm" || t_fail "joint fine-tuning"

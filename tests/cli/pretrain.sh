@@ -172,6 +172,55 @@ dh-feats -m "$TMP/lenet.dhm" -q "$TMP/mnist.dhs" > "$TMP/f3.dhs" || t_fail "dh-f
 $PY "$TMP/dhs.py" checkfeats "$TMP/f3.dhs" "$TMP/mnist.dhs" 500 || t_fail "lenet features check"
 t_end
 
+# ---- the option grammar: -B --batch, -N --net; the old -b, -m, -n refused --------
+t_begin "pretrain: -B and -N"
+dh-pretrain -q -N "$TMP/small.net" -e 1 -B 32 --momentum 0.5 --device cpu -o "$TMP/n1.dhm" "$TMP/train.dhs" 2>"$TMP/log3" ||
+  t_fail "$(tail -1 "$TMP/log3")"
+t_end
+refused() {  # NAME MESSAGE ARGS... : a usage error (exit 2) whose one line is MESSAGE
+  local name=$1 msg=$2; shift 2
+  expect_fail "$name" dh-pretrain "$@"
+  t_begin "$name: exit 2 and the message"
+  dh-pretrain "$@" >/dev/null 2>&1; [ $? = 2 ] || t_fail "exit status not 2"
+  [ "$(cat "$TMP/ef.err")" = "$msg" ] || t_fail "got: $(cat "$TMP/ef.err")"
+  t_end
+}
+refused "pretrain: -b refused" "dh-pretrain: -b is --bits in deephash; the batch size is -B (--batch)" \
+  -b 32 --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/train.dhs"
+refused "pretrain: -m refused" "dh-pretrain: -m is --model in deephash; the momentum is --momentum" \
+  -m 0.9 --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/train.dhs"
+refused "pretrain: -n refused" "dh-pretrain: -n is --limit/--rows in deephash; the network specification is -N (--net)" \
+  -n "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/train.dhs"
+
+# ---- too few steps per epoch: trained, with one warning line (also with -q) ----
+$PY "$TMP/dhs.py" images "$TMP/sixty.dhs" 60 1 28 28 4 6
+t_begin "pretrain: warns when an epoch has fewer than 10 steps"
+dh-pretrain -q --epochs 1 --device cpu -o "$TMP/w.dhm" "$TMP/sixty.dhs" 2>"$TMP/warn" || t_fail "exit status"
+[ "$(grep -c . "$TMP/warn")" = 1 ] || t_fail "expected one stderr line: $(cat "$TMP/warn")"
+grep -q '^dh-pretrain: warning: .*sixty.dhs: 60 images in batches of 60: 1 step per epoch.*-B 6' "$TMP/warn" ||
+  t_fail "$(cat "$TMP/warn")"
+[ -s "$TMP/w.dhm" ] || t_fail "no model"
+dh-pretrain -q --net "$TMP/small.net" --epochs 1 --batch 32 --device cpu -o "$TMP/w2.dhm" "$TMP/train.dhs" 2>"$TMP/warn2"
+[ -s "$TMP/warn2" ] && t_fail "10 steps per epoch warned: $(cat "$TMP/warn2")"
+t_end
+
+# ---- images that fit no network: the message says how to re-ingest them ----
+$PY "$TMP/dhs.py" images "$TMP/rgb28.dhs" 16 3 28 28 4 7
+expect_fail "pretrain: no built-in network for the images" dh-pretrain -o "$TMP/x.dhm" "$TMP/rgb28.dhs"
+t_begin "pretrain: no built-in network: what to do"
+grep -q 'no built-in network for 3x28x28 images.*dh-ingest --gray --resize 28x28.*--resize 32x32' "$TMP/ef.err" ||
+  t_fail "$(cat "$TMP/ef.err")"
+t_end
+expect_fail "pretrain: grey 12x12 images into lenet" dh-pretrain --arch lenet -o "$TMP/x.dhm" "$TMP/train.dhs"
+t_begin "pretrain: lenet's input: what to do"
+grep -q "images are 1x12x12, the network 'lenet' takes 1x28x28: re-ingest them with dh-ingest --resize 28x28" "$TMP/ef.err" ||
+  t_fail "$(cat "$TMP/ef.err")"
+t_end
+expect_fail "pretrain: rgb 28x28 images into lenet" dh-pretrain --arch lenet -o "$TMP/x.dhm" "$TMP/rgb28.dhs"
+t_begin "pretrain: rgb into lenet: what to do"
+grep -q "re-ingest them with dh-ingest --gray\$" "$TMP/ef.err" || t_fail "$(cat "$TMP/ef.err")"
+t_end
+
 # ---- bad input -----------------------------------------------------------
 expect_fail "pretrain: wrong stream kind" dh-pretrain --net "$TMP/small.net" -o "$TMP/x.dhm" "$TMP/feats.dhs"
 expect_fail "pretrain: image shape does not fit the net" dh-pretrain --arch lenet -o "$TMP/x.dhm" "$TMP/train.dhs"
