@@ -248,10 +248,10 @@ static int find_self(char *out, size_t n, dh_err *e) {
             if (ok) return 0;
         }
     }
-    return dh_seterr(e, DH_EDEVICE,
-                     "the CUDA backend libdhcuda.so is not in %s/../lib (a build without CUDA, or a program moved "
-                     "without its lib/ folder; DH_CUDA_LIB names it)",
-                     exe);
+    /* not beside the program (a program of the user's own, linked with
+     * libdeephash.a): the linker's path, e.g. an installed PREFIX/lib */
+    snprintf(out, n, "libdhcuda.so");
+    return 0;
 }
 
 static int load(dh_err *e) {
@@ -271,6 +271,11 @@ static int load(dh_err *e) {
         if (g_handle) break;
         const char *msg = dlerror();
         char miss[PATH_MAX];
+        if (dh_cuda_dlerror_missing(msg, miss, sizeof miss) == 0 && strcmp(miss, self) == 0)
+            return dh_seterr(e, DH_EDEVICE,
+                             "the CUDA backend libdhcuda.so is neither in this program's ../lib nor on the linker's "
+                             "path (a build without CUDA, or a program moved without its lib/ folder; DH_CUDA_LIB "
+                             "names it)");
         if (dh_cuda_dlerror_missing(msg, miss, sizeof miss) == 0 && strcmp(miss, self) != 0) {
             rc = preload(miss, "libdhcuda.so", 0, e);
             if (rc) return rc;

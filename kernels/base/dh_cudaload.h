@@ -7,7 +7,8 @@
  *   1. opens the driver, libcuda.so.1 (the system's, else a folder below);
  *   2. opens libdhcuda.so: $DH_CUDA_LIB, else PROG_DIR/../lib/libdhcuda.so,
  *      PROG_DIR/../lib/deephash/libdhcuda.so or PROG_DIR/libdhcuda.so
- *      (PROG_DIR: the folder of /proc/self/exe);
+ *      (PROG_DIR: the folder of /proc/self/exe), else on the linker's path
+ *      (make install puts it in PREFIX/lib);
  *   3. when a library it needs (libcublas.so.13, libcudnn.so.9, ...) is not
  *      on the linker's path, finds that file (its soname, so a wheel's lone
  *      libcudnn.so.9 is enough) in the folders below, opens it by its full
