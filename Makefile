@@ -130,7 +130,7 @@ PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS
 .SECONDARY:
 .PHONY: all info test test-gpu bench bench-gpu fuzz fuzz-build install clean demo bundle
 all: info $(PROGS) $(UTESTS) $(BENCHES)
-all: $(DHCUDA)
+all: $(DHCUDA) $(GTESTS)
 $(PROGS) $(UTESTS) $(GTESTS) $(BENCHES): LDSAN += $(LDRUN)
 
 info:
