@@ -214,8 +214,10 @@ static dnnl_primitive_attr_t user_scratchpad_attr(void) {
     return attr;
 }
 
-/* Run o with our buffers bufs[i] for argument i (NULL for arena-only ones). */
-static int op_run(dnn_op *o, void *const *bufs, dh_err *e) {
+/* Run o with our buffers bufs[i] for argument i (NULL for arena-only ones).
+ * skip: bit i set = input i's inner copy already holds bufs[i] (the filter
+ * of the previous chunk of the same op); its reorder is not run again. */
+static int op_run(dnn_op *o, void *const *bufs, unsigned skip, dh_err *e) {
     int rc = arena_reserve(o->arena, e);
     if (rc) return rc;
     dnnl_exec_arg_t args[MAXARGS];
@@ -229,7 +231,7 @@ static int op_run(dnn_op *o, void *const *bufs, dh_err *e) {
     }
     for (int i = 0; i < o->nargs && s == dnnl_success; i++) {
         dnn_arg *a = &o->a[i];
-        if (a->reorder && !a->out) {
+        if (a->reorder && !a->out && !(skip >> i & 1)) {
             dnnl_exec_arg_t r[2] = { { DNNL_ARG_FROM, a->user }, { DNNL_ARG_TO, a->inner } };
             s = dnnl_primitive_execute(a->reorder, strm, 2, r);
         }
@@ -382,6 +384,8 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
         if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_DST, 0, &m.y, q(pd, dnnl_query_diff_dst_md), e);
         if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_WEIGHTS, 1, &m.w, q(pd, dnnl_query_diff_weights_md), e);
     }
+    if (!*rc && kind == OP_CONV_BWD_W && !(o->aux = dh_malloc(e, (size_t)(g->F * g->C * g->KH * g->KW), sizeof(float))))
+        *rc = DH_ENOMEM;
     if (!*rc) *rc = set_prim(o, pd, e);
     if (*rc) {
         op_free(o);
@@ -396,34 +400,82 @@ out:
     return o;
 }
 
+/* Images per oneDNN call: a large batch runs in chunks whose layout copies
+ * (input and output, in the arena) stay within ~24 MB, so the arena stays
+ * small and a chunk's copies are still in cache when the convolution reads
+ * them; the filter is reordered once per call. Chunks are even-sized. */
+static int64_t conv_chunk(const cgeom *g) {
+    const int64_t target = 24 << 20;
+    int64_t per = 4 * (g->C * g->H * g->W + g->F * g->OH * g->OW);
+    int64_t nb = per > 0 ? target / per : g->N;
+    if (nb < 1) nb = 1;
+    if (nb >= g->N) return g->N;
+    int64_t chunks = (g->N + nb - 1) / nb;
+    return (g->N + chunks - 1) / chunks;
+}
+
+/* The op for a chunk of n images of g. */
+static dnn_op *chunk_op(int kind, const cgeom *g, int64_t n, int bias, int *rc, dh_err *e) {
+    cgeom c = *g;
+    c.N = n;
+    return conv_op(kind, &c, bias, rc, e);
+}
+
 int dk_conv2d_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
                            dk_tensor *y, dh_err *e) {
     cgeom g = conv_geom(x, w, y, stride, pad);
-    int rc;
-    dnn_op *o = conv_op(OP_CONV_FWD, &g, b != NULL, &rc, e);
-    if (!o) return rc;
-    void *bufs[4] = { x->data, w->data, y->data, b ? b->data : NULL };
-    return op_run(o, bufs, e);
+    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW;
+    dnn_op *last = NULL;
+    for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
+        int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
+        int rc;
+        dnn_op *o = chunk_op(OP_CONV_FWD, &g, n, b != NULL, &rc, e);
+        if (!o) return rc;
+        void *bufs[4] = { x->data + b0 * xs, w->data, y->data + b0 * ys, b ? b->data : NULL };
+        if ((rc = op_run(o, bufs, o == last ? 1u << 1 : 0, e))) return rc;
+        last = o;
+    }
+    return 0;
 }
 
 int dk_conv2d_backward_data_dnnl(const dk_tensor *dy, const dk_tensor *w, int stride, int pad, dk_tensor *dx,
                                  dh_err *e) {
     cgeom g = conv_geom(dx, w, dy, stride, pad);
-    int rc;
-    dnn_op *o = conv_op(OP_CONV_BWD_DATA, &g, 0, &rc, e);
-    if (!o) return rc;
-    void *bufs[3] = { dy->data, w->data, dx->data };
-    return op_run(o, bufs, e);
+    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW;
+    dnn_op *last = NULL;
+    for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
+        int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
+        int rc;
+        dnn_op *o = chunk_op(OP_CONV_BWD_DATA, &g, n, 0, &rc, e);
+        if (!o) return rc;
+        void *bufs[3] = { dy->data + b0 * ys, w->data, dx->data + b0 * xs };
+        if ((rc = op_run(o, bufs, o == last ? 1u << 1 : 0, e))) return rc;
+        last = o;
+    }
+    return 0;
 }
 
 int dk_conv2d_backward_filter_dnnl(const dk_tensor *x, const dk_tensor *dy, int stride, int pad, dk_tensor *dw,
                                    dh_err *e) {
     cgeom g = conv_geom(x, dw, dy, stride, pad);
-    int rc;
-    dnn_op *o = conv_op(OP_CONV_BWD_W, &g, 0, &rc, e);
-    if (!o) return rc;
-    void *bufs[3] = { x->data, dy->data, dw->data };
-    return op_run(o, bufs, e);
+    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW;
+    for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
+        int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
+        int rc;
+        dnn_op *o = chunk_op(OP_CONV_BWD_W, &g, n, 0, &rc, e);
+        if (!o) return rc;
+        /* the first chunk writes dw, each other one a copy added to it in chunk order */
+        float *part = b0 == 0 ? dw->data : o->aux;
+        void *bufs[3] = { x->data + b0 * xs, dy->data + b0 * ys, part };
+        if ((rc = op_run(o, bufs, 0, e))) return rc;
+        if (b0 > 0) {
+            float *d = dw->data;
+            int64_t m = dw->n;
+#pragma omp parallel for schedule(static) if (m >= 32768)
+            for (int64_t i = 0; i < m; i++) d[i] += part[i];
+        }
+    }
+    return 0;
 }
 
 /* ---- batch normalisation (NCHW; (N, C) as (N, C, 1, 1)) --------------------------------------------- */
@@ -509,7 +561,7 @@ int dk_bn_forward_train_dnnl(const dk_tensor *x, const float *gamma, const float
     bn_dims(x, &N, &C, &H, &W);
     float *var = o->aux;
     void *bufs[6] = { x->data, (void *)gamma, (void *)beta, y->data, smean, var };
-    if ((rc = op_run(o, bufs, e))) return rc;
+    if ((rc = op_run(o, bufs, 0, e))) return rc;
     /* the saved inverse deviation and the running statistics, as the reference */
     int64_t M = N * H * W;
     for (int64_t c = 0; c < C; c++) {
@@ -528,7 +580,7 @@ int dk_bn_forward_infer_dnnl(const dk_tensor *x, const float *gamma, const float
     dnn_op *o = bn_op(OP_BN_INFER, x, eps, &rc, e);
     if (!o) return rc;
     void *bufs[6] = { x->data, (void *)gamma, (void *)beta, (void *)rmean, (void *)rvar, y->data };
-    return op_run(o, bufs, e);
+    return op_run(o, bufs, 0, e);
 }
 
 int dk_bn_backward_dnnl(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
@@ -546,5 +598,5 @@ int dk_bn_backward_dnnl(const dk_tensor *x, const dk_tensor *dy, const float *ga
         var[c] = (float)(1.0 / (is * is) - eps);
     }
     void *bufs[9] = { x->data, dy->data, (void *)gamma, (void *)smean, var, dx->data, dgamma, dbeta, (void *)gamma };
-    return op_run(o, bufs, e);
+    return op_run(o, bufs, 0, e);
 }
