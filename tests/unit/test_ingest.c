@@ -751,10 +751,16 @@ static void t_bad_members(void) {
     CHECK(load(tpath("depth.tar"), NULL, &s, &e) == DH_EFORMAT);
     CHECKF(strstr(e.msg, "layout not understood") != NULL, "%s", e.msg);
     dh_ingest_free(&s);
+    /* images not in class folders: unlabelled; beside class folders: an error */
     member mt[] = { { "0.png", good.p, good.n } };
     write_archive(tpath("top.tar"), "tar", mt, 1);
-    CHECK(load(tpath("top.tar"), NULL, &s, &e) == DH_EFORMAT);
-    CHECKF(strstr(e.msg, "member 0.png: layout not understood") != NULL, "%s", e.msg);
+    CHECK(load_sel(tpath("top.tar"), NULL, &s, &e) == 0);
+    CHECK(s.labelled == 0 && s.nclasses == 0 && s.n == 1 && s.items[0]->label == -1);
+    dh_ingest_free(&s);
+    member mtm[] = { { "0.png", good.p, good.n }, { "a/1.png", good.p, good.n } };
+    write_archive(tpath("topmix.tar"), "tar", mtm, 2);
+    CHECK(load(tpath("topmix.tar"), NULL, &s, &e) == DH_EFORMAT);
+    CHECKF(strstr(e.msg, "member a/1.png: layout not understood") != NULL, "%s", e.msg);
     dh_ingest_free(&s);
     /* no images at all */
     member mn[] = { { "README", (const uint8_t *)"x", 1 } };
