@@ -14,10 +14,4 @@ dk_device dk_prog_device_parse(const char *device);
  * "dh-prog: cuda: reason". */
 dk_device dk_prog_device_open(const char *device);
 
-/* --device for dh-rank and dh-map (device already defaulted to $DH_DEVICE):
- * NULL or "auto" uses CUDA when dh_rank_cuda_available(), "cuda" CUDA,
- * "cpu" the CPU; anything else is a usage error. Returns 1 for CUDA;
- * *auto_dev says whether the choice was automatic. */
-int dk_prog_rank_device(const char *device, int *auto_dev);
-
 #endif

@@ -41,13 +41,15 @@ static size_t g_scratch_bytes;
     do {                                                                                                               \
         cublasStatus_t st_ = (call);                                                                                   \
         if (st_ != CUBLAS_STATUS_SUCCESS)                                                                              \
-            return dh_seterr(e, DH_EDEVICE, "cuBLAS: %s: %s", #call, cublasGetStatusString(st_));                      \
+            return dh_seterr(e, st_ == CUBLAS_STATUS_ALLOC_FAILED ? DH_ENOMEM : DH_EDEVICE, "cuBLAS: %s: %s", #call, \
+                             cublasGetStatusString(st_));                                                              \
     } while (0)
 #define CUDNN(call)                                                                                                    \
     do {                                                                                                               \
         cudnnStatus_t st_ = (call);                                                                                    \
         if (st_ != CUDNN_STATUS_SUCCESS)                                                                               \
-            return dh_seterr(e, DH_EDEVICE, "cuDNN: %s: %s", #call, cudnnGetErrorString(st_));                         \
+            return dh_seterr(e, st_ == CUDNN_STATUS_ALLOC_FAILED ? DH_ENOMEM : DH_EDEVICE, "cuDNN: %s: %s", #call,      \
+                             cudnnGetErrorString(st_));                                                                \
     } while (0)
 #define LAUNCHED() CU(cudaGetLastError())
 #define TRYC(x)                                                                                                        \

@@ -71,7 +71,7 @@ int dh_fit_bre(const float *z, const int32_t *labels, int64_t N, int D, int K, c
     if ((rc = hl_opt_double(opts, opts ? opts->sigma : 0, "sigma", 0, 0, 1e30, &sigma, e))) return rc;
     if (n > N) n = N;
     if (s > n)
-        return dh_seterr(e, DH_EINVAL, "too few samples (%lld) for %lld kernel points", (long long)n, (long long)s);
+        return dh_seterr(e, DH_ESCHEMA, "too few samples (%lld) for %lld kernel points", (long long)n, (long long)s);
     if ((rc = hl_check_finite("bre", z, N, D, e))) return rc;
 
     hl_rng r;

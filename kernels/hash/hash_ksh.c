@@ -92,7 +92,9 @@ int dh_fit_ksh(const float *z, const int32_t *labels, int64_t N, int D, int K, c
     if ((rc = hl_opt_int(opts, opts ? opts->samples : 0, "samples", 1000, 2, 20000, &l, e))) return rc;
     if ((rc = hl_opt_int(opts, opts ? opts->iterations : 0, "iterations", 500, 0, 100000, &iters, e))) return rc;
     if ((rc = hl_opt_double(opts, opts ? opts->sigma : 0, "sigma", 0, 0, 1e30, &sigma, e))) return rc;
-    if (N < M) return dh_seterr(e, DH_EINVAL, "too few samples (%lld) for %lld anchors", (long long)N, (long long)M);
+    if (N < M)
+        return dh_seterr(e, DH_ESCHEMA, "too few samples (%lld) for %lld anchors (fewer with --anchors)", (long long)N,
+                         (long long)M);
     if (l > N) l = N;
     if ((rc = hl_check_finite("ksh", z, N, D, e))) return rc;
 

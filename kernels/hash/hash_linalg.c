@@ -404,13 +404,13 @@ void hl_blas_restore(int nthreads) {
 /* ---- checks and options -------------------------------------------------------- */
 int hl_check_input(const char *method, int64_t N, int D, int K, const int32_t *labels, int supervised, int64_t min_n,
                    dh_err *e) {
-    if (D < 1) return dh_seterr(e, DH_EINVAL, "the features have no dimensions");
+    if (D < 1) return dh_seterr(e, DH_ESCHEMA, "the features have no dimensions");
     if (K < 1 || K > DH_HASH_MAX_BITS)
         return dh_seterr(e, DH_EINVAL, "%d bits is out of range 1..%d", K, DH_HASH_MAX_BITS);
     if (supervised && !labels)
         return dh_seterr(e, DH_ESCHEMA, "a supervised method needs labels; the features have none");
     if (N < min_n)
-        return dh_seterr(e, DH_EINVAL, "too few samples (%lld) for %d bits; need at least %lld", (long long)N, K,
+        return dh_seterr(e, DH_ESCHEMA, "too few samples (%lld) for %d bits; need at least %lld", (long long)N, K,
                          (long long)min_n);
     return DH_OK;
 }

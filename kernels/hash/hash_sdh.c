@@ -34,7 +34,9 @@ int dh_fit_sdh(const float *z, const int32_t *labels, int64_t N, int D, int K, c
     if ((rc = hl_opt_double(opts, opts ? opts->lambda : 0, "lambda", 1, 0, 1e30, &lambda, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "lambda_f", 0.01, 0, 1e30, &lambda_f, e))) return rc;
     if ((rc = hl_opt_double(opts, 0, "nu", 1e-5, 0, 1e30, &nu, e))) return rc;
-    if (N < M) return dh_seterr(e, DH_EINVAL, "too few samples (%lld) for %lld anchors", (long long)N, (long long)M);
+    if (N < M)
+        return dh_seterr(e, DH_ESCHEMA, "too few samples (%lld) for %lld anchors (fewer with --anchors)", (long long)N,
+                         (long long)M);
     if (nsamp > N) nsamp = N;
     if (nsamp < M)
         return dh_seterr(e, DH_EINVAL, "%lld training samples for %lld anchors is too few", (long long)nsamp,

@@ -69,7 +69,7 @@ for page in "$root"/man/*.[157]; do
     c=${c//\/usr\/share\/datasets\/fashion-mnist/fm}
     (cd "$TMP/run" && timeout 120 bash -o pipefail -c "$c") > "$TMP/ex.out" 2> "$TMP/ex.err"; rc=$?
     if [ $rc = 0 ]; then ran=$((ran + 1))
-    elif grep -q 'No such file or directory\|no CUDA device' "$TMP/ex.err"; then skipped="$skipped [${c:0:50}]"
+    elif grep -q 'No such file or directory\|no CUDA device\|no CUDA backend' "$TMP/ex.err"; then skipped="$skipped [${c:0:50}]"
     else t_fail "'$c' exited $rc: $(grep -v '^#' "$TMP/ex.err" | tail -1)"; fi
   done <<< "$cmds"
   [ -n "$skipped" ] && echo "# $name: skipped (input or device not here):$skipped" >&2

@@ -16,10 +16,12 @@ declare -A RESERVED=([b]="--bits" [B]="--batch" [d]="--device" [D]="--db" [m]="-
   [s]="--seed" [n]="--limit|--rows" [j]="--threads" [q]="--quiet" [h]="--help" [V]="--version")
 # the letters that moved: "program letter new-letter"; the refusal must name the new one
 MOVED="dh-feats b B
+dh-pretrain b B
+dh-pretrain n N
 dh-ingest s S
 dh-info m M"
 # programs converted by their owners (SKIP, not FAIL, while they do not follow the grammar)
-PENDING=" dh-pretrain dh-finetune dh-map dh-rank dh-plot dh-show "
+PENDING=" "
 
 progs=$(cd "$DH_BIN" && ls dh-* 2>/dev/null)
 [ -n "$progs" ] || { echo "FAIL options: no programs in $DH_BIN"; exit 1; }

@@ -69,14 +69,16 @@ expect_fail "encode_rejects_wrong_model_kind" dh-encode -q -m "$W/test.dhs" "$W/
 t_begin "stage_over_tcp"
 if command -v socat >/dev/null; then
   port=$(( 20000 + RANDOM % 20000 ))
-  socat TCP-LISTEN:$port,reuseaddr EXEC:"$DH_BIN/dh-encode -q -m $W/dh.dhm" 2>/dev/null &
+  # -t 60 on both ends: after the input ends, wait for the stage to finish
+  # (socat's default is half a second, then the stage dies of SIGPIPE)
+  socat -t 60 TCP-LISTEN:$port,reuseaddr EXEC:"$DH_BIN/dh-encode -q -m $W/dh.dhm" 2>/dev/null &
   spid=$!
-  for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.2; socat -u OPEN:/dev/null TCP:127.0.0.1:$port 2>/dev/null && break; done
-  # the probe above consumed the listener; start the real one
-  wait $spid 2>/dev/null
-  socat TCP-LISTEN:$port,reuseaddr EXEC:"$DH_BIN/dh-encode -q -m $W/dh.dhm" 2>/dev/null &
-  spid=$!; sleep 0.5
-  socat -t 30 - TCP:127.0.0.1:$port < "$W/test.dhs" > "$W/q.remote" 2>/dev/null
+  # connect once the listener is up (a refused connection does not consume
+  # it; under load it may take seconds to start)
+  for i in $(seq 100); do
+    socat -t 60 - TCP:127.0.0.1:$port < "$W/test.dhs" > "$W/q.remote" 2>/dev/null && break
+    sleep 0.2
+  done
   wait $spid 2>/dev/null
   cmp -s "$W/q.remote" "$W/q.codes" || t_fail "codes computed over TCP differ from local ones"
   t_end

@@ -475,13 +475,13 @@ static void t_bad_inputs(void) {
     CHECK(fit("ldah", x, lab, N, D, 8, &o, &m, &e) == DH_EINVAL);
     dhs_model_free(&m);
     /* too few samples */
-    CHECK(fit("pcah", x, NULL, 3, D, 4, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "too few samples"));
+    CHECK(fit("pcah", x, NULL, 3, D, 4, &o, &m, &e) == DH_ESCHEMA && strstr(e.msg, "too few samples"));
     dhs_model_free(&m);
-    CHECK(fit("sh", x, NULL, 1, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "too few samples"));
+    CHECK(fit("sh", x, NULL, 1, D, 8, &o, &m, &e) == DH_ESCHEMA && strstr(e.msg, "too few samples"));
     dhs_model_free(&m);
-    CHECK(fit("ksh", x, lab, 100, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "anchors")); /* 300 anchors */
+    CHECK(fit("ksh", x, lab, 100, D, 8, &o, &m, &e) == DH_ESCHEMA && strstr(e.msg, "anchors")); /* 300 anchors */
     dhs_model_free(&m);
-    CHECK(fit("sdh", x, lab, N, D, 8, &o, &m, &e) == DH_EINVAL && strstr(e.msg, "anchors")); /* 1000 anchors */
+    CHECK(fit("sdh", x, lab, N, D, 8, &o, &m, &e) == DH_ESCHEMA && strstr(e.msg, "anchors")); /* 1000 anchors */
     dhs_model_free(&m);
     /* sizes beyond the bounds */
     o.anchors = 20000;
