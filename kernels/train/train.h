@@ -6,9 +6,10 @@
  *     statistics (one rule), cached features on the host;
  *   - the order of an epoch's rows and the learning-rate schedule as the
  *     programs spell it (one rounding for the paper's "step");
- *   - the hash-layer trainer of stage 3: forward, the exponentiated loss
- *     (kernels/hash/hashloss.h), backward and a preconditioned momentum SGD
- *     step, on the tensors' device (CPU or CUDA).
+ *   - the hash-layer trainer of stage 3: forward, the loss (the paper's
+ *     exponentiated loss, kernels/hash/hashloss.h, or one of the deep
+ *     hashing losses of kernels/hash/deeploss.h), backward and a
+ *     preconditioned momentum SGD step, on the tensors' device (CPU or CUDA).
  *
  * Errors are values (dh_err); messages name the input where there is one.
  */
@@ -16,8 +17,10 @@
 #define DH_TRAIN_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "dh_util.h"
 #include "dhs.h"
+#include "deeploss.h"
 #include "dk.h"
 #include "hashloss.h"
 #include "net.h"
@@ -41,6 +44,8 @@ typedef struct train_images {
     int32_t *lab;                            /* device (S) */
     int32_t *order;                          /* device (S): the epoch's order (train_images_order) */
     int32_t *hlab;                           /* host (S) */
+    char *ids;                               /* host: the "id" column's bytes, or NULL (no id field) */
+    uint64_t *idoff;                         /* host (S + 1): row i's id is ids[idoff[i] .. idoff[i + 1]) */
     int nclasses;                            /* length of meta "classes", else max label + 1 */
     char **classes;                          /* (nclasses) from meta "classes", or NULL */
     float mean[DK_MAXCHAN], std[DK_MAXCHAN]; /* train_channel_stats */
@@ -110,6 +115,14 @@ int train_hash_load(const char *path, dhs_model *m, float **W, float **b, int *K
  * scaled so that the RMS of u = W z over those rows is 1. */
 void train_hash_random(float *W, float *b, int K, int D, uint64_t seed, const float *z, int64_t n);
 
+/* The layer stage 3 starts from: the hash model at path (train_hash_load:
+ * *K and *HD are its bits and dimension; the caller checks *HD), or, with
+ * path NULL, a random layer of *K bits on D-D features (train_hash_random
+ * from seed, scaled on the first min(n, 4096) rows of z when z is given;
+ * *HD = D). */
+int train_hash_start(const char *path, dhs_model *m, int D, const float *z, int64_t n, uint64_t seed, float **W,
+                     float **b, int *K, int *HD, dh_err *e);
+
 /* Preconditioning statistics of features z: m = the mean row (D) and
  * r2 = the mean squared norm of z - m (1 when that is not above 1e-20).
  * From host rows, or from the z of the first n images of d through the net
@@ -120,16 +133,29 @@ int train_zstats_net(net *nw, const train_images *d, int64_t n, dk_tensor *x, fl
 typedef struct train_hash_opts {
     dh_hashloss_opts loss;
     float momentum;
-    float wd;       /* weight decay on W (not on b) */
-    const float *m; /* (D) preconditioning: the mean of z, or NULL for none */
-    double r2;      /* with m: the mean squared norm of z - m */
+    float wd;        /* weight decay on W (not on b) */
+    const float *m;  /* (D) preconditioning: the mean of z, or NULL for none */
+    double r2;       /* with m: the mean squared norm of z - m */
+    dh_dloss *dloss; /* a loss of the deeploss registry (not owned), or NULL: the exponentiated loss `loss` */
 } train_hash_opts;
 
 /* Statistics of one step. */
 typedef struct train_hash_stats {
-    double q, surrogate, right; /* the loss's (dh_hashloss_stats) */
-    double absu;                /* mean |u| over the batch */
+    double q, surrogate, right;      /* the exponentiated loss's (dh_hashloss_stats); NaN with a registry loss */
+    double absu;                     /* mean |u| over the batch */
+    double loss;                     /* the value whose gradient was taken: the surrogate, or the registry loss */
+    double term[DH_DLOSS_MAX_TERMS]; /* the registry loss's terms (its method's terms), else 0 */
+    double scale;                    /* the registry loss's scalar (HashNet's beta), else 0 */
 } train_hash_stats;
+
+/* Where a batch sits in the run, for a registry loss: the database row of
+ * each batch row (B of them; DSDH and ADSH need them), the global step
+ * (0-based; HashNet's continuation) and the epoch. */
+typedef struct train_hash_pos {
+    const int64_t *idx;
+    int64_t step;
+    int epoch;
+} train_hash_pos;
 
 /* The trainer: the hash layer (W, b) on a device and its SGD state.
  * Preconditioning (opts.m set) trains the layer in the coordinates
@@ -143,6 +169,7 @@ typedef struct train_hash {
     dk_device dev;
     int K, D, B;
     dh_hashloss_opts loss;
+    dh_dloss *dloss; /* or NULL (train_hash_opts) */
     float momentum, wd;
     int precond;
     double r2;
@@ -157,18 +184,23 @@ typedef struct train_hash {
 int train_hash_init(train_hash *t, dk_device dev, int K, int D, int B, const float *W, const float *b,
                     const train_hash_opts *o, dh_err *e);
 /* One step on a batch: z (B, D) on the trainer's device, labels (B) on the
- * host, learning rate lr. Fills st (may be NULL). With want_dz, t->dz
- * receives the gradient of the loss with respect to z (for the backbone;
- * computed before the update). */
-int train_hash_step(train_hash *t, const dk_tensor *z, const int32_t *labels, float lr, int want_dz,
-                    train_hash_stats *st, dh_err *e);
+ * host, pos (may be NULL: no indices, step and epoch 0) for a registry loss,
+ * learning rate lr. Fills st (may be NULL). With want_dz, t->dz receives
+ * the gradient of the loss with respect to z (for the backbone; computed
+ * before the update). A registry loss sees u on the host (downloaded from
+ * the device, its gradient uploaded: the same code on either device) with
+ * learn = 1. When u is not finite the step changes nothing and st->loss
+ * is NaN (the caller reports the divergence). */
+int train_hash_step(train_hash *t, const dk_tensor *z, const int32_t *labels, const train_hash_pos *pos, float lr,
+                    int want_dz, train_hash_stats *st, dh_err *e);
 /* The layer in z's coordinates: W (K, D), b (K) on the host. */
 int train_hash_get(const train_hash *t, float *W, float *b, dh_err *e);
 void train_hash_free(train_hash *t);
 
 /* ---- stage 3: the hash layer on cached features, or on a network's z ---------------------------------------------- */
 typedef struct train_finetune_opts {
-    dh_hashloss_opts loss;
+    dh_hashloss_opts loss;        /* the exponentiated loss, when loss_spec is NULL */
+    const char *loss_spec;        /* NULL, or a deeploss registry spec "NAME[:k=v,...]" (dh_dloss_create_spec) */
     int precond;                  /* 1: preconditioning (train_hash), statistics from the data */
     double lr, backbone_lr;       /* peak rates; backbone_lr 0: the network is frozen (inference mode) */
     double momentum, wd, hash_wd; /* wd: the backbone's weight decay; hash_wd: W's */
@@ -180,6 +212,7 @@ typedef struct train_finetune_opts {
 /* One epoch's report: the means over its batches, and the rates at its end. */
 typedef struct train_finetune_stats {
     double q, surrogate, right, absu, lr, backbone_lr;
+    double loss, term[DH_DLOSS_MAX_TERMS], scale; /* train_hash_stats (scale: its value at the epoch's end) */
     int64_t batches, rows;
 } train_finetune_stats;
 
@@ -190,8 +223,11 @@ typedef struct train_finetune {
     net *nw;                 /* this network (its batch capacity at least B) */
     int64_t N, step, cursor; /* rows; steps so far; the paper sampling's position */
     int B, K, D;
-    float *m;  /* (D) preconditioning mean (zeros without) */
-    double r2; /* and mean squared norm */
+    int classes;     /* labels are 0..classes-1 (with a registry loss) */
+    dh_dloss *dloss; /* the registry loss (o.loss_spec), or NULL */
+    int64_t *idx;    /* host (B): the batch's rows, for the registry loss */
+    float *m;        /* (D) preconditioning mean (zeros without) */
+    double r2;       /* and mean squared norm */
     train_hash th;
     int32_t *order, *lab; /* host (N), (B) */
     float *zh;            /* host (B, D) */
@@ -202,7 +238,13 @@ typedef struct train_finetune {
  * batches of B rows (2 <= B <= rows), from the hash layer W (K, D), b (K)
  * (host; D = f->D or nw->zdim). With o->precond, m and r2 come from every
  * feature row, or from the z of the first min(N, 4096) images (whole
- * batches, inference mode). */
+ * batches, inference mode).
+ * With o->loss_spec, the registry loss is created for (K, the number of
+ * classes, o->seed, the N training rows): classes = the images' classes or
+ * max label + 1 (a negative label is DH_EFORMAT); GreedyHash's classifier
+ * rate lr= defaults to o->lr; methods that need the database (ADSH) get
+ * the training labels. A bad spec is DH_EINVAL with the registry's message
+ * (train_loss_check says so before any data is read). */
 int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_device dev, const train_features *f,
                         train_images *im, net *nw, int B, const float *W, const float *b, int K, dh_err *e);
 /* Epoch `epoch` (0, 1, ... in turn): st receives its report; progress (may be
@@ -212,12 +254,54 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
                          void (*progress)(void *arg, int64_t rows), void *arg, dh_err *e);
 void train_finetune_free(train_finetune *t);
 
+/* Whether spec names a registry loss with valid parameters for K bits (a
+ * provisional configuration: 2 classes, 1 database row): DH_EINVAL with
+ * the registry's message otherwise. For --loss before the data is read. */
+int train_loss_check(const char *spec, int K, dh_err *e);
+#define TRAIN_LR_FACTOR 1.0
+/* The registry method a spec names (case-insensitive; NULL if none). */
+const dh_dloss_method *train_loss_method(const char *spec);
+/* dh-finetune's default hash-layer rate for a registry method: its
+ * lr_hint (plain SGD on unit-scale features) times TRAIN_LR_FACTOR, for
+ * momentum 0.9 on preconditioned features (dh-finetune(1)). */
+double train_default_lr(const dh_dloss_method *m);
+/* What the run does, for the program's first note: "fine-tuning ... on N
+ * cached D-D features: K bits, loss LOSS, lr ..., batch B, E epochs" (net:
+ * the network's name, for images). */
+void train_finetune_describe(const train_finetune *t, const char *loss, const char *netname, char *buf, size_t n);
+/* One line of an epoch's report, without the rates and speed: "Q ...
+ * surrogate ... right-sign pairs ... mean|u| ..." for the exponentiated
+ * loss, "loss ... TERM ... [beta ...] mean|u| ..." for a registry loss. */
+void train_finetune_report(const train_finetune *t, const train_finetune_stats *st, char *buf, size_t n);
+/* The database codes a method learned itself (ADSH's V, DH_DLOSS_ASYM):
+ * a codes stream (code bits [K], label i32, id str when the training data
+ * has ids) of the N training rows in their order, bit k = 1 when V > 0,
+ * written to f (named name) with meta (may be NULL) plus "bits",
+ * "hash_method" (the loss) and "codes": "learned". DH_EUNSUPPORTED when
+ * the loss learns no database codes. */
+int train_finetune_db_codes(const train_finetune *t, FILE *f, const char *name, const dhs_meta *meta, dh_err *e);
+
 /* The model of stage 3 from W (K, D), b (K) (host), into out (initialised
- * by the caller): a hash model ("model": "hash", method deephash, linear)
+ * by the caller): a hash model ("model": "hash", method `method`, linear)
  * when nw is NULL, else a deep hash model: nw's tensors and meta plus
  * "hash.W", "hash.b" and the meta "model": "deephash", "hash_bits",
- * "hash_dim", "hash_method", "hash_transform". */
-int train_hash_model(dhs_model *out, const net *nw, const float *W, const float *b, int K, int D, dh_err *e);
+ * "hash_dim", "hash_method" (`method`), "hash_transform". method NULL:
+ * "deephash" (the paper's loss); else the registry loss's name. */
+int train_hash_model(dhs_model *out, const net *nw, const char *method, const float *W, const float *b, int K, int D,
+                     dh_err *e);
+
+/* Where a stage-3 model came from, for its meta (NULL members are left out). */
+typedef struct train_model_info {
+    const char *program, *cmdline, *stage; /* "program", "cmdline", "stage" */
+    const char *init_net, *init_hash;      /* "init_net", "init_hash": the files it started from */
+    const char *init_method;               /* "init_method": the stage-2 method of init_hash */
+    const char *loss;                      /* "loss": its name or spec */
+} train_model_info;
+/* The trained layer (into W (K, D), b (K), host) and the model of t
+ * (train_hash_model with the registry loss's name as its method; nw as
+ * given to train_finetune_init) with info's meta and "seed". */
+int train_finetune_model(const train_finetune *t, const net *nw, const train_model_info *info, float *W, float *b,
+                         dhs_model *out, dh_err *e);
 
 /* A network of spec on dev for batches of B rows with a head of nclasses
  * outputs (0: none), initialised from seed (net_init), normalised with d's

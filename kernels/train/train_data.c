@@ -86,6 +86,11 @@ int train_images_read(dhs_reader *r, dk_device dev, int flags, train_images *d, 
         d->hlab = dh_malloc(e, (size_t)d->S, sizeof(int32_t));
         rc = d->hlab ? DH_OK : DH_ENOMEM;
     }
+    int fi = dhs_field_index(s, "id");
+    if (rc == DH_OK && fi >= 0 && s->fields[fi].dtype == DHS_STR) { /* kept for the codes a loss learns (ADSH) */
+        d->ids = t.col[fi], d->idoff = t.off[fi];
+        t.col[fi] = NULL, t.off[fi] = NULL;
+    }
     if (rc == DH_OK) {
         memcpy(d->hlab, lab, lb);
         if (dk_mem_alloc(dev, pb, (void **)&d->pix, e) || dk_mem_upload(dev, d->pix, t.col[fp], pb, e) ||
@@ -102,6 +107,8 @@ void train_images_free(train_images *d) {
     dk_mem_free(d->dev, d->lab);
     dk_mem_free(d->dev, d->order);
     free(d->hlab);
+    free(d->ids);
+    free(d->idoff);
     for (int i = 0; d->classes && i < d->nclasses; i++) free(d->classes[i]);
     free(d->classes);
     memset(d, 0, sizeof *d);

@@ -1,11 +1,67 @@
 /* train_finetune.c — stage 3 (train.h): the hash layer trained on cached
- * features, or on the z of a network that is trained with it; the models
+ * features, or on the z of a network that is trained with it, with the
+ * paper's loss or a registry loss; the models (and ADSH's database codes)
  * it writes. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "train.h"
 #include "hashfn.h"
+
+/* Whether the spec "NAME:a=1,b=2" sets parameter `name`. */
+static int spec_sets(const char *spec, const char *name) {
+    const char *p = strchr(spec, ':');
+    size_t n = strlen(name);
+    while (p) {
+        p++;
+        if (strncmp(p, name, n) == 0 && p[n] == '=') return 1;
+        p = strchr(p, ',');
+    }
+    return 0;
+}
+
+const dh_dloss_method *train_loss_method(const char *spec) {
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(spec, ":"), spec);
+    return dh_dloss_find(name);
+}
+
+double train_default_lr(const dh_dloss_method *m) { return m->lr_hint * TRAIN_LR_FACTOR; }
+
+int train_loss_check(const char *spec, int K, dh_err *e) {
+    dh_dloss_config c = { .bits = K, .classes = 2, .seed = 1, .db_size = 1 };
+    dh_dloss *L = NULL;
+    int rc = dh_dloss_create_spec(spec, &c, &L, e);
+    dh_dloss_free(L);
+    return rc;
+}
+
+/* The registry loss of t->o.loss_spec for the training labels lab (N). */
+static int make_dloss(train_finetune *t, const int32_t *lab, int nclasses, dh_err *e) {
+    const char *spec = t->o.loss_spec;
+    int maxl = -1;
+    for (int64_t i = 0; i < t->N; i++) {
+        if (lab[i] < 0)
+            return dh_seterr(e, DH_EFORMAT, "row %lld: label %d: the loss needs class indices 0, 1, ...", (long long)i,
+                             lab[i]);
+        if (lab[i] > maxl) maxl = lab[i];
+    }
+    t->classes = nclasses > maxl ? nclasses : maxl + 1;
+    char buf[512];
+    const dh_dloss_method *me = train_loss_method(spec);
+    if (me && !strcmp(me->name, "greedyhash") && !spec_sets(spec, "lr")) {
+        /* its classifier learns at the hash layer's rate (dh-deep-methods(7)) */
+        snprintf(buf, sizeof buf, "%s%slr=%.17g", spec, strchr(spec, ':') ? "," : ":", t->o.lr);
+        spec = buf;
+    }
+    dh_dloss_config c = { .bits = t->K, .classes = t->classes, .seed = t->o.seed, .db_size = t->N };
+    if (dh_dloss_create_spec(spec, &c, &t->dloss, e)) return e->code;
+    if ((dh_dloss_method_of(t->dloss)->flags & DH_DLOSS_NEEDS_DB) &&
+        dh_dloss_set_database(t->dloss, lab, NULL, t->N, e))
+        return e->code;
+    return DH_OK;
+}
 
 int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_device dev, const train_features *f,
                         train_images *im, net *nw, int B, const float *W, const float *b, int K, dh_err *e) {
@@ -26,14 +82,16 @@ int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_devi
     t->order = dh_malloc(e, (size_t)t->N, sizeof(int32_t));
     t->lab = dh_malloc(e, (size_t)B, sizeof(int32_t));
     t->zh = dh_malloc(e, (size_t)B * D, sizeof(float));
-    int rc = t->m && t->order && t->lab && t->zh ? DH_OK : DH_ENOMEM;
+    t->idx = dh_malloc(e, (size_t)B, sizeof(int64_t));
+    int rc = t->m && t->order && t->lab && t->zh && t->idx ? DH_OK : DH_ENOMEM;
+    if (rc == DH_OK && o->loss_spec) rc = make_dloss(t, f ? f->lab : im->hlab, f ? 0 : im->nclasses, e);
     if (rc == DH_OK && (f ? dk_tensor_alloc4(&t->z, dev, 2, B, D, 1, 1, e)
                           : dk_tensor_alloc4(&t->x, dev, 4, B, im->C, im->H, im->W, e)))
         rc = e->code;
     if (rc == DH_OK && o->precond && f) train_zstats(f->z, t->N, D, t->m, &t->r2);
     if (rc == DH_OK && o->precond && !f)
         rc = train_zstats_net(nw, im, (t->N < 4096 ? t->N : 4096) / B * B, &t->x, t->m, &t->r2, e);
-    train_hash_opts ho = { o->loss, (float)o->momentum, (float)o->hash_wd, o->precond ? t->m : NULL, t->r2 };
+    train_hash_opts ho = { o->loss, (float)o->momentum, (float)o->hash_wd, o->precond ? t->m : NULL, t->r2, t->dloss };
     if (rc == DH_OK) rc = train_hash_init(&t->th, dev, K, D, B, W, b, &ho, e);
     if (rc) train_finetune_free(t);
     return rc;
@@ -70,13 +128,15 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
     train_epoch_order(t->order, t->N, epoch, o->seed, o->skip, &t->cursor);
     if (t->im && train_images_order(t->im, t->order, e)) return e->code;
     for (int64_t s0 = 0; s0 + B <= t->N; s0 += B, t->step++) {
-        for (int i = 0; i < B; i++) t->lab[i] = lab[t->order[s0 + i]];
+        for (int i = 0; i < B; i++) t->lab[i] = lab[t->order[s0 + i]], t->idx[i] = t->order[s0 + i];
         dk_tensor z;
         train_hash_stats hs;
+        train_hash_pos pos = { t->idx, t->step, epoch };
         f = dk_schedule_lr(&o->sched, t->step, total, spe);
-        if (batch_z(t, s0, train, &z, e) || train_hash_step(&t->th, &z, t->lab, (float)(o->lr * f), train, &hs, e))
+        if (batch_z(t, s0, train, &z, e) ||
+            train_hash_step(&t->th, &z, t->lab, &pos, (float)(o->lr * f), train, &hs, e))
             return e->code;
-        if (!isfinite(hs.surrogate))
+        if (!isfinite(hs.loss))
             return dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --lr)", epoch + 1);
         /* the backbone, from the gradient the hash layer passed down */
         float lrs[NET_NGROUPS] = { (float)(o->backbone_lr * f), 0.0f }, wds[NET_NGROUPS] = { (float)o->wd, 0.0f };
@@ -87,12 +147,17 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
         st->surrogate += hs.surrogate;
         st->right += hs.right;
         st->absu += hs.absu;
+        st->loss += hs.loss;
+        for (int k = 0; k < DH_DLOSS_MAX_TERMS; k++) st->term[k] += hs.term[k];
+        st->scale = hs.scale;
         st->batches++;
         st->rows += B;
         if (progress) progress(arg, st->rows);
     }
-    if (dk_sync(t->th.dev, e)) return e->code;
+    if (dk_sync(t->th.dev, e) || (t->dloss && dh_dloss_epoch_end(t->dloss, e))) return e->code;
     double nb = st->batches ? (double)st->batches : 1.0;
+    st->loss /= nb;
+    for (int k = 0; k < DH_DLOSS_MAX_TERMS; k++) st->term[k] /= nb;
     st->q /= nb;
     st->surrogate /= nb;
     st->right /= nb;
@@ -110,15 +175,107 @@ void train_finetune_free(train_finetune *t) {
     free(t->order);
     free(t->lab);
     free(t->zh);
+    free(t->idx);
+    dh_dloss_free(t->dloss);
+    t->dloss = NULL;
+    t->idx = NULL;
     t->m = t->zh = NULL;
     t->order = t->lab = NULL;
 }
 
-int train_hash_model(dhs_model *out, const net *nw, const float *W, const float *b, int K, int D, dh_err *e) {
+void train_finetune_describe(const train_finetune *t, const char *loss, const char *netname, char *buf, size_t n) {
+    const train_finetune_opts *o = &t->o;
+    char scale[32] = "";
+    if (!t->dloss) snprintf(scale, sizeof scale, " (scale %g)", o->loss.scale);
+    if (t->f)
+        snprintf(buf, n,
+                 "fine-tuning the hash layer on %lld cached %d-D features: %d bits, loss %s%s, lr %g, batch %d, "
+                 "%d epochs",
+                 (long long)t->N, t->D, t->K, loss, scale, o->lr, t->B, o->epochs);
+    else
+        snprintf(buf, n,
+                 "fine-tuning %s + %d-bit hash layer on %lld images: loss %s%s, lr %g (hash) / %g (backbone), "
+                 "batch %d, %d epochs, augment pad %d flip %d",
+                 netname, t->K, (long long)t->N, loss, scale, o->lr, o->backbone_lr, t->B, o->epochs, o->pad, o->flip);
+}
+
+void train_finetune_report(const train_finetune *t, const train_finetune_stats *st, char *buf, size_t n) {
+    if (!t->dloss) {
+        snprintf(buf, n, "Q %.5g  surrogate %.5g  right-sign pairs %.4f  mean|u| %.3g", st->q, st->surrogate, st->right,
+                 st->absu);
+        return;
+    }
+    const dh_dloss_method *me = dh_dloss_method_of(t->dloss);
+    size_t o = (size_t)snprintf(buf, n, "loss %.5g", st->loss);
+    for (int k = 0; k < DH_DLOSS_MAX_TERMS && me->terms[k] && o < n; k++)
+        o += (size_t)snprintf(buf + o, n - o, "  %s %.5g", me->terms[k], st->term[k]);
+    if (st->scale != 0 && o < n) o += (size_t)snprintf(buf + o, n - o, "  beta %.4g", st->scale);
+    if (o < n) snprintf(buf + o, n - o, "  mean|u| %.3g", st->absu);
+}
+
+int train_finetune_db_codes(const train_finetune *t, FILE *f, const char *name, const dhs_meta *meta, dh_err *e) {
     dh_err local;
     if (!e) e = &local;
+    int64_t rows = 0;
+    int cols = 0;
+    const float *V = t->dloss ? dh_dloss_tensor(t->dloss, "V", &rows, &cols) : NULL;
+    if (!V || !(dh_dloss_method_of(t->dloss)->flags & DH_DLOSS_ASYM))
+        return dh_seterr(e, DH_EUNSUPPORTED, "the loss learns no database codes (only adsh does)");
+    if (rows != t->N || cols != t->K)
+        return dh_seterr(e, DH_EINVAL, "database codes of %lld x %d, expected %lld x %d", (long long)rows, cols,
+                         (long long)t->N, t->K);
+    /* the ids: the features' id column, or the images' */
+    const char *ids = NULL;
+    const uint64_t *off = NULL;
+    if (t->f) {
+        int fi = dhs_field_index(&t->f->t.schema, "id");
+        if (fi >= 0 && t->f->t.schema.fields[fi].dtype == DHS_STR) ids = t->f->t.col[fi], off = t->f->t.off[fi];
+    } else if (t->im->ids) {
+        ids = t->im->ids, off = t->im->idoff;
+    }
+    const int32_t *lab = t->f ? t->f->lab : t->im->hlab;
+    dhs_schema s;
+    int64_t kk = t->K;
+    dhs_schema_init(&s, "codes");
+    if (dhs_schema_add(&s, "code", DHS_BITS, 1, &kk, e) < 0 || dhs_schema_add(&s, "label", DHS_I32, 0, NULL, e) < 0 ||
+        (ids && dhs_schema_add(&s, "id", DHS_STR, 0, NULL, e) < 0))
+        return e->code;
+    const int64_t R = 4096, nb = (t->K + 7) / 8;
+    uint8_t *codes = dh_malloc(e, (size_t)(R * nb), 1);
+    uint32_t *len = dh_malloc(e, (size_t)R, sizeof(uint32_t));
+    dhs_meta *m = meta ? dhs_meta_copy(meta) : dhs_meta_new();
+    int rc = codes && len && m ? DH_OK : dh_seterr(e, DH_ENOMEM, "out of memory");
+    if (rc == DH_OK &&
+        (dhs_meta_set_int(m, "bits", t->K) || dhs_meta_set_str(m, "hash_method", dh_dloss_method_of(t->dloss)->name) ||
+         dhs_meta_set_str(m, "codes", "learned")))
+        rc = dh_seterr(e, DH_ENOMEM, "out of memory");
+    dhs_writer *w = rc == DH_OK ? dhs_writer_open(f, name, &s, m, e) : NULL;
+    if (rc == DH_OK && !w) rc = e->code;
+    dhs_meta_free(m);
+    for (int64_t r0 = 0; rc == DH_OK && r0 < t->N; r0 += R) {
+        int64_t n = t->N - r0 < R ? t->N - r0 : R;
+        dh_pack_signs(V + r0 * t->K, n, t->K, codes);
+        const void *c[3] = { codes, lab + r0, ids ? ids + off[r0] : NULL };
+        const uint32_t *lens[3] = { NULL, NULL, ids ? len : NULL };
+        for (int64_t i = 0; ids && i < n; i++) len[i] = (uint32_t)(off[r0 + i + 1] - off[r0 + i]);
+        rc = dhs_write_rows(w, n, c, lens, e);
+    }
+    if (w && rc == DH_OK)
+        rc = dhs_writer_close(w, e);
+    else if (w)
+        dhs_writer_abort(w);
+    free(codes);
+    free(len);
+    return rc;
+}
+
+int train_hash_model(dhs_model *out, const net *nw, const char *method, const float *W, const float *b, int K, int D,
+                     dh_err *e) {
+    dh_err local;
+    if (!e) e = &local;
+    if (!method) method = "deephash";
     if (!nw) {
-        if (dh_hash_model_begin(out, "deephash", "linear", K, D, e) ||
+        if (dh_hash_model_begin(out, method, "linear", K, D, e) ||
             dh_hash_model_set_linear(out, "", W, b, NULL, K, D, e))
             return e->code;
         return DH_OK;
@@ -126,8 +283,26 @@ int train_hash_model(dhs_model *out, const net *nw, const float *W, const float 
     if (net_to_model(nw, out, e) || dh_hash_model_set_linear(out, "hash.", W, b, NULL, K, D, e)) return e->code;
     dhs_meta *m = out->meta;
     if (dhs_meta_set_str(m, "model", "deephash") || dhs_meta_set_int(m, "hash_bits", K) ||
-        dhs_meta_set_int(m, "hash_dim", D) || dhs_meta_set_str(m, "hash_method", "deephash") ||
+        dhs_meta_set_int(m, "hash_dim", D) || dhs_meta_set_str(m, "hash_method", method) ||
         dhs_meta_set_str(m, "hash_transform", "linear"))
         return dh_seterr(e, DH_ENOMEM, "out of memory");
+    return DH_OK;
+}
+
+int train_finetune_model(const train_finetune *t, const net *nw, const train_model_info *info, float *W, float *b,
+                         dhs_model *out, dh_err *e) {
+    dh_err local;
+    if (!e) e = &local;
+    const char *method = t->dloss ? dh_dloss_method_of(t->dloss)->name : NULL;
+    if (train_hash_get(&t->th, W, b, e) || train_hash_model(out, nw, method, W, b, t->K, t->D, e)) return e->code;
+    const char *kv[][2] = {
+        { "program", info->program },   { "cmdline", info->cmdline },     { "stage", info->stage },
+        { "init_net", info->init_net }, { "init_hash", info->init_hash }, { "init_method", info->init_method },
+        { "loss", info->loss }
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        if (kv[i][1] && dhs_meta_set_str(out->meta, kv[i][0], kv[i][1]))
+            return dh_seterr(e, DH_ENOMEM, "out of memory");
+    if (dhs_meta_set_int(out->meta, "seed", (int64_t)t->o.seed)) return dh_seterr(e, DH_ENOMEM, "out of memory");
     return DH_OK;
 }

@@ -1,6 +1,7 @@
 /* train_hash.c — the hash layer of stage 3 (train.h): loading or drawing
  * it, the preconditioning statistics, and the trainer (forward, the
- * exponentiated loss on the tensors' device, backward, momentum SGD). */
+ * exponentiated loss on the tensors' device or a registry loss on the host,
+ * backward, momentum SGD). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,23 @@ int train_hash_load(const char *path, dhs_model *m, float **W, float **b, int *K
             for (int d = 0; d < h.D; d++) s -= (double)h.W[(size_t)k * h.D + d] * h.mean[d];
         (*b)[k] = (float)s;
     }
+    return DH_OK;
+}
+
+int train_hash_start(const char *path, dhs_model *m, int D, const float *z, int64_t n, uint64_t seed, float **W,
+                     float **b, int *K, int *HD, dh_err *e) {
+    dh_err local;
+    if (!e) e = &local;
+    if (path) return train_hash_load(path, m, W, b, K, HD, e);
+    *HD = D;
+    *W = dh_malloc(e, (size_t)*K * D, sizeof(float));
+    *b = dh_malloc(e, (size_t)*K, sizeof(float));
+    if (!*W || !*b) {
+        free(*W), free(*b);
+        *W = *b = NULL;
+        return DH_ENOMEM;
+    }
+    train_hash_random(*W, *b, *K, D, seed, z, z ? (n < 4096 ? n : 4096) : 0);
     return DH_OK;
 }
 
@@ -130,6 +148,7 @@ int train_hash_init(train_hash *t, dk_device dev, int K, int D, int B, const flo
     t->D = D;
     t->B = B;
     t->loss = o->loss;
+    t->dloss = o->dloss;
     t->momentum = o->momentum;
     t->wd = o->wd;
     t->precond = o->m != NULL;
@@ -167,41 +186,72 @@ int train_hash_init(train_hash *t, dk_device dev, int K, int D, int B, const flo
 }
 
 /* The loss and its gradient du for the u of the last forward, on the
- * trainer's device (u is copied to the host for the statistics). */
-static int hash_loss(train_hash *t, const int32_t *labels, dh_hashloss_stats *ls, dh_err *e) {
+ * trainer's device (u is copied to the host for the statistics). A registry
+ * loss runs on the host for either device. *finite: whether u was finite
+ * (when not, no loss is computed). */
+static int hash_loss(train_hash *t, const int32_t *labels, const train_hash_pos *pos, train_hash_stats *hs, int *finite,
+                     dh_err *e) {
     const int B = t->B, K = t->K;
+    *finite = 1;
+    if (t->dloss) {
+        if (dk_download(&t->u, t->hu, (int64_t)B * K, e)) return e->code;
+        for (int64_t i = 0; i < (int64_t)B * K; i++)
+            if (!isfinite(t->hu[i])) {
+                *finite = 0;
+                return DH_OK;
+            }
+        dh_dloss_batch bt = { .u = t->hu,
+                              .rows = B,
+                              .labels = labels,
+                              .idx = pos ? pos->idx : NULL,
+                              .step = pos ? pos->step : 0,
+                              .epoch = pos ? pos->epoch : 0,
+                              .learn = 1 };
+        dh_dloss_stats ds;
+        if (dh_dloss_eval(t->dloss, &bt, t->hdu, &ds, e)) return e->code;
+        hs->loss = ds.loss;
+        memcpy(hs->term, ds.term, sizeof hs->term);
+        hs->scale = ds.scale;
+        hs->q = hs->surrogate = hs->right = NAN;
+        return dk_upload(&t->du, t->hdu, (int64_t)B * K, e);
+    }
+    dh_hashloss_stats lsv, *ls = &lsv;
+    memset(ls, 0, sizeof *ls);
+    int rc = DH_OK;
     if (t->dev == DK_CUDA) { /* the pair weights from the host labels, the rest on the device */
         dh_hashloss_stats w;
         dh_hashloss_weights(labels, B, &t->loss, &w);
         if (dk_mem_upload(t->dev, t->dlab, labels, sizeof(int32_t) * (size_t)B, e) ||
-            dh_hashloss_cuda(t->u.data, t->dlab, B, K, w.wpos, w.wneg, t->du.data, ls, e))
-            return e->code;
-        return dk_download(&t->u, t->hu, (int64_t)B * K, e);
-    }
-    if (dk_download(&t->u, t->hu, (int64_t)B * K, e) || dh_hashloss_cpu(t->hu, labels, B, K, &t->loss, t->hdu, ls, e))
-        return e->code;
-    return dk_upload(&t->du, t->hdu, (int64_t)B * K, e);
+            dh_hashloss_cuda(t->u.data, t->dlab, B, K, w.wpos, w.wneg, t->du.data, ls, e) ||
+            dk_download(&t->u, t->hu, (int64_t)B * K, e))
+            rc = e->code;
+    } else if (dk_download(&t->u, t->hu, (int64_t)B * K, e) ||
+               dh_hashloss_cpu(t->hu, labels, B, K, &t->loss, t->hdu, ls, e) ||
+               dk_upload(&t->du, t->hdu, (int64_t)B * K, e))
+        rc = e->code;
+    hs->q = ls->q;
+    hs->surrogate = hs->loss = ls->surrogate;
+    hs->right = ls->right;
+    return rc;
 }
 
-int train_hash_step(train_hash *t, const dk_tensor *z, const int32_t *labels, float lr, int want_dz,
-                    train_hash_stats *st, dh_err *e) {
+int train_hash_step(train_hash *t, const dk_tensor *z, const int32_t *labels, const train_hash_pos *pos, float lr,
+                    int want_dz, train_hash_stats *st, dh_err *e) {
     dh_err local;
     if (!e) e = &local;
     const int K = t->K, D = t->D;
     const dk_device dev = t->dev;
-    dh_hashloss_stats ls;
-    memset(&ls, 0, sizeof ls);
-    if (dk_fc_forward(z, &t->W, &t->b, &t->u, e) || hash_loss(t, labels, &ls, e) ||
-        dk_fc_backward(z, &t->W, &t->du, want_dz ? &t->dz : NULL, &t->gW, &t->gb, e))
-        return e->code;
-    if (st) {
-        double au = 0;
-        for (int64_t i = 0; i < (int64_t)t->B * K; i++) au += fabsf(t->hu[i]);
-        st->q = ls.q;
-        st->surrogate = ls.surrogate;
-        st->right = ls.right;
-        st->absu = au / ((double)t->B * K);
-    }
+    train_hash_stats hs;
+    memset(&hs, 0, sizeof hs);
+    int finite;
+    if (dk_fc_forward(z, &t->W, &t->b, &t->u, e) || hash_loss(t, labels, pos, &hs, &finite, e)) return e->code;
+    double au = 0;
+    for (int64_t i = 0; i < (int64_t)t->B * K; i++) au += fabsf(t->hu[i]);
+    hs.absu = au / ((double)t->B * K);
+    if (!finite) hs.loss = hs.q = hs.surrogate = NAN;
+    if (st) *st = hs;
+    if (!finite) return DH_OK; /* nothing to learn from: the caller reports the divergence */
+    if (dk_fc_backward(z, &t->W, &t->du, want_dz ? &t->dz : NULL, &t->gW, &t->gb, e)) return e->code;
     /* momentum SGD in x = (z - m) / r (train.h); plain when m = 0, r = 1 */
     if ((t->precond && dk_sgemm(dev, 0, 0, K, D, 1, -1.0f, t->gb.data, 1, t->m.data, D, 1.0f, t->gW.data, D, e)) ||
         dk_axpby(1.0f, &t->gW, t->momentum, &t->vW, e) || (t->wd > 0 && dk_axpby(t->wd, &t->W, 1.0f, &t->vW, e)) ||

@@ -1,8 +1,11 @@
 /* test_train.c — kernels/train: the channel-statistics rule, images read
  * onto the device, schedules as the programs spell them, epoch orders, the
  * preconditioning (statistics, and that the step in z's coordinates is the
- * plain step in the normalised ones), and the stage-3 trainer lowering the
- * loss on a small separable problem. CPU only. */
+ * plain step in the normalised ones), the stage-3 trainer lowering the
+ * loss on a small separable problem, and the registry losses through the
+ * same trainer (each separates the classes; batch rows, steps and epoch
+ * ends reach the loss; ADSH's database codes; bad specs and labels). CPU
+ * only. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,6 +13,7 @@
 #include <string.h>
 #include "check.h"
 #include "dh_rng.h"
+#include "hashfn.h"
 #include "train.h"
 
 /* ---- channel statistics -------------------------------------------------------------------------------------- */
@@ -208,7 +212,7 @@ static void t_precondition_is_plain_sgd_on_normalised_z(void) {
         c1[k] = (float)(b[k] + off);
     }
     dh_hashloss_opts lo = { DH_HL_BALANCED, (double)K * K };
-    train_hash_opts pre = { lo, 0.9f, 0.0f, m, r2 }, plain = { lo, 0.9f, 0.0f, NULL, 1.0 };
+    train_hash_opts pre = { lo, 0.9f, 0.0f, m, r2, NULL }, plain = { lo, 0.9f, 0.0f, NULL, 1.0, NULL };
     train_hash a, p;
     dk_tensor zt = { 0 }, xt = { 0 };
     REQUIRE(train_hash_init(&a, DK_CPU, K, D, N, W, b, &pre, &e) == DH_OK);
@@ -217,8 +221,8 @@ static void t_precondition_is_plain_sgd_on_normalised_z(void) {
     REQUIRE(dk_tensor_alloc4(&xt, DK_CPU, 2, N, D, 1, 1, &e) == DH_OK && dk_upload(&xt, x, N * D, &e) == DH_OK);
     train_hash_stats sa, sp;
     for (int step = 0; step < 3; step++) {
-        CHECK(train_hash_step(&a, &zt, lab, 0.5f, 0, &sa, &e) == DH_OK);
-        CHECK(train_hash_step(&p, &xt, lab, 0.5f, 0, &sp, &e) == DH_OK);
+        CHECK(train_hash_step(&a, &zt, lab, NULL, 0.5f, 0, &sa, &e) == DH_OK);
+        CHECK(train_hash_step(&p, &xt, lab, NULL, 0.5f, 0, &sp, &e) == DH_OK);
         CHECK_NEAR(sa.q, sp.q, 1e-4 * sp.q); /* the same u, so the same loss */
     }
     CHECK(train_hash_get(&a, Wp, bp, &e) == DH_OK && train_hash_get(&p, W1, c1, &e) == DH_OK);
@@ -248,12 +252,12 @@ static void t_dz_is_du_times_w(void) {
     dh_err e;
     blobs(z, lab, N, D, 3, 9);
     train_hash_random(W, b, K, D, 2, z, N);
-    train_hash_opts o = { { DH_HL_MEAN, (double)K * K }, 0.9f, 0.0f, NULL, 1.0 };
+    train_hash_opts o = { { DH_HL_MEAN, (double)K * K }, 0.9f, 0.0f, NULL, 1.0, NULL };
     train_hash t;
     dk_tensor zt = { 0 };
     REQUIRE(train_hash_init(&t, DK_CPU, K, D, N, W, b, &o, &e) == DH_OK);
     REQUIRE(dk_tensor_alloc4(&zt, DK_CPU, 2, N, D, 1, 1, &e) == DH_OK && dk_upload(&zt, z, N * D, &e) == DH_OK);
-    REQUIRE(train_hash_step(&t, &zt, lab, 0.1f, 1, NULL, &e) == DH_OK);
+    REQUIRE(train_hash_step(&t, &zt, lab, NULL, 0.1f, 1, NULL, &e) == DH_OK);
     REQUIRE(dk_download(&t.du, du, N * K, &e) == DH_OK && dk_download(&t.dz, dz, N * D, &e) == DH_OK);
     double err = 0;
     for (int i = 0; i < N; i++)
@@ -357,6 +361,214 @@ static void t_diverged(void) {
     train_finetune_free(&t);
 }
 
+/* ---- the registry losses through the trainer ---------------------------------------------------------------------- */
+/* mAP of queries qc (nq, K) against database codes dc (nd, K), both as
+ * signs of floats, relevance = same label, ties by database order. */
+static double map_signs(const float *qc, const int32_t *ql, int nq, const float *dc, const int32_t *dl, int nd, int K) {
+    int *dist = malloc(sizeof(int) * (size_t)nd), *order = malloc(sizeof(int) * (size_t)nd);
+    double sum = 0;
+    for (int q = 0; dist && order && q < nq; q++) {
+        for (int j = 0; j < nd; j++) {
+            int d = 0;
+            for (int k = 0; k < K; k++) d += (qc[q * K + k] > 0) != (dc[j * K + k] > 0);
+            dist[j] = d;
+        }
+        int o = 0;
+        for (int d = 0; d <= K; d++)
+            for (int j = 0; j < nd; j++)
+                if (dist[j] == d) order[o++] = j;
+        double hits = 0, ap = 0;
+        for (int r = 0; r < nd; r++)
+            if (dl[order[r]] == ql[q]) ap += ++hits / (r + 1);
+        sum += hits > 0 ? ap / hits : 0;
+    }
+    free(dist);
+    free(order);
+    return sum / nq;
+}
+
+enum { RN = 256, RD = 12, RK = 16, RB = 32, RC = 4 };
+
+/* A registry loss on 4 classes of blobs, cached features, preconditioned
+ * momentum SGD at dh-finetune's default rate for the method; t is left
+ * initialised (the caller frees it). */
+static int registry_run(const char *spec, int epochs, train_features *f, float *z, int32_t *lab, float *W, float *b,
+                        train_finetune *t, train_finetune_stats *first, train_finetune_stats *last, dh_err *e) {
+    blobs(z, lab, RN, RD, RC, 11);
+    memset(f, 0, sizeof *f);
+    f->N = RN, f->D = RD, f->z = z, f->lab = lab;
+    train_hash_random(W, b, RK, RD, 1, z, RN);
+    train_finetune_opts o;
+    memset(&o, 0, sizeof o);
+    const dh_dloss_method *me = train_loss_method(spec);
+    o.loss_spec = spec;
+    o.precond = 1, o.lr = me ? train_default_lr(me) : 0.1, o.momentum = 0.9, o.epochs = epochs, o.skip = -1;
+    o.seed = 1;
+    memset(t, 0, sizeof *t);
+    if (train_schedule("cosine:0", 1.0, o.epochs, &o.sched, NULL, 0, e) ||
+        train_finetune_init(t, &o, DK_CPU, f, NULL, NULL, RB, W, b, RK, e))
+        return e->code;
+    for (int ep = 0; ep < epochs; ep++)
+        if (train_finetune_epoch(t, ep, ep ? last : first, NULL, NULL, e)) return e->code;
+    return train_hash_get(&t->th, W, b, e);
+}
+
+/* Every registry method, at its default rate, separates 4 blobs: the
+ * training rows' codes retrieve their class (ADSH: against its learned V). */
+static void t_registry_losses_separate_blobs(void) {
+    static float z[RN * RD], u[RN * RK];
+    static int32_t lab[RN];
+    float W[RK * RD], b[RK];
+    for (int m = 0; m < dh_dloss_count(); m++) {
+        const dh_dloss_method *me = dh_dloss_method_at(m);
+        train_features f;
+        train_finetune t;
+        train_finetune_stats first, last;
+        dh_err e;
+        int rc = registry_run(me->name, 8, &f, z, lab, W, b, &t, &first, &last, &e);
+        CHECKF(rc == DH_OK, "%s: %s", me->name, e.msg);
+        if (rc) {
+            train_finetune_free(&t);
+            continue;
+        }
+        dh_linear_project(W, b, NULL, z, RN, RD, RK, u);
+        const float *db = u;
+        int64_t rows;
+        int cols;
+        if (me->flags & DH_DLOSS_ASYM) db = dh_dloss_tensor(t.dloss, "V", &rows, &cols);
+        double map = map_signs(u, lab, RN, db, lab, RN, RK);
+        printf("# %-10s lr %-5g loss %.4g -> %.4g, mAP %.4f\n", me->name, t.o.lr, first.loss, last.loss, map);
+        CHECKF(map >= 0.9, "%s: mAP %.4f", me->name, map);
+        CHECKF(isnan(last.q) && isfinite(last.loss) && last.batches == RN / RB, "%s: report", me->name);
+        train_finetune_free(&t);
+    }
+}
+
+/* The batch's place in the run reaches the loss: HashNet's beta grows with
+ * the global step; the report names the method's terms. */
+static void t_registry_positions_and_report(void) {
+    static float z[RN * RD];
+    static int32_t lab[RN];
+    float W[RK * RD], b[RK];
+    train_features f;
+    train_finetune t;
+    train_finetune_stats first, last;
+    dh_err e;
+    /* step_size 1: beta = (1 + 0.005 t)^0.5; 8 steps an epoch, the last step of epoch 3 is t = 23 */
+    REQUIRE(registry_run("hashnet:step_size=1", 3, &f, z, lab, W, b, &t, &first, &last, &e) == DH_OK);
+    CHECK_NEAR(first.scale, sqrt(1 + 0.005 * 7), 1e-9);
+    CHECK_NEAR(last.scale, sqrt(1 + 0.005 * 23), 1e-9);
+    char rep[256];
+    train_finetune_report(&t, &last, rep, sizeof rep);
+    CHECKF(strstr(rep, "loss ") && strstr(rep, "likelihood ") && strstr(rep, "beta 1.056") && strstr(rep, "mean|u|"),
+           "%s", rep);
+    train_finetune_free(&t);
+    /* the exponentiated loss's report is unchanged */
+    REQUIRE(registry_run("dpsh", 1, &f, z, lab, W, b, &t, &first, &last, &e) == DH_OK);
+    train_finetune_report(&t, &first, rep, sizeof rep);
+    CHECKF(strstr(rep, "likelihood ") && strstr(rep, "quantisation ") && !strstr(rep, "beta"), "%s", rep);
+    train_finetune_free(&t);
+}
+
+/* GreedyHash's classifier learns at the hash layer's rate unless lr= says
+ * otherwise; ADSH has the training labels; bad specs and labels. */
+static void t_registry_setup(void) {
+    static float z[RN * RD];
+    static int32_t lab[RN];
+    float W[RK * RD], b[RK];
+    train_features f;
+    train_finetune t;
+    train_finetune_stats first, last;
+    dh_err e;
+    REQUIRE(registry_run("greedyhash", 1, &f, z, lab, W, b, &t, &first, &last, &e) == DH_OK);
+    CHECK(dh_dloss_param_value(t.dloss, "lr") == t.o.lr && t.classes == RC);
+    train_finetune_free(&t);
+    REQUIRE(registry_run("GreedyHash:alpha=0.2,lr=0.05", 1, &f, z, lab, W, b, &t, &first, &last, &e) == DH_OK);
+    CHECK(dh_dloss_param_value(t.dloss, "lr") == 0.05 && dh_dloss_param_value(t.dloss, "alpha") == 0.2);
+    train_finetune_free(&t);
+    CHECK(registry_run("nosuch", 1, &f, z, lab, W, b, &t, &first, &last, &e) == DH_EINVAL &&
+          strstr(e.msg, "unknown method 'nosuch'"));
+    train_finetune_free(&t);
+    CHECK(registry_run("dpsh:eta=-1", 1, &f, z, lab, W, b, &t, &first, &last, &e) == DH_EINVAL &&
+          strstr(e.msg, "eta=-1"));
+    train_finetune_free(&t);
+    CHECK(train_loss_check("dsh:m=24", 48, &e) == DH_OK);
+    CHECK(train_loss_check("dsh:q=1", 48, &e) == DH_EINVAL && strstr(e.msg, "unknown parameter 'q'"));
+    CHECK(train_loss_check("csq:centres=hadamard", 48, &e) == DH_EINVAL);
+    CHECK(train_loss_method("HashNet:alpha=1") == dh_dloss_find("hashnet") && !train_loss_method("balanced"));
+    /* a negative label: refused when the loss is created */
+    blobs(z, lab, RN, RD, RC, 11);
+    lab[9] = -1;
+    memset(&f, 0, sizeof f);
+    f.N = RN, f.D = RD, f.z = z, f.lab = lab;
+    train_finetune_opts o;
+    memset(&o, 0, sizeof o);
+    o.loss_spec = "dpsh", o.lr = 0.1, o.epochs = 1, o.skip = -1;
+    REQUIRE(train_schedule("const", 1.0, 1, &o.sched, NULL, 0, &e) == DH_OK);
+    CHECK(train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, RB, W, b, RK, &e) == DH_EFORMAT &&
+          strstr(e.msg, "row 9: label -1"));
+    train_finetune_free(&t);
+    /* divergence: non-finite u is reported as such, not as a loss error */
+    lab[9] = 1;
+    W[0] = NAN;
+    REQUIRE(train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, RB, W, b, RK, &e) == DH_OK);
+    CHECK(train_finetune_epoch(&t, 0, &first, NULL, NULL, &e) == DH_EFORMAT && strstr(e.msg, "diverged at epoch 1"));
+    train_finetune_free(&t);
+}
+
+/* ADSH's database codes: the signs of V, one row per training row in order,
+ * with the labels and ids; other losses have none. */
+static void t_registry_db_codes(void) {
+    static float z[RN * RD];
+    static int32_t lab[RN];
+    float W[RK * RD], b[RK];
+    train_features f;
+    train_finetune t;
+    train_finetune_stats first, last;
+    dh_err e;
+    REQUIRE(registry_run("adsh", 2, &f, z, lab, W, b, &t, &first, &last, &e) == DH_OK);
+    int64_t rows;
+    int cols;
+    const float *V = dh_dloss_tensor(t.dloss, "V", &rows, &cols);
+    REQUIRE(V && rows == RN && cols == RK);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *mf = open_memstream(&buf, &size);
+    REQUIRE(mf);
+    dhs_meta *meta = dhs_meta_new();
+    dhs_meta_set_str(meta, "source", "blobs");
+    CHECKF(train_finetune_db_codes(&t, mf, "mem", meta, &e) == DH_OK, "%s", e.msg);
+    fclose(mf);
+    dhs_meta_free(meta);
+    FILE *in = fmemopen(buf, size, "rb");
+    dhs_reader *r = in ? dhs_open(in, "mem", NULL, &e) : NULL;
+    dhs_table tb;
+    memset(&tb, 0, sizeof tb);
+    REQUIRE(r && dhs_read_table(r, &tb, 0, &e) == DH_OK);
+    const dhs_schema *s = &tb.schema;
+    int fc = dhs_field_index(s, "code"), fl = dhs_field_index(s, "label");
+    CHECK(!strcmp(s->kind, "codes") && tb.nrows == RN && fc >= 0 && fl >= 0 && dhs_field_index(s, "id") < 0);
+    int64_t bits = 0;
+    const char *hm = dhs_meta_str(tb.meta, "hash_method"), *src = dhs_meta_str(tb.meta, "source");
+    CHECK(dhs_meta_int(tb.meta, "bits", &bits) == 0 && bits == RK && hm && !strcmp(hm, "adsh") && src &&
+          !strcmp(src, "blobs"));
+    const uint8_t *c = tb.col[fc];
+    int bad = 0;
+    for (int i = 0; fc >= 0 && fl >= 0 && i < RN; i++) {
+        bad += ((const int32_t *)tb.col[fl])[i] != lab[i];
+        for (int k = 0; k < RK; k++) bad += ((c[i * 2 + k / 8] >> (k % 8)) & 1) != (V[i * RK + k] > 0);
+    }
+    CHECKF(bad == 0, "%d mismatches", bad);
+    dhs_table_free(&tb);
+    dhs_close(r);
+    fclose(in);
+    free(buf);
+    train_finetune_free(&t);
+    REQUIRE(registry_run("dpsh", 1, &f, z, lab, W, b, &t, &first, &last, &e) == DH_OK);
+    CHECK(train_finetune_db_codes(&t, stdout, "x", NULL, &e) == DH_EUNSUPPORTED);
+    train_finetune_free(&t);
+}
+
 int main(void) {
     dh_err e;
     if (dk_init(DK_CPU, &e)) {
@@ -374,6 +586,10 @@ int main(void) {
     RUN(t_finetune_separates_two_classes);
     RUN(t_finetune_lowers_the_loss);
     RUN(t_diverged);
+    RUN(t_registry_losses_separate_blobs);
+    RUN(t_registry_positions_and_report);
+    RUN(t_registry_setup);
+    RUN(t_registry_db_codes);
     dk_shutdown();
     return check_done();
 }
