@@ -1,5 +1,6 @@
 /* dh-finetune — stage 3: train the network and the hash layer jointly with
- * the exponentiated code-product loss (Mu & Liu 2017, Eqs. 6-11).
+ * the exponentiated code-product loss (Mu & Liu 2017, Eqs. 6-11), or with a
+ * loss of the deeploss registry (--loss dpsh, hashnet:alpha=0.2, ...).
  *
  *   dh-finetune -m net.dhm --hash hash0.dhm < train.dhs > deephash.dhm
  *   dh-finetune --arch lenet < train.dhs > deephash.dhm      ("random init.")
@@ -22,10 +23,10 @@
 #include "hashfn.h"
 #include "train.h"
 
-enum { LOSS_PAPER, LOSS_SCALED, LOSS_BALANCED };
+enum { LOSS_PAPER, LOSS_SCALED, LOSS_BALANCED, LOSS_REGISTRY };
 
 typedef struct ft_opts {
-    const char *net_path, *hash_path, *arch, *out, *in, *device, *schedule;
+    const char *net_path, *hash_path, *arch, *out, *in, *device, *schedule, *db_codes;
     int features, loss, freeze, batch, augment, K, bits_set;
     double loss_scale;     /* 0: the loss's default */
     train_finetune_opts t; /* rates, schedule, epochs, sampling, seed, preconditioning */
@@ -36,17 +37,20 @@ static void usage(void) {
            "   or: %s --arch NAME [OPTION]... [IMAGES]           (\"random init.\")\n"
            "   or: %s --features [--hash HASH] [OPTION]... [FEATURES]\n"
            "Stage 3: train the network and the K-bit hash layer jointly with the\n"
-           "exponentiated code-product loss; write a deep hash model (or, with\n"
-           "--features, a hash model). Input defaults to standard input.\n\n"
+           "exponentiated code-product loss (or another deep hashing loss); write a deep\n"
+           "hash model (or, with --features, a hash model). Input defaults to standard input.\n\n"
            "  -m, --net FILE          stage-1 network (dh-pretrain)\n"
            "  -H, --hash FILE         stage-2 hash model (dh-inithash; linear methods)\n"
            "  -a, --arch NAME         random initialisation of this architecture (%s or a spec file)\n"
            "  -b, --bits K            code length for random initialisation (default 48)\n"
            "  -f, --features          train the hash layer alone on a features stream (frozen backbone)\n"
-           "  -L, --loss NAME         balanced (default), scaled or paper\n"
+           "  -L, --loss NAME         balanced (default), scaled or paper: the exponentiated loss; or a\n"
+           "                          deep hashing loss NAME[:PARAM=V,...] (dpsh, hashnet, csq, adsh, ...;\n"
+           "                          --loss help lists them and their parameters)\n"
+           "      --db-codes FILE     adsh: write the database codes it learned (the training rows)\n"
            "      --loss-scale X      multiply the loss by X (default: K^2 for scaled/balanced, 1 for paper)\n"
            "  -l, --lr X              hash-layer learning rate (default 3, in the --precondition\n"
-           "                          norm coordinates; paper loss: 0.001)\n"
+           "                          norm coordinates; paper loss: 0.001; others: see dh-finetune(1))\n"
            "      --backbone-lr X     backbone learning rate (default 1e-4, 1e-3 with --arch;\n"
            "                          paper loss: same as --lr)\n"
            "      --freeze-backbone   backbone learning rate 0 (inference-mode forward)\n"
@@ -75,6 +79,15 @@ static void usage(void) {
            dh_progname, dh_progname, dh_progname, netspec_builtin_names());
 }
 
+/* --loss: one of names (the exponentiated loss), "help", or a registry spec. */
+static int loss_arg(const char *v, const char *const *names, const char **spec) {
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(v, names[i])) return *spec = NULL, i;
+    static char buf[1 << 15];
+    if (!strcmp(v, "help") && dh_dloss_describe(buf, sizeof buf) >= 0) printf("%s", buf), exit(DH_EXIT_OK);
+    return *spec = v, LOSS_REGISTRY;
+}
+
 /* The index of v among names (NULL-terminated), else a usage error. */
 static int pick(const char *opt, const char *v, const char *const *names, const char *list) {
     for (int i = 0; names[i]; i++)
@@ -101,7 +114,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     t->epochs = 10, o->batch = 256, o->K = 48, o->schedule = "cosine:0", o->augment = t->precond = -1;
     /* the long-only options: --loss-scale, --backbone-lr, --momentum, --freeze-backbone, --wd, --hash-wd,
      * --schedule, --sampling, --skip, --augment, --precondition, --progress */
-    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_PRG };
+    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG };
     static const struct option lo[] = {
         { "net", 1, 0, 'm' },           { "model", 1, 0, 'm' },        { "hash", 1, 0, 'H' },
         { "arch", 1, 0, 'a' },          { "bits", 1, 0, 'b' },         { "features", 0, 0, 'f' },
@@ -111,7 +124,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         { "batch", 1, 0, 'B' },         { "schedule", 1, 0, O_SCH },   { "sampling", 1, 0, O_SAM },
         { "skip", 1, 0, O_SKP },        { "augment", 1, 0, O_AUG },    { "precondition", 1, 0, O_PRE },
         { "seed", 1, 0, 's' },          { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
-        DH_COMMON_LONGOPTS(O_PRG)
+        { "db-codes", 1, 0, O_DBC },    DH_COMMON_LONGOPTS(O_PRG)
     };
     static const char *const losses[] = { "paper", "scaled", "balanced", NULL },
                              *const samp[] = { "shuffle", "paper", NULL }, *const aug[] = { "none", "crop-flip", NULL },
@@ -125,7 +138,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         case 'a': o->arch = optarg; break;
         case 'b': o->K = inum("--bits", optarg, DH_HASH_MIN_BITS, DH_HASH_MAX_BITS), o->bits_set = 1; break;
         case 'f': o->features = 1; break;
-        case 'L': o->loss = pick("--loss", optarg, losses, "scaled, balanced or paper"); break;
+        case 'L': o->loss = loss_arg(optarg, losses, &t->loss_spec); break;
         case O_LSC: o->loss_scale = num("--loss-scale", optarg, 1e-30, 1e30); break;
         case 'l': t->lr = num("--lr", optarg, 0, 1e6), lr_set = 1; break;
         case O_BLR: t->backbone_lr = num("--backbone-lr", optarg, 0, 1e6), blr_set = 1; break;
@@ -146,6 +159,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
             break;
         case 'd': o->device = optarg; break;
         case 'o': o->out = optarg; break;
+        case O_DBC: o->db_codes = optarg; break;
         default:
             if (!dh_common_option(c, O_PRG, usage)) dh_usage_error("bad option (see --help)");
         }
@@ -155,6 +169,13 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     if (train_schedule(o->schedule, 1.0, t->epochs, &t->sched, NULL, 0, &e)) dh_usage_error("--schedule: %s", e.msg);
     t->skip = sampling ? skip : -1;
     t->loss.norm = o->loss == LOSS_PAPER ? DH_HL_SUM : o->loss == LOSS_BALANCED ? DH_HL_BALANCED : DH_HL_MEAN;
+    if (t->loss_spec && train_loss_check(t->loss_spec, o->bits_set ? o->K : 64, &e))
+        dh_usage_error("--loss: %s", e.msg);
+    const dh_dloss_method *me = t->loss_spec ? train_loss_method(t->loss_spec) : NULL;
+    if (me && o->loss_scale > 0) dh_usage_error("--loss-scale: for balanced, scaled and paper only (%s)", me->name);
+    if (o->db_codes && !(me && (me->flags & DH_DLOSS_ASYM)))
+        dh_usage_error("--db-codes: only a loss that learns the database codes writes them (--loss adsh)");
+    if (me && !lr_set) t->lr = train_default_lr(me);
     /* the paper's setting: one learning rate and weight decay for every layer, no preconditioning */
     if (o->loss == LOSS_PAPER && !lr_set) t->lr = 0.001;
     if (o->loss == LOSS_PAPER && !blr_set) t->backbone_lr = t->lr;
@@ -199,6 +220,9 @@ int main(int argc, char **argv) {
                o.features ? "--features needs a features stream"
                           : "expected images (or use --features for a features stream)");
     if (o.features ? train_features_read(r, &f, &e) : train_images_read(r, dev, 0, &im, &e)) dh_die_err(&e, NULL);
+    dhs_meta *dbm = dhs_meta_new(); /* the meta of --db-codes: the input's source and classes */
+    if (!dbm) dh_die(DH_EXIT_NOMEM, "out of memory");
+    dh_meta_carry(dbm, dhs_reader_meta(r));
     dhs_close(r);
     const int64_t N = o.features ? f.N : im.S;
     if (train_check_pairs(o.features ? f.lab : im.hlab, N, &e)) dh_die_err(&e, iname);
@@ -222,21 +246,15 @@ int main(int argc, char **argv) {
                nw->spec.in[0], nw->spec.in[1], nw->spec.in[2]);
 
     /* the hash layer: stage 2's, or a random one */
-    int K = o.K, D = nw ? nw->zdim : f.D, HD;
+    int K = o.K, D = nw ? nw->zdim : f.D, HD = D;
     float *W = NULL, *b = NULL;
-    if (o.hash_path) {
-        if (train_hash_load(o.hash_path, &hm, &W, &b, &K, &HD, &e)) dh_die_err(&e, NULL);
-        if (o.bits_set && o.K != K) /* it would be silently ignored */
-            dh_usage_error("--bits %d: the hash model %s has %d bits", o.K, o.hash_path, K);
-        if (HD != D)
-            dh_die(DH_EXIT_FAIL, "%s: the hash layer expects %d-D features, %s %s has %d", o.hash_path, HD,
-                   nw ? "the z of the network" : "the features stream", nw ? o.net_path : iname, D);
-    } else {
-        W = dh_malloc(&e, (size_t)K * D, sizeof(float));
-        b = dh_malloc(&e, (size_t)K, sizeof(float));
-        if (!W || !b) dh_die_err(&e, NULL);
-        train_hash_random(W, b, K, D, o.t.seed, f.z, o.features ? (N < 4096 ? N : 4096) : 0);
-    }
+    if (train_hash_start(o.hash_path, &hm, D, o.features ? f.z : NULL, N, o.t.seed, &W, &b, &K, &HD, &e))
+        dh_die_err(&e, NULL);
+    if (o.hash_path && o.bits_set && o.K != K) /* it would be silently ignored */
+        dh_usage_error("--bits %d: the hash model %s has %d bits", o.K, o.hash_path, K);
+    if (HD != D)
+        dh_die(DH_EXIT_FAIL, "%s: the hash layer expects %d-D features, %s %s has %d", o.hash_path, HD,
+               nw ? "the z of the network" : "the features stream", nw ? o.net_path : iname, D);
 
     /* training */
     train_finetune_opts *to = &o.t;
@@ -245,17 +263,15 @@ int main(int argc, char **argv) {
     to->flip = o.augment < 0 ? im.C == 3 : o.augment;
     train_finetune t;
     if (train_finetune_init(&t, to, dev, o.features ? &f : NULL, &im, nw, B, W, b, K, &e))
-        dh_die_err(&e, "device buffers");
-    const char *lname = o.loss == LOSS_PAPER ? "paper" : o.loss == LOSS_BALANCED ? "balanced" : "scaled";
-    if (o.features)
-        dh_note("fine-tuning the hash layer on %lld cached %d-D features: %d bits, loss %s (scale %g), batch %d, %d "
-                "epochs, device %s",
-                (long long)N, D, K, lname, to->loss.scale, B, to->epochs, dk_device_name(dev));
-    else
-        dh_note("fine-tuning %s + %d-bit hash layer on %lld images: loss %s (scale %g), lr %g (hash) / %g (backbone), "
-                "batch %d, %d epochs, augment pad %d flip %d, device %s",
-                o.net_path ? o.net_path : o.arch, K, (long long)N, lname, to->loss.scale, to->lr, to->backbone_lr, B,
-                to->epochs, to->pad, to->flip, dk_device_name(dev));
+        dh_die_err(&e, to->loss_spec && e.code == DH_EINVAL ? "--loss" : "device buffers");
+    const char *lname = to->loss_spec ? to->loss_spec : (const char *[]){ "paper", "scaled", "balanced" }[o.loss];
+    char desc[512];
+    train_finetune_describe(&t, lname, o.net_path ? o.net_path : o.arch, desc, sizeof desc);
+    dh_note("%s, device %s", desc, dk_device_name(dev));
+    if (t.dloss && (dh_dloss_method_of(t.dloss)->flags & DH_DLOSS_ASYM) && !o.db_codes)
+        dh_note("%s learns the database codes: keep them with --db-codes FILE (encoding the training set with the "
+                "model gives other codes)",
+                lname);
     for (int ep = 0; ep < to->epochs; ep++) {
         train_finetune_stats st;
         dh_progress pr;
@@ -266,30 +282,35 @@ int main(int argc, char **argv) {
         if (train_finetune_epoch(&t, ep, &st, progress, &pr, &e)) dh_die_err(&e, NULL);
         dh_progress_end(&pr, st.rows);
         double secs = dh_now() - t0;
-        dh_note("epoch %d/%d: Q %.5g  surrogate %.5g  right-sign pairs %.4f  mean|u| %.3g  lr %.3g/%.3g  %.0f rows/s",
-                ep + 1, to->epochs, st.q, st.surrogate, st.right, st.absu, st.lr, st.backbone_lr,
+        char rep[256];
+        train_finetune_report(&t, &st, rep, sizeof rep);
+        dh_note("epoch %d/%d: %s  lr %.3g/%.3g  %.0f rows/s", ep + 1, to->epochs, rep, st.lr, st.backbone_lr,
                 secs > 0 ? (double)st.rows / secs : 0.0);
     }
 
     /* the model: a hash model (--features), or the network with the hash layer */
     dhs_model out;
     dhs_model_init(&out);
-    if (train_hash_get(&t.th, W, b, &e) || train_hash_model(&out, nw, W, b, K, D, &e))
-        dh_die_err(&e, "saving the model");
-    dhs_meta *mt = out.meta;
-    const char *method = o.features && o.hash_path ? dhs_meta_str(hm.meta, "method") : NULL;
-    if (dhs_meta_set_str(mt, "program", "dh-finetune") || dhs_meta_set_str(mt, "cmdline", dh_cmdline()) ||
-        dhs_meta_set_str(mt, "stage",
-                         o.features   ? "finetune-features"
-                         : o.net_path ? "finetune"
-                                      : "random-init") ||
-        dhs_meta_set_int(mt, "seed", (int64_t)to->seed) ||
-        (o.net_path && dhs_meta_set_str(mt, "init_net", o.net_path)) ||
-        (o.hash_path && dhs_meta_set_str(mt, "init_hash", o.hash_path)) ||
-        (method && dhs_meta_set_str(mt, "init_method", method)))
-        dh_die(DH_EXIT_NOMEM, "out of memory");
-    if (dh_model_save(o.out, &out, &e)) dh_die_err(&e, o.out ? o.out : "<stdout>");
-    dhs_model_free(&out), dhs_model_free(&nm), dhs_model_free(&hm);
+    const char *stage = o.features ? "finetune-features" : o.net_path ? "finetune" : "random-init";
+    train_model_info mi = { "dh-finetune", dh_cmdline(),
+                            stage,         o.net_path,
+                            o.hash_path,   o.features && o.hash_path ? dhs_meta_str(hm.meta, "method") : NULL,
+                            lname };
+    if (train_finetune_model(&t, nw, &mi, W, b, &out, &e)) dh_die_err(&e, "saving the model");
+    dh_outfile of; /* adsh: the codes it learned for the training rows, committed with the model */
+    if (o.db_codes) {
+        if (dhs_meta_set_str(dbm, "program", "dh-finetune") || dhs_meta_set_str(dbm, "cmdline", dh_cmdline()) ||
+            dhs_meta_set_str(dbm, "model", o.out ? o.out : "<stdout>"))
+            dh_die(DH_EXIT_NOMEM, "out of memory");
+        if (dh_out_open(&of, o.db_codes, &e)) dh_die_err(&e, NULL);
+        if (train_finetune_db_codes(&t, of.f, o.db_codes, dbm, &e)) dh_out_abort(&of), dh_die_err(&e, o.db_codes);
+    }
+    if (dh_model_save(o.out, &out, &e)) {
+        if (o.db_codes) dh_out_abort(&of);
+        dh_die_err(&e, o.out ? o.out : "<stdout>");
+    }
+    if (o.db_codes && dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
+    dhs_model_free(&out), dhs_model_free(&nm), dhs_model_free(&hm), dhs_meta_free(dbm);
     train_finetune_free(&t), train_features_free(&f), train_images_free(&im), net_free(nw), dk_shutdown();
     free(W), free(b);
     return DH_EXIT_OK;

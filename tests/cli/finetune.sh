@@ -125,6 +125,55 @@ dh-finetune -q --features --hash "$TMP/h0.dhm" -o "$TMP/out.dhm" "$TMP/one.dhs" 
 [ ! -e "$TMP/out.dhm" ] || t_fail "a failed run left its output"
 t_end
 
+# ---- the losses of the deeploss registry (--loss NAME[:k=v,...])
+# exit status 2 and one line on stderr
+expect_usage() {
+  local name=$1; shift
+  expect_fail "$name" "$@"
+  t_begin "${name}_exit2"; "$@" >/dev/null 2>&1; local rc=$?; [ $rc = 2 ] || t_fail "exit status $rc, expected 2"; t_end
+}
+t_begin registry_features_hashnet
+dh-finetune --features --hash "$TMP/h0.dhm" --epochs 2 --loss hashnet "$TMP/tr.dhs" 2>"$TMP/log" > "$TMP/hn.dhm" || t_fail "exit status"
+grep -q 'epoch 2/2: loss .* likelihood .* beta .* mean|u|' "$TMP/log" || t_fail "report: $(grep epoch "$TMP/log" | tail -1)"
+dh-info "$TMP/hn.dhm" 2>&1 | grep -q '"loss": "hashnet"' || t_fail "no loss in the model's meta"
+dh-encode -m "$TMP/hn.dhm" "$TMP/te.dhs" > "$TMP/hnq" || t_fail "dh-encode"
+t_end
+t_begin registry_features_adsh_db_codes
+dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 2 --loss adsh --db-codes "$TMP/adsh.codes" -o "$TMP/adsh.dhm" "$TMP/tr.dhs" || t_fail "exit status"
+[ -s "$TMP/adsh.dhm" ] || t_fail "no model"
+dh-info "$TMP/adsh.codes" > "$TMP/info" 2>&1 || t_fail "db codes unreadable"
+grep -q 'kind: *codes' "$TMP/info" && grep -q 'code:bits\[16\] label:i32 id:str' "$TMP/info" && grep -q 'rows: *2000 ' "$TMP/info" ||
+  t_fail "db codes: $(head -5 "$TMP/info")"
+# the labels and ids are the training rows', in order
+dh-npy export --field label "$TMP/adsh.codes" > "$TMP/al.npy" && dh-npy export --field label "$TMP/tr.dhs" > "$TMP/tl.npy"
+cmp -s "$TMP/al.npy" "$TMP/tl.npy" || t_fail "labels differ from the training rows'"
+dh-encode -q -m "$TMP/adsh.dhm" "$TMP/te.dhs" | dh-map -q --db "$TMP/adsh.codes" > "$TMP/am" || t_fail "dh-map with the learned database"
+grep -q mAP "$TMP/am" || t_fail "no mAP"
+t_end
+t_begin registry_adsh_without_db_codes
+dh-finetune --features --hash "$TMP/h0.dhm" --epochs 1 --loss adsh "$TMP/tr.dhs" 2>"$TMP/log" > "$TMP/a2.dhm" || t_fail "exit status"
+grep -q -- '--db-codes' "$TMP/log" || t_fail "no note about --db-codes"
+t_end
+t_begin registry_help
+dh-finetune --loss help > "$TMP/lh" || t_fail "exit status"
+for m in deephash dpsh dhn hashnet dch dsh dtsh mihash csq orthohash dsdh greedyhash adsh; do
+  grep -q "^$m " "$TMP/lh" || t_fail "--loss help lacks $m"; done
+t_end
+t_begin registry_every_loss_runs
+for m in deephash dpsh dhn dch dsh dtsh mihash csq orthohash dsdh greedyhash "csq:lambda=0.001,centres=bernoulli"; do
+  dh-finetune -q --features --hash "$TMP/h0.dhm" --epochs 1 -B 100 --loss "$m" "$TMP/tr.dhs" > "$TMP/m.dhm" || t_fail "--loss $m"
+done
+t_end
+expect_usage registry_unknown dh-finetune -q --features --hash "$TMP/h0.dhm" --loss nosuch "$TMP/tr.dhs"
+expect_usage registry_bad_param dh-finetune -q --features --hash "$TMP/h0.dhm" --loss dpsh:eta=-1 "$TMP/tr.dhs"
+t_begin registry_bad_param_message; grep -q 'eta=-1' "$TMP/ef.err" || t_fail "$(cat "$TMP/ef.err")"; t_end
+expect_usage registry_unknown_param dh-finetune -q --features --hash "$TMP/h0.dhm" --loss hashnet:zeta=1 "$TMP/tr.dhs"
+expect_usage registry_db_codes_not_adsh dh-finetune -q --features --hash "$TMP/h0.dhm" --loss dpsh --db-codes "$TMP/x.codes" "$TMP/tr.dhs"
+expect_usage registry_loss_scale dh-finetune -q --features --hash "$TMP/h0.dhm" --loss dpsh --loss-scale 2 "$TMP/tr.dhs"
+# hadamard centres need a power-of-two code length: known only once --hash is read (16 bits here: fine; 12: refused)
+dh-inithash -q --bits 12 --epochs 2 "$TMP/tr.dhs" > "$TMP/h12.dhm"
+expect_usage registry_bad_for_bits dh-finetune -q --features --hash "$TMP/h12.dhm" --loss csq:centres=hadamard "$TMP/tr.dhs"
+
 # ---- images: tiny 1x28x28 synthetic classes (a bright square at a class-specific place)
 $PY - "$TMP" <<'PYEOF'
 import sys, numpy as np
@@ -151,6 +200,12 @@ if dh-pretrain -q --device cpu -e 1 -B 32 "$TMP/im.dhs" > "$TMP/net.dhm" 2>"$TMP
   dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 --freeze-backbone "$TMP/im.dhs" > "$TMP/dhf.dhm" || t_fail "frozen backbone"
   dh-encode -m "$TMP/dh.dhm" "$TMP/im.dhs" > "$TMP/imc.dhs" || t_fail "encode"
   [ "$(dh-npy export --field label "$TMP/imc.dhs" | wc -c)" -gt 0 ] || t_fail "no codes"
+  # a registry loss on the joint path (batch rows from the images' epoch order), and ADSH's codes with the images' ids
+  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 --loss dsdh "$TMP/im.dhs" > "$TMP/dsdh.dhm" || t_fail "joint dsdh"
+  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 2 -B 32 --loss adsh --db-codes "$TMP/imdb.codes" \
+    "$TMP/im.dhs" > "$TMP/adshi.dhm" || t_fail "joint adsh"
+  dh-info "$TMP/imdb.codes" 2>&1 | grep -q 'rows: *96 ' || t_fail "joint adsh: database codes"
+  dh-info "$TMP/adshi.dhm" 2>&1 | grep -q '"hash_method": "adsh"' || t_fail "joint adsh: hash_method"
 else
   t_fail "stage 1/2 helpers failed: $(head -c 200 "$TMP/perr")"
 fi
