@@ -21,7 +21,8 @@ static void usage(void) {
     printf("Usage: %s -m MODEL [OPTION]... [IMAGES]\n"
            "Compute the features z (the network's feature layer) of every image of an\n"
            "images stream (default: standard input; pixels u8[C,H,W], label i32, id str)\n"
-           "and write a features stream (z f32[D], label i32, id str) on standard output.\n\n"
+           "and write a features stream (z f32[D], label i32, id str; no label when the images have none)\non standard "
+           "output.\n\n"
            "  -m, --model FILE   net model written by dh-pretrain (or any model with a net)\n"
            "  -B, --batch N      images per forward pass (default 256)\n"
            "  -d, --device DEV   cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
@@ -80,8 +81,8 @@ int main(int argc, char **argv) {
     if (strcmp(s->kind, "images") != 0) dh_die(DH_EXIT_FAIL, "%s: a '%s' stream, expected images", iname, s->kind);
     int fp = dhs_require_field(s, "pixels", DHS_U8, 3, &e);
     if (fp < 0) dh_die_err(&e, iname);
-    int fl = dhs_require_field(s, "label", DHS_I32, 0, &e);
-    if (fl < 0) dh_die_err(&e, iname);
+    int fl = dhs_field_index(s, "label"); /* absent for unlabelled images (query files) */
+    if (fl >= 0 && dhs_require_field(s, "label", DHS_I32, 0, &e) < 0) dh_die_err(&e, iname);
     int fi = dhs_require_field(s, "id", DHS_STR, 0, &e);
     if (fi < 0) dh_die_err(&e, iname);
     const dhs_field *pf = &s->fields[fp];
@@ -105,7 +106,8 @@ int main(int argc, char **argv) {
     dhs_schema os;
     dhs_schema_init(&os, "features");
     int64_t zs = D;
-    if (dhs_schema_add(&os, "z", DHS_F32, 1, &zs, &e) < 0 || dhs_schema_add(&os, "label", DHS_I32, 0, NULL, &e) < 0 ||
+    if (dhs_schema_add(&os, "z", DHS_F32, 1, &zs, &e) < 0 ||
+        (fl >= 0 && dhs_schema_add(&os, "label", DHS_I32, 0, NULL, &e) < 0) ||
         dhs_schema_add(&os, "id", DHS_STR, 0, NULL, &e) < 0)
         dh_die_err(&e, "schema");
     dhs_meta *om = dhs_meta_copy(imeta);
@@ -173,8 +175,8 @@ int main(int argc, char **argv) {
             }
         }
         for (int64_t i = 0; i < N; i++) lens[i] = (uint32_t)(ch->off[fi][i + 1] - ch->off[fi][i]);
-        const void *cols[3] = { zh, ch->col[fl], ch->col[fi] };
-        const uint32_t *lv[3] = { NULL, NULL, lens };
+        const void *cols[3] = { zh, fl >= 0 ? ch->col[fl] : ch->col[fi], ch->col[fi] };
+        const uint32_t *lv[3] = { NULL, fl >= 0 ? NULL : lens, lens }; /* without labels: z, id */
         if (dhs_write_rows(w, N, cols, lv, &e)) {
             dhs_writer_abort(w);
             dh_out_abort(&of);

@@ -65,6 +65,19 @@ head -c $(( $(stat -c %s "$W/test.dhs") - 3 )) "$W/test.dhs" > "$W/test.cut"
 expect_fail "encode_rejects_truncated_images" dh-encode -q -m "$W/dh.dhm" "$W/test.cut"
 expect_fail "encode_rejects_wrong_model_kind" dh-encode -q -m "$W/test.dhs" "$W/test.dhs"
 
+# unlabelled query images (image files) through the features path: dh-feats
+# keeps them unlabelled, a shallow hash model encodes them
+t_begin "unlabelled_images_through_feats"
+if dh-show -q -f files -n 3 -o "$W/qpng" "$W/test.dhs" 2>"$W/err" && dh-ingest -q "$W"/qpng/*.png > "$W/q1.dhs" 2>"$W/err"; then
+  dh-feats -q -m "$W/net.dhm" "$W/q1.dhs" > "$W/q1f.dhs" 2>"$W/err" || t_fail "dh-feats: $(tail -1 "$W/err")"
+  dh-info "$W/q1f.dhs" 2>/dev/null | grep -q '^fields: *z:f32\[[0-9]*\] id:str$' || t_fail "features of unlabelled images: $(dh-info "$W/q1f.dhs" 2>&1 | grep fields)"
+  dh-encode -q -m "$W/hash.dhm" "$W/q1f.dhs" > "$W/q1c.dhs" 2>"$W/err" || t_fail "dh-encode: $(tail -1 "$W/err")"
+  [ "$(dh-info "$W/q1c.dhs" 2>/dev/null | sed -n 's/^rows: *\([0-9]*\).*/\1/p')" = 3 ] || t_fail "3 codes expected"
+else
+  t_fail "dh-show/dh-ingest of image files: $(tail -1 "$W/err")"
+fi
+t_end
+
 # a stage over a TCP connection (as `ssh host dh-STAGE` would run it)
 t_begin "stage_over_tcp"
 if command -v socat >/dev/null; then
