@@ -4,17 +4,24 @@
  * rankings stream (kind "rankings", see man/dh-rank.1 and rankings.h): per
  * query its database rows ordered by Hamming distance, then by database
  * position, cut to --top R and/or --radius r. The ranking is the search
- * library's (dh_ranker: CPU threads or CUDA).
+ * library's: the linear scan (dh_ranker: CPU threads or CUDA), or
+ * multi-index hashing (mih.h: an index from dh-index, or built here), which
+ * gives the same rankings. A database that is a shard (dh-split --shards)
+ * is ranked with its rows numbered as in the whole database (shard.h), for
+ * dh-merge.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include "dh_prog.h"
 #include "dhs.h"
 #include "hamming.h"
+#include "mih.h"
 #include "rank.h"
 #include "rank_codes.h"
 #include "rankings.h"
+#include "shard.h"
 
 static void usage(void) {
     printf("Usage: dh-rank -D DATABASE [OPTIONS] [QUERIES]\n"
@@ -23,6 +30,11 @@ static void usage(void) {
            "  -D, --db FILE        database codes stream (required)\n"
            "  -k, --top R|all      keep the first R rows of each ranking (default: all)\n"
            "  -r, --radius N       keep only rows at Hamming distance <= N\n"
+           "  -M, --method M       scan (every code, default) or mih (multi-index hashing:\n"
+           "                       reads a small part of the database; same rankings)\n"
+           "  -I, --index FILE     the database's index from dh-index (implies --method mih)\n"
+           "  -t, --tables M       --method mih without --index: tables of the index built\n"
+           "                       here (default: substrings of about log2(rows) - 3 bits)\n"
            "  -o, --output FILE    write the rankings to FILE atomically (default: stdout)\n"
            "  -d, --device DEV     cpu, cuda or auto (default: $DH_DEVICE, else auto)\n"
            "  -j, --threads N      CPU threads (default: all cores, or $DH_THREADS)\n"
@@ -35,24 +47,29 @@ static void usage(void) {
 }
 
 typedef struct opts {
-    const char *db, *in, *out;
+    const char *db, *in, *out, *index;
     int64_t top, batch;
-    int radius, threads;
+    int radius, threads, mih, tables;
     dh_search_dev dev;
 } opts;
 
 static void parse(int argc, char **argv, opts *o) {
     const char *device = getenv("DH_DEVICE");
-    *o = (opts){ .top = DH_RANK_ALL, .radius = DH_RANK_NORADIUS, .threads = dh_rank_default_threads() };
+    *o = (opts){ .top = DH_RANK_ALL, .radius = DH_RANK_NORADIUS, .threads = dh_rank_default_threads(), .mih = -1 };
     enum { O_DEVICE = 256, O_PROG };
-    static const struct option lo[] = {
-        { "db", required_argument, 0, DH_OPT_DB },       { "top", required_argument, 0, 'k' },
-        { "radius", required_argument, 0, 'r' },         { "output", required_argument, 0, DH_OPT_OUTPUT },
-        { "device", required_argument, 0, O_DEVICE },    { "threads", required_argument, 0, DH_OPT_THREADS },
-        { "batch", required_argument, 0, DH_OPT_BATCH }, DH_COMMON_LONGOPTS(O_PROG)
-    };
+    static const struct option lo[] = { { "db", required_argument, 0, DH_OPT_DB },
+                                        { "top", required_argument, 0, 'k' },
+                                        { "radius", required_argument, 0, 'r' },
+                                        { "output", required_argument, 0, DH_OPT_OUTPUT },
+                                        { "device", required_argument, 0, O_DEVICE },
+                                        { "threads", required_argument, 0, DH_OPT_THREADS },
+                                        { "batch", required_argument, 0, DH_OPT_BATCH },
+                                        { "method", required_argument, 0, 'M' },
+                                        { "index", required_argument, 0, 'I' },
+                                        { "tables", required_argument, 0, 't' },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
-    while ((c = getopt_long(argc, argv, "D:k:r:o:d:j:B:qhV", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "D:k:r:M:I:t:o:d:j:B:qhV", lo, NULL)) != -1) {
         switch (c) {
         case DH_OPT_DB: o->db = optarg; break;
         case DH_OPT_DEVICE: /* -d was --db before the option grammar: a path is refused */
@@ -72,6 +89,19 @@ static void parse(int argc, char **argv, opts *o) {
                 dh_usage_error("--radius: '%s' is not a number in 0..%d", optarg, DH_HAMMING_MAX_BITS);
             break;
         case O_DEVICE: device = optarg; break;
+        case 'M':
+            if (!strcmp(optarg, "scan"))
+                o->mih = 0;
+            else if (!strcmp(optarg, "mih"))
+                o->mih = 1;
+            else
+                dh_usage_error("--method: '%s' is not scan or mih", optarg);
+            break;
+        case 'I': o->index = optarg; break;
+        case 't':
+            if (dh_parse_int(optarg, 1, DH_MIH_MAX_TABLES, &o->tables) != 0)
+                dh_usage_error("--tables: '%s' is not in 1..%d", optarg, DH_MIH_MAX_TABLES);
+            break;
         case DH_OPT_THREADS:
             if (dh_parse_int(optarg, 1, 256, &o->threads) != 0)
                 dh_usage_error("--threads: '%s' is not in 1..256", optarg);
@@ -90,6 +120,12 @@ static void parse(int argc, char **argv, opts *o) {
     dh_stdin_once("--db", o->db, o->in);
     dh_err e;
     if (dh_search_dev_parse(device, &o->dev, &e)) dh_usage_error("--device: %s", e.msg);
+    if (o->index && o->mih == 0) dh_usage_error("--index is for --method mih, not scan");
+    if (o->index && o->tables) dh_usage_error("--tables applies to an index built here: the index file has its own");
+    if (o->mih < 0) o->mih = o->index != NULL;
+    if (o->tables && !o->mih) dh_usage_error("--tables is for --method mih");
+    if (o->mih && o->dev == DH_SEARCH_CUDA) dh_usage_error("--method mih runs on the CPU: give --device cpu or auto");
+    if (o->index) dh_stdin_once("--index", o->index, o->in);
 }
 
 static void fail(dhs_writer *w, const dh_err *e, const char *ctx) {
@@ -112,30 +148,42 @@ int main(int argc, char **argv) {
     int qcf = dhs_field_index(dhs_reader_schema(qr), "code");
 
     dh_codeset db;
-    if (dh_codes_load(o.db, &db, 0, &e) != DH_OK) dh_die_err(&e, NULL);
+    dh_shard shard;
+    if (dh_shard_codes_load(o.db, &db, &shard, &e) != DH_OK) dh_die_err(&e, NULL);
     if (db.bits != bits)
         dh_die(DH_EXIT_FAIL, "code length mismatch: queries have %d bits, database %s has %d", bits, o.db, db.bits);
-    if (db.n == 0) dh_die(DH_EXIT_FAIL, "%s: the database is empty", o.db);
-    if (o.top != DH_RANK_ALL && o.top > db.n)
-        dh_die(DH_EXIT_USAGE, "--top %lld is larger than the database (%lld rows in %s)", (long long)o.top,
-               (long long)db.n, o.db);
-    dh_ranker *rk;
-    if (dh_ranker_open(&rk, db.w, db.n, bits, o.dev, o.threads, &e) != DH_OK)
+    if (db.n == 0 && !shard.n) dh_die(DH_EXIT_FAIL, "%s: the database is empty", o.db); /* a shard may be */
+    /* a shard's rankings are cut as the whole database's are */
+    int64_t whole = shard.n ? shard.total : db.n;
+    if (o.top != DH_RANK_ALL && o.top > whole)
+        dh_die(DH_EXIT_USAGE, "--top %lld is larger than the database (%lld rows in %s%s)", (long long)o.top,
+               (long long)whole, shard.n ? "the database sharded into " : "", shard.n && shard.of ? shard.of : o.db);
+    dh_ranker *rk = NULL;
+    dh_mih *mih = NULL;
+    if (o.mih && o.index) {
+        FILE *fi = fopen(o.index, "rb");
+        if (!fi) dh_die(DH_EXIT_IO, "%s: %s", o.index, strerror(errno));
+        int rc = dh_mih_read(&mih, fi, o.index, db.w, db.n, bits, o.threads, &e);
+        fclose(fi);
+        if (rc != DH_OK) dh_die_err(&e, NULL);
+    } else if (o.mih) {
+        if (dh_mih_build(&mih, db.w, db.n, bits, o.tables, o.threads, &e) != DH_OK) dh_die_err(&e, "--method mih");
+    } else if (dh_ranker_open(&rk, db.w, db.n, bits, o.dev, o.threads, &e) != DH_OK)
         dh_die_err(&e, o.dev == DH_SEARCH_CUDA ? "--device cuda" : NULL);
 
     dh_rankings_meta meta = { .bits = bits,
                               .db = o.db,
-                              .db_rows = db.n,
+                              .db_rows = whole,
                               .top = o.top == DH_RANK_ALL ? -1 : o.top,
                               .radius = o.radius,
                               .labels = qlf >= 0,
                               .program = "dh-rank",
                               .command = dh_cmdline(),
-                              .device = dh_ranker_device(rk) };
+                              .device = rk ? dh_ranker_device(rk) : "cpu" };
     static dh_outfile of; /* removed at exit unless committed */
     const char *oname = o.out && strcmp(o.out, "-") ? o.out : "<stdout>";
     if (dh_out_open_guarded(&of, o.out, &e) != DH_OK) dh_die_err(&e, o.out);
-    dhs_writer *w = dh_rankings_writer_open(of.f, oname, &meta, &e);
+    dhs_writer *w = dh_shard_rankings_writer_open(of.f, oname, &meta, &shard, &e);
     if (!w) dh_die_err(&e, oname);
 
     /* queries per batch: about 256 MiB of results at most */
@@ -164,7 +212,10 @@ int main(int argc, char **argv) {
                 idlen[i] = (uint32_t)(ch->off[qidf][i0 + i + 1] - ch->off[qidf][i0 + i]);
             const char *ids = qidf >= 0 ? (const char *)ch->col[qidf] + ch->off[qidf][i0] : NULL;
             dh_rank_result res;
-            if (dh_ranker_run(rk, qw, n, o.top, o.radius, &res, &e) != DH_OK) fail(w, &e, "ranking");
+            if ((mih ? dh_mih_search(mih, qw, n, o.top, o.radius, o.threads, &res, &e)
+                     : dh_ranker_run(rk, qw, n, o.top, o.radius, &res, &e)) != DH_OK)
+                fail(w, &e, "ranking");
+            dh_shard_map(&shard, res.idx, res.off[n]);
             rc = dh_rankings_write(w, done, n, qlf >= 0 ? qlab : NULL, ids, qidf >= 0 ? idlen : NULL, &res, &e);
             dh_rank_result_free(&res);
             if (rc != DH_OK) fail(w, &e, oname);
@@ -177,6 +228,8 @@ int main(int argc, char **argv) {
     dhs_close(qr);
     if (dhs_writer_close(w, &e) != DH_OK || dh_out_commit(&of, &e) != DH_OK) dh_die_err(&e, oname);
     dh_ranker_close(rk);
+    dh_mih_free(mih);
+    dh_shard_free(&shard);
     free(qw);
     free(qlab);
     free(idlen);

@@ -146,4 +146,61 @@ dh-rank -q -D "$TMP/db48" -o "$TMP/rfail.dhs" "$TMP/qbad2" 2> /dev/null && t_fai
 ls "$TMP"/*.tmp* > /dev/null 2>&1 && t_fail "temporary file left"
 t_end
 
+# ---- multi-index hashing: --method mih, dh-index, --index ----
+"$GEN" gen 3000 64 40 11 flip=12 > "$TMP/dbm" && "$GEN" gen 30 64 40 12 flip=12 > "$TMP/qm"
+for spec in "48 10 -1" "48 all 8" "7 3 -1" "65 25 -1" "65 7 20"; do
+  set -- $spec
+  t_begin "rank_mih_vs_reference_bits$1_top$2_radius$3"
+  args="--top $2"; [ "$3" -ge 0 ] && args="$args --radius $3"
+  if dh-rank -q -M mih --db "$TMP/db$1" $args < "$TMP/q$1" > "$TMP/r" 2>"$TMP/err"; then
+    $PY "$TMP/ref.py" "$TMP/q$1" "$TMP/db$1" "$TMP/r" "$2" "$3" > "$TMP/out" 2>&1 || t_fail "reference: $(tail -1 "$TMP/out")"
+  else t_fail "dh-rank failed: $(cat "$TMP/err")"; fi
+  t_end
+done
+t_begin rank_mih_index_same_rankings
+dh-index -q -o "$TMP/dbm.mih" "$TMP/dbm" && dh-index -q -t 3 -D "$TMP/dbm" > "$TMP/dbm3.mih" || t_fail "dh-index"
+for args in "-k 1" "-k 10" "-k 100" "-r 6" "-k 5 -r 9"; do
+  dh-rank -q -D "$TMP/dbm" $args "$TMP/qm" > "$TMP/rs" &&
+  dh-rank -q -D "$TMP/dbm" -I "$TMP/dbm.mih" $args "$TMP/qm" > "$TMP/ri" &&
+  dh-rank -q -D "$TMP/dbm" -I "$TMP/dbm3.mih" -j 1 $args "$TMP/qm" > "$TMP/ri3" &&
+  dh-rank -q -D "$TMP/dbm" -M mih -t 6 $args "$TMP/qm" > "$TMP/rm" || t_fail "dh-rank $args"
+  $PY "$TMP/ref.py" dump "$TMP/rs" > "$TMP/ds"
+  for r in ri ri3 rm; do $PY "$TMP/ref.py" dump "$TMP/$r" | cmp -s - "$TMP/ds" || t_fail "$r $args differs from the scan"; done
+  [ -s "$TMP/ds" ] || t_fail "empty rankings"
+done
+$PY "$TMP/ref.py" "$TMP/qm" "$TMP/dbm" "$TMP/ri" 5 9 > /dev/null 2>&1 || t_fail "not the reference"
+# the index depends only on the database and the table count
+dh-index -q -j 1 -o "$TMP/dbm-again.mih" "$TMP/dbm" && cmp -s "$TMP/dbm.mih" "$TMP/dbm-again.mih" || t_fail "not reproducible"
+t_end
+# a damaged, truncated or mismatched index: one line, exit 1, never a crash
+cp "$TMP/dbm.mih" "$TMP/flip.mih"; printf '\x01' | dd of="$TMP/flip.mih" bs=1 seek=5000 conv=notrunc 2>/dev/null
+head -c 4000 "$TMP/dbm.mih" > "$TMP/short.mih"
+"$GEN" gen 3000 64 40 13 flip=12 > "$TMP/dbm-other"
+expect_fail rank_index_damaged dh-rank -D "$TMP/dbm" -I "$TMP/flip.mih" "$TMP/qm"
+expect_fail rank_index_truncated dh-rank -D "$TMP/dbm" -I "$TMP/short.mih" "$TMP/qm"
+expect_fail rank_index_other_db dh-rank -D "$TMP/dbm-other" -I "$TMP/dbm.mih" "$TMP/qm"
+expect_fail rank_index_other_size dh-rank -D "$TMP/db48" -I "$TMP/dbm.mih" "$TMP/q48"
+expect_fail rank_index_not_an_index dh-rank -D "$TMP/dbm" -I "$TMP/dbm" "$TMP/qm"
+expect_fail rank_index_missing dh-rank -D "$TMP/dbm" -I "$TMP/nonexistent.mih" "$TMP/qm"
+expect_fail rank_index_not_a_file dh-rank -D "$TMP/dbm" -I /dev/null "$TMP/qm"
+t_begin rank_index_errors_exit_status
+dh-rank -D "$TMP/dbm-other" -I "$TMP/dbm.mih" "$TMP/qm" > /dev/null 2> "$TMP/err"; rc=$?
+[ $rc = 1 ] && grep -q "built for another database" "$TMP/err" || t_fail "other database: exit $rc, $(cat "$TMP/err")"
+dh-rank -D "$TMP/dbm" -I "$TMP/flip.mih" "$TMP/qm" > /dev/null 2> "$TMP/err"; rc=$?
+[ $rc = 1 ] && grep -q "damaged" "$TMP/err" || t_fail "damaged: exit $rc, $(cat "$TMP/err")"
+t_end
+expect_fail rank_mih_on_cuda dh-rank -D "$TMP/dbm" -M mih -d cuda "$TMP/qm"
+expect_fail rank_index_with_scan dh-rank -D "$TMP/dbm" -M scan -I "$TMP/dbm.mih" "$TMP/qm"
+expect_fail rank_tables_with_index dh-rank -D "$TMP/dbm" -I "$TMP/dbm.mih" -t 3 "$TMP/qm"
+expect_fail rank_tables_without_mih dh-rank -D "$TMP/dbm" -t 3 "$TMP/qm"
+expect_fail rank_bad_method dh-rank -D "$TMP/dbm" -M tree "$TMP/qm"
+expect_fail rank_tables_too_few dh-rank -D "$TMP/dbm" -M mih -t 2 "$TMP/qm"
+expect_fail index_tables_too_few dh-index -t 2 -o "$TMP/x.mih" "$TMP/dbm"
+expect_fail index_not_codes dh-index -o "$TMP/x.mih" "$TMP/wrongkind"
+expect_fail index_truncated_db dh-index -o "$TMP/x.mih" "$TMP/trunc"
+expect_fail index_db_twice dh-index -D "$TMP/dbm" -o "$TMP/x.mih" "$TMP/dbm"
+t_begin index_no_output_on_failure
+[ ! -e "$TMP/x.mih" ] || t_fail "a file was left"
+t_end
+
 t_done
