@@ -2,7 +2,7 @@
  * linear scan (dh_rank_cpu), same codes, same machine.
  *
  *   bench_mih [--ndb N] [--nq N] [--bits 64,128] [--kind random,clustered]
- *             [--tables M] [--threads N] [--dir DIR]
+ *             [--tables M] [--threads N] [--k 1,10,100] [--dir DIR]
  *
  * Databases of N codes (default 1,000,000), uniform random (the worst case
  * for MIH) or clustered (500 random centres, each bit flipped with
@@ -73,7 +73,7 @@ static int has(const char *list, const char *item) {
 int main(int argc, char **argv) {
     int64_t ndb = 1000000, nq = 1000;
     int threads = 1, tables = 0;
-    const char *bitlist = "64,128", *kinds = "random,clustered", *dir = NULL;
+    const char *bitlist = "64,128", *kinds = "random,clustered", *dir = NULL, *klist = "1,10,100";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ndb") && i + 1 < argc)
             ndb = atoll(argv[++i]);
@@ -89,10 +89,12 @@ int main(int argc, char **argv) {
             threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
             dir = argv[++i];
+        else if (!strcmp(argv[i], "--k") && i + 1 < argc)
+            klist = argv[++i];
         else {
             fprintf(stderr,
                     "usage: bench_mih [--ndb N] [--nq N] [--bits 64,128] [--kind random,clustered] [--tables M] "
-                    "[--threads N] [--dir DIR]\n");
+                    "[--threads N] [--k 1,10,100] [--dir DIR]\n");
             return 2;
         }
     }
@@ -164,6 +166,9 @@ int main(int argc, char **argv) {
             fflush(stdout);
             for (size_t ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
                 int64_t k = ks[ki];
+                char kname[24];
+                snprintf(kname, sizeof kname, "%lld", (long long)k);
+                if (!has(klist, kname)) continue;
                 dh_rank_result a, b;
                 c0 = cpu_s();
                 t0 = dh_now();
