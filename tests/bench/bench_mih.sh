@@ -4,7 +4,7 @@
 # machine, one thread each (CPU seconds: on a loaded machine wall time
 # overstates the cost, CPU time does not).
 #
-#   NDB=1000000 NQ=1000 BITS=64,128 KINDS=random,clustered tests/bench/bench_mih.sh
+#   NDB=1000000 NQ=1000 BITS=64,128 KINDS=random,clustered NFLIPS=0,1,2 tests/bench/bench_mih.sh
 #
 # bench_mih (tests/bench/bench_mih.c) prints MIH vs the scan (identical
 # results checked) for k = 1, 10, 100 and writes the codes and its top-k;
@@ -19,13 +19,13 @@ set -u
 : "${DH_TESTS:=build/rel/tests}" "${DH_BIN:=build/rel/bin}"
 B="$DH_TESTS/bench_mih"
 [ -x "$B" ] || { echo "bench_mih.sh: no $B"; exit 0; }
-NDB=${NDB:-1000000}; NQ=${NQ:-1000}; BITS=${BITS:-64,128}; KINDS=${KINDS:-random,clustered}
+NDB=${NDB:-1000000}; NQ=${NQ:-1000}; BITS=${BITS:-64,128}; KINDS=${KINDS:-random,clustered}; NFLIPS=${NFLIPS:-0,1,2}
 T=$(mktemp -d "${TMPDIR:-/tmp}/dhbench.XXXXXX"); trap 'rm -rf "$T"' EXIT
 echo "# load: $(uptime | sed 's/.*load average/load average/'), $(nproc) cores"
 "$B" --ndb "$NDB" --nq "$NQ" --bits "$BITS" --kind "$KINDS" --threads 1 --dir "$T"
 PY=/usr/bin/python3
 if $PY -c 'import faiss' 2>/dev/null; then
-  $PY - "$T" "$NDB" "$NQ" "$BITS" "$KINDS" <<'PYEOF'
+  $PY - "$T" "$NDB" "$NQ" "$BITS" "$KINDS" "$NFLIPS" <<'PYEOF'
 import sys, time, numpy as np, faiss
 d, ndb, nq = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 faiss.omp_set_num_threads(1)
@@ -44,7 +44,7 @@ for bits in [int(b) for b in sys.argv[4].split(',')]:
         build = time.process_time() - c
         for k in (1, 10, 100):
             ours = np.loadtxt('%s/%d-%s-top%d.txt' % (d, bits, kind, k), dtype=np.int64).reshape(nq, k, 3)
-            for nflip in (0, 1, 2):
+            for nflip in [int(x) for x in sys.argv[6].split(',')]:
                 index.nflip = nflip
                 c = time.process_time(); t = time.time()
                 D, I = index.search(q, k)
