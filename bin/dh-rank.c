@@ -168,7 +168,8 @@ int main(int argc, char **argv) {
         if (rc != DH_OK) dh_die_err(&e, NULL);
     } else if (o.mih) {
         if (dh_mih_build(&mih, db.w, db.n, bits, o.tables, o.threads, &e) != DH_OK) dh_die_err(&e, "--method mih");
-    } else if (dh_ranker_open(&rk, db.w, db.n, bits, o.dev, o.threads, &e) != DH_OK)
+    } else if (dh_ranker_open(&rk, db.w, db.n, bits, db.n ? o.dev : DH_SEARCH_CPU /* an empty shard */, o.threads,
+                              &e) != DH_OK)
         dh_die_err(&e, o.dev == DH_SEARCH_CUDA ? "--device cuda" : NULL);
 
     dh_rankings_meta meta = { .bits = bits,

@@ -142,8 +142,15 @@ static void gather_codes(dh_mih *x, int t) {
     uint64_t *c = x->codes[t];
     if (W == 1)
         for (int64_t p = 0; p < x->n; p++) c[p] = x->db[rows[p]];
+    else if (W == 2)
+        for (int64_t p = 0; p < x->n; p++) {
+            const uint64_t *r = x->db + 2 * (int64_t)rows[p];
+            c[2 * p] = r[0];
+            c[2 * p + 1] = r[1];
+        }
     else
-        for (int64_t p = 0; p < x->n; p++) memcpy(c + p * W, x->db + (int64_t)rows[p] * W, (size_t)W * 8);
+        for (int64_t p = 0; p < x->n; p++)
+            for (int w = 0; w < W; w++) c[p * W + w] = x->db[(int64_t)rows[p] * W + w];
 }
 
 static void build_tables(void *ctx, int64_t t0, int64_t t1, int tid) {
