@@ -55,56 +55,10 @@ static void usage(void) {
            dh_progname);
 }
 
-/* "123", "4K", "1G" */
-static int parse_size(const char *s, uint64_t *out) {
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *s == '-') return -1;
-    uint64_t mul = 1;
-    if (*end) {
-        switch (*end) {
-        case 'k':
-        case 'K': mul = 1ull << 10; break;
-        case 'm':
-        case 'M': mul = 1ull << 20; break;
-        case 'g':
-        case 'G': mul = 1ull << 30; break;
-        case 't':
-        case 'T': mul = 1ull << 40; break;
-        default: return -1;
-        }
-        if (end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB")) return -1;
-    }
-    if (v > UINT64_MAX / mul) return -1;
-    *out = v * mul;
-    return 0;
-}
-
 static int64_t members_read;
 static void on_progress(void *arg, int64_t n) {
     members_read = n;
     dh_progress_update(arg, n);
-}
-
-/* split "a,b,c" in place; "fashion-mnist" and "cifar10" name the known sets */
-static int split_names(char *s, const char ***out) {
-    static char fashion[] = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
-    static char cifar10[] = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck";
-    if (!strcmp(s, "fashion-mnist"))
-        s = fashion;
-    else if (!strcmp(s, "cifar10") || !strcmp(s, "cifar-10"))
-        s = cifar10;
-    int n = 1;
-    for (char *p = s; *p; p++) n += *p == ',';
-    const char **v = calloc(n, sizeof *v);
-    if (!v) dh_die(DH_EXIT_NOMEM, "out of memory");
-    int k = 0;
-    for (char *t; (t = strsep(&s, ","));) {
-        if (!*t) dh_usage_error("--classes: empty class name");
-        v[k++] = t;
-    }
-    *out = v;
-    return k;
 }
 
 int main(int argc, char **argv) {
@@ -190,30 +144,33 @@ int main(int argc, char **argv) {
             break;
         }
         case O_SKIPBAD: o.skip_bad = 1; break;
-        case O_CLASSES:
-            o.nclass_names = split_names(optarg, &cnames);
+        case O_CLASSES: {
+            dh_err ce;
+            if ((o.nclass_names = dh_ingest_class_names(optarg, &cnames, &ce)) < 0)
+                dh_usage_error("--classes: %s", ce.msg);
             o.class_names = cnames;
             break;
+        }
         case 'j':
             if (dh_parse_int(optarg, 1, 64, &o.threads))
                 dh_usage_error("--threads: '%s' is not an integer in 1..64", optarg);
             break;
         case O_MAXPX:
-            if (parse_size(optarg, &sz) || sz < 1 || sz > (1ull << 40))
+            if (dh_parse_size(optarg, &sz) || sz < 1 || sz > (1ull << 40))
                 dh_usage_error("--max-pixels: '%s' is not a count in 1..2^40", optarg);
             o.lim.max_pixels = (int64_t)sz;
             break;
         case O_MAXSIDE:
-            if (parse_size(optarg, &sz) || sz < 1 || sz > (1u << 20))
+            if (dh_parse_size(optarg, &sz) || sz < 1 || sz > (1u << 20))
                 dh_usage_error("--max-side: '%s' is not a count in 1..2^20", optarg);
             o.lim.max_side = (int64_t)sz;
             break;
         case O_MAXMEMBER:
-            if (parse_size(optarg, &sz) || sz < 1) dh_usage_error("--max-member-bytes: '%s' is not a size", optarg);
+            if (dh_parse_size(optarg, &sz) || sz < 1) dh_usage_error("--max-member-bytes: '%s' is not a size", optarg);
             o.lim.max_member_bytes = sz;
             break;
         case O_MAXMEM:
-            if (parse_size(optarg, &sz) || sz < 1) dh_usage_error("--max-memory: '%s' is not a size", optarg);
+            if (dh_parse_size(optarg, &sz) || sz < 1) dh_usage_error("--max-memory: '%s' is not a size", optarg);
             o.lim.max_total_bytes = sz;
             break;
         case 'o': out = optarg; break;

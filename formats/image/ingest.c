@@ -1483,3 +1483,29 @@ int dh_ingest_pixels(const dh_ingest_set *s, int64_t i, uint8_t *dst, dh_err *e)
         return dh_seterr(e, DH_ENOMEM, "out of memory converting member %s", it->id);
     return 0;
 }
+
+/* "a,b,c" split in place; "fashion-mnist" and "cifar10" name the known sets.
+ * Returns the count, or -1 with e set (an empty name). */
+int dh_ingest_class_names(char *s, const char ***out, dh_err *e) {
+    static char fashion[] = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
+    static char cifar10[] = "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck";
+    if (!strcmp(s, "fashion-mnist"))
+        s = fashion;
+    else if (!strcmp(s, "cifar10") || !strcmp(s, "cifar-10"))
+        s = cifar10;
+    int n = 1;
+    for (char *p = s; *p; p++) n += *p == ',';
+    const char **v = dh_calloc(e, n, sizeof *v);
+    if (!v) return -1;
+    int k = 0;
+    for (char *t; (t = strsep(&s, ","));) {
+        if (!*t) {
+            free(v);
+            dh_seterr(e, DH_EINVAL, "empty class name");
+            return -1;
+        }
+        v[k++] = t;
+    }
+    *out = v;
+    return k;
+}

@@ -138,6 +138,11 @@ int dh_ingest_detect(const char *path, dh_src_kind *k, dh_err *e);
 /* 1 when path is a regular file starting with a JPEG or PNG signature. */
 int dh_is_image_file(const char *path);
 
+/* --classes: "a,b,c" split in place (s is modified and must outlive *out);
+ * "fashion-mnist" and "cifar10" name the known sets. Returns the count, or
+ * -1 with e set (an empty name); free(*out) when done. */
+int dh_ingest_class_names(char *s, const char ***out, dh_err *e);
+
 /* --shuffle draws from dh_splitmix64 (dh_rng.h). */
 
 #endif

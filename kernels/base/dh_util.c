@@ -125,3 +125,28 @@ int dh_parse_double(const char *s, double lo, double hi, double *out) {
     *out = v;
     return 0;
 }
+
+/* "123", "4K", "1G", "2MiB" */
+int dh_parse_size(const char *s, uint64_t *out) {
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *s == '-') return -1;
+    uint64_t mul = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k':
+        case 'K': mul = 1ull << 10; break;
+        case 'm':
+        case 'M': mul = 1ull << 20; break;
+        case 'g':
+        case 'G': mul = 1ull << 30; break;
+        case 't':
+        case 'T': mul = 1ull << 40; break;
+        default: return -1;
+        }
+        if (end[1] && strcmp(end + 1, "B") && strcmp(end + 1, "iB")) return -1;
+    }
+    if (v > UINT64_MAX / mul) return -1;
+    *out = v * mul;
+    return 0;
+}

@@ -51,5 +51,8 @@ double dh_now(void);
 int dh_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int dh_parse_int(const char *s, int lo, int hi, int *out);
 int dh_parse_double(const char *s, double lo, double hi, double *out);
+/* A byte count with an optional K/M/G/T suffix (powers of 1024; "B" or "iB"
+ * may follow): "123", "4K", "1G", "2MiB". */
+int dh_parse_size(const char *s, uint64_t *out);
 
 #endif
