@@ -42,7 +42,7 @@ order = ["finetune", "ftfeat", "deephash", "random", "ksh", "sdh", "bre", "mlh",
 methods = [m for m in order if m in res] + sorted(m for m in res if m not in order)
 P = PAPERS.get(paper, {})
 q = next(iter(next(iter(res.values())).values())) if res else None
-print(f"mAP over the whole Hamming ranking (ties in database order; tie-aware mAP in brackets)"
+print(f"Tie-aware mAP over the whole Hamming ranking (the expected AP under a random order among equal distances; with ties in database order in brackets)"
       + (f", {q[3]} queries against {q[4]} database items" if q else "") + "."
       + (f" Paper column: Mu & Liu 2017 Tables 2-3 on {LABEL.get(paper, paper)}." if P else "") + "\n")
 hdr = "| method | " + " | ".join(f"{b} bits" for b in bits) + " | training time (s) |"
@@ -54,7 +54,7 @@ for m in methods:
     times = []
     for b in bits:
         v = res[m].get(b)
-        cells.append(f"{v[0]:.4f} ({v[1]:.4f})" if v else "")
+        cells.append((f"{v[1]:.4f} ({v[0]:.4f})" if v[1] is not None else f"({v[0]:.4f})") if v else "")
         if v and v[2] is not None: times.append(f"{v[2]:.0f}")
     row = f"| {NAMES.get(m, m.upper())} | " + " | ".join(cells) + f" | {' / '.join(times)} |"
     if P: row += " " + (" / ".join(f"{x:.4f}" for x in P[m]) if m in P else "–") + " |"
