@@ -258,12 +258,13 @@ void train_finetune_free(train_finetune *t);
  * provisional configuration: 2 classes, 1 database row): DH_EINVAL with
  * the registry's message otherwise. For --loss before the data is read. */
 int train_loss_check(const char *spec, int K, dh_err *e);
-#define TRAIN_LR_FACTOR 1.0
 /* The registry method a spec names (case-insensitive; NULL if none). */
 const dh_dloss_method *train_loss_method(const char *spec);
-/* dh-finetune's default hash-layer rate for a registry method: its
- * lr_hint (plain SGD on unit-scale features) times TRAIN_LR_FACTOR, for
- * momentum 0.9 on preconditioned features (dh-finetune(1)). */
+/* dh-finetune's default hash-layer rate for a registry method in this
+ * trainer (preconditioned features, momentum 0.9): measured per method
+ * (train_finetune.c, dh-finetune(1)): 3 for deephash, dpsh, dhn, hashnet,
+ * dch, dsh, dtsh and mihash, 1 for dsdh, 0.1 for greedyhash and adsh, 0.03
+ * for csq and orthohash; 10 x lr_hint for a method not measured. */
 double train_default_lr(const dh_dloss_method *m);
 /* What the run does, for the program's first note: "fine-tuning ... on N
  * cached D-D features: K bits, loss LOSS, lr ..., batch B, E epochs" (net:

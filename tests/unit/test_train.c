@@ -390,8 +390,9 @@ static double map_signs(const float *qc, const int32_t *ql, int nq, const float 
 enum { RN = 256, RD = 12, RK = 16, RB = 32, RC = 4 };
 
 /* A registry loss on 4 classes of blobs, cached features, preconditioned
- * momentum SGD at dh-finetune's default rate for the method; t is left
- * initialised (the caller frees it). */
+ * momentum SGD at the registry's lr_hint for the method (dh-finetune's
+ * defaults are for real features); t is left initialised (the caller
+ * frees it). */
 static int registry_run(const char *spec, int epochs, train_features *f, float *z, int32_t *lab, float *W, float *b,
                         train_finetune *t, train_finetune_stats *first, train_finetune_stats *last, dh_err *e) {
     blobs(z, lab, RN, RD, RC, 11);
@@ -402,7 +403,7 @@ static int registry_run(const char *spec, int epochs, train_features *f, float *
     memset(&o, 0, sizeof o);
     const dh_dloss_method *me = train_loss_method(spec);
     o.loss_spec = spec;
-    o.precond = 1, o.lr = me ? train_default_lr(me) : 0.1, o.momentum = 0.9, o.epochs = epochs, o.skip = -1;
+    o.precond = 1, o.lr = me ? me->lr_hint : 0.1, o.momentum = 0.9, o.epochs = epochs, o.skip = -1;
     o.seed = 1;
     memset(t, 0, sizeof *t);
     if (train_schedule("cosine:0", 1.0, o.epochs, &o.sched, NULL, 0, e) ||
@@ -496,6 +497,9 @@ static void t_registry_setup(void) {
     CHECK(train_loss_check("dsh:q=1", 48, &e) == DH_EINVAL && strstr(e.msg, "unknown parameter 'q'"));
     CHECK(train_loss_check("csq:centres=hadamard", 48, &e) == DH_EINVAL);
     CHECK(train_loss_method("HashNet:alpha=1") == dh_dloss_find("hashnet") && !train_loss_method("balanced"));
+    for (int m = 0; m < dh_dloss_count(); m++) /* a default rate for every method */
+        CHECK(train_default_lr(dh_dloss_method_at(m)) > 0);
+    CHECK(train_default_lr(dh_dloss_find("dpsh")) == 3 && train_default_lr(dh_dloss_find("csq")) == 0.03);
     /* a negative label: refused when the loss is created */
     blobs(z, lab, RN, RD, RC, 11);
     lab[9] = -1;
