@@ -112,3 +112,86 @@ demo: $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
 	@echo "== dh-show: what the first 6 queries retrieve (top 8; green: same class, red: another): $(W)/top8.png"
 	@echo "== precision-recall plot: $(W)/pr-48.png; stage times (s):"
 	@for f in $(W)/*.time; do printf '  %-28s %s\n' "$$(basename $$f .time)" "$$(cat $$f)"; done
+
+# ---- the deep hashing losses side by side (issue 16): make deep-methods ----------------
+# Every loss of dh-finetune --loss (dh-deep-methods(7)) trained from the same
+# features and the same stage-2 start (dh-inithash --method deephash on the
+# comparison's training rows), by the same trainer, at every bit length; the
+# first seed for all, DEEP_SEEDS for the DEEP_TOP best (mean tie-aware mAP
+# over the bit lengths at the first seed). One table, $(DW)/deep-methods.md
+# (pipelines/deep-table.sh). A run that fails is left out of the table and
+# named under it; the target then fails.
+#   DEEP_METHODS   the rows: deephash (the default loss, --loss balanced), paper (--loss paper),
+#                  or a registry name; DEEP_LOSS_<name> overrides its --loss spec; stage2 is the
+#                  common start itself (no fine-tuning; a reference row, never among the top)
+#   DEEP_BITS      code lengths (default: BITS when given on the command line, else 12 16 24 32 48 64)
+#   DEEP_SEEDS     seeds for the top methods (default 1 2 3); DEEP_TOP how many (default 5)
+#   DEEP_MODE      features (default: the hash layer on the cached z of net.dhm, frozen; CPU) or
+#                  joint (network and hash layer trained on the images, from net.dhm)
+#   DEEP_SUBSET    N: train on N rows per class of the training split (dh-split --per-class,
+#                  seeded); the database is then those rows. Empty: the whole split.
+#   DEEP_FINETUNE  options for every dh-finetune run (e.g. --epochs 4)
+#   DEEP_FEATS_TRAIN / DEEP_FEATS_QUERY  the features (default: this pipeline's)
+DEEP_METHODS ?= stage2 deephash paper dpsh dhn hashnet dch dsh dtsh mihash csq orthohash dsdh greedyhash adsh
+DEEP_BITS    ?= $(if $(filter command line,$(origin BITS)),$(BITS),12 16 24 32 48 64)
+DEEP_SEEDS   ?= 1 2 3
+DEEP_TOP     ?= 5
+DEEP_MODE    ?= features
+DEEP_SUBSET  ?=
+DEEP_FINETUNE ?=
+DEEP_FEATS_TRAIN ?= $(W)/feats-train.dhs
+DEEP_FEATS_QUERY ?= $(W)/feats-query.dhs
+DW           := $(W)/deep-$(DEEP_MODE)$(if $(DEEP_SUBSET),-sub$(DEEP_SUBSET))
+DEEP_SEED1   := $(firstword $(DEEP_SEEDS))
+DEEP_JOINT   := $(filter joint,$(DEEP_MODE))
+# the training rows (features; images for joint training): also the database
+ifeq ($(DEEP_SUBSET),)
+DEEP_TRAIN_F := $(DEEP_FEATS_TRAIN)
+DEEP_TRAIN_I := $(W)/train.dhs
+else
+DEEP_TRAIN_F := $(DW)/train-feats.dhs
+DEEP_TRAIN_I := $(DW)/train-images.dhs
+$(DW)/train-feats.dhs: $(DEEP_FEATS_TRAIN) | $(DW)/.dir
+	dh-split --per-class $(DEEP_SUBSET) --seed $(SEED) -o $@ $<
+$(DW)/train-images.dhs: $(W)/train.dhs | $(DW)/.dir
+	dh-split --per-class $(DEEP_SUBSET) --seed $(SEED) -o $@ $<
+endif
+DEEP_DB      := $(if $(DEEP_JOINT),$(DEEP_TRAIN_I),$(DEEP_TRAIN_F))
+DEEP_Q       := $(if $(DEEP_JOINT),$(W)/query.dhs,$(DEEP_FEATS_QUERY))
+# in a model's recipe ($* = METHOD-BITS-sSEED): its method, seed and --loss
+deep_m        = $(word 1,$(subst -, ,$*))
+deep_seed     = $(patsubst s%,%,$(word 3,$(subst -, ,$*)))
+deep_loss     = $(or $(DEEP_LOSS_$(deep_m)),$(if $(filter deephash,$(deep_m)),balanced,$(deep_m)))
+$(DW)/.dir:
+	mkdir -p $(DW) && touch $@
+$(DW)/hash0-%.dhm: $(DEEP_TRAIN_F) | $(DW)/.dir
+	$(TIME) dh-inithash -q --method deephash --bits $* --seed $(SEED) $(INIT) -o $@ $<
+# a model, $(DW)/METHOD-BITS-sSEED.dhm (ADSH also writes the database codes it learned)
+.SECONDEXPANSION:
+$(DW)/%.dhm: $$(DW)/hash0-$$(word 2,$$(subst -, ,$$*)).dhm $(DEEP_DB) $(if $(DEEP_JOINT),$(W)/net.dhm)
+	$(TIME) dh-finetune -q --loss $(deep_loss) --seed $(deep_seed) --hash $< $(DEEP_FINETUNE) \
+	  $(if $(DEEP_JOINT),-m $(W)/net.dhm,--features) $(if $(filter adsh,$(deep_m)),--db-codes $(DW)/$*-db.codes) \
+	  -o $@ $(DEEP_DB)
+$(DW)/stage2-%.dhm: $$(DW)/hash0-$$(word 1,$$(subst -, ,$$*)).dhm
+	cp $< $@ && cp $<.time $@.time
+$(DW)/adsh-%-db.codes: $(DW)/adsh-%.dhm
+	test -s $@ && touch $@
+$(DW)/%-db.codes: $(DW)/%.dhm
+	dh-encode -q -m $< -o $@ $(DEEP_DB)
+$(DW)/%-query.codes: $(DW)/%.dhm $(DEEP_Q)
+	dh-encode -q -m $< -o $@ $(DEEP_Q)
+$(DW)/%.json: $(DW)/%-query.codes $(DW)/%-db.codes
+	dh-map -q --json --title $* --query $< --db $(DW)/$*-db.codes > $@
+deep_runs = $(foreach m,$(1),$(foreach b,$(DEEP_BITS),$(foreach s,$(2),$(DW)/$(m)-$(b)-s$(s).json)))
+DEEP_TABLE = $(ROOT)/pipelines/deep-table.sh --methods "$(DEEP_METHODS)" --bits "$(DEEP_BITS)" --seeds "$(DEEP_SEEDS)"
+
+.PHONY: deep-methods deep-first deep-seeds deep-table
+deep-methods:
+	-$(MAKE) -k -f $(firstword $(MAKEFILE_LIST)) deep-first
+	-$(MAKE) -k -f $(firstword $(MAKEFILE_LIST)) deep-seeds DEEP_BEST="$$($(DEEP_TABLE) --top $(DEEP_TOP) $(DW))"
+	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) deep-table
+deep-first: $(call deep_runs,$(DEEP_METHODS),$(DEEP_SEED1))
+deep-seeds: $(call deep_runs,$(DEEP_BEST),$(DEEP_SEEDS))
+deep-table:
+	rc=0; $(DEEP_TABLE) --top $(DEEP_TOP) --table $(DW) > $(DW)/deep-methods.md || rc=$$?; \
+	  cat $(DW)/deep-methods.md; exit $$rc

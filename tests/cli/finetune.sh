@@ -174,6 +174,29 @@ expect_usage registry_loss_scale dh-finetune -q --features --hash "$TMP/h0.dhm" 
 dh-inithash -q --bits 12 --epochs 2 "$TMP/tr.dhs" > "$TMP/h12.dhm"
 expect_usage registry_bad_for_bits dh-finetune -q --features --hash "$TMP/h12.dhm" --loss csq:centres=hadamard "$TMP/tr.dhs"
 
+# ---- the comparison target of pipelines/experiment.mk on these features: every method
+# from one stage-2 start, the top ones over more seeds, one table; a failed run is named
+root=$(cd "$(dirname "$0")/../.." && pwd)
+deep() { make -s -f "$root/pipelines/experiment.mk" deep-methods BIN="$DH_BIN" W="$TMP/w" DEEP_FEATS_TRAIN="$TMP/tr.dhs" \
+  DEEP_FEATS_QUERY="$TMP/te.dhs" DEEP_BITS=8 DEEP_SEEDS="1 2" DEEP_TOP=2 DEEP_FINETUNE="--epochs 1 -B 100" "$@"; }
+if command -v make >/dev/null; then
+  t_begin deep_methods_table
+  deep DEEP_METHODS="stage2 deephash dpsh adsh" > "$TMP/dm.out" 2>&1 || t_fail "exit status: $(tail -3 "$TMP/dm.out")"
+  T=$TMP/w/deep-features/deep-methods.md
+  [ -s "$T" ] || t_fail "no table"
+  grep -q '^| adsh | 8 | ' "$T" && grep -q '^| dpsh | 8 | ' "$T" && grep -q '^| stage 2 only .* | 8 | 1 | ' "$T" ||
+    t_fail "rows missing: $(cat "$T")"
+  [ "$(grep -c '| 8 | 2 | .* ± ' "$T")" = 2 ] || t_fail "not two methods over two seeds: $(cat "$T")"
+  ls "$TMP/w/deep-features/adsh-8-s2-db.codes" >/dev/null || t_fail "ADSH's learned database codes not used"
+  t_end
+  t_begin deep_methods_failed_run
+  deep DEEP_METHODS="deephash dsh" DEEP_LOSS_dsh=dsh:m=-1 DEEP_TOP=1 > "$TMP/dm.out" 2>&1 && t_fail "exit status 0"
+  grep -q 'Missing (failed or not run): dsh-8-s1' "$TMP/w/deep-features/deep-methods.md" || t_fail "the failed run not named"
+  t_end
+else
+  t_skip deep_methods_table "no make"
+fi
+
 # ---- images: tiny 1x28x28 synthetic classes (a bright square at a class-specific place)
 $PY - "$TMP" <<'PYEOF'
 import sys, numpy as np
