@@ -3,31 +3,33 @@
 #include <string.h>
 #include "rankings.h"
 
+int dh_rankings_header(const dh_rankings_meta *m, dhs_schema *s, dhs_meta **md, dh_err *e) {
+    dhs_schema_init(s, "rankings");
+    int64_t var = -1;
+    if (dhs_schema_add(s, "query", DHS_I64, 0, NULL, e) < 0 || dhs_schema_add(s, "label", DHS_I32, 0, NULL, e) < 0 ||
+        dhs_schema_add(s, "id", DHS_STR, 0, NULL, e) < 0 || dhs_schema_add(s, "idx", DHS_I64, 1, &var, e) < 0 ||
+        dhs_schema_add(s, "dist", DHS_I32, 1, &var, e) < 0) {
+        dh_err_prefix(e, "rankings schema");
+        return e ? e->code : DH_EINVAL;
+    }
+    if (!(*md = dhs_meta_new())) return dh_seterr(e, DH_ENOMEM, "out of memory");
+    dhs_meta_set_str(*md, "program", m->program);
+    dhs_meta_set_str(*md, "command", m->command);
+    dhs_meta_set_int(*md, "bits", m->bits);
+    dhs_meta_set_str(*md, "db", m->db);
+    dhs_meta_set_int(*md, "db_rows", m->db_rows);
+    dhs_meta_set_int(*md, "top", m->top);
+    dhs_meta_set_int(*md, "radius", m->radius);
+    dhs_meta_set_bool(*md, "labels", m->labels);
+    dhs_meta_set_str(*md, "order", "distance, then database position");
+    dhs_meta_set_str(*md, "device", m->device);
+    return DH_OK;
+}
+
 dhs_writer *dh_rankings_writer_open(FILE *f, const char *name, const dh_rankings_meta *m, dh_err *e) {
     dhs_schema s;
-    dhs_schema_init(&s, "rankings");
-    int64_t var = -1;
-    if (dhs_schema_add(&s, "query", DHS_I64, 0, NULL, e) < 0 || dhs_schema_add(&s, "label", DHS_I32, 0, NULL, e) < 0 ||
-        dhs_schema_add(&s, "id", DHS_STR, 0, NULL, e) < 0 || dhs_schema_add(&s, "idx", DHS_I64, 1, &var, e) < 0 ||
-        dhs_schema_add(&s, "dist", DHS_I32, 1, &var, e) < 0) {
-        dh_err_prefix(e, "rankings schema");
-        return NULL;
-    }
-    dhs_meta *md = dhs_meta_new();
-    if (!md) {
-        dh_seterr(e, DH_ENOMEM, "out of memory");
-        return NULL;
-    }
-    dhs_meta_set_str(md, "program", m->program);
-    dhs_meta_set_str(md, "command", m->command);
-    dhs_meta_set_int(md, "bits", m->bits);
-    dhs_meta_set_str(md, "db", m->db);
-    dhs_meta_set_int(md, "db_rows", m->db_rows);
-    dhs_meta_set_int(md, "top", m->top);
-    dhs_meta_set_int(md, "radius", m->radius);
-    dhs_meta_set_bool(md, "labels", m->labels);
-    dhs_meta_set_str(md, "order", "distance, then database position");
-    dhs_meta_set_str(md, "device", m->device);
+    dhs_meta *md;
+    if (dh_rankings_header(m, &s, &md, e)) return NULL;
     dhs_writer *w = dhs_writer_open(f, name, &s, md, e);
     dhs_meta_free(md);
     return w;

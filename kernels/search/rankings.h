@@ -26,6 +26,9 @@ typedef struct dh_rankings_meta {
     const char *program, *command, *device;
 } dh_rankings_meta;
 
+/* The schema and metadata of a rankings stream (*md: free with
+ * dhs_meta_free), for writers that add keys of their own (shards). */
+int dh_rankings_header(const dh_rankings_meta *m, dhs_schema *s, dhs_meta **md, dh_err *e);
 /* Header of a rankings stream on f (not closed by the writer). */
 dhs_writer *dh_rankings_writer_open(FILE *f, const char *name, const dh_rankings_meta *m, dh_err *e);
 /* The rankings of n queries numbered q0, q0+1, ...: labels (n) or NULL

@@ -100,35 +100,13 @@ void dh_shard_map(const dh_shard *sh, int64_t *idx, int64_t n) {
         for (int64_t i = 0; i < n; i++) idx[i] += sh->row0;
 }
 
-/* The schema and metadata of kernels/search/rankings.c's writer, with the
- * shard's keys added. */
+/* dh_rankings_header's schema and metadata, with the shard's keys added. */
 dhs_writer *dh_shard_rankings_writer_open(FILE *f, const char *name, const dh_rankings_meta *m, const dh_shard *sh,
                                           dh_err *e) {
     if (!sh || !sh->n) return dh_rankings_writer_open(f, name, m, e);
     dhs_schema s;
-    dhs_schema_init(&s, "rankings");
-    int64_t var = -1;
-    if (dhs_schema_add(&s, "query", DHS_I64, 0, NULL, e) < 0 || dhs_schema_add(&s, "label", DHS_I32, 0, NULL, e) < 0 ||
-        dhs_schema_add(&s, "id", DHS_STR, 0, NULL, e) < 0 || dhs_schema_add(&s, "idx", DHS_I64, 1, &var, e) < 0 ||
-        dhs_schema_add(&s, "dist", DHS_I32, 1, &var, e) < 0) {
-        dh_err_prefix(e, "rankings schema");
-        return NULL;
-    }
-    dhs_meta *md = dhs_meta_new();
-    if (!md) {
-        dh_seterr(e, DH_ENOMEM, "out of memory");
-        return NULL;
-    }
-    dhs_meta_set_str(md, "program", m->program);
-    dhs_meta_set_str(md, "command", m->command);
-    dhs_meta_set_int(md, "bits", m->bits);
-    dhs_meta_set_str(md, "db", m->db);
-    dhs_meta_set_int(md, "db_rows", m->db_rows);
-    dhs_meta_set_int(md, "top", m->top);
-    dhs_meta_set_int(md, "radius", m->radius);
-    dhs_meta_set_bool(md, "labels", m->labels);
-    dhs_meta_set_str(md, "order", "distance, then database position");
-    dhs_meta_set_str(md, "device", m->device);
+    dhs_meta *md;
+    if (dh_rankings_header(m, &s, &md, e)) return NULL;
     dhs_meta_set_int(md, "shard", sh->k);
     dhs_meta_set_int(md, "shards", sh->n);
     dhs_meta_set_str(md, "shard_by", sh->by);
