@@ -101,7 +101,8 @@ static const dh_dloss_method methods[] = {
                   { "eta", 55, 0, 0, BIG, 0, NULL, "weight of |b - u|^2 (55, see dh-deep-methods(7))" },
                   { "dcc_iter", 1, 0, 1, 1000, 1, NULL, "W-step + DCC sweeps over the bits at each epoch end" } },
       .terms = { "likelihood", "quantisation", "classification", NULL }, .init = dl_dsdh_init,
-      .destroy = dl_dsdh_destroy, .eval = dl_dsdh_eval, .epoch_end = dl_dsdh_epoch_end, .tensor = dl_dsdh_tensor },
+      .destroy = dl_dsdh_destroy, .eval = dl_dsdh_eval, .epoch_end = dl_dsdh_epoch_end, .tensor = dl_dsdh_tensor,
+      .state = dl_dsdh_state },
     { .name = "greedyhash", .title = "GreedyHash (Su, Zhang, Huang & Tian, NeurIPS 2018)",
       .group = "classification-oriented", .input = "b = sign(u), straight-through",
       .summary = "softmax classifier on sign(u), gradient passed straight through + alpha |(|u| - 1)|^3",
@@ -111,7 +112,7 @@ static const dh_dloss_method methods[] = {
                   { "momentum", 0.9, 0, 0, 0.999, 0, NULL, "classifier's SGD momentum (0.9)" },
                   { "wd", 5e-4, 0, 0, 1, 0, NULL, "classifier's weight decay (5e-4)" } },
       .terms = { "cross_entropy", "penalty", NULL }, .init = dl_greedy_init, .destroy = dl_state_free,
-      .eval = dl_greedy_eval, .tensor = dl_greedy_tensor },
+      .eval = dl_greedy_eval, .tensor = dl_greedy_tensor, .state = dl_greedy_state },
     { .name = "adsh", .title = "ADSH (Jiang & Li, AAAI 2018)", .group = "asymmetric",
       .input = "h = tanh(u)",
       .summary = "(h_i.v_j - K S_ij)^2 against learned database codes V + gamma |v_i - h_i|^2; V by DCC each epoch",
@@ -119,7 +120,8 @@ static const dh_dloss_method methods[] = {
       .nparams = 1,
       .params = { { "gamma", 200, 0, 0, BIG, 0, NULL, "weight of |v_i - h_i|^2 (authors' code: 200)" } },
       .terms = { "square", "quantisation", NULL }, .init = dl_adsh_init, .destroy = dl_adsh_destroy,
-      .eval = dl_adsh_eval, .epoch_end = dl_adsh_epoch_end, .tensor = dl_adsh_tensor },
+      .eval = dl_adsh_eval, .epoch_end = dl_adsh_epoch_end, .tensor = dl_adsh_tensor,
+      .state = dl_adsh_state, .restored = dl_adsh_restored },
 };
 /* clang-format on */
 
@@ -399,6 +401,15 @@ double dh_dloss_param_value(const dh_dloss *L, const char *name) {
 const float *dh_dloss_tensor(const dh_dloss *L, const char *name, int64_t *rows, int *cols) {
     if (!L || !name || !L->m->tensor) return NULL;
     return L->m->tensor(L, name, rows, cols);
+}
+
+int dh_dloss_state_at(dh_dloss *L, int i, dh_dloss_state *out) {
+    if (!L || !L->state || !L->m->state || i < 0) return -1;
+    return L->m->state(L, i, out);
+}
+
+void dh_dloss_state_restored(dh_dloss *L) {
+    if (L && L->state && L->m->restored) L->m->restored(L);
 }
 
 int dh_dloss_describe(char *buf, size_t size) {

@@ -77,6 +77,7 @@ enum {
 typedef struct dh_dloss dh_dloss;
 typedef struct dh_dloss_batch dh_dloss_batch;
 typedef struct dh_dloss_stats dh_dloss_stats;
+typedef struct dh_dloss_state dh_dloss_state;
 
 /* A registry entry (kernels/hash/deeploss.c holds the table). */
 typedef struct dh_dloss_method {
@@ -98,6 +99,8 @@ typedef struct dh_dloss_method {
     int (*eval)(dh_dloss *L, const dh_dloss_batch *b, const double *u, double *du, dh_dloss_stats *st, dh_err *e);
     int (*epoch_end)(dh_dloss *L, dh_err *e);                                              /* may be NULL */
     const float *(*tensor)(const dh_dloss *L, const char *name, int64_t *rows, int *cols); /* may be NULL */
+    int (*state)(dh_dloss *L, int i, dh_dloss_state *out); /* may be NULL: no state that training changes */
+    void (*restored)(dh_dloss *L);                         /* may be NULL */
 } dh_dloss_method;
 
 typedef struct dh_dloss_config {
@@ -162,6 +165,22 @@ double dh_dloss_param_value(const dh_dloss *L, const char *name);
  * classifier; dsdh: K x C), "B" (dsdh: N x K codes, 0 for rows not seen
  * yet), "V" (adsh: N x K database codes, +-1 after the first epoch_end). */
 const float *dh_dloss_tensor(const dh_dloss *L, const char *name, int64_t *rows, int *cols);
+/* ---- checkpoints ----
+ * The state a method changes as it trains (GreedyHash's classifier and its
+ * momentum; DSDH's outputs, codes, labels and seen flags of the rows and
+ * its classifier; ADSH's database codes, the outputs and seen flags of the
+ * epoch): buffer i = 0, 1, ... (-1 past the last; a stateless method has
+ * none). Copying saved values back into the buffers and then calling
+ * dh_dloss_state_restored continues a run exactly (sums derived from the
+ * state are computed again). */
+struct dh_dloss_state {
+    const char *name; /* e.g. "V" */
+    void *data;       /* the method's own buffer */
+    int64_t n;        /* elements */
+    int u8;           /* 1: bytes (uint8_t), 0: floats */
+};
+int dh_dloss_state_at(dh_dloss *L, int i, dh_dloss_state *out);
+void dh_dloss_state_restored(dh_dloss *L);
 /* One line per method and parameter (for --help and the man page check). */
 int dh_dloss_describe(char *buf, size_t size);
 

@@ -155,6 +155,14 @@ const float *dl_greedy_tensor(const dh_dloss *L, const char *name, int64_t *rows
     return g->W;
 }
 
+int dl_greedy_state(dh_dloss *L, int i, dh_dloss_state *out) {
+    greedy_state *g = L->state;
+    int64_t n = (int64_t)L->cfg.bits * L->cfg.classes;
+    if (i > 1) return -1;
+    *out = (dh_dloss_state){ i ? "W.momentum" : "W", i ? (void *)g->mom : (void *)g->W, n, 0 };
+    return 0;
+}
+
 int dl_greedy_eval(dh_dloss *L, const dh_dloss_batch *b, const double *u, double *du, dh_dloss_stats *st, dh_err *e) {
     int B = b->rows, K = L->cfg.bits, C = L->cfg.classes;
     greedy_state *gs = L->state;

@@ -61,6 +61,19 @@ const float *dl_dsdh_tensor(const dh_dloss *L, const char *name, int64_t *rows, 
     return NULL;
 }
 
+int dl_dsdh_state(dh_dloss *L, int i, dh_dloss_state *out) {
+    dsdh_state *s = L->state;
+    int64_t N = s->N, K = L->cfg.bits, C = L->cfg.classes;
+    switch (i) {
+    case 0: *out = (dh_dloss_state){ "U", s->U, N * K, 0 }; return 0;
+    case 1: *out = (dh_dloss_state){ "B", s->Bc, N * K, 0 }; return 0;
+    case 2: *out = (dh_dloss_state){ "Y", s->Y, N * C, 1 }; return 0;
+    case 3: *out = (dh_dloss_state){ "seen", s->seen, N, 1 }; return 0;
+    case 4: *out = (dh_dloss_state){ "W", s->W, K * C, 0 }; return 0;
+    default: return -1;
+    }
+}
+
 /* theta = u_i.u_j / 2 over the batch's pairs, b_i the row's current code:
  *   L = (sum_{i!=j} (log(1 + e^theta) - s theta) + eta sum_i |b_i - u_i|^2
  *        + mu sum_i |y_i - W^T b_i|^2) / P
@@ -256,6 +269,20 @@ const float *dl_adsh_tensor(const dh_dloss *L, const char *name, int64_t *rows, 
     if (cols) *cols = L->cfg.bits;
     return s->V;
 }
+
+int dl_adsh_state(dh_dloss *L, int i, dh_dloss_state *out) {
+    adsh_state *s = L->state;
+    int64_t N = s->N, K = L->cfg.bits;
+    switch (i) {
+    case 0: *out = (dh_dloss_state){ "V", s->V, N * K, 0 }; return 0;
+    case 1: *out = (dh_dloss_state){ "U", s->Ub, N * K, 0 }; return 0;
+    case 2: *out = (dh_dloss_state){ "seen", s->seen, N, 1 }; return 0;
+    default: return -1;
+    }
+}
+
+/* The sums of V are derived from V (the same order of additions: the same bits). */
+void dl_adsh_restored(dh_dloss *L) { adsh_sums(L); }
 
 /* h = tanh(u), S_ij = +1 for the same class, -1 otherwise, over the whole
  * database j = 1..N:

@@ -84,6 +84,11 @@ const float *dl_codebook_tensor(const dh_dloss *L, const char *name, int64_t *ro
 const float *dl_greedy_tensor(const dh_dloss *L, const char *name, int64_t *rows, int *cols);
 const float *dl_dsdh_tensor(const dh_dloss *L, const char *name, int64_t *rows, int *cols);
 const float *dl_adsh_tensor(const dh_dloss *L, const char *name, int64_t *rows, int *cols);
+/* Their state for checkpoints (dh_dloss_state_at), and ADSH's sums after a restore. */
+int dl_greedy_state(dh_dloss *L, int i, dh_dloss_state *out);
+int dl_dsdh_state(dh_dloss *L, int i, dh_dloss_state *out);
+int dl_adsh_state(dh_dloss *L, int i, dh_dloss_state *out);
+void dl_adsh_restored(dh_dloss *L);
 void dl_dsdh_destroy(dh_dloss *L);
 void dl_adsh_destroy(dh_dloss *L);
 #endif
