@@ -18,6 +18,8 @@ int dh_quiet = 0;
 int dh_progress_on = 0;
 static char *cmdline_;
 static char **argv_; /* for dh_bad_option called from dh_common_option */
+static char **orig_; /* the arguments as given (getopt_long permutes argv): for dh_cmdline_omit */
+static int origc_;
 
 static int needs_quote(const char *s) {
     if (!*s) return 1;
@@ -28,19 +30,29 @@ static int needs_quote(const char *s) {
     return 0;
 }
 
-void dh_prog_init(const char *name, int argc, char **argv) {
-    dh_progname = name;
-    argv_ = argv;
-    opterr = 0; /* option errors are reported by dh_bad_option, in one line */
-    signal(SIGPIPE, SIG_DFL);
-    dh_progress_on = isatty(2);
+/* The shell-quoted command line of argv[0..argc) (argv[0] as name),
+ * without the options of omit (NULL-terminated long names taking a value:
+ * "--NAME VALUE" and "--NAME=VALUE"; not after "--"); NULL out of memory. */
+static char *build_cmdline(const char *name, int argc, char **argv, const char *const *omit) {
     size_t n = 1;
     for (int i = 0; i < argc; i++) n += 4 * strlen(argv[i]) + 3;
-    cmdline_ = malloc(n);
-    if (!cmdline_) return;
-    char *p = cmdline_;
+    char *line = malloc(n);
+    if (!line) return NULL;
+    char *p = line;
+    int dashdash = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = i == 0 ? name : argv[i];
+        if (i && !dashdash && !strcmp(a, "--")) dashdash = 1;
+        int skip = 0;
+        for (int k = 0; i && !dashdash && omit && omit[k] && !skip; k++) {
+            size_t l = strlen(omit[k]);
+            if (!strncmp(a, "--", 2) && !strncmp(a + 2, omit[k], l) && (a[2 + l] == 0 || a[2 + l] == '='))
+                skip = a[2 + l] == 0 ? 2 : 1;
+        }
+        if (skip) {
+            i += skip - 1; /* the value too */
+            continue;
+        }
         if (i) *p++ = ' ';
         if (needs_quote(a)) {
             *p++ = '\'';
@@ -59,9 +71,28 @@ void dh_prog_init(const char *name, int argc, char **argv) {
         }
     }
     *p = 0;
+    return line;
+}
+
+void dh_prog_init(const char *name, int argc, char **argv) {
+    dh_progname = name;
+    argv_ = argv;
+    opterr = 0; /* option errors are reported by dh_bad_option, in one line */
+    signal(SIGPIPE, SIG_DFL);
+    dh_progress_on = isatty(2);
+    cmdline_ = build_cmdline(name, argc, argv, NULL);
+    orig_ = malloc(sizeof(char *) * (size_t)(argc + 1));
+    if (orig_) memcpy(orig_, argv, sizeof(char *) * (size_t)argc), origc_ = argc;
 }
 
 const char *dh_cmdline(void) { return cmdline_ ? cmdline_ : dh_progname; }
+
+void dh_cmdline_omit(const char *const *omit) {
+    char *line = orig_ ? build_cmdline(dh_progname, origc_, orig_, omit) : NULL;
+    if (!line) return;
+    free(cmdline_);
+    cmdline_ = line;
+}
 
 /* "dh-prog: message" and a newline on stderr. */
 static __attribute__((format(printf, 1, 0))) void vline(const char *fmt, va_list ap) {
@@ -201,20 +232,26 @@ const char *dh_in_name(const char *path) { return (!path || !strcmp(path, "-")) 
 #define MAX_PENDING 8
 static char *volatile pending_[MAX_PENDING];
 
-static void on_signal(int sig) {
+void dh_out_on_signal(int sig) {
     for (int i = 0; i < MAX_PENDING; i++)
         if (pending_[i]) unlink(pending_[i]);
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
+/* Our handler for sig, unless the program has its own (dh_ckpt). */
+static void on_signal_unless_handled(int sig) {
+    struct sigaction old;
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_DFL) signal(sig, dh_out_on_signal);
+}
+
 static void pending_add(char *tmp) {
     static int installed;
     if (!installed) {
         installed = 1;
-        signal(SIGINT, on_signal);
-        signal(SIGTERM, on_signal);
-        signal(SIGHUP, on_signal);
+        on_signal_unless_handled(SIGINT);
+        on_signal_unless_handled(SIGTERM);
+        on_signal_unless_handled(SIGHUP);
     }
     for (int i = 0; i < MAX_PENDING; i++)
         if (!pending_[i]) {

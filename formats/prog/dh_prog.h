@@ -35,6 +35,10 @@ extern int dh_progress_on; /* progress shown: stderr is a tty, or --progress */
  * restore default SIGPIPE so `| head` ends us quietly. */
 void dh_prog_init(const char *name, int argc, char **argv);
 const char *dh_cmdline(void); /* the command line, shell-quoted */
+/* From now on dh_cmdline leaves out the options named in omit (long names
+ * taking a value, NULL-terminated), as given before getopt_long permuted
+ * argv (dh_ckpt: the checkpoint options). */
+void dh_cmdline_omit(const char *const *omit);
 
 /* "dh-prog: message" on stderr, then exit(status). */
 void dh_die(int status, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
@@ -88,6 +92,10 @@ typedef struct dh_outfile {
 int dh_out_open(dh_outfile *o, const char *path, dh_err *e);
 int dh_out_commit(dh_outfile *o, dh_err *e); /* fflush, fsync, close, rename */
 void dh_out_abort(dh_outfile *o);            /* close and unlink temp */
+/* The signal handler of dh_out_open (installed for SIGINT, SIGTERM and
+ * SIGHUP unless the program handles them): unlink the temporary files not
+ * yet committed, then die by sig. */
+void dh_out_on_signal(int sig);
 /* dh_out_open, then dh_out_abort(o) at exit (a no-op once committed), so a
  * program that dies between opening and committing leaves no file. For one
  * output per program; o must last until exit (a static). */
