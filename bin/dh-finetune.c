@@ -18,10 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "dh_ckpt.h"
 #include "dh_prog.h"
 #include "dk_prog.h"
 #include "hashfn.h"
-#include "train.h"
+#include "train_ckpt.h"
 
 enum { LOSS_PAPER, LOSS_SCALED, LOSS_BALANCED, LOSS_REGISTRY };
 
@@ -30,6 +31,7 @@ typedef struct ft_opts {
     int features, loss, freeze, batch, augment, K, bits_set;
     double loss_scale;     /* 0: the loss's default */
     train_finetune_opts t; /* rates, schedule, epochs, sampling, seed, preconditioning */
+    dh_ckpt ck;            /* --checkpoint, --checkpoint-every, --resume, --stop-after */
 } ft_opts;
 
 static void usage(void) {
@@ -72,11 +74,12 @@ static void usage(void) {
            "  -s, --seed N            random seed (default 1)\n"
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE       write the model to FILE atomically (default: stdout)\n"
+           "%s"
            "  -q, --quiet             no progress or per-epoch report\n"
            "      --progress          progress line within each epoch even when stderr is not a terminal\n"
            "  -h, --help              show this help and exit\n"
            "  -V, --version           show the version and exit\n\nSee dh-finetune(1).\n",
-           dh_progname, dh_progname, dh_progname, netspec_builtin_names());
+           dh_progname, dh_progname, dh_progname, netspec_builtin_names(), dh_ckpt_help);
 }
 
 /* --loss: one of names (the exponentiated loss), "help", or a registry spec. */
@@ -114,7 +117,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     t->epochs = 10, o->batch = 256, o->K = 48, o->schedule = "cosine:0", o->augment = t->precond = -1;
     /* the long-only options: --loss-scale, --backbone-lr, --momentum, --freeze-backbone, --wd, --hash-wd,
      * --schedule, --sampling, --skip, --augment, --precondition, --progress */
-    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG };
+    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG, O_CK };
     static const struct option lo[] = {
         { "net", 1, 0, 'm' },           { "model", 1, 0, 'm' },        { "hash", 1, 0, 'H' },
         { "arch", 1, 0, 'a' },          { "bits", 1, 0, 'b' },         { "features", 0, 0, 'f' },
@@ -124,13 +127,14 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         { "batch", 1, 0, 'B' },         { "schedule", 1, 0, O_SCH },   { "sampling", 1, 0, O_SAM },
         { "skip", 1, 0, O_SKP },        { "augment", 1, 0, O_AUG },    { "precondition", 1, 0, O_PRE },
         { "seed", 1, 0, 's' },          { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
-        { "db-codes", 1, 0, O_DBC },    DH_COMMON_LONGOPTS(O_PRG)
+        { "db-codes", 1, 0, O_DBC },    DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
     };
     static const char *const losses[] = { "paper", "scaled", "balanced", NULL },
                              *const samp[] = { "shuffle", "paper", NULL }, *const aug[] = { "none", "crop-flip", NULL },
                              *const pre[] = { "none", "norm", NULL };
     int c, lr_set = 0, blr_set = 0, hwd_set = 0, skip = 200, sampling = 0;
     int64_t v;
+    dh_ckpt_init(&o->ck);
     while ((c = getopt_long(argc, argv, "m:H:a:b:fL:l:e:B:s:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'm': o->net_path = optarg; break;
@@ -161,10 +165,12 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         case 'o': o->out = optarg; break;
         case O_DBC: o->db_codes = optarg; break;
         default:
-            if (!dh_common_option(c, O_PRG, usage)) dh_usage_error("bad option (see --help)");
+            if (!dh_ckpt_option(&o->ck, c, O_CK, optarg) && !dh_common_option(c, O_PRG, usage))
+                dh_usage_error("bad option (see --help)");
         }
     }
     o->in = dh_input_arg(argc, argv);
+    dh_ckpt_start(&o->ck);
     dh_err e;
     if (train_schedule(o->schedule, 1.0, t->epochs, &t->sched, NULL, 0, &e)) dh_usage_error("--schedule: %s", e.msg);
     t->skip = sampling ? skip : -1;
@@ -200,6 +206,46 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
 }
 
 static void progress(void *arg, int64_t rows) { dh_progress_update(arg, rows); }
+
+/* What a resume must agree on (train_ckpt.h): the data, what the run starts
+ * from (network, hash layer, preconditioning) and every option of training. */
+static dhs_meta *ckpt_match(const ft_opts *o, const train_finetune *t, const train_features *f, const train_images *im,
+                            const char *lname) {
+    dh_err e;
+    uint64_t data = 0, start = 0;
+    if ((o->features ? (data = train_features_fingerprint(f), 0) : train_images_fingerprint(im, &data, &e)) ||
+        train_finetune_fingerprint(t, &start, &e))
+        dh_die_err(&e, "checkpoint");
+    const train_finetune_opts *p = &t->o;
+    dhs_meta *m = dhs_meta_new();
+    if (!m || train_ckpt_match(m, "data", "%016llx (%lld rows)", (unsigned long long)data, (long long)t->N) ||
+        train_ckpt_match(m, "start", "%016llx (%s)", (unsigned long long)start,
+                         o->features   ? "features"
+                         : o->net_path ? "net and hash model"
+                                       : "random init.") ||
+        train_ckpt_match(m, "batch", "%d", t->B) || train_ckpt_match(m, "seed", "%llu", (unsigned long long)p->seed) ||
+        train_ckpt_match(m, "schedule", "%s over %d epochs", o->schedule, p->epochs) ||
+        train_ckpt_match(m, "loss", "%s (scale %.15g)", lname, p->loss.scale) ||
+        train_ckpt_match(m, "rates", "lr %.15g, backbone %.15g, momentum %.15g, wd %.15g, hash wd %.15g", p->lr,
+                         p->backbone_lr, p->momentum, p->wd, p->hash_wd) ||
+        train_ckpt_match(m, "sampling", "skip %d, pad %d, flip %d, precondition %d", p->skip, p->pad, p->flip,
+                         p->precond))
+        dh_die(DH_EXIT_NOMEM, "out of memory");
+    return m;
+}
+
+/* Write the checkpoint of t (after `done` epochs); dh_ckpt_save exits when asked to stop. */
+static void ckpt_save(dh_ckpt *ck, const train_finetune *t, const dhs_meta *match, int done) {
+    dh_err e;
+    dhs_model m;
+    dhs_model_init(&m);
+    if (train_ckpt_begin(&m, "dh-finetune", dh_cmdline(), t->step, match, &e) || train_finetune_ckpt(t, &m, &e))
+        dh_die_err(&e, ck->path);
+    dh_ckpt_save(ck, &m, done);
+    dhs_model_free(&m);
+}
+
+static int ckpt_pause(void *ck) { return dh_ckpt_due_step(ck); }
 
 int main(int argc, char **argv) {
     dh_prog_init("dh-finetune", argc, argv);
@@ -272,21 +318,41 @@ int main(int argc, char **argv) {
         dh_note("%s learns the database codes: keep them with --db-codes FILE (encoding the training set with the "
                 "model gives other codes)",
                 lname);
-    for (int ep = 0; ep < to->epochs; ep++) {
+    /* checkpoints: what a resume must match, the state of --resume, a pause between steps when one is due */
+    dhs_meta *match = o.ck.path || o.ck.resume ? ckpt_match(&o, &t, &f, &im, lname) : NULL;
+    const int64_t spe = N / B;
+    if (o.ck.resume) {
+        dhs_model ckm;
+        int64_t step;
+        dh_ckpt_load(&o.ck, &ckm);
+        if (train_ckpt_check(&ckm, o.ck.resume, "dh-finetune", match, &step, &e) ||
+            train_finetune_restore(&t, &ckm, &e))
+            dh_die_err(&e, o.ck.resume);
+        dhs_model_free(&ckm);
+        dh_note("resumed from %s: epoch %lld, step %lld of %lld", o.ck.resume, (long long)(t.step / spe + 1),
+                (long long)t.step, (long long)(spe * to->epochs));
+    }
+    t.pause = ckpt_pause, t.pause_arg = &o.ck;
+    for (int ep = (int)(t.step / spe); ep < to->epochs; ep++) {
         train_finetune_stats st;
         dh_progress pr;
         char what[64];
         double t0 = dh_now();
         snprintf(what, sizeof what, "epoch %d/%d", ep + 1, to->epochs);
         dh_progress_start(&pr, what, o.features ? "rows" : "images", N / B * B);
-        if (train_finetune_epoch(&t, ep, &st, progress, &pr, &e)) dh_die_err(&e, NULL);
+        do {
+            if (train_finetune_epoch(&t, ep, &st, progress, &pr, &e)) dh_die_err(&e, NULL);
+            if (st.paused) ckpt_save(&o.ck, &t, match, ep);
+        } while (st.paused);
         dh_progress_end(&pr, st.rows);
         double secs = dh_now() - t0;
         char rep[256];
         train_finetune_report(&t, &st, rep, sizeof rep);
         dh_note("epoch %d/%d: %s  lr %.3g/%.3g  %.0f rows/s", ep + 1, to->epochs, rep, st.lr, st.backbone_lr,
                 secs > 0 ? (double)st.rows / secs : 0.0);
+        if (dh_ckpt_due_epoch(&o.ck, ep + 1, to->epochs)) ckpt_save(&o.ck, &t, match, ep + 1);
     }
+    dhs_meta_free(match);
 
     /* the model: a hash model (--features), or the network with the hash layer */
     dhs_model out;

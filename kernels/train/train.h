@@ -214,6 +214,7 @@ typedef struct train_finetune_stats {
     double q, surrogate, right, absu, lr, backbone_lr;
     double loss, term[DH_DLOSS_MAX_TERMS], scale; /* train_hash_stats (scale: its value at the epoch's end) */
     int64_t batches, rows;
+    int paused; /* 1: the epoch stopped between two steps (t->pause said so) */
 } train_finetune_stats;
 
 typedef struct train_finetune {
@@ -222,6 +223,10 @@ typedef struct train_finetune {
     train_images *im;        /* images, through */
     net *nw;                 /* this network (its batch capacity at least B) */
     int64_t N, step, cursor; /* rows; steps so far; the paper sampling's position */
+    int64_t ep_cursor;       /* the cursor at the start of epoch ep_loaded */
+    int ep_loaded;           /* the epoch whose order is loaded, or -1 */
+    int (*pause)(void *arg); /* NULL, or asked between two steps of an epoch: 1 pauses it (a checkpoint) */
+    void *pause_arg;
     int B, K, D;
     int classes;     /* labels are 0..classes-1 (with a registry loss) */
     dh_dloss *dloss; /* the registry loss (o.loss_spec), or NULL */
@@ -249,7 +254,11 @@ int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_devi
                         train_images *im, net *nw, int B, const float *W, const float *b, int K, dh_err *e);
 /* Epoch `epoch` (0, 1, ... in turn): st receives its report; progress (may be
  * NULL) is called with the rows done after each batch. A non-finite loss is
- * DH_EFORMAT "training diverged at epoch N (try a smaller --lr)". */
+ * DH_EFORMAT "training diverged at epoch N (try a smaller --lr)". The epoch
+ * runs from step t->step (its first, or where a pause or a restored
+ * checkpoint left it): when t->pause returns 1 between two of its steps it
+ * returns with st->paused set, and the next call for the same epoch
+ * continues it, adding to st (zeroed by the epoch's first call). */
 int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
                          void (*progress)(void *arg, int64_t rows), void *arg, dh_err *e);
 void train_finetune_free(train_finetune *t);

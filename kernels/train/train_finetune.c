@@ -94,6 +94,7 @@ int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_devi
     t->K = K;
     t->D = f ? f->D : nw->zdim;
     t->r2 = 1.0;
+    t->ep_loaded = -1;
     const int D = t->D;
     t->m = dh_calloc(e, (size_t)D, sizeof(float));
     t->order = dh_malloc(e, (size_t)t->N, sizeof(int32_t));
@@ -139,12 +140,24 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
     const train_finetune_opts *o = &t->o;
     const int B = t->B, train = t->nw && o->backbone_lr > 0;
     const int32_t *lab = t->f ? t->f->lab : t->im->hlab;
-    int64_t spe = t->N / B, total = spe * o->epochs;
+    int64_t spe = t->N / B, total = spe * o->epochs, first = (int64_t)epoch * spe;
     double f = 1.0;
-    memset(st, 0, sizeof *st);
-    train_epoch_order(t->order, t->N, epoch, o->seed, o->skip, &t->cursor);
-    if (t->im && train_images_order(t->im, t->order, e)) return e->code;
-    for (int64_t s0 = 0; s0 + B <= t->N; s0 += B, t->step++) {
+    if (t->step < first || t->step >= first + spe)
+        return dh_seterr(e, DH_EINVAL, "epoch %d: the run is at step %lld, outside it", epoch + 1, (long long)t->step);
+    if (t->ep_loaded != epoch) { /* the epoch's first call in this process */
+        memset(st, 0, sizeof *st);
+        t->ep_cursor = t->cursor;
+        train_epoch_order(t->order, t->N, epoch, o->seed, o->skip, &t->cursor);
+        if (t->im && train_images_order(t->im, t->order, e)) return e->code;
+        t->ep_loaded = epoch;
+    }
+    st->paused = 0;
+    int64_t s0 = (t->step - first) * B, from = s0;
+    for (; s0 + B <= t->N; s0 += B, t->step++) {
+        if (s0 > from && t->pause && t->pause(t->pause_arg)) { /* between two steps, never at the epoch's ends */
+            st->paused = 1;
+            return DH_OK;
+        }
         for (int i = 0; i < B; i++) t->lab[i] = lab[t->order[s0 + i]], t->idx[i] = t->order[s0 + i];
         dk_tensor z;
         train_hash_stats hs;
