@@ -13,9 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "dh_ckpt.h"
 #include "dh_prog.h"
 #include "dk_prog.h"
-#include "train.h"
+#include "train_ckpt.h"
 
 typedef struct {
     int epochs, batch;
@@ -65,12 +66,13 @@ static void usage(void) {
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE       write the model to FILE atomically (default: stdout)\n"
            "      --print-net         print the network specification (of --arch/--net) and exit\n"
+           "%s"
            "  -q, --quiet             no progress or report on stderr\n"
            "      --progress          progress line even when stderr is not a terminal\n"
            "  -h, --help              show this help and exit\n"
            "  -V, --version           show the version and exit\n\n"
            "See dh-pretrain(1) and dh-net(5).\n",
-           dh_progname);
+           dh_progname, dh_ckpt_help);
 }
 
 typedef struct pt_opts {
@@ -78,6 +80,7 @@ typedef struct pt_opts {
     hyper h; /* set fields override the architecture's defaults: 0 or -1 mean unset */
     uint64_t seed;
     int print_net;
+    dh_ckpt ck; /* --checkpoint, --checkpoint-every, --resume, --stop-after */
 } pt_opts;
 
 static double num(const char *opt, const char *v, double lo, double hi) {
@@ -98,7 +101,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
     o->seed = 1;
     /* the long-only options: --momentum, --nesterov, --no-nesterov, --label-smoothing, --augment,
      * --no-augment, --val, --print-net, --progress */
-    enum { O_MOM = 256, O_NES, O_NON, O_LSM, O_AUG, O_NOA, O_VAL, O_PRI, O_PRG };
+    enum { O_MOM = 256, O_NES, O_NON, O_LSM, O_AUG, O_NOA, O_VAL, O_PRI, O_PRG, O_CK };
     static const struct option lo[] = {
         { "arch", 1, 0, 'a' },       { "net", 1, 0, 'N' },          { "lr", 1, 0, 'l' },
         { "epochs", 1, 0, 'e' },     { "batch", 1, 0, 'B' },        { "schedule", 1, 0, 'S' },
@@ -106,7 +109,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         { "augment", 0, 0, O_AUG },  { "no-augment", 0, 0, O_NOA }, { "weight-decay", 1, 0, 'w' },
         { "val", 1, 0, O_VAL },      { "print-net", 0, 0, O_PRI },  { "label-smoothing", 1, 0, O_LSM },
         { "seed", 1, 0, 's' },       { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
-        DH_COMMON_LONGOPTS(O_PRG)
+        DH_CKPT_LONGOPTS(O_CK),      DH_COMMON_LONGOPTS(O_PRG)
     };
     /* letters given up for the option grammar (dh_opts.h): refused, naming the new ones */
     static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" },
@@ -117,6 +120,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
     hyper *h = &o->h;
     int c;
     int64_t v;
+    dh_ckpt_init(&o->ck);
     while ((c = getopt_long(argc, argv, "a:N:e:B:l:S:w:s:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
         case 'a': o->arch = optarg; break;
@@ -141,11 +145,13 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         case 'o': o->out = optarg; break;
         case O_PRI: o->print_net = 1; break;
         default:
-            if (!dh_common_option(c, O_PRG, usage)) dh_usage_error("bad option (see --help)");
+            if (!dh_ckpt_option(&o->ck, c, O_CK, optarg) && !dh_common_option(c, O_PRG, usage))
+                dh_usage_error("bad option (see --help)");
         }
     }
     o->in = dh_input_arg(argc, argv);
     if (o->arch && o->netfile) dh_usage_error("--arch and --net exclude each other");
+    dh_ckpt_start(&o->ck);
 }
 
 /* The architecture's defaults, overridden by what the options set. */
@@ -186,6 +192,52 @@ static void fmt_dur(char *b, size_t n, double s) {
         snprintf(b, n, "%dm%02ds", t / 60, t % 60);
     else
         snprintf(b, n, "%ds", t);
+}
+
+/* Checkpoints (dh_ckpt.h, train_ckpt.h): what a resume must match (NULL
+ * without checkpoints), and the state of --resume: the network, the steps
+ * done, the running sums of the epoch they end in. */
+static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const train_images *tr, net *n, int64_t B,
+                            int64_t total, int64_t *step, double *lsum, int64_t *csum) {
+    if (!o->ck.path && !o->ck.resume) return NULL;
+    dh_err e;
+    uint64_t data, arch = train_hash64(n->spec.text, strlen(n->spec.text), (uint64_t)n->nclasses);
+    dhs_meta *m = dhs_meta_new();
+    if (train_images_fingerprint(tr, &data, &e)) dh_die_err(&e, "checkpoint");
+    if (!m || train_ckpt_match(m, "data", "%016llx (%lld images)", (unsigned long long)data, (long long)tr->S) ||
+        train_ckpt_match(m, "arch", "%016llx", (unsigned long long)arch) ||
+        train_ckpt_match(m, "batch", "%lld", (long long)B) ||
+        train_ckpt_match(m, "seed", "%llu", (unsigned long long)o->seed) ||
+        train_ckpt_match(m, "schedule", "%s over %d epochs", sched, h->epochs) ||
+        train_ckpt_match(m, "recipe", "lr %.15g, momentum %.15g, nesterov %d, wd %.15g, smoothing %.15g, augment %d",
+                         h->lr, h->momentum, h->nesterov, h->wd, h->smoothing, h->augment))
+        dh_die(DH_EXIT_NOMEM, "out of memory");
+    if (o->ck.resume) {
+        dhs_model ck;
+        dh_ckpt_load(&o->ck, &ck);
+        if (train_ckpt_check(&ck, o->ck.resume, "dh-pretrain", m, step, &e) ||
+            train_pretrain_restore(&ck, n, lsum, csum, &e))
+            dh_die_err(&e, o->ck.resume);
+        if (*step > total)
+            dh_die(DH_EXIT_FAIL, "%s: step %lld beyond the run's %lld", o->ck.resume, (long long)*step,
+                   (long long)total);
+        dhs_model_free(&ck);
+        dh_note("resumed from %s at step %lld of %lld", o->ck.resume, (long long)*step, (long long)total);
+    }
+    return m;
+}
+
+/* Write the checkpoint after `step` steps (`done` epochs); dh_ckpt_save exits when asked to stop. */
+static void ckpt_save(dh_ckpt *c, const net *n, int64_t step, const dhs_meta *match, double lsum, int64_t csum,
+                      int done) {
+    dh_err e;
+    dhs_model m;
+    dhs_model_init(&m);
+    if (train_ckpt_begin(&m, "dh-pretrain", dh_cmdline(), step, match, &e) ||
+        train_pretrain_ckpt(&m, n, lsum, csum, &e))
+        dh_die_err(&e, c->path);
+    dh_ckpt_save(c, &m, done);
+    dhs_model_free(&m);
 }
 
 /* The output is opened before training (so a bad -o fails at once) and
@@ -276,15 +328,18 @@ int main(int argc, char **argv) {
         dh_die_err(&e, dk_device_name(dev));
     dh_progress prog;
     dh_progress_start(&prog, "training", "images", total * B);
-    double t0 = dh_now(), last_train_acc = 0, last_val_acc = -1, last_loss = 0;
-    int64_t step = 0;
-    for (int ep = 0; ep < h.epochs; ep++) {
-        double te = dh_now(), lsum = 0;
-        int64_t csum = 0;
+    double t0 = dh_now(), last_train_acc = 0, last_val_acc = -1, last_loss = 0, lsum0 = 0;
+    int64_t step = 0, csum0 = 0;
+    dhs_meta *match = ckpt_setup(&o, &h, sched_text, &tr, n, B, total, &step, &lsum0, &csum0);
+    for (int ep = (int)(step / spe); ep < h.epochs; ep++) {
+        double te = dh_now(), lsum = lsum0;
+        int64_t csum = csum0, it0 = step - ep * spe;
         float cur_lr = 0;
+        lsum0 = 0, csum0 = 0;
         dk_permutation(perm, tr.S, o.seed, (uint64_t)ep);
         if (train_images_order(&tr, perm, &e)) dh_die_err(&e, "upload");
-        for (int64_t it = 0; it < spe; it++, step++) {
+        for (int64_t it = it0; it < spe; it++, step++) {
+            if (it > it0 && dh_ckpt_due_step(&o.ck)) ckpt_save(&o.ck, n, step, match, lsum, csum, ep);
             cur_lr = (float)dk_schedule_lr(&sched, step, total, spe);
             const int32_t *idx = tr.order + it * B;
             double loss;
@@ -315,7 +370,9 @@ int main(int argc, char **argv) {
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
         dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s", ep + 1, h.epochs,
                 last_loss, 100 * last_train_acc, val, cur_lr, spe * B / dt, eta);
+        if (dh_ckpt_due_epoch(&o.ck, ep + 1, h.epochs)) ckpt_save(&o.ck, n, step, match, 0, 0, ep + 1);
     }
+    dhs_meta_free(match);
     dh_progress_end(&prog, total * B);
     double wall = dh_now() - t0;
     dh_note("trained in %.1f s (%.0f images/s)", wall, total * B / (wall > 0 ? wall : 1));
