@@ -269,7 +269,10 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static int pipeline_start(pipeline *pl, const dh_ingest_opts *o, dh_err *e) {
+/* The decoder threads start with the first image queued (pipeline_push):
+ * a source without images (IDX, CIFAR-10, an archive of other files, a
+ * damaged one) starts none. */
+static void pipeline_start(pipeline *pl, const dh_ingest_opts *o) {
     memset(pl, 0, sizeof *pl);
     pthread_mutex_init(&pl->mu, NULL);
     pthread_cond_init(&pl->not_empty, NULL);
@@ -283,31 +286,45 @@ static int pipeline_start(pipeline *pl, const dh_ingest_opts *o, dh_err *e) {
         long c = sysconf(_SC_NPROCESSORS_ONLN);
         n = c > 0 ? (int)c : 1;
     }
-    if (n > 64) n = 64;
+    pl->nthreads = n > 64 ? 64 : n; /* wanted; the number running once started */
+    pl->started = 1;
+}
+
+static int pipeline_threads(pipeline *pl, dh_err *e) {
+    int n = pl->nthreads;
+    pl->nthreads = 0;
     pl->tids = dh_calloc(e, n, sizeof *pl->tids);
     if (!pl->tids) return DH_ENOMEM;
     for (int i = 0; i < n; i++) {
         if (pthread_create(&pl->tids[i], NULL, worker, pl) != 0) {
             if (i == 0) {
                 free(pl->tids);
+                pl->tids = NULL;
                 return dh_seterr(e, DH_ENOMEM, "cannot start decoder threads");
             }
             break;
         }
         pl->nthreads++;
     }
-    pl->started = 1;
     return 0;
 }
 
-/* Queue a member's bytes (taking ownership). */
-static void pipeline_push(pipeline *pl, dh_item *it, uint8_t *buf, size_t n) {
+/* Queue a member's bytes (taking ownership: freed on failure too). */
+static int pipeline_push(pipeline *pl, dh_item *it, uint8_t *buf, size_t n, dh_err *e) {
+    if (!pl->tids) {
+        int rc = pipeline_threads(pl, e);
+        if (rc) {
+            free(buf);
+            return rc;
+        }
+    }
     pthread_mutex_lock(&pl->mu);
     while (pl->count == QCAP) pthread_cond_wait(&pl->not_full, &pl->mu);
     pl->q[(pl->head + pl->count) % QCAP] = (job){ it, buf, n };
     pl->count++;
     pthread_cond_signal(&pl->not_empty);
     pthread_mutex_unlock(&pl->mu);
+    return 0;
 }
 
 static int pipeline_over(pipeline *pl) {
@@ -324,8 +341,9 @@ static void pipeline_finish(pipeline *pl) {
     pl->closing = 1;
     pthread_cond_broadcast(&pl->not_empty);
     pthread_mutex_unlock(&pl->mu);
-    for (int i = 0; i < pl->nthreads; i++) pthread_join(pl->tids[i], NULL);
+    for (int i = 0; pl->tids && i < pl->nthreads; i++) pthread_join(pl->tids[i], NULL);
     free(pl->tids);
+    pl->tids = NULL;
     pthread_mutex_destroy(&pl->mu);
     pthread_cond_destroy(&pl->not_empty);
     pthread_cond_destroy(&pl->not_full);
@@ -572,7 +590,7 @@ static int scan_member(scan *sc, const char *rawname, int64_t size, read_fn rd, 
         goto out;
     }
     sc->nimages++;
-    pipeline_push(&sc->pl, it, buf, n);
+    if ((rc = pipeline_push(&sc->pl, it, buf, n, e))) goto out;
 out:
     free(name);
     sc->nread++;
@@ -950,8 +968,8 @@ static int images_archive_or_dir(const char *path, int isdir, const dh_ingest_op
     sc.o = o;
     sc.p = s->priv;
     sc.want_split = (o->split && strcmp(o->split, "all")) ? o->split : NULL;
-    int rc = pipeline_start(&sc.pl, o, e);
-    if (!rc) rc = isdir ? scan_dir(&sc, path, e) : scan_archive(&sc, path, e);
+    pipeline_start(&sc.pl, o);
+    int rc = isdir ? scan_dir(&sc, path, e) : scan_archive(&sc, path, e);
     pipeline_finish(&sc.pl);
     const char *what = isdir ? "folder" : "archive";
     if (!rc && sc.pl.over_total)
@@ -1335,7 +1353,8 @@ static int image_files_source(const char *const *paths, int npaths, const dh_ing
     priv *p = s->priv;
     p->files = 1;
     pipeline pl;
-    int rc = pipeline_start(&pl, o, e);
+    pipeline_start(&pl, o);
+    int rc = 0;
     for (int i = 0; !rc && i < npaths; i++) {
         struct stat st;
         if (stat(paths[i], &st) != 0) {
@@ -1367,7 +1386,7 @@ static int image_files_source(const char *const *paths, int npaths, const dh_ing
             dh_err_prefix(e, "%s", paths[i]);
             break;
         }
-        pipeline_push(&pl, it, buf, n);
+        if ((rc = pipeline_push(&pl, it, buf, n, e))) break;
         if (o->progress) o->progress(o->progress_arg, i + 1);
     }
     pipeline_finish(&pl);

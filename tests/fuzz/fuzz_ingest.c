@@ -7,7 +7,7 @@
  *      of the images file, the labels file is the rest
  *   2  one source file (archive, CIFAR-10 binary tarball, IDX) through
  *      dh_ingest_load; byte 1 picks the forced kind and the split
- * Files are written to memfds and opened as /proc/self/fd/N. Limits are
+ * Files are written to two memfds (made once) and opened as /proc/self/fd/N. Limits are
  * small so that no input can make the library allocate much. */
 #define _GNU_SOURCE
 #include "ingest.h"
@@ -26,17 +26,18 @@ static dh_ingest_limits fuzz_limits(void) {
     return lim;
 }
 
-/* A memfd holding buf; its path in p. Returns the fd or -1. */
-static int mem_file(const uint8_t *buf, size_t n, char *p, size_t pn) {
-    int fd = memfd_create("fuzz", 0);
-    if (fd < 0) return -1;
+/* The file of slot k (two memfds made once, rewritten for every input:
+ * creating and removing files per input cost more than the parsing) holding
+ * buf; its path in p. Returns the fd or -1. */
+static int mem_file(int k, const uint8_t *buf, size_t n, char *p, size_t pn) {
+    static int fds[2] = { -1, -1 };
+    if (fds[k] < 0 && (fds[k] = memfd_create("fuzz", 0)) < 0) return -1;
+    int fd = fds[k];
+    if (ftruncate(fd, 0) != 0) return -1;
     size_t o = 0;
     while (o < n) {
-        ssize_t w = write(fd, buf + o, n - o);
-        if (w <= 0) {
-            close(fd);
-            return -1;
-        }
+        ssize_t w = pwrite(fd, buf + o, n - o, (off_t)o);
+        if (w <= 0) return -1;
         o += (size_t)w;
     }
     snprintf(p, pn, "/proc/self/fd/%d", fd);
@@ -57,6 +58,8 @@ static void use_set(dh_ingest_set *s, const dh_ingest_opts *o) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static int once;
+    if (!once++) setenv("TZ", "UTC", 0); /* else mktime (libarchive) reads /etc/localtime per member */
     if (size < 2) return 0;
     dh_err e;
     dh_ingest_limits lim = fuzz_limits();
@@ -94,8 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const uint8_t *rest = data + 4;
         size_t nr = size - 4;
         if (ni > nr) ni = nr;
-        fd1 = mem_file(rest, ni, p1, sizeof p1);
-        fd2 = mem_file(rest + ni, nr - ni, p2, sizeof p2);
+        fd1 = mem_file(0, rest, ni, p1, sizeof p1);
+        fd2 = mem_file(1, rest + ni, nr - ni, p2, sizeof p2);
         if (fd1 >= 0 && fd2 >= 0) {
             const char *paths[2] = { p1, p2 };
             o.kind = DH_SRC_IDX;
@@ -107,14 +110,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         static const char *const splits[4] = { NULL, "all", "train", "test" };
         o.kind = kinds[(sel >> 4) & 3];
         o.split = splits[(sel >> 6) & 3];
-        fd1 = mem_file(data + 2, size - 2, p1, sizeof p1);
+        fd1 = mem_file(0, data + 2, size - 2, p1, sizeof p1);
         if (fd1 >= 0) {
             const char *paths[1] = { p1 };
             if (dh_ingest_load(paths, 1, &o, &s, &e) == DH_OK) use_set(&s, &o);
             dh_ingest_free(&s);
         }
     }
-    if (fd1 >= 0) close(fd1);
-    if (fd2 >= 0) close(fd2);
     return 0;
 }
