@@ -219,17 +219,17 @@ static dhs_meta *ckpt_match(const ft_opts *o, const train_finetune *t, const tra
     const train_finetune_opts *p = &t->o;
     dhs_meta *m = dhs_meta_new();
     if (!m || train_ckpt_match(m, "data", "%016llx (%lld rows)", (unsigned long long)data, (long long)t->N) ||
-        train_ckpt_match(m, "start", "%016llx (%s)", (unsigned long long)start,
-                         o->features   ? "features"
-                         : o->net_path ? "net and hash model"
-                                       : "random init.") ||
         train_ckpt_match(m, "batch", "%d", t->B) || train_ckpt_match(m, "seed", "%llu", (unsigned long long)p->seed) ||
         train_ckpt_match(m, "schedule", "%s over %d epochs", o->schedule, p->epochs) ||
         train_ckpt_match(m, "loss", "%s (scale %.15g)", lname, p->loss.scale) ||
         train_ckpt_match(m, "rates", "lr %.15g, backbone %.15g, momentum %.15g, wd %.15g, hash wd %.15g", p->lr,
                          p->backbone_lr, p->momentum, p->wd, p->hash_wd) ||
         train_ckpt_match(m, "sampling", "skip %d, pad %d, flip %d, precondition %d", p->skip, p->pad, p->flip,
-                         p->precond))
+                         p->precond) ||
+        train_ckpt_match(m, "start", "%016llx (%s)", (unsigned long long)start,
+                         o->features   ? "features"
+                         : o->net_path ? "net and hash model"
+                                       : "random init."))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     return m;
 }
