@@ -81,6 +81,24 @@ int train_ckpt_get(const dhs_model *ck, const char *name, dk_tensor *t, dh_err *
     return dk_upload(t, d->data, t->n, e);
 }
 
+int train_ckpt_put_tensors(dhs_model *ck, const char *prefix, const dk_tensor *t, int n, dh_err *e) {
+    char name[128];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s:%d", prefix, i);
+        if (train_ckpt_put(ck, name, &t[i], e)) return e->code;
+    }
+    return DH_OK;
+}
+
+int train_ckpt_get_tensors(const dhs_model *ck, const char *prefix, dk_tensor *t, int n, dh_err *e) {
+    char name[128];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "%s:%d", prefix, i);
+        if (train_ckpt_get(ck, name, &t[i], e)) return e->code;
+    }
+    return DH_OK;
+}
+
 int train_ckpt_get_int(const dhs_model *ck, const char *key, int64_t *v, dh_err *e) {
     if (dhs_meta_int(ck->meta, key, v)) return dh_seterr(e, DH_ESCHEMA, "no integer \"%s\"", key);
     return DH_OK;

@@ -60,6 +60,10 @@ int train_ckpt_put(dhs_model *ck, const char *name, const dk_tensor *t, dh_err *
 int train_ckpt_get(const dhs_model *ck, const char *name, dk_tensor *t, dh_err *e);
 int train_ckpt_put_host(dhs_model *ck, const char *name, const float *x, int64_t n, dh_err *e);
 int train_ckpt_get_host(const dhs_model *ck, const char *name, float *x, int64_t n, dh_err *e);
+/* n device tensors as "PREFIX:0", "PREFIX:1", ... (e.g. EMA weights:
+ * train_ckpt_put_tensors(ck, "ema", a.p, a.np)), and back. */
+int train_ckpt_put_tensors(dhs_model *ck, const char *prefix, const dk_tensor *t, int n, dh_err *e);
+int train_ckpt_get_tensors(const dhs_model *ck, const char *prefix, dk_tensor *t, int n, dh_err *e);
 /* An integer or a float of the meta (DH_ESCHEMA when absent). */
 int train_ckpt_get_int(const dhs_model *ck, const char *key, int64_t *v, dh_err *e);
 int train_ckpt_get_float(const dhs_model *ck, const char *key, double *v, dh_err *e);
