@@ -41,14 +41,14 @@ static size_t g_scratch_bytes;
     do {                                                                                                               \
         cublasStatus_t st_ = (call);                                                                                   \
         if (st_ != CUBLAS_STATUS_SUCCESS)                                                                              \
-            return dh_seterr(e, st_ == CUBLAS_STATUS_ALLOC_FAILED ? DH_ENOMEM : DH_EDEVICE, "cuBLAS: %s: %s", #call, \
+            return dh_seterr(e, st_ == CUBLAS_STATUS_ALLOC_FAILED ? DH_ENOMEM : DH_EDEVICE, "cuBLAS: %s: %s", #call,   \
                              cublasGetStatusString(st_));                                                              \
     } while (0)
 #define CUDNN(call)                                                                                                    \
     do {                                                                                                               \
         cudnnStatus_t st_ = (call);                                                                                    \
         if (st_ != CUDNN_STATUS_SUCCESS)                                                                               \
-            return dh_seterr(e, st_ == CUDNN_STATUS_ALLOC_FAILED ? DH_ENOMEM : DH_EDEVICE, "cuDNN: %s: %s", #call,      \
+            return dh_seterr(e, st_ == CUDNN_STATUS_ALLOC_FAILED ? DH_ENOMEM : DH_EDEVICE, "cuDNN: %s: %s", #call,     \
                              cudnnGetErrorString(st_));                                                                \
     } while (0)
 #define LAUNCHED() CU(cudaGetLastError())
@@ -512,6 +512,33 @@ static void algo_add(algo_entry *a, int dir, int algo) {
     if (a->n[dir] < MAX_ALGOS) a->algo[dir][a->n[dir]++] = algo;
 }
 
+/* The algorithms that compute in another basis (FFT, FFT tiling, Winograd's
+ * non-fused transforms) lose digits that FP32 keeps: on an H200 (cuDNN 9.14)
+ * the heuristics' first backward-filter choice for LeNet's second layer (5x5,
+ * 20 -> 50 channels on 12x12) was off by 0.056 absolute (sums of scale ~20),
+ * against 5.7e-5 for the next algorithm: 1,000 times FP32's error. Without
+ * TF32 (DH_TF32=1 allows both) they are left out: FP32 means FP32's accuracy. */
+static int conv_lossy(int dir, int algo) {
+    if (dir == CONV_FWD)
+        return algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT || algo == CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED;
+    if (dir == CONV_BWD_DATA)
+        return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT || algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING ||
+               algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED;
+    return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT || algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT_TILING ||
+           algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED;
+}
+
+/* DH_CONV_LOSSY=1 (tests, diagnosis): keep them in FP32 too. */
+static int conv_keep_lossy(void) {
+    static int keep = -1;
+    if (keep < 0) {
+        const char *s = getenv("DH_CONV_LOSSY");
+        keep = s && strcmp(s, "1") == 0;
+    }
+    return keep;
+}
+
 /* The candidate list of one direction: the heuristics' usable results (in
  * their order), then the always-supported fallback. */
 static int algo_list(algo_entry *a, int dir, const convdesc *d, dh_err *e) {
@@ -538,7 +565,9 @@ static int algo_list(algo_entry *a, int dir, const convdesc *d, dh_err *e) {
     a->n[dir] = 0;
     a->chosen[dir] = 0;
     for (int i = 0; i < got; i++)
-        if (status[i] == CUDNN_STATUS_SUCCESS && mem[i] <= WS_LIMIT) algo_add(a, dir, algo[i]);
+        if (status[i] == CUDNN_STATUS_SUCCESS && mem[i] <= WS_LIMIT &&
+            (g_tf32 || conv_keep_lossy() || !conv_lossy(dir, algo[i])))
+            algo_add(a, dir, algo[i]);
     algo_add(a, dir,
              dir == CONV_FWD        ? (int)CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM
              : dir == CONV_BWD_DATA ? (int)CUDNN_CONVOLUTION_BWD_DATA_ALGO_1
@@ -997,6 +1026,7 @@ __global__ void k_augment(const uint8_t *src, int64_t S, int C, int H, int W, co
             continue;
         }
         dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
+        d.flip = dk_aug_flip(d.flip, seed, s, flip);
         int sy = dk_aug_src_y(d, y, pad, H), sx = dk_aug_src_x(d, x, pad, W);
         out[t] = (sy < 0 || sx < 0)
                      ? 0.0f

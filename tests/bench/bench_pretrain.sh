@@ -32,7 +32,7 @@ run_pretrain() {
   ips=$(sed -n 's/.*trained in .* (\([0-9]*\) images\/s).*/\1/p' "$W/$name.log")
   grep 'epoch ' "$W/$name.log" | sed "s/^/  $name: /"
   echo "BENCH $name test accuracy: $acc %"
-  echo "BENCH $name dh-pretrain wall time: $(printf "%.1f" "$(echo "$t1 - $t0" | bc)") s"
+  echo "BENCH $name dh-pretrain wall time: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s"
   echo "BENCH $name training images/s: $ips"
 }
 
