@@ -4,8 +4,10 @@
  * plain step in the normalised ones), the stage-3 trainer lowering the
  * loss on a small separable problem, and the registry losses through the
  * same trainer (each separates the classes; batch rows, steps and epoch
- * ends reach the loss; ADSH's database codes; bad specs and labels). CPU
- * only. */
+ * ends reach the loss; ADSH's database codes; bad specs and labels);
+ * checkpoints (a run paused between two steps, saved, restored into a
+ * fresh trainer and finished gives the same bits; what a resume refuses).
+ * CPU only. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,7 +16,7 @@
 #include "check.h"
 #include "dh_rng.h"
 #include "hashfn.h"
-#include "train.h"
+#include "train_ckpt.h"
 
 /* ---- channel statistics -------------------------------------------------------------------------------------- */
 static void t_channel_stats_rule(void) {
@@ -573,6 +575,118 @@ static void t_registry_db_codes(void) {
     train_finetune_free(&t);
 }
 
+/* ---- checkpoints ----------------------------------------------------------------------------------------------- */
+static int pause_at_; /* pause when the run reaches this step */
+static int pause_cb(void *arg) { return *(const int64_t *)arg == pause_at_; }
+
+/* A stage-3 run of `spec` (NULL: the exponentiated loss) on blobs for 3
+ * epochs, from a fresh trainer: straight (pause_at < 0), or paused at step
+ * pause_at, checkpointed, freed, and restored into a new trainer that
+ * finishes it. W, b (and V for ADSH) at the end. */
+static int ckpt_run(const char *spec, int skip, int pause_at, float *W, float *b, float *V, dh_err *e) {
+    static float z[RN * RD];
+    static int32_t lab[RN];
+    float W0[RK * RD], b0[RK];
+    train_features f;
+    train_finetune t;
+    train_finetune_stats st;
+    train_finetune_opts o;
+    blobs(z, lab, RN, RD, RC, 11);
+    memset(&f, 0, sizeof f);
+    f.N = RN, f.D = RD, f.z = z, f.lab = lab;
+    train_hash_random(W0, b0, RK, RD, 1, z, RN);
+    memset(&o, 0, sizeof o);
+    o.loss_spec = spec, o.loss.norm = DH_HL_BALANCED, o.loss.scale = RK * RK;
+    o.precond = 1, o.lr = spec ? train_loss_method(spec)->lr_hint : 0.3, o.momentum = 0.9, o.epochs = 3;
+    o.skip = skip, o.seed = 5;
+    if (train_schedule("cosine:0", 1.0, o.epochs, &o.sched, NULL, 0, e) ||
+        train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, RB, W0, b0, RK, e))
+        return e->code;
+    const int64_t spe = RN / RB;
+    pause_at_ = pause_at;
+    t.pause = pause_cb, t.pause_arg = &t.step;
+    for (int ep = (int)(t.step / spe); ep < o.epochs; ep++) {
+        if (train_finetune_epoch(&t, ep, &st, NULL, NULL, e)) return e->code;
+        if (!st.paused) continue;
+        dhs_model ck;
+        dhs_model_init(&ck);
+        int64_t step;
+        if (train_ckpt_begin(&ck, "test", "test", t.step, NULL, e) || train_finetune_ckpt(&t, &ck, e)) return e->code;
+        train_finetune_free(&t);
+        if (train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, RB, W0, b0, RK, e) ||
+            train_ckpt_check(&ck, "ck", "test", NULL, &step, e) || train_finetune_restore(&t, &ck, e))
+            return e->code;
+        dhs_model_free(&ck);
+        if (step != pause_at || t.step != pause_at)
+            return dh_seterr(e, DH_EINVAL, "restored at step %lld", (long long)t.step);
+        t.pause = pause_cb, t.pause_arg = &t.step;
+        ep--; /* the same epoch again, from where it paused */
+    }
+    int rc = train_hash_get(&t.th, W, b, e);
+    int64_t rows;
+    int cols;
+    const float *v = t.dloss ? dh_dloss_tensor(t.dloss, "V", &rows, &cols) : NULL;
+    if (V && v) memcpy(V, v, sizeof(float) * (size_t)RN * RK);
+    train_finetune_free(&t);
+    return rc;
+}
+
+static void t_checkpoint_resume_is_exact(void) {
+    static const struct {
+        const char *spec;
+        int skip;
+    } runs[] = { { NULL, -1 }, { NULL, 3 }, { "dsdh", -1 }, { "adsh", -1 }, { "greedyhash", -1 }, { "hashnet", -1 } };
+    static float V0[RN * RK], V1[RN * RK];
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        float W0[RK * RD], b0[RK], W1[RK * RD], b1[RK];
+        dh_err e;
+        const char *nm = runs[i].spec ? runs[i].spec : "balanced";
+        memset(V0, 0, sizeof V0), memset(V1, 0, sizeof V1);
+        int rc = ckpt_run(runs[i].spec, runs[i].skip, -1, W0, b0, V0, &e);
+        CHECKF(rc == DH_OK, "%s straight: %s", nm, e.msg);
+        for (int at = 3; rc == DH_OK && at <= 13; at += 10) { /* in epoch 1, in epoch 2 (8 steps an epoch) */
+            int rc2 = ckpt_run(runs[i].spec, runs[i].skip, at, W1, b1, V1, &e);
+            CHECKF(rc2 == DH_OK, "%s paused at %d: %s", nm, at, e.msg);
+            CHECKF(rc2 || (!memcmp(W0, W1, sizeof W0) && !memcmp(b0, b1, sizeof b0) && !memcmp(V0, V1, sizeof V0)),
+                   "%s (skip %d) paused at step %d and resumed: other bits", nm, runs[i].skip, at);
+        }
+    }
+}
+
+static void t_checkpoint_refusals(void) {
+    dhs_model ck, other;
+    dhs_meta *want = dhs_meta_new(), *have = dhs_meta_new();
+    dh_err e;
+    int64_t step;
+    REQUIRE(want && have);
+    dhs_model_init(&ck), dhs_model_init(&other);
+    REQUIRE(train_ckpt_match(have, "batch", "%d", 64) == 0 && train_ckpt_match(have, "seed", "1") == 0);
+    REQUIRE(train_ckpt_begin(&ck, "dh-finetune", "cmd", 7, have, &e) == DH_OK);
+    REQUIRE(train_ckpt_match(want, "batch", "%d", 64) == 0 && train_ckpt_match(want, "seed", "1") == 0);
+    CHECK(train_ckpt_check(&ck, "ck.dhm", "dh-finetune", want, &step, &e) == DH_OK && step == 7);
+    train_ckpt_match(want, "batch", "%d", 32);
+    CHECKF(train_ckpt_check(&ck, "ck.dhm", "dh-finetune", want, &step, &e) == DH_ESCHEMA &&
+               strstr(e.msg, "ck.dhm: a checkpoint of another run: batch 64 there, 32 here"),
+           "%s", e.msg);
+    train_ckpt_match(want, "batch", "%d", 64);
+    train_ckpt_match(want, "arch", "lenet"); /* a key the checkpoint lacks */
+    CHECK(train_ckpt_check(&ck, "ck.dhm", "dh-finetune", want, &step, &e) == DH_ESCHEMA && strstr(e.msg, "arch"));
+    CHECK(train_ckpt_check(&ck, "ck.dhm", "dh-pretrain", NULL, &step, &e) == DH_ESCHEMA &&
+          strstr(e.msg, "a checkpoint of dh-finetune, not of dh-pretrain"));
+    dhs_meta_set_str(other.meta, "model", "net");
+    CHECK(train_ckpt_check(&other, "net.dhm", "dh-pretrain", NULL, &step, &e) == DH_ESCHEMA &&
+          strstr(e.msg, "not a checkpoint (a 'net' model)"));
+    dhs_meta_set_int(ck.meta, "checkpoint_version", 99);
+    CHECK(train_ckpt_check(&ck, "ck.dhm", "dh-finetune", NULL, &step, &e) == DH_ESCHEMA && strstr(e.msg, "version 99"));
+    /* tensors: sizes are checked */
+    float x[3] = { 1, 2, 3 }, y[4];
+    REQUIRE(train_ckpt_put_host(&ck, "extra:ema", x, 3, &e) == DH_OK);
+    CHECK(train_ckpt_get_host(&ck, "extra:ema", y, 3, &e) == DH_OK && y[2] == 3);
+    CHECK(train_ckpt_get_host(&ck, "extra:ema", y, 4, &e) == DH_ESCHEMA && strstr(e.msg, "3 values"));
+    CHECK(train_ckpt_get_host(&ck, "nosuch", y, 3, &e) == DH_ESCHEMA);
+    dhs_model_free(&ck), dhs_model_free(&other), dhs_meta_free(want), dhs_meta_free(have);
+}
+
 int main(void) {
     dh_err e;
     if (dk_init(DK_CPU, &e)) {
@@ -594,6 +708,8 @@ int main(void) {
     RUN(t_registry_positions_and_report);
     RUN(t_registry_setup);
     RUN(t_registry_db_codes);
+    RUN(t_checkpoint_resume_is_exact);
+    RUN(t_checkpoint_refusals);
     dk_shutdown();
     return check_done();
 }
