@@ -47,6 +47,27 @@ else
   USE_DNNL := 0
 endif
 
+# MPI (Debian libopenmpi-dev): data-parallel training, `mpirun -np N dh-pretrain`
+# (kernels/train/train_dist.c, the one file compiled with the MPI headers;
+# NCCL for GPUs is opened at run time, no header needed). Found with
+# pkg-config (ompi-c, mpich) or the mpicc wrapper; linked --as-needed, so
+# only the programs that train depend on libmpi. NO_MPI=1 leaves it out: the
+# programs then run alone as before and refuse to be one of several ranks.
+ifeq ($(NO_MPI),1)
+  USE_MPI := 0
+else
+  MPI_PC := $(firstword $(foreach p,ompi-c mpich,$(shell pkg-config --exists $(p) 2>/dev/null && echo $(p))))
+  ifneq ($(MPI_PC),)
+    MPI_CFLAGS := $(shell pkg-config --cflags $(MPI_PC))
+    MPI_LIBS   := $(shell pkg-config --libs $(MPI_PC))
+  else ifneq ($(shell command -v mpicc 2>/dev/null),)
+    MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null || mpicc -compile_info 2>/dev/null | cut -d' ' -f2-)
+    MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null || mpicc -link_info 2>/dev/null | cut -d' ' -f2-)
+  endif
+  USE_MPI := $(if $(strip $(MPI_LIBS)),1,0)
+endif
+MPI_VERSION := $(if $(filter 1,$(USE_MPI)),$(or $(MPI_PC),mpicc) $(shell pkg-config --modversion $(MPI_PC) 2>/dev/null))
+
 BUILDDIR ?= build/$(V)
 BUILD := $(BUILDDIR)
 OBJ   := $(BUILD)/obj
@@ -78,6 +99,10 @@ LDLIBS   := -larchive -ljpeg -lpng -lmsgpackc -llapacke $(BLAS_LIBS) -lz -lm -lp
 ifeq ($(USE_DNNL),1)
   LDLIBS += -ldnnl
 endif
+ifeq ($(USE_MPI),1)
+  LDLIBS += -Wl,--as-needed $(MPI_LIBS) -Wl,--no-as-needed
+endif
+$(OBJ)/kernels/train/train_dist.o: CPPFLAGS += $(MPI_CFLAGS) -DDH_USE_MPI=$(USE_MPI)
 
 # CUDA (kernels/README.md, "The CUDA backend at run time"): every .cu file goes
 # into one shared object, lib/libdhcuda.so, with the CUDA runtime linked
@@ -123,7 +148,7 @@ PRG_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(PRG_SRC))
 # exits); libdeephash.a: everything else.
 LIBS    := $(LIBD)/libdhprog.a $(LIBD)/libdeephash.a
 # Headers for users of the library: every room's, less the internal ones.
-PRIVATE_HDRS := dk_impl.h dk_elem.h dk_dnnl.h dhs_internal.h hash_linalg.h dh_cuda.h deeploss_impl.h
+PRIVATE_HDRS := dk_impl.h dk_elem.h dk_dnnl.h dhs_internal.h hash_linalg.h dh_cuda.h deeploss_impl.h train_nccl.h
 PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS),$(wildcard $(r)/*.h)))
 
 # Object files are kept (not removed as intermediates), so a second make builds nothing.
@@ -134,7 +159,7 @@ all: $(DHCUDA) $(GTESTS)
 $(PROGS) $(UTESTS) $(GTESTS) $(BENCHES): LDSAN += $(LDRUN)
 
 info:
-	@echo "deephash $(VERSION): build $(V), nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN: $(if $(CUDNN_H),$(CUDNN_H),not found), CUDA backend: $(if $(filter 1,$(USE_CUDA)),yes,no), oneDNN: $(if $(filter 1,$(USE_DNNL)),$(DNNL_H) (CPU backend: onednn; DH_CPU=ref for the reference),not found (CPU backend: ref))"
+	@echo "deephash $(VERSION): build $(V), nvcc: $(if $(NVCC),$(NVCC),not found), cuDNN: $(if $(CUDNN_H),$(CUDNN_H),not found), CUDA backend: $(if $(filter 1,$(USE_CUDA)),yes,no), oneDNN: $(if $(filter 1,$(USE_DNNL)),$(DNNL_H) (CPU backend: onednn; DH_CPU=ref for the reference),not found (CPU backend: ref)), MPI: $(if $(filter 1,$(USE_MPI)),$(strip $(MPI_VERSION)) (mpirun -np N dh-pretrain: data-parallel training),$(if $(filter 1,$(NO_MPI)),off (NO_MPI=1),not found))"
 
 $(OBJ)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -48,6 +48,7 @@ check_hdr jpeglib.h formats/image
 check_hdr png.h formats/image
 check_hdr cudnn.h kernels/dk
 check_hdr getopt.h formats/prog
+check_hdr mpi.h kernels/train
 t_end
 # nm: exit, abort and the standard streams only in libdhprog.a
 lib=${DH_TESTS:-build/rel/tests}/../lib

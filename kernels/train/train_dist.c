@@ -1,0 +1,376 @@
+/* train_dist.c — data-parallel training over MPI (CPU) or NCCL (GPUs)
+ * (train_dist.h). The one file of deephash that includes <mpi.h>; built
+ * without it (DH_USE_MPI 0) every collective is a no-op of a size-1 run. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <glob.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "train_dist.h"
+#include "train_nccl.h"
+#ifndef DH_USE_MPI
+#define DH_USE_MPI 0
+#endif
+#if DH_USE_MPI
+#include <mpi.h>
+#endif
+
+int train_dist_built(void) { return DH_USE_MPI; }
+
+#define DIST_STR2(x) #x
+#define DIST_STR(x)  DIST_STR2(x)
+const char *train_dist_library(void) {
+#if DH_USE_MPI && defined(OMPI_MAJOR_VERSION)
+    return "MPI (Open MPI " DIST_STR(OMPI_MAJOR_VERSION) "." DIST_STR(OMPI_MINOR_VERSION) "." DIST_STR(
+        OMPI_RELEASE_VERSION) ")";
+#elif DH_USE_MPI
+    return "MPI";
+#else
+    return "no MPI in this build";
+#endif
+}
+
+/* ---- the launcher ------------------------------------------------------------------------------------------------ */
+static int env_int(const char *name, int *v) {
+    const char *s = getenv(name);
+    if (!s || !*s) return 0;
+    char *end;
+    long x = strtol(s, &end, 10);
+    if (*end || x < 0 || x > (1 << 24)) return 0;
+    *v = (int)x;
+    return 1;
+}
+
+/* Whether a launcher started this process: its size and rank as far as the
+ * environment tells them (-1 when not). */
+static int launched(int *size, int *rank, char *who, size_t n) {
+    *size = *rank = -1;
+    if (env_int("OMPI_COMM_WORLD_SIZE", size)) {
+        env_int("OMPI_COMM_WORLD_RANK", rank);
+        snprintf(who, n, "mpirun (Open MPI)");
+        return 1;
+    }
+    if (env_int("PMI_SIZE", size)) {
+        env_int("PMI_RANK", rank);
+        snprintf(who, n, "a PMI launcher (mpiexec, srun)");
+        return 1;
+    }
+    if (env_int("PMI_RANK", rank) || env_int("PMIX_RANK", rank)) {
+        snprintf(who, n, "a PMI launcher (mpiexec, srun)");
+        return 1;
+    }
+    return 0;
+}
+
+#if DH_USE_MPI
+/* Several ranks on one host: share its cores and its GPUs, unless the user chose. */
+static void share_host(const train_dist *d) {
+    char v[32];
+    if (!getenv("DH_THREADS")) {
+        cpu_set_t set;
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        if (sched_getaffinity(0, sizeof set, &set) == 0 && online > 0 && CPU_COUNT(&set) >= online) {
+            int t = (int)(online / d->local_size);
+            snprintf(v, sizeof v, "%d", t > 0 ? t : 1);
+            setenv("DH_THREADS", v, 1);
+        } /* else the launcher bound this rank to its own cores already: use them all */
+    }
+    const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+    if (cvd && *cvd) { /* a list: this rank's entry of it */
+        int k = 1;
+        for (const char *p = cvd; *p; p++) k += *p == ',';
+        if (k > 1) {
+            int want = d->local_rank % k;
+            const char *p = cvd;
+            for (int i = 0; i < want; i++) p = strchr(p, ',') + 1;
+            size_t len = strcspn(p, ",");
+            char one[128];
+            if (len < sizeof one) {
+                memcpy(one, p, len);
+                one[len] = 0;
+                setenv("CUDA_VISIBLE_DEVICES", one, 1);
+            }
+        }
+        return;
+    }
+    glob_t g;
+    if (glob("/dev/nvidia[0-9]*", 0, NULL, &g) == 0) {
+        if (g.gl_pathc > 1) {
+            snprintf(v, sizeof v, "%d", d->local_rank % (int)g.gl_pathc);
+            setenv("CUDA_VISIBLE_DEVICES", v, 1);
+        }
+        globfree(&g);
+    }
+}
+
+static int mpi_fail(int rc, const char *what, dh_err *e) {
+    char s[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    MPI_Error_string(rc, s, &len);
+    return dh_seterr(e, DH_EIO, "MPI %s: %s", what, len > 0 ? s : "failed");
+}
+#define MPI_TRY(call, what)                                                                                            \
+    do {                                                                                                               \
+        int mrc_ = (call);                                                                                             \
+        if (mrc_ != MPI_SUCCESS) return mpi_fail(mrc_, what, e);                                                       \
+    } while (0)
+#endif
+
+int train_dist_init(train_dist *d, dh_err *e) {
+    memset(d, 0, sizeof *d);
+    d->size = d->local_size = 1;
+    int size, rank;
+    char who[64];
+    if (!launched(&size, &rank, who, sizeof who)) return DH_OK;
+#if !DH_USE_MPI
+    if (size > 1 || rank > 0)
+        return dh_seterr(e, DH_EUNSUPPORTED,
+                         "started by %s as rank %d of %d, but this build has no MPI, so the ranks cannot share the "
+                         "training: rebuild with MPI (Debian: libopenmpi-dev; make's first line says whether it was "
+                         "found), or run one process",
+                         who, rank, size);
+    return DH_OK;
+#else
+    int flag = 0, provided = 0;
+    MPI_Initialized(&flag);
+    if (!flag) {
+        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS) return dh_seterr(e, DH_EIO, "MPI_Init failed (started by %s)", who);
+        d->mpi = 1;
+    }
+    snprintf(d->launcher, sizeof d->launcher, "%s", who);
+    MPI_TRY(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    MPI_TRY(MPI_Comm_rank(MPI_COMM_WORLD, &d->rank), "MPI_Comm_rank");
+    MPI_TRY(MPI_Comm_size(MPI_COMM_WORLD, &d->size), "MPI_Comm_size");
+    MPI_Comm local;
+    MPI_TRY(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &local),
+            "MPI_Comm_split_type");
+    MPI_Comm_rank(local, &d->local_rank);
+    MPI_Comm_size(local, &d->local_size);
+    MPI_Comm_free(&local);
+    if (d->local_size > 1) share_host(d);
+    if (d->rank > 0) { /* rank 0 writes the outputs */
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            close(fd);
+        }
+    }
+    return DH_OK;
+#endif
+}
+
+void train_dist_finalize(train_dist *d) {
+    if (d->nccl) train_nccl_comm_destroy(d->nccl);
+#if DH_USE_MPI
+    if (d->mpi) MPI_Finalize();
+#endif
+    free(d->buf);
+    memset(d, 0, sizeof *d);
+    d->size = d->local_size = 1;
+}
+
+int train_dist_slice(const train_dist *d, int64_t B, int64_t *first, int64_t *rows, dh_err *e) {
+    if (B % d->size || B < d->size)
+        return dh_seterr(e, DH_EINVAL, "a batch of %lld does not divide among %d ranks: give a multiple of %d",
+                         (long long)B, d->size, d->size);
+    *rows = B / d->size;
+    *first = d->rank * *rows;
+    return DH_OK;
+}
+
+const char *train_dist_describe(const train_dist *d, char *buf, size_t n) {
+    if (d->size <= 1)
+        snprintf(buf, n, "%s", "");
+    else
+        snprintf(buf, n, " on %d ranks (MPI%s)", d->size, d->nccl ? ", NCCL" : "");
+    return buf;
+}
+
+/* ---- collectives ---------------------------------------------------------------------------------------------- */
+#if DH_USE_MPI
+static int grow(train_dist *d, size_t n, dh_err *e) {
+    if (n <= d->cap) return DH_OK;
+    float *b = realloc(d->buf, n * sizeof *b);
+    if (!b) return dh_seterr(e, DH_ENOMEM, "out of memory (%zu floats for the ranks' exchange)", n);
+    d->buf = b;
+    d->cap = n;
+    return DH_OK;
+}
+
+/* MPI counts are ints: long buffers go in pieces. */
+#define MPI_PIECE (1 << 30)
+
+/* The NCCL communicator, at the first CUDA collective (every rank gets here
+ * together): rank 0's id sent with MPI_Bcast, with a status that every rank
+ * agrees on before ncclCommInitRank (which would wait for a missing rank). */
+static int nccl_ready(train_dist *d, dh_err *e) {
+    if (d->nccl) return DH_OK;
+    struct {
+        int ok;
+        char id[TRAIN_NCCL_ID_BYTES];
+    } msg;
+    memset(&msg, 0, sizeof msg);
+    dh_err le;
+    memset(&le, 0, sizeof le);
+    int rc = train_nccl_load(NULL, &le);
+    if (d->rank == 0 && rc == DH_OK) rc = train_nccl_unique_id(msg.id, &le);
+    msg.ok = rc == DH_OK;
+    MPI_TRY(MPI_Bcast(&msg, (int)sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast (NCCL id)");
+    int mine = rc == DH_OK, all = 0;
+    MPI_TRY(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
+    if (rc) {
+        if (e) *e = le;
+        return rc;
+    }
+    if (!all) return dh_seterr(e, DH_EDEVICE, "NCCL failed on another rank (its message says why)");
+    return train_nccl_comm_init(&d->nccl, d->size, msg.id, d->rank, e);
+}
+
+static int same_device(dk_tensor *const *t, int n, dh_err *e) {
+    for (int i = 1; i < n; i++)
+        if (t[i]->dev != t[0]->dev) return dh_seterr(e, DH_EINVAL, "tensors on different devices");
+    return DH_OK;
+}
+#endif
+
+int train_dist_allreduce(train_dist *d, dk_tensor *const *t, int n, int average, dh_err *e) {
+    if (d->size <= 1 || n <= 0) return DH_OK;
+#if DH_USE_MPI
+    int rc = same_device(t, n, e);
+    if (rc) return rc;
+    const float s = average ? 1.0f / (float)d->size : 1.0f;
+    if (t[0]->dev == DK_CUDA) {
+        if ((rc = nccl_ready(d, e)) || (rc = train_nccl_group(1, e))) return rc;
+        for (int i = 0; i < n && !rc; i++) rc = train_nccl_allreduce_sum(d->nccl, t[i]->data, (size_t)t[i]->n, e);
+        int rc2 = train_nccl_group(0, e);
+        if (rc || rc2) return rc ? rc : rc2;
+        for (int i = 0; i < n && average; i++)
+            if ((rc = dk_scale(t[i], s, e))) return rc;
+        return DH_OK;
+    }
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (size_t)t[i]->n;
+    if ((rc = grow(d, total, e))) return rc;
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(d->buf + o, t[i]->data, (size_t)t[i]->n * sizeof(float));
+        o += (size_t)t[i]->n;
+    }
+    for (size_t p = 0; p < total; p += MPI_PIECE) {
+        int cnt = (int)(total - p < MPI_PIECE ? total - p : MPI_PIECE);
+        MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, d->buf + p, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    }
+    o = 0;
+    for (int i = 0; i < n; i++) {
+        float *dst = t[i]->data;
+        const float *src = d->buf + o;
+        for (int64_t k = 0; k < t[i]->n; k++) dst[k] = src[k] * s;
+        o += (size_t)t[i]->n;
+    }
+    return DH_OK;
+#else
+    return dh_seterr(e, DH_EUNSUPPORTED, "no MPI in this build");
+#endif
+}
+
+int train_dist_allgather(train_dist *d, const dk_tensor *part, dk_tensor *all, dh_err *e) {
+    if (part->dev != all->dev || all->n != part->n * d->size)
+        return dh_seterr(e, DH_EINVAL, "allgather: %lld elements for %d parts of %lld", (long long)all->n, d->size,
+                         (long long)part->n);
+    if (d->size <= 1) return part->data == all->data ? DH_OK : dk_copy(all, part, e);
+#if DH_USE_MPI
+    if (part->dev == DK_CUDA) {
+        int rc = nccl_ready(d, e);
+        return rc ? rc : train_nccl_allgather(d->nccl, part->data, all->data, (size_t)part->n, e);
+    }
+    if (part->n > MPI_PIECE) return dh_seterr(e, DH_ELIMIT, "allgather: %lld elements per rank", (long long)part->n);
+    MPI_TRY(MPI_Allgather(part->data, (int)part->n, MPI_FLOAT, all->data, (int)part->n, MPI_FLOAT, MPI_COMM_WORLD),
+            "MPI_Allgather");
+    return DH_OK;
+#else
+    return dh_seterr(e, DH_EUNSUPPORTED, "no MPI in this build");
+#endif
+}
+
+int train_dist_bcast(train_dist *d, dk_tensor *const *t, int n, int root, dh_err *e) {
+    if (d->size <= 1 || n <= 0) return DH_OK;
+#if DH_USE_MPI
+    int rc = same_device(t, n, e);
+    if (rc) return rc;
+    if (t[0]->dev == DK_CUDA) {
+        if ((rc = nccl_ready(d, e)) || (rc = train_nccl_group(1, e))) return rc;
+        for (int i = 0; i < n && !rc; i++) rc = train_nccl_bcast(d->nccl, t[i]->data, (size_t)t[i]->n, root, e);
+        int rc2 = train_nccl_group(0, e);
+        return rc ? rc : rc2;
+    }
+    for (int i = 0; i < n; i++)
+        for (int64_t p = 0; p < t[i]->n; p += MPI_PIECE) {
+            int cnt = (int)(t[i]->n - p < MPI_PIECE ? t[i]->n - p : MPI_PIECE);
+            MPI_TRY(MPI_Bcast(t[i]->data + p, cnt, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
+        }
+    return DH_OK;
+#else
+    return dh_seterr(e, DH_EUNSUPPORTED, "no MPI in this build");
+#endif
+}
+
+int train_dist_sum(train_dist *d, double *v, int n, dh_err *e) {
+    if (d->size <= 1 || n <= 0) return DH_OK;
+#if DH_USE_MPI
+    MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    return DH_OK;
+#else
+    return dh_seterr(e, DH_EUNSUPPORTED, "no MPI in this build");
+#endif
+}
+
+/* ---- the network ------------------------------------------------------------------------------------------------ */
+/* The tensors of n: parameters (what 0: values, 1: gradients) and/or state. */
+static dk_tensor **net_tensors(const net *n, int params, int what, int state, int *count, dh_err *e) {
+    int k = (params ? n->nparams : 0) + (state ? n->nstate : 0);
+    dk_tensor **t = dh_malloc(e, (size_t)(k > 0 ? k : 1), sizeof *t);
+    if (!t) return NULL;
+    int c = 0;
+    for (int i = 0; params && i < n->nparams; i++) t[c++] = what ? &n->params[i].g : &n->params[i].w;
+    for (int i = 0; state && i < n->nstate; i++) t[c++] = &n->state[i].t;
+    *count = c;
+    return t;
+}
+
+int train_dist_bcast_net(train_dist *d, net *n, dh_err *e) {
+    if (d->size <= 1) return DH_OK;
+    int c;
+    dk_tensor **t = net_tensors(n, 1, 0, 1, &c, e);
+    if (!t) return DH_ENOMEM;
+    int rc = train_dist_bcast(d, t, c, 0, e);
+    free(t);
+    return rc;
+}
+
+int train_dist_grads(train_dist *d, net *n, int average, dh_err *e) {
+    if (d->size <= 1) return DH_OK;
+    int c;
+    dk_tensor **t = net_tensors(n, 1, 1, 0, &c, e);
+    if (!t) return DH_ENOMEM;
+    int rc = train_dist_allreduce(d, t, c, average, e);
+    free(t);
+    return rc;
+}
+
+int train_dist_sync(train_dist *d, net *n, dh_err *e) {
+    if (d->size <= 1) return DH_OK;
+    int c, rc;
+    dk_tensor **t = net_tensors(n, 0, 0, 1, &c, e);
+    if (!t) return DH_ENOMEM;
+    rc = train_dist_allreduce(d, t, c, 1, e);
+    free(t);
+    if (rc) return rc;
+    if (!(t = net_tensors(n, 1, 0, 0, &c, e))) return DH_ENOMEM;
+    rc = train_dist_bcast(d, t, c, 0, e);
+    free(t);
+    return rc;
+}
