@@ -328,6 +328,13 @@ int main(int argc, char **argv) {
         if (train_ckpt_check(&ckm, o.ck.resume, "dh-finetune", match, &step, &e) ||
             train_finetune_restore(&t, &ckm, &e))
             dh_die_err(&e, o.ck.resume);
+        if (!train_ckpt_same_engine(&ckm, dev)) {
+            char now[128];
+            const char *was = dhs_meta_str(ckm.meta, "engine");
+            train_ckpt_engine(dev, now, sizeof now);
+            dh_note("%s was written on %s, this run computes on %s: it continues, but not to the same bits",
+                    o.ck.resume, was ? was : "?", now);
+        }
         dhs_model_free(&ckm);
         dh_note("resumed from %s: epoch %lld, step %lld of %lld", o.ck.resume, (long long)(t.step / spe + 1),
                 (long long)t.step, (long long)(spe * to->epochs));

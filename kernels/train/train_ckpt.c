@@ -8,6 +8,29 @@
 #include "dh_rng.h"
 
 /* ---- the container ------------------------------------------------------------------------------------------------ */
+void train_ckpt_engine(dk_device dev, char *buf, size_t n) {
+    if (dev != DK_CPU) {
+        snprintf(buf, n, "%s", dk_device_name(dev));
+        return;
+    }
+    snprintf(buf, n, "cpu %s, %d threads, %s", dk_cpu_backend_name(dk_cpu_get_backend()), dk_threads(),
+             dk_cpu_get_bf16() ? "bf16" : "fp32");
+}
+
+int train_ckpt_same_engine(const dhs_model *ck, dk_device dev) {
+    char buf[128];
+    const char *was = dhs_meta_str(ck->meta, "engine");
+    train_ckpt_engine(dev, buf, sizeof buf);
+    return was && !strcmp(was, buf);
+}
+
+/* Meta "engine" of ck: the engine of dev now. */
+static int set_engine(dhs_model *ck, dk_device dev, dh_err *e) {
+    char engine[128];
+    train_ckpt_engine(dev, engine, sizeof engine);
+    return dhs_meta_set_str(ck->meta, "engine", engine) ? dh_seterr(e, DH_ENOMEM, "out of memory") : DH_OK;
+}
+
 int train_ckpt_begin(dhs_model *ck, const char *program, const char *cmdline, int64_t step, const dhs_meta *match,
                      dh_err *e) {
     dhs_meta *m = ck->meta;
@@ -274,6 +297,7 @@ int train_finetune_ckpt(const train_finetune *t, dhs_model *ck, dh_err *e) {
     dh_err local;
     if (!e) e = &local;
     if (dhs_meta_set_int(ck->meta, "cursor", epoch_cursor(t))) return dh_seterr(e, DH_ENOMEM, "out of memory");
+    if (set_engine(ck, t->th.dev, e)) return e->code;
     if (train_ckpt_put(ck, "hash:W", &t->th.W, e) || train_ckpt_put(ck, "hash:b", &t->th.b, e) ||
         train_ckpt_put(ck, "hash:c", &t->th.c, e) || train_ckpt_put(ck, "hash:vW", &t->th.vW, e) ||
         train_ckpt_put(ck, "hash:vb", &t->th.vb, e) || (t->nw && train_ckpt_put_net(ck, t->nw, e)) ||
@@ -308,6 +332,7 @@ int train_pretrain_ckpt(dhs_model *ck, const net *n, double loss_sum, int64_t co
     if (dhs_meta_set_float(ck->meta, "epoch_loss_sum", loss_sum) ||
         dhs_meta_set_int(ck->meta, "epoch_correct", correct))
         return dh_seterr(e, DH_ENOMEM, "out of memory");
+    if (set_engine(ck, n->dev, e)) return e->code;
     return train_ckpt_put_net(ck, n, e);
 }
 

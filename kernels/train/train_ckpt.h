@@ -17,7 +17,8 @@
  * A checkpoint is a model stream (dhs_model, dh-stream(5)):
  *   meta    "model": "checkpoint", "checkpoint_of": the program,
  *           "checkpoint_version": TRAIN_CKPT_VERSION, "step": the steps
- *           done, "cmdline": the run's command, "match": a map of what a
+ *           done, "cmdline": the run's command, "engine": what computed it
+ *           (train_ckpt_engine), "match": a map of what a
  *           resume must agree on (KEY: text: the data's fingerprint, the
  *           architecture, batch, seed, schedule ...), and the program's own
  *           scalars (e.g. "cursor", "net_step", an epoch's running sums);
@@ -53,6 +54,14 @@ int train_ckpt_match(dhs_meta *match, const char *key, const char *fmt, ...) __a
  * *step receives the steps done. */
 int train_ckpt_check(const dhs_model *ck, const char *name, const char *program, const dhs_meta *want, int64_t *step,
                      dh_err *e);
+
+/* The engine a run computes with, for meta "engine" (train_finetune_ckpt
+ * and train_pretrain_ckpt set it): "cpu onednn, 2 threads, fp32", "cuda". A resume on another
+ * engine continues the run, but not to the same bits (dk.h: a backend, a
+ * thread count and a precision give the same bits run to run). */
+void train_ckpt_engine(dk_device dev, char *buf, size_t n);
+/* 1 when ck was written on the engine of dev now. */
+int train_ckpt_same_engine(const dhs_model *ck, dk_device dev);
 
 /* Named tensors: a device tensor (downloaded) or host floats, and back
  * (the element count must agree: DH_ESCHEMA naming the tensor). */
