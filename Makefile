@@ -247,7 +247,7 @@ bench-gpu: all
 # built once into build/fuzz/libfuzzdh.a with coverage instrumentation.
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRC))
-FUZZ_ROOMS   := kernels/base formats/stream formats/netspec formats/image kernels/hash
+FUZZ_ROOMS   := kernels/base formats/stream formats/netspec formats/image kernels/hash kernels/search
 FUZZ_CC      ?= clang
 FUZZ_CPPFLAGS = $(filter-out -DDH_USE_CUDA=%,$(CPPFLAGS)) -DDH_USE_CUDA=0 -DDHS_RBUF=4096 -DDH_INGEST_IO_BLOCK=4096
 FUZZ_CFLAGS  := $(CSTD) -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined $(WARN)

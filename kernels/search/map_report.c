@@ -1,5 +1,6 @@
 /* map_report.c — dh-map's table and JSON result, and the JSON read back
  * (see map_report.h). */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "json.h"
@@ -145,14 +146,31 @@ static int num(rd *c, const dh_json *o, const char *key, int required, double *x
     return DH_OK;
 }
 
-static int cut(rd *c, const dh_json *o, const char *key, const char *ckey, double *cv, int *have, double *v,
-               int *have_tie, double *tie) {
+/* A whole number in [lo, hi], or null or absent (0): the counts of a result
+ * (a value outside the range is no dh-map result, and would not convert). */
+static int whole(rd *c, const dh_json *o, const char *key, double lo, double hi, int64_t *x) {
+    double v;
+    int have;
+    *x = 0;
+    if (num(c, o, key, 0, &v, &have)) return DH_EFORMAT;
+    if (!have) return DH_OK;
+    if (!(v >= lo && v <= hi) || v != (double)(int64_t)v)
+        return dh_seterr(c->e, DH_EFORMAT,
+                         "not a dh-map result: %s'%s' = %g, expected a whole number from %.0f to %.0f", c->where, key,
+                         v, lo, hi);
+    *x = (int64_t)v;
+    return DH_OK;
+}
+#define MAX_COUNT 9.2e18 /* below 2^63 */
+
+static int cut(rd *c, const dh_json *o, const char *key, const char *ckey, double cmax, int64_t *cv, int *have,
+               double *v, int *have_tie, double *tie) {
     const dh_json *x = dh_json_get(o, key);
-    int h2;
     if (!x) return DH_OK;
     if (x->type != DH_JSON_OBJ) return bad(c, key, x, "an object");
     snprintf(c->where, sizeof c->where, "%s: ", key);
-    int rc = num(c, x, ckey, 0, cv, &h2) || num(c, x, "value", 0, v, have) || num(c, x, "tie_aware", 0, tie, have_tie);
+    int rc =
+        whole(c, x, ckey, 0, cmax, cv) || num(c, x, "value", 0, v, have) || num(c, x, "tie_aware", 0, tie, have_tie);
     c->where[0] = 0;
     return rc ? DH_EFORMAT : DH_OK;
 }
@@ -172,21 +190,19 @@ static int read_result(rd *c, const dh_json *root, dh_map_result *r, char **labe
         return dh_seterr(c->e, DH_EFORMAT, "not a dh-map result (no \"program\": \"dh-map\")");
     if (l && l->type != DH_JSON_STR) return bad(c, "label", l, "a string");
     if (l && !(*label = dh_strdup(c->e, l->str))) return DH_ENOMEM;
-    double x, at_r = 0, radius = 0;
+    double x;
+    int64_t bits, radius;
     int h, rc = DH_OK;
-    if (num(c, root, "bits", 0, &x, &h)) return DH_EFORMAT;
-    r->bits = h ? (int)x : 0;
-    if (num(c, root, "queries", 0, &x, &h)) return DH_EFORMAT;
-    r->nq = h ? (int64_t)x : 0;
-    if (num(c, root, "database", 0, &x, &h)) return DH_EFORMAT;
-    r->ndb = h ? (int64_t)x : 0;
-    if (num(c, root, "queries_without_relevant", 0, &x, &h)) return DH_EFORMAT;
-    r->nq_norel = h ? (int64_t)x : 0;
-    if (num(c, root, "mAP", 0, &r->map, &r->have_map) || num(c, root, "mAP_tie_aware", 0, &r->map_tie, &h) ||
-        cut(c, root, "mAP_at_R", "R", &at_r, &r->have_map_r, &r->map_r, &r->have_map_r_tie, &r->map_r_tie) ||
-        cut(c, root, "precision_at_radius", "radius", &radius, &r->have_prad, &r->prad, &h, &x))
+    if (whole(c, root, "bits", 0, INT_MAX, &bits) || whole(c, root, "queries", 0, MAX_COUNT, &r->nq) ||
+        whole(c, root, "database", 0, MAX_COUNT, &r->ndb) ||
+        whole(c, root, "queries_without_relevant", 0, MAX_COUNT, &r->nq_norel))
         return DH_EFORMAT;
-    r->at_r = (int64_t)at_r;
+    r->bits = (int)bits;
+    if (num(c, root, "mAP", 0, &r->map, &r->have_map) || num(c, root, "mAP_tie_aware", 0, &r->map_tie, &h) ||
+        cut(c, root, "mAP_at_R", "R", MAX_COUNT, &r->at_r, &r->have_map_r, &r->map_r, &r->have_map_r_tie,
+            &r->map_r_tie) ||
+        cut(c, root, "precision_at_radius", "radius", INT_MAX, &radius, &r->have_prad, &r->prad, &h, &x))
+        return DH_EFORMAT;
     r->radius = (int)radius;
     const dh_json *pk = array(c, root, "precision_at_k", &rc), *pr = rc ? NULL : array(c, root, "pr_curve", &rc);
     if (rc) return rc;

@@ -90,4 +90,11 @@ expect_error npy_labels_count_overflow 5 30 200 dh-npy import --field z --labels
 expect_error npy_row_size_overflow 5 30 200 dh-npy import --field z "$R/npy/row-size-overflow"
 # 2^40 labels declared, 3 present: memory grows with the labels read
 expect_error npy_labels_count_2e40 1 30 200 dh-npy import --field z --labels "$R/npy/labels-count-2e40" "$R/npy/data-count-2e40"
+
+# ---- dh-plot (dh_map_read_json): whole-number fields of a dh-map result
+# beyond int / int64 (bits 1e10, R 3.5e19, radius -1e20) were converted
+# anyway (undefined behaviour); now 'not a dh-map result'
+for f in map-bits-1e10 map-R-3.5e19 map-radius-negative; do
+  expect_error "json_$f" 1 30 200 dh-plot --script -o "$TMP/p.gp" "$R/json/$f"
+done
 t_done
