@@ -11,8 +11,12 @@
 #                        stage2, the common start, is never among them)
 #   --table              the table (with --top N: the runs expected for the N best
 #                        at every seed); exit 1 when an expected run is missing
+#   --all-seeds          with --table: every method at every seed, in the order of
+#                        --methods, and each method's gain over the first (paired by
+#                        seed: mean +- sd of the differences)
+#   --title TEXT         the table's first words (default: the deep hashing losses')
 set -euo pipefail
-methods= bits= seeds="1 2 3" top=0 table=0
+methods= bits= seeds="1 2 3" top=0 table=0 all=0 title=""
 while [ $# -gt 1 ]; do
   case $1 in
     --methods) methods=$2; shift 2 ;;
@@ -20,13 +24,16 @@ while [ $# -gt 1 ]; do
     --seeds) seeds=$2; shift 2 ;;
     --top) top=$2; shift 2 ;;
     --table) table=1; shift ;;
+    --all-seeds) all=1; shift ;;
+    --title) title=$2; shift 2 ;;
     *) echo "deep-table.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
 [ $# = 1 ] || { echo "usage: deep-table.sh [--methods L] [--bits L] [--seeds L] [--top N] [--table] DIR" >&2; exit 2; }
-exec /usr/bin/python3 - "$1" "$methods" "$bits" "$seeds" "$top" "$table" <<'PY'
+exec /usr/bin/python3 - "$1" "$methods" "$bits" "$seeds" "$top" "$table" "$all" "$title" <<'PY'
 import glob, json, math, os, re, sys
 D, methods, bits, seeds, top, table = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split(), int(sys.argv[5]), sys.argv[6] == "1"
+all_seeds, title = sys.argv[7] == "1", sys.argv[8]
 runs = {}  # (method, bits, seed) -> dict
 for f in glob.glob(os.path.join(D, "*-*-s*.json")):
     m = re.fullmatch(r"(.+)-(\d+)-s(\d+)\.json", os.path.basename(f))
@@ -48,8 +55,8 @@ if not methods: methods = sorted({k[0] for k in runs})
 B = [int(b) for b in bits] if bits else sorted({k[1] for k in runs})
 s1 = seeds[0]
 def score(m): return sum((runs.get((m, b, s1)) or {}).get("map") or 0.0 for b in B) / max(len(B), 1)
-ranked = sorted(methods, key=lambda m: -score(m))
-best = [m for m in ranked if m != "stage2"][:top] if top > 0 else []
+ranked = list(methods) if all_seeds else sorted(methods, key=lambda m: -score(m))
+best = list(methods) if all_seeds else [m for m in ranked if m != "stage2"][:top] if top > 0 else []
 if not table:
     print(" ".join(best)); sys.exit(0)
 def stats(xs):
@@ -63,15 +70,19 @@ def fmt(xs, d=4):
     if mu is None: return "–"
     return f"{mu:.{d}f}" + (f" ± {sd:.{d}f}" if sd is not None else "")
 NAMES = {"deephash": "deephash (default: --loss balanced)", "paper": "deephash (--loss paper)",
-         "stage2": "stage 2 only (the common start, no fine-tuning)"}
+         "stage2": "stage 2 only (the common start, no fine-tuning)",
+         "features": "stage 3 on the hash layer (--features, frozen backbone)",
+         "joint": "stage 3 joint (network and hash layer)"}
 any_run = next(iter(runs.values()), None)
 R = next((r["R"] for r in runs.values() if r["R"]), 1000); rad = next((r["radius"] for r in runs.values() if r["radius"] is not None), 2)
-print(f"Deep hashing losses, one trainer, one stage-2 start (dh-finetune --loss; {os.path.basename(os.path.normpath(D))})"
+print((title + " (" if title else "Deep hashing losses, one trainer, one stage-2 start (dh-finetune --loss; ") + f"{os.path.basename(os.path.normpath(D))})"
       + (f": {any_run['queries']} queries against {any_run['database']} database rows" if any_run else "") + ". "
       f"Tie-aware values (dh-map(1)): mAP over the whole ranking, mAP@{R}, precision within Hamming radius {rad}; "
-      f"training time = the dh-finetune run's wall time. Seed {s1} for every method"
-      + (f"; mean ± sd over seeds {', '.join(seeds)} for the top {len(best)}" if best and len(seeds) > 1 else "")
-      + ". Methods ranked by the mean mAP over the bit lengths (seed " + s1 + ").\n")
+      f"training time = the training run's wall time. "
+      + (f"Mean ± sd over seeds {', '.join(seeds)} for every row.\n" if all_seeds else
+         f"Seed {s1} for every method"
+         + (f"; mean ± sd over seeds {', '.join(seeds)} for the top {len(best)}" if best and len(seeds) > 1 else "")
+         + ". Methods ranked by the mean mAP over the bit lengths (seed " + s1 + ").\n"))
 print("| method | " + " | ".join(f"{b} bits" for b in B) + " |")
 print("|---|" + "---|" * len(B))
 def seeds_of(m): return seeds if m in best else [s1]
@@ -89,6 +100,18 @@ for m in ranked:
         if not rs: continue
         print(f"| {NAMES.get(m, m)} | {b} | {len(rs)} | " + " | ".join(fmt([r[k] for r in rs]) for k in ("map", "at_r", "p_r"))
               + f" | {fmt([r['time'] for r in rs], 1)} |")
+if all_seeds and len(ranked) > 1:
+    m0 = ranked[0]
+    print(f"\nGain over {NAMES.get(m0, m0)}: tie-aware mAP difference paired by seed, mean ± sd.\n")
+    print("| method | " + " | ".join(f"{b} bits" for b in B) + " |")
+    print("|---|" + "---|" * len(B))
+    for m in ranked[1:]:
+        cells = []
+        for b in B:
+            d = [(runs.get((m, b, s)) or {}).get("map") for s in seeds]
+            z = [(runs.get((m0, b, s)) or {}).get("map") for s in seeds]
+            cells.append(fmt([x - y if x is not None and y is not None else None for x, y in zip(d, z)]))
+        print(f"| {NAMES.get(m, m)} | " + " | ".join(c if c.startswith(("-", "–")) else "+" + c for c in cells) + " |")
 if missing:
     print(f"\nMissing (failed or not run): {' '.join(missing)}")
     sys.exit(1)

@@ -195,3 +195,64 @@ deep-seeds: $(call deep_runs,$(DEEP_BEST),$(DEEP_SEEDS))
 deep-table:
 	rc=0; $(DEEP_TABLE) --top $(DEEP_TOP) --table $(DW) > $(DW)/deep-methods.md || rc=$$?; \
 	  cat $(DW)/deep-methods.md; exit $$rc
+
+# ---- does stage 3 earn its place (issue 15): make stage3-ablation ------------------------------------
+# Stage 2 alone (the hash layer of dh-inithash on the z of net.dhm), stage 3 on
+# the hash layer alone (dh-finetune --features: the cached z, a frozen
+# backbone) and joint stage 3 (dh-finetune -m: network and hash layer on the
+# images), all from the same net.dhm and, for each seed S, the same stage-2
+# layer (dh-inithash --seed S; dh-finetune --seed S), at every bit length;
+# every mode at every seed; one table, $(AW)/stage3-ablation.md
+# (pipelines/deep-table.sh --all-seeds: tie-aware mAP, mAP@1000, P@r<=2 and
+# training time as mean +- sd over the seeds, and each stage-3 mode's gain
+# over stage 2 paired by seed). Stage-3 runs write a checkpoint
+# ($@.ckpt, after every epoch and at SIGINT/SIGTERM) and resume from it
+# when make runs again after an interruption (the time file then counts the
+# resumed part only); the checkpoint is removed once the model is written.
+# A failed run is named under the table and the target fails.
+#   ABL_BITS      code lengths (default: BITS when given on the command line, else 12 24 48)
+#   ABL_SEEDS     hashing seeds (default 1 2 3; stage 1 is net.dhm, trained once with SEED)
+#   ABL_FINETUNE  options for both stage-3 modes (e.g. --epochs 20); ABL_FEATURES, ABL_JOINT for one
+#   make -C pipelines/cifar10 stage3-ablation ARCH=fast DEVICE=cuda
+ABL_BITS     ?= $(if $(filter command line,$(origin BITS)),$(BITS),12 24 48)
+ABL_SEEDS    ?= 1 2 3
+ABL_MODES    := stage2 features joint
+ABL_FINETUNE ?=
+ABL_FEATURES ?=
+ABL_JOINT    ?=
+AW           := $(W)/stage3-ablation
+# in a recipe for $(AW)/MODE-BITS-sSEED.dhm ($* = BITS-sSEED): the bits, the seed, the checkpoint options
+abl_bits      = $(word 1,$(subst -, ,$*))
+abl_seed      = $(patsubst s%,%,$(word 2,$(subst -, ,$*)))
+abl_ckpt      = $(if $(wildcard $@.ckpt),--resume $@.ckpt,--checkpoint $@.ckpt)
+$(AW)/.dir:
+	mkdir -p $(AW) && touch $@
+$(AW)/hash0-%.dhm: $(W)/feats-train.dhs | $(AW)/.dir
+	$(TIME) dh-inithash -q --method deephash --bits $(abl_bits) --seed $(abl_seed) $(INIT) -o $@ $<
+$(AW)/stage2-%.dhm: $(AW)/hash0-%.dhm
+	cp $< $@ && cp $<.time $@.time
+$(AW)/features-%.dhm: $(AW)/hash0-%.dhm $(W)/feats-train.dhs
+	$(TIME) dh-finetune -q --features --hash $< --seed $(abl_seed) $(ABL_FINETUNE) $(ABL_FEATURES) $(abl_ckpt) \
+	  -o $@ $(W)/feats-train.dhs
+	rm -f $@.ckpt
+$(AW)/joint-%.dhm: $(AW)/hash0-%.dhm $(W)/net.dhm $(W)/train.dhs
+	$(TIME) dh-finetune -q -m $(W)/net.dhm --hash $< --seed $(abl_seed) $(ABL_FINETUNE) $(ABL_JOINT) $(abl_ckpt) \
+	  -o $@ $(W)/train.dhs
+	rm -f $@.ckpt
+# codes: the joint models encode images, the others the features of net.dhm
+$(AW)/%-db.codes: $(AW)/%.dhm $(W)/train.dhs $(W)/feats-train.dhs
+	dh-encode -q -m $< -o $@ $(if $(filter joint-%,$*),$(W)/train.dhs,$(W)/feats-train.dhs)
+$(AW)/%-query.codes: $(AW)/%.dhm $(W)/query.dhs $(W)/feats-query.dhs
+	dh-encode -q -m $< -o $@ $(if $(filter joint-%,$*),$(W)/query.dhs,$(W)/feats-query.dhs)
+$(AW)/%.json: $(AW)/%-query.codes $(AW)/%-db.codes
+	dh-map -q --json --title $* --query $< --db $(AW)/$*-db.codes > $@
+ABL_TABLE = $(ROOT)/pipelines/deep-table.sh --all-seeds --methods "$(ABL_MODES)" --bits "$(ABL_BITS)" \
+  --seeds "$(ABL_SEEDS)" --title "Does stage 3 earn its place: stage 2 alone, stage 3 on the hash layer (--features), joint stage 3"
+
+.PHONY: stage3-ablation stage3-ablation-runs stage3-ablation-table
+stage3-ablation:
+	-$(MAKE) -k -f $(firstword $(MAKEFILE_LIST)) stage3-ablation-runs
+	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) stage3-ablation-table
+stage3-ablation-runs: $(foreach m,$(ABL_MODES),$(foreach b,$(ABL_BITS),$(foreach s,$(ABL_SEEDS),$(AW)/$(m)-$(b)-s$(s).json)))
+stage3-ablation-table: | $(AW)/.dir
+	rc=0; $(ABL_TABLE) --table $(AW) > $(AW)/stage3-ablation.md || rc=$$?; cat $(AW)/stage3-ablation.md; exit $$rc
