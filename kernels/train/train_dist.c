@@ -227,7 +227,9 @@ static int nccl_ready(train_dist *d, dh_err *e) {
         return rc;
     }
     if (!all) return dh_seterr(e, DH_EDEVICE, "NCCL failed on another rank (its message says why)");
-    return train_nccl_comm_init(&d->nccl, d->size, msg.id, d->rank, e);
+    if ((rc = train_nccl_comm_init(&d->nccl, d->size, msg.id, d->rank, e)) && d->local_size > 1)
+        dh_err_prefix(e, "%d ranks on this host, each needs a GPU of its own (CUDA_VISIBLE_DEVICES)", d->local_size);
+    return rc;
 }
 
 static int same_device(dk_tensor *const *t, int n, dh_err *e) {
