@@ -23,6 +23,10 @@ typedef struct {
     double lr, momentum, wd, smoothing;
     const char *schedule;
     int nesterov, augment;
+    int translate;      /* crop padding with --augment; 0: H/8 */
+    int flip;           /* with --augment: DK_FLIP_RANDOM, or DK_FLIP_ALT_EVEN for alternating flips */
+    int lookahead, tta; /* weight averaging (train_lookahead_decay); test-time flips in --val */
+    train_recipe rc;    /* per-parameter settings (train.h) */
 } hyper;
 
 /* Defaults per architecture (user specs get the "net" row). */
@@ -30,11 +34,31 @@ static const struct {
     const char *arch;
     hyper h;
 } defaults[] = {
-    { "lenet", { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0 } },
-    { "cifar", { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1 } },
-    { "fast", { 16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1 } },
-    { "net", { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0 } },
+    { "lenet", { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
+    { "cifar", { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
+    { "fast", { 16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
+    /* airbench94's recipe (Jordan 2024) in this library's units: its lr 11.5 and decay 0.0153 per 1024
+     * summed-loss examples with momentum 0.85 are lr 1.5 and wd 1.33e-3 on the mean loss; batch-norm
+     * shifts at 64x the rate, scales fixed; warm-up 23% then down to 0.07; translate 2, alternating flips,
+     * lookahead; the whitening layer's bias trains for 3 epochs (dh-pretrain(1)) */
+    { "air",
+      { 10,
+        1024,
+        1.5,
+        0.85,
+        1.33e-3,
+        0.2,
+        "onecycle:0.23:0.07",
+        1,
+        1,
+        2,
+        DK_FLIP_ALT_EVEN,
+        1,
+        1,
+        { 0.4f, 64.0f, 1, 1, 3 } } },
+    { "net", { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
 };
+#define NDEFAULTS (int)(sizeof defaults / sizeof defaults[0])
 
 /* An epoch with fewer steps than this learns next to nothing: a warning. */
 #define FEW_STEPS 10
@@ -44,24 +68,37 @@ static void usage(void) {
            "Train a network and a softmax classifier on an images stream (stage 1)\n"
            "and write a net model. Reads IMAGES (default: standard input; kind images:\n"
            "pixels u8[C,H,W], label i32, id str).\n\n"
-           "  -a, --arch NAME         built-in network: lenet, cifar, fast (default: lenet for\n"
-           "                          1x28x28 images, cifar for 3x32x32)\n"
+           "  -a, --arch NAME         built-in network: lenet, cifar, fast, air (default: lenet\n"
+           "                          for 1x28x28 images, cifar for 3x32x32)\n"
            "  -N, --net FILE          network specification file (see dh-net(5))\n"
            "  -e, --epochs N          passes over the data (lenet 5, cifar 40, fast 16, else 10)\n"
-           "  -B, --batch N           mini-batch size (lenet 64, cifar 128, fast 512, else 128)\n"
-           "  -l, --lr X              (peak) learning rate (lenet 0.05, cifar 0.02, fast 0.4, else 0.01)\n"
+           "  -B, --batch N           mini-batch size (lenet 64, cifar 128, fast 512, air 1024,\n"
+           "                          else 128)\n"
+           "  -l, --lr X              (peak) learning rate (lenet 0.05, cifar 0.02, fast 0.4,\n"
+           "                          air 1.5, else 0.01)\n"
            "  -S, --schedule S        step[:E1,E2..] (x0.1 at those epochs; plain 'step' drops\n"
            "                          at 50%% and 75%% of the epochs, rounded down), onecycle[:WARMUP[:FINAL]],\n"
            "                          cosine[:WARMUP[:FINAL]], const (default: step; lenet:\n"
-           "                          onecycle, fast: onecycle:0.25)\n"
-           "      --momentum X        SGD momentum (default 0.9)\n"
-           "      --nesterov          Nesterov momentum (default for fast)\n"
+           "                          onecycle, fast: onecycle:0.25, air: onecycle:0.23:0.07)\n"
+           "      --momentum X        SGD momentum (default 0.9; air 0.85)\n"
+           "      --nesterov          Nesterov momentum (default for fast and air)\n"
            "      --no-nesterov\n"
-           "  -w, --weight-decay X    L2 weight decay on conv/fc weights (default 5e-4)\n"
-           "      --label-smoothing X label smoothing in [0,1) (fast 0.2, else 0)\n"
-           "      --augment           random crops (padding H/8) and horizontal flips\n"
-           "      --no-augment        (default: on for cifar and fast, off otherwise)\n"
+           "  -w, --weight-decay X    L2 weight decay on conv/fc weights (default 5e-4; air 1.33e-3)\n"
+           "      --label-smoothing X label smoothing in [0,1) (fast and air 0.2, else 0)\n"
+           "      --augment           random crops (translation by up to --translate pixels)\n"
+           "                          and horizontal flips\n"
+           "      --no-augment        (default: on for cifar, fast and air, off otherwise)\n"
+           "      --translate N       crop padding with --augment (default H/8; air 2)\n"
+           "      --flip MODE         random (a coin per image and step) or alternate (a coin per\n"
+           "                          image, inverted every other epoch) (default: random; air:\n"
+           "                          alternate)\n"
+           "      --lookahead         average the weights (every %d steps) and train on from the\n"
+           "                          average; the model is the average (default for air)\n"
+           "      --no-lookahead\n"
            "      --val FILE          images stream to report test accuracy on after each epoch\n"
+           "      --tta               --val also with test-time flips (the logits of each image and\n"
+           "                          its mirror image summed) (default for air)\n"
+           "      --no-tta\n"
            "  -s, --seed N            random seed (default 1)\n"
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE       write the model to FILE atomically (default: stdout)\n"
@@ -72,7 +109,7 @@ static void usage(void) {
            "  -h, --help              show this help and exit\n"
            "  -V, --version           show the version and exit\n\n"
            "See dh-pretrain(1) and dh-net(5).\n",
-           dh_progname, dh_ckpt_help);
+           dh_progname, TRAIN_LOOKAHEAD_EVERY, dh_ckpt_help);
 }
 
 typedef struct pt_opts {
@@ -97,19 +134,38 @@ static int inum(const char *opt, const char *v, int lo, int hi) {
 
 static void parse_options(pt_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
-    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1 };
+    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1, -1, -1, -1, -1, { 0, 0, 0, 0, 0 } };
     o->seed = 1;
     /* the long-only options: --momentum, --nesterov, --no-nesterov, --label-smoothing, --augment,
      * --no-augment, --val, --print-net, --progress */
-    enum { O_MOM = 256, O_NES, O_NON, O_LSM, O_AUG, O_NOA, O_VAL, O_PRI, O_PRG, O_CK };
+    enum {
+        O_MOM = 256,
+        O_NES,
+        O_NON,
+        O_LSM,
+        O_AUG,
+        O_NOA,
+        O_VAL,
+        O_PRI,
+        O_TRN,
+        O_FLP,
+        O_LAH,
+        O_NLA,
+        O_TTA,
+        O_NTT,
+        O_PRG,
+        O_CK
+    };
     static const struct option lo[] = {
-        { "arch", 1, 0, 'a' },       { "net", 1, 0, 'N' },          { "lr", 1, 0, 'l' },
-        { "epochs", 1, 0, 'e' },     { "batch", 1, 0, 'B' },        { "schedule", 1, 0, 'S' },
-        { "momentum", 1, 0, O_MOM }, { "nesterov", 0, 0, O_NES },   { "no-nesterov", 0, 0, O_NON },
-        { "augment", 0, 0, O_AUG },  { "no-augment", 0, 0, O_NOA }, { "weight-decay", 1, 0, 'w' },
-        { "val", 1, 0, O_VAL },      { "print-net", 0, 0, O_PRI },  { "label-smoothing", 1, 0, O_LSM },
-        { "seed", 1, 0, 's' },       { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
-        DH_CKPT_LONGOPTS(O_CK),      DH_COMMON_LONGOPTS(O_PRG)
+        { "arch", 1, 0, 'a' },           { "net", 1, 0, 'N' },          { "lr", 1, 0, 'l' },
+        { "epochs", 1, 0, 'e' },         { "batch", 1, 0, 'B' },        { "schedule", 1, 0, 'S' },
+        { "momentum", 1, 0, O_MOM },     { "nesterov", 0, 0, O_NES },   { "no-nesterov", 0, 0, O_NON },
+        { "augment", 0, 0, O_AUG },      { "no-augment", 0, 0, O_NOA }, { "weight-decay", 1, 0, 'w' },
+        { "val", 1, 0, O_VAL },          { "print-net", 0, 0, O_PRI },  { "label-smoothing", 1, 0, O_LSM },
+        { "seed", 1, 0, 's' },           { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
+        { "translate", 1, 0, O_TRN },    { "flip", 1, 0, O_FLP },       { "lookahead", 0, 0, O_LAH },
+        { "no-lookahead", 0, 0, O_NLA }, { "tta", 0, 0, O_TTA },        { "no-tta", 0, 0, O_NTT },
+        DH_CKPT_LONGOPTS(O_CK),          DH_COMMON_LONGOPTS(O_PRG)
     };
     /* letters given up for the option grammar (dh_opts.h): refused, naming the new ones */
     static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" },
@@ -137,6 +193,19 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         case O_AUG: h->augment = 1; break;
         case O_NOA: h->augment = 0; break;
         case O_VAL: o->val = optarg; break;
+        case O_TRN: h->translate = inum("--translate", optarg, 0, 64); break;
+        case O_FLP:
+            if (!strcmp(optarg, "random"))
+                h->flip = DK_FLIP_RANDOM;
+            else if (!strcmp(optarg, "alternate"))
+                h->flip = DK_FLIP_ALT_EVEN;
+            else
+                dh_usage_error("--flip: '%s' is not random or alternate", optarg);
+            break;
+        case O_LAH: h->lookahead = 1; break;
+        case O_NLA: h->lookahead = 0; break;
+        case O_TTA: h->tta = 1; break;
+        case O_NTT: h->tta = 0; break;
         case 's':
             if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg);
             o->seed = (uint64_t)v;
@@ -156,8 +225,8 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
 
 /* The architecture's defaults, overridden by what the options set. */
 static hyper hyper_for(const char *arch, const hyper *set) {
-    hyper h = defaults[3].h;
-    for (int i = 0; i < 3; i++)
+    hyper h = defaults[NDEFAULTS - 1].h;
+    for (int i = 0; i < NDEFAULTS - 1; i++)
         if (arch && !strcmp(arch, defaults[i].arch)) h = defaults[i].h;
     if (set->epochs) h.epochs = set->epochs;
     if (set->batch) h.batch = set->batch;
@@ -168,6 +237,10 @@ static hyper hyper_for(const char *arch, const hyper *set) {
     if (set->nesterov >= 0) h.nesterov = set->nesterov;
     if (set->augment >= 0) h.augment = set->augment;
     if (set->schedule) h.schedule = set->schedule;
+    if (set->translate >= 0) h.translate = set->translate;
+    if (set->flip >= 0) h.flip = set->flip;
+    if (set->lookahead >= 0) h.lookahead = set->lookahead;
+    if (set->tta >= 0) h.tta = set->tta;
     if (h.nesterov && h.momentum == 0) dh_usage_error("--nesterov needs a non-zero momentum");
     return h;
 }
@@ -192,6 +265,23 @@ static void fmt_dur(char *b, size_t n, double s) {
         snprintf(b, n, "%dm%02ds", t / 60, t % 60);
     else
         snprintf(b, n, "%ds", t);
+}
+
+/* --val after an epoch: the accuracy (and with tta the accuracy with
+ * test-time flips) into *acc, *acc_tta and the report `val`; the seconds it
+ * took. */
+static double val_eval(net *n, const train_images *va, dk_tensor *x, int tta, double *acc, double *acc_tta, char *val,
+                       size_t len) {
+    dh_err e;
+    double t = dh_now(), vl;
+    if (tta) {
+        if (train_images_eval_tta(n, va, x, acc, acc_tta, &vl, &e)) dh_die_err(&e, NULL);
+        snprintf(val, len, "  val loss %.4f acc %.2f%% (flips %.2f%%)", vl, 100 * *acc, 100 * *acc_tta);
+    } else {
+        if (train_images_eval(n, va, x, acc, &vl, &e)) dh_die_err(&e, NULL);
+        snprintf(val, len, "  val loss %.4f acc %.2f%%", vl, 100 * *acc);
+    }
+    return dh_now() - t;
 }
 
 /* Checkpoints (dh_ckpt.h, train_ckpt.h): what a resume must match (NULL
@@ -305,14 +395,19 @@ int main(int argc, char **argv) {
     }
 
     net *n;
-    if (train_net_new(&spec, tr.nclasses, dev, B, o.seed, &tr, &n, &e)) dh_die_err(&e, "network");
-    int pad = h.augment ? (tr.H / 8 > 0 ? tr.H / 8 : 1) : 0, flip = h.augment;
+    if (train_net_new(&spec, tr.nclasses, dev, B, o.seed, &tr, &n, &e) || train_recipe_apply(n, &h.rc, &e))
+        dh_die_err(&e, "network");
+    int pad = !h.augment ? 0 : h.translate > 0 ? h.translate : tr.H / 8 > 0 ? tr.H / 8 : 1;
+    char augtext[64] = "off";
+    if (h.augment)
+        snprintf(augtext, sizeof augtext, "translate %d + %s flips", pad,
+                 h.flip == DK_FLIP_ALT_EVEN ? "alternating" : "random");
     dh_note("%s: %lld images %dx%dx%d, %d classes; net %s: %lld parameters, z %d; %s", tr.name, (long long)tr.S, tr.C,
             tr.H, tr.W, tr.nclasses, netname, (long long)net_nparams(n), n->zdim, dk_device_name(dev));
     dh_note("%d epochs x %lld steps of %lld, lr %g (%s), momentum %g%s, weight decay %g, "
-            "label smoothing %g, augment %s, seed %llu",
+            "label smoothing %g, augment %s%s, seed %llu",
             h.epochs, (long long)spe, (long long)B, h.lr, sched_text, h.momentum, h.nesterov ? " (nesterov)" : "", h.wd,
-            h.smoothing, h.augment ? "crop+flip" : "off", (unsigned long long)o.seed);
+            h.smoothing, augtext, h.lookahead ? ", lookahead" : "", (unsigned long long)o.seed);
     if (spe < FEW_STEPS) /* a warning, also with --quiet: such a run learns next to nothing */
         fprintf(stderr,
                 "%s: warning: %s: %lld images in batches of %lld: %lld step%s per epoch, too few to learn from "
@@ -331,11 +426,16 @@ int main(int argc, char **argv) {
     double t0 = dh_now(), last_train_acc = 0, last_val_acc = -1, last_loss = 0, lsum0 = 0;
     int64_t step = 0, csum0 = 0;
     dhs_meta *match = ckpt_setup(&o, &h, sched_text, &tr, n, B, total, &step, &lsum0, &csum0);
+    net_ema ema = { 0 };
+    if (h.lookahead && net_ema_init(&ema, n, &e)) dh_die_err(&e, "lookahead");
+    double t_eval = 0, last_val_tta = -1;
     for (int ep = (int)(step / spe); ep < h.epochs; ep++) {
         double te = dh_now(), lsum = lsum0;
         int64_t csum = csum0, it0 = step - ep * spe;
         float cur_lr = 0;
         lsum0 = 0, csum0 = 0;
+        train_recipe_epoch(n, &h.rc, ep);
+        int flip = !h.augment ? 0 : h.flip == DK_FLIP_ALT_EVEN && (ep & 1) ? DK_FLIP_ALT_ODD : h.flip;
         dk_permutation(perm, tr.S, o.seed, (uint64_t)ep);
         if (train_images_order(&tr, perm, &e)) dh_die_err(&e, "upload");
         for (int64_t it = it0; it < spe; it++, step++) {
@@ -354,18 +454,19 @@ int main(int argc, char **argv) {
                        (long long)it + 1, loss);
             float lrs[NET_NGROUPS] = { cur_lr, cur_lr }, wds[NET_NGROUPS] = { (float)h.wd, (float)h.wd };
             if (net_sgd_step(n, lrs, (float)h.momentum, wds, h.nesterov, &e)) dh_die_err(&e, "training");
+            if (h.lookahead && (step + 1) % TRAIN_LOOKAHEAD_EVERY == 0 &&
+                net_ema_lookahead(&ema, n, (float)train_lookahead_decay(step + 1, total), &e))
+                dh_die_err(&e, "lookahead");
             lsum += loss;
             csum += correct;
             dh_progress_update(&prog, (step + 1) * B);
         }
-        double now = dh_now(), dt = now - te, vl;
+        if (h.lookahead && ep == h.epochs - 1 && net_ema_lookahead(&ema, n, 1.0f, &e)) dh_die_err(&e, "lookahead");
+        double now = dh_now(), dt = now - te;
         last_loss = lsum / spe;
         last_train_acc = (double)csum / (spe * B);
-        char val[64] = "", eta[32];
-        if (o.val) {
-            if (train_images_eval(n, &va, &xbuf, &last_val_acc, &vl, &e)) dh_die_err(&e, NULL);
-            snprintf(val, sizeof val, "  val loss %.4f acc %.2f%%", vl, 100 * last_val_acc);
-        }
+        char val[96] = "", eta[32];
+        if (o.val) t_eval += val_eval(n, &va, &xbuf, h.tta, &last_val_acc, &last_val_tta, val, sizeof val);
         fmt_dur(eta, sizeof eta, (now - t0) / (ep + 1) * (h.epochs - ep - 1));
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
         dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s", ep + 1, h.epochs,
@@ -374,8 +475,15 @@ int main(int argc, char **argv) {
     }
     dhs_meta_free(match);
     dh_progress_end(&prog, total * B);
-    double wall = dh_now() - t0;
-    dh_note("trained in %.1f s (%.0f images/s)", wall, total * B / (wall > 0 ? wall : 1));
+    net_ema_free(&ema);
+    double wall = dh_now() - t0 - t_eval;
+    dh_note("trained in %.1f s (%.0f images/s)%s", wall, total * B / (wall > 0 ? wall : 1),
+            o.val ? ", evaluation not counted" : "");
+    if (o.val) {
+        char tta[64] = "";
+        if (h.tta) snprintf(tta, sizeof tta, ", %.2f%% with test-time flips", 100 * last_val_tta);
+        dh_note("%s: test accuracy %.2f%%%s (evaluations %.1f s)", va.name, 100 * last_val_acc, tta, t_eval);
+    }
 
     /* the model */
     dhs_model m;
@@ -386,6 +494,7 @@ int main(int argc, char **argv) {
         dhs_meta_set_int(m.meta, "train_rows", tr.S) || dhs_meta_set_float(m.meta, "train_loss", last_loss) ||
         dhs_meta_set_float(m.meta, "train_accuracy", last_train_acc) ||
         (o.val && dhs_meta_set_float(m.meta, "val_accuracy", last_val_acc)) ||
+        (o.val && h.tta && dhs_meta_set_float(m.meta, "val_accuracy_tta", last_val_tta)) ||
         dhs_meta_set_str(m.meta, "device", dk_device_name(dev)))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (net_to_model(n, &m, &e)) dh_die_err(&e, "model");

@@ -75,12 +75,44 @@ static const char fast_text[] = "# fast: ResNet-9-style BN net (fast CIFAR-10 tr
                                 "scale 0.125         # keeps the classifier's logits small, as in the records\n"
                                 "feature             # 512 units\n";
 
+static const char air_text[] =
+    "# air: the airbench94 layout (Jordan 2024, fast CIFAR-10 training records), z = 256\n"
+    "input 3 32 32\n"
+    "conv 24 k2 whiten name=whiten  # 24x31x31: 2x2 patch whitening, +/- each of 12 directions\n"
+    "gelu\n"
+    "conv 64 k3 p1 nobias\n"
+    "maxpool k2          # 64x15x15\n"
+    "bn\n"
+    "gelu\n"
+    "conv 64 k3 p1 nobias\n"
+    "bn\n"
+    "gelu\n"
+    "conv 256 k3 p1 nobias\n"
+    "maxpool k2          # 256x7x7\n"
+    "bn\n"
+    "gelu\n"
+    "conv 256 k3 p1 nobias\n"
+    "bn\n"
+    "gelu\n"
+    "conv 256 k3 p1 nobias\n"
+    "maxpool k2          # 256x3x3\n"
+    "bn\n"
+    "gelu\n"
+    "conv 256 k3 p1 nobias\n"
+    "bn\n"
+    "gelu\n"
+    "maxpool k3          # 256x1x1\n"
+    "flatten\n"
+    "scale 0.1111        # 1/9: the records' logit scaling\n"
+    "feature             # 256 units\n";
+
 static const struct {
     const char *name, *text;
 } builtins[] = {
     { "lenet", lenet_text },
     { "cifar", cifar_text },
     { "fast", fast_text },
+    { "air", air_text },
 };
 
 const char *netspec_builtin_text(const char *name) {
@@ -88,7 +120,7 @@ const char *netspec_builtin_text(const char *name) {
         if (strcmp(name, builtins[i].name) == 0) return builtins[i].text;
     return NULL;
 }
-const char *netspec_builtin_names(void) { return "lenet cifar fast"; }
+const char *netspec_builtin_names(void) { return "lenet cifar fast air"; }
 
 int netspec_builtin(const char *name, netspec *ns, dh_err *e) {
     const char *t = netspec_builtin_text(name);
@@ -165,9 +197,9 @@ static int word_int(pctx *c, const char *what, const char *w, int lo, int hi, in
     return 0;
 }
 
-/* Options kN sN pN nobias name=X; `allowed` is a string of letters from "kspbn". */
+/* Options kN sN pN nobias whiten name=X; `allowed` is a string of letters from "kspbwn". */
 typedef struct {
-    int k, s, p, bias, has_k, has_s, has_p;
+    int k, s, p, bias, whiten, has_k, has_s, has_p;
     char name[NS_NAME_MAX];
 } opts;
 
@@ -193,6 +225,8 @@ static int parse_opts(pctx *c, const char *stmt, char **w, int nw, const char *a
             }
         } else if (strcmp(a, "nobias") == 0 && strchr(allowed, 'b')) {
             o->bias = 0;
+        } else if (strcmp(a, "whiten") == 0 && strchr(allowed, 'w')) {
+            o->whiten = 1;
         } else if (strncmp(a, "name=", 5) == 0 && strchr(allowed, 'n')) {
             const char *n = a + 5;
             size_t len = strlen(n);
@@ -352,7 +386,7 @@ int netspec_parse(const char *text, const char *fname, netspec *ns, dh_err *e) {
                 rc = DH_EFORMAT;
                 goto fail;
             }
-            if (parse_opts(&c, stmt, w + 2, nw - 2, conv ? "kspbn" : "bn", &o)) {
+            if (parse_opts(&c, stmt, w + 2, nw - 2, conv ? "kspbwn" : "bn", &o)) {
                 rc = DH_EFORMAT;
                 goto fail;
             }
@@ -365,6 +399,14 @@ int netspec_parse(const char *text, const char *fname, netspec *ns, dh_err *e) {
                 l->k = o.k;
                 l->s = o.s;
                 l->p = o.p;
+                if (o.whiten && (ns->nlayers > 0 || l->out % 2 || l->out > 2 * cur[0] * l->k * l->k)) {
+                    rc = perr(&c,
+                              "conv: whiten needs the first layer and an even number of outputs up to 2 x %d "
+                              "(twice the %dx%dx%d patch size)",
+                              cur[0] * l->k * l->k, cur[0], l->k, l->k);
+                    goto fail;
+                }
+                l->whiten = o.whiten;
                 int oh = 0, ow = 0;
                 if (out_size(&c, stmt, cur[1], l->k, l->s, l->p, &oh) ||
                     out_size(&c, stmt, cur[2], l->k, l->s, l->p, &ow)) {

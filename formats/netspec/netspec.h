@@ -6,7 +6,11 @@
  * blanks; options are kN sN pN for kernel/stride/padding, name=NAME):
  *
  *   input C H W                  first statement: the image shape
- *   conv OUT kK [sS] [pP] [nobias] [name=N]   2-D convolution (s1 p0 default)
+ *   conv OUT kK [sS] [pP] [nobias] [whiten] [name=N]   2-D convolution (s1 p0 default);
+ *                                whiten: the first layer only, OUT even and at most
+ *                                2 C K K; its weights are the patch-whitening
+ *                                filters of the training images (net_whiten_init)
+ *                                and are not trained
  *   fc OUT [nobias] [name=N]     fully connected (flattens its input)
  *   bn [name=N]                  batch normalisation (per channel / unit)
  *   relu | gelu                  activations
@@ -58,6 +62,7 @@ typedef struct ns_layer {
     int out;                /* conv: output channels; fc: units */
     int k, s, p;            /* conv/pool: kernel, stride, padding */
     int bias;               /* conv/fc: has a bias (default 1) */
+    int whiten;             /* conv: weights from patch whitening, frozen (default 0) */
     float f;                /* dropout: probability; scale: factor */
     int match;              /* NS_RES: index of its NS_END; NS_END: index of its NS_RES */
     int in[3], shape[3];    /* input and output shape (C,H,W) */
@@ -77,7 +82,7 @@ typedef struct netspec {
 int netspec_parse(const char *text, const char *fname, netspec *ns, dh_err *e);
 /* Read a file and parse it. */
 int netspec_load(const char *path, netspec *ns, dh_err *e);
-/* Built-in architectures: "lenet", "cifar", "fast". NULL if unknown. */
+/* Built-in architectures: "lenet", "cifar", "fast", "air". NULL if unknown. */
 const char *netspec_builtin_text(const char *name);
 int netspec_builtin(const char *name, netspec *ns, dh_err *e);
 /* Space-separated list of built-in names, for messages and --help. */

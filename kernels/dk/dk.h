@@ -315,6 +315,14 @@ void dk_permutation(int32_t *out, int64_t n, uint64_t seed, uint64_t stream);
 
 /* ---- images: gather, augment, normalise (on the device) --------------------------------- */
 #define DK_MAXCHAN 16
+/* Flip modes of dk_images_augment. */
+enum {
+    DK_FLIP_NONE = 0,
+    DK_FLIP_RANDOM = 1,   /* a coin per row: counter 4 (offset + r) + 2 */
+    DK_FLIP_ALT_EVEN = 2, /* alternating flips: image s flipped iff its coin, counter 4 s + 3, is 1 */
+    DK_FLIP_ALT_ODD = 3,  /* ... iff its coin is 0: alternate epochs see every image both ways */
+    DK_FLIP_ALL = 4       /* every row (test-time augmentation) */
+};
 /* For each output row r (0 <= r < out->shape[0] = N), take source image
  * s = idx ? idx[r] : r from src (u8 images (S, C, H, W), S rows, on the
  * device), and write
@@ -325,8 +333,9 @@ void dk_permutation(int32_t *out, int64_t n, uint64_t seed, uint64_t stream);
  * positions outside the source image give 0.0 (zero padding in the
  * normalised space, i.e. the mean colour). Draws for row r use the RNG
  * counters 4 (offset + r) + {0: oy, 1: ox, 2: flip} (dk_aug_draws in
- * dk_elem.h), so pass e.g. offset = step * N. pad = 0 and flip = 0 is plain
- * normalisation.
+ * dk_elem.h), so pass e.g. offset = step * N. flip is a DK_FLIP_* mode (1:
+ * random); the alternating modes draw per source image, not per row
+ * (dk_aug_flip). pad = 0 and flip = 0 is plain normalisation.
  * idx: N int32 on the device (or NULL); each must be in [0, S) (checked on
  * the CPU only). mean, std: host arrays of C floats (C <= DK_MAXCHAN).
  * out (N, C, H, W). */

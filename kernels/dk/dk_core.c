@@ -830,6 +830,7 @@ int dk_images_augment(const uint8_t *src, int64_t S, int C, int H, int W, const 
         return dh_seterr(e, DH_EINVAL, "%s: bad image geometry (%d, %d, %d) (at most %d channels)", op, C, H, W,
                          DK_MAXCHAN);
     if (pad < 0 || pad > H || pad > W) return dh_seterr(e, DH_EINVAL, "%s: crop padding %d", op, pad);
+    if (flip < DK_FLIP_NONE || flip > DK_FLIP_ALL) return dh_seterr(e, DH_EINVAL, "%s: flip mode %d", op, flip);
     int64_t N = out->shape[0];
     TRY(need_shape(e, op, "out", out, out->dev, 4, N, C, H, W));
     if (!idx && N > S) return dh_seterr(e, DH_EINVAL, "%s: %lld rows from %lld images", op, (long long)N, (long long)S);

@@ -824,6 +824,7 @@ int dk_images_augment_cpu(const uint8_t *src, int64_t S, int C, int H, int W, co
     for (int64_t r = 0; r < N; r++) {
         int64_t s = idx ? idx[r] : r;
         dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
+        d.flip = dk_aug_flip(d.flip, seed, s, flip);
         for (int c = 0; c < C; c++) {
             const uint8_t *img = src + ((size_t)s * C + c) * H * W;
             float *o = out->data + ((size_t)r * C + c) * H * W;

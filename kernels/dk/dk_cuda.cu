@@ -1026,6 +1026,7 @@ __global__ void k_augment(const uint8_t *src, int64_t S, int C, int H, int W, co
             continue;
         }
         dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
+        d.flip = dk_aug_flip(d.flip, seed, s, flip);
         int sy = dk_aug_src_y(d, y, pad, H), sx = dk_aug_src_x(d, x, pad, W);
         out[t] = (sy < 0 || sx < 0)
                      ? 0.0f

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "dh_rng.h"
+#include "dk.h"
 
 #define DK_SQRT1_2    0.70710678118654752440f /* 1/sqrt(2)      */
 #define DK_INVSQRT2PI 0.39894228040143267794f /* 1/sqrt(2 pi)   */
@@ -80,8 +81,17 @@ static inline DH_HOSTDEV dk_aug_draw dk_aug_draws(uint64_t seed, uint64_t row, i
     uint64_t base = 4 * row;
     d.oy = pad > 0 ? (int)dh_rng_below(seed, base + 0, (uint32_t)(2 * pad + 1)) : pad;
     d.ox = pad > 0 ? (int)dh_rng_below(seed, base + 1, (uint32_t)(2 * pad + 1)) : pad;
-    d.flip = flip ? (int)(dh_rng_u32(seed, base + 2) >> 31) : 0;
+    d.flip = flip == DK_FLIP_RANDOM ? (int)(dh_rng_u32(seed, base + 2) >> 31) : 0;
     return d;
+}
+/* The flip of the modes that depend on the source image s rather than the
+ * row (dk.h): alternating (a coin per image, counter 4 s + 3, inverted in odd
+ * epochs) and every row; the row's own draw otherwise. */
+static inline DH_HOSTDEV int dk_aug_flip(int drawn, uint64_t seed, int64_t s, int flip) {
+    if (flip == DK_FLIP_ALL) return 1;
+    if (flip == DK_FLIP_ALT_EVEN || flip == DK_FLIP_ALT_ODD)
+        return (int)(dh_rng_u32(seed, 4 * (uint64_t)s + 3) >> 31) ^ (flip == DK_FLIP_ALT_ODD);
+    return drawn;
 }
 /* Source coordinates of output pixel (y, x) for a draw; -1 when outside. */
 static inline DH_HOSTDEV int dk_aug_src_y(dk_aug_draw d, int y, int pad, int H) {

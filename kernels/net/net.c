@@ -39,6 +39,7 @@ static int add_param(net *n, const char *layer, const char *what, int ndim, cons
     snprintf(p->name, sizeof p->name, "%s.%s", layer, what);
     p->group = group;
     p->decay = decay;
+    p->lr_scale = 1.0f;
     int rc = dk_tensor_alloc(&p->w, n->dev, ndim, shape, e);
     if (!rc) rc = dk_tensor_alloc(&p->g, n->dev, ndim, shape, e);
     if (!rc) rc = dk_tensor_alloc(&p->v, n->dev, ndim, shape, e);
@@ -171,6 +172,7 @@ int net_create(const netspec *spec, int nclasses, dk_device dev, int64_t cap, ne
                 rc = e ? e->code : DH_ENOMEM;
                 goto fail;
             }
+            n->params[l->pw].frozen = s->whiten;
             int64_t bs = s->out;
             if (s->bias && (l->pb = add_param(n, s->name, "bias", 1, &bs, NET_GROUP_BODY, 0, e)) < 0) {
                 rc = e ? e->code : DH_ENOMEM;
@@ -405,7 +407,7 @@ int net_backward_from_z(net *n, const dk_tensor *dz, dh_err *e) {
         net_param *B = l->pb >= 0 ? &n->params[l->pb] : NULL;
         switch (s->type) {
         case NS_CONV:
-            rc = dk_conv2d_backward_filter(&X, &dY, s->s, s->p, &W->g, e);
+            if (!W->frozen) rc = dk_conv2d_backward_filter(&X, &dY, s->s, s->p, &W->g, e);
             if (!rc && B) rc = dk_conv2d_backward_bias(&dY, &B->g, e);
             if (!rc && i > 0) rc = dk_conv2d_backward_data(&dY, &W->w, s->s, s->p, &dX, e);
             break;
@@ -498,8 +500,9 @@ int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum, const floa
     for (int i = 0; i < n->nparams; i++) {
         net_param *p = &n->params[i];
         int g = p->group;
-        if (lr[g] == 0) continue;
-        int rc = dk_sgd_step(&p->w, &p->g, &p->v, lr[g], momentum, p->decay ? wd[g] : 0.0f, nesterov, e);
+        if (lr[g] == 0 || p->frozen) continue;
+        int rc = dk_sgd_step(&p->w, &p->g, &p->v, lr[g] * p->lr_scale, momentum, p->decay ? wd[g] / p->lr_scale : 0.0f,
+                             nesterov, e);
         if (rc) {
             dh_err_prefix(e, "%s", p->name);
             return rc;

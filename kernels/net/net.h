@@ -53,6 +53,8 @@ typedef struct net_param {
     dk_tensor v;                 /* momentum buffer */
     int group;                   /* NET_GROUP_BODY / NET_GROUP_HEAD */
     int decay;                   /* 1: weight decay applies */
+    float lr_scale;              /* the step uses lr x lr_scale and decay wd / lr_scale (default 1) */
+    int frozen;                  /* 1: not trained (the weight of a "whiten" conv; recipes may set it) */
 } net_param;
 
 typedef struct net_state {
@@ -125,8 +127,10 @@ int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoot
 /* Evaluation (inference mode): mean loss and correct count for a batch. */
 int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels, double *loss, int64_t *correct, dh_err *e);
 
-/* SGD step over every parameter: group g uses lr[g]; weight decay applies
- * to parameters with decay set (wd[g]). */
+/* SGD step over every parameter that is not frozen: group g uses
+ * lr[g] x lr_scale; weight decay wd[g] / lr_scale applies to parameters with
+ * decay set (so the decay per step, lr x wd, is the group's whatever the
+ * scale). */
 int net_sgd_step(net *n, const float lr[NET_NGROUPS], float momentum, const float wd[NET_NGROUPS], int nesterov,
                  dh_err *e);
 
@@ -139,6 +143,39 @@ int net_to_model(const net *n, dhs_model *m, dh_err *e);
  * Errors name the problem: missing meta, bad spec (as "model:net:LINE: .."),
  * missing tensor or wrong shape. */
 int net_from_model(const dhs_model *m, dk_device dev, int64_t cap, net **out, dh_err *e);
+
+/* ---- recipe pieces (dh-pretrain --arch air; dh-pretrain(1)) ---- */
+/* Patch whitening (the fast CIFAR-10 records): set the weights of the
+ * "whiten" conv (the first layer; OUT = 2 m outputs, K x K kernel on C
+ * channels) from x, N normalised images (N, C, H, W) on the host: with
+ * Sigma = the mean of p p^T over every K x K patch p (C K K values, not
+ * centred) of the images and Sigma's eigenpairs (lambda_i, v_i) in
+ * descending order, output i < m gets v_i / sqrt(lambda_i + eps) and output
+ * m + i its negative. The layer's outputs on the patches then have
+ * covariance diag(lambda_i / (lambda_i + eps)) (about I). Its bias is set
+ * to 0. Does nothing for a net without a whiten layer. */
+int net_whiten_init(net *n, const float *x, int64_t N, double eps, dh_err *e);
+/* Eigen-decomposition of the symmetric d x d matrix A (row-major; d <=
+ * 1024): eigenvalues in descending order into w (d), unit eigenvectors as
+ * the ROWS of V (d x d). Cyclic Jacobi in double precision. */
+int net_sym_eig(const double *A, int d, double *w, double *V, dh_err *e);
+/* Partial identity ("dirac") start for every conv that is not whiten, with
+ * OUT >= C and an odd kernel: output o < C gets the centre tap 1 on input
+ * o and 0 elsewhere (the rest keep their values). */
+int net_init_dirac(net *n, dh_err *e);
+
+/* Lookahead / exponential moving average of the weights: a copy of every
+ * parameter and state tensor (running statistics). */
+typedef struct net_ema {
+    int np, ns;
+    dk_tensor *p, *s; /* (np), (ns) */
+} net_ema;
+/* Start the average at the net's current values. */
+int net_ema_init(net_ema *a, const net *n, dh_err *e);
+/* a = decay a + (1 - decay) w for every tensor, then (lookahead) w = a.
+ * decay 1 copies the average into the net; 0 the net into the average. */
+int net_ema_lookahead(net_ema *a, net *n, float decay, dh_err *e);
+void net_ema_free(net_ema *a);
 
 /* Total number of trainable scalars. */
 int64_t net_nparams(const net *n);

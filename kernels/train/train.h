@@ -319,4 +319,34 @@ int train_finetune_model(const train_finetune *t, const net *nw, const train_mod
 int train_net_new(const netspec *spec, int nclasses, dk_device dev, int64_t B, uint64_t seed, const train_images *d,
                   net **out, dh_err *e);
 
+/* ---- stage 1's recipe (train_pretrain.c; dh-pretrain(1)) ------------------------------------------------------------ */
+/* The patch-whitening start of a net whose first layer is a "whiten" conv
+ * (net_whiten_init) from `count` images of d, rows spread evenly over it,
+ * normalised as the net normalises them; nothing for other nets.
+ * train_net_new calls it with TRAIN_WHITEN_IMAGES. */
+#define TRAIN_WHITEN_IMAGES 5000
+#define TRAIN_WHITEN_EPS    5e-4
+int train_whiten(net *n, const train_images *d, int64_t count, dh_err *e);
+
+/* The per-parameter settings of the fast CIFAR-10 recipe. */
+typedef struct train_recipe {
+    float bn_momentum;      /* > 0: the nets' batch-norm running-statistics momentum */
+    float bn_bias_lr;       /* > 0: batch-norm shifts train at lr x this, with weight decay wd / this */
+    int bn_scale_frozen;    /* batch-norm scales stay 1 */
+    int dirac;              /* net_init_dirac */
+    int whiten_bias_epochs; /* > 0: the whitening layer's bias freezes after this many epochs */
+} train_recipe;
+int train_recipe_apply(net *n, const train_recipe *r, dh_err *e);
+/* At the start of epoch `epoch` (from 0): freezes what the recipe freezes then. */
+void train_recipe_epoch(net *n, const train_recipe *r, int epoch);
+/* Lookahead (net_ema_lookahead) every TRAIN_LOOKAHEAD_EVERY steps with
+ * decay 0.95^EVERY x (step / total)^3 (no averaging at the start, the most
+ * at the end), as the records do; the net gets the average at the end. */
+#define TRAIN_LOOKAHEAD_EVERY 5
+double train_lookahead_decay(int64_t step, int64_t total);
+/* train_images_eval, and the accuracy with test-time flips: the logits of
+ * each image and of its mirror image summed. */
+int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, double *acc, double *acc_tta, double *loss,
+                          dh_err *e);
+
 #endif

@@ -222,7 +222,7 @@ int train_net_new(const netspec *spec, int nclasses, dk_device dev, int64_t B, u
     *out = NULL;
     net *n = NULL;
     if (net_create(spec, nclasses, dev, B, &n, e) || net_init(n, seed, e) || net_set_norm(n, d->mean, d->std, e) ||
-        (nclasses > 0 && d->classes && net_set_classes(n, (const char *const *)d->classes, d->nclasses, e))) {
+        train_whiten(n, d, TRAIN_WHITEN_IMAGES, e) || (nclasses > 0 && d->classes && net_set_classes(n, (const char *const *)d->classes, d->nclasses, e))) {
         net_free(n);
         return e->code;
     }

@@ -202,8 +202,8 @@ static void t_deterministic_and_roundtrip(void) {
 }
 
 static void t_builtins_build(void) {
-    const char *names[] = { "lenet", "cifar", "fast" };
-    for (int i = 0; i < 3; i++) {
+    const char *names[] = { "lenet", "cifar", "fast", "air" };
+    for (int i = 0; i < 4; i++) {
         netspec ns;
         dh_err e;
         REQUIRE(netspec_builtin(names[i], &ns, &e) == DH_OK);
