@@ -34,13 +34,14 @@ static const struct {
     const char *arch;
     hyper h;
 } defaults[] = {
-    { "lenet", { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
-    { "cifar", { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
-    { "fast", { 16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
+    { "lenet", { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
+    { "cifar", { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
+    { "fast", { 16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
     /* airbench94's recipe (Jordan 2024) in this library's units: its lr 11.5 and decay 0.0153 per 1024
      * summed-loss examples with momentum 0.85 are lr 1.5 and wd 1.33e-3 on the mean loss; batch-norm
      * shifts at 64x the rate, scales fixed; warm-up 23% then down to 0.07; translate 2, alternating flips,
-     * lookahead; the whitening layer's bias trains for 3 epochs (dh-pretrain(1)) */
+     * lookahead; conv weights start at PyTorch's default scale (He x 1/sqrt 6) with a partial identity; the
+     * whitening layer's bias trains for 3 epochs (dh-pretrain(1)) */
     { "air",
       { 10,
         1024,
@@ -55,8 +56,8 @@ static const struct {
         DK_FLIP_ALT_EVEN,
         1,
         1,
-        { 0.4f, 64.0f, 1, 1, 3 } } },
-    { "net", { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0 } } },
+        { 0.4f, 64.0f, 1, 0.408f, 1, 3 } } },
+    { "net", { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
 };
 #define NDEFAULTS (int)(sizeof defaults / sizeof defaults[0])
 
@@ -96,6 +97,7 @@ static void usage(void) {
            "                          average; the model is the average (default for air)\n"
            "      --no-lookahead\n"
            "      --val FILE          images stream to report test accuracy on after each epoch\n"
+           "      --val-every N       ... after every N-th epoch and the last only (default 1)\n"
            "      --tta               --val also with test-time flips (the logits of each image and\n"
            "                          its mirror image summed) (default for air)\n"
            "      --no-tta\n"
@@ -117,7 +119,8 @@ typedef struct pt_opts {
     hyper h; /* set fields override the architecture's defaults: 0 or -1 mean unset */
     uint64_t seed;
     int print_net;
-    dh_ckpt ck; /* --checkpoint, --checkpoint-every, --resume, --stop-after */
+    int val_every; /* --val-every */
+    dh_ckpt ck;    /* --checkpoint, --checkpoint-every, --resume, --stop-after */
 } pt_opts;
 
 static double num(const char *opt, const char *v, double lo, double hi) {
@@ -134,7 +137,7 @@ static int inum(const char *opt, const char *v, int lo, int hi) {
 
 static void parse_options(pt_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
-    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1, -1, -1, -1, -1, { 0, 0, 0, 0, 0 } };
+    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1, -1, -1, -1, -1, { 0, 0, 0, 0, 0, 0 } };
     o->seed = 1;
     /* the long-only options: --momentum, --nesterov, --no-nesterov, --label-smoothing, --augment,
      * --no-augment, --val, --print-net, --progress */
@@ -153,6 +156,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         O_NLA,
         O_TTA,
         O_NTT,
+        O_VEV,
         O_PRG,
         O_CK
     };
@@ -165,7 +169,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         { "seed", 1, 0, 's' },           { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
         { "translate", 1, 0, O_TRN },    { "flip", 1, 0, O_FLP },       { "lookahead", 0, 0, O_LAH },
         { "no-lookahead", 0, 0, O_NLA }, { "tta", 0, 0, O_TTA },        { "no-tta", 0, 0, O_NTT },
-        DH_CKPT_LONGOPTS(O_CK),          DH_COMMON_LONGOPTS(O_PRG)
+        { "val-every", 1, 0, O_VEV },    DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
     };
     /* letters given up for the option grammar (dh_opts.h): refused, naming the new ones */
     static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" },
@@ -206,6 +210,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         case O_NLA: h->lookahead = 0; break;
         case O_TTA: h->tta = 1; break;
         case O_NTT: h->tta = 0; break;
+        case O_VEV: o->val_every = inum("--val-every", optarg, 1, 100000); break;
         case 's':
             if (dh_parse_i64(optarg, 0, INT64_MAX, &v)) dh_usage_error("--seed: bad value '%s'", optarg);
             o->seed = (uint64_t)v;
@@ -466,7 +471,8 @@ int main(int argc, char **argv) {
         last_loss = lsum / spe;
         last_train_acc = (double)csum / (spe * B);
         char val[96] = "", eta[32];
-        if (o.val) t_eval += val_eval(n, &va, &xbuf, h.tta, &last_val_acc, &last_val_tta, val, sizeof val);
+        if (o.val && ((ep + 1) % (o.val_every > 0 ? o.val_every : 1) == 0 || ep + 1 == h.epochs))
+            t_eval += val_eval(n, &va, &xbuf, h.tta, &last_val_acc, &last_val_tta, val, sizeof val);
         fmt_dur(eta, sizeof eta, (now - t0) / (ep + 1) * (h.epochs - ep - 1));
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
         dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s", ep + 1, h.epochs,

@@ -333,6 +333,7 @@ typedef struct train_recipe {
     float bn_momentum;      /* > 0: the nets' batch-norm running-statistics momentum */
     float bn_bias_lr;       /* > 0: batch-norm shifts train at lr x this, with weight decay wd / this */
     int bn_scale_frozen;    /* batch-norm scales stay 1 */
+    float conv_scale;       /* > 0: the start's conv weights (not whiten) times this (before dirac) */
     int dirac;              /* net_init_dirac */
     int whiten_bias_epochs; /* > 0: the whitening layer's bias freezes after this many epochs */
 } train_recipe;

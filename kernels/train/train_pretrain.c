@@ -38,6 +38,16 @@ out:
 
 int train_recipe_apply(net *n, const train_recipe *r, dh_err *e) {
     if (r->bn_momentum > 0) n->bn_momentum = r->bn_momentum;
+    for (int l = 0; l < n->spec.nlayers && r->conv_scale > 0; l++) {
+        const ns_layer *s = &n->spec.layers[l];
+        size_t ln = strlen(s->name);
+        if (s->type != NS_CONV || s->whiten) continue;
+        for (int i = 0; i < n->nparams; i++)
+            if (!strncmp(n->params[i].name, s->name, ln) && !strcmp(n->params[i].name + ln, ".weight")) {
+                int rc = dk_scale(&n->params[i].w, r->conv_scale, e);
+                if (rc) return rc;
+            }
+    }
     if (r->dirac) {
         int rc = net_init_dirac(n, e);
         if (rc) return rc;

@@ -126,7 +126,7 @@ static void t_lr_scale(void) {
     net *n;
     REQUIRE(net_create(&ns, 0, DK_CPU, 4, &n, &e) == DH_OK);
     REQUIRE(net_init(n, 1, &e) == DH_OK);
-    train_recipe r = { 0.4f, 8.0f, 1, 0, 0 };
+    train_recipe r = { 0.4f, 8.0f, 1, 0, 0, 0 };
     REQUIRE(train_recipe_apply(n, &r, &e) == DH_OK);
     CHECK(n->bn_momentum == 0.4f);
     /* params: fc1.weight, fc1.bias, bn1.weight (frozen), bn1.bias (x8, decayed) */
