@@ -48,11 +48,12 @@ else
 endif
 
 # MPI (Debian libopenmpi-dev): data-parallel training, `mpirun -np N dh-pretrain`
-# (kernels/train/train_dist.c, the one file compiled with the MPI headers;
-# NCCL for GPUs is opened at run time, no header needed). Found with
-# pkg-config (ompi-c, mpich) or the mpicc wrapper; linked --as-needed, so
-# only the programs that train depend on libmpi. NO_MPI=1 leaves it out: the
-# programs then run alone as before and refuse to be one of several ranks.
+# (kernels/train/train_dist.c, the one file compiled with the MPI headers).
+# Found with pkg-config (ompi-c, mpich) or the mpicc wrapper. Nothing links
+# libmpi: train_dist.c opens it (libmpi.so.40 for Open MPI) when a launcher
+# started the program, as NCCL for GPUs, so the programs and a bundle run
+# where there is no MPI. NO_MPI=1 leaves it out: the programs then run alone
+# as before and refuse to be one of several ranks.
 ifeq ($(NO_MPI),1)
   USE_MPI := 0
 else
@@ -98,9 +99,6 @@ CFLAGS   += $(CSTD) $(OPT) $(WARN) -pthread -fopenmp
 LDLIBS   := -larchive -ljpeg -lpng -lmsgpackc -llapacke $(BLAS_LIBS) -lz -lm -lpthread
 ifeq ($(USE_DNNL),1)
   LDLIBS += -ldnnl
-endif
-ifeq ($(USE_MPI),1)
-  LDLIBS += -Wl,--as-needed $(MPI_LIBS) -Wl,--no-as-needed
 endif
 $(OBJ)/kernels/train/train_dist.o: CPPFLAGS += $(MPI_CFLAGS) -DDH_USE_MPI=$(USE_MPI)
 

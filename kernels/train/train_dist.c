@@ -15,6 +15,7 @@
 #define DH_USE_MPI 0
 #endif
 #if DH_USE_MPI
+#include <dlfcn.h>
 #include <mpi.h>
 #endif
 
@@ -66,6 +67,90 @@ static int launched(int *size, int *rank, char *who, size_t n) {
 }
 
 #if DH_USE_MPI
+/* The MPI library, opened at run time (only when a launcher started the
+ * program), so that programs need no libmpi to start, and a bundle
+ * (tools/dh-bundle) uses the host's, the one its mpirun speaks to. Its
+ * entry points have the prototypes of the <mpi.h> built against; Open MPI's
+ * predefined handles are the addresses of its global objects, MPICH's
+ * (and its ABI's: Intel MPI, MVAPICH) constants. */
+#ifdef OMPI_MAJOR_VERSION
+#define DIST_MPI_SONAME "libmpi.so.40"
+#define DIST_MPI_KIND   "Open MPI"
+#else
+#define DIST_MPI_SONAME "libmpi.so.12"
+#define DIST_MPI_KIND   "MPICH"
+#endif
+static struct {
+    void *h;
+    __typeof__(&MPI_Initialized) Initialized;
+    __typeof__(&MPI_Init_thread) Init_thread;
+    __typeof__(&MPI_Finalize) Finalize;
+    __typeof__(&MPI_Comm_set_errhandler) Comm_set_errhandler;
+    __typeof__(&MPI_Comm_rank) Comm_rank;
+    __typeof__(&MPI_Comm_size) Comm_size;
+    __typeof__(&MPI_Comm_split_type) Comm_split_type;
+    __typeof__(&MPI_Comm_free) Comm_free;
+    __typeof__(&MPI_Error_string) Error_string;
+    __typeof__(&MPI_Bcast) Bcast;
+    __typeof__(&MPI_Allreduce) Allreduce;
+    __typeof__(&MPI_Allgather) Allgather;
+    MPI_Comm world;
+    MPI_Errhandler errors_return;
+    MPI_Info info_null;
+    MPI_Datatype f32, f64, i32, byte;
+    MPI_Op sum, min;
+} M;
+
+static int mpi_load(dh_err *e) {
+    if (M.h) return DH_OK;
+    const char *env = getenv("DH_MPI_LIB"), *name = env && *env ? env : DIST_MPI_SONAME;
+    void *h = dlopen(name, RTLD_NOW | RTLD_GLOBAL); /* global: Open MPI's plugins link against it */
+    if (!h) {
+        const char *m = dlerror();
+        return dh_seterr(e, DH_EUNSUPPORTED,
+                         "the MPI library %s (%s, as built) cannot be loaded: %s (install the MPI that mpirun is "
+                         "from, or name the library with DH_MPI_LIB=PATH)",
+                         name, DIST_MPI_KIND, m ? m : "not found");
+    }
+    struct {
+        void **p;
+        const char *name;
+    } sym[] = { { (void **)&M.Initialized, "MPI_Initialized" },
+                { (void **)&M.Init_thread, "MPI_Init_thread" },
+                { (void **)&M.Finalize, "MPI_Finalize" },
+                { (void **)&M.Comm_set_errhandler, "MPI_Comm_set_errhandler" },
+                { (void **)&M.Comm_rank, "MPI_Comm_rank" },
+                { (void **)&M.Comm_size, "MPI_Comm_size" },
+                { (void **)&M.Comm_split_type, "MPI_Comm_split_type" },
+                { (void **)&M.Comm_free, "MPI_Comm_free" },
+                { (void **)&M.Error_string, "MPI_Error_string" },
+                { (void **)&M.Bcast, "MPI_Bcast" },
+                { (void **)&M.Allreduce, "MPI_Allreduce" },
+                { (void **)&M.Allgather, "MPI_Allgather" },
+#ifdef OMPI_MAJOR_VERSION
+                { (void **)&M.world, "ompi_mpi_comm_world" },
+                { (void **)&M.errors_return, "ompi_mpi_errors_return" },
+                { (void **)&M.info_null, "ompi_mpi_info_null" },
+                { (void **)&M.f32, "ompi_mpi_float" },
+                { (void **)&M.f64, "ompi_mpi_double" },
+                { (void **)&M.i32, "ompi_mpi_int" },
+                { (void **)&M.byte, "ompi_mpi_byte" },
+                { (void **)&M.sum, "ompi_mpi_op_sum" },
+                { (void **)&M.min, "ompi_mpi_op_min" }
+#endif
+    };
+    for (size_t i = 0; i < sizeof sym / sizeof sym[0]; i++)
+        if (!(*sym[i].p = dlsym(h, sym[i].name)))
+            return dh_seterr(e, DH_EUNSUPPORTED, "the MPI library %s has no %s: not %s's (DH_MPI_LIB)", name,
+                             sym[i].name, DIST_MPI_KIND);
+#ifndef OMPI_MAJOR_VERSION
+    M.world = MPI_COMM_WORLD, M.errors_return = MPI_ERRORS_RETURN, M.info_null = MPI_INFO_NULL;
+    M.f32 = MPI_FLOAT, M.f64 = MPI_DOUBLE, M.i32 = MPI_INT, M.byte = MPI_BYTE, M.sum = MPI_SUM, M.min = MPI_MIN;
+#endif
+    M.h = h;
+    return DH_OK;
+}
+
 /* Several ranks on one host: share its cores and its GPUs, unless the user chose. */
 static void share_host(const train_dist *d) {
     char v[32];
@@ -109,10 +194,10 @@ static void share_host(const train_dist *d) {
 static int mpi_fail(int rc, const char *what, dh_err *e) {
     char s[MPI_MAX_ERROR_STRING] = "";
     int len = 0;
-    MPI_Error_string(rc, s, &len);
+    M.Error_string(rc, s, &len);
     return dh_seterr(e, DH_EIO, "MPI %s: %s", what, len > 0 ? s : "failed");
 }
-#define MPI_TRY(call, what)                                                                                            \
+#define DIST_TRY(call, what)                                                                                           \
     do {                                                                                                               \
         int mrc_ = (call);                                                                                             \
         if (mrc_ != MPI_SUCCESS) return mpi_fail(mrc_, what, e);                                                       \
@@ -134,23 +219,23 @@ int train_dist_init(train_dist *d, dh_err *e) {
                          who, rank, size);
     return DH_OK;
 #else
-    int flag = 0, provided = 0;
-    MPI_Initialized(&flag);
+    int flag = 0, provided = 0, rc = mpi_load(e);
+    if (rc) return rc;
+    M.Initialized(&flag);
     if (!flag) {
-        int rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
+        rc = M.Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided);
         if (rc != MPI_SUCCESS) return dh_seterr(e, DH_EIO, "MPI_Init failed (started by %s)", who);
         d->mpi = 1;
     }
     snprintf(d->launcher, sizeof d->launcher, "%s", who);
-    MPI_TRY(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-    MPI_TRY(MPI_Comm_rank(MPI_COMM_WORLD, &d->rank), "MPI_Comm_rank");
-    MPI_TRY(MPI_Comm_size(MPI_COMM_WORLD, &d->size), "MPI_Comm_size");
+    DIST_TRY(M.Comm_set_errhandler(M.world, M.errors_return), "MPI_Comm_set_errhandler");
+    DIST_TRY(M.Comm_rank(M.world, &d->rank), "MPI_Comm_rank");
+    DIST_TRY(M.Comm_size(M.world, &d->size), "MPI_Comm_size");
     MPI_Comm local;
-    MPI_TRY(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &local),
-            "MPI_Comm_split_type");
-    MPI_Comm_rank(local, &d->local_rank);
-    MPI_Comm_size(local, &d->local_size);
-    MPI_Comm_free(&local);
+    DIST_TRY(M.Comm_split_type(M.world, MPI_COMM_TYPE_SHARED, d->rank, M.info_null, &local), "MPI_Comm_split_type");
+    M.Comm_rank(local, &d->local_rank);
+    M.Comm_size(local, &d->local_size);
+    M.Comm_free(&local);
     if (d->local_size > 1) share_host(d);
     if (d->rank > 0) { /* rank 0 writes the outputs */
         int fd = open("/dev/null", O_WRONLY);
@@ -166,7 +251,7 @@ int train_dist_init(train_dist *d, dh_err *e) {
 void train_dist_finalize(train_dist *d) {
     if (d->nccl) train_nccl_comm_destroy(d->nccl);
 #if DH_USE_MPI
-    if (d->mpi) MPI_Finalize();
+    if (d->mpi) M.Finalize();
 #endif
     free(d->buf);
     memset(d, 0, sizeof *d);
@@ -202,7 +287,7 @@ static int grow(train_dist *d, size_t n, dh_err *e) {
 }
 
 /* MPI counts are ints: long buffers go in pieces. */
-#define MPI_PIECE (1 << 30)
+#define DIST_PIECE (1 << 30)
 
 /* The NCCL communicator, at the first CUDA collective (every rank gets here
  * together): rank 0's id sent with MPI_Bcast, with a status that every rank
@@ -219,9 +304,9 @@ static int nccl_ready(train_dist *d, dh_err *e) {
     int rc = train_nccl_load(NULL, &le);
     if (d->rank == 0 && rc == DH_OK) rc = train_nccl_unique_id(msg.id, &le);
     msg.ok = rc == DH_OK;
-    MPI_TRY(MPI_Bcast(&msg, (int)sizeof msg, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast (NCCL id)");
+    DIST_TRY(M.Bcast(&msg, (int)sizeof msg, M.byte, 0, M.world), "MPI_Bcast (NCCL id)");
     int mine = rc == DH_OK, all = 0;
-    MPI_TRY(MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
+    DIST_TRY(M.Allreduce(&mine, &all, 1, M.i32, M.min, M.world), "MPI_Allreduce");
     if (rc) {
         if (e) *e = le;
         return rc;
@@ -262,9 +347,9 @@ int train_dist_allreduce(train_dist *d, dk_tensor *const *t, int n, int average,
         memcpy(d->buf + o, t[i]->data, (size_t)t[i]->n * sizeof(float));
         o += (size_t)t[i]->n;
     }
-    for (size_t p = 0; p < total; p += MPI_PIECE) {
-        int cnt = (int)(total - p < MPI_PIECE ? total - p : MPI_PIECE);
-        MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, d->buf + p, cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    for (size_t p = 0; p < total; p += DIST_PIECE) {
+        int cnt = (int)(total - p < DIST_PIECE ? total - p : DIST_PIECE);
+        DIST_TRY(M.Allreduce(MPI_IN_PLACE, d->buf + p, cnt, M.f32, M.sum, M.world), "MPI_Allreduce");
     }
     o = 0;
     for (int i = 0; i < n; i++) {
@@ -289,9 +374,8 @@ int train_dist_allgather(train_dist *d, const dk_tensor *part, dk_tensor *all, d
         int rc = nccl_ready(d, e);
         return rc ? rc : train_nccl_allgather(d->nccl, part->data, all->data, (size_t)part->n, e);
     }
-    if (part->n > MPI_PIECE) return dh_seterr(e, DH_ELIMIT, "allgather: %lld elements per rank", (long long)part->n);
-    MPI_TRY(MPI_Allgather(part->data, (int)part->n, MPI_FLOAT, all->data, (int)part->n, MPI_FLOAT, MPI_COMM_WORLD),
-            "MPI_Allgather");
+    if (part->n > DIST_PIECE) return dh_seterr(e, DH_ELIMIT, "allgather: %lld elements per rank", (long long)part->n);
+    DIST_TRY(M.Allgather(part->data, (int)part->n, M.f32, all->data, (int)part->n, M.f32, M.world), "MPI_Allgather");
     return DH_OK;
 #else
     return dh_seterr(e, DH_EUNSUPPORTED, "no MPI in this build");
@@ -310,9 +394,9 @@ int train_dist_bcast(train_dist *d, dk_tensor *const *t, int n, int root, dh_err
         return rc ? rc : rc2;
     }
     for (int i = 0; i < n; i++)
-        for (int64_t p = 0; p < t[i]->n; p += MPI_PIECE) {
-            int cnt = (int)(t[i]->n - p < MPI_PIECE ? t[i]->n - p : MPI_PIECE);
-            MPI_TRY(MPI_Bcast(t[i]->data + p, cnt, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
+        for (int64_t p = 0; p < t[i]->n; p += DIST_PIECE) {
+            int cnt = (int)(t[i]->n - p < DIST_PIECE ? t[i]->n - p : DIST_PIECE);
+            DIST_TRY(M.Bcast(t[i]->data + p, cnt, M.f32, root, M.world), "MPI_Bcast");
         }
     return DH_OK;
 #else
@@ -323,7 +407,7 @@ int train_dist_bcast(train_dist *d, dk_tensor *const *t, int n, int root, dh_err
 int train_dist_sum(train_dist *d, double *v, int n, dh_err *e) {
     if (d->size <= 1 || n <= 0) return DH_OK;
 #if DH_USE_MPI
-    MPI_TRY(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    DIST_TRY(M.Allreduce(MPI_IN_PLACE, v, n, M.f64, M.sum, M.world), "MPI_Allreduce");
     return DH_OK;
 #else
     return dh_seterr(e, DH_EUNSUPPORTED, "no MPI in this build");

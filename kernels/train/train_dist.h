@@ -13,13 +13,15 @@
  * Transport: MPI_Allreduce on host buffers for CPU tensors (one packed
  * buffer per call), NCCL on CUDA tensors (libnccl.so.2 opened at run time,
  * train_nccl.c; the NCCL id is sent from rank 0 with MPI_Bcast; each rank
- * uses one GPU: the local rank's among those visible). MPI is linked in
- * when the build found it (make's first line says; NO_MPI=1 leaves it
- * out); a program is "distributed" only when a launcher started it
- * (mpirun, mpiexec, srun: OMPI_COMM_WORLD_SIZE, PMI_SIZE, PMI_RANK or
- * PMIX_RANK in the environment), else it runs alone as before, MPI never
- * initialised. A build without MPI started as one of several ranks refuses
- * (DH_EUNSUPPORTED) rather than train N independent copies.
+ * uses one GPU: the local rank's among those visible). The MPI headers are
+ * used when the build found them (make's first line says; NO_MPI=1 leaves
+ * them out); the library (libmpi.so.40 for Open MPI, libmpi.so.12 for
+ * MPICH; DH_MPI_LIB=PATH) is opened at run time, and only when a launcher
+ * started the program (mpirun, mpiexec, srun: OMPI_COMM_WORLD_SIZE,
+ * PMI_SIZE, PMI_RANK or PMIX_RANK in the environment); otherwise it runs
+ * alone as before, MPI never loaded. A build without MPI started as one of
+ * several ranks refuses (DH_EUNSUPPORTED) rather than train N independent
+ * copies, as does one whose MPI library cannot be loaded.
  *
  * Numerics: without batch normalisation N ranks compute the gradient of
  * the same global batch as one process, summed in another order (float
