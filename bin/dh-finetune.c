@@ -23,6 +23,7 @@
 #include "dk_prog.h"
 #include "hashfn.h"
 #include "train_ckpt.h"
+#include "train_dist.h"
 
 enum { LOSS_PAPER, LOSS_SCALED, LOSS_BALANCED, LOSS_REGISTRY };
 
@@ -252,6 +253,10 @@ int main(int argc, char **argv) {
     ft_opts o;
     parse_options(&o, argc, argv);
     dh_err e;
+    static train_dist dist; /* mpirun -np N: each rank a slice of every batch, rank 0 writes (train_dist.h) */
+    if (train_dist_init(&dist, &e)) dh_die_err(&e, "data-parallel training");
+    if (dist.rank > 0) o.out = o.db_codes = o.ck.path = NULL, dh_quiet = 1;
+    o.t.dist = &dist;
     dk_device dev = dk_prog_device_open(o.device);
 
     /* the data: cached features, or images onto the device */
@@ -273,6 +278,8 @@ int main(int argc, char **argv) {
     const int64_t N = o.features ? f.N : im.S;
     if (train_check_pairs(o.features ? f.lab : im.hlab, N, &e)) dh_die_err(&e, iname);
     const int B = o.batch < N ? o.batch : (int)N;
+    int64_t r0, bl;
+    if (!o.features && train_dist_slice(&dist, B, &r0, &bl, &e)) dh_usage_error("--batch: %s", e.msg);
 
     /* the network: stage 1's, or a new one ("random init."), or none */
     static dhs_model nm, hm;
@@ -311,9 +318,9 @@ int main(int argc, char **argv) {
     if (train_finetune_init(&t, to, dev, o.features ? &f : NULL, &im, nw, B, W, b, K, &e))
         dh_die_err(&e, to->loss_spec && e.code == DH_EINVAL ? "--loss" : "device buffers");
     const char *lname = to->loss_spec ? to->loss_spec : (const char *[]){ "paper", "scaled", "balanced" }[o.loss];
-    char desc[512];
+    char desc[512], ranks[64];
     train_finetune_describe(&t, lname, o.net_path ? o.net_path : o.arch, desc, sizeof desc);
-    dh_note("%s, device %s", desc, dk_device_name(dev));
+    dh_note("%s, device %s%s", desc, dk_device_name(dev), train_dist_describe(&dist, ranks, sizeof ranks));
     if (t.dloss && (dh_dloss_method_of(t.dloss)->flags & DH_DLOSS_ASYM) && !o.db_codes)
         dh_note("%s learns the database codes: keep them with --db-codes FILE (encoding the training set with the "
                 "model gives other codes)",
@@ -385,6 +392,6 @@ int main(int argc, char **argv) {
     if (o.db_codes && dh_out_commit(&of, &e)) dh_die_err(&e, NULL);
     dhs_model_free(&out), dhs_model_free(&nm), dhs_model_free(&hm), dhs_meta_free(dbm);
     train_finetune_free(&t), train_features_free(&f), train_images_free(&im), net_free(nw), dk_shutdown();
-    free(W), free(b);
+    free(W), free(b), train_dist_finalize(&dist);
     return DH_EXIT_OK;
 }

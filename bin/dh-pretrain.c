@@ -17,6 +17,7 @@
 #include "dh_prog.h"
 #include "dk_prog.h"
 #include "train_ckpt.h"
+#include "train_dist.h"
 
 typedef struct {
     int epochs, batch;
@@ -354,7 +355,10 @@ int main(int argc, char **argv) {
         netspec_free(&spec);
         return DH_EXIT_OK;
     }
-    if ((!o.out || !strcmp(o.out, "-")) && isatty(STDOUT_FILENO))
+    static train_dist dist; /* mpirun -np N: each rank a slice of every batch, rank 0 writes (train_dist.h) */
+    if (train_dist_init(&dist, &e)) dh_die_err(&e, "data-parallel training");
+    if (dist.rank > 0) o.out = o.ck.path = NULL, dh_quiet = 1;
+    if ((!o.out || !strcmp(o.out, "-")) && isatty(STDOUT_FILENO) && dist.size == 1) /* mpirun: a tty, forwarded */
         dh_usage_error("refusing to write a model to a terminal (use -o FILE or redirect)");
     if (dh_out_open_guarded(&outf, o.out, &e)) dh_die_err(&e, NULL);
     dk_device dev = dk_prog_device_open(o.device);
@@ -387,8 +391,9 @@ int main(int argc, char **argv) {
     char sched_text[64];
     if (train_schedule(h.schedule, h.lr, h.epochs, &sched, sched_text, sizeof sched_text, &e))
         dh_usage_error("--schedule: %s", e.msg);
-    int64_t B = h.batch < tr.S ? h.batch : tr.S, spe = tr.S / B, total = spe * h.epochs;
-    for (int i = 0; B < 2 && i < spec.nlayers; i++)
+    int64_t B = h.batch < tr.S ? h.batch : tr.S, spe = tr.S / B, total = spe * h.epochs, r0, Bl;
+    if (train_dist_slice(&dist, B, &r0, &Bl, &e)) dh_usage_error("--batch: %s", e.msg);
+    for (int i = 0; Bl < 2 && i < spec.nlayers; i++)
         if (spec.layers[i].type == NS_BN)
             dh_die(DH_EXIT_FAIL, "%s: one image: batch normalisation needs batches of 2 or more", tr.name);
 
@@ -400,7 +405,8 @@ int main(int argc, char **argv) {
     }
 
     net *n;
-    if (train_net_new(&spec, tr.nclasses, dev, B, o.seed, &tr, &n, &e) || train_recipe_apply(n, &h.rc, &e))
+    if (train_net_new(&spec, tr.nclasses, dev, B, o.seed, &tr, &n, &e) || train_recipe_apply(n, &h.rc, &e) ||
+        train_dist_bcast_net(&dist, n, &e))
         dh_die_err(&e, "network");
     int pad = !h.augment ? 0 : h.translate > 0 ? h.translate : tr.H / 8 > 0 ? tr.H / 8 : 1;
     char augtext[64] = "off";
@@ -409,11 +415,13 @@ int main(int argc, char **argv) {
                  h.flip == DK_FLIP_ALT_EVEN ? "alternating" : "random");
     dh_note("%s: %lld images %dx%dx%d, %d classes; net %s: %lld parameters, z %d; %s", tr.name, (long long)tr.S, tr.C,
             tr.H, tr.W, tr.nclasses, netname, (long long)net_nparams(n), n->zdim, dk_device_name(dev));
+    char ranks[64];
     dh_note("%d epochs x %lld steps of %lld, lr %g (%s), momentum %g%s, weight decay %g, "
-            "label smoothing %g, augment %s%s, seed %llu",
+            "label smoothing %g, augment %s%s, seed %llu%s",
             h.epochs, (long long)spe, (long long)B, h.lr, sched_text, h.momentum, h.nesterov ? " (nesterov)" : "", h.wd,
-            h.smoothing, augtext, h.lookahead ? ", lookahead" : "", (unsigned long long)o.seed);
-    if (spe < FEW_STEPS) /* a warning, also with --quiet: such a run learns next to nothing */
+            h.smoothing, augtext, h.lookahead ? ", lookahead" : "", (unsigned long long)o.seed,
+            train_dist_describe(&dist, ranks, sizeof ranks));
+    if (spe < FEW_STEPS && dist.rank == 0) /* a warning, also with --quiet: such a run learns next to nothing */
         fprintf(stderr,
                 "%s: warning: %s: %lld images in batches of %lld: %lld step%s per epoch, too few to learn from "
                 "(give a smaller -B, e.g. -B %lld, or more images)\n",
@@ -424,7 +432,7 @@ int main(int argc, char **argv) {
     int32_t *perm = dh_malloc(&e, (size_t)tr.S, sizeof *perm), *lab_dev = NULL;
     dk_tensor xbuf = { 0 };
     if (!perm || dk_mem_alloc(dev, (size_t)B * sizeof(int32_t), (void **)&lab_dev, &e) ||
-        dk_tensor_alloc4(&xbuf, dev, 4, B, tr.C, tr.H, tr.W, &e))
+        dk_tensor_alloc4(&xbuf, dev, 4, Bl, tr.C, tr.H, tr.W, &e))
         dh_die_err(&e, dk_device_name(dev));
     dh_progress prog;
     dh_progress_start(&prog, "training", "images", total * B);
@@ -446,14 +454,16 @@ int main(int argc, char **argv) {
         for (int64_t it = it0; it < spe; it++, step++) {
             if (it > it0 && dh_ckpt_due_step(&o.ck)) ckpt_save(&o.ck, n, step, match, lsum, csum, ep);
             cur_lr = (float)dk_schedule_lr(&sched, step, total, spe);
-            const int32_t *idx = tr.order + it * B;
+            const int32_t *idx = tr.order + it * B + r0;
             double loss;
             int64_t correct;
             if (dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std,
-                                  o.seed ^ 0xA5A5A5A5ULL, (uint64_t)step * B, &xbuf, &e) ||
-                dk_gather_i32(dev, tr.lab, idx, B, lab_dev, &e))
+                                  o.seed ^ 0xA5A5A5A5ULL, (uint64_t)(step * B + r0), &xbuf, &e) ||
+                dk_gather_i32(dev, tr.lab, idx, Bl, lab_dev, &e))
                 dh_die_err(&e, "batch");
-            if (net_grad_xent(n, &xbuf, lab_dev, (float)h.smoothing, &loss, &correct, &e)) dh_die_err(&e, "training");
+            if (net_grad_xent(n, &xbuf, lab_dev, (float)h.smoothing, &loss, &correct, &e) ||
+                train_dist_grads(&dist, n, 1, &e))
+                dh_die_err(&e, "training");
             if (!isfinite(loss))
                 dh_die(DH_EXIT_FAIL, "training diverged at epoch %d step %lld (loss %g): lower --lr", ep + 1,
                        (long long)it + 1, loss);
@@ -467,6 +477,9 @@ int main(int argc, char **argv) {
             dh_progress_update(&prog, (step + 1) * B);
         }
         if (h.lookahead && ep == h.epochs - 1 && net_ema_lookahead(&ema, n, 1.0f, &e)) dh_die_err(&e, "lookahead");
+        double red[2] = { lsum / dist.size, (double)csum }; /* the ranks' reports, their batch-norm statistics */
+        if (train_dist_sum(&dist, red, 2, &e) || train_dist_sync(&dist, n, &e)) dh_die_err(&e, "training");
+        lsum = red[0], csum = (int64_t)red[1];
         double now = dh_now(), dt = now - te;
         last_loss = lsum / spe;
         last_train_acc = (double)csum / (spe * B);
@@ -515,5 +528,6 @@ int main(int argc, char **argv) {
     net_free(n);
     netspec_free(&spec);
     dk_shutdown();
+    train_dist_finalize(&dist);
     return DH_EXIT_OK;
 }

@@ -207,6 +207,7 @@ typedef struct train_finetune_opts {
     dk_schedule sched;            /* the rates' schedule (a factor: built with base 1) */
     int epochs, skip, pad, flip;  /* skip: train_epoch_order; pad, flip: dk_images_augment */
     uint64_t seed;
+    struct train_dist *dist; /* data-parallel ranks (train_dist.h) for images, or NULL: alone */
 } train_finetune_opts;
 
 /* One epoch's report: the means over its batches, and the rates at its end. */
@@ -228,6 +229,7 @@ typedef struct train_finetune {
     int (*pause)(void *arg); /* NULL, or asked between two steps of an epoch: 1 pauses it (a checkpoint) */
     void *pause_arg;
     int B, K, D;
+    int64_t r0, bl;  /* this rank's rows of every batch, [r0, r0 + bl): all B alone */
     int classes;     /* labels are 0..classes-1 (with a registry loss) */
     dh_dloss *dloss; /* the registry loss (o.loss_spec), or NULL */
     int64_t *idx;    /* host (B): the batch's rows, for the registry loss */

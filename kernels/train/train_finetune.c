@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "train.h"
+#include "train_dist.h"
 #include "hashfn.h"
 
 /* Whether the spec "NAME:a=1,b=2" sets parameter `name`. */
@@ -102,10 +103,17 @@ int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_devi
     t->zh = dh_malloc(e, (size_t)B * D, sizeof(float));
     t->idx = dh_malloc(e, (size_t)B, sizeof(int64_t));
     int rc = t->m && t->order && t->lab && t->zh && t->idx ? DH_OK : DH_ENOMEM;
+    /* several ranks: each takes its slice of a batch through the net, z is gathered (t->z), the hash layer runs
+     * whole on every rank and the net's gradients are summed (train_dist.h) */
+    t->r0 = 0, t->bl = B;
+    if (rc == DH_OK && o->dist && !f &&
+        (train_dist_slice(o->dist, B, &t->r0, &t->bl, e) || train_dist_bcast_net(o->dist, nw, e)))
+        rc = e->code;
     if (rc == DH_OK && o->loss_spec) rc = make_dloss(t, f ? f->lab : im->hlab, f ? 0 : im->nclasses, e);
     if (rc == DH_OK && (f ? dk_tensor_alloc4(&t->z, dev, 2, B, D, 1, 1, e)
-                          : dk_tensor_alloc4(&t->x, dev, 4, B, im->C, im->H, im->W, e)))
+                          : dk_tensor_alloc4(&t->x, dev, 4, t->bl, im->C, im->H, im->W, e)))
         rc = e->code;
+    if (rc == DH_OK && t->bl < B && dk_tensor_alloc4(&t->z, dev, 2, B, D, 1, 1, e)) rc = e->code;
     if (rc == DH_OK && o->precond && f) train_zstats(f->z, t->N, D, t->m, &t->r2);
     if (rc == DH_OK && o->precond && !f)
         rc = train_zstats_net(nw, im, (t->N < 4096 ? t->N : 4096) / B * B, &t->x, t->m, &t->r2, e);
@@ -126,10 +134,13 @@ static int batch_z(train_finetune *t, int64_t s0, int train, dk_tensor *z, dh_er
         return dk_upload(&t->z, t->zh, (int64_t)B * D, e);
     }
     const train_images *d = t->im;
-    if (dk_images_augment(d->pix, d->S, d->C, d->H, d->W, d->order + s0, t->o.pad, t->o.flip, t->nw->mean, t->nw->std,
-                          t->o.seed, (uint64_t)t->step * (uint64_t)B, &t->x, e) ||
-        net_forward_to_z(t->nw, &t->x, train, z, e))
+    dk_tensor zp; /* this rank's rows */
+    if (dk_images_augment(d->pix, d->S, d->C, d->H, d->W, d->order + s0 + t->r0, t->o.pad, t->o.flip, t->nw->mean,
+                          t->nw->std, t->o.seed, (uint64_t)t->step * (uint64_t)B + (uint64_t)t->r0, &t->x, e) ||
+        net_forward_to_z(t->nw, &t->x, train, t->bl < B ? &zp : z, e) ||
+        (t->bl < B && train_dist_allgather(t->o.dist, &zp, &t->z, e)))
         return e->code;
+    if (t->bl < B) *z = t->z;
     return DH_OK;
 }
 
@@ -170,8 +181,10 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
             return dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --lr)", epoch + 1);
         /* the backbone, from the gradient the hash layer passed down */
         float lrs[NET_NGROUPS] = { (float)(o->backbone_lr * f), 0.0f }, wds[NET_NGROUPS] = { (float)o->wd, 0.0f };
-        if (train &&
-            (net_backward_from_z(t->nw, &t->th.dz, e) || net_sgd_step(t->nw, lrs, (float)o->momentum, wds, 0, e)))
+        dk_tensor dz = t->th.dz;
+        if (train && ((t->bl < B && dk_tensor_rows(&t->th.dz, t->r0, t->bl, &dz, e)) ||
+                      net_backward_from_z(t->nw, &dz, e) || (t->bl < B && train_dist_grads(o->dist, t->nw, 0, e)) ||
+                      net_sgd_step(t->nw, lrs, (float)o->momentum, wds, 0, e)))
             return e->code;
         st->q += hs.q;
         st->surrogate += hs.surrogate;
@@ -184,7 +197,9 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
         st->rows += B;
         if (progress) progress(arg, st->rows);
     }
-    if (dk_sync(t->th.dev, e) || (t->dloss && dh_dloss_epoch_end(t->dloss, e))) return e->code;
+    if ((train && t->bl < B && train_dist_sync(o->dist, t->nw, e)) || dk_sync(t->th.dev, e) ||
+        (t->dloss && dh_dloss_epoch_end(t->dloss, e)))
+        return e->code;
     double nb = st->batches ? (double)st->batches : 1.0;
     st->loss /= nb;
     for (int k = 0; k < DH_DLOSS_MAX_TERMS; k++) st->term[k] /= nb;
