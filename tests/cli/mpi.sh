@@ -3,7 +3,8 @@
 # `mpirun -np 2` dh-pretrain and dh-finetune on tiny synthetic images give
 # the model of one process with the same global batch, within a stated
 # tolerance; rank 0 alone writes (stdout) and reports; a batch that does not
-# divide among the ranks is refused. The figure compared is, over the
+# divide among the ranks is refused; a checkpointed and resumed 2-rank run
+# is the uninterrupted one. The figure compared is, over the
 # model's tensors, max |a - b| / max(1, max |a|) (the max abs difference for
 # weights below 1), printed on a '#' line:
 #   no batch norm (lenet, the joint fine-tuning):  <= 1e-4 (float rounding:
@@ -68,7 +69,7 @@ d, worst = 0.0, ''
 for k in a:
     x = float(np.max(np.abs(a[k] - b[k])) / max(1.0, np.max(np.abs(a[k])))) if a[k].size else 0.0
     if x > d: d, worst = x, k
-print('# %s: 1 vs 2 ranks: max difference %.3g (%s), tolerance %g' % (sys.argv[4], d, worst or '-', float(sys.argv[3])))
+print('# %s: max difference %.3g (%s), tolerance %g' % (sys.argv[4], d, worst or '-', float(sys.argv[3])))
 sys.exit(0 if d <= float(sys.argv[3]) else 1)
 PYEOF
 }
@@ -78,7 +79,7 @@ same() {
   t_begin "$name"
   "$@" -q -o "$TMP/one.dhm" "$TMP/in" 2> "$TMP/err1" || t_fail "one process: $(head -c 200 "$TMP/err1")"
   mpi2 "$@" -q -o "$TMP/two.dhm" "$TMP/in" 2> "$TMP/err2" > /dev/null || t_fail "2 ranks: $(head -c 300 "$TMP/err2")"
-  [ "$T_FAILED" = 0 ] && { cmpm "$TMP/one.dhm" "$TMP/two.dhm" "$tol" "$name" || t_fail "beyond $tol"; }
+  [ "$T_FAILED" = 0 ] && { cmpm "$TMP/one.dhm" "$TMP/two.dhm" "$tol" "$name, 1 vs 2 ranks" || t_fail "beyond $tol"; }
   t_end
 }
 ln -sf "$TMP/im.dhs" "$TMP/in"
@@ -102,6 +103,17 @@ dh-pretrain -q --arch lenet -e 1 -B 32 -o "$TMP/net.dhm" "$TMP/im.dhs" &&
 same mpi_finetune_joint 1e-4 dh-finetune -m "$TMP/net.dhm" --hash "$TMP/h.dhm" -e 2 -B 32
 ln -sf "$TMP/f.dhs" "$TMP/in"
 same mpi_finetune_features 0 dh-finetune --features --hash "$TMP/h.dhm" -e 2 -B 30
+
+# a checkpoint (rank 0 writes it) and a resume on 2 ranks: the uninterrupted 2-rank model, bit for bit
+t_begin mpi_checkpoint_resume
+mpi2 dh-pretrain -q --arch lenet -e 2 -B 32 --checkpoint "$TMP/ck.dhm" --stop-after 1 -o "$TMP/r.dhm" "$TMP/im.dhs" \
+  > /dev/null 2> "$TMP/err"
+[ $? != 0 ] && [ -s "$TMP/ck.dhm" ] && [ ! -e "$TMP/r.dhm" ] || t_fail "--stop-after 1: $(head -c 200 "$TMP/err")"
+mpi2 dh-pretrain -q --arch lenet -e 2 -B 32 --resume "$TMP/ck.dhm" -o "$TMP/r.dhm" "$TMP/im.dhs" > /dev/null 2> "$TMP/err" ||
+  t_fail "--resume: $(head -c 200 "$TMP/err")"
+mpi2 dh-pretrain -q --arch lenet -e 2 -B 32 -o "$TMP/u.dhm" "$TMP/im.dhs" > /dev/null 2> "$TMP/err" || t_fail "uninterrupted"
+[ "$T_FAILED" = 0 ] && { cmpm "$TMP/r.dhm" "$TMP/u.dhm" 0 "mpi_checkpoint_resume, resumed vs uninterrupted" || t_fail "resumed != uninterrupted"; }
+t_end
 
 # rank 0 alone writes stdout and reports
 t_begin mpi_rank0_writes
