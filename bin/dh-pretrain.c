@@ -291,10 +291,11 @@ static double val_eval(net *n, const train_images *va, dk_tensor *x, int tta, do
 }
 
 /* Checkpoints (dh_ckpt.h, train_ckpt.h): what a resume must match (NULL
- * without checkpoints), and the state of --resume: the network, the steps
- * done, the running sums of the epoch they end in. */
-static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const train_images *tr, net *n, int64_t B,
-                            int64_t total, int64_t *step, double *lsum, int64_t *csum) {
+ * without checkpoints), and the state of --resume: the network, the
+ * lookahead average, the steps done, the running sums of the epoch they
+ * end in. */
+static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const train_images *tr, net *n, net_ema *ema,
+                            int64_t B, int64_t total, int64_t *step, double *lsum, int64_t *csum) {
     if (!o->ck.path && !o->ck.resume) return NULL;
     dh_err e;
     uint64_t data, arch = train_hash64(n->spec.text, strlen(n->spec.text), (uint64_t)n->nclasses);
@@ -305,14 +306,20 @@ static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const
         train_ckpt_match(m, "batch", "%lld", (long long)B) ||
         train_ckpt_match(m, "seed", "%llu", (unsigned long long)o->seed) ||
         train_ckpt_match(m, "schedule", "%s over %d epochs", sched, h->epochs) ||
-        train_ckpt_match(m, "recipe", "lr %.15g, momentum %.15g, nesterov %d, wd %.15g, smoothing %.15g, augment %d",
-                         h->lr, h->momentum, h->nesterov, h->wd, h->smoothing, h->augment))
+        train_ckpt_match(m, "recipe",
+                         "lr %.15g, momentum %.15g, nesterov %d, wd %.15g, smoothing %.15g, augment %d (translate %d, "
+                         "flip %d), lookahead %d, bn %g/%g/%d, conv %g, dirac %d, whiten bias %d",
+                         h->lr, h->momentum, h->nesterov, h->wd, h->smoothing, h->augment, h->translate, h->flip,
+                         h->lookahead, h->rc.bn_momentum, h->rc.bn_bias_lr, h->rc.bn_scale_frozen, h->rc.conv_scale,
+                         h->rc.dirac, h->rc.whiten_bias_epochs))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (o->ck.resume) {
         dhs_model ck;
         dh_ckpt_load(&o->ck, &ck);
         if (train_ckpt_check(&ck, o->ck.resume, "dh-pretrain", m, step, &e) ||
-            train_pretrain_restore(&ck, n, lsum, csum, &e))
+            train_pretrain_restore(&ck, n, lsum, csum, &e) ||
+            (ema->np && (train_ckpt_get_tensors(&ck, "ema:p", ema->p, ema->np, &e) ||
+                         train_ckpt_get_tensors(&ck, "ema:s", ema->s, ema->ns, &e))))
             dh_die_err(&e, o->ck.resume);
         if (*step > total)
             dh_die(DH_EXIT_FAIL, "%s: step %lld beyond the run's %lld", o->ck.resume, (long long)*step,
@@ -324,13 +331,15 @@ static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const
 }
 
 /* Write the checkpoint after `step` steps (`done` epochs); dh_ckpt_save exits when asked to stop. */
-static void ckpt_save(dh_ckpt *c, const net *n, int64_t step, const dhs_meta *match, double lsum, int64_t csum,
-                      int done) {
+static void ckpt_save(dh_ckpt *c, const net *n, const net_ema *ema, int64_t step, const dhs_meta *match, double lsum,
+                      int64_t csum, int done) {
     dh_err e;
     dhs_model m;
     dhs_model_init(&m);
     if (train_ckpt_begin(&m, "dh-pretrain", dh_cmdline(), step, match, &e) ||
-        train_pretrain_ckpt(&m, n, lsum, csum, &e))
+        train_pretrain_ckpt(&m, n, lsum, csum, &e) ||
+        (ema->np && (train_ckpt_put_tensors(&m, "ema:p", ema->p, ema->np, &e) ||
+                     train_ckpt_put_tensors(&m, "ema:s", ema->s, ema->ns, &e))))
         dh_die_err(&e, c->path);
     dh_ckpt_save(c, &m, done);
     dhs_model_free(&m);
@@ -438,9 +447,9 @@ int main(int argc, char **argv) {
     dh_progress_start(&prog, "training", "images", total * B);
     double t0 = dh_now(), last_train_acc = 0, last_val_acc = -1, last_loss = 0, lsum0 = 0;
     int64_t step = 0, csum0 = 0;
-    dhs_meta *match = ckpt_setup(&o, &h, sched_text, &tr, n, B, total, &step, &lsum0, &csum0);
     net_ema ema = { 0 };
     if (h.lookahead && net_ema_init(&ema, n, &e)) dh_die_err(&e, "lookahead");
+    dhs_meta *match = ckpt_setup(&o, &h, sched_text, &tr, n, &ema, B, total, &step, &lsum0, &csum0);
     double t_eval = 0, last_val_tta = -1;
     for (int ep = (int)(step / spe); ep < h.epochs; ep++) {
         double te = dh_now(), lsum = lsum0;
@@ -452,7 +461,7 @@ int main(int argc, char **argv) {
         dk_permutation(perm, tr.S, o.seed, (uint64_t)ep);
         if (train_images_order(&tr, perm, &e)) dh_die_err(&e, "upload");
         for (int64_t it = it0; it < spe; it++, step++) {
-            if (it > it0 && dh_ckpt_due_step(&o.ck)) ckpt_save(&o.ck, n, step, match, lsum, csum, ep);
+            if (it > it0 && dh_ckpt_due_step(&o.ck)) ckpt_save(&o.ck, n, &ema, step, match, lsum, csum, ep);
             cur_lr = (float)dk_schedule_lr(&sched, step, total, spe);
             const int32_t *idx = tr.order + it * B + r0;
             double loss;
@@ -490,7 +499,7 @@ int main(int argc, char **argv) {
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
         dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s", ep + 1, h.epochs,
                 last_loss, 100 * last_train_acc, val, cur_lr, spe * B / dt, eta);
-        if (dh_ckpt_due_epoch(&o.ck, ep + 1, h.epochs)) ckpt_save(&o.ck, n, step, match, 0, 0, ep + 1);
+        if (dh_ckpt_due_epoch(&o.ck, ep + 1, h.epochs)) ckpt_save(&o.ck, n, &ema, step, match, 0, 0, ep + 1);
     }
     dhs_meta_free(match);
     dh_progress_end(&prog, total * B);

@@ -4,7 +4,8 @@
 # A run stopped after an epoch (or between two steps, or by a signal) and
 # resumed writes the same model, byte for byte, as the run that was not
 # stopped: under DH_CPU=ref and under the default CPU engine (oneDNN when
-# built with it), for stage 1, stage 3 on features and joint, and the
+# built with it), for stage 1 (with lookahead too), stage 3 on features,
+# joint and from random init., and the
 # registry losses that keep state (GreedyHash, DSDH, ADSH with its database
 # codes). Then what a resume refuses: another run's checkpoint (data,
 # batch, seed, schedule), another program's, a model that is no checkpoint,
@@ -73,6 +74,7 @@ fi
 for cpu in $engines; do
   export DH_CPU=$cpu
   same "pretrain_$cpu" dh-pretrain -q -e 2 -B 16 --augment ../im.dhs
+  same "pretrain_lookahead_$cpu" dh-pretrain -q -e 2 -B 16 --augment --lookahead ../im.dhs
   same "finetune_features_$cpu" dh-finetune -q --features --hash ../fh0.dhm --epochs 2 -B 32 ../f.dhs
   same "finetune_joint_$cpu" dh-finetune -q -m ../net.dhm --hash ../ih.dhm --epochs 2 -B 16 --augment crop-flip ../im.dhs
   same "finetune_random_init_$cpu" dh-finetune -q --arch lenet --bits 8 --epochs 2 -B 16 --sampling paper --skip 5 ../im.dhs
