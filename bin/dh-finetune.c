@@ -172,6 +172,8 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     }
     o->in = dh_input_arg(argc, argv);
     dh_ckpt_start(&o->ck);
+    dh_ckpt_not_output(&o->ck, "-o", o->out);
+    dh_ckpt_not_output(&o->ck, "--db-codes", o->db_codes);
     dh_err e;
     if (train_schedule(o->schedule, 1.0, t->epochs, &t->sched, NULL, 0, &e)) dh_usage_error("--schedule: %s", e.msg);
     t->skip = sampling ? skip : -1;

@@ -227,6 +227,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
     o->in = dh_input_arg(argc, argv);
     if (o->arch && o->netfile) dh_usage_error("--arch and --net exclude each other");
     dh_ckpt_start(&o->ck);
+    dh_ckpt_not_output(&o->ck, "-o", o->out);
 }
 
 /* The architecture's defaults, overridden by what the options set. */

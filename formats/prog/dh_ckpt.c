@@ -68,6 +68,11 @@ void dh_ckpt_start(dh_ckpt *c) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
+void dh_ckpt_not_output(const dh_ckpt *c, const char *opt, const char *out) {
+    if (c->path && out && !strcmp(c->path, out))
+        dh_usage_error("%s %s: the checkpoint file too; give the checkpoint another name", opt, out);
+}
+
 int dh_ckpt_signal(void) { return caught_; }
 
 int dh_ckpt_due_step(const dh_ckpt *c) {

@@ -57,6 +57,8 @@ int dh_ckpt_option(dh_ckpt *c, int opt, int base, const char *arg);
  * is the default one; the signal handlers when a checkpoint is written; the
  * command line without these options (dh_cmdline); the clock. */
 void dh_ckpt_start(dh_ckpt *c);
+/* A usage error when the checkpoint file is also the output `out` (may be NULL) of option `opt`. */
+void dh_ckpt_not_output(const dh_ckpt *c, const char *opt, const char *out);
 /* The signal caught (SIGINT, SIGTERM), or 0. */
 int dh_ckpt_signal(void);
 /* Whether to write a checkpoint between two steps: a signal, or the minutes

@@ -138,6 +138,7 @@ t_end
 expect_fail stop_after_without_checkpoint $F --epochs 2 --stop-after 1 f.dhs
 expect_fail bad_every $F --epochs 2 --checkpoint x.dhm --checkpoint-every 2x f.dhs
 expect_fail bad_every_fraction $F --epochs 2 --checkpoint x.dhm --checkpoint-every 1.5 f.dhs
+expect_fail checkpoint_is_output $F --epochs 2 --checkpoint x.dhm -o x.dhm f.dhs
 t_begin usage_status
 $F --epochs 2 --stop-after 1 f.dhs > /dev/null 2>&1; [ $? = 2 ] || t_fail "--stop-after without a file: not exit 2"
 t_end
