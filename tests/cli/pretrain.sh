@@ -172,6 +172,41 @@ dh-feats -m "$TMP/lenet.dhm" -q "$TMP/mnist.dhs" > "$TMP/f3.dhs" || t_fail "dh-f
 $PY "$TMP/dhs.py" checkfeats "$TMP/f3.dhs" "$TMP/mnist.dhs" 500 || t_fail "lenet features check"
 t_end
 
+# ---- the air recipe (issue 15): whitening, lookahead, alternating flips, test-time flips ----
+$PY "$TMP/dhs.py" images "$TMP/air.dhs" 96 3 32 32 4 7
+$PY "$TMP/dhs.py" images "$TMP/airv.dhs" 32 3 32 32 4 8
+t_begin "pretrain: --arch air runs its recipe and reports test-time flips"
+dh-pretrain --print-net --arch air | grep -q '^conv 24 k2 whiten' || t_fail "air: no whiten layer"
+dh-pretrain --arch air -e 2 -B 32 --lr 0.2 --val "$TMP/airv.dhs" --device cpu -o "$TMP/air1.dhm" "$TMP/air.dhs" \
+    2>"$TMP/loga" || t_fail "air failed: $(tail -1 "$TMP/loga")"
+grep -q 'translate 2 + alternating flips, lookahead' "$TMP/loga" || t_fail "recipe line: $(sed -n 2p "$TMP/loga")"
+grep -q 'epoch 2/2 .*val loss [0-9.]* acc [0-9.]*% (flips [0-9.]*%)' "$TMP/loga" || t_fail "epoch line: $(cat "$TMP/loga")"
+grep -q 'airv.dhs: test accuracy [0-9.]*%, [0-9.]*% with test-time flips' "$TMP/loga" || t_fail "no final line"
+dh-feats -m "$TMP/air1.dhm" -q "$TMP/airv.dhs" > "$TMP/fa.dhs" || t_fail "dh-feats air"
+$PY "$TMP/dhs.py" checkfeats "$TMP/fa.dhs" "$TMP/airv.dhs" 256 || t_fail "air features check"
+t_end
+t_begin "pretrain: a whiten net with the recipe's options is deterministic"
+cat > "$TMP/wh.net" <<'EOF'
+input 3 12 12
+conv 12 k2 whiten name=wh   # 12x11x11
+gelu
+conv 8 k3 p1 nobias
+bn
+gelu
+maxpool k2                  # 8x5x5
+flatten
+feature
+EOF
+for i in 1 2; do
+  dh-pretrain -q --net "$TMP/wh.net" -e 2 -B 4 --lr 0.05 --translate 1 --flip alternate --lookahead --device cpu \
+      --seed 4 "$TMP/rgb.dhs" > "$TMP/wh$i.dhm" || t_fail "run $i failed"
+done
+cmp -s "$TMP/wh1.dhm" "$TMP/wh2.dhm" || t_fail "two runs with the same seed differ"
+t_end
+printf 'input 3 12 12\nrelu\nconv 8 k2 whiten\nfeature\n' > "$TMP/wh-bad.net"
+expect_fail "pretrain: bad --flip" dh-pretrain --flip sideways --arch air -o "$TMP/x.dhm" "$TMP/air.dhs"
+expect_fail "pretrain: whiten not first" dh-pretrain --net "$TMP/wh-bad.net" -o "$TMP/x.dhm" "$TMP/rgb.dhs"
+
 # ---- the option grammar: -B --batch, -N --net; the old -b, -m, -n refused --------
 t_begin "pretrain: -B and -N"
 dh-pretrain -q -N "$TMP/small.net" -e 1 -B 32 --momentum 0.5 --device cpu -o "$TMP/n1.dhm" "$TMP/train.dhs" 2>"$TMP/log3" ||
