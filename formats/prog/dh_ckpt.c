@@ -109,6 +109,5 @@ void dh_ckpt_save(dh_ckpt *c, const dhs_model *ck, int done) {
 
 void dh_ckpt_load(const dh_ckpt *c, dhs_model *ck) {
     dh_err e;
-    dhs_model_init(ck);
-    if (dhs_model_load(c->resume, ck, &e)) dh_die_err(&e, c->resume);
+    if (dhs_model_load(c->resume, ck, &e)) dh_die_err(&e, c->resume); /* (it initialises ck) */
 }
