@@ -67,8 +67,7 @@ static void parse_ks(const char *arg, dh_map_opts *m) {
 
 static void parse(int argc, char **argv, opts *o) {
     const char *device = getenv("DH_DEVICE");
-    *o = (opts){ .threads = dh_rank_default_threads(),
-                 .m = { .at_r = 1000, .nk = 4, .ks = { 1, 10, 100, 1000 }, .radius = 2 } };
+    *o = (opts){ .m = { .at_r = 1000, .nk = 4, .ks = { 1, 10, 100, 1000 }, .radius = 2 } };
     enum { O_JSON = 256, O_PLOT, O_TITLE, O_DEVICE, O_PROG };
     static const struct option lo[] = { { "db", required_argument, 0, DH_OPT_DB },
                                         { "query", required_argument, 0, 'Q' },
@@ -119,6 +118,8 @@ static void parse(int argc, char **argv, opts *o) {
     }
     dh_err e;
     if (dh_search_dev_parse(device, &o->dev, &e)) dh_usage_error("--device: %s", e.msg);
+    dh_err te; /* $DH_THREADS, validated when no --threads was given */
+    if (o->threads == 0 && dh_rank_default_threads(&o->threads, &te) != DH_OK) dh_die_err(&te, "environment");
     if (argc - optind > 1) dh_usage_error("more than one input (to plot saved results: dh-plot)");
     o->in = optind < argc ? argv[optind] : NULL;
     if (o->query && o->in) dh_usage_error("--query given: no rankings input expected");

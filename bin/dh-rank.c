@@ -55,7 +55,7 @@ typedef struct opts {
 
 static void parse(int argc, char **argv, opts *o) {
     const char *device = getenv("DH_DEVICE");
-    *o = (opts){ .top = DH_RANK_ALL, .radius = DH_RANK_NORADIUS, .threads = dh_rank_default_threads(), .mih = -1 };
+    *o = (opts){ .top = DH_RANK_ALL, .radius = DH_RANK_NORADIUS, .mih = -1 };
     enum { O_DEVICE = 256, O_PROG };
     static const struct option lo[] = { { "db", required_argument, 0, DH_OPT_DB },
                                         { "top", required_argument, 0, 'k' },
@@ -115,6 +115,8 @@ static void parse(int argc, char **argv, opts *o) {
         }
     }
     if (!o->db) dh_usage_error("no database: give -D FILE (--db)");
+    dh_err te; /* $DH_THREADS, validated when no --threads was given */
+    if (o->threads == 0 && dh_rank_default_threads(&o->threads, &te) != DH_OK) dh_die_err(&te, "environment");
     if (argc - optind > 1) dh_usage_error("more than one query input");
     o->in = optind < argc ? argv[optind] : NULL;
     dh_stdin_once("--db", o->db, o->in);

@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
         { "version", no_argument, 0, DH_OPT_VERSION },     { 0, 0, 0, 0 }
     };
     const char *db = NULL, *out = NULL;
-    int tables = 0, threads = dh_rank_default_threads(), c;
+    int tables = 0, threads = 0, c;
     while ((c = getopt_long(argc, argv, "D:t:o:j:qhV", lo, NULL)) != -1) {
         switch (c) {
         case DH_OPT_DB: db = optarg; break;
@@ -54,6 +54,8 @@ int main(int argc, char **argv) {
             if (!dh_common_option(c, 0, usage)) dh_bad_option(argv);
         }
     }
+    dh_err te; /* $DH_THREADS, validated when no --threads was given */
+    if (threads == 0 && dh_rank_default_threads(&threads, &te) != DH_OK) dh_die_err(&te, "environment");
     if (argc - optind > 1) dh_usage_error("one database at most");
     if (optind < argc) {
         if (db) dh_usage_error("the database twice: as -D and as an operand");

@@ -14,12 +14,18 @@ void dh_rank_result_free(dh_rank_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-int dh_rank_default_threads(void) {
+int dh_rank_default_threads(int *threads, dh_err *e) {
     const char *s = getenv("DH_THREADS");
     int n = 0;
-    if (s && dh_parse_int(s, 1, 1024, &n) == 0) return n;
+    if (s) {
+        if (dh_parse_int(s, 1, 1024, &n) != 0)
+            return dh_seterr(e, DH_EINVAL, "DH_THREADS='%s': expected a number of threads from 1 to 1024", s);
+        *threads = n > 256 ? 256 : n;
+        return 0;
+    }
     long c = sysconf(_SC_NPROCESSORS_ONLN);
-    return c < 1 ? 1 : (c > 256 ? 256 : (int)c);
+    *threads = c < 1 ? 1 : (c > 256 ? 256 : (int)c);
+    return 0;
 }
 
 typedef struct par_arg {

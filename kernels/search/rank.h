@@ -51,9 +51,10 @@ typedef struct dh_rank_result {
 } dh_rank_result;
 void dh_rank_result_free(dh_rank_result *r);
 
-/* Number of worker threads to use by default: online CPUs (at least 1),
- * or $DH_THREADS when set. */
-int dh_rank_default_threads(void);
+/* Number of worker threads to use by default into *threads: online CPUs
+ * (at least 1, at most 256), or $DH_THREADS when set (1..1024, used up to
+ * 256). A DH_THREADS that is not such a number is DH_EINVAL, not ignored. */
+int dh_rank_default_threads(int *threads, dh_err *e);
 
 /* Run fn(ctx, i0, i1, tid) over [0, n) split into `nthreads` contiguous
  * ranges on pthreads (in the calling thread when nthreads <= 1). Returns 0,

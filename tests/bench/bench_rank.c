@@ -167,7 +167,12 @@ static int bench_topk(int64_t nq, int64_t ndb, int threads, int gpu) {
 }
 
 int main(int argc, char **argv) {
-    int gpu = 0, threads = dh_rank_default_threads();
+    int gpu = 0, threads = 1;
+    dh_err te;
+    if (dh_rank_default_threads(&threads, &te) != DH_OK) {
+        fprintf(stderr, "bench_rank: %s\n", te.msg);
+        return 2;
+    }
     const char *what = "all";
     int64_t nq = 0, ndb = 0;
     for (int i = 1; i < argc; i++) {

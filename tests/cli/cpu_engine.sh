@@ -5,6 +5,16 @@
 # the steady-state allocation test of the optimised build (test_dk_steady
 # without sanitizers, where page faults are meaningful).
 . "$(dirname "$0")/../lib.sh"
+# the search programs read DH_THREADS too (when no --threads is given)
+for p in dh-rank dh-map dh-index; do
+  expect_fail "threads_bad_$p" env DH_THREADS=abc $p --db /dev/null </dev/null
+done
+t_begin threads_option_wins
+DH_THREADS=abc dh-rank -j 2 --db /dev/null </dev/null 2>"$TMP/err"
+grep -q DH_THREADS "$TMP/err" && t_fail "DH_THREADS checked although --threads was given: $(cat "$TMP/err")"
+DH_THREADS=abc dh-rank --help >/dev/null 2>&1 || t_fail "--help fails with a bad DH_THREADS"
+t_end
+
 FM=/usr/share/datasets/fashion-mnist
 if [ ! -d $FM ]; then t_skip cpu_engine "$FM absent (Debian dataset-fashion-mnist)"; exit 0; fi
 dh-ingest -q --split train --limit 256 $FM > "$TMP/train.dhs" || { echo "FAIL cpu_engine_data: dh-ingest"; exit 1; }
