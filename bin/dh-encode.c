@@ -27,6 +27,8 @@ static void usage(void) {
            "  -B, --batch N       rows per batch (default 256)\n"
            "  -d, --device DEV    cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE   write to FILE atomically (default: standard output)\n"
+           "      --precision P  CPU arithmetic of a deep model's net: fp32 (default) or bf16\n"
+           "                      (oneDNN, CPUs with AVX512-BF16 or AMX; as $DH_PRECISION)\n"
            "  -q, --quiet         no progress line and no report (rows, bits, rate) at the end\n"
            "      --progress      show progress even when stderr is not a terminal\n"
            "  -h, --help          show this help and exit\n"
@@ -63,12 +65,10 @@ int main(int argc, char **argv) {
     dh_prog_init("dh-encode", argc, argv);
     const char *mpath = NULL, *out = NULL, *device = NULL;
     int64_t B = 256;
-    enum { O_PROG = 256 };
-    static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },
-                                        { "batch", 1, 0, DH_OPT_BATCH },
-                                        { "device", 1, 0, DH_OPT_DEVICE },
-                                        { "output", 1, 0, DH_OPT_OUTPUT },
-                                        DH_COMMON_LONGOPTS(O_PROG) };
+    enum { O_PROG = 256, O_PREC = 300 };
+    static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },   { "batch", 1, 0, DH_OPT_BATCH },
+                                        { "device", 1, 0, DH_OPT_DEVICE }, { "output", 1, 0, DH_OPT_OUTPUT },
+                                        { "precision", 1, 0, O_PREC },     DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     while ((c = getopt_long(argc, argv, "m:B:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
@@ -79,6 +79,7 @@ int main(int argc, char **argv) {
             break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
+        case O_PREC: dk_prog_set_precision(optarg); break;
         default:
             if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }

@@ -27,6 +27,8 @@ static void usage(void) {
            "  -B, --batch N      images per forward pass (default 256)\n"
            "  -d, --device DEV   cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "  -o, --output FILE  write to FILE atomically (default: stdout)\n"
+           "      --precision P  CPU arithmetic: fp32 (default) or bf16 (oneDNN, CPUs with\n"
+           "                     AVX512-BF16 or AMX; as $DH_PRECISION)\n"
            "  -q, --quiet        no progress or report on stderr\n"
            "      --progress     progress line even when stderr is not a terminal\n"
            "  -h, --help         show this help and exit\n"
@@ -42,12 +44,10 @@ int main(int argc, char **argv) {
     dh_prog_init("dh-feats", argc, argv);
     const char *model = NULL, *device = NULL, *out = NULL;
     int batch = 256;
-    enum { O_PROG = 256 };
-    static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },
-                                        { "batch", 1, 0, DH_OPT_BATCH },
-                                        { "device", 1, 0, DH_OPT_DEVICE },
-                                        { "output", 1, 0, DH_OPT_OUTPUT },
-                                        DH_COMMON_LONGOPTS(O_PROG) };
+    enum { O_PROG = 256, O_PREC = 300 };
+    static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },   { "batch", 1, 0, DH_OPT_BATCH },
+                                        { "device", 1, 0, DH_OPT_DEVICE }, { "output", 1, 0, DH_OPT_OUTPUT },
+                                        { "precision", 1, 0, O_PREC },     DH_COMMON_LONGOPTS(O_PROG) };
     static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" }, { 0 } };
     dh_prog_moved(moved);
     int c;
@@ -59,6 +59,7 @@ int main(int argc, char **argv) {
             break;
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
+        case O_PREC: dk_prog_set_precision(optarg); break;
         default:
             if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }

@@ -13,5 +13,9 @@ dk_device dk_prog_device_parse(const char *device);
 /* dk_prog_device_parse, then dk_init; on failure of the latter dies
  * "dh-prog: cuda: reason". */
 dk_device dk_prog_device_open(const char *device);
+/* --precision fp32|bf16: the CPU engine's precision, as $DH_PRECISION (which
+ * it sets for dk_init). Dies "--precision: ..." on another value; the next
+ * dk_prog_device_open dies when the device is CUDA and P is bf16. */
+void dk_prog_set_precision(const char *p);
 
 #endif

@@ -48,6 +48,16 @@ if DH_CPU=onednn pretrain >"$TMP/o1.dhm" 2>"$TMP/err"; then
   pretrain >"$TMP/d.dhm" 2>"$TMP/err" || t_fail "$(tail -1 "$TMP/err")"
   cmp -s "$TMP/o1.dhm" "$TMP/d.dhm" || t_fail "the default CPU backend is not onednn"
   t_end
+  # --precision P is $DH_PRECISION: the same features (or the same refusal)
+  t_begin precision_option_is_the_environment
+  feats() { dh-feats -q -m "$TMP/o1.dhm" "$@" "$TMP/train.dhs" >"$TMP/f.dhs" && dh-npy export --field z -o "$TMP/${1-}${2-}.npy" "$TMP/f.dhs"; }
+  feats --precision bf16 2>"$TMP/e1"; r1=$?
+  DH_PRECISION=bf16 feats 2>"$TMP/e2"; r2=$?
+  [ $r1 = $r2 ] || t_fail "exit $r1 with --precision bf16, $r2 with DH_PRECISION=bf16: $(cat "$TMP/e1" "$TMP/e2")"
+  [ $r1 != 0 ] || cmp -s "$TMP/--precisionbf16.npy" "$TMP/.npy" || t_fail "--precision bf16 and DH_PRECISION=bf16 differ"
+  feats --precision fp32 2>"$TMP/e1" || t_fail "--precision fp32: $(cat "$TMP/e1")"
+  t_end
+  expect_fail precision_option_unknown dh-feats -q -m "$TMP/o1.dhm" --precision fp16 "$TMP/train.dhs"
 else
   grep -q "no oneDNN" "$TMP/err" && t_skip onednn_same_bits_run_to_run "this build has no oneDNN backend" ||
     { echo "FAIL onednn_run: $(tail -1 "$TMP/err")"; T_NFAIL=$((T_NFAIL+1)); }
