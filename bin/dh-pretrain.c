@@ -325,6 +325,11 @@ static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const
         if (*step > total)
             dh_die(DH_EXIT_FAIL, "%s: step %lld beyond the run's %lld", o->ck.resume, (long long)*step,
                    (long long)total);
+        char now[128];
+        train_ckpt_engine(n->dev, now, sizeof now);
+        if (!train_ckpt_same_engine(&ck, n->dev))
+            dh_note("%s was written on %s, this run computes on %s: it continues, but not to the same bits",
+                    o->ck.resume, dhs_meta_str(ck.meta, "engine") ? dhs_meta_str(ck.meta, "engine") : "?", now);
         dhs_model_free(&ck);
         dh_note("resumed from %s at step %lld of %lld", o->ck.resume, (long long)*step, (long long)total);
     }
