@@ -13,8 +13,8 @@ void train_ckpt_engine(dk_device dev, char *buf, size_t n) {
         snprintf(buf, n, "%s", dk_device_name(dev));
         return;
     }
-    snprintf(buf, n, "cpu %s, %d threads, %s", dk_cpu_backend_name(dk_cpu_get_backend()), dk_threads(),
-             dk_cpu_get_bf16() ? "bf16" : "fp32");
+    snprintf(buf, n, "cpu %s, %d thread%s, %s", dk_cpu_backend_name(dk_cpu_get_backend()), dk_threads(),
+             dk_threads() == 1 ? "" : "s", dk_cpu_get_bf16() ? "bf16" : "fp32");
 }
 
 int train_ckpt_same_engine(const dhs_model *ck, dk_device dev) {
