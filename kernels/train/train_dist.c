@@ -231,6 +231,12 @@ int train_dist_init(train_dist *d, dh_err *e) {
     DIST_TRY(M.Comm_set_errhandler(M.world, M.errors_return), "MPI_Comm_set_errhandler");
     DIST_TRY(M.Comm_rank(M.world, &d->rank), "MPI_Comm_rank");
     DIST_TRY(M.Comm_size(M.world, &d->size), "MPI_Comm_size");
+    if (size > 1 && d->size != size) /* e.g. MPICH's mpiexec and Open MPI's library: N runs of one rank each */
+        return dh_seterr(e, DH_EUNSUPPORTED,
+                         "started by %s as one of %d ranks, but the MPI library %s (%s) sees %d: mpirun and the "
+                         "library are of different MPIs (DH_MPI_LIB names the launcher's)",
+                         who, size, getenv("DH_MPI_LIB") ? getenv("DH_MPI_LIB") : DIST_MPI_SONAME, DIST_MPI_KIND,
+                         d->size);
     MPI_Comm local;
     DIST_TRY(M.Comm_split_type(M.world, MPI_COMM_TYPE_SHARED, d->rank, M.info_null, &local), "MPI_Comm_split_type");
     M.Comm_rank(local, &d->local_rank);
