@@ -4,11 +4,16 @@
 #include "json.h"
 
 #define MAX_DEPTH 256
+/* Values in one document: a dh-map result has a few thousand; the bound
+ * keeps a 64 MiB input of "[0,0,0,..." (33M values, about 2 GB of tree)
+ * out. */
+#define MAX_VALUES (1 << 22)
 
 typedef struct jp {
     const char *s, *end, *p;
     dh_err *e;
     int rc;
+    long nvalues;
 } jp;
 
 static int fail(jp *j, const char *why) {
@@ -233,6 +238,10 @@ static int word(jp *j, const char *w) {
 
 static int value(jp *j, dh_json *v, int depth) {
     if (j->p >= j->end) return fail(j, "unexpected end of input");
+    if (++j->nvalues > MAX_VALUES) {
+        if (!j->rc) j->rc = dh_seterr(j->e, DH_ELIMIT, "more than %d values (the reader's limit)", MAX_VALUES);
+        return j->rc;
+    }
     switch (*j->p) {
     case '{':
     case '[': return container(j, v, depth);

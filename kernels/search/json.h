@@ -25,7 +25,9 @@ typedef struct dh_json {
 } dh_json;
 
 /* Parse text[0..len) (one value, surrounded by white space only). *out is
- * the tree (dh_json_free), NULL on failure. */
+ * the tree (dh_json_free), NULL on failure: DH_EFORMAT with the line and
+ * column (also for nesting beyond 256 levels), DH_ELIMIT beyond 2^22
+ * values in all. */
 int dh_json_parse(const char *text, size_t len, dh_json **out, dh_err *e);
 void dh_json_free(dh_json *v);
 

@@ -722,6 +722,22 @@ static void t_json(void) {
     memset(deep, '[', 300);
     memset(deep + 300, ']', 300);
     CHECK(dh_json_parse(deep, 600, &v, &e) == DH_EFORMAT && strstr(e.msg, "deeply"));
+    /* 2^22 values parse, one more is the reader's limit (not gigabytes of tree) */
+    for (int extra = 0; extra <= 1; extra++) {
+        size_t n = (size_t)(1 << 22) - 1 + (size_t)extra; /* elements; the array itself is one value more */
+        char *big = malloc(2 * n + 2);
+        REQUIRE(big);
+        big[0] = '[';
+        for (size_t i = 0; i < n; i++) big[1 + 2 * i] = '0', big[2 + 2 * i] = ',';
+        big[2 * n] = ']';
+        int rc = dh_json_parse(big, 2 * n + 1, &v, &e);
+        if (!extra) {
+            CHECKF(rc == DH_OK && v && v->n == (int)n, "%zu values: rc %d", n + 1, rc);
+            dh_json_free(v);
+        } else
+            CHECKF(rc == DH_ELIMIT && !v && strstr(e.msg, "limit"), "%zu values: rc %d (%s)", n + 1, rc, e.msg);
+        free(big);
+    }
 }
 
 /* The JSON result written by dh-map reads back (to its 6 decimals). */
