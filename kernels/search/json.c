@@ -1,4 +1,5 @@
 /* json.c — a small JSON reader (see json.h): recursive descent. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "json.h"
@@ -264,6 +265,20 @@ static void clear(dh_json *v) {
     free(v->kid);
     free(v->str);
     free(v->key);
+}
+
+void dh_json_write_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
 }
 
 void dh_json_free(dh_json *v) {

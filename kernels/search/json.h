@@ -10,6 +10,7 @@
 #ifndef DH_JSON_H
 #define DH_JSON_H
 #include <stddef.h>
+#include <stdio.h>
 #include "dh_util.h"
 
 typedef enum { DH_JSON_NULL, DH_JSON_BOOL, DH_JSON_NUM, DH_JSON_STR, DH_JSON_ARR, DH_JSON_OBJ } dh_json_type;
@@ -30,6 +31,9 @@ typedef struct dh_json {
  * values in all. */
 int dh_json_parse(const char *text, size_t len, dh_json **out, dh_err *e);
 void dh_json_free(dh_json *v);
+/* Write s to f as a JSON string: quoted, '"' and '\\' escaped, control
+ * characters as \\u00XX (other bytes as they are: UTF-8 passes through). */
+void dh_json_write_str(FILE *f, const char *s);
 
 /* The member key of object v: NULL when v is not an object or has none. */
 const dh_json *dh_json_get(const dh_json *v, const char *key);

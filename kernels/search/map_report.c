@@ -13,23 +13,9 @@ static void print_num(FILE *f, int have, double v) {
         fputs("null", f);
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 void dh_map_write_json(FILE *f, const dh_map_result *r, const char *label, const char *note) {
     fprintf(f, "{\n  \"program\": \"dh-map\",\n  \"label\": ");
-    json_str(f, label);
+    dh_json_write_str(f, label);
     fprintf(f, ",\n  \"bits\": %d,\n  \"queries\": %lld,\n  \"database\": %lld,\n", r->bits, (long long)r->nq,
             (long long)r->ndb);
     fprintf(f, "  \"relevance\": \"same label\",\n  \"ties\": \"database order (stable sort by distance)\",\n"
@@ -67,7 +53,7 @@ void dh_map_write_json(FILE *f, const dh_map_result *r, const char *label, const
     fprintf(f, "\n  ]");
     if (note) {
         fprintf(f, ",\n  \"note\": ");
-        json_str(f, note);
+        dh_json_write_str(f, note);
     }
     fprintf(f, "\n}\n");
 }

@@ -48,23 +48,9 @@ static void check(const dh_json *v, int in_obj, int depth) {
     if (v->type != DH_JSON_OBJ) FZ_CHECK(dh_json_get(v, "") == NULL);
 }
 
-static void put_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void put(FILE *f, const dh_json *v) {
     if (v->key) {
-        put_str(f, v->key);
+        dh_json_write_str(f, v->key);
         fputc(':', f);
     }
     switch (v->type) {
@@ -76,7 +62,7 @@ static void put(FILE *f, const dh_json *v) {
         else
             fprintf(f, "%.17g", v->num);
         break;
-    case DH_JSON_STR: put_str(f, v->str); break;
+    case DH_JSON_STR: dh_json_write_str(f, v->str); break;
     default:
         fputc(v->type == DH_JSON_OBJ ? '{' : '[', f);
         for (int i = 0; i < v->n; i++) {
