@@ -118,8 +118,7 @@ static void parse(int argc, char **argv, opts *o) {
     }
     dh_err e;
     if (dh_search_dev_parse(device, &o->dev, &e)) dh_usage_error("--device: %s", e.msg);
-    dh_err te; /* $DH_THREADS, validated when no --threads was given */
-    if (o->threads == 0 && dh_rank_default_threads(&o->threads, &te) != DH_OK) dh_die_err(&te, "environment");
+    o->threads = dh_prog_threads(o->threads); /* $DH_THREADS when no --threads was given */
     if (argc - optind > 1) dh_usage_error("more than one input (to plot saved results: dh-plot)");
     o->in = optind < argc ? argv[optind] : NULL;
     if (o->query && o->in) dh_usage_error("--query given: no rankings input expected");

@@ -115,8 +115,7 @@ static void parse(int argc, char **argv, opts *o) {
         }
     }
     if (!o->db) dh_usage_error("no database: give -D FILE (--db)");
-    dh_err te; /* $DH_THREADS, validated when no --threads was given */
-    if (o->threads == 0 && dh_rank_default_threads(&o->threads, &te) != DH_OK) dh_die_err(&te, "environment");
+    o->threads = dh_prog_threads(o->threads); /* $DH_THREADS when no --threads was given */
     if (argc - optind > 1) dh_usage_error("more than one query input");
     o->in = optind < argc ? argv[optind] : NULL;
     dh_stdin_once("--db", o->db, o->in);

@@ -54,8 +54,7 @@ int main(int argc, char **argv) {
             if (!dh_common_option(c, 0, usage)) dh_bad_option(argv);
         }
     }
-    dh_err te; /* $DH_THREADS, validated when no --threads was given */
-    if (threads == 0 && dh_rank_default_threads(&threads, &te) != DH_OK) dh_die_err(&te, "environment");
+    threads = dh_prog_threads(threads); /* $DH_THREADS when no --threads was given */
     if (argc - optind > 1) dh_usage_error("one database at most");
     if (optind < argc) {
         if (db) dh_usage_error("the database twice: as -D and as an operand");

@@ -3,6 +3,7 @@
 #include "dh_prog.h"
 #include "dhs.h"
 #include "dh_rng.h"
+#include "rank.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -463,4 +464,12 @@ void dh_note(const char *fmt, ...) {
     va_start(ap, fmt);
     vline(fmt, ap);
     va_end(ap);
+}
+
+int dh_prog_threads(int given) {
+    if (given > 0) return given;
+    dh_err e;
+    int n = 1;
+    if (dh_rank_default_threads(&n, &e) != DH_OK) dh_die_err(&e, "environment");
+    return n;
 }

@@ -76,6 +76,11 @@ const char *dh_input_arg(int argc, char **argv);
  * input operand (NULL or "-": standard input too) would read it as well. */
 void dh_stdin_once(const char *opt, const char *optval, const char *operand);
 
+/* The search programs' thread count: `given` (their --threads) when it is
+ * not 0, else $DH_THREADS or the processors (dh_rank_default_threads);
+ * dies "dh-prog: environment: DH_THREADS='x': ..." on a bad DH_THREADS. */
+int dh_prog_threads(int given);
+
 /* Open an input: NULL or "-" is stdin. Dies with DH_EXIT_IO on failure. */
 FILE *dh_open_in(const char *path);
 /* Display name for messages: "<stdin>" for NULL/"-". */
