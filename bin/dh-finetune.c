@@ -74,6 +74,8 @@ static void usage(void) {
            "                          crop-flip for 3-channel images, none otherwise\n"
            "  -s, --seed N            random seed (default 1)\n"
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
+           "      --precision P       CPU arithmetic: fp32 (default) or bf16 (oneDNN, CPUs with\n"
+           "                          AVX512-BF16 or AMX; as $DH_PRECISION)\n"
            "  -o, --output FILE       write the model to FILE atomically (default: stdout)\n"
            "%s"
            "  -q, --quiet             no progress or per-epoch report\n"
@@ -118,7 +120,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     t->epochs = 10, o->batch = 256, o->K = 48, o->schedule = "cosine:0", o->augment = t->precond = -1;
     /* the long-only options: --loss-scale, --backbone-lr, --momentum, --freeze-backbone, --wd, --hash-wd,
      * --schedule, --sampling, --skip, --augment, --precondition, --progress */
-    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG, O_CK };
+    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG, O_CK, O_PREC = 400 };
     static const struct option lo[] = {
         { "net", 1, 0, 'm' },           { "model", 1, 0, 'm' },        { "hash", 1, 0, 'H' },
         { "arch", 1, 0, 'a' },          { "bits", 1, 0, 'b' },         { "features", 0, 0, 'f' },
@@ -128,7 +130,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         { "batch", 1, 0, 'B' },         { "schedule", 1, 0, O_SCH },   { "sampling", 1, 0, O_SAM },
         { "skip", 1, 0, O_SKP },        { "augment", 1, 0, O_AUG },    { "precondition", 1, 0, O_PRE },
         { "seed", 1, 0, 's' },          { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
-        { "db-codes", 1, 0, O_DBC },    DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
+        { "db-codes", 1, 0, O_DBC },    { "precision", 1, 0, O_PREC },    DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
     };
     static const char *const losses[] = { "paper", "scaled", "balanced", NULL },
                              *const samp[] = { "shuffle", "paper", NULL }, *const aug[] = { "none", "crop-flip", NULL },
@@ -165,6 +167,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         case 'd': o->device = optarg; break;
         case 'o': o->out = optarg; break;
         case O_DBC: o->db_codes = optarg; break;
+        case O_PREC: dk_prog_set_precision(optarg); break;
         default:
             if (!dh_ckpt_option(&o->ck, c, O_CK, optarg) && !dh_common_option(c, O_PRG, usage))
                 dh_usage_error("bad option (see --help)");

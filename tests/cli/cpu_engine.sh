@@ -58,6 +58,17 @@ if DH_CPU=onednn pretrain >"$TMP/o1.dhm" 2>"$TMP/err"; then
   feats --precision fp32 2>"$TMP/e1" || t_fail "--precision fp32: $(cat "$TMP/e1")"
   t_end
   expect_fail precision_option_unknown dh-feats -q -m "$TMP/o1.dhm" --precision fp16 "$TMP/train.dhs"
+  # the same for joint fine-tuning (the model keeps its command line: compare the codes)
+  t_begin precision_option_is_the_environment_finetune
+  ft() { dh-finetune -q -m "$TMP/o1.dhm" --bits 16 --epochs 1 --batch 64 --device cpu "$@" -o "$TMP/ft.dhm" "$TMP/train.dhs" &&
+         dh-encode -q -m "$TMP/ft.dhm" -o "$TMP/ft${1-}${2-}.codes" "$TMP/train.dhs"; }
+  ft --precision bf16 2>"$TMP/e1"; r1=$?
+  DH_PRECISION=bf16 ft 2>"$TMP/e2"; r2=$?
+  [ $r1 = $r2 ] || t_fail "exit $r1 with --precision bf16, $r2 with DH_PRECISION=bf16: $(cat "$TMP/e1" "$TMP/e2")"
+  [ $r1 != 0 ] || cmp -s "$TMP/ft--precisionbf16.codes" "$TMP/ft.codes" || t_fail "--precision bf16 and DH_PRECISION=bf16 differ"
+  t_end
+  expect_fail precision_option_unknown_finetune dh-finetune -q -m "$TMP/o1.dhm" --precision fp16 -o "$TMP/x.dhm" "$TMP/train.dhs"
+  expect_fail precision_bf16_on_cuda dh-finetune -q -m "$TMP/o1.dhm" --precision bf16 --device cuda -o "$TMP/x.dhm" "$TMP/train.dhs"
 else
   grep -q "no oneDNN" "$TMP/err" && t_skip onednn_same_bits_run_to_run "this build has no oneDNN backend" ||
     { echo "FAIL onednn_run: $(tail -1 "$TMP/err")"; T_NFAIL=$((T_NFAIL+1)); }
