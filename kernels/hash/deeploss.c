@@ -19,7 +19,7 @@ static const dh_dloss_method methods[] = {
     { .name = "deephash", .title = "DeepHash (Mu & Liu, AAAI 2017), the paper's loss",
       .group = "pairwise product", .input = "u",
       .summary = "exponentiated code-product loss, bilinear surrogate (hashloss.h); the default",
-      .flags = 0, .lr_hint = 0.3, .nparams = 2,
+      .flags = DH_DLOSS_DEVICE, .lr_hint = 0.3, .nparams = 2,
       .params = { { "norm", 0, 0, 0, 2, 1, "balanced,mean,sum",
                     "pair weights: balanced (dh-finetune's default), mean, or sum (the paper's plain sum)" },
                   { "scale", 0, 0, 0, 1e30, 0, NULL, "multiplies every weight; 0: K^2 for balanced/mean, 1 for sum" } },
@@ -27,19 +27,19 @@ static const dh_dloss_method methods[] = {
       .eval = dl_deephash_eval },
     { .name = "dpsh", .title = "DPSH (Li, Zhao & Kang, IJCAI 2016)", .group = "pairwise likelihood",
       .input = "u", .summary = "pairwise likelihood on theta = u_i.u_j/2 + eta |sign(u) - u|^2",
-      .flags = DH_DLOSS_MULTILABEL, .lr_hint = 0.1, .nparams = 1,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_DEVICE, .lr_hint = 0.1, .nparams = 1,
       .params = { { "eta", 10, 0, 0, BIG, 0, NULL, "weight of the quantisation term |b - u|^2 (authors' code: 10)" } },
       .terms = { "likelihood", "quantisation", NULL }, .eval = dl_dpsh_eval },
     { .name = "dhn", .title = "DHN (Zhu, Long, Wang & Cao, AAAI 2016)", .group = "pairwise likelihood",
       .input = "z = tanh(u)", .summary = "pairwise cross-entropy on z_i.z_j + pairwise log-cosh quantisation",
-      .flags = DH_DLOSS_MULTILABEL, .lr_hint = 0.1, .nparams = 1,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_DEVICE, .lr_hint = 0.1, .nparams = 1,
       .params = { { "lambda", 0.1, 0, 0, BIG, 0, NULL,
                     "weight of the quantisation sum log cosh(|z| - 1) (our choice; tuned by cross-validation in the paper)" } },
       .terms = { "cross_entropy", "quantisation", NULL }, .eval = dl_dhn_eval },
     { .name = "hashnet", .title = "HashNet (Cao, Long, Wang & Yu, ICCV 2017)", .group = "pairwise likelihood",
       .input = "h = tanh(beta u), beta growing with the step",
       .summary = "weighted pairwise likelihood on alpha h_i.h_j, continuation beta = (1 + gamma t)^power",
-      .flags = DH_DLOSS_MULTILABEL, .lr_hint = 1, .nparams = 6,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_DEVICE, .lr_hint = 1, .nparams = 6,
       .params = { { "alpha", 10, -1, 1e-9, 1e3, 0, NULL, "adaptive-sigmoid slope (authors' code: 10/K)" },
                   { "beta0", 1, 0, 1e-6, 1e3, 0, NULL, "initial tanh scale" },
                   { "gamma", 0.005, 0, 0, 10, 0, NULL, "continuation rate: beta = beta0 (1 + gamma t)^power" },
@@ -50,19 +50,19 @@ static const dh_dloss_method methods[] = {
     { .name = "dch", .title = "DCH (Cao, Long, Liu & Wang, CVPR 2018)", .group = "pairwise likelihood",
       .input = "h = tanh(u)",
       .summary = "Cauchy cross-entropy on d = K/2 (1 - cos(h_i, h_j)) + Cauchy quantisation",
-      .flags = DH_DLOSS_MULTILABEL, .lr_hint = 0.1, .nparams = 2,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_DEVICE, .lr_hint = 0.1, .nparams = 2,
       .params = { { "gamma", 20, 0, 1e-6, BIG, 0, NULL, "Cauchy scale (authors' code: 20)" },
                   { "lambda", 0.1, 0, 0, BIG, 0, NULL, "weight of the Cauchy quantisation loss (a common PyTorch port: 0.1)" } },
       .terms = { "cauchy", "quantisation", NULL }, .eval = dl_dch_eval },
     { .name = "dsh", .title = "DSH (Liu, Wang, Shan & Chen, CVPR 2016)", .group = "pairwise difference",
       .input = "u", .summary = "contrastive loss on |u_i - u_j|^2 with margin m + alpha |(|u| - 1)|_1",
-      .flags = DH_DLOSS_MULTILABEL, .lr_hint = 0.1, .nparams = 2,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_DEVICE, .lr_hint = 0.1, .nparams = 2,
       .params = { { "m", 2, 1, 1e-9, BIG, 0, NULL, "margin on the squared distance (paper: 2K)" },
                   { "alpha", 0.01, 0, 0, BIG, 0, NULL, "weight of the regulariser (paper: 0.01)" } },
       .terms = { "contrastive", "regulariser", NULL }, .eval = dl_dsh_eval },
     { .name = "dtsh", .title = "DTSH (Wang, Shi & Kitani, ACCV 2016)", .group = "multiwise (triplet)",
       .input = "u", .summary = "triplet likelihood sigma(theta_qp - theta_qn - margin) + lambda |sign(u) - u|^2",
-      .flags = DH_DLOSS_MULTILABEL, .lr_hint = 0.1, .nparams = 2,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_DEVICE, .lr_hint = 0.1, .nparams = 2,
       .params = { { "margin", 0.5, 1, 0, BIG, 0, NULL, "margin alpha (authors' code: K/2)" },
                   { "lambda", 100, 0, 0, BIG, 0, NULL, "weight of the quantisation term (authors' code: 100)" } },
       .terms = { "triplet", "quantisation", NULL }, .eval = dl_dtsh_eval },
@@ -76,7 +76,7 @@ static const dh_dloss_method methods[] = {
     { .name = "csq", .title = "CSQ (Yuan, Wang, Wang, Ma, Tay, Feng & Yan, CVPR 2020)",
       .group = "implicit (hash centres)", .input = "h = tanh(u)",
       .summary = "binary cross-entropy of (h+1)/2 to the class's hash centre + lambda log cosh(|h| - 1)",
-      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_CLASSES, .lr_hint = 0.1, .nparams = 2,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_CLASSES | DH_DLOSS_DEVICE, .lr_hint = 0.1, .nparams = 2,
       .params = { { "lambda", 1e-4, 0, 0, BIG, 0, NULL, "weight of the quantisation loss (authors' code: 1e-4)" },
                   { "centres", 0, 0, 0, 2, 1, "auto,hadamard,bernoulli",
                     "auto: Hadamard when K is a power of 2 and C <= 2K, else Bernoulli (the paper's rule)" } },
@@ -85,7 +85,7 @@ static const dh_dloss_method methods[] = {
     { .name = "orthohash", .title = "OrthoHash (Hoe, Ng, Aggarwal, Chan, Chan & Chan, NeurIPS 2021)",
       .group = "implicit (angular)", .input = "u",
       .summary = "softmax cross-entropy of s (cos(u, c_y) - m) over the class codewords",
-      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_CLASSES, .lr_hint = 0.1, .nparams = 4,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_CLASSES | DH_DLOSS_DEVICE, .lr_hint = 0.1, .nparams = 4,
       .params = { { "s", 8, 0, 1e-6, 1e3, 0, NULL, "cosine scale (authors' code: 8)" },
                   { "m", 0.2, 0, 0, 2, 0, NULL, "additive cosine margin (authors' code: 0.2)" },
                   { "codebook", 2, 0, 0, 2, 1, "auto,hadamard,bernoulli", "codewords (authors' default: bernoulli)" },
@@ -326,10 +326,10 @@ int dh_dloss_set_database(dh_dloss *L, const int32_t *labels, const uint8_t *mul
     return DH_OK;
 }
 
-static int check_batch(const dh_dloss *L, const dh_dloss_batch *b, dh_err *e) {
+int dl_check_batch(const dh_dloss *L, const dh_dloss_batch *b, int host_u, dh_err *e) {
     const char *nm = L->m->name;
     int K = L->cfg.bits, C = L->cfg.classes;
-    if (!b || !b->u) return dh_seterr(e, DH_EINVAL, "deep loss %s: no batch", nm);
+    if (!b || (host_u && !b->u)) return dh_seterr(e, DH_EINVAL, "deep loss %s: no batch", nm);
     if (b->rows < 2 || b->rows > (1 << 20))
         return dh_seterr(e, DH_EINVAL, "deep loss %s: a batch needs 2..%d rows, got %d", nm, 1 << 20, b->rows);
     if ((b->labels != NULL) == (b->multi != NULL))
@@ -353,7 +353,7 @@ static int check_batch(const dh_dloss *L, const dh_dloss_batch *b, dh_err *e) {
         return dh_seterr(e, DH_EINVAL, "deep loss %s: the database's labels were not given (dh_dloss_set_database)",
                          nm);
     if (b->step < 0 || b->epoch < 0) return dh_seterr(e, DH_EINVAL, "deep loss %s: negative step or epoch", nm);
-    for (size_t t = 0; t < (size_t)b->rows * (size_t)K; t++)
+    for (size_t t = 0; host_u && t < (size_t)b->rows * (size_t)K; t++)
         if (!isfinite(b->u[t]))
             return dh_seterr(e, DH_EINVAL, "deep loss %s: row %zu: hash output is not finite", nm, t / (size_t)K);
     return DH_OK;
@@ -361,7 +361,7 @@ static int check_batch(const dh_dloss *L, const dh_dloss_batch *b, dh_err *e) {
 
 int dh_dloss_eval(dh_dloss *L, const dh_dloss_batch *b, float *du, dh_dloss_stats *st, dh_err *e) {
     if (!L) return dh_seterr(e, DH_EINVAL, "deep loss: no loss");
-    int rc = check_batch(L, b, e);
+    int rc = dl_check_batch(L, b, 1, e);
     if (rc) return rc;
     size_t n = (size_t)b->rows * (size_t)L->cfg.bits;
     double *u = dh_malloc(e, n, sizeof(double));

@@ -32,9 +32,14 @@
  * one SGD step; DSDH and ADSH remember the batch's outputs for the epoch's
  * discrete step). dh_dloss_epoch_end runs the discrete steps.
  *
- * Everything here is the CPU reference (double accumulation). On a GPU the
- * caller downloads u and uploads dL/du: a batch is B x K (e.g. 128 x 64),
- * small beside the network.
+ * dh_dloss_eval is the CPU reference (double accumulation). Methods
+ * flagged DH_DLOSS_DEVICE also have a device path, dh_dloss_eval_cuda
+ * (kernels/hash/deeploss_kernels.cu, in libdhcuda.so), on u and dL/du in
+ * GPU memory, also in double: deephash, dpsh, dhn, hashnet, dch, dsh, dtsh,
+ * csq, orthohash. The others (mihash; greedyhash, dsdh and adsh, whose
+ * state the host updates) run on the host only: on a GPU the caller
+ * downloads u and uploads dL/du (a batch is B x K, e.g. 128 x 64, small
+ * beside the network).
  *
  * Errors: DH_EINVAL for a bad name, parameter, shape or batch (one line:
  * "deep loss dpsh: eta=-1: out of range [0, 1e+06]"), DH_EUNSUPPORTED for
@@ -71,7 +76,8 @@ enum {
     DH_DLOSS_NEEDS_DB = 4,   /* dh_dloss_set_database before the first batch */
     DH_DLOSS_CLASSES = 8,    /* needs the number of classes (config.classes >= 2) */
     DH_DLOSS_STRAIGHT = 16,  /* straight-through estimator (batch.relaxed applies) */
-    DH_DLOSS_ASYM = 32       /* learns the database codes itself (tensor "V") */
+    DH_DLOSS_ASYM = 32,      /* learns the database codes itself (tensor "V") */
+    DH_DLOSS_DEVICE = 64     /* has a device path (dh_dloss_eval_cuda) */
 };
 
 typedef struct dh_dloss dh_dloss;
@@ -152,6 +158,22 @@ int dh_dloss_set_database(dh_dloss *L, const int32_t *labels, const uint8_t *mul
 /* Loss and gradient of one batch. du (B, K) may be NULL (loss only); st
  * may be NULL. */
 int dh_dloss_eval(dh_dloss *L, const dh_dloss_batch *b, float *du, dh_dloss_stats *st, dh_err *e);
+/* The device path of methods flagged DH_DLOSS_DEVICE: the same loss and
+ * gradient as dh_dloss_eval (within rounding: the sums are in double, in
+ * another order), with d_u (B, K) and d_du (B, K, written; may be NULL for
+ * the loss only) in CUDA device memory. b is checked as for dh_dloss_eval
+ * except b->u, which is ignored (may be NULL): its labels, multi and idx
+ * are on the host (the labels are copied to the device, into buffers kept
+ * between calls). The method's state is never changed (the flagged
+ * methods have none that training changes). Synchronises (the loss comes
+ * back to the host). DH_EUNSUPPORTED for a method without a device path,
+ * DH_EDEVICE when the CUDA backend cannot be loaded (a build without CUDA),
+ * DH_ELIMIT when the batch's B x B matrices cannot fit, DH_EINVAL for a bad
+ * batch or a loss that is not finite. */
+int dh_dloss_eval_cuda(dh_dloss *L, const dh_dloss_batch *b, const float *d_u, float *d_du, dh_dloss_stats *st,
+                       dh_err *e);
+/* Frees the device path's buffers (never loads the backend). */
+void dh_dloss_cuda_release(void);
 /* End of an epoch: the methods' discrete steps (a no-op for most). */
 int dh_dloss_epoch_end(dh_dloss *L, dh_err *e);
 

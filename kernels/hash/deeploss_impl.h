@@ -49,6 +49,15 @@ void dl_pair_counts(const dh_dloss_batch *b, int C, int64_t *s1, int64_t *s0);
  * [H_K; -H_K]), 2 Bernoulli(1/2) (best of 100 draws by minimum pairwise
  * Hamming distance). */
 int dl_codebook(int C, int K, int kind, uint64_t seed, const char *who, float *out, dh_err *e);
+/* The batch checks of dh_dloss_eval; host_u 0: b->u is not looked at (the
+ * device path, whose u is on the GPU). */
+int dl_check_batch(const dh_dloss *L, const dh_dloss_batch *b, int host_u, dh_err *e);
+/* HashNet's and DCH's pair weights: |S|/|S1| on similar, |S|/|S0| on
+ * dissimilar pairs (1 for all when either set is empty or on is 0). */
+void dl_balance_weights(const dh_dloss_batch *b, int C, int on, double *w1, double *w0);
+/* HashNet's beta at a step: beta0 (1 + gamma t)^power, t the step rounded
+ * down to step_size. */
+double dl_hashnet_beta(const dh_dloss *L, int64_t step);
 /* Symmetric positive definite solve A X = R (A n x n, R n x m, both
  * row-major, overwritten: X in R). Returns 0, or -1 if A is not SPD. */
 int dl_spd_solve(double *A, int n, double *R, int m);

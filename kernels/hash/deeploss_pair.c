@@ -82,7 +82,7 @@ int dl_dhn_eval(dh_dloss *L, const dh_dloss_batch *b, const double *u, double *d
 
 /* Pair weights of HashNet and DCH: |S|/|S1| on similar, |S|/|S0| on
  * dissimilar pairs (1 for all when either set is empty or balance is off). */
-static void balance_weights(const dh_dloss_batch *b, int C, int on, double *w1, double *w0) {
+void dl_balance_weights(const dh_dloss_batch *b, int C, int on, double *w1, double *w0) {
     int64_t s1, s0;
     dl_pair_counts(b, C, &s1, &s0);
     *w1 = *w0 = 1;
@@ -92,16 +92,20 @@ static void balance_weights(const dh_dloss_batch *b, int C, int on, double *w1, 
     }
 }
 
+double dl_hashnet_beta(const dh_dloss *L, int64_t step) {
+    double beta0 = L->p[1], gamma = L->p[2], power = L->p[3];
+    int64_t step_size = (int64_t)L->p[4];
+    double t = (double)(step / step_size * step_size);
+    return beta0 * pow(1 + gamma * t, power);
+}
+
 /* ---- HashNet: h = tanh(beta u), x = alpha h_i.h_j,
  *      L = sum_{i!=j} w_ij (log(1 + e^x) - s x) / P,
  *      beta = beta0 (1 + gamma t)^power, t = step rounded down to step_size ---- */
 int dl_hashnet_eval(dh_dloss *L, const dh_dloss_batch *b, const double *u, double *du, dh_dloss_stats *st, dh_err *e) {
     int B = b->rows, K = L->cfg.bits, C = L->cfg.classes;
-    double alpha = L->p[0], beta0 = L->p[1], gamma = L->p[2], power = L->p[3];
-    int64_t step_size = (int64_t)L->p[4];
-    double t = (double)(b->step / step_size * step_size);
-    double beta = beta0 * pow(1 + gamma * t, power), P = (double)B * (B - 1), like = 0, w1, w0;
-    balance_weights(b, C, L->p[5] != 0, &w1, &w0);
+    double alpha = L->p[0], beta = dl_hashnet_beta(L, b->step), P = (double)B * (B - 1), like = 0, w1, w0;
+    dl_balance_weights(b, C, L->p[5] != 0, &w1, &w0);
     size_t n = (size_t)B * K;
     double *h = dh_malloc(e, n, sizeof(double)), *dh = dh_calloc(e, n, sizeof(double));
     if (!h || !dh) {
@@ -137,7 +141,7 @@ int dl_hashnet_eval(dh_dloss *L, const dh_dloss_batch *b, const double *u, doubl
 int dl_dch_eval(dh_dloss *L, const dh_dloss_batch *b, const double *u, double *du, dh_dloss_stats *st, dh_err *e) {
     int B = b->rows, K = L->cfg.bits, C = L->cfg.classes;
     double gamma = L->p[0], lambda = L->p[1], P = (double)B * (B - 1), cau = 0, quant = 0, w1, w0;
-    balance_weights(b, C, 1, &w1, &w0);
+    dl_balance_weights(b, C, 1, &w1, &w0);
     size_t n = (size_t)B * K;
     double *h = dh_malloc(e, n, sizeof(double)), *dh = dh_calloc(e, n, sizeof(double));
     double *nrm = dh_malloc(e, (size_t)B, sizeof(double));

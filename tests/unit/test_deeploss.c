@@ -700,8 +700,46 @@ static void t_registry(void) {
     CHECK(dh_dloss_describe(buf, sizeof buf) == 0 && strstr(buf, "adsh") && strstr(buf, "alpha=10*K^-1"));
 }
 
+/* The device path's contract as far as a host can check it: which methods
+ * are flagged, the refusal of the others and of bad batches before any
+ * CUDA call, and DH_EDEVICE from a build without the CUDA backend (the GPU
+ * comparison is tests/gpu/test_deeploss.c). */
+static void t_device_path(void) {
+    const char *dev[] = { "deephash", "dpsh", "dhn", "hashnet", "dch", "dsh", "dtsh", "csq", "orthohash" };
+    const char *host[] = { "mihash", "greedyhash", "dsdh", "adsh" };
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        CHECKF(dh_dloss_find(dev[i]) && (dh_dloss_find(dev[i])->flags & DH_DLOSS_DEVICE), "%s not flagged", dev[i]);
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        CHECKF(dh_dloss_find(host[i]) && !(dh_dloss_find(host[i])->flags & DH_DLOSS_DEVICE), "%s flagged", host[i]);
+    CHECK(dh_dloss_count() == 13);
+    int32_t lab[4] = { 0, 1, 0, 1 };
+    int64_t idx[4] = { 0, 1, 2, 3 };
+    float fake = 0;
+    dh_err e;
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) {
+        setup s;
+        REQUIRE(make(host[i], NULL, 0, 16, 2, 3, &s) == 0);
+        dh_dloss_batch b = { .rows = 4, .labels = lab, .idx = idx };
+        CHECKF(dh_dloss_eval_cuda(s.L, &b, &fake, NULL, NULL, &e) == DH_EUNSUPPORTED, "%s: %s", host[i], e.msg);
+        dh_dloss_free(s.L);
+    }
+    setup s;
+    REQUIRE(make("dpsh", NULL, 0, 16, 2, 3, &s) == 0);
+    dh_dloss_batch one = { .rows = 1, .labels = lab };
+    CHECK(dh_dloss_eval_cuda(s.L, &one, &fake, NULL, NULL, &e) == DH_EINVAL); /* one row: the batch check */
+    dh_dloss_batch bad = { .rows = 4, .labels = lab };
+    CHECK(dh_dloss_eval_cuda(s.L, &bad, NULL, NULL, NULL, &e) == DH_EINVAL); /* no device u */
+#if !DH_USE_CUDA
+    dh_dloss_batch b = { .rows = 4, .labels = lab };
+    CHECKF(dh_dloss_eval_cuda(s.L, &b, &fake, NULL, NULL, &e) == DH_EDEVICE, "%s", e.msg);
+#endif
+    dh_dloss_free(s.L);
+    dh_dloss_cuda_release(); /* never loads the backend */
+}
+
 int main(void) {
     RUN(t_registry);
+    RUN(t_device_path);
     RUN(t_gradients_fd);
     RUN(t_greedyhash_straight_through);
     RUN(t_deephash_adapter);
