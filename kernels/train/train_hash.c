@@ -187,8 +187,11 @@ int train_hash_init(train_hash *t, dk_device dev, int K, int D, int B, const flo
 
 /* The loss and its gradient du for the u of the last forward, on the
  * trainer's device (u is copied to the host for the statistics). A registry
- * loss runs on the host for either device. *finite: whether u was finite
- * (when not, no loss is computed). */
+ * loss runs on the GPU when the trainer is on CUDA and the method has a
+ * device path (DH_DLOSS_DEVICE: dh_dloss_eval_cuda, no du upload); the
+ * others (mihash, and greedyhash, dsdh, adsh, whose state the host updates)
+ * run on the host for either device. *finite: whether u was finite (when
+ * not, no loss is computed). */
 static int hash_loss(train_hash *t, const int32_t *labels, const train_hash_pos *pos, train_hash_stats *hs, int *finite,
                      dh_err *e) {
     const int B = t->B, K = t->K;
@@ -208,12 +211,15 @@ static int hash_loss(train_hash *t, const int32_t *labels, const train_hash_pos 
                               .epoch = pos ? pos->epoch : 0,
                               .learn = 1 };
         dh_dloss_stats ds;
-        if (dh_dloss_eval(t->dloss, &bt, t->hdu, &ds, e)) return e->code;
+        const int on_dev = t->dev == DK_CUDA && (dh_dloss_method_of(t->dloss)->flags & DH_DLOSS_DEVICE);
+        if (on_dev ? dh_dloss_eval_cuda(t->dloss, &bt, t->u.data, t->du.data, &ds, e)
+                   : dh_dloss_eval(t->dloss, &bt, t->hdu, &ds, e))
+            return e->code;
         hs->loss = ds.loss;
         memcpy(hs->term, ds.term, sizeof hs->term);
         hs->scale = ds.scale;
         hs->q = hs->surrogate = hs->right = NAN;
-        return dk_upload(&t->du, t->hdu, (int64_t)B * K, e);
+        return on_dev ? DH_OK : dk_upload(&t->du, t->hdu, (int64_t)B * K, e);
     }
     dh_hashloss_stats lsv, *ls = &lsv;
     memset(ls, 0, sizeof *ls);
