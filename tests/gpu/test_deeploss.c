@@ -9,12 +9,15 @@
  * the gradient (deephash, whose kernel and reference are both in float:
  * gpu_test_hashloss's 1.1e-5 and 2e-4 for the gradient). Prints one "#" line per case with the maximum errors. Also:
  * the loss without a gradient, methods without a device path refused,
- * buffers grown, shrunk and released. Skipped (SKIP lines) without a GPU. */
+ * buffers grown, shrunk and released, and the hash-layer trainer on CUDA
+ * (device path, or host path for the others) against the trainer on the
+ * CPU. Skipped (SKIP lines) without a GPU. */
 #include <stdint.h>
 #include <stdlib.h>
 #include "../unit/check.h"
 #include "deeploss.h"
 #include "dk.h"
+#include "train.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static double urand(void) {
@@ -238,6 +241,71 @@ static void t_timing(void) {
     compare("dch", 1024, 64, 100, 1, 0);
 }
 
+/* The trainer (kernels/train/train_hash.c) on CUDA against the same on the
+ * CPU, a registry loss, three steps: the device path where the method has
+ * one (dpsh, hashnet, csq), the host path on the CUDA trainer otherwise
+ * (mihash, greedyhash); the losses of every step and W at the end agree. */
+static void trainer_case(const char *spec) {
+    enum { B = 48, K = 32, D = 64, C = 5, STEPS = 3 };
+    static float W0[K * D], b0[K], z[B * D], Wc[K * D], Wg[K * D], bc[K], bg[K];
+    int32_t lab[B];
+    for (int t = 0; t < K * D; t++) W0[t] = (float)((urand() * 2 - 1) * 0.2);
+    for (int k = 0; k < K; k++) b0[k] = (float)((urand() * 2 - 1) * 0.1);
+    for (int t = 0; t < B * D; t++) z[t] = (float)(urand() * 2 - 1);
+    for (int i = 0; i < B; i++) lab[i] = (int32_t)(urand() * C);
+    dh_err e;
+    double lossc[STEPS], lossg[STEPS];
+    for (int dev = 0; dev < 2; dev++) {
+        dk_device d = dev ? DK_CUDA : DK_CPU;
+        dh_dloss_config cfg = { K, C, 5, B };
+        dh_dloss *L = NULL;
+        REQUIRE(dh_dloss_create_spec(spec, &cfg, &L, &e) == DH_OK);
+        train_hash_opts o = { { DH_HL_BALANCED, 1 }, 0.9f, 0.0f, NULL, 1.0, L };
+        train_hash t;
+        dk_tensor zt = { 0 };
+        int64_t idx[B];
+        for (int i = 0; i < B; i++) idx[i] = i;
+        int rc = dk_init(d, &e);
+        if (!rc) rc = train_hash_init(&t, d, K, D, B, W0, b0, &o, &e);
+        if (!rc) rc = dk_tensor_alloc4(&zt, d, 2, B, D, 1, 1, &e);
+        if (!rc) rc = dk_upload(&zt, z, (int64_t)B * D, &e);
+        for (int s = 0; !rc && s < STEPS; s++) {
+            train_hash_pos pos = { idx, s, 0 };
+            train_hash_stats st;
+            rc = train_hash_step(&t, &zt, lab, &pos, 0.05f, 0, &st, &e);
+            (dev ? lossg : lossc)[s] = st.loss;
+        }
+        if (!rc) rc = train_hash_get(&t, dev ? Wg : Wc, dev ? bg : bc, &e);
+        CHECKF(rc == DH_OK, "%s on %s: %s", spec, dev ? "cuda" : "cpu", e.msg);
+        dk_tensor_free(&zt);
+        if (rc == DH_OK) train_hash_free(&t);
+        dh_dloss_free(L);
+        if (rc) return;
+    }
+    double wmax = 0, werr = 0, lerr = 0;
+    for (int t = 0; t < K * D; t++) wmax = fmax(wmax, fabs(Wc[t]));
+    for (int t = 0; t < K * D; t++) {
+        double err = fabs(Wg[t] - Wc[t]);
+        werr = fmax(werr, err);
+        CHECKF(err <= 1e-5 * wmax + 1e-4 * fabs(Wc[t]), "%s: W[%d] cuda %.9g cpu %.9g", spec, t, Wg[t], Wc[t]);
+    }
+    for (int s = 0; s < STEPS; s++) {
+        lerr = fmax(lerr, fabs(lossg[s] - lossc[s]));
+        CHECKF(fabs(lossg[s] - lossc[s]) <= 1e-5 * fmax(1, fabs(lossc[s])) + 1e-4 * fabs(lossc[s]),
+               "%s: step %d loss cuda %.9g cpu %.9g", spec, s, lossg[s], lossc[s]);
+    }
+    const dh_dloss_method *m = dh_dloss_find(spec);
+    printf("# trainer %-10s (%s path on cuda): %d steps, loss %.8g -> %.8g, max |loss cuda-cpu| %.2g, "
+           "max |W cuda-cpu| %.3g (max |W| %.3g)\n",
+           spec, m && (m->flags & DH_DLOSS_DEVICE) ? "device" : "host", STEPS, lossc[0], lossc[STEPS - 1], lerr, werr,
+           wmax);
+}
+static void t_trainer_cuda_vs_cpu(void) {
+    if (!have_gpu()) SKIP_TEST("no CUDA device");
+    const char *specs[] = { "dpsh", "hashnet", "csq", "mihash", "greedyhash" };
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) trainer_case(specs[s]);
+}
+
 int main(void) {
     RUN(t_deephash);
     RUN(t_deephash_sum);
@@ -257,6 +325,7 @@ int main(void) {
     RUN(t_host_only_refused);
     RUN(t_buffers_grow_and_shrink);
     RUN(t_timing);
+    RUN(t_trainer_cuda_vs_cpu);
     if (have_gpu()) printf("# worst error / tolerance over the run: %.3g\n", worst_rel);
     dh_dloss_cuda_release();
     dk_shutdown();
