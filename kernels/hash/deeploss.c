@@ -69,7 +69,7 @@ static const dh_dloss_method methods[] = {
     { .name = "mihash", .title = "MIHash (Cakir, He, Bargal & Sclaroff, CVPR 2017 / TPAMI 2019)",
       .group = "multiwise (mutual information)", .input = "phi = 2 sigmoid(a u) - 1",
       .summary = "minus the mutual information between Hamming distances and neighbourhood, soft histograms",
-      .flags = DH_DLOSS_MULTILABEL, .lr_hint = 1, .nparams = 2,
+      .flags = DH_DLOSS_MULTILABEL | DH_DLOSS_DEVICE, .lr_hint = 1, .nparams = 2,
       .params = { { "nbins", 0.5, 1, 1, DH_DLOSS_MAX_BITS, 1, NULL, "histogram bins over [0, K] (authors' code: K/2)" },
                   { "a", 1, 0, 1e-6, 1e3, 0, NULL, "sigmoid sharpness (authors' code: 1)" } },
       .terms = { "minus_mi", NULL }, .init = dl_mihash_init, .eval = dl_mihash_eval },

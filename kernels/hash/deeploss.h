@@ -35,11 +35,11 @@
  * dh_dloss_eval is the CPU reference (double accumulation). Methods
  * flagged DH_DLOSS_DEVICE also have a device path, dh_dloss_eval_cuda
  * (kernels/hash/deeploss_kernels.cu, in libdhcuda.so), on u and dL/du in
- * GPU memory, also in double: deephash, dpsh, dhn, hashnet, dch, dsh, dtsh,
- * csq, orthohash. The others (mihash; greedyhash, dsdh and adsh, whose
- * state the host updates) run on the host only: on a GPU the caller
- * downloads u and uploads dL/du (a batch is B x K, e.g. 128 x 64, small
- * beside the network).
+ * GPU memory, in double (deephash: the float kernel of hashloss.h):
+ * deephash, dpsh, dhn, hashnet, dch, dsh, dtsh, mihash, csq, orthohash.
+ * GreedyHash, DSDH and ADSH, whose state the host updates at every batch,
+ * run on the host only: on a GPU the caller downloads u and uploads dL/du
+ * (a batch is B x K, e.g. 128 x 64, small beside the network).
  *
  * Errors: DH_EINVAL for a bad name, parameter, shape or batch (one line:
  * "deep loss dpsh: eta=-1: out of range [0, 1e+06]"), DH_EUNSUPPORTED for

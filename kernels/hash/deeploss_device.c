@@ -6,10 +6,9 @@
  * DH_EDEVICE (the backend is absent): nothing here links CUDA.
  *
  * Which methods: those flagged DH_DLOSS_DEVICE in the registry, each with
- * its kernel below. Not ported: mihash (per-anchor soft histograms; the
- * host path), and the stateful greedyhash, dsdh and adsh, whose state the
- * host updates at every batch (GreedyHash's classifier step, DSDH's and
- * ADSH's stored outputs): they keep the host path.
+ * its kernel below. Not ported: the stateful greedyhash, dsdh and adsh,
+ * whose state the host updates at every batch (GreedyHash's classifier
+ * step, DSDH's and ADSH's stored outputs): they keep the host path.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +22,10 @@
 static const struct {
     const char *name;
     int kernel;
-} kernels[] = { { "deephash", DL_CU_DEEPHASH }, { "dpsh", DL_CU_DPSH }, { "dhn", DL_CU_DHN },
-                { "hashnet", DL_CU_HASHNET },   { "dch", DL_CU_DCH },   { "dsh", DL_CU_DSH },
-                { "dtsh", DL_CU_DTSH },         { "csq", DL_CU_CSQ },   { "orthohash", DL_CU_ORTHOHASH } };
+} kernels[] = { { "deephash", DL_CU_DEEPHASH },  { "dpsh", DL_CU_DPSH },     { "dhn", DL_CU_DHN },
+                { "hashnet", DL_CU_HASHNET },    { "dch", DL_CU_DCH },       { "dsh", DL_CU_DSH },
+                { "dtsh", DL_CU_DTSH },          { "mihash", DL_CU_MIHASH }, { "csq", DL_CU_CSQ },
+                { "orthohash", DL_CU_ORTHOHASH } };
 
 static int kernel_of(const dh_dloss_method *m) {
     if (!(m->flags & DH_DLOSS_DEVICE)) return DL_CU_NONE;
@@ -98,6 +98,7 @@ int dh_dloss_eval_cuda(dh_dloss *L, const dh_dloss_batch *b, const float *d_u, f
         a.s[2] = P;
         break;
     case DL_CU_DTSH:
+    case DL_CU_MIHASH: /* margin, lambda; nbins, a */
         a.s[0] = L->p[0];
         a.s[1] = L->p[1];
         break;

@@ -4,9 +4,9 @@
 // as the CPU reference (deeploss_pair.c, deeploss_class.c,
 // deeploss_multi.c): the GPU differs from it only by the order of the sums.
 //
-// The pairwise family (DPSH, DHN, HashNet, DCH, DSH, DTSH) in three kernels:
+// The pairwise family (DPSH, DHN, HashNet, DCH, DSH; DTSH, MIHash) in three kernels:
 //   dl_prep   one block per row: x = the method's transform of u (u, tanh u,
-//             tanh(beta u)) in double, the row's norm and its per-row
+//             tanh(beta u), 2 sigmoid(a u) - 1) in double, the row's norm and its per-row
 //             regulariser sum;
 //   dl_pairs  one block per row i, a warp per partner j: x_i.x_j (and
 //             |x_i - x_j|^2 for DSH) by a warp reduction, then the pair's
@@ -17,7 +17,9 @@
 //   dl_rows   one thread per (i, k): dL/dx_ik = sum_j G_ij x_jk, plus the
 //             element's regulariser, times dx/du.
 // DTSH adds dl_triplets between dl_pairs (which then stores theta and the
-// similarity) and dl_rows (which symmetrises its weights A). CSQ and
+// similarity) and dl_rows (which symmetrises its weights A); MIHash adds
+// dl_mihash (dl_pairs stores the distances; per anchor, the soft histograms
+// and dL/dD_ij, symmetrised by dl_rows). CSQ and
 // OrthoHash are per row (dl_csq, dl_ortho: one block per row against the
 // codebook). The paper's loss is dhcu_hashloss (hashloss_kernels.cu).
 // Buffers (x, G, per-row slots, labels, codebook) are kept between calls
@@ -104,6 +106,7 @@ __global__ void dl_prep(dl_kargs a, const float *__restrict__ u, double *__restr
         case DL_CU_DHN:
         case DL_CU_DCH: t = tanh(v); break;
         case DL_CU_HASHNET: t = tanh(a.s[1] * v); break;
+        case DL_CU_MIHASH: t = 2 * d_sigmoid(a.s[1] * v) - 1; break;
         default: t = v;
         }
         x[(size_t)i * K + k] = t;
@@ -204,11 +207,12 @@ __global__ void dl_pairs(dl_kargs a, const double *__restrict__ x, const int32_t
             g = -2 * gD;
             gd = 2 * gD;
         } break;
-        case DL_CU_DTSH: g = 0.5 * dot; break; /* theta, for dl_triplets */
+        case DL_CU_DTSH: g = 0.5 * dot; break;         /* theta, for dl_triplets */
+        case DL_CU_MIHASH: g = 0.5 * (K - dot); break; /* the distance, for dl_mihash */
         }
         if (lane == 0) {
             G[(size_t)i * B + j] = g;
-            if (a.method == DL_CU_DTSH) S[(size_t)i * B + j] = (uint8_t)sim;
+            if (a.method == DL_CU_DTSH || a.method == DL_CU_MIHASH) S[(size_t)i * B + j] = (uint8_t)sim;
             lsum += l;
             dsum += gd;
         }
@@ -280,6 +284,75 @@ __global__ void dl_triplet_count(int B, double *row, double *inv) {
     inv[1] = T;
 }
 
+// ---- dl_mihash (MIHash): one block per anchor i ------------------------------------------------------------------------
+/* The anchor's soft histograms of the distances D_ij (dl_pairs) to its
+ * neighbours and non-neighbours, in the order of the CPU reference (one
+ * thread, j ascending: the same sums), its mutual information into row slot
+ * 0, then dL/dD_ij into At (row i; 0 when the anchor has a single class). */
+__device__ __forceinline__ double d_mlog2(double p) { return p > 0 ? -log2(p) : 0; }
+__device__ double d_entropy2(const double *p, int n) {
+    double h = 0;
+    for (int l = 0; l < n; l++)
+        if (p[l] > 0) h -= p[l] * log2(p[l]);
+    return h;
+}
+__device__ __forceinline__ void mi_bin(double d, double delta, int nb, int *l, double *frac) {
+    double xx = d / delta;
+    int b = (int)floor(xx);
+    if (b < 0) b = 0;
+    if (b > nb - 1) b = nb - 1;
+    *l = b;
+    *frac = fmin(fmax(xx - b, 0.0), 1.0);
+}
+__global__ void dl_mihash(dl_kargs a, const double *__restrict__ D, const uint8_t *__restrict__ S,
+                          double *__restrict__ H, double *__restrict__ At, double *__restrict__ row) {
+    __shared__ int skip;
+    const int i = blockIdx.x, B = a.B, nb = (int)a.s[0], NL = nb + 1;
+    const double delta = (double)a.K / nb;
+    const double *Di = D + (size_t)i * B;
+    const uint8_t *Si = S + (size_t)i * B;
+    double *pp = H + (size_t)i * 3 * NL, *pn = pp + NL, *pd = pn + NL;
+    if (threadIdx.x == 0) {
+        int np = 0, nn = 0;
+        for (int l = 0; l < 3 * NL; l++) pp[l] = 0;
+        for (int j = 0; j < B; j++) {
+            if (j == i) continue;
+            int l;
+            double frac;
+            mi_bin(Di[j], delta, nb, &l, &frac);
+            double *h = Si[j] ? (np++, pp) : (nn++, pn);
+            h[l] += 1 - frac;
+            h[l + 1] += frac;
+        }
+        skip = np == 0 || nn == 0;
+        double mi = 0;
+        if (!skip) {
+            double pip = (double)np / (B - 1), pin = (double)nn / (B - 1);
+            for (int l = 0; l < NL; l++) {
+                pd[l] = (pp[l] + pn[l]) / (B - 1);
+                pp[l] /= np;
+                pn[l] /= nn;
+            }
+            mi = d_entropy2(pd, NL) - pip * d_entropy2(pp, NL) - pin * d_entropy2(pn, NL);
+        }
+        row[(size_t)i * DL_NROW + 0] = mi;
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < B; j += blockDim.x) {
+        double g = 0;
+        if (!skip && j != i) {
+            const double *pc = Si[j] ? pp : pn;
+            int l;
+            double frac;
+            mi_bin(Di[j], delta, nb, &l, &frac);
+            double dmi =
+                ((d_mlog2(pd[l + 1]) - d_mlog2(pc[l + 1])) - (d_mlog2(pd[l]) - d_mlog2(pc[l]))) / delta / (B - 1);
+            g = -dmi / B;
+        }
+        At[(size_t)i * B + j] = g;
+    }
+}
+
 // ---- dl_rows: dL/du_ik = (sum_j G_ij x_jk + the element's terms) dx/du ----------------------------------------------
 __global__ void dl_rows(dl_kargs a, const float *__restrict__ u, const double *__restrict__ x,
                         const double *__restrict__ G, const double *__restrict__ At, const double *__restrict__ row,
@@ -292,6 +365,9 @@ __global__ void dl_rows(dl_kargs a, const float *__restrict__ u, const double *_
     if (a.method == DL_CU_DTSH) { /* G_ij = (A_ij + A_ji) / (2 T) */
         for (int j = 0; j < B; j++) dx += (At[(size_t)i * B + j] + At[(size_t)j * B + i]) * x[(size_t)j * K + k];
         dx *= 0.5 * inv[0];
+    } else if (a.method == DL_CU_MIHASH) { /* dD_ij/dphi_i = -phi_j / 2, from both anchors */
+        for (int j = 0; j < B; j++) dx += (At[(size_t)i * B + j] + At[(size_t)j * B + i]) * x[(size_t)j * K + k];
+        dx *= -0.5;
     } else
         for (int j = 0; j < B; j++) dx += Gi[j] * x[(size_t)j * K + k];
     const double v = u[(size_t)i * K + k], t = x[(size_t)i * K + k];
@@ -304,6 +380,7 @@ __global__ void dl_rows(dl_kargs a, const float *__restrict__ u, const double *_
         g = (dx + wq * tanh(am) * d_sign(t)) * (1 - t * t);
     } break;
     case DL_CU_HASHNET: g = dx * a.s[1] * (1 - t * t); break;
+    case DL_CU_MIHASH: g = dx * a.s[1] * 0.5 * (1 - t * t); break;
     case DL_CU_DCH: {
         const double *r = row + (size_t)i * DL_NROW;
         double ni = r[2], cq = r[3], gq = r[4];
@@ -429,12 +506,12 @@ __global__ void dl_ortho(dl_kargs a, const float *__restrict__ u, const int32_t 
 }
 
 // ---- buffers kept between calls ---------------------------------------------------------------------------------------
-static double *g_x, *g_G, *g_At, *g_row, *g_inv, *g_zs;
+static double *g_x, *g_G, *g_At, *g_row, *g_inv, *g_zs, *g_H;
 static uint8_t *g_S, *g_multi;
 static int32_t *g_lab;
 static float *g_cb, *g_tie;
-static size_t g_cap_x, g_cap_G, g_cap_At, g_cap_row, g_cap_inv, g_cap_zs, g_cap_S, g_cap_multi, g_cap_lab, g_cap_cb,
-    g_cap_tie;
+static size_t g_cap_x, g_cap_G, g_cap_At, g_cap_row, g_cap_inv, g_cap_zs, g_cap_H, g_cap_S, g_cap_multi, g_cap_lab,
+    g_cap_cb, g_cap_tie;
 
 /* *p holds at least bytes (grown, never shrunk). */
 static int grow(void **p, size_t *cap, size_t bytes, dh_err *e, const char *what) {
@@ -455,14 +532,14 @@ static int grow(void **p, size_t *cap, size_t bytes, dh_err *e, const char *what
 #define GROW(p, n, what) grow((void **)&g_##p, &g_cap_##p, (n), e, what)
 
 extern "C" void dhcu_dloss_release(void) {
-    void *ps[] = { g_x, g_G, g_At, g_row, g_inv, g_zs, g_S, g_multi, g_lab, g_cb, g_tie };
+    void *ps[] = { g_x, g_G, g_At, g_row, g_inv, g_zs, g_H, g_S, g_multi, g_lab, g_cb, g_tie };
     for (size_t t = 0; t < sizeof ps / sizeof ps[0]; t++) cudaFree(ps[t]);
-    g_x = g_G = g_At = g_row = g_inv = g_zs = NULL;
+    g_x = g_G = g_At = g_row = g_inv = g_zs = g_H = NULL;
     g_S = g_multi = NULL;
     g_lab = NULL;
     g_cb = g_tie = NULL;
-    g_cap_x = g_cap_G = g_cap_At = g_cap_row = g_cap_inv = g_cap_zs = g_cap_S = g_cap_multi = g_cap_lab = g_cap_cb =
-        g_cap_tie = 0;
+    g_cap_x = g_cap_G = g_cap_At = g_cap_row = g_cap_inv = g_cap_zs = g_cap_H = g_cap_S = g_cap_multi = g_cap_lab =
+        g_cap_cb = g_cap_tie = 0;
 }
 
 static double sum_slot(const double *row, int B, int slot) {
@@ -474,10 +551,10 @@ static double sum_slot(const double *row, int B, int slot) {
 extern "C" int dhcu_dloss(const dl_cu_args *a, double *term, dh_err *e) {
     const int B = a->B, K = a->K, C = a->C, me = a->method;
     const int pairwise = me == DL_CU_DPSH || me == DL_CU_DHN || me == DL_CU_HASHNET || me == DL_CU_DCH ||
-                         me == DL_CU_DSH || me == DL_CU_DTSH;
-    if (me <= DL_CU_NONE || me > DL_CU_DTSH || B < 2 || K < 1 || !a->u || (!a->labels && !a->multi))
+                         me == DL_CU_DSH || me == DL_CU_DTSH || me == DL_CU_MIHASH;
+    if (me <= DL_CU_NONE || me > DL_CU_MIHASH || B < 2 || K < 1 || !a->u || (!a->labels && !a->multi))
         return dh_seterr(e, DH_EINVAL, "deep loss (CUDA): bad arguments (method %d, %d x %d)", me, B, K);
-    const double bb = (double)B * B * sizeof(double) * (me == DL_CU_DTSH ? 2 : 1);
+    const double bb = (double)B * B * sizeof(double) * (me == DL_CU_DTSH || me == DL_CU_MIHASH ? 2 : 1);
     if (pairwise && bb > 16.0 * (1u << 30))
         return dh_seterr(e, DH_ELIMIT,
                          "deep loss (CUDA): a batch of %d rows needs %.0f GiB of B x B matrices (at most 16 GiB)", B,
@@ -536,9 +613,12 @@ extern "C" int dhcu_dloss(const dl_cu_args *a, double *term, dh_err *e) {
     } else {
         rc = GROW(x, sizeof(double) * (size_t)B * K, "deep loss: device buffer");
         if (!rc) rc = GROW(G, sizeof(double) * (size_t)B * B, "deep loss: device buffer");
-        if (!rc && me == DL_CU_DTSH) rc = GROW(At, sizeof(double) * (size_t)B * B, "deep loss: device buffer");
-        if (!rc && me == DL_CU_DTSH) rc = GROW(S, (size_t)B * B, "deep loss: device buffer");
+        const int two = me == DL_CU_DTSH || me == DL_CU_MIHASH; /* a second B x B matrix and the similarities */
+        if (!rc && two) rc = GROW(At, sizeof(double) * (size_t)B * B, "deep loss: device buffer");
+        if (!rc && two) rc = GROW(S, (size_t)B * B, "deep loss: device buffer");
         if (!rc && me == DL_CU_DTSH) rc = GROW(inv, 2 * sizeof(double), "deep loss: device buffer");
+        if (!rc && me == DL_CU_MIHASH)
+            rc = GROW(H, sizeof(double) * 3 * (size_t)B * ((size_t)a->s[0] + 1), "deep loss: device buffer");
         if (rc) return rc;
         dl_prep<<<B, DL_THREADS>>>(ka, a->u, g_x, g_row);
         dl_pairs<<<B, 32 * DL_PAIR_WARPS>>>(ka, g_x, lab, multi, g_G, g_S, g_row);
@@ -546,6 +626,7 @@ extern "C" int dhcu_dloss(const dl_cu_args *a, double *term, dh_err *e) {
             dl_triplets<<<B, DL_THREADS>>>(ka, g_G, g_S, g_At, g_row);
             dl_triplet_count<<<1, 32>>>(B, g_row, g_inv);
         }
+        if (me == DL_CU_MIHASH) dl_mihash<<<B, DL_THREADS>>>(ka, g_G, g_S, g_H, g_At, g_row);
         if (a->du) {
             dim3 grid(B, (K + DL_THREADS - 1) / DL_THREADS);
             dl_rows<<<grid, DL_THREADS>>>(ka, a->u, g_x, g_G, g_At, g_row, g_inv, a->du);
@@ -583,6 +664,7 @@ extern "C" int dhcu_dloss(const dl_cu_args *a, double *term, dh_err *e) {
         term[0] = l0 * inv;
         term[1] = a->s[1] * l1 * inv;
     } break;
+    case DL_CU_MIHASH: term[0] = -l0 / B; break;
     case DL_CU_CSQ:
         term[0] = l0 / K / B;
         term[1] = a->s[0] * l1 / B;

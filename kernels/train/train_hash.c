@@ -189,9 +189,9 @@ int train_hash_init(train_hash *t, dk_device dev, int K, int D, int B, const flo
  * trainer's device (u is copied to the host for the statistics). A registry
  * loss runs on the GPU when the trainer is on CUDA and the method has a
  * device path (DH_DLOSS_DEVICE: dh_dloss_eval_cuda, no du upload); the
- * others (mihash, and greedyhash, dsdh, adsh, whose state the host updates)
- * run on the host for either device. *finite: whether u was finite (when
- * not, no loss is computed). */
+ * others (greedyhash, dsdh, adsh, whose state the host updates at every
+ * batch) run on the host for either device. *finite: whether u was finite
+ * (when not, no loss is computed). */
 static int hash_loss(train_hash *t, const int32_t *labels, const train_hash_pos *pos, train_hash_stats *hs, int *finite,
                      dh_err *e) {
     const int B = t->B, K = t->K;

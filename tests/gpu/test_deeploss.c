@@ -155,6 +155,12 @@ static void t_dsh_margin(void) { /* a margin inside the distances: both branches
     compare("dsh:m=30", 100, 24, 10, 1, 0);
 }
 static void t_dtsh(void) { sweep("dtsh", "dtsh"); }
+static void t_mihash(void) { sweep("mihash", "mihash"); }
+static void t_mihash_bins(void) { /* few and many bins, a sharper sigmoid */
+    if (!have_gpu()) SKIP_TEST("no CUDA device");
+    compare("mihash:nbins=2", 70, 24, 6, 0, 0);
+    compare("mihash:nbins=48,a=3", 70, 48, 6, 1, 0);
+}
 static void t_csq(void) { sweep("csq", "csq"); }
 static void t_csq_bernoulli(void) {
     if (!have_gpu()) SKIP_TEST("no CUDA device");
@@ -171,7 +177,7 @@ static void t_orthohash_quan(void) {
 /* Loss only (d_du NULL), equal to the loss with the gradient. */
 static void t_loss_only(void) {
     if (!have_gpu()) SKIP_TEST("no CUDA device");
-    const char *specs[] = { "deephash", "dpsh", "dhn", "hashnet", "dch", "dsh", "dtsh", "csq", "orthohash" };
+    const char *specs[] = { "deephash", "dpsh", "dhn", "hashnet", "dch", "dsh", "dtsh", "mihash", "csq", "orthohash" };
     int B = 40, K = 32, C = 6;
     float u[40 * 32], *d_u = NULL, *d_du = NULL;
     int32_t lab[40];
@@ -199,7 +205,7 @@ static void t_loss_only(void) {
 
 /* The methods without a device path say so (before any CUDA call). */
 static void t_host_only_refused(void) {
-    const char *host[] = { "mihash", "greedyhash", "dsdh", "adsh" };
+    const char *host[] = { "greedyhash", "dsdh", "adsh" };
     for (size_t s = 0; s < sizeof host / sizeof host[0]; s++) {
         const dh_dloss_method *m = dh_dloss_find(host[s]);
         REQUIRE(m);
@@ -243,8 +249,8 @@ static void t_timing(void) {
 
 /* The trainer (kernels/train/train_hash.c) on CUDA against the same on the
  * CPU, a registry loss, three steps: the device path where the method has
- * one (dpsh, hashnet, csq), the host path on the CUDA trainer otherwise
- * (mihash, greedyhash); the losses of every step and W at the end agree. */
+ * one (dpsh, hashnet, mihash, csq), the host path on the CUDA trainer
+ * otherwise (greedyhash); the losses of every step and W at the end agree. */
 static void trainer_case(const char *spec) {
     enum { B = 48, K = 32, D = 64, C = 5, STEPS = 3 };
     static float W0[K * D], b0[K], z[B * D], Wc[K * D], Wg[K * D], bc[K], bg[K];
@@ -317,6 +323,8 @@ int main(void) {
     RUN(t_dsh);
     RUN(t_dsh_margin);
     RUN(t_dtsh);
+    RUN(t_mihash);
+    RUN(t_mihash_bins);
     RUN(t_csq);
     RUN(t_csq_bernoulli);
     RUN(t_orthohash);

@@ -705,8 +705,8 @@ static void t_registry(void) {
  * CUDA call, and DH_EDEVICE from a build without the CUDA backend (the GPU
  * comparison is tests/gpu/test_deeploss.c). */
 static void t_device_path(void) {
-    const char *dev[] = { "deephash", "dpsh", "dhn", "hashnet", "dch", "dsh", "dtsh", "csq", "orthohash" };
-    const char *host[] = { "mihash", "greedyhash", "dsdh", "adsh" };
+    const char *dev[] = { "deephash", "dpsh", "dhn", "hashnet", "dch", "dsh", "dtsh", "mihash", "csq", "orthohash" };
+    const char *host[] = { "greedyhash", "dsdh", "adsh" };
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         CHECKF(dh_dloss_find(dev[i]) && (dh_dloss_find(dev[i])->flags & DH_DLOSS_DEVICE), "%s not flagged", dev[i]);
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
