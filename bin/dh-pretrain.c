@@ -24,10 +24,12 @@ typedef struct {
     double lr, momentum, wd, smoothing;
     const char *schedule;
     int nesterov, augment;
-    int translate;      /* crop padding with --augment; 0: H/8 */
-    int flip;           /* with --augment: DK_FLIP_RANDOM, or DK_FLIP_ALT_EVEN for alternating flips */
-    int lookahead, tta; /* weight averaging (train_lookahead_decay); test-time flips in --val */
-    train_recipe rc;    /* per-parameter settings (train.h) */
+    int translate;       /* crop padding with --augment; 0: H/8 */
+    int flip;            /* with --augment: DK_FLIP_RANDOM, or DK_FLIP_ALT_EVEN for alternating flips */
+    int lookahead, tta;  /* weight averaging (train_lookahead_decay); test-time augmentation level in --val */
+    train_recipe rc;     /* per-parameter settings (train.h) */
+    int reflect;         /* crops with --augment: 1 reflection at the borders, 0 the mean colour */
+    double warmup_start; /* onecycle/cosine warm-up from this fraction of the peak (train_schedule_lr) */
 } hyper;
 
 /* Defaults per architecture (user specs get the "net" row). */
@@ -35,14 +37,34 @@ static const struct {
     const char *arch;
     hyper h;
 } defaults[] = {
-    { "lenet", { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
-    { "cifar", { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
-    { "fast", { 16, 512, 0.4, 0.9, 5e-4, 0.2, "onecycle:0.25", 1, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
+    { "lenet",
+      { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
+    { "cifar",
+      { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
+    { "fast",
+      { 16,
+        512,
+        0.4,
+        0.9,
+        5e-4,
+        0.2,
+        "onecycle:0.25",
+        1,
+        1,
+        0,
+        DK_FLIP_RANDOM,
+        0,
+        0,
+        { 0, 0, 0, 0, 0, 0, 0, 0 },
+        0,
+        0 } },
     /* airbench94's recipe (Jordan 2024) in this library's units: its lr 11.5 and decay 0.0153 per 1024
      * summed-loss examples with momentum 0.85 are lr 1.5 and wd 1.33e-3 on the mean loss; batch-norm
-     * shifts at 64x the rate, scales fixed; warm-up 23% then down to 0.07; translate 2, alternating flips,
-     * lookahead; conv weights start at PyTorch's default scale (He x 1/sqrt 6) with a partial identity; the
-     * whitening layer's bias trains for 3 epochs (dh-pretrain(1)) */
+     * shifts at 64x the rate, scales fixed; warm-up from 0.2 over 23% then down to 0.07; translate 2 with
+     * reflection at the borders, alternating flips, lookahead from epoch 3 (the net gets the average
+     * after each epoch); conv weights start at PyTorch's default scale (He x 1/sqrt 6) with a partial
+     * identity, the head as nn.Linear(bias=False); the whitening layer's bias trains for 3 epochs; test-
+     * time flips and translations (dh-pretrain(1)) */
     { "air",
       { 10,
         1024,
@@ -56,9 +78,12 @@ static const struct {
         2,
         DK_FLIP_ALT_EVEN,
         1,
+        TRAIN_TTA_FULL,
+        { 0.4f, 64.0f, 1, 0.408f, 1, 3, 1, 3 },
         1,
-        { 0.4f, 64.0f, 1, 0.408f, 1, 3 } } },
-    { "net", { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0 } } },
+        0.2 } },
+    { "net",
+      { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
 };
 #define NDEFAULTS (int)(sizeof defaults / sizeof defaults[0])
 
@@ -82,6 +107,8 @@ static void usage(void) {
            "                          at 50%% and 75%% of the epochs, rounded down), onecycle[:WARMUP[:FINAL]],\n"
            "                          cosine[:WARMUP[:FINAL]], const (default: step; lenet:\n"
            "                          onecycle, fast: onecycle:0.25, air: onecycle:0.23:0.07)\n"
+           "      --warmup-start X    onecycle/cosine: warm up linearly from X x the peak rate\n"
+           "                          (default 0: from about 0; air 0.2)\n"
            "      --momentum X        SGD momentum (default 0.9; air 0.85)\n"
            "      --nesterov          Nesterov momentum (default for fast and air)\n"
            "      --no-nesterov\n"
@@ -91,6 +118,9 @@ static void usage(void) {
            "                          and horizontal flips\n"
            "      --no-augment        (default: on for cifar, fast and air, off otherwise)\n"
            "      --translate N       crop padding with --augment (default H/8; air 2)\n"
+           "      --crop-pad MODE     what the crops see beyond the border: mean (the mean colour)\n"
+           "                          or reflect (the image mirrored at its edge) (default: mean;\n"
+           "                          air: reflect)\n"
            "      --flip MODE         random (a coin per image and step) or alternate (a coin per\n"
            "                          image, inverted every other epoch) (default: random; air:\n"
            "                          alternate)\n"
@@ -99,11 +129,15 @@ static void usage(void) {
            "      --no-lookahead\n"
            "      --val FILE          images stream to report test accuracy on after each epoch\n"
            "      --val-every N       ... after every N-th epoch and the last only (default 1)\n"
-           "      --tta               --val also with test-time flips (the logits of each image and\n"
-           "                          its mirror image summed) (default for air)\n"
+           "      --tta[=MODE]        the last --val also with test-time augmentation: flip (the\n"
+           "                          logits of each image and its mirror image averaged) or full\n"
+           "                          (plain --tta; also the image translated by one pixel each\n"
+           "                          way, airbench94's level 2) (default for air: full)\n"
            "      --no-tta\n"
            "  -s, --seed N            random seed (default 1)\n"
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
+           "      --precision P       CPU arithmetic: fp32 (default) or bf16 (oneDNN, CPUs with\n"
+           "                          AVX512-BF16 or AMX; as $DH_PRECISION)\n"
            "  -o, --output FILE       write the model to FILE atomically (default: stdout)\n"
            "      --print-net         print the network specification (of --arch/--net) and exit\n"
            "%s"
@@ -138,7 +172,7 @@ static int inum(const char *opt, const char *v, int lo, int hi) {
 
 static void parse_options(pt_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
-    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1, -1, -1, -1, -1, { 0, 0, 0, 0, 0, 0 } };
+    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1, -1, -1, -1, -1, { 0, 0, 0, 0, 0, 0, 0, 0 }, -1, -1 };
     o->seed = 1;
     /* the long-only options: --momentum, --nesterov, --no-nesterov, --label-smoothing, --augment,
      * --no-augment, --val, --print-net, --progress */
@@ -158,6 +192,9 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         O_TTA,
         O_NTT,
         O_VEV,
+        O_CRP,
+        O_WUS,
+        O_PREC,
         O_PRG,
         O_CK
     };
@@ -169,8 +206,9 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         { "val", 1, 0, O_VAL },          { "print-net", 0, 0, O_PRI },  { "label-smoothing", 1, 0, O_LSM },
         { "seed", 1, 0, 's' },           { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
         { "translate", 1, 0, O_TRN },    { "flip", 1, 0, O_FLP },       { "lookahead", 0, 0, O_LAH },
-        { "no-lookahead", 0, 0, O_NLA }, { "tta", 0, 0, O_TTA },        { "no-tta", 0, 0, O_NTT },
-        { "val-every", 1, 0, O_VEV },    DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
+        { "no-lookahead", 0, 0, O_NLA }, { "tta", 2, 0, O_TTA },        { "no-tta", 0, 0, O_NTT },
+        { "val-every", 1, 0, O_VEV },    { "crop-pad", 1, 0, O_CRP },   { "warmup-start", 1, 0, O_WUS },
+        { "precision", 1, 0, O_PREC },   DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
     };
     /* letters given up for the option grammar (dh_opts.h): refused, naming the new ones */
     static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" },
@@ -209,7 +247,24 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
             break;
         case O_LAH: h->lookahead = 1; break;
         case O_NLA: h->lookahead = 0; break;
-        case O_TTA: h->tta = 1; break;
+        case O_TTA:
+            if (!optarg || !strcmp(optarg, "full"))
+                h->tta = TRAIN_TTA_FULL;
+            else if (!strcmp(optarg, "flip"))
+                h->tta = TRAIN_TTA_FLIP;
+            else
+                dh_usage_error("--tta: '%s' is not flip or full", optarg);
+            break;
+        case O_CRP:
+            if (!strcmp(optarg, "reflect"))
+                h->reflect = 1;
+            else if (!strcmp(optarg, "mean"))
+                h->reflect = 0;
+            else
+                dh_usage_error("--crop-pad: '%s' is not mean or reflect", optarg);
+            break;
+        case O_WUS: h->warmup_start = num("--warmup-start", optarg, 0, 1); break;
+        case O_PREC: dk_prog_set_precision(optarg); break;
         case O_NTT: h->tta = 0; break;
         case O_VEV: o->val_every = inum("--val-every", optarg, 1, 100000); break;
         case 's':
@@ -248,6 +303,8 @@ static hyper hyper_for(const char *arch, const hyper *set) {
     if (set->flip >= 0) h.flip = set->flip;
     if (set->lookahead >= 0) h.lookahead = set->lookahead;
     if (set->tta >= 0) h.tta = set->tta;
+    if (set->reflect >= 0) h.reflect = set->reflect;
+    if (set->warmup_start >= 0) h.warmup_start = set->warmup_start;
     if (h.nesterov && h.momentum == 0) dh_usage_error("--nesterov needs a non-zero momentum");
     return h;
 }
@@ -274,16 +331,17 @@ static void fmt_dur(char *b, size_t n, double s) {
         snprintf(b, n, "%ds", t);
 }
 
-/* --val after an epoch: the accuracy (and with tta the accuracy with
- * test-time flips) into *acc, *acc_tta and the report `val`; the seconds it
- * took. */
+/* --val after an epoch: the accuracy (and with tta > 0 the accuracy with
+ * test-time augmentation at that level) into *acc, *acc_tta and the report
+ * `val`; the seconds it took. */
 static double val_eval(net *n, const train_images *va, dk_tensor *x, int tta, double *acc, double *acc_tta, char *val,
                        size_t len) {
     dh_err e;
     double t = dh_now(), vl;
     if (tta) {
-        if (train_images_eval_tta(n, va, x, acc, acc_tta, &vl, &e)) dh_die_err(&e, NULL);
-        snprintf(val, len, "  val loss %.4f acc %.2f%% (flips %.2f%%)", vl, 100 * *acc, 100 * *acc_tta);
+        if (train_images_eval_tta(n, va, x, tta, acc, acc_tta, &vl, &e)) dh_die_err(&e, NULL);
+        snprintf(val, len, "  val loss %.4f acc %.2f%% (%s %.2f%%)", vl, 100 * *acc,
+                 tta == TRAIN_TTA_FLIP ? "flips" : "tta", 100 * *acc_tta);
     } else {
         if (train_images_eval(n, va, x, acc, &vl, &e)) dh_die_err(&e, NULL);
         snprintf(val, len, "  val loss %.4f acc %.2f%%", vl, 100 * *acc);
@@ -309,10 +367,12 @@ static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const
         train_ckpt_match(m, "schedule", "%s over %d epochs", sched, h->epochs) ||
         train_ckpt_match(m, "recipe",
                          "lr %.15g, momentum %.15g, nesterov %d, wd %.15g, smoothing %.15g, augment %d (translate %d, "
-                         "flip %d), lookahead %d, bn %g/%g/%d, conv %g, dirac %d, whiten bias %d",
+                         "flip %d, reflect %d), lookahead %d (from epoch %d), bn %g/%g/%d, conv %g, dirac %d, whiten "
+                         "bias %d, head %d",
                          h->lr, h->momentum, h->nesterov, h->wd, h->smoothing, h->augment, h->translate, h->flip,
-                         h->lookahead, h->rc.bn_momentum, h->rc.bn_bias_lr, h->rc.bn_scale_frozen, h->rc.conv_scale,
-                         h->rc.dirac, h->rc.whiten_bias_epochs))
+                         h->reflect, h->lookahead, h->rc.lookahead_start, h->rc.bn_momentum, h->rc.bn_bias_lr,
+                         h->rc.bn_scale_frozen, h->rc.conv_scale, h->rc.dirac, h->rc.whiten_bias_epochs,
+                         h->rc.head_torch))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (o->ck.resume) {
         dhs_model ck;
@@ -406,6 +466,10 @@ int main(int argc, char **argv) {
     char sched_text[64];
     if (train_schedule(h.schedule, h.lr, h.epochs, &sched, sched_text, sizeof sched_text, &e))
         dh_usage_error("--schedule: %s", e.msg);
+    if (h.warmup_start > 0 && (sched.kind == DK_SCHED_ONECYCLE || sched.kind == DK_SCHED_COSINE)) {
+        size_t l = strlen(sched_text);
+        snprintf(sched_text + l, sizeof sched_text - l, " from %g", h.warmup_start);
+    }
     int64_t B = h.batch < tr.S ? h.batch : tr.S, spe = tr.S / B, total = spe * h.epochs, r0, Bl;
     if (train_dist_slice(&dist, B, &r0, &Bl, &e)) dh_usage_error("--batch: %s", e.msg);
     for (int i = 0; Bl < 2 && i < spec.nlayers; i++)
@@ -426,7 +490,7 @@ int main(int argc, char **argv) {
     int pad = !h.augment ? 0 : h.translate > 0 ? h.translate : tr.H / 8 > 0 ? tr.H / 8 : 1;
     char augtext[64] = "off";
     if (h.augment)
-        snprintf(augtext, sizeof augtext, "translate %d + %s flips", pad,
+        snprintf(augtext, sizeof augtext, "translate %d%s + %s flips", pad, h.reflect ? " (reflect)" : "",
                  h.flip == DK_FLIP_ALT_EVEN ? "alternating" : "random");
     dh_note("%s: %lld images %dx%dx%d, %d classes; net %s: %lld parameters, z %d; %s", tr.name, (long long)tr.S, tr.C,
             tr.H, tr.W, tr.nclasses, netname, (long long)net_nparams(n), n->zdim, dk_device_name(dev));
@@ -449,6 +513,12 @@ int main(int argc, char **argv) {
     if (!perm || dk_mem_alloc(dev, (size_t)B * sizeof(int32_t), (void **)&lab_dev, &e) ||
         dk_tensor_alloc4(&xbuf, dev, 4, Bl, tr.C, tr.H, tr.W, &e))
         dh_die_err(&e, dk_device_name(dev));
+    /* crops with reflection are made on the host (train_images_augment_reflect): the pixels there */
+    int reflect = h.augment && pad > 0 && h.reflect;
+    uint8_t *hpix = dev == DK_CPU || !reflect ? tr.pix : NULL;
+    size_t npix = (size_t)tr.S * tr.C * tr.H * tr.W;
+    if (reflect && !hpix && (!(hpix = dh_malloc(&e, npix, 1)) || dk_mem_download(dev, hpix, tr.pix, npix, &e)))
+        dh_die_err(&e, "crops with reflection");
     dh_progress prog;
     dh_progress_start(&prog, "training", "images", total * B);
     double t0 = dh_now(), last_train_acc = 0, last_val_acc = -1, last_loss = 0, lsum0 = 0;
@@ -468,12 +538,15 @@ int main(int argc, char **argv) {
         if (train_images_order(&tr, perm, &e)) dh_die_err(&e, "upload");
         for (int64_t it = it0; it < spe; it++, step++) {
             if (it > it0 && dh_ckpt_due_step(&o.ck)) ckpt_save(&o.ck, n, &ema, step, match, lsum, csum, ep);
-            cur_lr = (float)dk_schedule_lr(&sched, step, total, spe);
+            cur_lr = (float)train_schedule_lr(&sched, h.warmup_start, step, total, spe);
             const int32_t *idx = tr.order + it * B + r0;
             double loss;
             int64_t correct;
-            if (dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std,
-                                  o.seed ^ 0xA5A5A5A5ULL, (uint64_t)(step * B + r0), &xbuf, &e) ||
+            if ((reflect ? train_images_augment_reflect(hpix, tr.S, tr.C, tr.H, tr.W, perm + it * B + r0, pad, flip,
+                                                        n->mean, n->std, o.seed ^ 0xA5A5A5A5ULL,
+                                                        (uint64_t)(step * B + r0), &xbuf, &e)
+                         : dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std,
+                                             o.seed ^ 0xA5A5A5A5ULL, (uint64_t)(step * B + r0), &xbuf, &e)) ||
                 dk_gather_i32(dev, tr.lab, idx, Bl, lab_dev, &e))
                 dh_die_err(&e, "batch");
             if (net_grad_xent(n, &xbuf, lab_dev, (float)h.smoothing, &loss, &correct, &e) ||
@@ -484,14 +557,22 @@ int main(int argc, char **argv) {
                        (long long)it + 1, loss);
             float lrs[NET_NGROUPS] = { cur_lr, cur_lr }, wds[NET_NGROUPS] = { (float)h.wd, (float)h.wd };
             if (net_sgd_step(n, lrs, (float)h.momentum, wds, h.nesterov, &e)) dh_die_err(&e, "training");
+            /* lookahead: the first averaging step of a delayed start copies the net into the average */
             if (h.lookahead && (step + 1) % TRAIN_LOOKAHEAD_EVERY == 0 &&
-                net_ema_lookahead(&ema, n, (float)train_lookahead_decay(step + 1, total), &e))
+                train_lookahead_started(&h.rc, step + 1, spe) &&
+                net_ema_lookahead(
+                    &ema, n,
+                    train_lookahead_started(&h.rc, step, spe) ? (float)train_lookahead_decay(step + 1, total) : 0.0f,
+                    &e))
                 dh_die_err(&e, "lookahead");
             lsum += loss;
             csum += correct;
             dh_progress_update(&prog, (step + 1) * B);
         }
-        if (h.lookahead && ep == h.epochs - 1 && net_ema_lookahead(&ema, n, 1.0f, &e)) dh_die_err(&e, "lookahead");
+        /* the net gets the average: after the last epoch, or with a delayed start (air) after each epoch */
+        if (h.lookahead && (ep == h.epochs - 1 || h.rc.lookahead_start > 0) &&
+            train_lookahead_started(&h.rc, step, spe) && net_ema_lookahead(&ema, n, 1.0f, &e))
+            dh_die_err(&e, "lookahead");
         double red[2] = { lsum / dist.size, (double)csum }; /* the ranks' reports, their batch-norm statistics */
         if (train_dist_sum(&dist, red, 2, &e) || train_dist_sync(&dist, n, &e)) dh_die_err(&e, "training");
         lsum = red[0], csum = (int64_t)red[1];
@@ -500,7 +581,8 @@ int main(int argc, char **argv) {
         last_train_acc = (double)csum / (spe * B);
         char val[96] = "", eta[32];
         if (o.val && ((ep + 1) % (o.val_every > 0 ? o.val_every : 1) == 0 || ep + 1 == h.epochs))
-            t_eval += val_eval(n, &va, &xbuf, h.tta, &last_val_acc, &last_val_tta, val, sizeof val);
+            t_eval += val_eval(n, &va, &xbuf, ep + 1 == h.epochs ? h.tta : 0, &last_val_acc, &last_val_tta, val,
+                               sizeof val); /* test-time augmentation: the last evaluation only */
         fmt_dur(eta, sizeof eta, (now - t0) / (ep + 1) * (h.epochs - ep - 1));
         if (dh_progress_on && !dh_quiet) fputs("\r\033[K", stderr);
         dh_note("epoch %d/%d  loss %.4f  train acc %.2f%%%s  lr %.4g  %.0f images/s  ETA %s", ep + 1, h.epochs,
@@ -514,8 +596,10 @@ int main(int argc, char **argv) {
     dh_note("trained in %.1f s (%.0f images/s)%s", wall, total * B / (wall > 0 ? wall : 1),
             o.val ? ", evaluation not counted" : "");
     if (o.val) {
-        char tta[64] = "";
-        if (h.tta) snprintf(tta, sizeof tta, ", %.2f%% with test-time flips", 100 * last_val_tta);
+        char tta[80] = "";
+        if (h.tta)
+            snprintf(tta, sizeof tta, ", %.2f%% with test-time flips%s", 100 * last_val_tta,
+                     h.tta == TRAIN_TTA_FULL ? " and translations" : "");
         dh_note("%s: test accuracy %.2f%%%s (evaluations %.1f s)", va.name, 100 * last_val_acc, tta, t_eval);
     }
 
@@ -529,6 +613,7 @@ int main(int argc, char **argv) {
         dhs_meta_set_float(m.meta, "train_accuracy", last_train_acc) ||
         (o.val && dhs_meta_set_float(m.meta, "val_accuracy", last_val_acc)) ||
         (o.val && h.tta && dhs_meta_set_float(m.meta, "val_accuracy_tta", last_val_tta)) ||
+        (o.val && h.tta && dhs_meta_set_str(m.meta, "tta", h.tta == TRAIN_TTA_FULL ? "full" : "flip")) ||
         dhs_meta_set_str(m.meta, "device", dk_device_name(dev)))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (net_to_model(n, &m, &e)) dh_die_err(&e, "model");
@@ -536,6 +621,7 @@ int main(int argc, char **argv) {
     if (dh_out_commit(&outf, &e)) dh_die_err(&e, NULL);
     dhs_model_free(&m);
     free(perm);
+    if (hpix != tr.pix) free(hpix);
     dk_mem_free(dev, lab_dev);
     dk_tensor_free(&xbuf);
     train_images_free(&tr);

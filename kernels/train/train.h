@@ -338,6 +338,10 @@ typedef struct train_recipe {
     float conv_scale;       /* > 0: the start's conv weights (not whiten) times this (before dirac) */
     int dirac;              /* net_init_dirac */
     int whiten_bias_epochs; /* > 0: the whitening layer's bias freezes after this many epochs */
+    int head_torch;         /* the classifier head as PyTorch's nn.Linear(bias=False) starts it: weights
+                             * U(-1/sqrt(z), 1/sqrt(z)) (the Xavier start rescaled), bias 0 and frozen */
+    int lookahead_start;    /* > 0: lookahead begins at the first averaging step of this epoch (from 0)
+                             * (train_lookahead_started) */
 } train_recipe;
 int train_recipe_apply(net *n, const train_recipe *r, dh_err *e);
 /* At the start of epoch `epoch` (from 0): freezes what the recipe freezes then. */
@@ -347,9 +351,59 @@ void train_recipe_epoch(net *n, const train_recipe *r, int epoch);
  * at the end), as the records do; the net gets the average at the end. */
 #define TRAIN_LOOKAHEAD_EVERY 5
 double train_lookahead_decay(int64_t step, int64_t total);
-/* train_images_eval, and the accuracy with test-time flips: the logits of
- * each image and of its mirror image summed. */
-int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, double *acc, double *acc_tta, double *loss,
-                          dh_err *e);
+/* With airbench's delayed start (r->lookahead_start = E > 0): the average
+ * is a copy of the net taken at the first step count s (steps done, from 1)
+ * with s % EVERY == 0 in epoch E or later, and averages from the next such
+ * step on; after each epoch from then on the net gets the average. Whether
+ * that copy has been taken once `steps` steps are done (spe steps per epoch):
+ * a function of the step count, so a resumed run knows it. E = 0: from the
+ * start (the copy is the initial net). */
+int train_lookahead_started(const train_recipe *r, int64_t steps, int64_t spe);
+
+/* The learning rate of step `step` (from 0) of `total`: dk_schedule_lr,
+ * except that with start > 0 a onecycle or cosine schedule warms up
+ * linearly from start x base to base over the first P = floor(warmup x
+ * total) steps and then falls linearly (cosine: by a half cosine) from base
+ * at step P to final x base at step `total` (airbench94's triangle: start
+ * 0.2, peak at 23%, final 0.07). */
+double train_schedule_lr(const dk_schedule *s, double start, int64_t step, int64_t total, int64_t spe);
+
+/* ---- augmentation with reflection (train_data.c) ---- */
+/* One image, host to host: out (C, H, W) normalised as dk_images_augment
+ * does, out[c, y, x] = img[c, R(y + dy), R(x' + dx)] with x' = W-1-x when
+ * flip else x, where R reflects a position outside the image about its edge
+ * pixel without repeating it (-1 -> 1, H -> H-2; PyTorch's F.pad 'reflect').
+ * |dy| < H, |dx| < W; H, W at most 4096. */
+void train_image_shift_reflect(const uint8_t *img, int C, int H, int W, int dy, int dx, int flip, const float *mean,
+                               const float *std, float *out);
+/* dk_images_augment with reflection at the borders instead of zeros (the
+ * random translations of airbench, which pads the images once by reflection
+ * and crops): the same draws (crop offsets and flips of dk_aug_draws and
+ * dk_aug_flip for seed, offset + r), so only what lies outside the image
+ * differs. pix and idx on the HOST (idx may be NULL: rows 0..N-1); out
+ * (N, C, H, W) on any device (built on the host, then uploaded). */
+int train_images_augment_reflect(const uint8_t *pix, int64_t S, int C, int H, int W, const int32_t *idx, int pad,
+                                 int flip, const float *mean, const float *std, uint64_t seed, uint64_t offset,
+                                 dk_tensor *out, dh_err *e);
+
+/* ---- test-time augmentation ---- */
+/* Levels: 1 the image and its mirror image; 2 airbench94's, also the image
+ * translated by one pixel up-left and down-right (reflection at the edges),
+ * each with its mirror image. */
+enum { TRAIN_TTA_NONE = 0, TRAIN_TTA_FLIP = 1, TRAIN_TTA_FULL = 2 };
+#define TRAIN_TTA_MAXVIEWS 6
+/* The number of views of a level (1, 2 or 6) and view v's shift and flip
+ * (view 0: the image; 1: its mirror; 2, 3: shifted by (-1, -1), plain and
+ * mirrored; 4, 5: by (+1, +1)). */
+int train_tta_views(int level);
+void train_tta_view(int v, int *dy, int *dx, int *flip);
+/* The combined logits of n rows of K classes: level 1 the mean of views 0
+ * and 1; level 2 0.5 x mean(v0, v1) + 0.5 x mean(mean(v2, v3), mean(v4, v5)),
+ * as airbench94's tta_level 2. view[v] (n, K) host. */
+void train_tta_combine(int level, const float *const *view, int64_t n, int K, float *out);
+/* train_images_eval, and with level > 0 the accuracy of the combined logits
+ * of test-time augmentation at that level into *acc_tta. */
+int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, int level, double *acc, double *acc_tta,
+                          double *loss, dh_err *e);
 
 #endif

@@ -1,7 +1,8 @@
 /* train_pretrain.c — stage 1's recipe pieces beyond plain SGD (train.h):
  * the patch-whitening start from the training images, the per-parameter
- * settings of the fast CIFAR-10 recipe, the lookahead's decay, and the
- * evaluation with test-time flips. */
+ * settings of the fast CIFAR-10 recipe, the lookahead's decay and start,
+ * the warm-up from a fraction of the peak rate, and the evaluation with
+ * test-time augmentation (flips, and airbench94's translations). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,14 @@ int train_recipe_apply(net *n, const train_recipe *r, dh_err *e) {
         int rc = net_init_dirac(n, e);
         if (rc) return rc;
     }
+    if (r->head_torch && n->head_w >= 0) {
+        /* the Xavier start U(-sqrt(6 / (z + K)), ...) rescaled to PyTorch's nn.Linear U(-1/sqrt(z), ...) */
+        double a = sqrt(6.0 / (double)(n->zdim + n->nclasses)), b = 1.0 / sqrt((double)n->zdim);
+        int rc = dk_scale(&n->params[n->head_w].w, (float)(b / a), e);
+        if (!rc) rc = dk_zero(&n->params[n->head_b].w, e);
+        if (rc) return rc;
+        n->params[n->head_b].frozen = 1;
+    }
     for (int l = 0; l < n->spec.nlayers; l++) {
         const ns_layer *s = &n->spec.layers[l];
         if (s->type != NS_BN) continue;
@@ -86,39 +95,106 @@ double train_lookahead_decay(int64_t step, int64_t total) {
     return pow(0.95, TRAIN_LOOKAHEAD_EVERY) * f * f * f;
 }
 
-int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, double *acc, double *acc_tta, double *loss,
-                          dh_err *e) {
+int train_lookahead_started(const train_recipe *r, int64_t steps, int64_t spe) {
+    if (r->lookahead_start <= 0) return 1;
+    if (spe < 1) spe = 1;
+    /* the first multiple of EVERY among the step counts of epoch E on: E spe + 1, ... */
+    int64_t first = ((int64_t)r->lookahead_start * spe / TRAIN_LOOKAHEAD_EVERY + 1) * TRAIN_LOOKAHEAD_EVERY;
+    return steps >= first;
+}
+
+double train_schedule_lr(const dk_schedule *s, double start, int64_t step, int64_t total, int64_t spe) {
+    if (!(start > 0) || (s->kind != DK_SCHED_ONECYCLE && s->kind != DK_SCHED_COSINE))
+        return dk_schedule_lr(s, step, total, spe);
+    if (total < 1) total = 1;
+    if (step < 0) step = 0;
+    if (step > total) step = total;
+    int64_t P = (int64_t)floor(s->warmup * (double)total);
+    if (step < P) return s->base * (start + (1.0 - start) * (double)step / (double)P);
+    double t = total > P ? (double)(step - P) / (double)(total - P) : 1.0;
+    double f = s->kind == DK_SCHED_ONECYCLE ? 1.0 - t : 0.5 * (1.0 + cos(M_PI * t));
+    return s->base * (s->final + (1.0 - s->final) * f);
+}
+
+int train_tta_views(int level) { return level >= TRAIN_TTA_FULL ? 6 : level == TRAIN_TTA_FLIP ? 2 : 1; }
+
+void train_tta_view(int v, int *dy, int *dx, int *flip) {
+    int sh = v < 2 ? 0 : v < 4 ? -1 : 1;
+    *dy = sh, *dx = sh, *flip = v & 1;
+}
+
+void train_tta_combine(int level, const float *const *view, int64_t n, int K, float *out) {
+    for (int64_t i = 0; i < n * K; i++) {
+        if (level >= TRAIN_TTA_FULL) {
+            float a = 0.5f * view[0][i] + 0.5f * view[1][i];
+            float b = 0.5f * view[2][i] + 0.5f * view[3][i], c = 0.5f * view[4][i] + 0.5f * view[5][i];
+            out[i] = 0.5f * a + 0.5f * (0.5f * b + 0.5f * c);
+        } else if (level == TRAIN_TTA_FLIP)
+            out[i] = 0.5f * view[0][i] + 0.5f * view[1][i];
+        else
+            out[i] = view[0][i];
+    }
+}
+
+int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, int level, double *acc, double *acc_tta,
+                          double *loss, dh_err *e) {
     dh_err local;
     if (!e) e = &local;
-    int64_t B = x->shape[0], correct = 0, correct_tta = 0;
-    int K = n->nclasses;
+    if (level <= TRAIN_TTA_NONE) {
+        *acc_tta = -1;
+        return train_images_eval(n, d, x, acc, loss, e);
+    }
+    int64_t B = x->shape[0], correct = 0, correct_tta = 0, row = (int64_t)d->C * d->H * d->W;
+    int K = n->nclasses, nv = train_tta_views(level);
     double lsum = 0;
-    float *lg = dh_malloc(e, (size_t)(B * K), sizeof *lg), *lf = dh_malloc(e, (size_t)(B * K), sizeof *lf);
-    int rc = lg && lf ? DH_OK : DH_ENOMEM;
+    float *lg[TRAIN_TTA_MAXVIEWS] = { 0 }, *comb = dh_malloc(e, (size_t)(B * K), sizeof *comb), *img = NULL;
+    uint8_t *pix = NULL;
+    int rc = comb ? DH_OK : DH_ENOMEM;
+    for (int v = 0; v < nv && !rc; v++)
+        if (!(lg[v] = dh_malloc(e, (size_t)(B * K), sizeof *lg[v]))) rc = DH_ENOMEM;
+    if (!rc && nv > 2 && (d->H > 4096 || d->W > 4096 || d->H < 2 || d->W < 2))
+        rc = dh_seterr(e, DH_EINVAL, "test-time translations of %dx%d images", d->H, d->W);
+    if (!rc && nv > 2 &&
+        (!(pix = dh_malloc(e, (size_t)(B * row), 1)) || !(img = dh_malloc(e, (size_t)(B * row), sizeof *img))))
+        rc = DH_ENOMEM;
     for (int64_t s = 0; s < d->S && !rc; s += B) {
         int64_t nb = d->S - s < B ? d->S - s : B, c;
-        const uint8_t *pix = d->pix + (size_t)s * d->C * d->H * d->W;
+        const uint8_t *dpix = d->pix + (size_t)s * row;
         dk_tensor xb, L;
         double l;
         if ((rc = dk_tensor_rows(x, 0, nb, &xb, e)) ||
-            (rc = dk_images_augment(pix, nb, d->C, d->H, d->W, NULL, 0, 0, n->mean, n->std, 0, 0, &xb, e)) ||
+            (rc = dk_images_augment(dpix, nb, d->C, d->H, d->W, NULL, 0, 0, n->mean, n->std, 0, 0, &xb, e)) ||
             (rc = net_eval_xent(n, &xb, d->lab + s, &l, &c, e)) || (rc = net_head_forward(n, &L, e)) ||
-            (rc = dk_download(&L, lg, nb * K, e)) ||
-            (rc = dk_images_augment(pix, nb, d->C, d->H, d->W, NULL, 0, DK_FLIP_ALL, n->mean, n->std, 0, 0, &xb, e)) ||
+            (rc = dk_download(&L, lg[0], nb * K, e)) ||
+            (rc = dk_images_augment(dpix, nb, d->C, d->H, d->W, NULL, 0, DK_FLIP_ALL, n->mean, n->std, 0, 0, &xb, e)) ||
             (rc = net_forward_to_z(n, &xb, 0, &L, e)) || (rc = net_head_forward(n, &L, e)) ||
-            (rc = dk_download(&L, lf, nb * K, e)))
+            (rc = dk_download(&L, lg[1], nb * K, e)))
             break;
+        if (nv > 2 && (rc = dk_mem_download(d->dev, pix, dpix, (size_t)(nb * row), e))) break;
+        for (int v = 2; v < nv && !rc; v++) { /* the translations, made on the host */
+            int dy, dx, fl;
+            train_tta_view(v, &dy, &dx, &fl);
+            for (int64_t i = 0; i < nb; i++)
+                train_image_shift_reflect(pix + i * row, d->C, d->H, d->W, dy, dx, fl, n->mean, n->std, img + i * row);
+            if (!(rc = dk_upload(&xb, img, nb * row, e)) && !(rc = net_forward_to_z(n, &xb, 0, &L, e)) &&
+                !(rc = net_head_forward(n, &L, e)))
+                rc = dk_download(&L, lg[v], nb * K, e);
+        }
+        if (rc) break;
         correct += c;
         lsum += l * nb;
+        train_tta_combine(level, (const float *const *)lg, nb, K, comb);
         for (int64_t i = 0; i < nb; i++) {
             int best = 0;
             for (int k = 1; k < K; k++)
-                if (lg[i * K + k] + lf[i * K + k] > lg[i * K + best] + lf[i * K + best]) best = k;
+                if (comb[i * K + k] > comb[i * K + best]) best = k;
             correct_tta += best == d->hlab[s + i];
         }
     }
-    free(lg);
-    free(lf);
+    for (int v = 0; v < nv; v++) free(lg[v]);
+    free(comb);
+    free(pix);
+    free(img);
     if (rc) {
         dh_err_prefix(e, "%s", d->name);
         return rc;

@@ -172,16 +172,20 @@ dh-feats -m "$TMP/lenet.dhm" -q "$TMP/mnist.dhs" > "$TMP/f3.dhs" || t_fail "dh-f
 $PY "$TMP/dhs.py" checkfeats "$TMP/f3.dhs" "$TMP/mnist.dhs" 500 || t_fail "lenet features check"
 t_end
 
-# ---- the air recipe (issue 15): whitening, lookahead, alternating flips, test-time flips ----
+# ---- the air recipe (issue 15): whitening, lookahead, alternating flips, test-time augmentation ----
 $PY "$TMP/dhs.py" images "$TMP/air.dhs" 96 3 32 32 4 7
 $PY "$TMP/dhs.py" images "$TMP/airv.dhs" 32 3 32 32 4 8
-t_begin "pretrain: --arch air runs its recipe and reports test-time flips"
+t_begin "pretrain: --arch air runs its recipe and reports test-time augmentation"
 dh-pretrain --print-net --arch air | grep -q '^conv 24 k2 whiten' || t_fail "air: no whiten layer"
 dh-pretrain --arch air -e 2 -B 32 --lr 0.2 --val "$TMP/airv.dhs" --device cpu -o "$TMP/air1.dhm" "$TMP/air.dhs" \
     2>"$TMP/loga" || t_fail "air failed: $(tail -1 "$TMP/loga")"
-grep -q 'translate 2 + alternating flips, lookahead' "$TMP/loga" || t_fail "recipe line: $(sed -n 2p "$TMP/loga")"
-grep -q 'epoch 2/2 .*val loss [0-9.]* acc [0-9.]*% (flips [0-9.]*%)' "$TMP/loga" || t_fail "epoch line: $(cat "$TMP/loga")"
-grep -q 'airv.dhs: test accuracy [0-9.]*%, [0-9.]*% with test-time flips' "$TMP/loga" || t_fail "no final line"
+grep -q 'translate 2 (reflect) + alternating flips, lookahead' "$TMP/loga" || t_fail "recipe line: $(sed -n 2p "$TMP/loga")"
+grep -q '(onecycle:0.23:0.07 from 0.2)' "$TMP/loga" || t_fail "schedule: $(sed -n 2p "$TMP/loga")"
+grep -q 'epoch 1/2 .*val loss [0-9.]* acc [0-9.]*%  lr' "$TMP/loga" || t_fail "epoch 1 line: $(cat "$TMP/loga")"
+grep -q 'epoch 2/2 .*val loss [0-9.]* acc [0-9.]*% (tta [0-9.]*%)' "$TMP/loga" || t_fail "epoch line: $(cat "$TMP/loga")"
+grep -q 'airv.dhs: test accuracy [0-9.]*%, [0-9.]*% with test-time flips and translations' "$TMP/loga" ||
+  t_fail "no final line"
+dh-info "$TMP/air1.dhm" 2>/dev/null | grep -q 'tta.*full' || t_fail "meta tta: $(dh-info "$TMP/air1.dhm" 2>&1 | head -20)"
 dh-feats -m "$TMP/air1.dhm" -q "$TMP/airv.dhs" > "$TMP/fa.dhs" || t_fail "dh-feats air"
 $PY "$TMP/dhs.py" checkfeats "$TMP/fa.dhs" "$TMP/airv.dhs" 256 || t_fail "air features check"
 t_end
@@ -205,6 +209,18 @@ cmp -s "$TMP/wh1.dhm" "$TMP/wh2.dhm" || t_fail "two runs with the same seed diff
 t_end
 printf 'input 3 12 12\nrelu\nconv 8 k2 whiten\nfeature\n' > "$TMP/wh-bad.net"
 expect_fail "pretrain: bad --flip" dh-pretrain --flip sideways --arch air -o "$TMP/x.dhm" "$TMP/air.dhs"
+t_begin "pretrain: --tta=flip, --crop-pad, --warmup-start, --precision"
+dh-pretrain --arch air -e 1 -B 32 --lr 0.2 --val "$TMP/airv.dhs" --tta=flip --crop-pad mean --warmup-start 0.5 \
+    --precision fp32 --device cpu -o "$TMP/air2.dhm" "$TMP/air.dhs" 2>"$TMP/logb" || t_fail "failed: $(tail -1 "$TMP/logb")"
+grep -q 'translate 2 + alternating flips' "$TMP/logb" || t_fail "--crop-pad mean: $(sed -n 2p "$TMP/logb")"
+grep -q '(onecycle:0.23:0.07 from 0.5)' "$TMP/logb" || t_fail "--warmup-start: $(sed -n 2p "$TMP/logb")"
+grep -q 'epoch 1/1 .*acc [0-9.]*% (flips [0-9.]*%)' "$TMP/logb" || t_fail "--tta=flip: $(cat "$TMP/logb")"
+grep -q '[0-9.]*% with test-time flips (' "$TMP/logb" || t_fail "--tta=flip final line: $(tail -1 "$TMP/logb")"
+t_end
+expect_fail "pretrain: bad --tta" dh-pretrain --tta=both --arch air -o "$TMP/x.dhm" "$TMP/air.dhs"
+expect_fail "pretrain: bad --crop-pad" dh-pretrain --crop-pad wrap --arch air -o "$TMP/x.dhm" "$TMP/air.dhs"
+expect_fail "pretrain: bad --warmup-start" dh-pretrain --warmup-start 1.5 --arch air -o "$TMP/x.dhm" "$TMP/air.dhs"
+expect_fail "pretrain: bad --precision" dh-pretrain --precision fp16 --arch air -o "$TMP/x.dhm" "$TMP/air.dhs"
 expect_fail "pretrain: whiten not first" dh-pretrain --net "$TMP/wh-bad.net" -o "$TMP/x.dhm" "$TMP/rgb.dhs"
 
 # ---- the option grammar: -B --batch, -N --net; the old -b, -m, -n refused --------

@@ -4,7 +4,8 @@
 # A run stopped after an epoch (or between two steps, or by a signal) and
 # resumed writes the same model, byte for byte, as the run that was not
 # stopped: under DH_CPU=ref and under the default CPU engine (oneDNN when
-# built with it), for stage 1 (with lookahead too), stage 3 on features,
+# built with it), for stage 1 (with lookahead too, and the air recipe:
+# reflected crops, lookahead from epoch 3), stage 3 on features,
 # joint and from random init., and the
 # registry losses that keep state (GreedyHash, DSDH, ADSH with its database
 # codes). Then what a resume refuses: another run's checkpoint (data,
@@ -25,6 +26,10 @@ for i in range(N):
     a, b = divmod(int(y[i]), 2); x[i, 0, 4 + 12 * a:12 + 12 * a, 4 + 12 * b:12 + 12 * b] = 220
 np.save(t + '/px.npy', x); np.save(t + '/py.npy', y)
 x2 = x.copy(); x2[0, 0, 0, 0] ^= 1; np.save(t + '/px2.npy', x2)   # one pixel differs
+# colour images for the air recipe: 3x32x32, 4 classes
+ya = (np.arange(48) % 4).astype('<i4'); xa = r.integers(0, 256, (48, 3, 32, 32)).astype('u1')
+for i in range(48): xa[i, int(ya[i]) % 3, 8:24, 8:24] = 250
+np.save(t + '/pa.npy', xa); np.save(t + '/pay.npy', ya)
 # features: Gaussian classes
 N, D, C = 400, 24, 5
 mu = np.random.default_rng(7).normal(0, 0.5, (C, D)); r = np.random.default_rng(1)
@@ -34,6 +39,7 @@ PYEOF
 dh-npy import --kind images --field pixels --labels "$TMP/py.npy" "$TMP/px.npy" > "$TMP/im.dhs"
 dh-npy import --kind images --field pixels --labels "$TMP/py.npy" "$TMP/px2.npy" > "$TMP/im2.dhs"
 dh-npy import --field z --labels "$TMP/fy.npy" "$TMP/fz.npy" > "$TMP/f.dhs"
+dh-npy import --kind images --field pixels --labels "$TMP/pay.npy" "$TMP/pa.npy" > "$TMP/rgb.dhs"
 dh-inithash -q --bits 12 --epochs 2 "$TMP/f.dhs" > "$TMP/fh0.dhm"
 
 # same NAME CMD... : CMD (a training command writing its model to stdout,
@@ -80,6 +86,17 @@ for cpu in $engines; do
   same "finetune_random_init_$cpu" dh-finetune -q --arch lenet --bits 8 --epochs 2 -B 16 --sampling paper --skip 5 ../im.dhs
 done
 export DH_CPU=ref
+# the air recipe: crops with reflection, warm-up from 0.2, lookahead from epoch 3 (the copy at step 20 of 30,
+# the net set to the average after epochs 3, 4, 5); stopped after epoch 4 (the average started) and resumed
+AIR="dh-pretrain -q --arch air -e 5 -B 8 --lr 0.2 --device cpu ../rgb.dhs"
+same pretrain_air $AIR
+t_begin pretrain_air_resumed_late
+rm -rf "$TMP/a4" "$TMP/b4"; mkdir "$TMP/a4" "$TMP/b4"
+(cd "$TMP/a4" && $AIR > m.dhm 2> err) || t_fail "straight run: $(head -c 200 "$TMP/a4/err")"
+(cd "$TMP/b4" && $AIR --checkpoint ck.dhm --stop-after 4 > m.dhm 2> err); [ $? = 75 ] || t_fail "--stop-after 4"
+(cd "$TMP/b4" && $AIR --resume ck.dhm > m.dhm 2> err) || t_fail "resume: $(head -c 200 "$TMP/b4/err")"
+cmp -s "$TMP/a4/m.dhm" "$TMP/b4/m.dhm" || t_fail "stopped after epoch 4 and resumed: another model"
+t_end
 same finetune_greedyhash dh-finetune -q --features --hash ../fh0.dhm --epochs 2 -B 32 --loss greedyhash ../f.dhs
 same finetune_dsdh dh-finetune -q --features --hash ../fh0.dhm --epochs 3 -B 32 --loss dsdh ../f.dhs
 DBC=1 same finetune_adsh dh-finetune -q --features --hash ../fh0.dhm --epochs 3 -B 32 --loss adsh ../f.dhs

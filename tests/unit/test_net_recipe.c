@@ -2,8 +2,11 @@
  * air): the symmetric eigen-decomposition, the patch-whitening start (its
  * outputs on the training patches are whitened), the "whiten" conv's
  * frozen weight, per-parameter learning-rate scales, the lookahead's
- * arithmetic and decay, the partial identity start, and the alternating
- * and test-time flips of dk_images_augment (deterministic, per image). */
+ * arithmetic, decay and delayed start, the partial identity start, the
+ * alternating and test-time flips of dk_images_augment (deterministic, per
+ * image), the crops with reflection at the borders, the warm-up from a
+ * fraction of the peak rate, the head started as nn.Linear(bias=False), and
+ * airbench94's test-time augmentation (level 2: flips and translations). */
 #include "check.h"
 #include "dh_rng.h"
 #include "net.h"
@@ -126,7 +129,7 @@ static void t_lr_scale(void) {
     net *n;
     REQUIRE(net_create(&ns, 0, DK_CPU, 4, &n, &e) == DH_OK);
     REQUIRE(net_init(n, 1, &e) == DH_OK);
-    train_recipe r = { 0.4f, 8.0f, 1, 0, 0, 0 };
+    train_recipe r = { 0.4f, 8.0f, 1, 0, 0, 0, 0, 0 };
     REQUIRE(train_recipe_apply(n, &r, &e) == DH_OK);
     CHECK(n->bn_momentum == 0.4f);
     /* params: fc1.weight, fc1.bias, bn1.weight (frozen), bn1.bias (x8, decayed) */
@@ -243,6 +246,248 @@ static void t_flips(void) {
     for (int t = 0; t < 5; t++) dk_tensor_free(ts[t]);
 }
 
+/* pixel v normalised with mean 0, std 1, as dk_images_augment does */
+static float nrm(uint8_t v) {
+    float t = (float)v * (1.0f / 255.0f);
+    return t - 0.0f;
+}
+
+/* train_image_shift_reflect by hand: PyTorch's F.pad 'reflect' then a crop */
+static void t_shift_reflect(void) {
+    enum { C = 2, H = 3, W = 4 };
+    uint8_t img[C * H * W];
+    for (int i = 0; i < C * H * W; i++) img[i] = (uint8_t)(10 * i);
+    float mean[C] = { 0, 0 }, std[C] = { 1, 1 }, o[C * H * W];
+    /* value of pixel (c, y, x) normalised: 10 (c H W + y W + x) / 255 */
+    static const int ry_m1[H] = { 1, 0, 1 }, ry_p1[H] = { 1, 2, 1 }, rx_m1[W] = { 1, 0, 1, 2 },
+                     rx_p1[W] = { 1, 2, 3, 2 };
+    /* up-left by one: padded[0:H, 0:W] of the image padded by 1 */
+    train_image_shift_reflect(img, C, H, W, -1, -1, 0, mean, std, o);
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) CHECK(o[(c * H + y) * W + x] == nrm(img[(c * H + ry_m1[y]) * W + rx_m1[x]]));
+    /* down-right by one: padded[2:H+2, 2:W+2] */
+    train_image_shift_reflect(img, C, H, W, 1, 1, 0, mean, std, o);
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) CHECK(o[(c * H + y) * W + x] == nrm(img[(c * H + ry_p1[y]) * W + rx_p1[x]]));
+    /* flip: the mirror image of the shifted crop (airbench flips the translated views) */
+    train_image_shift_reflect(img, C, H, W, 0, 1, 1, mean, std, o);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) CHECK(o[y * W + x] == nrm(img[y * W + rx_p1[W - 1 - x]]));
+    /* by two (the training pad): -2 -> 2, W+1 -> W-3 */
+    train_image_shift_reflect(img, 1, H, W, 0, -2, 0, mean, std, o);
+    CHECK(o[0] == nrm(img[2]) && o[1] == nrm(img[1]) && o[2] == nrm(img[0]) && o[3] == nrm(img[1]));
+    train_image_shift_reflect(img, 1, H, W, 0, 2, 0, mean, std, o);
+    CHECK(o[0] == nrm(img[2]) && o[1] == nrm(img[3]) && o[2] == nrm(img[2]) && o[3] == nrm(img[1]));
+}
+
+/* Crops with reflection: the draws of dk_images_augment (the same pixels
+ * inside the image), mirrored pixels outside, on any device */
+static void t_augment_reflect(void) {
+    enum { S = 5, C = 3, H = 6, W = 7, N = 40, PAD = 2 };
+    uint8_t img[S * C * H * W];
+    for (int i = 0; i < S * C * H * W; i++) img[i] = (uint8_t)(1 + i * 37 % 250); /* never 0 */
+    int32_t idx[N];
+    for (int r = 0; r < N; r++) idx[r] = (r * 3) % S;
+    /* a mean no pixel equals: the zero of dk_images_augment's padding is no pixel */
+    float mean[C] = { 0.001f, 0.002f, 0.003f }, std[C] = { 0.5f, 1, 2 };
+    size_t row = (size_t)C * H * W;
+    dk_tensor rf, zr;
+    dh_err e;
+    REQUIRE(dk_tensor_alloc4(&rf, DK_CPU, 4, N, C, H, W, &e) == DH_OK);
+    REQUIRE(dk_tensor_alloc4(&zr, DK_CPU, 4, N, C, H, W, &e) == DH_OK);
+    int modes[] = { DK_FLIP_RANDOM, DK_FLIP_ALT_ODD };
+    float *want = malloc(row * sizeof *want);
+    REQUIRE(want != NULL);
+    for (int m = 0; m < 2; m++) {
+        REQUIRE(train_images_augment_reflect(img, S, C, H, W, idx, PAD, modes[m], mean, std, 9, 77, &rf, &e) == DH_OK);
+        REQUIRE(dk_images_augment(img, S, C, H, W, idx, PAD, modes[m], mean, std, 9, 77, &zr, &e) == DH_OK);
+        int shifts = 0, outside = 0;
+        for (int r = 0; r < N; r++) {
+            const float *a = rf.data + r * row, *z = zr.data + r * row;
+            /* inside the image both agree to the bit; the zero-padded crop has 0 outside */
+            int found = 0;
+            for (int dy = -PAD; dy <= PAD && !found; dy++)
+                for (int dx = -PAD; dx <= PAD && !found; dx++)
+                    for (int fl = 0; fl < 2 && !found; fl++) {
+                        train_image_shift_reflect(img + (size_t)idx[r] * row, C, H, W, dy, dx, fl, mean, std, want);
+                        if (memcmp(want, a, row * sizeof *a)) continue;
+                        found = 1;
+                        shifts |= 1 << ((dy + PAD) * 5 + dx + PAD);
+                        for (size_t i = 0; i < row; i++) {
+                            int y = (int)(i / W % H), x = (int)(i % W), xx = fl ? W - 1 - x : x;
+                            int in = y + dy >= 0 && y + dy < H && xx + dx >= 0 && xx + dx < W;
+                            CHECK(in ? z[i] == a[i] : z[i] == 0.0f);
+                            outside += !in;
+                        }
+                    }
+            CHECKF(found, "row %d: not a crop with reflection", r);
+        }
+        CHECK(__builtin_popcount((unsigned)shifts) > 5 && outside > 0); /* the offsets vary */
+    }
+    /* the same bits again, and errors */
+    float *first = malloc(N * row * sizeof *first);
+    REQUIRE(first != NULL);
+    memcpy(first, rf.data, N * row * sizeof *first);
+    REQUIRE(train_images_augment_reflect(img, S, C, H, W, idx, PAD, DK_FLIP_ALT_ODD, mean, std, 9, 77, &rf, &e) ==
+            DH_OK);
+    CHECK(memcmp(first, rf.data, N * row * sizeof *first) == 0);
+    CHECK(train_images_augment_reflect(img, S, C, H, W, idx, H, 0, mean, std, 9, 77, &rf, &e) == DH_EINVAL);
+    idx[3] = S;
+    CHECK(train_images_augment_reflect(img, S, C, H, W, idx, 1, 0, mean, std, 9, 77, &rf, &e) == DH_EINVAL);
+    free(first);
+    free(want);
+    dk_tensor_free(&rf);
+    dk_tensor_free(&zr);
+}
+
+/* airbench's triangle: 0.2 x peak at the first step, the peak at step
+ * floor(0.23 T), 0.07 x peak after the last */
+static void t_warmup(void) {
+    dk_schedule s;
+    dh_err e;
+    REQUIRE(dk_schedule_parse("onecycle:0.23:0.07", 1.5, &s, &e) == DH_OK);
+    const int64_t T = 476, P = 109; /* floor(0.23 x 476) */
+    CHECK_NEAR(train_schedule_lr(&s, 0.2, 0, T, 48), 0.3, 1e-12);
+    CHECK_NEAR(train_schedule_lr(&s, 0.2, P, T, 48), 1.5, 1e-12);
+    CHECK_NEAR(train_schedule_lr(&s, 0.2, P / 2, T, 48), 1.5 * (0.2 + 0.8 * (double)(P / 2) / P), 1e-12);
+    CHECK_NEAR(train_schedule_lr(&s, 0.2, T - 1, T, 48), 1.5 * (0.07 + 0.93 / (T - P)), 1e-12);
+    CHECK_NEAR(train_schedule_lr(&s, 0.2, T, T, 48), 1.5 * 0.07, 1e-12);
+    for (int64_t i = 1; i < T; i++) {
+        double a = train_schedule_lr(&s, 0.2, i - 1, T, 48), b = train_schedule_lr(&s, 0.2, i, T, 48);
+        CHECK(i <= P ? b > a : b < a);
+    }
+    /* start 0, or a schedule without warm-up: dk_schedule_lr's */
+    for (int64_t i = 0; i < T; i += 7) CHECK(train_schedule_lr(&s, 0, i, T, 48) == dk_schedule_lr(&s, i, T, 48));
+    REQUIRE(dk_schedule_parse("step:2", 1.5, &s, &e) == DH_OK);
+    CHECK(train_schedule_lr(&s, 0.2, 100, T, 48) == dk_schedule_lr(&s, 100, T, 48));
+    REQUIRE(dk_schedule_parse("cosine:0.25", 1.0, &s, &e) == DH_OK);
+    CHECK_NEAR(train_schedule_lr(&s, 0.5, 0, 100, 10), 0.5, 1e-12);
+    CHECK_NEAR(train_schedule_lr(&s, 0.5, 25, 100, 10), 1.0, 1e-12);
+    CHECK_NEAR(train_schedule_lr(&s, 0.5, 100, 100, 10), 0.0, 1e-12);
+}
+
+/* The delayed lookahead start: the first multiple of 5 among the step
+ * counts of epoch 3 (airbench94: 48 steps per epoch, the copy at 145) */
+static void t_lookahead_start(void) {
+    train_recipe r;
+    memset(&r, 0, sizeof r);
+    CHECK(train_lookahead_started(&r, 0, 48) == 1);
+    r.lookahead_start = 3;
+    CHECK(train_lookahead_started(&r, 144, 48) == 0);
+    CHECK(train_lookahead_started(&r, 145, 48) == 1);
+    CHECK(train_lookahead_started(&r, 400, 48) == 1);
+    CHECK(train_lookahead_started(&r, 149, 49) == 0); /* epoch 3 begins at 148: 150 */
+    CHECK(train_lookahead_started(&r, 150, 49) == 1);
+}
+
+/* The head as PyTorch's nn.Linear(bias=False): within +-1/sqrt(z), bias 0 and never trained */
+static void t_head_torch(void) {
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse("input 1 4 4\nfc 64\nfeature\n", "t", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, 10, DK_CPU, 4, &n, &e) == DH_OK);
+    REQUIRE(net_init(n, 1, &e) == DH_OK);
+    train_recipe r;
+    memset(&r, 0, sizeof r);
+    r.head_torch = 1;
+    REQUIRE(train_recipe_apply(n, &r, &e) == DH_OK);
+    dk_tensor *w = &n->params[n->head_w].w;
+    float *h = malloc((size_t)w->n * sizeof *h), big = 0;
+    REQUIRE(h && dk_download(w, h, w->n, &e) == DH_OK);
+    for (int64_t i = 0; i < w->n; i++) big = fabsf(h[i]) > big ? fabsf(h[i]) : big;
+    CHECK(big <= 0.125f + 1e-6f && big > 0.1f); /* 1/sqrt(64), nearly reached by 640 draws */
+    CHECK(n->params[n->head_b].frozen == 1 && at(&n->params[n->head_b].w, 0) == 0.0f);
+    free(h);
+    net_free(n);
+    netspec_free(&ns);
+}
+
+/* Level 2 combines as airbench94: 1/4 each of the image and its mirror,
+ * 1/8 each of the four translated views */
+static void t_tta_combine(void) {
+    enum { n = 2, K = 3 };
+    float v[6][n * K], out[n * K];
+    const float *views[6];
+    for (int j = 0; j < 6; j++) {
+        for (int i = 0; i < n * K; i++) v[j][i] = (float)((j + 1) * (i + 1) % 7) - 2.5f * (j == 3);
+        views[j] = v[j];
+    }
+    train_tta_combine(TRAIN_TTA_FULL, views, n, K, out);
+    for (int i = 0; i < n * K; i++)
+        CHECK_NEAR(out[i], 0.25 * (v[0][i] + v[1][i]) + 0.125 * (v[2][i] + v[3][i] + v[4][i] + v[5][i]), 1e-6);
+    train_tta_combine(TRAIN_TTA_FLIP, views, n, K, out);
+    for (int i = 0; i < n * K; i++) CHECK_NEAR(out[i], 0.5 * (v[0][i] + v[1][i]), 1e-6);
+    CHECK(train_tta_views(TRAIN_TTA_NONE) == 1 && train_tta_views(TRAIN_TTA_FLIP) == 2 &&
+          train_tta_views(TRAIN_TTA_FULL) == 6);
+    int want[6][3] = { { 0, 0, 0 }, { 0, 0, 1 }, { -1, -1, 0 }, { -1, -1, 1 }, { 1, 1, 0 }, { 1, 1, 1 } };
+    for (int j = 0; j < 6; j++) {
+        int dy, dx, fl;
+        train_tta_view(j, &dy, &dx, &fl);
+        CHECK(dy == want[j][0] && dx == want[j][1] && fl == want[j][2]);
+    }
+}
+
+/* train_images_eval_tta on a tiny affine net: its logits are affine in the
+ * pixels, so the combined logits are those of the combined image, which
+ * gives the accuracy with test-time augmentation independently */
+static void t_eval_tta(void) {
+    enum { S = 23, C = 1, H = 5, W = 6, K = 3, B = 8 };
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse("input 1 5 6\nfc 4\nfeature\n", "t", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, K, DK_CPU, B, &n, &e) == DH_OK);
+    REQUIRE(net_init(n, 5, &e) == DH_OK);
+    float mean[1] = { 0.4f }, std[1] = { 0.3f };
+    REQUIRE(net_set_norm(n, mean, std, &e) == DH_OK);
+    static uint8_t pix[S * H * W];
+    static int32_t lab[S];
+    for (int i = 0; i < S * H * W; i++) pix[i] = (uint8_t)(dh_rng_u32(3, (uint64_t)i) >> 24);
+    for (int i = 0; i < S; i++) lab[i] = (int32_t)(dh_rng_u32(4, (uint64_t)i) % K);
+    train_images d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "tiny");
+    d.dev = DK_CPU, d.S = S, d.C = C, d.H = H, d.W = W, d.pix = pix, d.lab = lab, d.hlab = lab, d.nclasses = K;
+    dk_tensor x, L;
+    REQUIRE(dk_tensor_alloc4(&x, DK_CPU, 4, B, C, H, W, &e) == DH_OK);
+    double acc, acc1, acc2, loss, loss2;
+    REQUIRE(train_images_eval_tta(n, &d, &x, TRAIN_TTA_FLIP, &acc, &acc1, &loss, &e) == DH_OK);
+    REQUIRE(train_images_eval_tta(n, &d, &x, TRAIN_TTA_FULL, &acc, &acc2, &loss2, &e) == DH_OK);
+    CHECK(loss == loss2);
+    /* by hand, one image at a time */
+    int right1 = 0, right2 = 0;
+    float v[6][H * W], avg1[H * W], avg2[H * W];
+    for (int s = 0; s < S; s++) {
+        for (int j = 0; j < 6; j++) {
+            int dy, dx, fl;
+            train_tta_view(j, &dy, &dx, &fl);
+            train_image_shift_reflect(pix + s * H * W, C, H, W, dy, dx, fl, mean, std, v[j]);
+        }
+        for (int i = 0; i < H * W; i++) {
+            avg1[i] = 0.5f * (v[0][i] + v[1][i]);
+            avg2[i] = 0.25f * (v[0][i] + v[1][i]) + 0.125f * (v[2][i] + v[3][i] + v[4][i] + v[5][i]);
+        }
+        for (int t = 0; t < 2; t++) {
+            dk_tensor xr, z;
+            REQUIRE(dk_tensor_rows(&x, 0, 1, &xr, &e) == DH_OK);
+            REQUIRE(dk_upload(&xr, t ? avg2 : avg1, H * W, &e) == DH_OK);
+            REQUIRE(net_forward_to_z(n, &xr, 0, &z, &e) == DH_OK && net_head_forward(n, &L, &e) == DH_OK);
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                if (L.data[k] > L.data[best]) best = k;
+            *(t ? &right2 : &right1) += best == lab[s];
+        }
+    }
+    CHECK_NEAR(acc1, (double)right1 / S, 1e-12);
+    CHECK_NEAR(acc2, (double)right2 / S, 1e-12);
+    dk_tensor_free(&x);
+    net_free(n);
+    netspec_free(&ns);
+}
+
 int main(void) {
     RUN(t_sym_eig);
     RUN(t_whiten);
@@ -250,5 +495,12 @@ int main(void) {
     RUN(t_lookahead);
     RUN(t_dirac);
     RUN(t_flips);
+    RUN(t_shift_reflect);
+    RUN(t_augment_reflect);
+    RUN(t_warmup);
+    RUN(t_lookahead_start);
+    RUN(t_head_torch);
+    RUN(t_tta_combine);
+    RUN(t_eval_tta);
     return check_done();
 }
