@@ -81,9 +81,16 @@ DH_HL_HD float dh_hl_bit(float y, float P, float s, float a, float invK, float c
  * pos_pairs, wpos, wneg. */
 void dh_hashloss_weights(const int32_t *labels /* (B) */, int B, const dh_hashloss_opts *o, dh_hashloss_stats *st);
 
-/* CPU reference. du (B, K) may be NULL (loss only). Returns DH_OK, or
- * DH_EINVAL for B < 2 or K out of 1..DH_HL_MAX_BITS. */
+/* CPU reference (the specification: plain loops, double sums). du (B, K)
+ * may be NULL (loss only). Returns DH_OK, or DH_EINVAL for B < 2 or K out
+ * of 1..DH_HL_MAX_BITS. */
 #define DH_HL_MAX_BITS 4096
+int dh_hashloss_ref(const float *u /* (B, K) */, const int32_t *labels /* (B) */, int B, int K,
+                    const dh_hashloss_opts *o, float *du /* (B, K) or NULL */, dh_hashloss_stats *st, dh_err *e);
+/* The CPU engine's path, what training calls: the same loss with the
+ * batch's rows spread over the OpenMP threads (DH_THREADS) and the bit loop
+ * vectorised; within 1e-5 relative of the reference (test_hashloss), the
+ * same bits for the same thread count. DH_CPU=ref makes it the reference. */
 int dh_hashloss_cpu(const float *u /* (B, K) */, const int32_t *labels /* (B) */, int B, int K,
                     const dh_hashloss_opts *o, float *du /* (B, K) or NULL */, dh_hashloss_stats *st, dh_err *e);
 

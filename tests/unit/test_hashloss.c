@@ -1,6 +1,12 @@
-/* test_hashloss.c — the exponentiated code-product loss (CPU reference). */
+/* test_hashloss.c — the exponentiated code-product loss: the CPU reference
+ * against the definition and finite differences, the CPU engine's fast path
+ * against the reference. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include "check.h"
 #include "hashloss.h"
 
@@ -85,7 +91,9 @@ static void t_weights(void) {
 
 /* The analytic surrogate gradient against central finite differences (R held
  * constant is automatic: small steps never flip a sign). */
-static void t_surrogate_gradient_fd(void) {
+typedef int (*hl_fn)(const float *, const int32_t *, int, int, const dh_hashloss_opts *, float *, dh_hashloss_stats *,
+                     dh_err *);
+static void surrogate_gradient_fd(hl_fn f, const char *name) {
     int B = 9, K = 10;
     float u[90], du[90];
     int32_t lab[9] = { 0, 1, 2, 0, 1, 2, 0, 0, 1 };
@@ -93,22 +101,83 @@ static void t_surrogate_gradient_fd(void) {
     dh_hashloss_opts o = { DH_HL_SUM, 0 };
     dh_hashloss_stats st;
     dh_err e;
-    REQUIRE(dh_hashloss_cpu(u, lab, B, K, &o, du, &st, &e) == DH_OK);
+    REQUIRE(f(u, lab, B, K, &o, du, &st, &e) == DH_OK);
     double maxerr = 0;
     for (int t = 0; t < B * K; t++) {
         float keep = u[t], h = 1e-2f;
         dh_hashloss_stats sp, sm;
         u[t] = keep + h;
-        dh_hashloss_cpu(u, lab, B, K, &o, NULL, &sp, &e);
+        f(u, lab, B, K, &o, NULL, &sp, &e);
         u[t] = keep - h;
-        dh_hashloss_cpu(u, lab, B, K, &o, NULL, &sm, &e);
+        f(u, lab, B, K, &o, NULL, &sm, &e);
         u[t] = keep;
         double fd = (sp.surrogate - sm.surrogate) / (2.0 * h);
         double err = fabs(fd - du[t]) / (1e-3 + fabs(fd));
         if (err > maxerr) maxerr = err;
         CHECKF(err < 2e-2, "du[%d]: analytic %g, finite difference %g", t, du[t], fd);
     }
-    printf("# surrogate gradient vs finite differences: max relative error %.3g\n", maxerr);
+    printf("# %s: surrogate gradient vs finite differences: max relative error %.3g\n", name, maxerr);
+}
+/* The reference only: the fast path sums a pair's surrogate in float, too
+ * coarse for differences of 1e-2 steps, and is held to the reference below. */
+static void t_surrogate_gradient_fd(void) { surrogate_gradient_fd(dh_hashloss_ref, "reference"); }
+
+/* The fast path (threads, vectorised bit loop, polynomial exp) against the
+ * reference: q and the fraction right agree to rounding, the surrogate and
+ * every gradient element within 1e-5 relative (of the largest); at one and
+ * at two threads; the same bits run to run; DH_CPU=ref is the reference. */
+static void t_fast_matches_ref(void) {
+    int Bs[] = { 2, 3, 13, 64, 200 }, Ks[] = { 1, 7, 12, 48, 65, 300 };
+    double worst_s = 0, worst_g = 0;
+    for (int bi = 0; bi < 5; bi++)
+        for (int ki = 0; ki < 6; ki++) {
+            int B = Bs[bi], K = Ks[ki];
+            size_t n = (size_t)B * K;
+            float *u = malloc(sizeof(float) * n * 4), *g0 = u + n, *g1 = u + 2 * n, *g2 = u + 3 * n;
+            int32_t *lab = malloc(sizeof(int32_t) * B);
+            REQUIRE(u && lab);
+            fill(u, (int)n, bi % 2 ? 3.0 : 0.7);
+            if (ki == 2) u[0] = 95.0f, u[n - 1] = -95.0f; /* saturated products: exp far below -87 */
+            for (int i = 0; i < B; i++) lab[i] = (int32_t)(urand() * 4);
+            for (int norm = 0; norm < 3; norm++)
+                for (int threads = 1; threads <= 2; threads++) {
+#ifdef _OPENMP
+                    omp_set_num_threads(threads);
+#endif
+                    dh_hashloss_opts o = { (dh_hl_norm)norm, norm == 2 ? 0.0 : 3.0 };
+                    dh_hashloss_stats r, f, f2;
+                    dh_err e;
+                    REQUIRE(dh_hashloss_ref(u, lab, B, K, &o, g0, &r, &e) == DH_OK);
+                    REQUIRE(dh_hashloss_cpu(u, lab, B, K, &o, g1, &f, &e) == DH_OK);
+                    REQUIRE(dh_hashloss_cpu(u, lab, B, K, &o, g2, &f2, &e) == DH_OK);
+                    CHECKF(!memcmp(g1, g2, sizeof(float) * n) && f.surrogate == f2.surrogate,
+                           "B %d K %d: two calls differ", B, K);
+                    CHECK_NEAR(f.q, r.q, 1e-12 * fabs(r.q) + 1e-300);
+                    CHECK(f.right == r.right && f.pairs == r.pairs && f.pos_pairs == r.pos_pairs);
+                    double es = fabs(f.surrogate - r.surrogate) / (fabs(r.surrogate) + 1e-30);
+                    if (es > worst_s) worst_s = es;
+                    CHECKF(es <= 1e-5, "B %d K %d norm %d: surrogate %.9g vs reference %.9g", B, K, norm, f.surrogate,
+                           r.surrogate);
+                    double big = 0, eg = 0;
+                    for (size_t t = 0; t < n; t++) big = fmax(big, fabs(g0[t]));
+                    for (size_t t = 0; t < n; t++) eg = fmax(eg, fabs(g1[t] - g0[t]) / (big + 1e-30));
+                    if (eg > worst_g) worst_g = eg;
+                    CHECKF(eg <= 1e-5, "B %d K %d norm %d threads %d: gradient off by %.3g of its largest", B, K, norm,
+                           threads, eg);
+                }
+            setenv("DH_CPU", "ref", 1);
+            dh_hashloss_opts o = { DH_HL_BALANCED, 0 };
+            dh_hashloss_stats r, f;
+            dh_err e;
+            dh_hashloss_ref(u, lab, B, K, &o, g0, &r, &e);
+            dh_hashloss_cpu(u, lab, B, K, &o, g1, &f, &e);
+            CHECKF(!memcmp(g0, g1, sizeof(float) * n) && r.surrogate == f.surrogate, "DH_CPU=ref: not the reference");
+            unsetenv("DH_CPU");
+            free(u);
+            free(lab);
+        }
+    printf("# fast path vs reference: surrogate max relative error %.3g, gradient %.3g (of the largest element)\n",
+           worst_s, worst_g);
 }
 
 /* With saturated products the surrogate equals the exact loss (Eq. 7 exactly). */
@@ -151,12 +220,15 @@ static void t_bad_args(void) {
     dh_err e;
     CHECK(dh_hashloss_cpu(u, lab, 1, 4, NULL, NULL, NULL, &e) == DH_EINVAL);
     CHECK(dh_hashloss_cpu(u, lab, 2, 0, NULL, NULL, NULL, &e) == DH_EINVAL);
+    CHECK(dh_hashloss_ref(u, lab, 1, 4, NULL, NULL, NULL, &e) == DH_EINVAL);
+    CHECK(dh_hashloss_ref(u, lab, 2, DH_HL_MAX_BITS + 1, NULL, NULL, NULL, &e) == DH_EINVAL);
 }
 
 int main(void) {
     RUN(t_exact_q_matches_direct);
     RUN(t_weights);
     RUN(t_surrogate_gradient_fd);
+    RUN(t_fast_matches_ref);
     RUN(t_surrogate_limit_is_exact);
     RUN(t_descent_lowers_q);
     RUN(t_bad_args);
