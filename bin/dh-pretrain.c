@@ -38,9 +38,9 @@ static const struct {
     hyper h;
 } defaults[] = {
     { "lenet",
-      { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
+      { 5, 64, 0.05, 0.9, 5e-4, 0.0, "onecycle", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
     { "cifar",
-      { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
+      { 40, 128, 0.02, 0.9, 5e-4, 0.0, "step", 0, 1, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
     { "fast",
       { 16,
         512,
@@ -55,7 +55,7 @@ static const struct {
         DK_FLIP_RANDOM,
         0,
         0,
-        { 0, 0, 0, 0, 0, 0, 0, 0 },
+        { 0, 0, 0, 0, 0, 0, 0, 0, 0 },
         0,
         0 } },
     /* airbench94's recipe (Jordan 2024) in this library's units: its lr 11.5 and decay 0.0153 per 1024
@@ -63,7 +63,8 @@ static const struct {
      * shifts at 64x the rate, scales fixed; warm-up from 0.2 over 23% then down to 0.07; translate 2 with
      * reflection at the borders, alternating flips, lookahead from epoch 3 (the net gets the average
      * after each epoch); conv weights start at PyTorch's default scale (He x 1/sqrt 6) with a partial
-     * identity, the head as nn.Linear(bias=False); the whitening layer's bias trains for 3 epochs; test-
+     * identity, the head as nn.Linear(bias=False); the whitening layer's bias trains for 3 epochs (with
+     * weight decay, as every trained parameter); test-
      * time flips and translations (dh-pretrain(1)) */
     { "air",
       { 10,
@@ -79,11 +80,11 @@ static const struct {
         DK_FLIP_ALT_EVEN,
         1,
         TRAIN_TTA_FULL,
-        { 0.4f, 64.0f, 1, 0.408f, 1, 3, 1, 3 },
+        { 0.4f, 64.0f, 1, 0.408f, 1, 3, 1, 3, 1 },
         1,
         0.2 } },
     { "net",
-      { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
+      { 10, 128, 0.01, 0.9, 5e-4, 0.0, "step", 0, 0, 0, DK_FLIP_RANDOM, 0, 0, { 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 0, 0 } },
 };
 #define NDEFAULTS (int)(sizeof defaults / sizeof defaults[0])
 
@@ -172,7 +173,7 @@ static int inum(const char *opt, const char *v, int lo, int hi) {
 
 static void parse_options(pt_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
-    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1, -1, -1, -1, -1, { 0, 0, 0, 0, 0, 0, 0, 0 }, -1, -1 };
+    o->h = (hyper){ 0, 0, -1, -1, -1, -1, NULL, -1, -1, -1, -1, -1, -1, { 0, 0, 0, 0, 0, 0, 0, 0, 0 }, -1, -1 };
     o->seed = 1;
     /* the long-only options: --momentum, --nesterov, --no-nesterov, --label-smoothing, --augment,
      * --no-augment, --val, --print-net, --progress */
@@ -368,11 +369,11 @@ static dhs_meta *ckpt_setup(pt_opts *o, const hyper *h, const char *sched, const
         train_ckpt_match(m, "recipe",
                          "lr %.15g, momentum %.15g, nesterov %d, wd %.15g, smoothing %.15g, augment %d (translate %d, "
                          "flip %d, reflect %d), lookahead %d (from epoch %d), bn %g/%g/%d, conv %g, dirac %d, whiten "
-                         "bias %d, head %d",
+                         "bias %d, head %d, decay all %d",
                          h->lr, h->momentum, h->nesterov, h->wd, h->smoothing, h->augment, h->translate, h->flip,
                          h->reflect, h->lookahead, h->rc.lookahead_start, h->rc.bn_momentum, h->rc.bn_bias_lr,
                          h->rc.bn_scale_frozen, h->rc.conv_scale, h->rc.dirac, h->rc.whiten_bias_epochs,
-                         h->rc.head_torch))
+                         h->rc.head_torch, h->rc.decay_all))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (o->ck.resume) {
         dhs_model ck;

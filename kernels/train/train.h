@@ -342,6 +342,8 @@ typedef struct train_recipe {
                              * U(-1/sqrt(z), 1/sqrt(z)) (the Xavier start rescaled), bias 0 and frozen */
     int lookahead_start;    /* > 0: lookahead begins at the first averaging step of this epoch (from 0)
                              * (train_lookahead_started) */
+    int decay_all;          /* weight decay on every trained parameter, biases too (PyTorch's SGD
+                             * weight_decay on all groups), not on weights only */
 } train_recipe;
 int train_recipe_apply(net *n, const train_recipe *r, dh_err *e);
 /* At the start of epoch `epoch` (from 0): freezes what the recipe freezes then. */

@@ -75,6 +75,8 @@ int train_recipe_apply(net *n, const train_recipe *r, dh_err *e) {
             }
         }
     }
+    for (int i = 0; i < n->nparams && r->decay_all; i++)
+        if (!n->params[i].frozen) n->params[i].decay = 1;
     return DH_OK;
 }
 

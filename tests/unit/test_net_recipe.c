@@ -129,7 +129,7 @@ static void t_lr_scale(void) {
     net *n;
     REQUIRE(net_create(&ns, 0, DK_CPU, 4, &n, &e) == DH_OK);
     REQUIRE(net_init(n, 1, &e) == DH_OK);
-    train_recipe r = { 0.4f, 8.0f, 1, 0, 0, 0, 0, 0 };
+    train_recipe r = { 0.4f, 8.0f, 1, 0, 0, 0, 0, 0, 0 };
     REQUIRE(train_recipe_apply(n, &r, &e) == DH_OK);
     CHECK(n->bn_momentum == 0.4f);
     /* params: fc1.weight, fc1.bias, bn1.weight (frozen), bn1.bias (x8, decayed) */
@@ -400,6 +400,10 @@ static void t_head_torch(void) {
     for (int64_t i = 0; i < w->n; i++) big = fabsf(h[i]) > big ? fabsf(h[i]) : big;
     CHECK(big <= 0.125f + 1e-6f && big > 0.1f); /* 1/sqrt(64), nearly reached by 640 draws */
     CHECK(n->params[n->head_b].frozen == 1 && at(&n->params[n->head_b].w, 0) == 0.0f);
+    CHECK(n->params[1].decay == 0); /* fc1.bias: no weight decay, unless decay_all */
+    r.head_torch = 0, r.decay_all = 1;
+    REQUIRE(train_recipe_apply(n, &r, &e) == DH_OK);
+    CHECK(n->params[1].decay == 1 && n->params[0].decay == 1);
     free(h);
     net_free(n);
     netspec_free(&ns);
