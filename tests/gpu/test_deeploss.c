@@ -11,7 +11,8 @@
  * the loss without a gradient, methods without a device path refused,
  * buffers grown, shrunk and released, and the hash-layer trainer on CUDA
  * (device path, or host path for the others) against the trainer on the
- * CPU. Skipped (SKIP lines) without a GPU. */
+ * CPU. DH_GPU_QUICK=1 (compute-sanitizer) sweeps three small shapes only
+ * and leaves out the timing case. Skipped (SKIP lines) without a GPU. */
 #include <stdint.h>
 #include <stdlib.h>
 #include "../unit/check.h"
@@ -125,8 +126,13 @@ static void sweep(const char *name, const char *spec) {
     const dh_dloss_method *m = dh_dloss_find(name);
     REQUIRE(m && (m->flags & DH_DLOSS_DEVICE));
     static const int shapes[][3] = { { 2, 12, 3 }, { 37, 48, 10 }, { 128, 64, 10 }, { 200, 300, 7 }, { 64, 1024, 4 } };
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        int B = shapes[s][0], K = shapes[s][1], C = shapes[s][2];
+    static const int quick[][3] = { { 2, 12, 3 }, { 37, 48, 10 }, { 17, 300, 3 } }; /* under compute-sanitizer */
+    const char *q = getenv("DH_GPU_QUICK");
+    int isq = q && !strcmp(q, "1");
+    size_t ns = isq ? sizeof quick / sizeof quick[0] : sizeof shapes / sizeof shapes[0];
+    for (size_t s = 0; s < ns; s++) {
+        const int *sh = isq ? quick[s] : shapes[s];
+        int B = sh[0], K = sh[1], C = sh[2];
         if (!strcmp(name, "dtsh") && B > 128) B = 128; /* the CPU reference is O(B^3 + B^2 K) */
         compare(spec, B, K, C, 0, 0);
         if (m->flags & DH_DLOSS_MULTILABEL) compare(spec, B, K, C, 1, 0);
