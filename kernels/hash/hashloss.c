@@ -172,9 +172,10 @@ static void hl_row(const hl_job *J, int i, double *restrict acc, float *restrict
         for (int k = 0; k < K; k++) {
             float a = ui[k] * uj[k];
             float R = si[k] == sj[k] ? Rp : Rm;
-            /* t = exp(-|a|) = 2^n e^r, |r| <= ln2 / 2, about 2 ulp (below e^-87: e^-87) */
+            /* t = exp(-|a|) = 2^n e^r, |r| <= ln2 / 2, about 2 ulp (below e^-87, and for a NaN
+             * product, e^-87: n stays in -126..0, a valid exponent) */
             float x = -__builtin_fabsf(a);
-            x = x < -87.0f ? -87.0f : x;
+            x = x >= -87.0f ? x : -87.0f;
             float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
             float r = x - n * 0.693359375f + n * 2.12194440e-4f;
             float p = 1.0f / 720;
@@ -185,9 +186,9 @@ static void hl_row(const hl_job *J, int i, double *restrict acc, float *restrict
             p = p * r + 1.0f;
             p = p * r + 1.0f;
             union {
-                int32_t i;
+                uint32_t i;
                 float f;
-            } sc = { .i = ((int32_t)n + 127) << 23 };
+            } sc = { .i = (uint32_t)((int32_t)n + 127) << 23 };
             float t = p * sc.f;
             float inv = 1.0f / (1.0f + t);
             float th = __builtin_copysignf((1.0f - t) * inv, a); /* 2σ(a) - 1 */
@@ -220,6 +221,10 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K, const d
     if (want_ref()) return dh_hashloss_ref(u, labels, B, K, o, du, st, e);
     int rc = check_size(B, K, e);
     if (rc) return rc;
+    /* a non-finite u (a diverged step): the reference's NaNs, which the trainer reports */
+    int finite = 1;
+    for (size_t t = 0; t < (size_t)B * (size_t)K; t++) finite &= __builtin_isfinite(u[t]);
+    if (!finite) return dh_hashloss_ref(u, labels, B, K, o, du, st, e);
     dh_hashloss_stats s;
     memset(&s, 0, sizeof s);
     dh_hashloss_weights(labels, B, o, &s);

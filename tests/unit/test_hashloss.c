@@ -176,6 +176,14 @@ static void t_fast_matches_ref(void) {
             free(u);
             free(lab);
         }
+    /* a NaN in u gives the reference's NaN surrogate (how a trainer sees divergence) */
+    {
+        float u[8] = { 1, -1, 0.5f, NAN, 2, -2, 1, 1 }, g[8];
+        int32_t lab[2] = { 0, 1 };
+        dh_hashloss_stats st;
+        dh_err e;
+        CHECK(dh_hashloss_cpu(u, lab, 2, 4, NULL, g, &st, &e) == DH_OK && isnan(st.surrogate));
+    }
     printf("# fast path vs reference: surrogate max relative error %.3g, gradient %.3g (of the largest element)\n",
            worst_s, worst_g);
 }
