@@ -187,9 +187,9 @@ int train_hash_init(train_hash *t, dk_device dev, int K, int D, int B, const flo
  * host, pos (may be NULL: no indices, step and epoch 0) for a registry loss,
  * learning rate lr. Fills st (may be NULL). With want_dz, t->dz receives
  * the gradient of the loss with respect to z (for the backbone; computed
- * before the update). A registry loss sees u on the host (downloaded from
- * the device, its gradient uploaded: the same code on either device) with
- * learn = 1. When u is not finite the step changes nothing and st->loss
+ * before the update). A registry loss with a device path (DH_DLOSS_DEVICE)
+ * on a CUDA trainer writes dL/du in t->du directly; any other sees u on the
+ * host (downloaded from the device, its gradient uploaded) with learn = 1. When u is not finite the step changes nothing and st->loss
  * is NaN (the caller reports the divergence). */
 int train_hash_step(train_hash *t, const dk_tensor *z, const int32_t *labels, const train_hash_pos *pos, float lr,
                     int want_dz, train_hash_stats *st, dh_err *e);
