@@ -323,6 +323,13 @@ enum {
     DK_FLIP_ALT_ODD = 3,  /* ... iff its coin is 0: alternate epochs see every image both ways */
     DK_FLIP_ALL = 4       /* every row (test-time augmentation) */
 };
+/* Padding modes of dk_images_augment, or'ed into its flip argument (e.g.
+ * DK_FLIP_ALT_EVEN | DK_PAD_REFLECT): what a crop sees beyond the border. */
+enum {
+    DK_PAD_MEAN = 0,    /* 0.0 after normalisation, the mean colour (the default) */
+    DK_PAD_REFLECT = 8, /* the image mirrored about its edge pixel (PyTorch's F.pad 'reflect') */
+    DK_FLIP_MASK = 7    /* flip & DK_FLIP_MASK: the DK_FLIP_* mode */
+};
 /* For each output row r (0 <= r < out->shape[0] = N), take source image
  * s = idx ? idx[r] : r from src (u8 images (S, C, H, W), S rows, on the
  * device), and write
@@ -331,11 +338,15 @@ enum {
  * row, and with flip a horizontal flip with probability 1/2:
  *   x'' = flip_r ? W-1-x : x,  y' = y + oy - pad,  x' = x'' + ox - pad;
  * positions outside the source image give 0.0 (zero padding in the
- * normalised space, i.e. the mean colour). Draws for row r use the RNG
- * counters 4 (offset + r) + {0: oy, 1: ox, 2: flip} (dk_aug_draws in
- * dk_elem.h), so pass e.g. offset = step * N. flip is a DK_FLIP_* mode (1:
- * random); the alternating modes draw per source image, not per row
- * (dk_aug_flip). pad = 0 and flip = 0 is plain normalisation.
+ * normalised space, i.e. the mean colour), or with DK_PAD_REFLECT the pixel
+ * mirrored about the edge without repeating it (y' = -1 -> 1, H -> H-2;
+ * airbench's crops of the image padded by reflection), which needs
+ * pad < H and pad < W. Draws for row r use the RNG counters
+ * 4 (offset + r) + {0: oy, 1: ox, 2: flip} (dk_aug_draws in dk_elem.h), so
+ * pass e.g. offset = step * N; both padding modes draw the same. flip is a
+ * DK_FLIP_* mode (1: random), or'ed with a DK_PAD_* mode (default mean);
+ * the alternating modes draw per source image, not per row (dk_aug_flip).
+ * pad = 0 and flip = 0 is plain normalisation.
  * idx: N int32 on the device (or NULL); each must be in [0, S) (checked on
  * the CPU only). mean, std: host arrays of C floats (C <= DK_MAXCHAN).
  * out (N, C, H, W). */

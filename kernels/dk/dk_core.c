@@ -829,8 +829,14 @@ int dk_images_augment(const uint8_t *src, int64_t S, int C, int H, int W, const 
     if (C < 1 || C > DK_MAXCHAN || H < 1 || W < 1 || S < 0)
         return dh_seterr(e, DH_EINVAL, "%s: bad image geometry (%d, %d, %d) (at most %d channels)", op, C, H, W,
                          DK_MAXCHAN);
-    if (pad < 0 || pad > H || pad > W) return dh_seterr(e, DH_EINVAL, "%s: crop padding %d", op, pad);
+    int reflect = flip >= 0 && (flip & DK_PAD_REFLECT);
+    if (reflect) flip &= ~DK_PAD_REFLECT;
     if (flip < DK_FLIP_NONE || flip > DK_FLIP_ALL) return dh_seterr(e, DH_EINVAL, "%s: flip mode %d", op, flip);
+    if (pad < 0 || pad > H || pad > W) return dh_seterr(e, DH_EINVAL, "%s: crop padding %d", op, pad);
+    if (reflect && (pad >= H || pad >= W))
+        return dh_seterr(e, DH_EINVAL, "%s: crop padding %d (reflection needs less than the image size %dx%d)", op, pad,
+                         H, W);
+    if (reflect && pad > 0) flip |= DK_PAD_REFLECT; /* pad 0: nothing is outside, the plain path */
     int64_t N = out->shape[0];
     TRY(need_shape(e, op, "out", out, out->dev, 4, N, C, H, W));
     if (!idx && N > S) return dh_seterr(e, DH_EINVAL, "%s: %lld rows from %lld images", op, (long long)N, (long long)S);

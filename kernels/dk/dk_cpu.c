@@ -823,6 +823,8 @@ int dk_images_augment_cpu(const uint8_t *src, int64_t S, int C, int H, int W, co
     PAR_FOR(out->n)
     for (int64_t r = 0; r < N; r++) {
         int64_t s = idx ? idx[r] : r;
+        /* flip: a DK_FLIP_* mode | a DK_PAD_* mode; the source position (dk_elem.h) reflects with
+         * DK_PAD_REFLECT, is -1 outside the image with DK_PAD_MEAN */
         dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
         d.flip = dk_aug_flip(d.flip, seed, s, flip);
         for (int c = 0; c < C; c++) {

@@ -1025,6 +1025,7 @@ __global__ void k_augment(const uint8_t *src, int64_t S, int C, int H, int W, co
             out[t] = 0.0f;
             continue;
         }
+        /* flip | padding mode: the CPU loop's draws and source positions (dk_elem.h) */
         dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
         d.flip = dk_aug_flip(d.flip, seed, s, flip);
         int sy = dk_aug_src_y(d, y, pad, H), sx = dk_aug_src_x(d, x, pad, W);

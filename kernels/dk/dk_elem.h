@@ -72,35 +72,46 @@ static inline DH_HOSTDEV float dk_lerp_rn(float lo, float hi, float u) {
 #endif
 }
 
-/* Augmentation draws for output row r: crop offsets in [0, 2 pad] and flip. */
+/* Augmentation draws for output row r: crop offsets in [0, 2 pad] and flip;
+ * flip is dk_images_augment's argument (a DK_FLIP_* mode | a DK_PAD_* mode),
+ * and the padding mode changes no draw. */
 typedef struct {
-    int oy, ox, flip;
+    int oy, ox, flip, reflect;
 } dk_aug_draw;
 static inline DH_HOSTDEV dk_aug_draw dk_aug_draws(uint64_t seed, uint64_t row, int pad, int flip) {
     dk_aug_draw d;
     uint64_t base = 4 * row;
     d.oy = pad > 0 ? (int)dh_rng_below(seed, base + 0, (uint32_t)(2 * pad + 1)) : pad;
     d.ox = pad > 0 ? (int)dh_rng_below(seed, base + 1, (uint32_t)(2 * pad + 1)) : pad;
-    d.flip = flip == DK_FLIP_RANDOM ? (int)(dh_rng_u32(seed, base + 2) >> 31) : 0;
+    d.flip = (flip & DK_FLIP_MASK) == DK_FLIP_RANDOM ? (int)(dh_rng_u32(seed, base + 2) >> 31) : 0;
+    d.reflect = (flip & DK_PAD_REFLECT) != 0;
     return d;
 }
 /* The flip of the modes that depend on the source image s rather than the
  * row (dk.h): alternating (a coin per image, counter 4 s + 3, inverted in odd
  * epochs) and every row; the row's own draw otherwise. */
 static inline DH_HOSTDEV int dk_aug_flip(int drawn, uint64_t seed, int64_t s, int flip) {
+    flip &= DK_FLIP_MASK;
     if (flip == DK_FLIP_ALL) return 1;
     if (flip == DK_FLIP_ALT_EVEN || flip == DK_FLIP_ALT_ODD)
         return (int)(dh_rng_u32(seed, 4 * (uint64_t)s + 3) >> 31) ^ (flip == DK_FLIP_ALT_ODD);
     return drawn;
 }
-/* Source coordinates of output pixel (y, x) for a draw; -1 when outside. */
+/* Position i of a side of n pixels reflected about the edge pixel without
+ * repeating it (PyTorch's F.pad 'reflect': -1 -> 1, n -> n-2); for
+ * -n < i < 2n - 1 (a padding below n), n >= 2 when i is outside. */
+static inline DH_HOSTDEV int dk_aug_reflect(int i, int n) { return i < 0 ? -i : i >= n ? 2 * n - 2 - i : i; }
+/* Source coordinates of output pixel (y, x) for a draw; -1 when outside
+ * (mean padding), the reflected position with d.reflect (pad < H, W). */
 static inline DH_HOSTDEV int dk_aug_src_y(dk_aug_draw d, int y, int pad, int H) {
     int sy = y + d.oy - pad;
+    if (d.reflect) return dk_aug_reflect(sy, H);
     return (sy >= 0 && sy < H) ? sy : -1;
 }
 static inline DH_HOSTDEV int dk_aug_src_x(dk_aug_draw d, int x, int pad, int W) {
     int xx = d.flip ? W - 1 - x : x;
     int sx = xx + d.ox - pad;
+    if (d.reflect) return dk_aug_reflect(sx, W);
     return (sx >= 0 && sx < W) ? sx : -1;
 }
 /* ---- pooling: one output value, and one input pixel's gradient (gather form) ---- */

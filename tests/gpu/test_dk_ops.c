@@ -369,6 +369,14 @@ static void t_augment(void) {
     BOTH(dk_images_augment(img, S, C, H, W, NULL, 0, DK_FLIP_ALL, mean, std, 11, 0, &o.c, &e_),
          dk_images_augment(dimg, S, C, H, W, NULL, 0, DK_FLIP_ALL, mean, std, 11, 0, &o.g, &e_));
     CHECK(cmp("images_augment every row flipped", &o, EXACT));
+    /* reflection padding (dh-pretrain --arch air): airbench's pad, and the most a side allows (H - 1) */
+    BOTH(dk_images_augment(img, S, C, H, W, idx, 2, DK_FLIP_ALT_EVEN | DK_PAD_REFLECT, mean, std, 11, 96, &o.c, &e_),
+         dk_images_augment(dimg, S, C, H, W, didx, 2, DK_FLIP_ALT_EVEN | DK_PAD_REFLECT, mean, std, 11, 96, &o.g, &e_));
+    CHECK(cmp("images_augment reflect+alternating", &o, EXACT));
+    BOTH(dk_images_augment(img, S, C, H, W, idx, H - 1, DK_FLIP_RANDOM | DK_PAD_REFLECT, mean, std, 11, 800, &o.c, &e_),
+         dk_images_augment(dimg, S, C, H, W, didx, H - 1, DK_FLIP_RANDOM | DK_PAD_REFLECT, mean, std, 11, 800, &o.g,
+                           &e_));
+    CHECK(cmp("images_augment reflect pad H-1", &o, EXACT));
     REQUIRE(dk_mem_alloc(DK_CUDA, sizeof labs, (void **)&dlabs, &e) == 0);
     REQUIRE(dk_mem_upload(DK_CUDA, dlabs, labs, sizeof labs, &e) == 0);
     REQUIRE(dk_mem_alloc(DK_CUDA, sizeof out, (void **)&dout, &e) == 0);

@@ -753,6 +753,69 @@ static void t_augment(void) {
     CHECK(out[0] == 15 && out[1] == 10 && out[2] == 13 && out[3] == 13);
 }
 
+/* Reflection padding (DK_PAD_REFLECT) against a hand-computed image: 2 channels
+ * of 3x4 pixels padded by 2 (the most a side of 3 allows) as PyTorch's
+ * F.pad(mode='reflect') pads them; each output row is the crop at the row's
+ * drawn offset (oy, ox) of that padded image, mirrored when its coin says. */
+static void t_augment_reflect(void) {
+    enum { C = 2, H = 3, W = 4, PAD = 2, N = 200 };
+    /* pixel index y W + x of each padded position: rows 2 1 | 0 1 2 | 1 0, columns 2 1 | 0 1 2 3 | 2 1 */
+    /* clang-format off */
+    static const int P[H + 2 * PAD][W + 2 * PAD] = {
+        { 10, 9,  8, 9, 10, 11,  10, 9 },
+        {  6, 5,  4, 5,  6,  7,   6, 5 },
+        {  2, 1,  0, 1,  2,  3,   2, 1 },
+        {  6, 5,  4, 5,  6,  7,   6, 5 },
+        { 10, 9,  8, 9, 10, 11,  10, 9 },
+        {  6, 5,  4, 5,  6,  7,   6, 5 },
+        {  2, 1,  0, 1,  2,  3,   2, 1 },
+    };
+    /* clang-format on */
+    uint8_t img[C * H * W];
+    for (int i = 0; i < C * H * W; i++) img[i] = (uint8_t)(20 * i + 3);
+    float mean[C] = { 0.0f, 0.5f }, std[C] = { 1.0f, 0.25f };
+    int32_t idx[N] = { 0 }; /* every row the one image */
+    dk_tensor o = T(4, N, C, H, W), z = T(4, N, C, H, W);
+    dh_err e;
+    REQUIRE(dk_images_augment(img, 1, C, H, W, idx, PAD, DK_FLIP_RANDOM | DK_PAD_REFLECT, mean, std, 21, 5, &o, &e) ==
+            0);
+    REQUIRE(dk_images_augment(img, 1, C, H, W, idx, PAD, DK_FLIP_RANDOM, mean, std, 21, 5, &z, &e) == 0);
+    int seen[2 * PAD + 1][2 * PAD + 1] = { { 0 } }, flips = 0, bad = 0, zeros = 0;
+    for (int r = 0; r < N; r++) {
+        dk_aug_draw d = dk_aug_draws(21, 5 + (uint64_t)r, PAD, DK_FLIP_RANDOM);
+        seen[d.oy][d.ox] = 1;
+        flips += d.flip;
+        for (int c = 0; c < C; c++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    int xx = d.flip ? W - 1 - x : x, k = P[y + d.oy][xx + d.ox];
+                    float want = dk_affine_rn((float)img[c * H * W + k], 1.0f / (255.0f * std[c]), mean[c] / std[c]);
+                    size_t i = (((size_t)r * C + c) * H + y) * W + x;
+                    bad += o.data[i] != want;
+                    /* the mean-padded crop: the same pixel inside, 0 outside */
+                    int in = y + d.oy >= PAD && y + d.oy < H + PAD && xx + d.ox >= PAD && xx + d.ox < W + PAD;
+                    bad += z.data[i] != (in ? want : 0.0f);
+                    zeros += !in;
+                }
+    }
+    CHECKF(bad == 0, "%d values differ from the hand-padded image", bad);
+    int offsets = 0;
+    for (int i = 0; i <= 2 * PAD; i++)
+        for (int j = 0; j <= 2 * PAD; j++) offsets += seen[i][j];
+    CHECKF(offsets == 25 && flips > 50 && flips < 150 && zeros > 0, "%d offsets, %d flips", offsets, flips);
+    /* the padding must stay below each side: 3 rows allow 2, not 3; a width of 2 allows 1 */
+    CHECK(dk_images_augment(img, 1, C, H, W, idx, H, DK_PAD_REFLECT, mean, std, 21, 5, &o, &e) == DH_EINVAL);
+    CHECK(dk_images_augment(img, 1, C, H, W, idx, H, DK_PAD_MEAN, mean, std, 21, 5, &o, &e) == 0);
+    dk_tensor n2 = T(4, 1, 1, 4, 2);
+    CHECK(dk_images_augment(img, 1, 1, 4, 2, idx, 2, DK_PAD_REFLECT, mean, std, 21, 5, &n2, &e) == DH_EINVAL);
+    CHECK(dk_images_augment(img, 1, 1, 4, 2, idx, 1, DK_FLIP_ALL | DK_PAD_REFLECT, mean, std, 21, 5, &n2, &e) == 0);
+    CHECK(dk_images_augment(img, 1, 1, 4, 2, idx, 1, DK_FLIP_ALL + 1 + DK_PAD_REFLECT, mean, std, 21, 5, &n2, &e) ==
+          DH_EINVAL);
+    dk_tensor_free(&n2);
+    dk_tensor_free(&o);
+    dk_tensor_free(&z);
+}
+
 /* ---- devices, tensors, errors ------------------------------------------------------------------------------- */
 static void t_devices_and_tensors(void) {
     dk_device d;
@@ -861,6 +924,7 @@ int main(void) {
     RUN(t_schedules);
     RUN(t_rng);
     RUN(t_augment);
+    RUN(t_augment_reflect);
     RUN(t_devices_and_tensors);
     RUN(t_tiny_training);
     dk_shutdown();
