@@ -514,12 +514,8 @@ int main(int argc, char **argv) {
     if (!perm || dk_mem_alloc(dev, (size_t)B * sizeof(int32_t), (void **)&lab_dev, &e) ||
         dk_tensor_alloc4(&xbuf, dev, 4, Bl, tr.C, tr.H, tr.W, &e))
         dh_die_err(&e, dk_device_name(dev));
-    /* crops with reflection are made on the host (train_images_augment_reflect): the pixels there */
-    int reflect = h.augment && pad > 0 && h.reflect;
-    uint8_t *hpix = dev == DK_CPU || !reflect ? tr.pix : NULL;
-    size_t npix = (size_t)tr.S * tr.C * tr.H * tr.W;
-    if (reflect && !hpix && (!(hpix = dh_malloc(&e, npix, 1)) || dk_mem_download(dev, hpix, tr.pix, npix, &e)))
-        dh_die_err(&e, "crops with reflection");
+    /* what the crops see beyond the border (dk_images_augment, on the device) */
+    int padmode = h.augment && pad > 0 && h.reflect ? DK_PAD_REFLECT : DK_PAD_MEAN;
     dh_progress prog;
     dh_progress_start(&prog, "training", "images", total * B);
     double t0 = dh_now(), last_train_acc = 0, last_val_acc = -1, last_loss = 0, lsum0 = 0;
@@ -543,11 +539,8 @@ int main(int argc, char **argv) {
             const int32_t *idx = tr.order + it * B + r0;
             double loss;
             int64_t correct;
-            if ((reflect ? train_images_augment_reflect(hpix, tr.S, tr.C, tr.H, tr.W, perm + it * B + r0, pad, flip,
-                                                        n->mean, n->std, o.seed ^ 0xA5A5A5A5ULL,
-                                                        (uint64_t)(step * B + r0), &xbuf, &e)
-                         : dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip, n->mean, n->std,
-                                             o.seed ^ 0xA5A5A5A5ULL, (uint64_t)(step * B + r0), &xbuf, &e)) ||
+            if (dk_images_augment(tr.pix, tr.S, tr.C, tr.H, tr.W, idx, pad, flip | padmode, n->mean, n->std,
+                                  o.seed ^ 0xA5A5A5A5ULL, (uint64_t)(step * B + r0), &xbuf, &e) ||
                 dk_gather_i32(dev, tr.lab, idx, Bl, lab_dev, &e))
                 dh_die_err(&e, "batch");
             if (net_grad_xent(n, &xbuf, lab_dev, (float)h.smoothing, &loss, &correct, &e) ||
@@ -622,7 +615,6 @@ int main(int argc, char **argv) {
     if (dh_out_commit(&outf, &e)) dh_die_err(&e, NULL);
     dhs_model_free(&m);
     free(perm);
-    if (hpix != tr.pix) free(hpix);
     dk_mem_free(dev, lab_dev);
     dk_tensor_free(&xbuf);
     train_images_free(&tr);

@@ -371,22 +371,15 @@ int train_lookahead_started(const train_recipe *r, int64_t steps, int64_t spe);
 double train_schedule_lr(const dk_schedule *s, double start, int64_t step, int64_t total, int64_t spe);
 
 /* ---- augmentation with reflection (train_data.c) ---- */
-/* One image, host to host: out (C, H, W) normalised as dk_images_augment
- * does, out[c, y, x] = img[c, R(y + dy), R(x' + dx)] with x' = W-1-x when
- * flip else x, where R reflects a position outside the image about its edge
- * pixel without repeating it (-1 -> 1, H -> H-2; PyTorch's F.pad 'reflect').
- * |dy| < H, |dx| < W; H, W at most 4096. */
+/* Training crops with reflection: dk_images_augment with DK_PAD_REFLECT (on
+ * the device). For test-time views, one image, host to host: out (C, H, W)
+ * normalised as dk_images_augment does, out[c, y, x] = img[c, R(y + dy),
+ * R(x' + dx)] with x' = W-1-x when flip else x, where R reflects a position
+ * outside the image about its edge pixel without repeating it (-1 -> 1,
+ * H -> H-2; PyTorch's F.pad 'reflect', dk_aug_reflect). |dy| < H, |dx| < W;
+ * H, W at most 4096. */
 void train_image_shift_reflect(const uint8_t *img, int C, int H, int W, int dy, int dx, int flip, const float *mean,
                                const float *std, float *out);
-/* dk_images_augment with reflection at the borders instead of zeros (the
- * random translations of airbench, which pads the images once by reflection
- * and crops): the same draws (crop offsets and flips of dk_aug_draws and
- * dk_aug_flip for seed, offset + r), so only what lies outside the image
- * differs. pix and idx on the HOST (idx may be NULL: rows 0..N-1); out
- * (N, C, H, W) on any device (built on the host, then uploaded). */
-int train_images_augment_reflect(const uint8_t *pix, int64_t S, int C, int H, int W, const int32_t *idx, int pad,
-                                 int flip, const float *mean, const float *std, uint64_t seed, uint64_t offset,
-                                 dk_tensor *out, dh_err *e);
 
 /* ---- test-time augmentation ---- */
 /* Levels: 1 the image and its mirror image; 2 airbench94's, also the image

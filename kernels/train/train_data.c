@@ -158,14 +158,14 @@ int train_images_eval(net *n, const train_images *d, dk_tensor *x, double *acc, 
 }
 
 /* ---- augmentation with reflection at the borders -------------------------------------------------------------- */
+/* Test-time views (train_pretrain.c); the training crops are dk_images_augment's, DK_PAD_REFLECT. */
 #define REFLECT_MAXDIM 4096 /* image sides (a stack table of positions) */
-static inline int reflect_at(int i, int n) { return i < 0 ? -i : i >= n ? 2 * n - 2 - i : i; }
 
 void train_image_shift_reflect(const uint8_t *img, int C, int H, int W, int dy, int dx, int flip, const float *mean,
                                const float *std, float *out) {
     int ys[REFLECT_MAXDIM], xs[REFLECT_MAXDIM];
-    for (int y = 0; y < H; y++) ys[y] = reflect_at(y + dy, H);
-    for (int x = 0; x < W; x++) xs[x] = reflect_at((flip ? W - 1 - x : x) + dx, W);
+    for (int y = 0; y < H; y++) ys[y] = dk_aug_reflect(y + dy, H);
+    for (int x = 0; x < W; x++) xs[x] = dk_aug_reflect((flip ? W - 1 - x : x) + dx, W);
     for (int c = 0; c < C; c++) {
         /* the normalisation of dk_images_augment, to the bit */
         float scale = 1.0f / (255.0f * std[c]), shift = mean[c] / std[c];
@@ -174,42 +174,6 @@ void train_image_shift_reflect(const uint8_t *img, int C, int H, int W, int dy, 
         for (int y = 0; y < H; y++)
             for (int x = 0; x < W; x++) o[y * W + x] = dk_affine_rn((float)p[ys[y] * W + xs[x]], scale, shift);
     }
-}
-
-int train_images_augment_reflect(const uint8_t *pix, int64_t S, int C, int H, int W, const int32_t *idx, int pad,
-                                 int flip, const float *mean, const float *std, uint64_t seed, uint64_t offset,
-                                 dk_tensor *out, dh_err *e) {
-    const char *op = "images_augment (reflect)";
-    if (C < 1 || C > DK_MAXCHAN || H < 1 || W < 1 || H > REFLECT_MAXDIM || W > REFLECT_MAXDIM || S < 0)
-        return dh_seterr(e, DH_EINVAL, "%s: bad image geometry (%d, %d, %d)", op, C, H, W);
-    if (pad < 0 || pad >= H || pad >= W)
-        return dh_seterr(e, DH_EINVAL, "%s: crop padding %d (reflection needs less than the image size)", op, pad);
-    if (flip < DK_FLIP_NONE || flip > DK_FLIP_ALL) return dh_seterr(e, DH_EINVAL, "%s: flip mode %d", op, flip);
-    int64_t N = out->shape[0], row = (int64_t)C * H * W;
-    if (out->ndim != 4 || out->shape[1] != C || out->shape[2] != H || out->shape[3] != W)
-        return dh_seterr(e, DH_EINVAL, "%s: output is not (N, %d, %d, %d)", op, C, H, W);
-    if (!idx && N > S) return dh_seterr(e, DH_EINVAL, "%s: %lld rows from %lld images", op, (long long)N, (long long)S);
-    for (int64_t r = 0; r < N; r++)
-        if (idx && (idx[r] < 0 || idx[r] >= S))
-            return dh_seterr(e, DH_EINVAL, "%s: row %lld: index %lld outside [0, %lld)", op, (long long)r,
-                             (long long)idx[r], (long long)S);
-    if (N == 0) return DH_OK;
-    float *h = out->dev == DK_CPU ? out->data : dh_malloc(e, (size_t)(N * row), sizeof *h);
-    if (!h) return DH_ENOMEM;
-    for (int64_t r = 0; r < N; r++) {
-        int64_t s = idx ? idx[r] : r;
-        dk_aug_draw d = dk_aug_draws(seed, offset + (uint64_t)r, pad, flip);
-        d.flip = dk_aug_flip(d.flip, seed, s, flip);
-        /* dk_aug_src_y/x: source y + oy - pad, x'' + ox - pad */
-        train_image_shift_reflect(pix + (size_t)s * row, C, H, W, d.oy - pad, d.ox - pad, d.flip, mean, std,
-                                  h + r * row);
-    }
-    int rc = DH_OK;
-    if (out->dev != DK_CPU) {
-        rc = dk_upload(out, h, N * row, e);
-        free(h);
-    }
-    return rc;
 }
 
 /* ---- features ----------------------------------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
  * airbench94's test-time augmentation (level 2: flips and translations). */
 #include "check.h"
 #include "dh_rng.h"
+#include "dk_elem.h"
 #include "net.h"
 #include "train.h"
 
@@ -282,8 +283,11 @@ static void t_shift_reflect(void) {
     CHECK(o[0] == nrm(img[2]) && o[1] == nrm(img[3]) && o[2] == nrm(img[2]) && o[3] == nrm(img[1]));
 }
 
-/* Crops with reflection: the draws of dk_images_augment (the same pixels
- * inside the image), mirrored pixels outside, on any device */
+/* Crops with reflection (dh-pretrain --arch air): dk_images_augment with
+ * DK_PAD_REFLECT is, to the bit, what the host-made crops were: for each row
+ * the mean-padded op's draws (dk_aug_draws, dk_aug_flip), then
+ * train_image_shift_reflect by (oy - pad, ox - pad); the same pixels inside
+ * the image as with mean padding, mirrored ones outside. */
 static void t_augment_reflect(void) {
     enum { S = 5, C = 3, H = 6, W = 7, N = 40, PAD = 2 };
     uint8_t img[S * C * H * W];
@@ -297,45 +301,53 @@ static void t_augment_reflect(void) {
     dh_err e;
     REQUIRE(dk_tensor_alloc4(&rf, DK_CPU, 4, N, C, H, W, &e) == DH_OK);
     REQUIRE(dk_tensor_alloc4(&zr, DK_CPU, 4, N, C, H, W, &e) == DH_OK);
-    int modes[] = { DK_FLIP_RANDOM, DK_FLIP_ALT_ODD };
+    int modes[] = { DK_FLIP_RANDOM, DK_FLIP_ALT_ODD, DK_FLIP_ALT_EVEN, DK_FLIP_NONE };
     float *want = malloc(row * sizeof *want);
     REQUIRE(want != NULL);
-    for (int m = 0; m < 2; m++) {
-        REQUIRE(train_images_augment_reflect(img, S, C, H, W, idx, PAD, modes[m], mean, std, 9, 77, &rf, &e) == DH_OK);
-        REQUIRE(dk_images_augment(img, S, C, H, W, idx, PAD, modes[m], mean, std, 9, 77, &zr, &e) == DH_OK);
-        int shifts = 0, outside = 0;
+    for (int m = 0; m < 4; m++) {
+        REQUIRE(dk_images_augment(img, S, C, H, W, idx, PAD, modes[m] | DK_PAD_REFLECT, mean, std, 9, 77, &rf, &e) ==
+                DH_OK);
+        REQUIRE(dk_images_augment(img, S, C, H, W, idx, PAD, modes[m] | DK_PAD_MEAN, mean, std, 9, 77, &zr, &e) ==
+                DH_OK);
+        int shifts = 0, outside = 0, flips = 0;
         for (int r = 0; r < N; r++) {
             const float *a = rf.data + r * row, *z = zr.data + r * row;
-            /* inside the image both agree to the bit; the zero-padded crop has 0 outside */
-            int found = 0;
-            for (int dy = -PAD; dy <= PAD && !found; dy++)
-                for (int dx = -PAD; dx <= PAD && !found; dx++)
-                    for (int fl = 0; fl < 2 && !found; fl++) {
-                        train_image_shift_reflect(img + (size_t)idx[r] * row, C, H, W, dy, dx, fl, mean, std, want);
-                        if (memcmp(want, a, row * sizeof *a)) continue;
-                        found = 1;
-                        shifts |= 1 << ((dy + PAD) * 5 + dx + PAD);
-                        for (size_t i = 0; i < row; i++) {
-                            int y = (int)(i / W % H), x = (int)(i % W), xx = fl ? W - 1 - x : x;
-                            int in = y + dy >= 0 && y + dy < H && xx + dx >= 0 && xx + dx < W;
-                            CHECK(in ? z[i] == a[i] : z[i] == 0.0f);
-                            outside += !in;
-                        }
-                    }
-            CHECKF(found, "row %d: not a crop with reflection", r);
+            dk_aug_draw d = dk_aug_draws(9, 77 + (uint64_t)r, PAD, modes[m]);
+            int fl = dk_aug_flip(d.flip, 9, idx[r], modes[m]), dy = d.oy - PAD, dx = d.ox - PAD;
+            train_image_shift_reflect(img + (size_t)idx[r] * row, C, H, W, dy, dx, fl, mean, std, want);
+            CHECKF(!memcmp(want, a, row * sizeof *a), "mode %d row %d: not the host crop with reflection", modes[m], r);
+            shifts |= 1 << ((dy + PAD) * 5 + dx + PAD);
+            flips += fl;
+            /* inside the image both paddings agree to the bit; the mean-padded crop has 0 outside */
+            for (size_t i = 0; i < row; i++) {
+                int y = (int)(i / W % H), x = (int)(i % W), xx = fl ? W - 1 - x : x;
+                int in = y + dy >= 0 && y + dy < H && xx + dx >= 0 && xx + dx < W;
+                CHECK(in ? z[i] == a[i] : z[i] == 0.0f && a[i] != 0.0f);
+                outside += !in;
+            }
         }
         CHECK(__builtin_popcount((unsigned)shifts) > 5 && outside > 0); /* the offsets vary */
+        CHECK(modes[m] == DK_FLIP_NONE ? flips == 0 : flips > 0 && flips < N);
     }
-    /* the same bits again, and errors */
+    /* the same bits again; no padding: plain normalisation in both modes */
     float *first = malloc(N * row * sizeof *first);
     REQUIRE(first != NULL);
     memcpy(first, rf.data, N * row * sizeof *first);
-    REQUIRE(train_images_augment_reflect(img, S, C, H, W, idx, PAD, DK_FLIP_ALT_ODD, mean, std, 9, 77, &rf, &e) ==
+    REQUIRE(dk_images_augment(img, S, C, H, W, idx, PAD, DK_FLIP_NONE | DK_PAD_REFLECT, mean, std, 9, 77, &rf, &e) ==
             DH_OK);
     CHECK(memcmp(first, rf.data, N * row * sizeof *first) == 0);
-    CHECK(train_images_augment_reflect(img, S, C, H, W, idx, H, 0, mean, std, 9, 77, &rf, &e) == DH_EINVAL);
+    REQUIRE(dk_images_augment(img, S, C, H, W, idx, 0, DK_FLIP_RANDOM | DK_PAD_REFLECT, mean, std, 9, 77, &rf, &e) ==
+            DH_OK);
+    REQUIRE(dk_images_augment(img, S, C, H, W, idx, 0, DK_FLIP_RANDOM, mean, std, 9, 77, &zr, &e) == DH_OK);
+    CHECK(memcmp(zr.data, rf.data, N * row * sizeof *first) == 0);
+    /* errors: reflection needs a padding below the image's sides (the mean colour allows H); a bad index */
+    CHECK(dk_images_augment(img, S, C, H, W, idx, H, DK_PAD_REFLECT, mean, std, 9, 77, &rf, &e) == DH_EINVAL);
+    CHECK(dk_images_augment(img, S, C, H, W, idx, H, DK_PAD_MEAN, mean, std, 9, 77, &rf, &e) == DH_OK);
+    CHECK(dk_images_augment(img, S, C, H, W, idx, 1, DK_FLIP_ALL + 1 + DK_PAD_REFLECT, mean, std, 9, 77, &rf, &e) ==
+          DH_EINVAL);
+    CHECK(dk_images_augment(img, S, C, H, W, idx, 1, 16, mean, std, 9, 77, &rf, &e) == DH_EINVAL);
     idx[3] = S;
-    CHECK(train_images_augment_reflect(img, S, C, H, W, idx, 1, 0, mean, std, 9, 77, &rf, &e) == DH_EINVAL);
+    CHECK(dk_images_augment(img, S, C, H, W, idx, 1, DK_PAD_REFLECT, mean, std, 9, 77, &rf, &e) == DH_EINVAL);
     free(first);
     free(want);
     dk_tensor_free(&rf);
