@@ -17,6 +17,25 @@ static inline int dh_cuda_err(cudaError_t st, dh_err *e, const char *what) {
     return dh_seterr(e, c, "CUDA: %s: %s (%s)", what, cudaGetErrorString(st), cudaGetErrorName(st));
 }
 
+/* A device buffer *p of at least bytes (at least 1), grown (freed and
+ * allocated again, contents lost) when smaller, never shrunk; *cap holds
+ * its size. On failure *p is NULL, *cap 0, and the error is set. */
+static inline int dh_cuda_grow(void **p, size_t *cap, size_t bytes, dh_err *e, const char *what) {
+    if (bytes == 0) bytes = 1;
+    if (*p && *cap >= bytes) return 0;
+    if (*p) cudaFree(*p);
+    *p = NULL;
+    *cap = 0;
+    cudaError_t st = cudaMalloc(p, bytes);
+    if (st != cudaSuccess) {
+        cudaGetLastError();
+        *p = NULL;
+        return dh_cuda_err(st, e, what);
+    }
+    *cap = bytes;
+    return 0;
+}
+
 /* Return from the calling function with the error when call fails. */
 #define DH_CUDA_TRY(call, e, what)                                                                                     \
     do {                                                                                                               \

@@ -513,23 +513,7 @@ static float *g_cb, *g_tie;
 static size_t g_cap_x, g_cap_G, g_cap_At, g_cap_row, g_cap_inv, g_cap_zs, g_cap_H, g_cap_S, g_cap_multi, g_cap_lab,
     g_cap_cb, g_cap_tie;
 
-/* *p holds at least bytes (grown, never shrunk). */
-static int grow(void **p, size_t *cap, size_t bytes, dh_err *e, const char *what) {
-    if (bytes == 0) bytes = 1;
-    if (*p && *cap >= bytes) return 0;
-    if (*p) cudaFree(*p);
-    *p = NULL;
-    *cap = 0;
-    cudaError_t st = cudaMalloc(p, bytes);
-    if (st != cudaSuccess) {
-        cudaGetLastError();
-        *p = NULL;
-        return dh_cuda_err(st, e, what);
-    }
-    *cap = bytes;
-    return 0;
-}
-#define GROW(p, n, what) grow((void **)&g_##p, &g_cap_##p, (n), e, what)
+#define GROW(p, n, what) dh_cuda_grow((void **)&g_##p, &g_cap_##p, (n), e, what)
 
 extern "C" void dhcu_dloss_release(void) {
     void *ps[] = { g_x, g_G, g_At, g_row, g_inv, g_zs, g_H, g_S, g_multi, g_lab, g_cb, g_tie };

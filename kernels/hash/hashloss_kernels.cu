@@ -187,21 +187,6 @@ static int32_t *g_lab;    /* (B) */
 static size_t g_cap_u, g_cap_du, g_cap_b;
 static size_t g_tiled_smem; /* dynamic shared memory the tiled kernel was allowed */
 
-/* *p holds at least bytes (grown, never shrunk). */
-static int grow(void **p, size_t *cap, size_t bytes, dh_err *e, const char *what) {
-    if (*p && *cap >= bytes) return 0;
-    if (*p) cudaFree(*p);
-    *p = NULL;
-    *cap = 0;
-    cudaError_t st = cudaMalloc(p, bytes);
-    if (st != cudaSuccess) {
-        cudaGetLastError();
-        *p = NULL;
-        return dh_cuda_err(st, e, what);
-    }
-    *cap = bytes;
-    return 0;
-}
 
 extern "C" void dhcu_hashloss_release(void) {
     cudaFree(g_sums);
@@ -218,7 +203,7 @@ extern "C" int dhcu_hashloss(const float *d_u, const int32_t *d_labels, int B, i
                              float *d_du, dh_hashloss_stats *st, dh_err *e) {
     if (!g_sums) {
         size_t cap = 0;
-        int rc = grow((void **)&g_sums, &cap, 3 * sizeof(double), e, "hash loss: allocating the sums");
+        int rc = dh_cuda_grow((void **)&g_sums, &cap, 3 * sizeof(double), e, "hash loss: allocating the sums");
         if (rc) return rc;
     }
     DH_CUDA_TRY(cudaMemsetAsync(g_sums, 0, 3 * sizeof(double)), e, "hash loss: clearing the sums");
@@ -258,9 +243,9 @@ extern "C" int dhcu_hashloss(const float *d_u, const int32_t *d_labels, int B, i
 extern "C" int dhcu_hashloss_host(const float *u, const int32_t *labels, int B, int K, double wpos, double wneg,
                                   float *du, dh_hashloss_stats *st, dh_err *e) {
     size_t nu = (size_t)B * K * sizeof(float), nl = (size_t)B * sizeof(int32_t);
-    int rc = grow((void **)&g_u, &g_cap_u, nu, e, "hash loss: device buffer");
-    if (!rc) rc = grow((void **)&g_lab, &g_cap_b, nl, e, "hash loss: device buffer");
-    if (!rc && du) rc = grow((void **)&g_du, &g_cap_du, nu, e, "hash loss: device buffer");
+    int rc = dh_cuda_grow((void **)&g_u, &g_cap_u, nu, e, "hash loss: device buffer");
+    if (!rc) rc = dh_cuda_grow((void **)&g_lab, &g_cap_b, nl, e, "hash loss: device buffer");
+    if (!rc && du) rc = dh_cuda_grow((void **)&g_du, &g_cap_du, nu, e, "hash loss: device buffer");
     if (rc) return rc;
     DH_CUDA_TRY(cudaMemcpy(g_u, u, nu, cudaMemcpyHostToDevice), e, "hash loss: copy in");
     DH_CUDA_TRY(cudaMemcpy(g_lab, labels, nl, cudaMemcpyHostToDevice), e, "hash loss: copy in");
