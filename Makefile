@@ -146,7 +146,7 @@ PRG_OBJ := $(patsubst %.c,$(OBJ)/%.o,$(PRG_SRC))
 # exits); libdeephash.a: everything else.
 LIBS    := $(LIBD)/libdhprog.a $(LIBD)/libdeephash.a
 # Headers for users of the library: every room's, less the internal ones.
-PRIVATE_HDRS := dk_impl.h dk_elem.h dk_dnnl.h dhs_internal.h hash_linalg.h dh_cuda.h deeploss_impl.h deeploss_cuda.h train_nccl.h
+PRIVATE_HDRS := dk_impl.h dk_elem.h dk_dnnl.h dhs_internal.h hash_linalg.h dh_cuda.h deeploss_impl.h deeploss_elem.h deeploss_cuda.h train_nccl.h
 PUBLIC_HDRS  := $(filter-out $(addprefix %/,$(PRIVATE_HDRS)),$(foreach r,$(ROOMS),$(wildcard $(r)/*.h)))
 
 # Object files are kept (not removed as intermediates), so a second make builds nothing.

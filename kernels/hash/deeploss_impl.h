@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "deeploss.h"
+#include "deeploss_elem.h"
 
 struct dh_dloss {
     const dh_dloss_method *m;
@@ -16,20 +17,7 @@ struct dh_dloss {
     uint8_t *db_multi;             /* (N, C) or NULL                          */
 };
 
-/* Code of a real value: the rule of the codes (bit 1 when u > 0). */
-static inline double dl_sign(double x) { return x > 0 ? 1.0 : -1.0; }
-static inline double dl_sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    double t = exp(x);
-    return t / (1.0 + t);
-}
-/* log(1 + e^x) without overflow. */
-static inline double dl_softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
-/* log cosh x without overflow. */
-static inline double dl_logcosh(double x) {
-    double a = fabs(x);
-    return a + log1p(exp(-2.0 * a)) - 0.69314718055994530942;
-}
+/* dl_sign, dl_sigmoid, dl_softplus, dl_logcosh: deeploss_elem.h (shared with the CUDA kernels) */
 static inline double dl_dot(const double *a, const double *b, int K) {
     double s = 0;
     for (int k = 0; k < K; k++) s += a[k] * b[k];

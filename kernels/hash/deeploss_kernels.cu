@@ -30,6 +30,7 @@
 extern "C" {
 #include "dh_cuda.h"
 #include "deeploss_cuda.h"
+#include "deeploss_elem.h"
 #include "hashloss.h"
 }
 
@@ -41,17 +42,7 @@ extern "C" {
 #define DCH_DMIN 1e-6
 
 // ---- the CPU reference's scalar helpers, in double ------------------------------------------------------------------
-__device__ __forceinline__ double d_sign(double x) { return x > 0 ? 1.0 : -1.0; }
-__device__ __forceinline__ double d_sigmoid(double x) {
-    if (x >= 0) return 1.0 / (1.0 + exp(-x));
-    double t = exp(x);
-    return t / (1.0 + t);
-}
-__device__ __forceinline__ double d_softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
-__device__ __forceinline__ double d_logcosh(double x) {
-    double a = fabs(x);
-    return a + log1p(exp(-2.0 * a)) - 0.69314718055994530942;
-}
+// dl_sign, dl_sigmoid, dl_softplus, dl_logcosh: deeploss_elem.h (the same code as the CPU reference)
 
 __device__ __forceinline__ double warp_sum(double v) {
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
@@ -106,7 +97,7 @@ __global__ void dl_prep(dl_kargs a, const float *__restrict__ u, double *__restr
         case DL_CU_DHN:
         case DL_CU_DCH: t = tanh(v); break;
         case DL_CU_HASHNET: t = tanh(a.s[1] * v); break;
-        case DL_CU_MIHASH: t = 2 * d_sigmoid(a.s[1] * v) - 1; break;
+        case DL_CU_MIHASH: t = 2 * dl_sigmoid(a.s[1] * v) - 1; break;
         default: t = v;
         }
         x[(size_t)i * K + k] = t;
@@ -115,10 +106,10 @@ __global__ void dl_prep(dl_kargs a, const float *__restrict__ u, double *__restr
         switch (a.method) {
         case DL_CU_DPSH:
         case DL_CU_DTSH: {
-            double r = v - d_sign(v);
+            double r = v - dl_sign(v);
             reg += r * r;
         } break;
-        case DL_CU_DHN: reg += d_logcosh(fabs(t) - 1); break;
+        case DL_CU_DHN: reg += dl_logcosh(fabs(t) - 1); break;
         case DL_CU_DSH: reg += fabs(fabs(v) - 1); break;
         default: break;
         }
@@ -168,18 +159,18 @@ __global__ void dl_pairs(dl_kargs a, const double *__restrict__ x, const int32_t
         switch (a.method) {
         case DL_CU_DPSH: {
             double th = 0.5 * dot, P = a.s[1];
-            l = d_softplus(th) - s * th;
-            g = (d_sigmoid(th) - s) / P;
+            l = dl_softplus(th) - s * th;
+            g = (dl_sigmoid(th) - s) / P;
         } break;
         case DL_CU_DHN: {
             double P = a.s[1];
-            l = d_softplus(dot) - s * dot;
-            g = 2 * (d_sigmoid(dot) - s) / P;
+            l = dl_softplus(dot) - s * dot;
+            g = 2 * (dl_sigmoid(dot) - s) / P;
         } break;
         case DL_CU_HASHNET: {
             double alpha = a.s[0], w = sim ? a.s[2] : a.s[3], P = a.s[4], xx = alpha * dot;
-            l = w * (d_softplus(xx) - s * xx);
-            g = 2 * w * (d_sigmoid(xx) - s) * alpha / P;
+            l = w * (dl_softplus(xx) - s * xx);
+            g = 2 * w * (dl_sigmoid(xx) - s) * alpha / P;
         } break;
         case DL_CU_DCH: {
             double gamma = a.s[0], w = sim ? a.s[2] : a.s[3], P = a.s[4];
@@ -252,8 +243,8 @@ __global__ void dl_triplets(dl_kargs a, const double *__restrict__ th, const uin
             for (int n = 0; n < B; n++) {
                 if (sq[n]) continue;
                 double xx = tq[j] - tq[n] - margin;
-                loss += d_softplus(-xx);
-                acc += d_sigmoid(xx) - 1;
+                loss += dl_softplus(-xx);
+                acc += dl_sigmoid(xx) - 1;
             }
         }
         if (!sq[j]) { /* j is a negative */
@@ -261,7 +252,7 @@ __global__ void dl_triplets(dl_kargs a, const double *__restrict__ th, const uin
             for (int p = 0; p < B; p++) {
                 if (p == q || !sq[p]) continue;
                 double xx = tq[p] - tq[j] - margin;
-                acc -= d_sigmoid(xx) - 1;
+                acc -= dl_sigmoid(xx) - 1;
             }
         }
         At[(size_t)q * B + j] = acc;
@@ -373,22 +364,22 @@ __global__ void dl_rows(dl_kargs a, const float *__restrict__ u, const double *_
     const double v = u[(size_t)i * K + k], t = x[(size_t)i * K + k];
     double g;
     switch (a.method) {
-    case DL_CU_DPSH: g = dx + 2 * a.s[0] * (v - d_sign(v)) / a.s[1]; break;
-    case DL_CU_DTSH: g = dx + 2 * a.s[1] * (v - d_sign(v)) * inv[0]; break;
+    case DL_CU_DPSH: g = dx + 2 * a.s[0] * (v - dl_sign(v)) / a.s[1]; break;
+    case DL_CU_DTSH: g = dx + 2 * a.s[1] * (v - dl_sign(v)) * inv[0]; break;
     case DL_CU_DHN: {
         double wq = a.s[0] * 2.0 * (B - 1) / a.s[1], am = fabs(t) - 1;
-        g = (dx + wq * tanh(am) * d_sign(t)) * (1 - t * t);
+        g = (dx + wq * tanh(am) * dl_sign(t)) * (1 - t * t);
     } break;
     case DL_CU_HASHNET: g = dx * a.s[1] * (1 - t * t); break;
     case DL_CU_MIHASH: g = dx * a.s[1] * 0.5 * (1 - t * t); break;
     case DL_CU_DCH: {
         const double *r = row + (size_t)i * DL_NROW;
         double ni = r[2], cq = r[3], gq = r[4];
-        g = (dx + gq * (d_sign(t) / (ni * sqrt((double)K)) - cq * t / (ni * ni))) * (1 - t * t);
+        g = (dx + gq * (dl_sign(t) / (ni * sqrt((double)K)) - cq * t / (ni * ni))) * (1 - t * t);
     } break;
     case DL_CU_DSH: {
         double wr = a.s[1] * 2.0 * (B - 1) / a.s[2];
-        g = dx + wr * d_sign(fabs(v) - 1) * d_sign(v);
+        g = dx + wr * dl_sign(fabs(v) - 1) * dl_sign(v);
     } break;
     default: g = 0;
     }
@@ -425,9 +416,9 @@ __global__ void dl_csq(dl_kargs a, const float *__restrict__ u, const int32_t *_
                 c = c > 0 ? 1 : c < 0 ? -1 : tie[k];
             }
             double v = u[(size_t)i * K + k], t = 0.5 * (c + 1), xx = 2 * v, h = tanh(v), am = fabs(h) - 1;
-            bce += d_softplus(xx) - t * xx;
-            quant += d_logcosh(am);
-            g = (2 * (d_sigmoid(xx) - t) / K + lambda * tanh(am) * d_sign(h) * (1 - h * h)) / B;
+            bce += dl_softplus(xx) - t * xx;
+            quant += dl_logcosh(am);
+            g = (2 * (dl_sigmoid(xx) - t) / K + lambda * tanh(am) * dl_sign(h) * (1 - h * h)) / B;
         }
         if (du) du[(size_t)i * K + k] = (float)g;
     }
@@ -496,7 +487,7 @@ __global__ void dl_ortho(dl_kargs a, const float *__restrict__ u, const int32_t 
         double g = 0, v = ui[k];
         for (int c = 0; c < C; c++) g += z[c] * cb[(size_t)c * K + k];
         g = g / (nu * sk) - gcs * v / (nu * nu);
-        if (quan > 0) g -= quan / B * (d_sign(v) / (nu * sk) - cq * v / (nu * nu));
+        if (quan > 0) g -= quan / B * (dl_sign(v) / (nu * sk) - cq * v / (nu * nu));
         if (du) du[(size_t)i * K + k] = (float)g;
     }
     if (threadIdx.x == 0) {
