@@ -61,10 +61,8 @@ int dh_dloss_eval_cuda(dh_dloss *L, const dh_dloss_batch *b, const float *d_u, f
     float *tie = NULL;
     switch (kernel) {
     case DL_CU_DEEPHASH: { /* the registry's adapter (dl_deephash_eval), on dhcu_hashloss */
-        int norm = (int)L->p[0];
         dh_hashloss_opts o;
-        o.norm = norm == 0 ? DH_HL_BALANCED : norm == 1 ? DH_HL_MEAN : DH_HL_SUM;
-        o.scale = L->p[1] > 0 ? L->p[1] : (o.norm == DH_HL_SUM ? 1.0 : (double)K * K);
+        dl_deephash_opts(L, &o);
         if (K > DH_HL_MAX_BITS) return dh_seterr(e, DH_EINVAL, "deep loss deephash: bits %d out of range", K);
         dh_hashloss_stats w;
         dh_hashloss_weights(b->labels, B, &o, &w);

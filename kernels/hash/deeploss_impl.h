@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include "deeploss.h"
 #include "deeploss_elem.h"
+#include "hashloss.h"
 
 struct dh_dloss {
     const dh_dloss_method *m;
@@ -46,6 +47,8 @@ void dl_balance_weights(const dh_dloss_batch *b, int C, int on, double *w1, doub
 /* HashNet's beta at a step: beta0 (1 + gamma t)^power, t the step rounded
  * down to step_size. */
 double dl_hashnet_beta(const dh_dloss *L, int64_t step);
+/* The paper's loss as the registry's "deephash" configures it (norm, scale). */
+void dl_deephash_opts(const dh_dloss *L, dh_hashloss_opts *o);
 /* Symmetric positive definite solve A X = R (A n x n, R n x m, both
  * row-major, overwritten: X in R). Returns 0, or -1 if A is not SPD. */
 int dl_spd_solve(double *A, int n, double *R, int m);

@@ -230,11 +230,16 @@ int dl_dsh_eval(dh_dloss *L, const dh_dloss_batch *b, const double *u, double *d
 }
 
 /* ---- the paper's loss (Mu & Liu 2017): dh_hashloss_cpu, unchanged ---- */
+void dl_deephash_opts(const dh_dloss *L, dh_hashloss_opts *o) {
+    int norm = (int)L->p[0], K = L->cfg.bits;
+    o->norm = norm == 0 ? DH_HL_BALANCED : norm == 1 ? DH_HL_MEAN : DH_HL_SUM;
+    o->scale = L->p[1] > 0 ? L->p[1] : (o->norm == DH_HL_SUM ? 1.0 : (double)K * K);
+}
+
 int dl_deephash_eval(dh_dloss *L, const dh_dloss_batch *b, const double *u, double *du, dh_dloss_stats *st, dh_err *e) {
-    int B = b->rows, K = L->cfg.bits, norm = (int)L->p[0];
+    int B = b->rows, K = L->cfg.bits;
     dh_hashloss_opts o;
-    o.norm = norm == 0 ? DH_HL_BALANCED : norm == 1 ? DH_HL_MEAN : DH_HL_SUM;
-    o.scale = L->p[1] > 0 ? L->p[1] : (o.norm == DH_HL_SUM ? 1.0 : (double)K * K);
+    dl_deephash_opts(L, &o);
     size_t n = (size_t)B * K;
     float *g = dh_malloc(e, n, sizeof(float));
     if (!g) return DH_ENOMEM;
