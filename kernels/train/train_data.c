@@ -159,20 +159,18 @@ int train_images_eval(net *n, const train_images *d, dk_tensor *x, double *acc, 
 
 /* ---- augmentation with reflection at the borders -------------------------------------------------------------- */
 /* Test-time views (train_pretrain.c); the training crops are dk_images_augment's, DK_PAD_REFLECT. */
-#define REFLECT_MAXDIM 4096 /* image sides (a stack table of positions) */
-
 void train_image_shift_reflect(const uint8_t *img, int C, int H, int W, int dy, int dx, int flip, const float *mean,
                                const float *std, float *out) {
-    int ys[REFLECT_MAXDIM], xs[REFLECT_MAXDIM];
-    for (int y = 0; y < H; y++) ys[y] = dk_aug_reflect(y + dy, H);
-    for (int x = 0; x < W; x++) xs[x] = dk_aug_reflect((flip ? W - 1 - x : x) + dx, W);
     for (int c = 0; c < C; c++) {
         /* the normalisation of dk_images_augment, to the bit */
         float scale = 1.0f / (255.0f * std[c]), shift = mean[c] / std[c];
         const uint8_t *p = img + (size_t)c * H * W;
         float *o = out + (size_t)c * H * W;
-        for (int y = 0; y < H; y++)
-            for (int x = 0; x < W; x++) o[y * W + x] = dk_affine_rn((float)p[ys[y] * W + xs[x]], scale, shift);
+        for (int y = 0; y < H; y++) {
+            const uint8_t *row = p + (size_t)dk_aug_reflect(y + dy, H) * W;
+            for (int x = 0; x < W; x++)
+                o[(size_t)y * W + x] = dk_affine_rn((float)row[dk_aug_reflect((flip ? W - 1 - x : x) + dx, W)], scale, shift);
+        }
     }
 }
 
