@@ -22,23 +22,29 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o, dh_hashloss_stats *st) {
-    int64_t pairs = (int64_t)B * (B - 1), pos = 0;
-    int32_t *s = malloc(sizeof(int32_t) * (size_t)(B > 0 ? B : 1));
-    if (s) {
-        memcpy(s, labels, sizeof(int32_t) * (size_t)B);
-        qsort(s, (size_t)B, sizeof *s, cmp_i32);
+/* The number of ordered pairs of equal labels; sorts a copy in scratch (B
+ * entries) when given one, else counts pair by pair. */
+static int64_t hl_pos_pairs(const int32_t *labels, int B, int32_t *scratch) {
+    int64_t pos = 0;
+    if (scratch) {
+        memcpy(scratch, labels, sizeof(int32_t) * (size_t)B);
+        qsort(scratch, (size_t)B, sizeof *scratch, cmp_i32);
         for (int i = 0; i < B;) {
             int j = i;
-            while (j < B && s[j] == s[i]) j++;
+            while (j < B && scratch[j] == scratch[i]) j++;
             pos += (int64_t)(j - i) * (j - i - 1);
             i = j;
         }
-        free(s);
     } else {
         for (int i = 0; i < B; i++)
             for (int j = 0; j < B; j++) pos += (i != j && labels[i] == labels[j]);
     }
+    return pos;
+}
+
+static void hl_weights(const int32_t *labels, int B, const dh_hashloss_opts *o, dh_hashloss_stats *st,
+                       int32_t *scratch) {
+    int64_t pairs = (int64_t)B * (B - 1), pos = hl_pos_pairs(labels, B, scratch);
     int64_t neg = pairs - pos;
     double scale = (o && o->scale != 0.0) ? o->scale : 1.0;
     double wp = 1.0, wn = 1.0;
@@ -56,6 +62,12 @@ void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o
     st->pos_pairs = pos;
     st->wpos = wp * scale;
     st->wneg = wn * scale;
+}
+
+void dh_hashloss_weights(const int32_t *labels, int B, const dh_hashloss_opts *o, dh_hashloss_stats *st) {
+    int32_t *s = B > 0 ? malloc(sizeof(int32_t) * (size_t)B) : NULL;
+    hl_weights(labels, B, o, st, s);
+    free(s);
 }
 
 int dh_hashloss_ref(const float *u, const int32_t *labels, int B, int K, const dh_hashloss_opts *o, float *du,
@@ -210,6 +222,26 @@ static void hl_row(const hl_job *J, int i, double *restrict acc, float *restrict
     s->q += q, s->sur += sur, s->right += right;
 }
 
+/* The fast path's work buffers: one block per calling thread, kept between
+ * calls and grown on demand (training allocates nothing after its first
+ * batch); dh_hashloss_cpu_release frees the calling thread's. */
+static _Thread_local struct {
+    void *p;
+    size_t n;
+} hl_ws;
+static _Thread_local int64_t hl_grows;
+
+static int hl_reserve(size_t bytes, dh_err *e) {
+    if (bytes <= hl_ws.n) return 0;
+    free(hl_ws.p);
+    hl_ws.n = 0;
+    hl_ws.p = dh_malloc(e, bytes, 1);
+    if (!hl_ws.p) return DH_ENOMEM;
+    hl_ws.n = bytes;
+    hl_grows++;
+    return 0;
+}
+
 /* DH_CPU=ref: the reference everywhere (as for the network's ops). */
 static int want_ref(void) {
     const char *c = getenv("DH_CPU");
@@ -227,7 +259,6 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K, const d
     if (!finite) return dh_hashloss_ref(u, labels, B, K, o, du, st, e);
     dh_hashloss_stats s;
     memset(&s, 0, sizeof s);
-    dh_hashloss_weights(labels, B, o, &s);
     int T = 1;
 #ifdef _OPENMP
     T = omp_get_max_threads();
@@ -236,18 +267,20 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K, const d
     if ((int64_t)B * B * K < (1 << 15)) T = 1;
     if (T > B - 1) T = B - 1;
     size_t BK = (size_t)B * (size_t)K;
-    /* signs, then each thread's dl, then E */
-    float *sg = dh_malloc(e, BK + (size_t)T * (size_t)K + (size_t)(2 * K + 3), sizeof(float));
-    double *acc = du ? dh_calloc(e, (size_t)T * BK, sizeof(double)) : NULL;
-    hl_sums *sums = dh_calloc(e, (size_t)T, sizeof(hl_sums));
-    double *Eq = dh_malloc(e, (size_t)(2 * K + 1), sizeof(double));
-    if (!sg || (du && !acc) || !sums || !Eq) {
-        free(sg);
-        free(acc);
-        free(sums);
-        free(Eq);
-        return DH_ENOMEM;
-    }
+    /* one block, kept: each thread's gradient sums (T, B, K) and E in double,
+     * the thread sums, then the signs, each thread's dl and E in float, then
+     * the sorted labels */
+    size_t nacc = du ? (size_t)T * BK : 0, nsg = BK + (size_t)T * K + (size_t)(2 * K + 3);
+    size_t need = sizeof(double) * (nacc + (size_t)(2 * K + 1)) + sizeof(hl_sums) * (size_t)T +
+                  sizeof(float) * nsg + sizeof(int32_t) * (size_t)B;
+    if (hl_reserve(need, e)) return DH_ENOMEM;
+    double *acc = du ? (double *)hl_ws.p : NULL, *Eq = (double *)hl_ws.p + nacc;
+    hl_sums *sums = (hl_sums *)(Eq + 2 * K + 1);
+    float *sg = (float *)(sums + T);
+    int32_t *sorted = (int32_t *)(sg + nsg);
+    if (acc) memset(acc, 0, sizeof(double) * nacc);
+    memset(sums, 0, sizeof(hl_sums) * (size_t)T);
+    hl_weights(labels, B, o, &s, sorted);
     for (size_t t = 0; t < BK; t++) sg[t] = dh_hl_sign(u[t]);
     float *E = sg + BK + (size_t)T * K, invK = 1.0f / (float)K;
     for (int m = -(K + 1); m <= K + 1; m++) E[m + K + 1] = expf((float)m * invK);
@@ -272,11 +305,15 @@ int dh_hashloss_cpu(const float *u, const int32_t *labels, int B, int K, const d
     s.surrogate = sur;
     s.right = s.pairs ? (double)right / (double)s.pairs : 0;
     if (st) *st = s;
-    free(sg);
-    free(acc);
-    free(sums);
-    free(Eq);
     return DH_OK;
+}
+
+int64_t dh_hashloss_cpu_grows(void) { return hl_grows; }
+
+void dh_hashloss_cpu_release(void) {
+    free(hl_ws.p);
+    hl_ws.p = NULL;
+    hl_ws.n = 0;
 }
 
 /* ---- CUDA twin: the entry points of libdhcuda.so ---------------------------------- */

@@ -93,6 +93,11 @@ int dh_hashloss_ref(const float *u /* (B, K) */, const int32_t *labels /* (B) */
  * same bits for the same thread count. DH_CPU=ref makes it the reference. */
 int dh_hashloss_cpu(const float *u /* (B, K) */, const int32_t *labels /* (B) */, int B, int K,
                     const dh_hashloss_opts *o, float *du /* (B, K) or NULL */, dh_hashloss_stats *st, dh_err *e);
+/* Its work buffers are one block per calling thread, kept between calls and
+ * grown on demand: a training loop allocates nothing after its first batch.
+ * How many times the calling thread's block has grown; and freeing it. */
+int64_t dh_hashloss_cpu_grows(void);
+void dh_hashloss_cpu_release(void);
 
 /* CUDA twin (hashloss_kernels.cu, in libdhcuda.so, loaded at first use:
  * dh_cudaload.h), on device pointers (d_u, d_labels, d_du on the device;

@@ -283,4 +283,5 @@ void train_hash_free(train_hash *t) {
     free(t->hdu);
     t->hu = t->hdu = NULL;
     t->dlab = NULL;
+    dh_hashloss_cpu_release();
 }

@@ -222,6 +222,36 @@ static void t_descent_lowers_q(void) {
     CHECKF(s.right > s0.right, "right %g -> %g", s0.right, s.right);
 }
 
+/* The fast path keeps its buffers: after the first batch of a size, the same
+ * or a smaller batch grows nothing; a larger one grows once. */
+static void t_fast_keeps_buffers(void) {
+    int B = 64, K = 48;
+    float *u = malloc(sizeof(float) * B * K), *g = malloc(sizeof(float) * B * K);
+    int32_t *lab = malloc(sizeof(int32_t) * B);
+    dh_err e;
+    dh_hashloss_stats st;
+    fill(u, B * K, 1.0);
+    for (int i = 0; i < B; i++) lab[i] = i % 5;
+    dh_hashloss_cpu_release();
+    REQUIRE(dh_hashloss_cpu(u, lab, B, K, NULL, g, &st, &e) == DH_OK);
+    int64_t g0 = dh_hashloss_cpu_grows();
+    double q0 = st.q;
+    for (int it = 0; it < 5; it++) {
+        REQUIRE(dh_hashloss_cpu(u, lab, it % 2 ? B : B / 2, K, NULL, it % 3 ? g : NULL, &st, &e) == DH_OK);
+        if (it == 3) CHECK(st.q == q0); /* the same batch again: the same sums (buffers cleared) */
+    }
+    CHECK(dh_hashloss_cpu_grows() == g0);
+    printf(" (grows after the first batch: %lld)", (long long)(dh_hashloss_cpu_grows() - g0));
+    float *u2 = malloc(sizeof(float) * 2 * B * K), *g2 = malloc(sizeof(float) * 2 * B * K);
+    int32_t *lab2 = malloc(sizeof(int32_t) * 2 * B);
+    fill(u2, 2 * B * K, 1.0);
+    for (int i = 0; i < 2 * B; i++) lab2[i] = i % 5;
+    REQUIRE(dh_hashloss_cpu(u2, lab2, 2 * B, K, NULL, g2, &st, &e) == DH_OK);
+    CHECK(dh_hashloss_cpu_grows() == g0 + 1);
+    dh_hashloss_cpu_release();
+    free(u), free(g), free(lab), free(u2), free(g2), free(lab2);
+}
+
 static void t_bad_args(void) {
     float u[4] = { 1, 2, 3, 4 };
     int32_t lab[2] = { 0, 1 };
@@ -239,6 +269,7 @@ int main(void) {
     RUN(t_fast_matches_ref);
     RUN(t_surrogate_limit_is_exact);
     RUN(t_descent_lowers_q);
+    RUN(t_fast_keeps_buffers);
     RUN(t_bad_args);
     return check_done();
 }
