@@ -448,6 +448,17 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
                 md = fmax(md, fabs(acc - c.y.data[nc * OH * OW + oh * OW + ow]));
             }
     CHECKF(md < 1e-5, "pool(avg=%d) forward max diff %g", avg, md);
+    if (avg < 2 && c.y.dev == DK_CPU) { /* the CPU path: the same bits as the per-output definition (dk_elem.h) */
+        dk_poolgeom g = { H, W, OH, OW, k, s, p };
+        int64_t diff = 0;
+        for (int64_t nc = 0; nc < (int64_t)N * C; nc++)
+            for (int64_t oh = 0; oh < OH; oh++)
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    float ref = dk_pool_out(avg, c.x.data + nc * H * W, g, oh, ow);
+                    diff += memcmp(&ref, &c.y.data[nc * OH * OW + oh * OW + ow], sizeof ref) != 0;
+                }
+        CHECKF(diff == 0, "pool(avg=%d) forward: %lld outputs differ from dk_pool_out", avg, (long long)diff);
+    }
     dk_tensor dx = T(4, N, C, H, W);
     int rc = avg == 2 ? dk_gap_backward(&c.r, &dx, &e)
              : avg    ? dk_avgpool_backward(&c.r, k, s, p, &dx, &e)
