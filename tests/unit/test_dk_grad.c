@@ -492,6 +492,10 @@ static void t_pooling(void) {
     pool_case(1, 2, 1, 9, 9, 4, 3, 2);
     pool_case(0, 1, 1, 6, 6, 3, 1, 2);
     pool_case(2, 2, 3, 4, 5, 0, 0, 0);
+    /* rows longer than the CPU path's run of 256 outputs */
+    pool_case(0, 1, 1, 2, 300, 3, 1, 1);
+    pool_case(1, 1, 1, 2, 300, 3, 1, 1);
+    pool_case(1, 1, 1, 2, 530, 2, 2, 0);
     dk_tensor x = R(4, 1, 1, 4, 4), y = T(4, 1, 1, 3, 3);
     dh_err e;
     CHECK(dk_maxpool_forward(&x, 2, 2, 0, &y, &e) == DH_EINVAL); /* output should be 2x2 */
