@@ -70,8 +70,8 @@ static void usage(void) {
            "      --sampling S        shuffle (a fresh permutation each epoch; default) or paper\n"
            "                          (in order, skipping a random 0..--skip rows after each pick)\n"
            "      --skip N            the paper sampling's maximum skip (default 200)\n"
-           "      --augment A         none or crop-flip (pad 4 + horizontal flip); default\n"
-           "                          crop-flip for 3-channel images, none otherwise\n"
+           "      --augment A         none or crop-flip (pad 4 + horizontal flip); default none,\n"
+           "                          crop-flip for --arch on 3-channel images\n"
            "  -s, --seed N            random seed (default 1)\n"
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "      --precision P       CPU arithmetic: fp32 (default) or bf16 (oneDNN, CPUs with\n"
@@ -317,8 +317,12 @@ int main(int argc, char **argv) {
     /* training */
     train_finetune_opts *to = &o.t;
     to->loss.scale = o.loss_scale > 0 ? o.loss_scale : o.loss == LOSS_PAPER ? 1.0 : (double)K * K;
-    to->pad = o.augment < 0 ? (im.C == 3 ? 4 : 0) : 4 * o.augment;
-    to->flip = o.augment < 0 ? im.C == 3 : o.augment;
+    /* default: no augmentation when fine-tuning a stage-1 net (it was trained with it; the codes of the
+     * training images are what the database holds: dh-finetune(1), "Augmentation"), crop-flip for a
+     * random initialisation of 3-channel images */
+    int aug = o.augment >= 0 ? o.augment : (!o.net_path && im.C == 3);
+    to->pad = 4 * aug;
+    to->flip = aug;
     train_finetune t;
     if (train_finetune_init(&t, to, dev, o.features ? &f : NULL, &im, nw, B, W, b, K, &e))
         dh_die_err(&e, to->loss_spec && e.code == DH_EINVAL ? "--loss" : "device buffers");

@@ -239,6 +239,26 @@ if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
   expect_fail images_single_class dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" "$TMP/im1.dhs"
   expect_fail features_without_flag dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" "$TMP/tr.dhs"
 fi
+# augmentation by default: none when fine-tuning a stage-1 net, crop-flip for a random initialisation
+# of colour images (the note line says which)
+t_begin augment_defaults
+$PY - "$TMP" <<'PYEOF'
+import sys, numpy as np
+t = sys.argv[1]; r = np.random.default_rng(6); N = 32
+np.save(t + '/cx.npy', r.integers(0, 255, (N, 3, 32, 32)).astype('u1')); np.save(t + '/cy.npy', (np.arange(N) % 2).astype('<i4'))
+PYEOF
+dh-npy import --kind images --field pixels --labels "$TMP/cy.npy" "$TMP/cx.npy" > "$TMP/cim.dhs"
+if dh-pretrain -q --device cpu --arch cifar -e 1 -B 16 "$TMP/cim.dhs" > "$TMP/cnet.dhm" 2>"$TMP/perr" &&
+   dh-feats -q -m "$TMP/cnet.dhm" "$TMP/cim.dhs" > "$TMP/cf.dhs" && dh-inithash -q --bits 8 --epochs 1 "$TMP/cf.dhs" > "$TMP/ch.dhm"; then
+  ft() { dh-finetune --device cpu --epochs 1 -B 16 "$@" "$TMP/cim.dhs" -o "$TMP/cd.dhm" 2>&1 >/dev/null | grep -o 'augment pad [0-9]* flip [0-9]*'; }
+  a=$(ft -m "$TMP/cnet.dhm" --hash "$TMP/ch.dhm"); [ "$a" = "augment pad 0 flip 0" ] || t_fail "-m default: '$a'"
+  a=$(ft -m "$TMP/cnet.dhm" --hash "$TMP/ch.dhm" --augment crop-flip); [ "$a" = "augment pad 4 flip 1" ] || t_fail "-m crop-flip: '$a'"
+  a=$(ft --arch cifar --bits 8); [ "$a" = "augment pad 4 flip 1" ] || t_fail "--arch default: '$a'"
+  a=$(ft --arch cifar --bits 8 --augment none); [ "$a" = "augment pad 0 flip 0" ] || t_fail "--arch none: '$a'"
+else
+  t_fail "stage 1/2 helpers failed: $(head -c 200 "$TMP/perr")"
+fi
+t_end
 expect_fail hash_without_net dh-finetune -q --hash "$TMP/h0.dhm" "$TMP/im.dhs"
 expect_fail no_network dh-finetune -q "$TMP/im.dhs"
 expect_fail bad_arch dh-finetune -q --arch nosuch "$TMP/im.dhs"
