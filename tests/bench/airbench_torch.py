@@ -35,6 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torch_nets import Scale  # x * f (tests/bench/torch_nets.py, beside this file)
+
 
 class BatchNorm(nn.BatchNorm2d):
     def __init__(self, n, momentum, eps=1e-12):
@@ -68,15 +70,6 @@ class ConvGroup(nn.Module):
         return self.activ(self.norm2(self.conv2(x)))
 
 
-class Mul(nn.Module):
-    def __init__(self, s):
-        super().__init__()
-        self.s = s
-
-    def forward(self, x):
-        return x * self.s
-
-
 def make_net(widths=(64, 256, 256), bn_momentum=0.6):
     whiten_width = 2 * 3 * 2 * 2
     net = nn.Sequential(
@@ -88,7 +81,7 @@ def make_net(widths=(64, 256, 256), bn_momentum=0.6):
         nn.MaxPool2d(3),
         nn.Flatten(),
         nn.Linear(widths[2], 10, bias=False),
-        Mul(1 / 9),
+        Scale(1 / 9),  # airbench's Mul
     )
     net[0].weight.requires_grad = False
     return net.to(memory_format=torch.channels_last)
