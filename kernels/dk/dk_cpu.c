@@ -626,38 +626,32 @@ static dk_poolgeom pool_geom(const dk_tensor *x, const dk_tensor *y, int k, int 
     return g;
 }
 
-/* The same sums and comparisons as dk_pool_out (row-major over the window's
- * real pixels, the first maximum kept), with the window clipped to the image
- * once per output instead of a bounds test per pixel. */
 int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e) {
     dk_poolgeom g = pool_geom(x, y, k, stride, pad);
     int64_t NC = x->shape[0] * x->shape[1];
-    const float inv = 1.0f / (float)(k * k);
+    if (!avg && pad == 0) { /* fast path: every window lies inside the image */
+        PAR_FOR(x->n)
+        for (int64_t nc = 0; nc < NC; nc++) {
+            const float *img = x->data + nc * g.H * g.W;
+            float *out = y->data + nc * g.OH * g.OW;
+            for (int64_t oh = 0; oh < g.OH; oh++)
+                for (int64_t ow = 0; ow < g.OW; ow++) {
+                    const float *win = img + oh * stride * g.W + ow * stride;
+                    float bv = win[0];
+                    for (int i = 0; i < k; i++)
+                        for (int j = 0; j < k; j++)
+                            if (win[i * g.W + j] > bv) bv = win[i * g.W + j];
+                    out[oh * g.OW + ow] = bv;
+                }
+        }
+        return 0;
+    }
     PAR_FOR(x->n)
     for (int64_t nc = 0; nc < NC; nc++) {
         const float *img = x->data + nc * g.H * g.W;
         float *out = y->data + nc * g.OH * g.OW;
-        for (int64_t oh = 0; oh < g.OH; oh++) {
-            int64_t h0 = oh * stride - pad, i0 = h0 < 0 ? 0 : h0, i1 = h0 + k < g.H ? h0 + k : g.H;
-            for (int64_t ow = 0; ow < g.OW; ow++) {
-                int64_t w0 = ow * stride - pad, j0 = w0 < 0 ? 0 : w0, j1 = w0 + k < g.W ? w0 + k : g.W;
-                float v;
-                if (avg) {
-                    v = 0.0f;
-                    for (int64_t i = i0; i < i1; i++)
-                        for (int64_t j = j0; j < j1; j++) v += img[i * g.W + j];
-                    v *= inv;
-                } else if (i0 >= i1 || j0 >= j1) {
-                    v = 0.0f; /* no real pixel */
-                } else {
-                    v = img[i0 * g.W + j0];
-                    for (int64_t i = i0; i < i1; i++)
-                        for (int64_t j = j0; j < j1; j++)
-                            if (img[i * g.W + j] > v) v = img[i * g.W + j];
-                }
-                out[oh * g.OW + ow] = v;
-            }
-        }
+        for (int64_t oh = 0; oh < g.OH; oh++)
+            for (int64_t ow = 0; ow < g.OW; ow++) out[oh * g.OW + ow] = dk_pool_out(avg, img, g, oh, ow);
     }
     return 0;
 }
