@@ -683,21 +683,10 @@ int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_ten
                 }
             continue;
         }
+        dk_poolgeom pg = { H, W, OH, OW, k, stride, pad };
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t h0 = oh * stride - pad, w0 = ow * stride - pad, best = -1;
-                float bv = 0;
-                for (int64_t i = h0; i < h0 + k; i++) {
-                    if (i < 0 || i >= H) continue;
-                    for (int64_t j = w0; j < w0 + k; j++) {
-                        if (j < 0 || j >= W) continue;
-                        float v = img[i * W + j];
-                        if (best < 0 || v > bv) {
-                            bv = v;
-                            best = i * W + j;
-                        }
-                    }
-                }
+                int64_t best = dk_pool_argmax(img, pg, oh, ow);
                 if (best >= 0) g[best] += d[oh * OW + ow];
             }
     }

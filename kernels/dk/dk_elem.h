@@ -120,38 +120,63 @@ typedef struct {
     int k, s, p;
 } dk_poolgeom;
 
-/* Index within the image of the first maximum of window (oh, ow); -1 if the
- * window holds no real pixel. Padded positions never win. */
-static inline DH_HOSTDEV int64_t dk_pool_argmax(const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
-    int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p, best = -1;
-    float bv = 0.0f;
-    for (int64_t i = h0; i < h0 + g.k; i++) {
-        if (i < 0 || i >= g.H) continue;
-        for (int64_t j = w0; j < w0 + g.k; j++) {
-            if (j < 0 || j >= g.W) continue;
-            float v = img[i * g.W + j];
-            if (best < 0 || v > bv) {
-                bv = v;
-                best = i * g.W + j;
-            }
+/* The rows [*a, *b) and columns [*c, *d) of the image that window (oh, ow)
+ * covers: its k x k positions clipped to the image (padding dropped). */
+static inline DH_HOSTDEV void dk_pool_window(dk_poolgeom g, int64_t oh, int64_t ow, int64_t *a, int64_t *b,
+                                             int64_t *c, int64_t *d) {
+    int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p;
+    *a = h0 > 0 ? h0 : 0;
+    *b = h0 + g.k < g.H ? h0 + g.k : g.H;
+    *c = w0 > 0 ? w0 : 0;
+    *d = w0 + g.k < g.W ? w0 + g.k : g.W;
+}
+
+/* The maximum of the non-empty clipped window: its first pixel, then each
+ * strictly greater one in row-major order (a NaN never wins, unless first).
+ * The update is a select (maxss), not a branch: a branch per pixel is
+ * mispredicted half the time on real activations. */
+static inline DH_HOSTDEV float dk_pool_maxval(const float *img, int64_t W, int64_t ha, int64_t hb, int64_t wa,
+                                              int64_t wb) {
+    float bv = img[ha * W + wa];
+    for (int64_t i = ha; i < hb; i++)
+        for (int64_t j = wa; j < wb; j++) {
+            float v = img[i * W + j];
+            bv = v > bv ? v : bv;
         }
-    }
+    return bv;
+}
+
+/* Index within the image of the first maximum of window (oh, ow) in row-major
+ * order: where the chain of dk_pool_maxval stops (its first pixel, then each
+ * strictly greater one); -1 if the window holds no real pixel. Padded
+ * positions never win. The index follows the chain through a mask, again
+ * without a branch. */
+static inline DH_HOSTDEV int64_t dk_pool_argmax(const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
+    int64_t ha, hb, wa, wb;
+    dk_pool_window(g, oh, ow, &ha, &hb, &wa, &wb);
+    if (ha >= hb || wa >= wb) return -1;
+    int64_t best = ha * g.W + wa;
+    float bv = img[best];
+    for (int64_t i = ha; i < hb; i++)
+        for (int64_t j = wa; j < wb; j++) {
+            float v = img[i * g.W + j];
+            int64_t gt = -(int64_t)(v > bv); /* all ones where v wins */
+            best ^= (best ^ (i * g.W + j)) & gt;
+            bv = v > bv ? v : bv;
+        }
     return best;
 }
 
-/* Output (oh, ow): maximum, or the sum over the window divided by k*k. */
+/* Output (oh, ow): the maximum (the value at dk_pool_argmax, 0 for a window
+ * of padding only), or the sum over the window in row-major order divided by
+ * k*k (padded positions count as zeros). */
 static inline DH_HOSTDEV float dk_pool_out(int avg, const float *img, dk_poolgeom g, int64_t oh, int64_t ow) {
-    if (!avg) {
-        int64_t b = dk_pool_argmax(img, g, oh, ow);
-        return b >= 0 ? img[b] : 0.0f;
-    }
-    int64_t h0 = oh * g.s - g.p, w0 = ow * g.s - g.p;
+    int64_t ha, hb, wa, wb;
+    dk_pool_window(g, oh, ow, &ha, &hb, &wa, &wb);
+    if (!avg) return ha < hb && wa < wb ? dk_pool_maxval(img, g.W, ha, hb, wa, wb) : 0.0f;
     float acc = 0.0f;
-    for (int64_t i = h0; i < h0 + g.k; i++) {
-        if (i < 0 || i >= g.H) continue;
-        for (int64_t j = w0; j < w0 + g.k; j++)
-            if (j >= 0 && j < g.W) acc += img[i * g.W + j];
-    }
+    for (int64_t i = ha; i < hb; i++)
+        for (int64_t j = wa; j < wb; j++) acc += img[i * g.W + j];
     return acc * (1.0f / (float)(g.k * g.k));
 }
 

@@ -6,7 +6,9 @@
  *   bench_dk [--gpu] [--quick]
  *
  * FLOPs counted: 2 N F C KH KW OH OW per convolution pass (three passes per
- * forward + backward).
+ * forward + backward). Pooling (the cifar net's three layers, batch 128):
+ * milliseconds per forward and per backward call (wall, and CPU time of
+ * all threads), and the input's GB/s.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,6 +158,53 @@ static void bench_lenet(dk_device d, int N) {
     for (int i = 0; i < 8; i++) dk_tensor_free(&vel[i]);
 }
 
+typedef struct {
+    const char *name;
+    int avg, N, C, H, W, k, s, p;
+} poolcase;
+
+static void bench_pool(dk_device d, const poolcase *c) {
+    int64_t OH = dk_out_size(c->H, c->k, c->s, c->p), OW = dk_out_size(c->W, c->k, c->s, c->p);
+    dk_tensor x = T(d, 4, c->N, c->C, c->H, c->W), y = T(d, 4, c->N, c->C, OH, OW), dx = T(d, 4, c->N, c->C, c->H, c->W);
+    dh_err e;
+    double tf = 0, tb = 0, cf = 0, cb = 0;
+    int reps = 0;
+    double budget = quick ? 0.2 : 1.0, t0 = dh_now();
+    do {
+        double a = dh_now(), ca = cpu_now();
+        int rc = c->avg ? dk_avgpool_forward(&x, c->k, c->s, c->p, &y, &e)
+                        : dk_maxpool_forward(&x, c->k, c->s, c->p, &y, &e);
+        if (rc || dk_sync(d, &e)) die(&e);
+        double m = dh_now(), cm = cpu_now();
+        rc = c->avg ? dk_avgpool_backward(&y, c->k, c->s, c->p, &dx, &e)
+                    : dk_maxpool_backward(&x, &y, &y, c->k, c->s, c->p, &dx, &e);
+        if (rc || dk_sync(d, &e)) die(&e);
+        double z = dh_now(), cz = cpu_now();
+        if (reps > 0) { /* skip the warm-up pass */
+            tf += m - a;
+            tb += z - m;
+            cf += cm - ca;
+            cb += cz - cm;
+        }
+        reps++;
+    } while (dh_now() - t0 < budget || reps < 4);
+    int n = reps - 1;
+    printf("%-5s %-22s N=%-4d C=%-3d %2dx%-2d k%d s%d p%d: fwd %7.3f ms (%6.2f GB/s in; cpu %7.3f ms), "
+           "bwd %7.3f ms (cpu %7.3f ms)\n",
+           dk_device_name(d), c->name, c->N, c->C, c->H, c->W, c->k, c->s, c->p, tf / n * 1e3,
+           4.0 * (double)x.n * n / tf / 1e9, cf / n * 1e3, tb / n * 1e3, cb / n * 1e3);
+    dk_tensor_free(&x);
+    dk_tensor_free(&y);
+    dk_tensor_free(&dx);
+}
+
+static const poolcase pools[] = {
+    { "cifar maxpool1", 0, 128, 32, 32, 32, 3, 2, 1 },
+    { "cifar avgpool2", 1, 128, 32, 16, 16, 3, 2, 1 },
+    { "cifar avgpool3", 1, 128, 64, 8, 8, 3, 2, 1 },
+    { "lenet maxpool1", 0, 64, 20, 24, 24, 2, 2, 0 },
+};
+
 static const convcase cases[] = {
     { "lenet conv1", 64, 1, 28, 28, 20, 5, 1, 0 },
     { "lenet conv2", 64, 20, 12, 12, 50, 5, 1, 0 },
@@ -190,6 +239,7 @@ int main(int argc, char **argv) {
     for (int k = 0; k < nd; k++) {
         if (dk_init(devs[k], &e)) die(&e);
         for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) bench_conv(devs[k], &cases[i]);
+        for (size_t i = 0; i < sizeof pools / sizeof *pools; i++) bench_pool(devs[k], &pools[i]);
         bench_lenet(devs[k], 64);
         if (devs[k] == DK_CUDA) bench_lenet(devs[k], 512);
     }

@@ -482,6 +482,56 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
     dk_tensor_free(&dx);
 }
 
+/* Max pooling where ties, signed zeros and NaN decide: the forward value and
+ * the position the backward sends the gradient to are the first maximum in
+ * row-major order (the first real pixel, then each strictly greater one), as
+ * written here the plain way, on every path (fast, padded; forward, backward,
+ * and the CUDA kernels' gather form). */
+static void pool_ties_case(int H, int W, int k, int s, int p) {
+    const float vals[] = { -1.0f, -0.0f, 0.0f, 1.0f, NAN, 1.0f, 2.0f, -INFINITY };
+    int64_t OH = dk_out_size(H, k, s, p), OW = dk_out_size(W, k, s, p);
+    dk_tensor x = T(4, 2, 3, H, W), y = T(4, 2, 3, OH, OW), dy = T(4, 2, 3, OH, OW), dx = T(4, 2, 3, H, W);
+    uint64_t seed = 1234 + (uint64_t)(k * 100 + s * 10 + p);
+    for (int64_t i = 0; i < x.n; i++) x.data[i] = vals[dh_rng_u32(seed, (uint64_t)i) % 8];
+    for (int64_t i = 0; i < dy.n; i++) dy.data[i] = (float)(i % 7 + 1); /* small integers: exact sums */
+    dh_err e;
+    REQUIRE(dk_maxpool_forward(&x, k, s, p, &y, &e) == 0);
+    REQUIRE(dk_maxpool_backward(&x, &y, &dy, k, s, p, &dx, &e) == 0);
+    dk_poolgeom g = { H, W, OH, OW, k, s, p };
+    int64_t bad_val = 0, bad_grad = 0, bad_gather = 0;
+    float *want = calloc((size_t)x.n, sizeof *want);
+    REQUIRE(want);
+    for (int64_t nc = 0; nc < 6; nc++) {
+        const float *img = x.data + nc * H * W;
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t best = -1;
+                for (int64_t i = oh * s - p; i < oh * s - p + k; i++)
+                    for (int64_t j = ow * s - p; j < ow * s - p + k; j++) {
+                        if (i < 0 || i >= H || j < 0 || j >= W) continue;
+                        if (best < 0 || img[i * W + j] > img[best]) best = i * W + j;
+                    }
+                float v = best < 0 ? 0.0f : img[best], got = y.data[(nc * OH + oh) * OW + ow];
+                bad_val += memcmp(&v, &got, sizeof v) != 0;
+                if (best >= 0) want[nc * H * W + best] += dy.data[(nc * OH + oh) * OW + ow];
+            }
+        for (int64_t ih = 0; ih < H; ih++)
+            for (int64_t iw = 0; iw < W; iw++) {
+                float w = want[nc * H * W + ih * W + iw];
+                bad_grad += w != dx.data[nc * H * W + ih * W + iw];
+                bad_gather += w != dk_pool_grad_pixel(0, img, dy.data + nc * OH * OW, g, ih, iw);
+            }
+    }
+    CHECKF(bad_val == 0 && bad_grad == 0 && bad_gather == 0,
+           "maxpool k%d s%d p%d with ties and NaN: %lld values, %lld gradients, %lld gathered gradients differ", k, s,
+           p, (long long)bad_val, (long long)bad_grad, (long long)bad_gather);
+    free(want);
+    dk_tensor_free(&x);
+    dk_tensor_free(&y);
+    dk_tensor_free(&dy);
+    dk_tensor_free(&dx);
+}
+
 static void t_pooling(void) {
     pool_case(0, 2, 2, 6, 6, 2, 2, 0);
     pool_case(0, 1, 2, 7, 7, 3, 2, 1);
@@ -496,6 +546,10 @@ static void t_pooling(void) {
     pool_case(0, 1, 1, 2, 300, 3, 1, 1);
     pool_case(1, 1, 1, 2, 300, 3, 1, 1);
     pool_case(1, 1, 1, 2, 530, 2, 2, 0);
+    pool_ties_case(8, 8, 2, 2, 0);
+    pool_ties_case(9, 7, 3, 2, 1);
+    pool_ties_case(6, 6, 3, 1, 2);
+    pool_ties_case(10, 9, 4, 3, 2);
     dk_tensor x = R(4, 1, 1, 4, 4), y = T(4, 1, 1, 3, 3);
     dh_err e;
     CHECK(dk_maxpool_forward(&x, 2, 2, 0, &y, &e) == DH_EINVAL); /* output should be 2x2 */
