@@ -230,6 +230,17 @@ int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor 
                         dk_tensor *dx, dh_err *e);
 int dk_avgpool_forward(const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e);
 int dk_avgpool_backward(const dk_tensor *dy, int k, int stride, int pad, dk_tensor *dx, dh_err *e);
+/* Convolution, optional ReLU and pooling in one call, for inference:
+ *   y = pool(act(conv(x, w) + b)),  act = ReLU when relu, else the identity,
+ * pool = max (avg = 0) or average (avg = 1) with window pk, stride ps, pad pp.
+ * t (N, F, OH, OW) is the convolution's output as scratch: the reference
+ * (and CUDA) compose dk_conv2d_forward, dk_relu_forward and the pooling
+ * through it; the oneDNN backend pools the convolution's own blocked output
+ * and leaves t unwritten, saving the layout copy of the largest tensor.
+ * Equal to the composition up to the convolution's rounding (oneDNN:
+ * max pooling exact, average pooling summed in its own order). */
+int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, int relu,
+                           int avg, int pk, int ps, int pp, dk_tensor *t, dk_tensor *y, dh_err *e);
 /* Global average pool: x (N, C, H, W) -> y (N, C); dy (N, C) -> dx (N, C, H, W). */
 int dk_gap_forward(const dk_tensor *x, dk_tensor *y, dh_err *e);
 int dk_gap_backward(const dk_tensor *dy, dk_tensor *dx, dh_err *e);

@@ -596,6 +596,21 @@ int dk_maxpool_forward(const dk_tensor *x, int k, int stride, int pad, dk_tensor
     return BACKEND(x->dev, dk_pool_forward, 0, x, k, stride, pad, y, e);
 }
 
+int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, int relu,
+                           int avg, int pk, int ps, int pp, dk_tensor *t, dk_tensor *y, dh_err *e) {
+    TRY(need(e, "conv2d_pool_forward", "x", x));
+    TRY(conv_check("conv2d_pool_forward", x, w, t, stride, pad, e));
+    if (b) TRY(need_n(e, "conv2d_pool_forward", "bias", b, x->dev, w->shape[0]));
+    TRY(pool_check("conv2d_pool_forward", t, pk, ps, pp, y, e));
+    if (x->dev == DK_CPU && x->n > 0 && y->n > 0) {
+        int done = 0, rc = dk_conv2d_pool_forward_cpu(x, w, b, stride, pad, relu, avg, pk, ps, pp, t, y, &done, e);
+        if (done) return rc;
+    }
+    TRY(dk_conv2d_forward(x, w, b, stride, pad, t, e));
+    if (relu) TRY(dk_relu_forward(t, t, e));
+    return avg ? dk_avgpool_forward(t, pk, ps, pp, y, e) : dk_maxpool_forward(t, pk, ps, pp, y, e);
+}
+
 int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy, int k, int stride, int pad,
                         dk_tensor *dx, dh_err *e) {
     TRY(pool_check("maxpool_backward", x, k, stride, pad, dy, e));

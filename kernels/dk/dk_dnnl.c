@@ -51,9 +51,9 @@ static int dnn_err(dh_err *e, dnnl_status_t s, const char *what) {
 }
 
 /* ---- cached operations --------------------------------------------------------------- */
-enum { OP_CONV_FWD = 1, OP_CONV_BWD_DATA, OP_CONV_BWD_W, OP_BN_TRAIN, OP_BN_INFER, OP_BN_BWD };
+enum { OP_CONV_FWD = 1, OP_CONV_BWD_DATA, OP_CONV_BWD_W, OP_BN_TRAIN, OP_BN_INFER, OP_BN_BWD, OP_CONV_POOL };
 #define MAXARGS 10
-#define NKEY    12
+#define NKEY    17
 
 typedef struct dnn_arg {
     int arg;                  /* DNNL_ARG_* */
@@ -70,8 +70,9 @@ typedef struct dnn_op {
     dnnl_primitive_t prim;
     int nargs;
     dnn_arg a[MAXARGS];
-    size_t arena; /* bytes this op needs */
-    float *aux;   /* per-op host buffer (batch norm: C floats of variance) */
+    size_t arena;        /* bytes this op needs */
+    float *aux;          /* per-op host buffer (batch norm: C floats of variance) */
+    struct dnn_op *sub;  /* a second primitive run after this one (the pooling of OP_CONV_POOL), owned */
 } dnn_op;
 
 static dnn_op *ops;
@@ -85,6 +86,7 @@ static void op_free(dnn_op *o) {
         if (a->reorder) dnnl_primitive_destroy(a->reorder);
     }
     free(o->aux);
+    if (o->sub) op_free(o->sub);
     free(o);
 }
 
@@ -214,18 +216,19 @@ static dnnl_primitive_attr_t user_scratchpad_attr(void) {
     return attr;
 }
 
-/* Run o with our buffers bufs[i] for argument i (NULL for arena-only ones).
+/* Run o with our buffers bufs[i] for argument i (NULL for arena-only ones),
+ * its arena space from byte `base` on (a sub-op's: after its parent's).
  * skip: bit i set = input i's inner copy already holds bufs[i] (the filter
  * of the previous chunk of the same op); its reorder is not run again. */
-static int op_run(dnn_op *o, void *const *bufs, unsigned skip, dh_err *e) {
-    int rc = arena_reserve(o->arena, e);
+static int op_run_at(dnn_op *o, void *const *bufs, unsigned skip, size_t base, dh_err *e) {
+    int rc = arena_reserve(base + o->arena, e);
     if (rc) return rc;
     dnnl_exec_arg_t args[MAXARGS];
     dnnl_status_t s = dnnl_success;
     for (int i = 0; i < o->nargs && s == dnnl_success; i++) {
         dnn_arg *a = &o->a[i];
         if (a->user) s = dnnl_memory_set_data_handle(a->user, bufs[i]);
-        if (s == dnnl_success && a->inner) s = dnnl_memory_set_data_handle(a->inner, (char *)arena + a->off);
+        if (s == dnnl_success && a->inner) s = dnnl_memory_set_data_handle(a->inner, (char *)arena + base + a->off);
         args[i].arg = a->arg;
         args[i].memory = a->inner ? a->inner : a->user;
     }
@@ -247,6 +250,7 @@ static int op_run(dnn_op *o, void *const *bufs, unsigned skip, dh_err *e) {
     if (s == dnnl_success) s = dnnl_stream_wait(strm);
     return s == dnnl_success ? 0 : dnn_err(e, s, "execute");
 }
+static int op_run(dnn_op *o, void *const *bufs, unsigned skip, dh_err *e) { return op_run_at(o, bufs, skip, 0, e); }
 
 /* ---- memory descriptors -------------------------------------------------------------- */
 static int md4(dnnl_memory_desc_t *md, int64_t a, int64_t b, int64_t c, int64_t d, dnnl_data_type_t t,
@@ -314,14 +318,15 @@ static int conv_mds_init(const cgeom *g, conv_mds *m) {
 }
 
 /* The forward primitive descriptor (also the hint of the backward ones). */
-static dnnl_primitive_desc_t conv_fwd_pd(const cgeom *g, const conv_mds *m, int bias, dnnl_primitive_attr_t attr) {
+static dnnl_primitive_desc_t conv_fwd_pd(const cgeom *g, const conv_mds *m, int bias, dnnl_prop_kind_t prop,
+                                         dnnl_primitive_attr_t attr) {
     dnnl_dims_t st, pl, pr;
     conv_pads(g, st, pl, pr);
     dnnl_memory_desc_t yo;
     md4(&yo, g->N, g->F, g->OH, g->OW, dnnl_f32, dnnl_format_tag_any);
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &m->ax, &m->aw,
+    if (dnnl_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &m->ax, &m->aw,
                                            bias ? &m->b : NULL, &yo, st, pl, pr) != dnnl_success ||
         dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL) != dnnl_success)
         return NULL;
@@ -346,7 +351,7 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
     if (!conv_pads(g, st, pl, pr) || conv_mds_init(g, &m)) return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr();
     if (!attr) return NULL;
-    dnnl_primitive_desc_t fpd = conv_fwd_pd(g, &m, bias, attr), pd = NULL;
+    dnnl_primitive_desc_t fpd = conv_fwd_pd(g, &m, bias, dnnl_forward_training, attr), pd = NULL;
     dnnl_convolution_desc_t cd;
     if (!fpd) goto out;
     if (kind == OP_CONV_FWD) {
@@ -474,6 +479,110 @@ int dk_conv2d_backward_filter_dnnl(const dk_tensor *x, const dk_tensor *dy, int 
 #pragma omp parallel for schedule(static) if (m >= 32768)
             for (int64_t i = 0; i < m; i++) d[i] += part[i];
         }
+    }
+    return 0;
+}
+
+/* ---- convolution + pooling, inference ------------------------------------------------------------------------ */
+typedef struct {
+    int relu, avg, k, s, p;
+    int64_t OH, OW; /* the pooled output */
+} pgeom;
+
+/* The op: the convolution (forward_inference, ReLU as a post-op) writing its
+ * blocked output into the arena, and as its sub-op the pooling reading it
+ * there and writing the NCHW output through a reorder. */
+static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, dh_err *e) {
+    int64_t key[NKEY];
+    conv_key(key, OP_CONV_POOL, g, bias);
+    key[12] = pg->relu;
+    key[13] = pg->avg;
+    key[14] = pg->k;
+    key[15] = pg->s;
+    key[16] = pg->p;
+    dnn_op *o = op_find(key);
+    if (o) return o;
+    if ((*rc = dk_dnnl_init(e))) return NULL;
+    *rc = DK_DNNL_DECLINE;
+    dnnl_dims_t st, pl, pr, kst = { pg->s, pg->s }, kk = { pg->k, pg->k }, kpl = { pg->p, pg->p }, kpr;
+    kpr[0] = (pg->OH - 1) * pg->s + pg->k - g->OH - pg->p;
+    kpr[1] = (pg->OW - 1) * pg->s + pg->k - g->OW - pg->p;
+    conv_mds m;
+    dnnl_memory_desc_t py, pya;
+    /* a right pad past the window (a window of padding only) is left to the reference */
+    if (!conv_pads(g, st, pl, pr) || kpr[0] < 0 || kpr[1] < 0 || kpr[0] >= pg->k || kpr[1] >= pg->k ||
+        conv_mds_init(g, &m) || md4(&py, g->N, g->F, pg->OH, pg->OW, dnnl_f32, dnnl_nchw) ||
+        md4(&pya, g->N, g->F, pg->OH, pg->OW, dnnl_f32, dnnl_format_tag_any))
+        return NULL;
+    dnnl_primitive_attr_t attr = user_scratchpad_attr(), cattr = user_scratchpad_attr();
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t cpd = NULL, ppd = NULL;
+    dnnl_pooling_desc_t pdesc;
+    if (!attr || !cattr) goto out;
+    if (pg->relu && (dnnl_post_ops_create(&po) != dnnl_success ||
+                     dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) != dnnl_success ||
+                     dnnl_primitive_attr_set_post_ops(cattr, po) != dnnl_success))
+        goto out;
+    if (!(cpd = conv_fwd_pd(g, &m, bias, dnnl_forward_inference, cattr))) goto out;
+    const dnnl_memory_desc_t *cy = q(cpd, dnnl_query_dst_md);
+    if (dnnl_pooling_forward_desc_init(&pdesc, dnnl_forward_inference,
+                                       pg->avg ? dnnl_pooling_avg_include_padding : dnnl_pooling_max, cy, &pya, kst, kk,
+                                       kpl, kpr) != dnnl_success ||
+        dnnl_primitive_desc_create(&ppd, &pdesc, attr, eng, NULL) != dnnl_success) {
+        ppd = NULL;
+        goto out;
+    }
+    *rc = 0;
+    if (!(o = op_new(key, e)) || !(o->sub = op_new(key, e))) {
+        *rc = DH_ENOMEM;
+        goto fail;
+    }
+    /* argument order = the order of bufs[] in dk_conv2d_pool_forward_dnnl; the
+     * convolution's output (argument 2) lives in the arena only */
+    *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(cpd, dnnl_query_src_md), e);
+    if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(cpd, dnnl_query_weights_md), e);
+    if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, NULL, cy, e);
+    if (!*rc && bias) *rc = add_arg(o, DNNL_ARG_BIAS, 0, &m.b, NULL, e);
+    if (!*rc) *rc = set_prim(o, cpd, e);
+    if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_SRC, 0, cy, NULL, e);
+    if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_DST, 1, &py, q(ppd, dnnl_query_dst_md), e);
+    if (!*rc) *rc = set_prim(o->sub, ppd, e);
+fail:
+    if (*rc) {
+        if (o) op_free(o);
+        o = NULL;
+    } else {
+        op_insert(o);
+    }
+out:
+    if (cpd) dnnl_primitive_desc_destroy(cpd);
+    if (ppd) dnnl_primitive_desc_destroy(ppd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (cattr) dnnl_primitive_attr_destroy(cattr);
+    return o;
+}
+
+int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                                int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y, dh_err *e) {
+    cgeom g = conv_geom(x, w, t, stride, pad);
+    pgeom pg = { relu, avg, pk, ps, pp, y->shape[2], y->shape[3] };
+    /* chunks as the convolution's (its output stays in the arena, in cache for the pooling) */
+    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * pg.OH * pg.OW;
+    dnn_op *last = NULL;
+    for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
+        int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
+        cgeom c = g;
+        c.N = n;
+        int rc = DK_DNNL_DECLINE;
+        dnn_op *o = conv_pool_op(&c, b != NULL, &pg, &rc, e);
+        if (!o) return rc; /* a DECLINE at any chunk leaves it all to the composition, which writes every output */
+        if ((rc = arena_reserve(o->arena + o->sub->arena, e))) return rc;
+        void *cb[4] = { x->data + b0 * xs, w->data, NULL, b ? b->data : NULL };
+        if ((rc = op_run(o, cb, o == last ? 1u << 1 : 0, e))) return rc;
+        void *pb[2] = { (char *)arena + o->a[2].off, y->data + b0 * ys };
+        if ((rc = op_run_at(o->sub, pb, 0, o->arena, e))) return rc;
+        last = o;
     }
     return 0;
 }

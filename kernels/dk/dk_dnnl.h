@@ -38,6 +38,12 @@ int dk_conv2d_backward_data_dnnl(const dk_tensor *dy, const dk_tensor *w, int st
                                  dh_err *e);
 int dk_conv2d_backward_filter_dnnl(const dk_tensor *x, const dk_tensor *dy, int stride, int pad, dk_tensor *dw,
                                    dh_err *e);
+/* Inference: the convolution (with ReLU as its post-op) into the arena in
+ * its blocked layout, pooled there, and only the pooled output reordered to
+ * NCHW (t, the convolution's output, is not written; its shape gives the
+ * geometry). */
+int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                                int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y, dh_err *e);
 int dk_bn_forward_train_dnnl(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
                              float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e);
 int dk_bn_forward_infer_dnnl(const dk_tensor *x, const float *gamma, const float *beta, const float *rmean,

@@ -80,6 +80,12 @@ int dhcu_abi_version(void);
 /* CPU engine: backend, threads and precision from DH_CPU, DH_THREADS,
  * DH_PRECISION (dk_cpu.c; dk_init(DK_CPU) calls it). */
 int dk_cpu_init(dh_err *e);
+/* The CPU engine's fused convolution + pooling (dk_conv2d_pool_forward):
+ * *done = 1 when a fast backend ran it (or failed: the return code), 0 when
+ * dk_core.c is to compose it from the single ops. */
+int dk_conv2d_pool_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                               int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y, int *done,
+                               dh_err *e);
 /* CPU scratch space of at least nfloats floats (grown on demand). */
 float *dk_cpu_workspace(size_t nfloats, dh_err *e);
 void dk_cpu_shutdown(void);

@@ -299,6 +299,7 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
     n->xin = *x;
     n->xin.owns = 0;
     n->nb = N;
+    n->fused = 0;
     int rc = DH_OK;
     dk_tensor X = *x, Y;
     X.owns = 0;
@@ -309,7 +310,27 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
         const dk_tensor *W = l->pw >= 0 ? &n->params[l->pw].w : NULL;
         const dk_tensor *B = l->pb >= 0 ? &n->params[l->pb].w : NULL;
         switch (s->type) {
-        case NS_CONV: rc = dk_conv2d_forward(&X, W, B, s->s, s->p, &Y, e); break;
+        case NS_CONV: {
+            /* inference: conv [relu] pool in one call (dk_conv2d_pool_forward), the
+             * convolution's and the ReLU's outputs left unwritten */
+            int j = i + 1, relu = 0, nl = n->spec.nlayers;
+            if (!train && j < nl && n->spec.layers[j].type == NS_RELU) relu = 1, j++;
+            const ns_layer *ps = j < nl ? &n->spec.layers[j] : NULL;
+            if (!train && ps && (ps->type == NS_MAXPOOL || ps->type == NS_AVGPOOL)) {
+                dk_tensor P;
+                if ((rc = rows4(&n->L[j].out, N, ps->shape, &P, e))) return rc;
+                rc = dk_conv2d_pool_forward(&X, W, B, s->s, s->p, relu, ps->type == NS_AVGPOOL, ps->k, ps->s, ps->p, &Y,
+                                            &P, e);
+                if (!rc) {
+                    i = j;
+                    Y = P;
+                    n->fused = 1;
+                }
+                break;
+            }
+            rc = dk_conv2d_forward(&X, W, B, s->s, s->p, &Y, e);
+            break;
+        }
         case NS_FC: {
             dk_tensor X2, Y2;
             if ((rc = rows2(&X, N, (int64_t)s->in[0] * s->in[1] * s->in[2], &X2, e))) return rc;
@@ -382,6 +403,7 @@ int net_backward_from_z(net *n, const dk_tensor *dz, dh_err *e) {
     int64_t N = n->nb;
     int rc;
     if (N < 1) return dh_seterr(e, DH_EINVAL, "backward before a forward pass");
+    if (n->fused) return dh_seterr(e, DH_EINVAL, "backward after an inference-mode forward (it keeps no activations)");
     if (dz->n != N * n->zdim)
         return dh_seterr(e, DH_EINVAL, "dz has %lld elements, expected %lld x %d", (long long)dz->n, (long long)N,
                          n->zdim);

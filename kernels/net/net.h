@@ -88,6 +88,7 @@ typedef struct net {
     dk_tensor logits, dlogits; /* (cap, K) */
     int64_t nb;                /* rows in the last forward */
     int head_w, head_b;        /* indices into params, or -1 */
+    int fused;                 /* the last forward fused layers (inference): no backward from it */
 } net;
 
 /* Build a net for `spec` (copied) on dev with room for batches of `cap`
@@ -105,8 +106,10 @@ int net_set_classes(net *n, const char *const *names, int count, dh_err *e);
 
 /* Forward x (N, C, H, W) (normalised; N <= cap) through the body.
  * train: batch statistics and dropout (and running-stat updates); else
- * inference. *z is set to a view (N, zdim) of the net's buffer, valid until
- * the next forward. */
+ * inference, where each convolution followed by pooling (with or without a
+ * ReLU between) runs as one dk_conv2d_pool_forward, and net_backward_from_z
+ * refuses to follow. *z is set to a view (N, zdim) of the net's buffer,
+ * valid until the next forward. */
 int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err *e);
 /* Backward through the body from dz (N, zdim) (the gradient of the loss
  * w.r.t. the z of the last forward): overwrites the gradients of every body

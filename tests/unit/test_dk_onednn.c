@@ -248,6 +248,50 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
     F(&dx);
 }
 
+/* Convolution [ReLU] pooling in one call (inference): oneDNN pools its
+ * blocked output (t untouched, which shows the fused path ran) against the
+ * reference's composition of the single ops. */
+static void conv_pool_case(const char *tag, int N, int C, int H, int W, int Fo, int K, int cp, int relu, int avg,
+                           int pk, int ps, int pp, double sc) {
+    int64_t OH = dk_out_size(H, K, 1, cp), OW = dk_out_size(W, K, 1, cp);
+    int64_t PH = dk_out_size(OH, pk, ps, pp), PW = dk_out_size(OW, pk, ps, pp);
+    pair x = U(4, N, C, H, W, -1, 1), w = U(4, Fo, C, K, K, -0.2f, 0.2f), b = U(1, Fo, 1, 1, 1, -1, 1);
+    pair t = Z(4, N, Fo, OH, OW), y = Z(4, N, Fo, PH, PW);
+    dh_err e;
+    REQUIRE(dk_fill(&t.f, NAN, &e) == 0);
+    BOTH(dk_conv2d_pool_forward(&x.r, &w.r, &b.r, 1, cp, relu, avg, pk, ps, pp, &t.r, &y.r, &e_),
+         dk_conv2d_pool_forward(&x.f, &w.f, &b.f, 1, cp, relu, avg, pk, ps, pp, &t.f, &y.f, &e_));
+    char name[112];
+    snprintf(name, sizeof name, "conv%s %spool %s", relu ? "+relu" : "", avg ? "avg" : "max", tag);
+    CHECK(cmp_sc(name, &y, GEMM, sc));
+    int64_t untouched = 0;
+    for (int64_t i = 0; i < t.f.n; i++) untouched += isnan(t.f.data[i]);
+    CHECKF(untouched == t.f.n, "%s: the fused path wrote %lld of the convolution's outputs", name,
+           (long long)(t.f.n - untouched));
+    pair *all[] = { &x, &w, &b, &t, &y };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
+}
+
+static void conv_pool_cases(double sc) {
+    conv_pool_case("cifar1 3->32 k5p2, k3 s2 p1", 16, 3, 32, 32, 32, 5, 2, 0, 0, 3, 2, 1, sc);
+    conv_pool_case("cifar2 32->32 k5p2, k3 s2 p1", 16, 32, 16, 16, 32, 5, 2, 1, 1, 3, 2, 1, sc);
+    conv_pool_case("lenet1 1->20 k5, k2 s2", 16, 1, 28, 28, 20, 5, 0, 0, 0, 2, 2, 0, sc);
+    conv_pool_case("odd 3->6 k3p1 9x7, k3 s2 p1", 5, 3, 9, 7, 6, 3, 1, 1, 0, 3, 2, 1, sc);
+    conv_pool_case("chunks 64->64 k3p1 32x32, k2 s2", 60, 64, 32, 32, 64, 3, 1, 1, 1, 2, 2, 0, sc);
+}
+
+static void t_conv_pool(void) {
+    NEED_ONEDNN();
+    conv_pool_cases(0);
+    dh_err e;
+    if (dk_cpu_set_bf16(1, &e)) {
+        printf("  bf16 cases skipped: %s\n", e.msg);
+        return;
+    }
+    conv_pool_cases(1e-2);
+    CHECK(dk_cpu_set_bf16(0, &e) == 0);
+}
+
 static void t_pooling_and_rest(void) {
     NEED_ONEDNN();
     pool_case(0, 16, 20, 24, 24, 2, 2, 0);
@@ -458,6 +502,7 @@ int main(void) {
     RUN(t_conv);
     RUN(t_batchnorm);
     RUN(t_pooling_and_rest);
+    RUN(t_conv_pool);
     RUN(t_bf16);
     RUN(t_net_lenet);
     RUN(t_net_cifar);

@@ -126,6 +126,39 @@ static void t_learns(void) {
     netspec_free(&ns);
 }
 
+/* Inference runs conv [relu] pool fused and keeps no activations: a backward
+ * pass after it is refused, one after a training forward is not; the fused
+ * inference gives the z of the layer-by-layer one (the reference composes
+ * the same single ops: bit for bit). */
+static void t_inference_fusion(void) {
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse("input 3 12 12\nconv 6 k3 p1\nrelu\nmaxpool k3 s2 p1\nconv 8 k3 p1\navgpool k2\nflatten\n"
+                          "fc 5\nfeature\n",
+                          "fuse", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, 0, DK_CPU, 4, &n, &e) == DH_OK && net_init(n, 3, &e) == DH_OK);
+    dk_tensor x, z, dz;
+    REQUIRE(dk_tensor_alloc4(&x, DK_CPU, 4, 4, 3, 12, 12, &e) == DH_OK);
+    dk_rand_normal(&x, 0, 1, 9, 0, NULL);
+    dk_cpu_backend was = dk_cpu_get_backend();
+    REQUIRE(dk_cpu_set_backend(DK_CPU_REF, &e) == DH_OK);
+    REQUIRE(net_forward_to_z(n, &x, 0, &z, &e) == DH_OK);
+    float fused[20];
+    memcpy(fused, z.data, sizeof fused);
+    REQUIRE(net_dz(n, &dz, &e) == DH_OK);
+    CHECK(net_backward_from_z(n, &dz, &e) == DH_EINVAL && strstr(e.msg, "inference"));
+    /* layer by layer: a training forward of a net without batch norm or dropout computes the same z */
+    REQUIRE(net_forward_to_z(n, &x, 1, &z, &e) == DH_OK);
+    CHECK(memcmp(fused, z.data, sizeof fused) == 0);
+    REQUIRE(net_dz(n, &dz, &e) == DH_OK);
+    CHECK(net_backward_from_z(n, &dz, &e) == DH_OK);
+    REQUIRE(dk_cpu_set_backend(was, &e) == DH_OK);
+    dk_tensor_free(&x);
+    net_free(n);
+    netspec_free(&ns);
+}
+
 static void t_deterministic_and_roundtrip(void) {
     netspec ns;
     dh_err e;
@@ -281,6 +314,7 @@ static void t_cuda_matches_cpu(void) {
 int main(void) {
     RUN(t_gradcheck);
     RUN(t_learns);
+    RUN(t_inference_fusion);
     RUN(t_deterministic_and_roundtrip);
     RUN(t_builtins_build);
     RUN(t_cuda_matches_cpu);
