@@ -167,6 +167,16 @@ static void op_insert(dnn_op *o) {
     ops = o;
 }
 
+/* A newly built op: into the cache when it was built (rc 0), else freed. */
+static dnn_op *op_commit(dnn_op *o, int rc) {
+    if (rc) {
+        if (o) op_free(o);
+        return NULL;
+    }
+    op_insert(o);
+    return o;
+}
+
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* Add an argument: `user` is the md of our buffer (NULL: arena only, of
@@ -402,12 +412,7 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
     if (!*rc && kind == OP_CONV_BWD_W && !(o->aux = dh_malloc(e, (size_t)(g->F * g->C * g->KH * g->KW), sizeof(float))))
         *rc = DH_ENOMEM;
     if (!*rc) *rc = set_prim(o, pd, e);
-    if (*rc) {
-        op_free(o);
-        o = NULL;
-    } else {
-        op_insert(o);
-    }
+    o = op_commit(o, *rc);
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
@@ -558,12 +563,7 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_DST, 1, &py, q(ppd, dnnl_query_dst_md), e);
     if (!*rc) *rc = set_prim(o->sub, ppd, e);
 fail:
-    if (*rc) {
-        if (o) op_free(o);
-        o = NULL;
-    } else {
-        op_insert(o);
-    }
+    o = op_commit(o, *rc);
 out:
     if (cpd) dnnl_primitive_desc_destroy(cpd);
     if (ppd) dnnl_primitive_desc_destroy(ppd);
@@ -658,12 +658,7 @@ static dnn_op *bn_op(int kind, const dk_tensor *x, float eps, int *rc, dh_err *e
     }
     if (!*rc && kind != OP_BN_INFER && !(o->aux = dh_malloc(e, (size_t)C, sizeof(float)))) *rc = DH_ENOMEM;
     if (!*rc) *rc = set_prim(o, pd, e);
-    if (*rc) {
-        op_free(o);
-        o = NULL;
-    } else {
-        op_insert(o);
-    }
+    o = op_commit(o, *rc);
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
