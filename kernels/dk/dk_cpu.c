@@ -648,7 +648,11 @@ static dk_poolgeom pool_geom(const dk_tensor *x, const dk_tensor *y, int k, int 
 int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e) {
     dk_poolgeom g = pool_geom(x, y, k, stride, pad);
     int64_t NC = x->shape[0] * x->shape[1];
-    if (!avg && pad == 0) { /* fast path: every window lies inside the image */
+    /* fast path: every window lies inside the image, no clipping. Its compare
+     * is a branch, cheaper than dk_pool_maxval's select on the small unpadded
+     * windows (lenet's 2x2); the padded path, where the branch was the cost,
+     * takes dk_pool_out. */
+    if (!avg && pad == 0) {
         PAR_FOR(x->n)
         for (int64_t nc = 0; nc < NC; nc++) {
             const float *img = x->data + nc * g.H * g.W;
@@ -687,7 +691,8 @@ int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_ten
         const float *d = dy->data + nc * OH * OW;
         float *g = dx->data + nc * H * W;
         memset(g, 0, (size_t)(H * W) * sizeof(float));
-        if (pad == 0) { /* fast path: every window lies inside the image */
+        if (pad == 0) { /* fast path, as in the forward: a branch here costs less than dk_pool_argmax's
+                         * mask on 2x2 windows (lenet, DH_THREADS=1: 0.67 against 1.0 ms per batch) */
             for (int64_t oh = 0; oh < OH; oh++)
                 for (int64_t ow = 0; ow < OW; ow++) {
                     int64_t base = oh * stride * W + ow * stride, best = base;

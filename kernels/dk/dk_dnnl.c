@@ -294,11 +294,14 @@ static cgeom conv_geom(const dk_tensor *x, const dk_tensor *w, const dk_tensor *
 
 /* oneDNN wants the right padding that makes the output size exact; a
  * negative one (a floor that drops input rows) is left to the reference. */
+static int64_t right_pad(int64_t out, int64_t stride, int64_t k, int64_t in, int64_t pad) {
+    return (out - 1) * stride + k - in - pad;
+}
 static int conv_pads(const cgeom *g, dnnl_dims_t st, dnnl_dims_t pl, dnnl_dims_t pr) {
     st[0] = st[1] = g->stride;
     pl[0] = pl[1] = g->pad;
-    pr[0] = (g->OH - 1) * g->stride + g->KH - g->H - g->pad;
-    pr[1] = (g->OW - 1) * g->stride + g->KW - g->W - g->pad;
+    pr[0] = right_pad(g->OH, g->stride, g->KH, g->H, g->pad);
+    pr[1] = right_pad(g->OW, g->stride, g->KW, g->W, g->pad);
     return pr[0] >= 0 && pr[1] >= 0;
 }
 
@@ -520,11 +523,13 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     if ((*rc = dk_dnnl_init(e))) return NULL;
     *rc = DK_DNNL_DECLINE;
     dnnl_dims_t st, pl, pr, kst = { pg->s, pg->s }, kk = { pg->k, pg->k }, kpl = { pg->p, pg->p }, kpr;
-    kpr[0] = (pg->OH - 1) * pg->s + pg->k - g->OH - pg->p;
-    kpr[1] = (pg->OW - 1) * pg->s + pg->k - g->OW - pg->p;
+    kpr[0] = right_pad(pg->OH, pg->s, pg->k, g->OH, pg->p);
+    kpr[1] = right_pad(pg->OW, pg->s, pg->k, g->OW, pg->p);
     conv_mds m;
     dnnl_memory_desc_t py, pya;
-    /* a right pad past the window (a window of padding only) is left to the reference */
+    /* left to the composition: a floor that drops the last rows (a negative
+     * right pad; oneDNN would pool a cropped view with its slow reference
+     * code) and a right pad past the window (a window of padding only) */
     if (!conv_pads(g, st, pl, pr) || kpr[0] < 0 || kpr[1] < 0 || kpr[0] >= pg->k || kpr[1] >= pg->k ||
         conv_mds_init(g, &m) || md4(&py, g->N, g->F, pg->OH, pg->OW, dnnl_f32, dnnl_nchw) ||
         md4(&pya, g->N, g->F, pg->OH, pg->OW, dnnl_f32, dnnl_format_tag_any))
