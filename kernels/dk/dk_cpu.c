@@ -121,7 +121,9 @@ int dk_cpu_set_bf16(int on, dh_err *e) {
         return 0;
     }
 #if DH_USE_DNNL
-    if (!dk_dnnl_bf16_supported()) return dh_seterr(e, DH_EUNSUPPORTED, "bf16: this CPU has no AVX512-BF16");
+    if (!dk_dnnl_bf16_supported())
+        return dh_seterr(e, DH_EUNSUPPORTED, "bf16: this CPU has no AVX512-BF16%s",
+                         getenv("ONEDNN_MAX_CPU_ISA") ? " for oneDNN (ONEDNN_MAX_CPU_ISA is set)" : "");
     dk_dnnl_set_bf16(1);
     cpu_bf16 = 1;
     return 0;

@@ -70,9 +70,9 @@ typedef struct dnn_op {
     dnnl_primitive_t prim;
     int nargs;
     dnn_arg a[MAXARGS];
-    size_t arena;        /* bytes this op needs */
-    float *aux;          /* per-op host buffer (batch norm: C floats of variance) */
-    struct dnn_op *sub;  /* a second primitive run after this one (the pooling of OP_CONV_POOL), owned */
+    size_t arena;       /* bytes this op needs */
+    float *aux;         /* per-op host buffer (batch norm: C floats of variance) */
+    struct dnn_op *sub; /* a second primitive run after this one (the pooling of OP_CONV_POOL), owned */
 } dnn_op;
 
 static dnn_op *ops;
@@ -133,8 +133,11 @@ void dk_dnnl_stats(int64_t *allocs, int64_t *bytes, int64_t *primitives) {
 }
 
 int dk_dnnl_bf16_supported(void) {
-    /* oneDNN dispatches bf16 kernels on avx512_core_bf16 (or AMX). */
-    return __builtin_cpu_supports("avx512bf16");
+    /* oneDNN dispatches bf16 kernels on avx512_core_bf16 (or AMX). Asked of
+     * oneDNN rather than of the CPU, so that ONEDNN_MAX_CPU_ISA (AVX2, say)
+     * makes this machine behave as an older one, bf16 refused included. */
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), bf16 = (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+    return __builtin_cpu_supports("avx512bf16") && (isa & bf16) == bf16;
 }
 
 void dk_dnnl_set_bf16(int on) {
@@ -342,15 +345,15 @@ static int conv_mds_init(const cgeom *g, conv_mds *m) {
 
 /* The forward primitive descriptor (also the hint of the backward ones). */
 static dnnl_primitive_desc_t conv_fwd_pd(const cgeom *g, const conv_mds *m, int bias, dnnl_prop_kind_t prop,
-                                         dnnl_primitive_attr_t attr) {
+                                         dnnl_data_type_t yt, dnnl_primitive_attr_t attr) {
     dnnl_dims_t st, pl, pr;
     conv_pads(g, st, pl, pr);
     dnnl_memory_desc_t yo;
-    md4(&yo, g->N, g->F, g->OH, g->OW, dnnl_f32, act_tag(g));
+    md4(&yo, g->N, g->F, g->OH, g->OW, yt, act_tag(g));
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &m->ax, &m->aw,
-                                           bias ? &m->b : NULL, &yo, st, pl, pr) != dnnl_success ||
+    if (dnnl_convolution_forward_desc_init(&cd, prop, dnnl_convolution_direct, &m->ax, &m->aw, bias ? &m->b : NULL, &yo,
+                                           st, pl, pr) != dnnl_success ||
         dnnl_primitive_desc_create(&pd, &cd, attr, eng, NULL) != dnnl_success)
         return NULL;
     return pd;
@@ -374,7 +377,7 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
     if (!conv_pads(g, st, pl, pr) || conv_mds_init(g, &m)) return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr();
     if (!attr) return NULL;
-    dnnl_primitive_desc_t fpd = conv_fwd_pd(g, &m, bias, dnnl_forward_training, attr), pd = NULL;
+    dnnl_primitive_desc_t fpd = conv_fwd_pd(g, &m, bias, dnnl_forward_training, dnnl_f32, attr), pd = NULL;
     dnnl_convolution_desc_t cd;
     if (!fpd) goto out;
     if (kind == OP_CONV_FWD) {
@@ -527,12 +530,16 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     kpr[1] = right_pad(pg->OW, pg->s, pg->k, g->OW, pg->p);
     conv_mds m;
     dnnl_memory_desc_t py, pya;
+    /* under bf16 the convolution's output, never seen outside, is bf16 too:
+     * half the bytes written and pooled. The next convolution rounds its
+     * input to bf16 anyway: the same maxima; averages of rounded values. */
+    dnnl_data_type_t yt = use_bf16 ? dnnl_bf16 : dnnl_f32;
     /* left to the composition: a floor that drops the last rows (a negative
      * right pad; oneDNN would pool a cropped view with its slow reference
      * code) and a right pad past the window (a window of padding only) */
     if (!conv_pads(g, st, pl, pr) || kpr[0] < 0 || kpr[1] < 0 || kpr[0] >= pg->k || kpr[1] >= pg->k ||
         conv_mds_init(g, &m) || md4(&py, g->N, g->F, pg->OH, pg->OW, dnnl_f32, dnnl_nchw) ||
-        md4(&pya, g->N, g->F, pg->OH, pg->OW, dnnl_f32, dnnl_format_tag_any))
+        md4(&pya, g->N, g->F, pg->OH, pg->OW, yt, dnnl_format_tag_any))
         return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr(), cattr = user_scratchpad_attr();
     dnnl_post_ops_t po = NULL;
@@ -543,7 +550,7 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
                      dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) != dnnl_success ||
                      dnnl_primitive_attr_set_post_ops(cattr, po) != dnnl_success))
         goto out;
-    if (!(cpd = conv_fwd_pd(g, &m, bias, dnnl_forward_inference, cattr))) goto out;
+    if (!(cpd = conv_fwd_pd(g, &m, bias, dnnl_forward_inference, yt, cattr))) goto out;
     const dnnl_memory_desc_t *cy = q(cpd, dnnl_query_dst_md);
     if (dnnl_pooling_forward_desc_init(&pdesc, dnnl_forward_inference,
                                        pg->avg ? dnnl_pooling_avg_include_padding : dnnl_pooling_max, cy, &pya, kst, kk,
@@ -579,7 +586,8 @@ out:
 }
 
 int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                                int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y, dh_err *e) {
+                                int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y,
+                                dh_err *e) {
     cgeom g = conv_geom(x, w, t, stride, pad);
     pgeom pg = { relu, avg, pk, ps, pp, y->shape[2], y->shape[3] };
     /* chunks as the convolution's (its output stays in the arena, in cache for the pooling) */

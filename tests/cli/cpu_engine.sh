@@ -74,6 +74,22 @@ else
     { echo "FAIL onednn_run: $(tail -1 "$TMP/err")"; T_NFAIL=$((T_NFAIL+1)); }
 fi
 
+# A CPU without AVX-512 (other oneDNN kernels and layouts, bf16 refused),
+# emulated by holding oneDNN to AVX2: the op-by-op comparison with the
+# reference again, and bf16 refused with one error line.
+if [ -n "${DH_TESTS:-}" ] && [ -x "$DH_TESTS/test_dk_onednn" ] && [ -s "$TMP/o1.dhm" ]; then
+  t_begin onednn_ops_on_avx2
+  ONEDNN_MAX_CPU_ISA=AVX2 "$DH_TESTS/test_dk_onednn" > "$TMP/avx2.out" 2>&1; rc=$?
+  [ $rc = 0 ] || t_fail "exit $rc: $(grep -m1 '^FAIL' "$TMP/avx2.out" || tail -1 "$TMP/avx2.out")"
+  n=$(grep -c '^PASS' "$TMP/avx2.out"); [ "$n" -ge 10 ] || t_fail "only $n cases passed"
+  grep -q '^SKIP bf16: .*AVX512-BF16' "$TMP/avx2.out" || t_fail "bf16 not refused: $(grep bf16 "$TMP/avx2.out" | head -2)"
+  t_end
+  expect_fail bf16_refused_on_avx2 env ONEDNN_MAX_CPU_ISA=AVX2 DH_PRECISION=bf16 dh-feats -q -m "$TMP/o1.dhm" "$TMP/train.dhs"
+  t_begin bf16_refused_on_avx2_says_why
+  grep -q 'AVX512-BF16.*ONEDNN_MAX_CPU_ISA' "$TMP/ef.err" || t_fail "$(cat "$TMP/ef.err")"
+  t_end
+fi
+
 steady=${DH_REL_BIN:+$DH_REL_BIN/../tests/test_dk_steady}
 if [ -n "$steady" ] && [ -x "$steady" ]; then
   "$steady" | sed -e 's/^\(PASS\|FAIL\|SKIP\) \([a-z_]*\)/\1 optimised_\2/' -e '/^  /d' | tee "$TMP/steady.out"
