@@ -7,7 +7,10 @@
  *   bench_nets [--quick] [--nets lenet,cifar,fast] [--scale F] [--batch B] [--no-torch] [--bf16]
  *
  * Each figure is timed over at least 3 steps after 2 warm-up steps and at
- * least 3 s (lenet), 4 s (cifar), 15 s (fast) times F (--quick: F = 0.2).
+ * least 3 s (lenet), 4 s (cifar), 15 s (fast) times F (--quick: F = 0.2),
+ * every step on its own: the figure is the batch size over the median
+ * step's time, so that a step slowed by another process (a page reclaim, a
+ * daemon waking) does not move it; torch_nets.py does the same.
  *
  * A training step is what dh-pretrain does per batch: gather a shuffled
  * batch of u8 images and normalise it (dk_images_augment), forward, softmax
@@ -25,6 +28,11 @@
 #include "dk.h"
 #include "net.h"
 #include "netspec.h"
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static void die(const dh_err *e, const char *what) {
     fprintf(stderr, "bench_nets: %s: %s\n", what, e->msg);
@@ -74,11 +82,18 @@ static result run_ours(const netcase *c, double scale) {
     net_set_norm(n, mean, sd, &e);
     result r = { 0, 0, net_nparams(n) };
     double budget = c->seconds * scale;
+    enum { MAXSTEPS = 1 << 16 };
+    double *dt = malloc(MAXSTEPS * sizeof *dt);
+    if (!dt) {
+        fprintf(stderr, "bench_nets: out of memory\n");
+        exit(1);
+    }
     for (int train = 1; train >= 0; train--) {
         int64_t steps = 0;
-        double t0 = 0;
+        double t0 = 0, ts = 0;
         for (int64_t it = 0;; it++) {
             if (it == 2) t0 = dh_now(); /* two warm-up steps */
+            ts = dh_now();
             int64_t off = (it * B) % (S - B + 1);
             if (it % (S / B) == 0) dk_permutation(perm, S, 7, (uint64_t)it);
             if (dk_images_augment(img, S, C, H, W, perm + off, 0, 0, n->mean, n->std, 3, 0, &x, &e) ||
@@ -93,15 +108,18 @@ static result run_ours(const netcase *c, double scale) {
             } else if (net_eval_xent(n, &x, blab, &loss, &correct, &e)) {
                 die(&e, "infer");
             }
-            if (it >= 2) steps++;
-            if (it >= 2 && steps >= 3 && dh_now() - t0 >= budget) break;
+            double now = dh_now();
+            if (it >= 2) dt[steps++] = now - ts;
+            if (it >= 2 && steps >= 3 && (now - t0 >= budget || steps == MAXSTEPS)) break;
         }
-        double ips = (double)steps * B / (dh_now() - t0);
+        qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
+        double ips = B / (steps % 2 ? dt[steps / 2] : 0.5 * (dt[steps / 2 - 1] + dt[steps / 2]));
         if (train)
             r.train = ips;
         else
             r.infer = ips;
     }
+    free(dt);
     net_free(n);
     netspec_free(&ns);
     dk_tensor_free(&x);
