@@ -241,6 +241,20 @@ int dk_avgpool_backward(const dk_tensor *dy, int k, int stride, int pad, dk_tens
  * max pooling exact, average pooling summed in its own order). */
 int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, int relu,
                            int avg, int pk, int ps, int pp, dk_tensor *t, dk_tensor *y, dh_err *e);
+/* Convolution, batch normalisation with the running statistics and an
+ * optional activation in one call, for inference:
+ *   y = act(bn(conv(x, w) + b)),  bn as dk_batchnorm_forward_infer,
+ *   act = DK_ACT_NONE, DK_ACT_RELU or DK_ACT_GELU (exact).
+ * t (N, F, OH, OW) is the convolution's output as scratch: the reference
+ * (and CUDA) compose dk_conv2d_forward, dk_batchnorm_forward_infer and the
+ * activation through it; the oneDNN backend folds the normalisation into
+ * the filter and bias (w gamma / sqrt(var + eps) per output channel), runs
+ * the activation as the convolution's post-op and leaves t unwritten.
+ * Equal to the composition up to rounding (the folded filter's). */
+enum { DK_ACT_NONE = 0, DK_ACT_RELU = 1, DK_ACT_GELU = 2 };
+int dk_conv2d_bn_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                         const dk_tensor *gamma, const dk_tensor *beta, const dk_tensor *running_mean,
+                         const dk_tensor *running_var, float eps, int act, dk_tensor *t, dk_tensor *y, dh_err *e);
 /* Global average pool: x (N, C, H, W) -> y (N, C); dy (N, C) -> dx (N, C, H, W). */
 int dk_gap_forward(const dk_tensor *x, dk_tensor *y, dh_err *e);
 int dk_gap_backward(const dk_tensor *dy, dk_tensor *dx, dh_err *e);

@@ -611,6 +611,30 @@ int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tens
     return avg ? dk_avgpool_forward(t, pk, ps, pp, y, e) : dk_maxpool_forward(t, pk, ps, pp, y, e);
 }
 
+int dk_conv2d_bn_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                         const dk_tensor *gamma, const dk_tensor *beta, const dk_tensor *running_mean,
+                         const dk_tensor *running_var, float eps, int act, dk_tensor *t, dk_tensor *y, dh_err *e) {
+    const char *op = "conv2d_bn_forward";
+    TRY(need(e, op, "x", x));
+    TRY(conv_check(op, x, w, t, stride, pad, e));
+    if (b) TRY(need_n(e, op, "bias", b, x->dev, w->shape[0]));
+    TRY(bn_check_params(op, t, gamma, beta, running_mean, running_var, e));
+    TRY(need_shape(e, op, "y", y, x->dev, 4, t->shape[0], t->shape[1], t->shape[2], t->shape[3]));
+    if (act != DK_ACT_NONE && act != DK_ACT_RELU && act != DK_ACT_GELU)
+        return dh_seterr(e, DH_EINVAL, "%s: unknown activation %d", op, act);
+    if (!(eps >= 1e-5f)) return dh_seterr(e, DH_EINVAL, "%s: eps %g below 1e-5", op, eps);
+    if (x->dev == DK_CPU && x->n > 0 && y->n > 0) {
+        int done = 0, rc = dk_conv2d_bn_forward_cpu(x, w, b, stride, pad, gamma->data, beta->data, running_mean->data,
+                                                    running_var->data, eps, act, t, y, &done, e);
+        if (done) return rc;
+    }
+    TRY(dk_conv2d_forward(x, w, b, stride, pad, t, e));
+    TRY(dk_batchnorm_forward_infer(t, gamma, beta, running_mean, running_var, eps, y, e));
+    if (act == DK_ACT_RELU) return dk_relu_forward(y, y, e);
+    if (act == DK_ACT_GELU) return dk_gelu_forward(y, y, e);
+    return 0;
+}
+
 int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy, int k, int stride, int pad,
                         dk_tensor *dx, dh_err *e) {
     TRY(pool_check("maxpool_backward", x, k, stride, pad, dy, e));

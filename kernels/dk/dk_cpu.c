@@ -453,6 +453,25 @@ int dk_conv2d_pool_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_
     return 0;
 }
 
+int dk_conv2d_bn_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                             const float *gamma, const float *beta, const float *rmean, const float *rvar, float eps,
+                             int act, const dk_tensor *t, dk_tensor *y, int *done, dh_err *e) {
+    *done = 0;
+#if DH_USE_DNNL
+    if (cpu_backend == DK_CPU_ONEDNN) {
+        int rc = dk_conv2d_bn_forward_dnnl(x, w, b, stride, pad, gamma, beta, rmean, rvar, eps, act, t, y, e);
+        if (rc != DK_DNNL_DECLINE) {
+            *done = 1;
+            return rc;
+        }
+    }
+#else
+    (void)x, (void)w, (void)b, (void)stride, (void)pad, (void)gamma, (void)beta, (void)rmean, (void)rvar, (void)eps,
+        (void)act, (void)t, (void)y, (void)e;
+#endif
+    return 0;
+}
+
 /* dy[b0 .. b0+n) (n, F, P) as (F, n P): dy itself when n == 1, else
  * gathered into tmp. */
 static const float *dy_block(const convgeom *g, const float *dy, int64_t b0, int64_t n, float *tmp) {

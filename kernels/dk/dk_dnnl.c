@@ -51,7 +51,7 @@ static int dnn_err(dh_err *e, dnnl_status_t s, const char *what) {
 }
 
 /* ---- cached operations --------------------------------------------------------------- */
-enum { OP_CONV_FWD = 1, OP_CONV_BWD_DATA, OP_CONV_BWD_W, OP_BN_TRAIN, OP_BN_INFER, OP_BN_BWD, OP_CONV_POOL };
+enum { OP_CONV_FWD = 1, OP_CONV_BWD_DATA, OP_CONV_BWD_W, OP_BN_TRAIN, OP_BN_INFER, OP_BN_BWD, OP_CONV_POOL, OP_CONV_BN };
 #define MAXARGS 10
 #define NKEY    17
 
@@ -605,6 +605,88 @@ int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk
         if ((rc = op_run(o, cb, o == last ? 1u << 1 : 0, e))) return rc;
         void *pb[2] = { (char *)arena + o->a[2].off, y->data + b0 * ys };
         if ((rc = op_run_at(o->sub, pb, 0, o->arena, e))) return rc;
+        last = o;
+    }
+    return 0;
+}
+
+/* ---- convolution + batch normalisation + activation, inference ----------------------------------------------- */
+/* The op: the convolution (forward_inference) with a bias and the
+ * activation as its post-op; aux holds the folded filter (F C KH KW floats)
+ * and bias (F floats) that the caller computes. */
+static dnn_op *conv_bn_op(const cgeom *g, int act, int *rc, dh_err *e) {
+    int64_t key[NKEY];
+    conv_key(key, OP_CONV_BN, g, 1);
+    key[12] = act;
+    dnn_op *o = op_find(key);
+    if (o) return o;
+    if ((*rc = dk_dnnl_init(e))) return NULL;
+    *rc = DK_DNNL_DECLINE;
+    dnnl_dims_t st, pl, pr;
+    conv_mds m;
+    if (!conv_pads(g, st, pl, pr) || conv_mds_init(g, &m)) return NULL;
+    dnnl_primitive_attr_t attr = user_scratchpad_attr();
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (!attr) return NULL;
+    if (act != DK_ACT_NONE &&
+        (dnnl_post_ops_create(&po) != dnnl_success ||
+         dnnl_post_ops_append_eltwise(po, 1.0f, act == DK_ACT_RELU ? dnnl_eltwise_relu : dnnl_eltwise_gelu_erf, 0.0f,
+                                      0.0f) != dnnl_success ||
+         dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success))
+        goto out;
+    if (!(pd = conv_fwd_pd(g, &m, 1, dnnl_forward_inference, dnnl_f32, attr))) goto out;
+    *rc = 0;
+    if (!(o = op_new(key, e))) {
+        *rc = DH_ENOMEM;
+        goto out;
+    }
+    /* argument order = the order of bufs[] in dk_conv2d_bn_forward_dnnl */
+    *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(pd, dnnl_query_src_md), e);
+    if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(pd, dnnl_query_weights_md), e);
+    if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, &m.y, q(pd, dnnl_query_dst_md), e);
+    if (!*rc) *rc = add_arg(o, DNNL_ARG_BIAS, 0, &m.b, NULL, e);
+    if (!*rc && !(o->aux = dh_malloc(e, (size_t)(g->F * g->C * g->KH * g->KW + g->F), sizeof(float)))) *rc = DH_ENOMEM;
+    if (!*rc) *rc = set_prim(o, pd, e);
+    o = op_commit(o, *rc);
+out:
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    return o;
+}
+
+/* The normalisation folded into the filter and bias: per output channel f,
+ * a = gamma / sqrt(var + eps) (as the reference computes it), w' = a w,
+ * b' = a (b - mean) + beta. */
+static void fold_bn(const cgeom *g, const float *w, const float *b, const float *gamma, const float *beta,
+                    const float *rmean, const float *rvar, float eps, float *wf, float *bf) {
+    int64_t per = g->C * g->KH * g->KW, F = g->F;
+#pragma omp parallel for schedule(static) if (F * per >= 65536)
+    for (int64_t f = 0; f < F; f++) {
+        float a = gamma[f] / sqrtf(rvar[f] + eps);
+        for (int64_t i = 0; i < per; i++) wf[f * per + i] = a * w[f * per + i];
+        bf[f] = a * ((b ? b[f] : 0.0f) - rmean[f]) + beta[f];
+    }
+}
+
+int dk_conv2d_bn_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                              const float *gamma, const float *beta, const float *rmean, const float *rvar, float eps,
+                              int act, const dk_tensor *t, dk_tensor *y, dh_err *e) {
+    cgeom g = conv_geom(x, w, t, stride, pad);
+    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW, wn = g.F * g.C * g.KH * g.KW;
+    dnn_op *last = NULL;
+    for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
+        int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
+        cgeom c = g;
+        c.N = n;
+        int rc = DK_DNNL_DECLINE;
+        dnn_op *o = conv_bn_op(&c, act, &rc, e);
+        if (!o) return rc; /* a DECLINE at any chunk leaves it all to the composition, which writes every output */
+        /* each op (at most two chunk sizes) folds into its own buffer, once per call */
+        if (o != last) fold_bn(&g, w->data, b ? b->data : NULL, gamma, beta, rmean, rvar, eps, o->aux, o->aux + wn);
+        void *bufs[4] = { x->data + b0 * xs, o->aux, y->data + b0 * ys, o->aux + wn };
+        if ((rc = op_run(o, bufs, o == last ? 1u << 1 : 0, e))) return rc;
         last = o;
     }
     return 0;

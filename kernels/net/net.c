@@ -311,9 +311,26 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
         const dk_tensor *B = l->pb >= 0 ? &n->params[l->pb].w : NULL;
         switch (s->type) {
         case NS_CONV: {
-            /* inference: conv [relu] pool in one call (dk_conv2d_pool_forward), the
-             * convolution's and the ReLU's outputs left unwritten */
+            /* inference: conv bn [relu|gelu] in one call (dk_conv2d_bn_forward), and
+             * conv [relu] pool (dk_conv2d_pool_forward), the outputs before the
+             * group's last left unwritten */
             int j = i + 1, relu = 0, nl = n->spec.nlayers;
+            if (!train && j < nl && n->spec.layers[j].type == NS_BN) {
+                int k = j + 1, act = DK_ACT_NONE;
+                if (k < nl && n->spec.layers[k].type == NS_RELU) act = DK_ACT_RELU, k++;
+                else if (k < nl && n->spec.layers[k].type == NS_GELU) act = DK_ACT_GELU, k++;
+                const net_layer *bl = &n->L[j];
+                dk_tensor G;
+                if ((rc = rows4(&n->L[k - 1].out, N, n->spec.layers[k - 1].shape, &G, e))) return rc;
+                rc = dk_conv2d_bn_forward(&X, W, B, s->s, s->p, &n->params[bl->pw].w, &n->params[bl->pb].w,
+                                          &n->state[bl->rm].t, &n->state[bl->rv].t, n->bn_eps, act, &Y, &G, e);
+                if (!rc) {
+                    i = k - 1;
+                    Y = G;
+                    n->fused = 1;
+                }
+                break;
+            }
             if (!train && j < nl && n->spec.layers[j].type == NS_RELU) relu = 1, j++;
             const ns_layer *ps = j < nl ? &n->spec.layers[j] : NULL;
             if (!train && ps && (ps->type == NS_MAXPOOL || ps->type == NS_AVGPOOL)) {

@@ -280,6 +280,54 @@ static void conv_pool_cases(double sc) {
     conv_pool_case("chunks 64->64 k3p1 32x32, k2 s2", 60, 64, 32, 32, 64, 3, 1, 1, 1, 2, 2, 0, sc);
 }
 
+/* Convolution, batch norm. (running statistics) and activation in one call
+ * (inference): oneDNN's folded filter with the activation as post-op (t
+ * untouched) against the reference's composition of the single ops. */
+static void conv_bn_case(const char *tag, int N, int C, int H, int W, int Fo, int K, int cp, int bias, int act,
+                         double sc) {
+    int64_t OH = dk_out_size(H, K, 1, cp), OW = dk_out_size(W, K, 1, cp);
+    pair x = U(4, N, C, H, W, -1, 1), w = U(4, Fo, C, K, K, -0.2f, 0.2f), b = U(1, Fo, 1, 1, 1, -1, 1);
+    pair g = U(1, Fo, 1, 1, 1, -1.5f, 1.5f), be = U(1, Fo, 1, 1, 1, -1, 1), rm = U(1, Fo, 1, 1, 1, -0.5f, 0.5f),
+         rv = U(1, Fo, 1, 1, 1, 0.2f, 3);
+    pair t = Z(4, N, Fo, OH, OW), y = Z(4, N, Fo, OH, OW);
+    dh_err e;
+    REQUIRE(dk_fill(&t.f, NAN, &e) == 0);
+    BOTH(dk_conv2d_bn_forward(&x.r, &w.r, bias ? &b.r : NULL, 1, cp, &g.r, &be.r, &rm.r, &rv.r, 1e-5f, act, &t.r, &y.r,
+                              &e_),
+         dk_conv2d_bn_forward(&x.f, &w.f, bias ? &b.f : NULL, 1, cp, &g.f, &be.f, &rm.f, &rv.f, 1e-5f, act, &t.f, &y.f,
+                              &e_));
+    static const char *an[] = { "", "+relu", "+gelu" };
+    char name[112];
+    snprintf(name, sizeof name, "conv+bn%s %s", an[act], tag);
+    CHECK(cmp_sc(name, &y, GEMM, sc));
+    int64_t untouched = 0;
+    for (int64_t i = 0; i < t.f.n; i++) untouched += isnan(t.f.data[i]);
+    CHECKF(untouched == t.f.n, "%s: the fused path wrote %lld of the convolution's outputs", name,
+           (long long)(t.f.n - untouched));
+    pair *all[] = { &x, &w, &b, &g, &be, &rm, &rv, &t, &y };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
+}
+
+static void conv_bn_cases(double sc) {
+    conv_bn_case("prep 3->64 k3p1 32x32", 8, 3, 32, 32, 64, 3, 1, 0, DK_ACT_RELU, sc);
+    conv_bn_case("res 64->64 k3p1 16x16, bias", 8, 64, 16, 16, 64, 3, 1, 1, DK_ACT_NONE, sc);
+    conv_bn_case("air 24->64 k3p1 15x15", 6, 24, 15, 15, 64, 3, 1, 0, DK_ACT_GELU, sc);
+    conv_bn_case("odd 5->20 k5 12x9, bias", 3, 5, 12, 9, 20, 5, 0, 1, DK_ACT_RELU, sc);
+    conv_bn_case("chunks 64->64 k3p1 32x32", 61, 64, 32, 32, 64, 3, 1, 0, DK_ACT_RELU, sc);
+}
+
+static void t_conv_bn(void) {
+    NEED_ONEDNN();
+    conv_bn_cases(0);
+    dh_err e;
+    if (dk_cpu_set_bf16(1, &e)) {
+        printf("  bf16 cases skipped: %s\n", e.msg);
+        return;
+    }
+    conv_bn_cases(1e-2);
+    CHECK(dk_cpu_set_bf16(0, &e) == 0);
+}
+
 static void t_conv_pool(void) {
     NEED_ONEDNN();
     conv_pool_cases(0);
@@ -503,6 +551,7 @@ int main(void) {
     RUN(t_batchnorm);
     RUN(t_pooling_and_rest);
     RUN(t_conv_pool);
+    RUN(t_conv_bn);
     RUN(t_bf16);
     RUN(t_net_lenet);
     RUN(t_net_cifar);

@@ -159,6 +159,48 @@ static void t_inference_fusion(void) {
     netspec_free(&ns);
 }
 
+/* conv bn [relu|gelu] groups (inside a res block, before a pool, at the
+ * feature) fused for inference: oneDNN's folded convolutions against the
+ * reference, which composes the single ops (the layer-by-layer values), on
+ * a trained-looking net (running statistics moved by training steps). */
+static void t_inference_fusion_bn(void) {
+    if (!dk_cpu_has_onednn()) SKIP_TEST("this build has no oneDNN backend");
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse("input 3 12 12\nconv 8 k3 p1 nobias\nbn\nrelu\nres\n  conv 8 k3 p1\n  bn\n  gelu\nend\n"
+                          "conv 8 k3 p1 nobias\nbn\nmaxpool k2\nconv 6 k3 p1\nbn\nflatten\nfc 5\nfeature\n",
+                          "fusebn", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, 0, DK_CPU, 4, &n, &e) == DH_OK && net_init(n, 3, &e) == DH_OK);
+    dk_tensor x, z, dz;
+    REQUIRE(dk_tensor_alloc4(&x, DK_CPU, 4, 4, 3, 12, 12, &e) == DH_OK);
+    dk_cpu_backend was = dk_cpu_get_backend();
+    REQUIRE(dk_cpu_set_backend(DK_CPU_REF, &e) == DH_OK);
+    for (int it = 0; it < 3; it++) { /* the running statistics away from 0 and 1 */
+        dk_rand_normal(&x, 0.5f, 2, 10 + it, 0, NULL);
+        REQUIRE(net_forward_to_z(n, &x, 1, &z, &e) == DH_OK);
+    }
+    dk_rand_normal(&x, 0, 1, 9, 0, NULL);
+    REQUIRE(net_forward_to_z(n, &x, 0, &z, &e) == DH_OK);
+    float ref[20];
+    memcpy(ref, z.data, sizeof ref);
+    REQUIRE(dk_cpu_set_backend(DK_CPU_ONEDNN, &e) == DH_OK);
+    REQUIRE(net_forward_to_z(n, &x, 0, &z, &e) == DH_OK);
+    double worst = 0;
+    for (int i = 0; i < 20; i++) {
+        double d = fabs((double)z.data[i] - ref[i]);
+        if (d > worst) worst = d;
+        CHECK_NEAR(z.data[i], ref[i], 1e-4 + 1e-3 * fabs(ref[i]));
+    }
+    printf("  conv-bn fused inference z, oneDNN vs reference: max abs %.3g\n", worst);
+    REQUIRE(net_dz(n, &dz, &e) == DH_OK);
+    CHECK(net_backward_from_z(n, &dz, &e) == DH_EINVAL && strstr(e.msg, "inference"));
+    REQUIRE(dk_cpu_set_backend(was, &e) == DH_OK);
+    dk_tensor_free(&x);
+    net_free(n);
+    netspec_free(&ns);
+}
+
 static void t_deterministic_and_roundtrip(void) {
     netspec ns;
     dh_err e;
@@ -315,6 +357,7 @@ int main(void) {
     RUN(t_gradcheck);
     RUN(t_learns);
     RUN(t_inference_fusion);
+    RUN(t_inference_fusion_bn);
     RUN(t_deterministic_and_roundtrip);
     RUN(t_builtins_build);
     RUN(t_cuda_matches_cpu);
