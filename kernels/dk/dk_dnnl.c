@@ -51,7 +51,16 @@ static int dnn_err(dh_err *e, dnnl_status_t s, const char *what) {
 }
 
 /* ---- cached operations --------------------------------------------------------------- */
-enum { OP_CONV_FWD = 1, OP_CONV_BWD_DATA, OP_CONV_BWD_W, OP_BN_TRAIN, OP_BN_INFER, OP_BN_BWD, OP_CONV_POOL, OP_CONV_BN };
+enum {
+    OP_CONV_FWD = 1,
+    OP_CONV_BWD_DATA,
+    OP_CONV_BWD_W,
+    OP_BN_TRAIN,
+    OP_BN_INFER,
+    OP_BN_BWD,
+    OP_CONV_POOL,
+    OP_CONV_BN
+};
 #define MAXARGS 10
 #define NKEY    17
 

@@ -317,8 +317,10 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             int j = i + 1, relu = 0, nl = n->spec.nlayers;
             if (!train && j < nl && n->spec.layers[j].type == NS_BN) {
                 int k = j + 1, act = DK_ACT_NONE;
-                if (k < nl && n->spec.layers[k].type == NS_RELU) act = DK_ACT_RELU, k++;
-                else if (k < nl && n->spec.layers[k].type == NS_GELU) act = DK_ACT_GELU, k++;
+                if (k < nl && n->spec.layers[k].type == NS_RELU)
+                    act = DK_ACT_RELU, k++;
+                else if (k < nl && n->spec.layers[k].type == NS_GELU)
+                    act = DK_ACT_GELU, k++;
                 const net_layer *bl = &n->L[j];
                 dk_tensor G;
                 if ((rc = rows4(&n->L[k - 1].out, N, n->spec.layers[k - 1].shape, &G, e))) return rc;
