@@ -230,31 +230,43 @@ int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor 
                         dk_tensor *dx, dh_err *e);
 int dk_avgpool_forward(const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e);
 int dk_avgpool_backward(const dk_tensor *dy, int k, int stride, int pad, dk_tensor *dx, dh_err *e);
-/* Convolution, optional ReLU and pooling in one call, for inference:
- *   y = pool(act(conv(x, w) + b)),  act = ReLU when relu, else the identity,
+/* The tail of a fused inference op: batch normalisation with the running
+ * statistics (as dk_batchnorm_forward_infer: (v - mean) gamma /
+ * sqrt(var + eps) + beta per channel), then an activation. */
+enum { DK_ACT_NONE = 0, DK_ACT_RELU = 1, DK_ACT_GELU = 2 };
+typedef struct {
+    const dk_tensor *gamma, *beta, *mean, *var; /* (C) each */
+    float eps;
+    int act; /* DK_ACT_NONE, DK_ACT_RELU or DK_ACT_GELU (exact) */
+} dk_bn_act;
+/* Convolution, optional ReLU, pooling and an optional normalisation in one
+ * call, for inference:
+ *   p = pool(act(conv(x, w) + b)),  act = ReLU when relu, else the identity,
+ *   y = p without bn, else bn's tail applied to p,
  * pool = max (avg = 0) or average (avg = 1) with window pk, stride ps, pad pp.
- * t (N, F, OH, OW) is the convolution's output as scratch: the reference
- * (and CUDA) compose dk_conv2d_forward, dk_relu_forward and the pooling
- * through it; the oneDNN backend pools the convolution's own blocked output
- * and leaves t unwritten, saving the layout copy of the largest tensor.
- * Equal to the composition up to the convolution's rounding (oneDNN:
- * max pooling exact, average pooling summed in its own order). */
+ * t (N, F, OH, OW), the convolution's output, and p (N, F, PH, PW), the
+ * pooled one (only with bn; else NULL), are scratch: the reference (and
+ * CUDA) compose dk_conv2d_forward, dk_relu_forward, the pooling,
+ * dk_batchnorm_forward_infer and the activation through them; the oneDNN
+ * backend pools the convolution's own blocked output, normalises and
+ * activates as the pooling's post-ops, and leaves t and p unwritten, saving
+ * the layout copy of the largest tensor. Equal to the composition up to the
+ * convolution's rounding (oneDNN: max pooling exact, average pooling summed
+ * in its own order). */
 int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, int relu,
-                           int avg, int pk, int ps, int pp, dk_tensor *t, dk_tensor *y, dh_err *e);
+                           int avg, int pk, int ps, int pp, const dk_bn_act *bn, dk_tensor *t, dk_tensor *p,
+                           dk_tensor *y, dh_err *e);
 /* Convolution, batch normalisation with the running statistics and an
  * optional activation in one call, for inference:
- *   y = act(bn(conv(x, w) + b)),  bn as dk_batchnorm_forward_infer,
- *   act = DK_ACT_NONE, DK_ACT_RELU or DK_ACT_GELU (exact).
+ *   y = bn's tail applied to conv(x, w) + b.
  * t (N, F, OH, OW) is the convolution's output as scratch: the reference
  * (and CUDA) compose dk_conv2d_forward, dk_batchnorm_forward_infer and the
  * activation through it; the oneDNN backend folds the normalisation into
  * the filter and bias (w gamma / sqrt(var + eps) per output channel), runs
  * the activation as the convolution's post-op and leaves t unwritten.
  * Equal to the composition up to rounding (the folded filter's). */
-enum { DK_ACT_NONE = 0, DK_ACT_RELU = 1, DK_ACT_GELU = 2 };
 int dk_conv2d_bn_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                         const dk_tensor *gamma, const dk_tensor *beta, const dk_tensor *running_mean,
-                         const dk_tensor *running_var, float eps, int act, dk_tensor *t, dk_tensor *y, dh_err *e);
+                         const dk_bn_act *bn, dk_tensor *t, dk_tensor *y, dh_err *e);
 /* Global average pool: x (N, C, H, W) -> y (N, C); dy (N, C) -> dx (N, C, H, W). */
 int dk_gap_forward(const dk_tensor *x, dk_tensor *y, dh_err *e);
 int dk_gap_backward(const dk_tensor *dy, dk_tensor *dx, dh_err *e);

@@ -596,43 +596,61 @@ int dk_maxpool_forward(const dk_tensor *x, int k, int stride, int pad, dk_tensor
     return BACKEND(x->dev, dk_pool_forward, 0, x, k, stride, pad, y, e);
 }
 
+/* A fused op's normalisation tail: the parameters of C channels, a known activation. */
+static int bn_act_check(const char *op, const dk_tensor *v, const dk_bn_act *bn, dh_err *e) {
+    TRY(bn_check_params(op, v, bn->gamma, bn->beta, bn->mean, bn->var, e));
+    if (bn->act != DK_ACT_NONE && bn->act != DK_ACT_RELU && bn->act != DK_ACT_GELU)
+        return dh_seterr(e, DH_EINVAL, "%s: unknown activation %d", op, bn->act);
+    if (!(bn->eps >= 1e-5f)) return dh_seterr(e, DH_EINVAL, "%s: eps %g below 1e-5", op, bn->eps);
+    return 0;
+}
+
+/* y = bn's tail applied to v (the composition's last steps). */
+static int bn_act_apply(const dk_tensor *v, const dk_bn_act *bn, dk_tensor *y, dh_err *e) {
+    TRY(dk_batchnorm_forward_infer(v, bn->gamma, bn->beta, bn->mean, bn->var, bn->eps, y, e));
+    if (bn->act == DK_ACT_RELU) return dk_relu_forward(y, y, e);
+    if (bn->act == DK_ACT_GELU) return dk_gelu_forward(y, y, e);
+    return 0;
+}
+
 int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad, int relu,
-                           int avg, int pk, int ps, int pp, dk_tensor *t, dk_tensor *y, dh_err *e) {
-    TRY(need(e, "conv2d_pool_forward", "x", x));
-    TRY(conv_check("conv2d_pool_forward", x, w, t, stride, pad, e));
-    if (b) TRY(need_n(e, "conv2d_pool_forward", "bias", b, x->dev, w->shape[0]));
-    TRY(pool_check("conv2d_pool_forward", t, pk, ps, pp, y, e));
+                           int avg, int pk, int ps, int pp, const dk_bn_act *bn, dk_tensor *t, dk_tensor *p,
+                           dk_tensor *y, dh_err *e) {
+    const char *op = "conv2d_pool_forward";
+    TRY(need(e, op, "x", x));
+    TRY(conv_check(op, x, w, t, stride, pad, e));
+    if (b) TRY(need_n(e, op, "bias", b, x->dev, w->shape[0]));
+    TRY(pool_check(op, t, pk, ps, pp, y, e));
+    if (bn) {
+        TRY(bn_act_check(op, y, bn, e));
+        TRY(need_shape(e, op, "p", p, x->dev, 4, y->shape[0], y->shape[1], y->shape[2], y->shape[3]));
+    }
     if (x->dev == DK_CPU && x->n > 0 && y->n > 0) {
-        int done = 0, rc = dk_conv2d_pool_forward_cpu(x, w, b, stride, pad, relu, avg, pk, ps, pp, t, y, &done, e);
+        int done = 0, rc = dk_conv2d_pool_forward_cpu(x, w, b, stride, pad, relu, avg, pk, ps, pp, bn, t, y, &done, e);
         if (done) return rc;
     }
     TRY(dk_conv2d_forward(x, w, b, stride, pad, t, e));
     if (relu) TRY(dk_relu_forward(t, t, e));
-    return avg ? dk_avgpool_forward(t, pk, ps, pp, y, e) : dk_maxpool_forward(t, pk, ps, pp, y, e);
+    dk_tensor *q = bn ? p : y;
+    TRY(avg ? dk_avgpool_forward(t, pk, ps, pp, q, e) : dk_maxpool_forward(t, pk, ps, pp, q, e));
+    return bn ? bn_act_apply(p, bn, y, e) : 0;
 }
 
 int dk_conv2d_bn_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                         const dk_tensor *gamma, const dk_tensor *beta, const dk_tensor *running_mean,
-                         const dk_tensor *running_var, float eps, int act, dk_tensor *t, dk_tensor *y, dh_err *e) {
+                         const dk_bn_act *bn, dk_tensor *t, dk_tensor *y, dh_err *e) {
     const char *op = "conv2d_bn_forward";
     TRY(need(e, op, "x", x));
     TRY(conv_check(op, x, w, t, stride, pad, e));
     if (b) TRY(need_n(e, op, "bias", b, x->dev, w->shape[0]));
-    TRY(bn_check_params(op, t, gamma, beta, running_mean, running_var, e));
+    if (!bn) return dh_seterr(e, DH_EINVAL, "%s: no normalisation", op);
+    TRY(bn_act_check(op, t, bn, e));
     TRY(need_shape(e, op, "y", y, x->dev, 4, t->shape[0], t->shape[1], t->shape[2], t->shape[3]));
-    if (act != DK_ACT_NONE && act != DK_ACT_RELU && act != DK_ACT_GELU)
-        return dh_seterr(e, DH_EINVAL, "%s: unknown activation %d", op, act);
-    if (!(eps >= 1e-5f)) return dh_seterr(e, DH_EINVAL, "%s: eps %g below 1e-5", op, eps);
     if (x->dev == DK_CPU && x->n > 0 && y->n > 0) {
-        int done = 0, rc = dk_conv2d_bn_forward_cpu(x, w, b, stride, pad, gamma->data, beta->data, running_mean->data,
-                                                    running_var->data, eps, act, t, y, &done, e);
+        int done = 0, rc = dk_conv2d_bn_forward_cpu(x, w, b, stride, pad, bn, t, y, &done, e);
         if (done) return rc;
     }
     TRY(dk_conv2d_forward(x, w, b, stride, pad, t, e));
-    TRY(dk_batchnorm_forward_infer(t, gamma, beta, running_mean, running_var, eps, y, e));
-    if (act == DK_ACT_RELU) return dk_relu_forward(y, y, e);
-    if (act == DK_ACT_GELU) return dk_gelu_forward(y, y, e);
-    return 0;
+    return bn_act_apply(t, bn, y, e);
 }
 
 int dk_maxpool_backward(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy, int k, int stride, int pad,

@@ -435,39 +435,37 @@ int dk_conv2d_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tenso
 }
 
 int dk_conv2d_pool_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                               int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y, int *done,
-                               dh_err *e) {
+                               int relu, int avg, int pk, int ps, int pp, const dk_bn_act *bn, const dk_tensor *t,
+                               dk_tensor *y, int *done, dh_err *e) {
     *done = 0;
 #if DH_USE_DNNL
     if (cpu_backend == DK_CPU_ONEDNN) {
-        int rc = dk_conv2d_pool_forward_dnnl(x, w, b, stride, pad, relu, avg, pk, ps, pp, t, y, e);
+        int rc = dk_conv2d_pool_forward_dnnl(x, w, b, stride, pad, relu, avg, pk, ps, pp, bn, t, y, e);
         if (rc != DK_DNNL_DECLINE) {
             *done = 1;
             return rc;
         }
     }
 #else
-    (void)x, (void)w, (void)b, (void)stride, (void)pad, (void)relu, (void)avg, (void)pk, (void)ps, (void)pp, (void)t,
-        (void)y, (void)e;
+    (void)x, (void)w, (void)b, (void)stride, (void)pad, (void)relu, (void)avg, (void)pk, (void)ps, (void)pp, (void)bn,
+        (void)t, (void)y, (void)e;
 #endif
     return 0;
 }
 
 int dk_conv2d_bn_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                             const float *gamma, const float *beta, const float *rmean, const float *rvar, float eps,
-                             int act, const dk_tensor *t, dk_tensor *y, int *done, dh_err *e) {
+                             const dk_bn_act *bn, const dk_tensor *t, dk_tensor *y, int *done, dh_err *e) {
     *done = 0;
 #if DH_USE_DNNL
     if (cpu_backend == DK_CPU_ONEDNN) {
-        int rc = dk_conv2d_bn_forward_dnnl(x, w, b, stride, pad, gamma, beta, rmean, rvar, eps, act, t, y, e);
+        int rc = dk_conv2d_bn_forward_dnnl(x, w, b, stride, pad, bn, t, y, e);
         if (rc != DK_DNNL_DECLINE) {
             *done = 1;
             return rc;
         }
     }
 #else
-    (void)x, (void)w, (void)b, (void)stride, (void)pad, (void)gamma, (void)beta, (void)rmean, (void)rvar, (void)eps,
-        (void)act, (void)t, (void)y, (void)e;
+    (void)x, (void)w, (void)b, (void)stride, (void)pad, (void)bn, (void)t, (void)y, (void)e;
 #endif
     return 0;
 }

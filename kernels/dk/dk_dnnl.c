@@ -62,7 +62,7 @@ enum {
     OP_CONV_BN
 };
 #define MAXARGS 10
-#define NKEY    17
+#define NKEY    18
 
 typedef struct dnn_arg {
     int arg;                  /* DNNL_ARG_* */
@@ -517,7 +517,18 @@ int dk_conv2d_backward_filter_dnnl(const dk_tensor *x, const dk_tensor *dy, int 
 typedef struct {
     int relu, avg, k, s, p;
     int64_t OH, OW; /* the pooled output */
+    int bn, act;    /* a normalisation (and DK_ACT_*) after the pooling */
 } pgeom;
+
+/* The normalisation as a per-channel affine map: scale a = gamma / sqrt(var
+ * + eps) (as the reference computes it), shift beta - a mean. */
+static void bn_affine(const dk_bn_act *bn, int64_t C, float *scale, float *shift) {
+    for (int64_t c = 0; c < C; c++) {
+        float a = bn->gamma->data[c] / sqrtf(bn->var->data[c] + bn->eps);
+        scale[c] = a;
+        shift[c] = bn->beta->data[c] - a * bn->mean->data[c];
+    }
+}
 
 /* The op: the convolution (forward_inference, ReLU as a post-op) writing its
  * blocked output into the arena, and as its sub-op the pooling reading it
@@ -530,6 +541,7 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     key[14] = pg->k;
     key[15] = pg->s;
     key[16] = pg->p;
+    key[17] = pg->bn | pg->act << 1;
     dnn_op *o = op_find(key);
     if (o) return o;
     if ((*rc = dk_dnnl_init(e))) return NULL;
@@ -551,13 +563,24 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
         md4(&pya, g->N, g->F, pg->OH, pg->OW, yt, dnnl_format_tag_any))
         return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr(), cattr = user_scratchpad_attr();
-    dnnl_post_ops_t po = NULL;
+    dnnl_post_ops_t po = NULL, ppo = NULL;
     dnnl_primitive_desc_t cpd = NULL, ppd = NULL;
     dnnl_pooling_desc_t pdesc;
-    if (!attr || !cattr) goto out;
+    dnnl_memory_desc_t pc; /* a per-channel operand of the pooling's post-ops: (1, F, 1, 1) f32 */
+    if (!attr || !cattr || md4(&pc, 1, g->F, 1, 1, dnnl_f32, dnnl_nchw)) goto out;
     if (pg->relu && (dnnl_post_ops_create(&po) != dnnl_success ||
                      dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) != dnnl_success ||
                      dnnl_primitive_attr_set_post_ops(cattr, po) != dnnl_success))
+        goto out;
+    /* the normalisation after the pooling: times the scale, plus the shift, the activation */
+    if (pg->bn &&
+        (dnnl_post_ops_create(&ppo) != dnnl_success ||
+         dnnl_post_ops_append_binary(ppo, dnnl_binary_mul, &pc) != dnnl_success ||
+         dnnl_post_ops_append_binary(ppo, dnnl_binary_add, &pc) != dnnl_success ||
+         (pg->act != DK_ACT_NONE &&
+          dnnl_post_ops_append_eltwise(ppo, 1.0f, pg->act == DK_ACT_RELU ? dnnl_eltwise_relu : dnnl_eltwise_gelu_erf,
+                                       0.0f, 0.0f) != dnnl_success) ||
+         dnnl_primitive_attr_set_post_ops(attr, ppo) != dnnl_success))
         goto out;
     if (!(cpd = conv_fwd_pd(g, &m, bias, dnnl_forward_inference, yt, cattr))) goto out;
     const dnnl_memory_desc_t *cy = q(cpd, dnnl_query_dst_md);
@@ -582,6 +605,9 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     if (!*rc) *rc = set_prim(o, cpd, e);
     if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_SRC, 0, cy, NULL, e);
     if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_DST, 1, &py, q(ppd, dnnl_query_dst_md), e);
+    if (!*rc && pg->bn) *rc = add_arg(o->sub, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, 0, &pc, NULL, e);
+    if (!*rc && pg->bn) *rc = add_arg(o->sub, DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, 0, &pc, NULL, e);
+    if (!*rc && pg->bn && !(o->aux = dh_malloc(e, (size_t)(2 * g->F), sizeof(float)))) *rc = DH_ENOMEM;
     if (!*rc) *rc = set_prim(o->sub, ppd, e);
 fail:
     o = op_commit(o, *rc);
@@ -589,16 +615,17 @@ out:
     if (cpd) dnnl_primitive_desc_destroy(cpd);
     if (ppd) dnnl_primitive_desc_destroy(ppd);
     if (po) dnnl_post_ops_destroy(po);
+    if (ppo) dnnl_post_ops_destroy(ppo);
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (cattr) dnnl_primitive_attr_destroy(cattr);
     return o;
 }
 
 int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                                int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y,
-                                dh_err *e) {
+                                int relu, int avg, int pk, int ps, int pp, const dk_bn_act *bn, const dk_tensor *t,
+                                dk_tensor *y, dh_err *e) {
     cgeom g = conv_geom(x, w, t, stride, pad);
-    pgeom pg = { relu, avg, pk, ps, pp, y->shape[2], y->shape[3] };
+    pgeom pg = { relu, avg, pk, ps, pp, y->shape[2], y->shape[3], bn != NULL, bn ? bn->act : 0 };
     /* chunks as the convolution's (its output stays in the arena, in cache for the pooling) */
     int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * pg.OH * pg.OW;
     dnn_op *last = NULL;
@@ -612,7 +639,9 @@ int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk
         if ((rc = arena_reserve(o->arena + o->sub->arena, e))) return rc;
         void *cb[4] = { x->data + b0 * xs, w->data, NULL, b ? b->data : NULL };
         if ((rc = op_run(o, cb, o == last ? 1u << 1 : 0, e))) return rc;
-        void *pb[2] = { (char *)arena + o->a[2].off, y->data + b0 * ys };
+        /* each op (at most two chunk sizes) computes the normalisation's scale and shift once per call */
+        if (bn && o != last) bn_affine(bn, g.F, o->aux, o->aux + g.F);
+        void *pb[4] = { (char *)arena + o->a[2].off, y->data + b0 * ys, bn ? o->aux : NULL, bn ? o->aux + g.F : NULL };
         if ((rc = op_run_at(o->sub, pb, 0, o->arena, e))) return rc;
         last = o;
     }
@@ -668,20 +697,19 @@ out:
 /* The normalisation folded into the filter and bias: per output channel f,
  * a = gamma / sqrt(var + eps) (as the reference computes it), w' = a w,
  * b' = a (b - mean) + beta. */
-static void fold_bn(const cgeom *g, const float *w, const float *b, const float *gamma, const float *beta,
-                    const float *rmean, const float *rvar, float eps, float *wf, float *bf) {
+static void fold_bn(const cgeom *g, const float *w, const float *b, const dk_bn_act *bn, float *wf, float *bf) {
     int64_t per = g->C * g->KH * g->KW, F = g->F;
+    const float *gamma = bn->gamma->data, *beta = bn->beta->data, *rmean = bn->mean->data, *rvar = bn->var->data;
 #pragma omp parallel for schedule(static) if (F * per >= 65536)
     for (int64_t f = 0; f < F; f++) {
-        float a = gamma[f] / sqrtf(rvar[f] + eps);
+        float a = gamma[f] / sqrtf(rvar[f] + bn->eps);
         for (int64_t i = 0; i < per; i++) wf[f * per + i] = a * w[f * per + i];
         bf[f] = a * ((b ? b[f] : 0.0f) - rmean[f]) + beta[f];
     }
 }
 
 int dk_conv2d_bn_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                              const float *gamma, const float *beta, const float *rmean, const float *rvar, float eps,
-                              int act, const dk_tensor *t, dk_tensor *y, dh_err *e) {
+                              const dk_bn_act *bn, const dk_tensor *t, dk_tensor *y, dh_err *e) {
     cgeom g = conv_geom(x, w, t, stride, pad);
     int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW, wn = g.F * g.C * g.KH * g.KW;
     dnn_op *last = NULL;
@@ -690,10 +718,10 @@ int dk_conv2d_bn_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_t
         cgeom c = g;
         c.N = n;
         int rc = DK_DNNL_DECLINE;
-        dnn_op *o = conv_bn_op(&c, act, &rc, e);
+        dnn_op *o = conv_bn_op(&c, bn->act, &rc, e);
         if (!o) return rc; /* a DECLINE at any chunk leaves it all to the composition, which writes every output */
         /* each op (at most two chunk sizes) folds into its own buffer, once per call */
-        if (o != last) fold_bn(&g, w->data, b ? b->data : NULL, gamma, beta, rmean, rvar, eps, o->aux, o->aux + wn);
+        if (o != last) fold_bn(&g, w->data, b ? b->data : NULL, bn, o->aux, o->aux + wn);
         void *bufs[4] = { x->data + b0 * xs, o->aux, y->data + b0 * ys, o->aux + wn };
         if ((rc = op_run(o, bufs, o == last ? 1u << 1 : 0, e))) return rc;
         last = o;

@@ -43,13 +43,13 @@ int dk_conv2d_backward_filter_dnnl(const dk_tensor *x, const dk_tensor *dy, int 
  * NCHW (t, the convolution's output, is not written; its shape gives the
  * geometry). */
 int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                                int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y, dh_err *e);
+                                int relu, int avg, int pk, int ps, int pp, const dk_bn_act *bn, const dk_tensor *t,
+                                dk_tensor *y, dh_err *e);
 /* Inference: the batch normalisation folded into the filter and bias (in
  * the op's own buffer), the activation (DK_ACT_*) as the convolution's
  * post-op (t is not written; its shape gives the geometry). */
 int dk_conv2d_bn_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                              const float *gamma, const float *beta, const float *rmean, const float *rvar, float eps,
-                              int act, const dk_tensor *t, dk_tensor *y, dh_err *e);
+                              const dk_bn_act *bn, const dk_tensor *t, dk_tensor *y, dh_err *e);
 int dk_bn_forward_train_dnnl(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
                              float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e);
 int dk_bn_forward_infer_dnnl(const dk_tensor *x, const float *gamma, const float *beta, const float *rmean,

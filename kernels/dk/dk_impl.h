@@ -84,12 +84,11 @@ int dk_cpu_init(dh_err *e);
  * *done = 1 when a fast backend ran it (or failed: the return code), 0 when
  * dk_core.c is to compose it from the single ops. */
 int dk_conv2d_pool_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                               int relu, int avg, int pk, int ps, int pp, const dk_tensor *t, dk_tensor *y, int *done,
-                               dh_err *e);
+                               int relu, int avg, int pk, int ps, int pp, const dk_bn_act *bn, const dk_tensor *t,
+                               dk_tensor *y, int *done, dh_err *e);
 /* The same for the fused convolution + batch norm. + activation (dk_conv2d_bn_forward). */
 int dk_conv2d_bn_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                             const float *gamma, const float *beta, const float *rmean, const float *rvar, float eps,
-                             int act, const dk_tensor *t, dk_tensor *y, int *done, dh_err *e);
+                             const dk_bn_act *bn, const dk_tensor *t, dk_tensor *y, int *done, dh_err *e);
 /* CPU scratch space of at least nfloats floats (grown on demand). */
 float *dk_cpu_workspace(size_t nfloats, dh_err *e);
 void dk_cpu_shutdown(void);

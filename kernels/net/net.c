@@ -285,6 +285,22 @@ int64_t net_nparams(const net *n) {
 
 /* ---- forward / backward ---------------------------------------------------- */
 
+/* Layers j.. as the tail of a fused inference op, bn [relu|gelu]: the
+ * index after it, or j when layer j is no batch normalisation. */
+static int bn_tail(const net *n, int j, dk_bn_act *bn) {
+    int nl = n->spec.nlayers;
+    if (j >= nl || n->spec.layers[j].type != NS_BN) return j;
+    const net_layer *bl = &n->L[j];
+    *bn = (dk_bn_act){ &n->params[bl->pw].w, &n->params[bl->pb].w, &n->state[bl->rm].t, &n->state[bl->rv].t, n->bn_eps,
+                       DK_ACT_NONE };
+    j++;
+    if (j < nl && n->spec.layers[j].type == NS_RELU)
+        bn->act = DK_ACT_RELU, j++;
+    else if (j < nl && n->spec.layers[j].type == NS_GELU)
+        bn->act = DK_ACT_GELU, j++;
+    return j;
+}
+
 int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err *e) {
     int64_t N = x->shape[0];
     const int *in = n->spec.in;
@@ -312,20 +328,14 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
         switch (s->type) {
         case NS_CONV: {
             /* inference: conv bn [relu|gelu] in one call (dk_conv2d_bn_forward), and
-             * conv [relu] pool (dk_conv2d_pool_forward), the outputs before the
-             * group's last left unwritten */
-            int j = i + 1, relu = 0, nl = n->spec.nlayers;
-            if (!train && j < nl && n->spec.layers[j].type == NS_BN) {
-                int k = j + 1, act = DK_ACT_NONE;
-                if (k < nl && n->spec.layers[k].type == NS_RELU)
-                    act = DK_ACT_RELU, k++;
-                else if (k < nl && n->spec.layers[k].type == NS_GELU)
-                    act = DK_ACT_GELU, k++;
-                const net_layer *bl = &n->L[j];
+             * conv [relu] pool [bn [relu|gelu]] (dk_conv2d_pool_forward), the
+             * outputs before the group's last left unwritten */
+            int j = i + 1, relu = 0, nl = n->spec.nlayers, k;
+            dk_bn_act bn;
+            if (!train && (k = bn_tail(n, j, &bn)) > j) {
                 dk_tensor G;
                 if ((rc = rows4(&n->L[k - 1].out, N, n->spec.layers[k - 1].shape, &G, e))) return rc;
-                rc = dk_conv2d_bn_forward(&X, W, B, s->s, s->p, &n->params[bl->pw].w, &n->params[bl->pb].w,
-                                          &n->state[bl->rm].t, &n->state[bl->rv].t, n->bn_eps, act, &Y, &G, e);
+                rc = dk_conv2d_bn_forward(&X, W, B, s->s, s->p, &bn, &Y, &G, e);
                 if (!rc) {
                     i = k - 1;
                     Y = G;
@@ -336,13 +346,16 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             if (!train && j < nl && n->spec.layers[j].type == NS_RELU) relu = 1, j++;
             const ns_layer *ps = j < nl ? &n->spec.layers[j] : NULL;
             if (!train && ps && (ps->type == NS_MAXPOOL || ps->type == NS_AVGPOOL)) {
-                dk_tensor P;
-                if ((rc = rows4(&n->L[j].out, N, ps->shape, &P, e))) return rc;
-                rc = dk_conv2d_pool_forward(&X, W, B, s->s, s->p, relu, ps->type == NS_AVGPOOL, ps->k, ps->s, ps->p, &Y,
-                                            &P, e);
+                dk_tensor P, G;
+                k = bn_tail(n, j + 1, &bn);
+                if ((rc = rows4(&n->L[j].out, N, ps->shape, &P, e)) ||
+                    (rc = rows4(&n->L[k - 1].out, N, n->spec.layers[k - 1].shape, &G, e)))
+                    return rc;
+                rc = dk_conv2d_pool_forward(&X, W, B, s->s, s->p, relu, ps->type == NS_AVGPOOL, ps->k, ps->s, ps->p,
+                                            k > j + 1 ? &bn : NULL, &Y, &P, &G, e);
                 if (!rc) {
-                    i = j;
-                    Y = P;
+                    i = k - 1;
+                    Y = G;
                     n->fused = 1;
                 }
                 break;

@@ -108,7 +108,8 @@ int net_set_classes(net *n, const char *const *names, int count, dh_err *e);
  * train: batch statistics and dropout (and running-stat updates); else
  * inference, where each convolution followed by batch normalisation (and a
  * ReLU or GELU) runs as one dk_conv2d_bn_forward, and each convolution
- * followed by pooling (with or without a ReLU between) as one
+ * followed by pooling (with or without a ReLU between; and a batch
+ * normalisation, with or without a ReLU or GELU, after) as one
  * dk_conv2d_pool_forward; after a forward that
  * fused any, net_backward_from_z refuses (the activations it needs were not
  * kept). *z is set to a view (N, zdim) of the net's buffer,

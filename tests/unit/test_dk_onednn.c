@@ -248,36 +248,51 @@ static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) 
     F(&dx);
 }
 
-/* Convolution [ReLU] pooling in one call (inference): oneDNN pools its
- * blocked output (t untouched, which shows the fused path ran) against the
- * reference's composition of the single ops. */
+/* Convolution [ReLU] pooling [batch norm. [activation]] in one call
+ * (inference): oneDNN pools its blocked output and normalises as the
+ * pooling's post-ops (t and p untouched, which shows the fused path ran)
+ * against the reference's composition of the single ops. bnact: -1 no
+ * normalisation, else its DK_ACT_*. */
 static void conv_pool_case(const char *tag, int N, int C, int H, int W, int Fo, int K, int cp, int relu, int avg,
-                           int pk, int ps, int pp, double sc) {
+                           int pk, int ps, int pp, int bnact, double sc) {
     int64_t OH = dk_out_size(H, K, 1, cp), OW = dk_out_size(W, K, 1, cp);
     int64_t PH = dk_out_size(OH, pk, ps, pp), PW = dk_out_size(OW, pk, ps, pp);
     pair x = U(4, N, C, H, W, -1, 1), w = U(4, Fo, C, K, K, -0.2f, 0.2f), b = U(1, Fo, 1, 1, 1, -1, 1);
-    pair t = Z(4, N, Fo, OH, OW), y = Z(4, N, Fo, PH, PW);
+    pair g = U(1, Fo, 1, 1, 1, -1.5f, 1.5f), be = U(1, Fo, 1, 1, 1, -1, 1), rm = U(1, Fo, 1, 1, 1, -0.5f, 0.5f),
+         rv = U(1, Fo, 1, 1, 1, 0.2f, 3);
+    pair t = Z(4, N, Fo, OH, OW), p = Z(4, N, Fo, PH, PW), y = Z(4, N, Fo, PH, PW);
     dh_err e;
-    REQUIRE(dk_fill(&t.f, NAN, &e) == 0);
-    BOTH(dk_conv2d_pool_forward(&x.r, &w.r, &b.r, 1, cp, relu, avg, pk, ps, pp, &t.r, &y.r, &e_),
-         dk_conv2d_pool_forward(&x.f, &w.f, &b.f, 1, cp, relu, avg, pk, ps, pp, &t.f, &y.f, &e_));
+    REQUIRE(dk_fill(&t.f, NAN, &e) == 0 && dk_fill(&p.f, NAN, &e) == 0);
+    dk_bn_act bnr = { &g.r, &be.r, &rm.r, &rv.r, 1e-5f, bnact }, bnf = { &g.f, &be.f, &rm.f, &rv.f, 1e-5f, bnact };
+    int bn = bnact >= 0;
+    BOTH(dk_conv2d_pool_forward(&x.r, &w.r, &b.r, 1, cp, relu, avg, pk, ps, pp, bn ? &bnr : NULL, &t.r,
+                                bn ? &p.r : NULL, &y.r, &e_),
+         dk_conv2d_pool_forward(&x.f, &w.f, &b.f, 1, cp, relu, avg, pk, ps, pp, bn ? &bnf : NULL, &t.f,
+                                bn ? &p.f : NULL, &y.f, &e_));
+    static const char *an[] = { " bn", " bn+relu", " bn+gelu" };
     char name[112];
-    snprintf(name, sizeof name, "conv%s %spool %s", relu ? "+relu" : "", avg ? "avg" : "max", tag);
+    snprintf(name, sizeof name, "conv%s %spool%s %s", relu ? "+relu" : "", avg ? "avg" : "max", bn ? an[bnact] : "",
+             tag);
     CHECK(cmp_sc(name, &y, GEMM, sc));
     int64_t untouched = 0;
     for (int64_t i = 0; i < t.f.n; i++) untouched += isnan(t.f.data[i]);
-    CHECKF(untouched == t.f.n, "%s: the fused path wrote %lld of the convolution's outputs", name,
-           (long long)(t.f.n - untouched));
-    pair *all[] = { &x, &w, &b, &t, &y };
+    for (int64_t i = 0; i < p.f.n; i++) untouched += isnan(p.f.data[i]);
+    CHECKF(untouched == t.f.n + p.f.n, "%s: the fused path wrote %lld of the convolution's and pooling's outputs", name,
+           (long long)(t.f.n + p.f.n - untouched));
+    pair *all[] = { &x, &w, &b, &g, &be, &rm, &rv, &t, &p, &y };
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
 }
 
 static void conv_pool_cases(double sc) {
-    conv_pool_case("cifar1 3->32 k5p2, k3 s2 p1", 16, 3, 32, 32, 32, 5, 2, 0, 0, 3, 2, 1, sc);
-    conv_pool_case("cifar2 32->32 k5p2, k3 s2 p1", 16, 32, 16, 16, 32, 5, 2, 1, 1, 3, 2, 1, sc);
-    conv_pool_case("lenet1 1->20 k5, k2 s2", 16, 1, 28, 28, 20, 5, 0, 0, 0, 2, 2, 0, sc);
-    conv_pool_case("odd 3->6 k3p1 9x7, k3 s2 p1", 5, 3, 9, 7, 6, 3, 1, 1, 0, 3, 2, 1, sc);
-    conv_pool_case("chunks 64->64 k3p1 32x32, k2 s2", 60, 64, 32, 32, 64, 3, 1, 1, 1, 2, 2, 0, sc);
+    conv_pool_case("cifar1 3->32 k5p2, k3 s2 p1", 16, 3, 32, 32, 32, 5, 2, 0, 0, 3, 2, 1, -1, sc);
+    conv_pool_case("cifar2 32->32 k5p2, k3 s2 p1", 16, 32, 16, 16, 32, 5, 2, 1, 1, 3, 2, 1, -1, sc);
+    conv_pool_case("lenet1 1->20 k5, k2 s2", 16, 1, 28, 28, 20, 5, 0, 0, 0, 2, 2, 0, -1, sc);
+    conv_pool_case("odd 3->6 k3p1 9x7, k3 s2 p1", 5, 3, 9, 7, 6, 3, 1, 1, 0, 3, 2, 1, -1, sc);
+    conv_pool_case("chunks 64->64 k3p1 32x32, k2 s2", 60, 64, 32, 32, 64, 3, 1, 1, 1, 2, 2, 0, -1, sc);
+    conv_pool_case("fast 64->128 k3p1 16x16, k2 s2", 8, 64, 16, 16, 128, 3, 1, 0, 0, 2, 2, 0, DK_ACT_RELU, sc);
+    conv_pool_case("odd 3->6 k3p1 9x7, k3 s2 p1", 5, 3, 9, 7, 6, 3, 1, 1, 0, 3, 2, 1, DK_ACT_NONE, sc);
+    conv_pool_case("air-like 24->64 k3p1 16x16, k2 s2", 6, 24, 16, 16, 64, 3, 1, 0, 0, 2, 2, 0, DK_ACT_GELU, sc);
+    conv_pool_case("chunks 64->64 k3p1 32x32, k2 s2", 61, 64, 32, 32, 64, 3, 1, 0, 1, 2, 2, 0, DK_ACT_RELU, sc);
 }
 
 /* Convolution, batch norm. (running statistics) and activation in one call
@@ -292,10 +307,9 @@ static void conv_bn_case(const char *tag, int N, int C, int H, int W, int Fo, in
     pair t = Z(4, N, Fo, OH, OW), y = Z(4, N, Fo, OH, OW);
     dh_err e;
     REQUIRE(dk_fill(&t.f, NAN, &e) == 0);
-    BOTH(dk_conv2d_bn_forward(&x.r, &w.r, bias ? &b.r : NULL, 1, cp, &g.r, &be.r, &rm.r, &rv.r, 1e-5f, act, &t.r, &y.r,
-                              &e_),
-         dk_conv2d_bn_forward(&x.f, &w.f, bias ? &b.f : NULL, 1, cp, &g.f, &be.f, &rm.f, &rv.f, 1e-5f, act, &t.f, &y.f,
-                              &e_));
+    dk_bn_act bnr = { &g.r, &be.r, &rm.r, &rv.r, 1e-5f, act }, bnf = { &g.f, &be.f, &rm.f, &rv.f, 1e-5f, act };
+    BOTH(dk_conv2d_bn_forward(&x.r, &w.r, bias ? &b.r : NULL, 1, cp, &bnr, &t.r, &y.r, &e_),
+         dk_conv2d_bn_forward(&x.f, &w.f, bias ? &b.f : NULL, 1, cp, &bnf, &t.f, &y.f, &e_));
     static const char *an[] = { "", "+relu", "+gelu" };
     char name[112];
     snprintf(name, sizeof name, "conv+bn%s %s", an[act], tag);
