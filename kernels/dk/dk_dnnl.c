@@ -372,11 +372,23 @@ static const dnnl_memory_desc_t *q(dnnl_primitive_desc_t pd, dnnl_query_t what) 
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
+/* Append the activation DK_ACT_* (none: nothing) to *po, created on first
+ * use; 0 or -1. */
+static int append_act(dnnl_post_ops_t *po, int act) {
+    if (act == DK_ACT_NONE) return 0;
+    if (!*po && dnnl_post_ops_create(po) != dnnl_success) return -1;
+    dnnl_alg_kind_t alg = act == DK_ACT_RELU ? dnnl_eltwise_relu : dnnl_eltwise_gelu_erf;
+    return dnnl_post_ops_append_eltwise(*po, 1.0f, alg, 0.0f, 0.0f) == dnnl_success ? 0 : -1;
+}
+
 /* Build or find the op of `kind` for geometry g; NULL with *rc = DECLINE
- * when oneDNN has no implementation, or an error. */
-static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
+ * when oneDNN has no implementation, or an error. OP_CONV_BN: the forward
+ * for inference with the activation act as its post-op and, in aux, room
+ * for the folded filter (F C KH KW floats) and bias (F floats). */
+static dnn_op *conv_op(int kind, const cgeom *g, int bias, int act, int *rc, dh_err *e) {
     int64_t key[NKEY];
     conv_key(key, kind, g, bias);
+    key[12] = act;
     dnn_op *o = op_find(key);
     if (o) return o;
     if ((*rc = dk_dnnl_init(e))) return NULL;
@@ -385,11 +397,13 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
     *rc = DK_DNNL_DECLINE;
     if (!conv_pads(g, st, pl, pr) || conv_mds_init(g, &m)) return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr();
-    if (!attr) return NULL;
-    dnnl_primitive_desc_t fpd = conv_fwd_pd(g, &m, bias, dnnl_forward_training, dnnl_f32, attr), pd = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
     dnnl_convolution_desc_t cd;
+    if (!attr || append_act(&po, act) || (po && dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)) goto out;
+    fpd = conv_fwd_pd(g, &m, bias, kind == OP_CONV_BN ? dnnl_forward_inference : dnnl_forward_training, dnnl_f32, attr);
     if (!fpd) goto out;
-    if (kind == OP_CONV_FWD) {
+    if (kind == OP_CONV_FWD || kind == OP_CONV_BN) {
         pd = fpd;
         fpd = NULL;
     } else if (kind == OP_CONV_BWD_DATA) {
@@ -410,7 +424,7 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
         goto out;
     }
     /* argument order = the order of bufs[] in the callers */
-    if (kind == OP_CONV_FWD) {
+    if (kind == OP_CONV_FWD || kind == OP_CONV_BN) {
         *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(pd, dnnl_query_src_md), e);
         if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(pd, dnnl_query_weights_md), e);
         if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, &m.y, q(pd, dnnl_query_dst_md), e);
@@ -424,14 +438,17 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int *rc, dh_err *e) {
         if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_DST, 0, &m.y, q(pd, dnnl_query_diff_dst_md), e);
         if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_WEIGHTS, 1, &m.w, q(pd, dnnl_query_diff_weights_md), e);
     }
-    if (!*rc && kind == OP_CONV_BWD_W && !(o->aux = dh_malloc(e, (size_t)(g->F * g->C * g->KH * g->KW), sizeof(float))))
-        *rc = DH_ENOMEM;
+    int64_t naux = kind == OP_CONV_BWD_W ? g->F * g->C * g->KH * g->KW
+                   : kind == OP_CONV_BN  ? g->F * g->C * g->KH * g->KW + g->F
+                                         : 0;
+    if (!*rc && naux && !(o->aux = dh_malloc(e, (size_t)naux, sizeof(float)))) *rc = DH_ENOMEM;
     if (!*rc) *rc = set_prim(o, pd, e);
     o = op_commit(o, *rc);
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (fpd) dnnl_primitive_desc_destroy(fpd);
-    dnnl_primitive_attr_destroy(attr);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
     return o;
 }
 
@@ -453,24 +470,41 @@ static int64_t conv_chunk(const cgeom *g) {
 static dnn_op *chunk_op(int kind, const cgeom *g, int64_t n, int bias, int *rc, dh_err *e) {
     cgeom c = *g;
     c.N = n;
-    return conv_op(kind, &c, bias, rc, e);
+    return conv_op(kind, &c, bias, DK_ACT_NONE, rc, e);
 }
 
-int dk_conv2d_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
-                           dk_tensor *y, dh_err *e) {
+static void fold_bn(const cgeom *g, const float *w, const float *b, const dk_bn_act *bn, float *wf, float *bf);
+
+/* The forward in chunks; with bn, the inference one with the normalisation
+ * folded into the filter and bias (OP_CONV_BN). */
+static int conv_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                        const dk_bn_act *bn, dk_tensor *y, dh_err *e) {
     cgeom g = conv_geom(x, w, y, stride, pad);
-    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW;
+    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW, wn = g.F * g.C * g.KH * g.KW;
     dnn_op *last = NULL;
     for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
-        int rc;
-        dnn_op *o = chunk_op(OP_CONV_FWD, &g, n, b != NULL, &rc, e);
-        if (!o) return rc;
+        cgeom c = g;
+        c.N = n;
+        int rc = DK_DNNL_DECLINE;
+        dnn_op *o = bn ? conv_op(OP_CONV_BN, &c, 1, bn->act, &rc, e) : conv_op(OP_CONV_FWD, &c, b != NULL, 0, &rc, e);
+        if (!o) return rc; /* a DECLINE at any chunk leaves it all to the composition, which writes every output */
         void *bufs[4] = { x->data + b0 * xs, w->data, y->data + b0 * ys, b ? b->data : NULL };
+        if (bn) {
+            /* each op (at most two chunk sizes) folds into its own buffer, once per call */
+            if (o != last) fold_bn(&g, w->data, b ? b->data : NULL, bn, o->aux, o->aux + wn);
+            bufs[1] = o->aux;
+            bufs[3] = o->aux + wn;
+        }
         if ((rc = op_run(o, bufs, o == last ? 1u << 1 : 0, e))) return rc;
         last = o;
     }
     return 0;
+}
+
+int dk_conv2d_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
+                           dk_tensor *y, dh_err *e) {
+    return conv_forward(x, w, b, stride, pad, NULL, y, e);
 }
 
 int dk_conv2d_backward_data_dnnl(const dk_tensor *dy, const dk_tensor *w, int stride, int pad, dk_tensor *dx,
@@ -568,19 +602,14 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     dnnl_pooling_desc_t pdesc;
     dnnl_memory_desc_t pc; /* a per-channel operand of the pooling's post-ops: (1, F, 1, 1) f32 */
     if (!attr || !cattr || md4(&pc, 1, g->F, 1, 1, dnnl_f32, dnnl_nchw)) goto out;
-    if (pg->relu && (dnnl_post_ops_create(&po) != dnnl_success ||
-                     dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f) != dnnl_success ||
-                     dnnl_primitive_attr_set_post_ops(cattr, po) != dnnl_success))
+    if (append_act(&po, pg->relu ? DK_ACT_RELU : DK_ACT_NONE) ||
+        (po && dnnl_primitive_attr_set_post_ops(cattr, po) != dnnl_success))
         goto out;
     /* the normalisation after the pooling: times the scale, plus the shift, the activation */
-    if (pg->bn &&
-        (dnnl_post_ops_create(&ppo) != dnnl_success ||
-         dnnl_post_ops_append_binary(ppo, dnnl_binary_mul, &pc) != dnnl_success ||
-         dnnl_post_ops_append_binary(ppo, dnnl_binary_add, &pc) != dnnl_success ||
-         (pg->act != DK_ACT_NONE &&
-          dnnl_post_ops_append_eltwise(ppo, 1.0f, pg->act == DK_ACT_RELU ? dnnl_eltwise_relu : dnnl_eltwise_gelu_erf,
-                                       0.0f, 0.0f) != dnnl_success) ||
-         dnnl_primitive_attr_set_post_ops(attr, ppo) != dnnl_success))
+    if (pg->bn && (dnnl_post_ops_create(&ppo) != dnnl_success ||
+                   dnnl_post_ops_append_binary(ppo, dnnl_binary_mul, &pc) != dnnl_success ||
+                   dnnl_post_ops_append_binary(ppo, dnnl_binary_add, &pc) != dnnl_success ||
+                   append_act(&ppo, pg->act) || dnnl_primitive_attr_set_post_ops(attr, ppo) != dnnl_success))
         goto out;
     if (!(cpd = conv_fwd_pd(g, &m, bias, dnnl_forward_inference, yt, cattr))) goto out;
     const dnnl_memory_desc_t *cy = q(cpd, dnnl_query_dst_md);
@@ -649,51 +678,6 @@ int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk
 }
 
 /* ---- convolution + batch normalisation + activation, inference ----------------------------------------------- */
-/* The op: the convolution (forward_inference) with a bias and the
- * activation as its post-op; aux holds the folded filter (F C KH KW floats)
- * and bias (F floats) that the caller computes. */
-static dnn_op *conv_bn_op(const cgeom *g, int act, int *rc, dh_err *e) {
-    int64_t key[NKEY];
-    conv_key(key, OP_CONV_BN, g, 1);
-    key[12] = act;
-    dnn_op *o = op_find(key);
-    if (o) return o;
-    if ((*rc = dk_dnnl_init(e))) return NULL;
-    *rc = DK_DNNL_DECLINE;
-    dnnl_dims_t st, pl, pr;
-    conv_mds m;
-    if (!conv_pads(g, st, pl, pr) || conv_mds_init(g, &m)) return NULL;
-    dnnl_primitive_attr_t attr = user_scratchpad_attr();
-    dnnl_post_ops_t po = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    if (!attr) return NULL;
-    if (act != DK_ACT_NONE &&
-        (dnnl_post_ops_create(&po) != dnnl_success ||
-         dnnl_post_ops_append_eltwise(po, 1.0f, act == DK_ACT_RELU ? dnnl_eltwise_relu : dnnl_eltwise_gelu_erf, 0.0f,
-                                      0.0f) != dnnl_success ||
-         dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success))
-        goto out;
-    if (!(pd = conv_fwd_pd(g, &m, 1, dnnl_forward_inference, dnnl_f32, attr))) goto out;
-    *rc = 0;
-    if (!(o = op_new(key, e))) {
-        *rc = DH_ENOMEM;
-        goto out;
-    }
-    /* argument order = the order of bufs[] in dk_conv2d_bn_forward_dnnl */
-    *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(pd, dnnl_query_src_md), e);
-    if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(pd, dnnl_query_weights_md), e);
-    if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, &m.y, q(pd, dnnl_query_dst_md), e);
-    if (!*rc) *rc = add_arg(o, DNNL_ARG_BIAS, 0, &m.b, NULL, e);
-    if (!*rc && !(o->aux = dh_malloc(e, (size_t)(g->F * g->C * g->KH * g->KW + g->F), sizeof(float)))) *rc = DH_ENOMEM;
-    if (!*rc) *rc = set_prim(o, pd, e);
-    o = op_commit(o, *rc);
-out:
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (po) dnnl_post_ops_destroy(po);
-    dnnl_primitive_attr_destroy(attr);
-    return o;
-}
-
 /* The normalisation folded into the filter and bias: per output channel f,
  * a = gamma / sqrt(var + eps) (as the reference computes it), w' = a w,
  * b' = a (b - mean) + beta. */
@@ -710,23 +694,8 @@ static void fold_bn(const cgeom *g, const float *w, const float *b, const dk_bn_
 
 int dk_conv2d_bn_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
                               const dk_bn_act *bn, const dk_tensor *t, dk_tensor *y, dh_err *e) {
-    cgeom g = conv_geom(x, w, t, stride, pad);
-    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW, wn = g.F * g.C * g.KH * g.KW;
-    dnn_op *last = NULL;
-    for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
-        int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
-        cgeom c = g;
-        c.N = n;
-        int rc = DK_DNNL_DECLINE;
-        dnn_op *o = conv_bn_op(&c, bn->act, &rc, e);
-        if (!o) return rc; /* a DECLINE at any chunk leaves it all to the composition, which writes every output */
-        /* each op (at most two chunk sizes) folds into its own buffer, once per call */
-        if (o != last) fold_bn(&g, w->data, b ? b->data : NULL, bn, o->aux, o->aux + wn);
-        void *bufs[4] = { x->data + b0 * xs, o->aux, y->data + b0 * ys, o->aux + wn };
-        if ((rc = op_run(o, bufs, o == last ? 1u << 1 : 0, e))) return rc;
-        last = o;
-    }
-    return 0;
+    (void)t; /* its shape is y's */
+    return conv_forward(x, w, b, stride, pad, bn, y, e);
 }
 
 /* ---- batch normalisation (NCHW; (N, C) as (N, C, 1, 1)) --------------------------------------------- */
