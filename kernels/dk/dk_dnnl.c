@@ -384,7 +384,7 @@ static int append_act(dnnl_post_ops_t *po, int act) {
 /* Build or find the op of `kind` for geometry g; NULL with *rc = DECLINE
  * when oneDNN has no implementation, or an error. OP_CONV_BN: the forward
  * for inference with the activation act as its post-op and, in aux, room
- * for the folded filter (F C KH KW floats) and bias (F floats). */
+ * for the folded filter (F C KH KW floats), bias and scales (F floats each). */
 static dnn_op *conv_op(int kind, const cgeom *g, int bias, int act, int *rc, dh_err *e) {
     int64_t key[NKEY];
     conv_key(key, kind, g, bias);
@@ -439,7 +439,7 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int act, int *rc, dh_
         if (!*rc) *rc = add_arg(o, DNNL_ARG_DIFF_WEIGHTS, 1, &m.w, q(pd, dnnl_query_diff_weights_md), e);
     }
     int64_t naux = kind == OP_CONV_BWD_W ? g->F * g->C * g->KH * g->KW
-                   : kind == OP_CONV_BN  ? g->F * g->C * g->KH * g->KW + g->F
+                   : kind == OP_CONV_BN  ? g->F * g->C * g->KH * g->KW + 2 * g->F
                                          : 0;
     if (!*rc && naux && !(o->aux = dh_malloc(e, (size_t)naux, sizeof(float)))) *rc = DH_ENOMEM;
     if (!*rc) *rc = set_prim(o, pd, e);
@@ -474,6 +474,7 @@ static dnn_op *chunk_op(int kind, const cgeom *g, int64_t n, int bias, int *rc, 
 }
 
 static void fold_bn(const cgeom *g, const float *w, const float *b, const dk_bn_act *bn, float *wf, float *bf);
+static void bn_affine(const dk_bn_act *bn, int64_t C, float *scale, float *shift);
 
 /* The forward in chunks; with bn, the inference one with the normalisation
  * folded into the filter and bias (OP_CONV_BN). */
@@ -679,16 +680,16 @@ int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk
 
 /* ---- convolution + batch normalisation + activation, inference ----------------------------------------------- */
 /* The normalisation folded into the filter and bias: per output channel f,
- * a = gamma / sqrt(var + eps) (as the reference computes it), w' = a w,
- * b' = a (b - mean) + beta. */
+ * with the pooling tail's scale a and shift (bn_affine), w' = a w,
+ * b' = a b + shift. */
 static void fold_bn(const cgeom *g, const float *w, const float *b, const dk_bn_act *bn, float *wf, float *bf) {
     int64_t per = g->C * g->KH * g->KW, F = g->F;
-    const float *gamma = bn->gamma->data, *beta = bn->beta->data, *rmean = bn->mean->data, *rvar = bn->var->data;
+    float *a = bf + F; /* the scales, after the biases in the op's buffer */
+    bn_affine(bn, F, a, bf);
 #pragma omp parallel for schedule(static) if (F * per >= 65536)
     for (int64_t f = 0; f < F; f++) {
-        float a = gamma[f] / sqrtf(rvar[f] + bn->eps);
-        for (int64_t i = 0; i < per; i++) wf[f * per + i] = a * w[f * per + i];
-        bf[f] = a * ((b ? b[f] : 0.0f) - rmean[f]) + beta[f];
+        for (int64_t i = 0; i < per; i++) wf[f * per + i] = a[f] * w[f * per + i];
+        if (b) bf[f] += a[f] * b[f];
     }
 }
 
