@@ -18,6 +18,7 @@
 #include "dk_prog.h"
 #include "net.h"
 #include "hashfn.h"
+#include "train.h"
 
 static void usage(void) {
     printf("Usage: %s -m MODEL [OPTION]... [INPUT]\n"
@@ -29,6 +30,10 @@ static void usage(void) {
            "  -o, --output FILE   write to FILE atomically (default: standard output)\n"
            "      --precision P  CPU arithmetic of a deep model's net: fp32 (default) or bf16\n"
            "                      (oneDNN, CPUs with AVX512-BF16 or AMX; as $DH_PRECISION)\n"
+           "      --tta[=MODE]    images: test-time augmentation, the network's z averaged\n"
+           "                      over views of each image before hashing: flip (the image\n"
+           "                      and its mirror image) or full (plain --tta; also translated\n"
+           "                      by one pixel each way); none (default)\n"
            "  -q, --quiet         no progress line and no report (rows, bits, rate) at the end\n"
            "      --progress      show progress even when stderr is not a terminal\n"
            "  -h, --help          show this help and exit\n"
@@ -50,6 +55,7 @@ typedef struct enc {
     uint8_t *codes;  /* (B, nb) */
     uint8_t *dpix;   /* device copy of a batch of pixels */
     dk_tensor x;     /* (B, C, H, W) */
+    train_tta_z aug; /* images: the views and their combination */
     uint32_t *idlen; /* (B) */
 } enc;
 
@@ -65,10 +71,12 @@ int main(int argc, char **argv) {
     dh_prog_init("dh-encode", argc, argv);
     const char *mpath = NULL, *out = NULL, *device = NULL;
     int64_t B = 256;
-    enum { O_PROG = 256, O_PREC = 300 };
+    int tta = -1; /* -1: not given */
+    enum { O_PROG = 256, O_PREC = 300, O_TTA };
     static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },   { "batch", 1, 0, DH_OPT_BATCH },
                                         { "device", 1, 0, DH_OPT_DEVICE }, { "output", 1, 0, DH_OPT_OUTPUT },
-                                        { "precision", 1, 0, O_PREC },     DH_COMMON_LONGOPTS(O_PROG) };
+                                        { "precision", 1, 0, O_PREC },     { "tta", 2, 0, O_TTA },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     int c;
     while ((c = getopt_long(argc, argv, "m:B:d:o:qhV", lo, NULL)) != -1) {
         switch (c) {
@@ -80,6 +88,10 @@ int main(int argc, char **argv) {
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
         case O_PREC: dk_prog_set_precision(optarg); break;
+        case O_TTA:
+            if ((tta = optarg ? train_tta_parse(optarg) : TRAIN_TTA_FULL) < 0)
+                dh_usage_error("--tta: '%s' is not none, flip or full", optarg);
+            break;
         default:
             if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
@@ -125,6 +137,7 @@ int main(int argc, char **argv) {
         if (dk_mem_alloc(E.dev, (size_t)B * f->row_bytes, (void **)&E.dpix, &e) ||
             dk_tensor_alloc4(&E.x, E.dev, 4, B, ni[0], ni[1], ni[2], &e))
             dh_die_err(&e, "allocating a batch");
+        if (train_tta_z_init(&E.aug, E.nw, B, tta < 0 ? TRAIN_TTA_NONE : tta, &e)) dh_die_err(&e, "--tta");
     } else if (strcmp(s->kind, "features") == 0) {
         E.fin = dhs_require_field(s, "z", DHS_F32, 1, &e);
         if (E.fin < 0) dh_die_err(&e, iname);
@@ -132,6 +145,9 @@ int main(int argc, char **argv) {
             dh_die(DH_EXIT_FAIL, "%s: features have %lld dimensions, the hash model %s expects %d", iname,
                    (long long)s->fields[E.fin].shape[0], mpath, D);
         if (device) dk_prog_device_parse(device);
+        if (tta > TRAIN_TTA_NONE)
+            dh_die(DH_EXIT_USAGE, "--tta: %s is a features stream; test-time augmentation needs images (give it to "
+                   "dh-feats instead)", iname);
     } else {
         dh_die(DH_EXIT_FAIL, "%s: a '%s' stream: expected images or features", iname, s->kind);
     }
@@ -163,6 +179,7 @@ int main(int argc, char **argv) {
     dhs_meta_set_str(om, "model", mpath);
     dhs_meta_set_str(om, "model_kind", mk);
     dhs_meta_set_str(om, "hash_method", E.h.method);
+    if (E.images) dhs_meta_set_str(om, "tta", train_tta_name(E.aug.level));
     const char *mc = dhs_meta_str(E.model.meta, "cmdline");
     if (mc) dhs_meta_set_str(om, "model_cmdline", mc);
     dh_meta_carry(om, imeta);
@@ -185,12 +202,8 @@ int main(int argc, char **argv) {
             if (E.images) {
                 const dhs_field *f = &s->fields[E.fin];
                 const uint8_t *pix = (const uint8_t *)ch->col[E.fin] + s0 * f->row_bytes;
-                dk_tensor xb, zt;
                 if (dk_mem_upload(E.dev, E.dpix, pix, (size_t)(n * f->row_bytes), &e) ||
-                    dk_tensor_rows(&E.x, 0, n, &xb, &e) ||
-                    dk_images_augment(E.dpix, n, (int)f->shape[0], (int)f->shape[1], (int)f->shape[2], NULL, 0, 0,
-                                      E.nw->mean, E.nw->std, 0, 0, &xb, &e) ||
-                    net_forward_to_z(E.nw, &xb, 0, &zt, &e) || dk_download(&zt, E.z, n * D, &e))
+                    train_tta_z_batch(&E.aug, E.nw, E.dpix, n, &E.x, E.z, &e))
                     fail(w, &of, &e, iname);
                 zb = E.z;
             } else {
@@ -233,6 +246,7 @@ int main(int argc, char **argv) {
     if (E.nw) net_free(E.nw);
     if (E.images) {
         dk_tensor_free(&E.x);
+        train_tta_z_free(&E.aug);
         dk_mem_free(E.dev, E.dpix);
         dk_shutdown();
     }

@@ -16,6 +16,7 @@
 #include "dk.h"
 #include "dk_prog.h"
 #include "net.h"
+#include "train.h"
 
 static void usage(void) {
     printf("Usage: %s -m MODEL [OPTION]... [IMAGES]\n"
@@ -29,6 +30,10 @@ static void usage(void) {
            "  -o, --output FILE  write to FILE atomically (default: stdout)\n"
            "      --precision P  CPU arithmetic: fp32 (default) or bf16 (oneDNN, CPUs with\n"
            "                     AVX512-BF16 or AMX; as $DH_PRECISION)\n"
+           "      --tta[=MODE]   test-time augmentation: z averaged over views of each\n"
+           "                     image: flip (the image and its mirror image) or full\n"
+           "                     (plain --tta; also translated by one pixel each way,\n"
+           "                     airbench94's level 2); none (default)\n"
            "  -q, --quiet        no progress or report on stderr\n"
            "      --progress     progress line even when stderr is not a terminal\n"
            "  -h, --help         show this help and exit\n"
@@ -43,11 +48,12 @@ static dh_outfile of;
 int main(int argc, char **argv) {
     dh_prog_init("dh-feats", argc, argv);
     const char *model = NULL, *device = NULL, *out = NULL;
-    int batch = 256;
-    enum { O_PROG = 256, O_PREC = 300 };
+    int batch = 256, tta = TRAIN_TTA_NONE;
+    enum { O_PROG = 256, O_PREC = 300, O_TTA };
     static const struct option lo[] = { { "model", 1, 0, DH_OPT_MODEL },   { "batch", 1, 0, DH_OPT_BATCH },
                                         { "device", 1, 0, DH_OPT_DEVICE }, { "output", 1, 0, DH_OPT_OUTPUT },
-                                        { "precision", 1, 0, O_PREC },     DH_COMMON_LONGOPTS(O_PROG) };
+                                        { "precision", 1, 0, O_PREC },     { "tta", 2, 0, O_TTA },
+                                        DH_COMMON_LONGOPTS(O_PROG) };
     static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" }, { 0 } };
     dh_prog_moved(moved);
     int c;
@@ -60,6 +66,10 @@ int main(int argc, char **argv) {
         case 'd': device = optarg; break;
         case 'o': out = optarg; break;
         case O_PREC: dk_prog_set_precision(optarg); break;
+        case O_TTA:
+            if ((tta = optarg ? train_tta_parse(optarg) : TRAIN_TTA_FULL) < 0)
+                dh_usage_error("--tta: '%s' is not none, flip or full", optarg);
+            break;
         default:
             if (!dh_common_option(c, O_PROG, usage)) dh_usage_error("bad option (see --help)");
         }
@@ -117,6 +127,7 @@ int main(int argc, char **argv) {
     if (dhs_meta_set_str(om, "program", "dh-feats") || dhs_meta_set_str(om, "cmdline", dh_cmdline()) ||
         dhs_meta_set_str(om, "model_file", model) || dhs_meta_set_str(om, "model_net", n->spec.text) ||
         dhs_meta_set_str(om, "feature_layer", zname ? zname : "z") || dhs_meta_set_int(om, "zdim", D) ||
+        dhs_meta_set_str(om, "tta", train_tta_name(tta)) ||
         (dhs_meta_str(m.meta, "cmdline") && dhs_meta_set_str(om, "model_cmdline", dhs_meta_str(m.meta, "cmdline"))))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (ic <= 0 && mc > 0) {
@@ -137,9 +148,11 @@ int main(int argc, char **argv) {
     size_t img = (size_t)C * H * W;
     uint8_t *pix_dev = NULL;
     dk_tensor xbuf = { 0 };
+    train_tta_z aug;
     if (dk_mem_alloc(dev, (size_t)batch * img, (void **)&pix_dev, &e) ||
         dk_tensor_alloc4(&xbuf, dev, 4, batch, C, H, W, &e))
         dh_die_err(&e, dk_device_name(dev));
+    if (train_tta_z_init(&aug, n, batch, tta, &e)) dh_die_err(&e, "--tta");
     float *zh = NULL;
     uint32_t *lens = NULL;
     int64_t zcap = 0;
@@ -165,11 +178,8 @@ int main(int argc, char **argv) {
         const uint8_t *px = ch->col[fp];
         for (int64_t s0 = 0; s0 < N; s0 += batch) {
             int64_t nb = N - s0 < batch ? N - s0 : batch;
-            dk_tensor x, z;
             if (dk_mem_upload(dev, pix_dev, px + (size_t)s0 * img, (size_t)nb * img, &e) ||
-                dk_tensor_rows(&xbuf, 0, nb, &x, &e) ||
-                dk_images_augment(pix_dev, nb, C, H, W, NULL, 0, 0, n->mean, n->std, 0, 0, &x, &e) ||
-                net_forward_to_z(n, &x, 0, &z, &e) || dk_download(&z, zh + (size_t)s0 * D, nb * D, &e)) {
+                train_tta_z_batch(&aug, n, pix_dev, nb, &xbuf, zh + (size_t)s0 * D, &e)) {
                 dhs_writer_abort(w);
                 dh_out_abort(&of);
                 dh_die_err(&e, "forward");
@@ -205,6 +215,7 @@ int main(int argc, char **argv) {
     free(lens);
     dk_mem_free(dev, pix_dev);
     dk_tensor_free(&xbuf);
+    train_tta_z_free(&aug);
     net_free(n);
     dhs_model_free(&m);
     dk_shutdown();

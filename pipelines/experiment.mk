@@ -24,6 +24,11 @@ METHODS ?= lsh pcah itq sh ldah ksh sdh
 DEVICE  ?= auto
 QUERIES ?= 0
 SEED    ?= 1
+# Test-time augmentation of the images' features and codes (dh-feats(1)
+# --tta): none, flip or full. Give each setting its own W: cached features
+# are not remade when it changes.
+TTA     ?=
+TTA_OPT  = $(if $(TTA),--tta=$(TTA))
 export DH_DEVICE := $(DEVICE)
 # Wall time of a stage, in seconds, into $@.time (pipelines/timed: bash's
 # clock, as a minimal Debian has no /usr/bin/time). A prefix: $(TIME) CMD...
@@ -56,7 +61,7 @@ $(W)/net.dhm: $(W)/train.dhs $(W)/test.dhs
 # (a static pattern: the feature files are explicit targets, so that make
 # prefers the shallow-model encode rules below for hash-*.dhm models)
 $(W)/feats-train.dhs $(W)/feats-query.dhs: $(W)/feats-%.dhs: $(W)/%.dhs $(W)/net.dhm
-	$(TIME) dh-feats -m $(W)/net.dhm -o $@ $<
+	$(TIME) dh-feats $(TTA_OPT) -m $(W)/net.dhm -o $@ $<
 
 # ---- stage 2: hash layer (paper) and shallow baselines -------------------------
 $(W)/hash-deephash-%.dhm: $(W)/feats-train.dhs
@@ -77,9 +82,9 @@ $(W)/codes/hash-%-db.codes: $(W)/hash-%.dhm $(W)/feats-train.dhs
 $(W)/codes/hash-%-query.codes: $(W)/hash-%.dhm $(W)/feats-query.dhs
 	dh-encode -m $< -o $@ $(W)/feats-query.dhs
 $(W)/codes/%-db.codes: $(W)/%.dhm $(W)/train.dhs
-	dh-encode -m $< -o $@ $(W)/train.dhs
+	dh-encode $(TTA_OPT) -m $< -o $@ $(W)/train.dhs
 $(W)/codes/%-query.codes: $(W)/%.dhm $(W)/query.dhs
-	dh-encode -m $< -o $@ $(W)/query.dhs
+	dh-encode $(TTA_OPT) -m $< -o $@ $(W)/query.dhs
 $(W)/results/%.json: $(W)/codes/%-query.codes $(W)/codes/%-db.codes
 	$(TIME) dh-map --json --title $* --query $< --db $(W)/codes/$*-db.codes > $@
 
@@ -241,9 +246,9 @@ $(AW)/joint-%.dhm: $(AW)/hash0-%.dhm $(W)/net.dhm $(W)/train.dhs
 	rm -f $@.ckpt
 # codes: the joint models encode images, the others the features of net.dhm
 $(AW)/%-db.codes: $(AW)/%.dhm $(W)/train.dhs $(W)/feats-train.dhs
-	dh-encode -q -m $< -o $@ $(if $(filter joint-%,$*),$(W)/train.dhs,$(W)/feats-train.dhs)
+	dh-encode -q $(if $(filter joint-%,$*),$(TTA_OPT)) -m $< -o $@ $(if $(filter joint-%,$*),$(W)/train.dhs,$(W)/feats-train.dhs)
 $(AW)/%-query.codes: $(AW)/%.dhm $(W)/query.dhs $(W)/feats-query.dhs
-	dh-encode -q -m $< -o $@ $(if $(filter joint-%,$*),$(W)/query.dhs,$(W)/feats-query.dhs)
+	dh-encode -q $(if $(filter joint-%,$*),$(TTA_OPT)) -m $< -o $@ $(if $(filter joint-%,$*),$(W)/query.dhs,$(W)/feats-query.dhs)
 $(AW)/%.json: $(AW)/%-query.codes $(AW)/%-db.codes
 	dh-map -q --json --title $* --query $< --db $(AW)/$*-db.codes > $@
 ABL_TABLE = $(ROOT)/pipelines/deep-table.sh --all-seeds --methods "$(ABL_MODES)" --bits "$(ABL_BITS)" \

@@ -400,5 +400,27 @@ void train_tta_combine(int level, const float *const *view, int64_t n, int K, fl
  * of test-time augmentation at that level into *acc_tta. */
 int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, int level, double *acc, double *acc_tta,
                           double *loss, dh_err *e);
+/* A level's name ("none", "flip", "full") and back (-1 for another name). */
+int train_tta_parse(const char *s);
+const char *train_tta_name(int level);
+
+/* The features z of batches of images under test-time augmentation: the
+ * views' z combined with train_tta_combine's weights. The hash projection
+ * and a linear head are linear in z, so hashing (or classifying) the
+ * combined z is hashing the combined outputs. Buffers are sized once for
+ * batches of up to B images; a batch allocates nothing. */
+typedef struct train_tta_z {
+    int level, nv, C, H, W, D;
+    int64_t B;
+    float *view[TRAIN_TTA_MAXVIEWS]; /* (B, D) host each, with more than one view */
+    uint8_t *pix;                    /* (B, C, H, W) host copy of the pixels: translations only */
+    float *img;                      /* (B, C, H, W) host: one translated view */
+} train_tta_z;
+int train_tta_z_init(train_tta_z *t, const net *n, int64_t B, int level, dh_err *e);
+/* z (nb, D) host of the nb images at dpix (u8 [nb, C, H, W] in the net's
+ * device memory); x a device tensor of at least nb rows of C x H x W for
+ * the network's input. Level 0: z of the images as they are. */
+int train_tta_z_batch(train_tta_z *t, net *n, const uint8_t *dpix, int64_t nb, dk_tensor *x, float *z, dh_err *e);
+void train_tta_z_free(train_tta_z *t);
 
 #endif

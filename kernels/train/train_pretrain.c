@@ -138,6 +138,36 @@ void train_tta_combine(int level, const float *const *view, int64_t n, int K, fl
     }
 }
 
+/* The network input of view v of nb images into xb: the image or its mirror
+ * image made on the device from dpix; a translation made on the host from
+ * pix (a host copy of the pixels) through img (nb x C x H x W floats). */
+static int tta_view_input(const net *n, int v, const uint8_t *dpix, const uint8_t *pix, float *img, int64_t nb,
+                          int C, int H, int W, dk_tensor *xb, dh_err *e) {
+    if (v < 2) return dk_images_augment(dpix, nb, C, H, W, NULL, 0, v ? DK_FLIP_ALL : 0, n->mean, n->std, 0, 0, xb, e);
+    int dy, dx, fl;
+    int64_t row = (int64_t)C * H * W;
+    train_tta_view(v, &dy, &dx, &fl);
+    for (int64_t i = 0; i < nb; i++)
+        train_image_shift_reflect(pix + i * row, C, H, W, dy, dx, fl, n->mean, n->std, img + i * row);
+    return dk_upload(xb, img, nb * row, e);
+}
+
+/* The host buffers of the translated views (levels above flip) for B
+ * images: *pix, *img; nothing for lower levels. */
+static int tta_host_buffers(int level, int64_t B, int C, int H, int W, uint8_t **pix, float **img, dh_err *e) {
+    *pix = NULL, *img = NULL;
+    if (train_tta_views(level) <= 2) return DH_OK;
+    if (H > 4096 || W > 4096 || H < 2 || W < 2)
+        return dh_seterr(e, DH_EINVAL, "test-time translations of %dx%d images", H, W);
+    size_t row = (size_t)C * H * W;
+    if (!(*pix = dh_malloc(e, (size_t)B * row, 1)) || !(*img = dh_malloc(e, (size_t)B * row, sizeof **img))) {
+        free(*pix);
+        *pix = NULL;
+        return DH_ENOMEM;
+    }
+    return DH_OK;
+}
+
 int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, int level, double *acc, double *acc_tta,
                           double *loss, dh_err *e) {
     dh_err local;
@@ -154,34 +184,21 @@ int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, int level
     int rc = comb ? DH_OK : DH_ENOMEM;
     for (int v = 0; v < nv && !rc; v++)
         if (!(lg[v] = dh_malloc(e, (size_t)(B * K), sizeof *lg[v]))) rc = DH_ENOMEM;
-    if (!rc && nv > 2 && (d->H > 4096 || d->W > 4096 || d->H < 2 || d->W < 2))
-        rc = dh_seterr(e, DH_EINVAL, "test-time translations of %dx%d images", d->H, d->W);
-    if (!rc && nv > 2 &&
-        (!(pix = dh_malloc(e, (size_t)(B * row), 1)) || !(img = dh_malloc(e, (size_t)(B * row), sizeof *img))))
-        rc = DH_ENOMEM;
+    if (!rc) rc = tta_host_buffers(level, B, d->C, d->H, d->W, &pix, &img, e);
     for (int64_t s = 0; s < d->S && !rc; s += B) {
         int64_t nb = d->S - s < B ? d->S - s : B, c;
         const uint8_t *dpix = d->pix + (size_t)s * row;
         dk_tensor xb, L;
         double l;
-        if ((rc = dk_tensor_rows(x, 0, nb, &xb, e)) ||
-            (rc = dk_images_augment(dpix, nb, d->C, d->H, d->W, NULL, 0, 0, n->mean, n->std, 0, 0, &xb, e)) ||
+        if ((rc = dk_tensor_rows(x, 0, nb, &xb, e)) || (rc = tta_view_input(n, 0, dpix, pix, img, nb, d->C, d->H, d->W, &xb, e)) ||
             (rc = net_eval_xent(n, &xb, d->lab + s, &l, &c, e)) || (rc = net_head_forward(n, &L, e)) ||
-            (rc = dk_download(&L, lg[0], nb * K, e)) ||
-            (rc = dk_images_augment(dpix, nb, d->C, d->H, d->W, NULL, 0, DK_FLIP_ALL, n->mean, n->std, 0, 0, &xb, e)) ||
-            (rc = net_forward_to_z(n, &xb, 0, &L, e)) || (rc = net_head_forward(n, &L, e)) ||
-            (rc = dk_download(&L, lg[1], nb * K, e)))
+            (rc = dk_download(&L, lg[0], nb * K, e)))
             break;
         if (nv > 2 && (rc = dk_mem_download(d->dev, pix, dpix, (size_t)(nb * row), e))) break;
-        for (int v = 2; v < nv && !rc; v++) { /* the translations, made on the host */
-            int dy, dx, fl;
-            train_tta_view(v, &dy, &dx, &fl);
-            for (int64_t i = 0; i < nb; i++)
-                train_image_shift_reflect(pix + i * row, d->C, d->H, d->W, dy, dx, fl, n->mean, n->std, img + i * row);
-            if (!(rc = dk_upload(&xb, img, nb * row, e)) && !(rc = net_forward_to_z(n, &xb, 0, &L, e)) &&
-                !(rc = net_head_forward(n, &L, e)))
+        for (int v = 1; v < nv && !rc; v++)
+            if (!(rc = tta_view_input(n, v, dpix, pix, img, nb, d->C, d->H, d->W, &xb, e)) &&
+                !(rc = net_forward_to_z(n, &xb, 0, &L, e)) && !(rc = net_head_forward(n, &L, e)))
                 rc = dk_download(&L, lg[v], nb * K, e);
-        }
         if (rc) break;
         correct += c;
         lsum += l * nb;
@@ -205,4 +222,49 @@ int train_images_eval_tta(net *n, const train_images *d, dk_tensor *x, int level
     *acc_tta = (double)correct_tta / d->S;
     *loss = lsum / d->S;
     return DH_OK;
+}
+
+int train_tta_parse(const char *s) {
+    return !strcmp(s, "none") ? TRAIN_TTA_NONE : !strcmp(s, "flip") ? TRAIN_TTA_FLIP : !strcmp(s, "full") ? TRAIN_TTA_FULL : -1;
+}
+
+const char *train_tta_name(int level) {
+    return level >= TRAIN_TTA_FULL ? "full" : level == TRAIN_TTA_FLIP ? "flip" : "none";
+}
+
+int train_tta_z_init(train_tta_z *t, const net *n, int64_t B, int level, dh_err *e) {
+    memset(t, 0, sizeof *t);
+    if (level < TRAIN_TTA_NONE || level > TRAIN_TTA_FULL)
+        return dh_seterr(e, DH_EINVAL, "test-time augmentation level %d (0..%d)", level, TRAIN_TTA_FULL);
+    if (B < 1) return dh_seterr(e, DH_EINVAL, "test-time augmentation of batches of %lld", (long long)B);
+    t->level = level, t->nv = train_tta_views(level), t->B = B, t->D = n->zdim;
+    t->C = n->spec.in[0], t->H = n->spec.in[1], t->W = n->spec.in[2];
+    int rc = DH_OK;
+    for (int v = 0; v < t->nv && t->nv > 1 && !rc; v++)
+        if (!(t->view[v] = dh_malloc(e, (size_t)B * t->D, sizeof *t->view[v]))) rc = DH_ENOMEM;
+    if (!rc) rc = tta_host_buffers(level, B, t->C, t->H, t->W, &t->pix, &t->img, e);
+    if (rc) train_tta_z_free(t);
+    return rc;
+}
+
+int train_tta_z_batch(train_tta_z *t, net *n, const uint8_t *dpix, int64_t nb, dk_tensor *x, float *z, dh_err *e) {
+    if (nb < 1 || nb > t->B || x->shape[0] < nb)
+        return dh_seterr(e, DH_EINVAL, "a batch of %lld images for buffers of %lld", (long long)nb, (long long)t->B);
+    int64_t row = (int64_t)t->C * t->H * t->W;
+    dk_tensor xb, zt;
+    int rc = dk_tensor_rows(x, 0, nb, &xb, e);
+    if (!rc && t->nv > 2) rc = dk_mem_download(n->dev, t->pix, dpix, (size_t)(nb * row), e);
+    for (int v = 0; v < t->nv && !rc; v++)
+        if (!(rc = tta_view_input(n, v, dpix, t->pix, t->img, nb, t->C, t->H, t->W, &xb, e)) &&
+            !(rc = net_forward_to_z(n, &xb, 0, &zt, e)))
+            rc = dk_download(&zt, t->nv > 1 ? t->view[v] : z, nb * t->D, e);
+    if (!rc && t->nv > 1) train_tta_combine(t->level, (const float *const *)t->view, nb, t->D, z);
+    return rc;
+}
+
+void train_tta_z_free(train_tta_z *t) {
+    for (int v = 0; v < TRAIN_TTA_MAXVIEWS; v++) free(t->view[v]);
+    free(t->pix);
+    free(t->img);
+    memset(t, 0, sizeof *t);
 }

@@ -53,6 +53,32 @@ m2=$(grep -o '"mAP": [0-9.]*' "$W/m2.json" | grep -o '[0-9.]*$')
 echo "# pipeline: mAP $m1 at 16 bits on $src in $(( $(date +%s) - start )) s" >&2
 t_end
 
+# test-time augmentation of features and codes (the numerics: test_net_recipe's tta_z)
+t_begin "feats_encode_tta"
+dh-feats -q --tta=flip -m "$W/net.dhm" "$W/test.dhs" > "$W/ftf.dhs" 2>"$W/err" || t_fail "dh-feats --tta=flip: $(tail -1 "$W/err")"
+dh-feats -q -m "$W/net.dhm" "$W/test.dhs" > "$W/ft0.dhs" 2>"$W/err" || t_fail "dh-feats: $(tail -1 "$W/err")"
+dh-info "$W/ftf.dhs" 2>/dev/null | grep -q 'tta.*flip' || t_fail "dh-feats --tta=flip: meta tta not recorded"
+dh-info "$W/ft0.dhs" 2>/dev/null | grep -q 'tta.*none' || t_fail "dh-feats: meta tta none not recorded"
+[ "$(dh-info "$W/ftf.dhs" 2>/dev/null | grep -c '^rows: *300')" = 1 ] || t_fail "dh-feats --tta=flip: 300 rows expected"
+cmp -s "$W/ftf.dhs" "$W/ft0.dhs" && t_fail "features with and without --tta=flip are identical"
+dh-encode -q --tta -m "$W/dh.dhm" "$W/test.dhs" > "$W/qf1.codes" 2>"$W/err" || t_fail "dh-encode --tta: $(tail -1 "$W/err")"
+dh-encode -q --tta=full -m "$W/dh.dhm" "$W/test.dhs" > "$W/qf2.codes" 2>"$W/err" || t_fail "dh-encode --tta=full: $(tail -1 "$W/err")"
+dh-info "$W/qf1.codes" 2>/dev/null | grep -q 'tta.*full' || t_fail "dh-encode --tta: meta tta not recorded"
+dh-map -q --json --query "$W/qf1.codes" --db "$W/db.codes" > "$W/mt.json" 2>"$W/err" || t_fail "dh-map: $(tail -1 "$W/err")"
+mt=$(grep -o '"mAP": [0-9.]*' "$W/mt.json" | grep -o '[0-9.]*$')
+[ -n "$mt" ] && [ "$(echo "$mt > 0.3" | bc)" = 1 ] || t_fail "mAP $mt of codes with test-time augmentation is not far above chance"
+m2=$(dh-map -q --json --query "$W/qf2.codes" --db "$W/db.codes" 2>/dev/null | grep -o '"mAP": [0-9.]*' | grep -o '[0-9.]*$')
+[ "$mt" = "$m2" ] || t_fail "plain --tta ($mt) is not --tta=full ($m2)"
+echo "# pipeline: mAP with --tta=full queries $mt (plain $m1)" >&2
+t_end
+expect_fail "feats_rejects_bad_tta" dh-feats -q --tta=mirror -m "$W/net.dhm" "$W/test.dhs"
+expect_fail "encode_tta_needs_images" dh-encode -q --tta=flip -m "$W/hash.dhm" "$W/ftrain.dhs"
+t_begin "encode_tta_usage_exit"
+dh-encode -q --tta=flip -m "$W/hash.dhm" "$W/ftrain.dhs" >/dev/null 2>"$W/err"; rc=$?
+[ $rc = 2 ] || t_fail "exit $rc, expected 2"
+grep -q 'needs images' "$W/err" || t_fail "message: $(cat "$W/err")"
+t_end
+
 # damaged intermediates are rejected by the next stage
 head -c $(( $(stat -c %s "$W/ftrain.dhs") - 20 )) "$W/ftrain.dhs" > "$W/ftrain.cut"
 expect_fail "inithash_rejects_truncated_features" dh-inithash -q --bits 16 "$W/ftrain.cut"

@@ -504,6 +504,87 @@ static void t_eval_tta(void) {
     netspec_free(&ns);
 }
 
+/* train_tta_z_batch: z of each image combined over its views, against the
+ * views made one by one on the host (train_image_shift_reflect) and run
+ * through the network; a non-linear net (conv, relu, pool), so the mean of
+ * z is not z of the mean image. Batches shorter than the buffers, and the
+ * refusals. */
+static void t_tta_z(void) {
+    enum { S = 11, C = 2, H = 6, W = 5, B = 4 };
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse("input 2 6 5\nconv 3 k3 p1\nrelu\nmaxpool k2\nfc 4\nrelu\nfeature\n", "t", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, 0, DK_CPU, B, &n, &e) == DH_OK);
+    REQUIRE(net_init(n, 7, &e) == DH_OK);
+    float mean[2] = { 0.4f, 0.5f }, std[2] = { 0.3f, 0.2f };
+    REQUIRE(net_set_norm(n, mean, std, &e) == DH_OK);
+    int D = n->zdim;
+    static uint8_t pix[S * C * H * W];
+    for (int i = 0; i < S * C * H * W; i++) pix[i] = (uint8_t)(dh_rng_u32(9, (uint64_t)i) >> 24);
+    dk_tensor x, x1, z1;
+    REQUIRE(dk_tensor_alloc4(&x, DK_CPU, 4, B, C, H, W, &e) == DH_OK);
+    REQUIRE(dk_tensor_alloc4(&x1, DK_CPU, 4, 1, C, H, W, &e) == DH_OK);
+    float zb[B * 8], v[6][8], want[8], img[C * H * W];
+    REQUIRE(D <= 8);
+    for (int level = TRAIN_TTA_NONE; level <= TRAIN_TTA_FULL; level++) {
+        train_tta_z t;
+        REQUIRE(train_tta_z_init(&t, n, B, level, &e) == DH_OK);
+        double maxerr = 0;
+        for (int s0 = 0; s0 < S; s0 += B) {
+            int nb = S - s0 < B ? S - s0 : B;
+            REQUIRE(train_tta_z_batch(&t, n, pix + s0 * C * H * W, nb, &x, zb, &e) == DH_OK);
+            for (int i = 0; i < nb; i++) {
+                const float *views[6];
+                for (int j = 0; j < train_tta_views(level); j++) {
+                    int dy, dx, fl;
+                    train_tta_view(j, &dy, &dx, &fl);
+                    train_image_shift_reflect(pix + (s0 + i) * C * H * W, C, H, W, dy, dx, fl, mean, std, img);
+                    REQUIRE(dk_upload(&x1, img, C * H * W, &e) == DH_OK);
+                    REQUIRE(net_forward_to_z(n, &x1, 0, &z1, &e) == DH_OK);
+                    REQUIRE(dk_download(&z1, v[j], D, &e) == DH_OK);
+                    views[j] = v[j];
+                }
+                train_tta_combine(level, views, 1, D, want);
+                for (int k = 0; k < D; k++) {
+                    double d = fabs((double)zb[i * D + k] - want[k]);
+                    if (d > maxerr) maxerr = d;
+                }
+            }
+        }
+        printf("# tta %s: max |z - views combined| %.2e\n", train_tta_name(level), maxerr);
+        CHECK(maxerr <= 1e-5);
+        CHECK(train_tta_parse(train_tta_name(level)) == level);
+        CHECK(train_tta_z_batch(&t, n, pix, B + 1, &x, zb, &e) == DH_EINVAL);
+        train_tta_z_free(&t);
+    }
+    /* the flip differs from the image alone: the test above compares something */
+    train_tta_z t0, t1;
+    float za[B * 8];
+    REQUIRE(train_tta_z_init(&t0, n, B, TRAIN_TTA_NONE, &e) == DH_OK && train_tta_z_init(&t1, n, B, TRAIN_TTA_FLIP, &e) == DH_OK);
+    REQUIRE(train_tta_z_batch(&t0, n, pix, B, &x, za, &e) == DH_OK && train_tta_z_batch(&t1, n, pix, B, &x, zb, &e) == DH_OK);
+    double diff = 0;
+    for (int i = 0; i < B * D; i++) diff += fabs((double)za[i] - zb[i]);
+    CHECK(diff > 1e-3);
+    train_tta_z_free(&t0);
+    train_tta_z_free(&t1);
+    CHECK(train_tta_parse("flips") == -1 && train_tta_parse("") == -1);
+    CHECK(train_tta_z_init(&t0, n, B, 3, &e) == DH_EINVAL);
+    dk_tensor_free(&x);
+    dk_tensor_free(&x1);
+    net_free(n);
+    netspec_free(&ns);
+    /* translations of images one pixel wide are refused */
+    REQUIRE(netspec_parse("input 1 1 4\nfc 2\nfeature\n", "t", &ns, &e) == DH_OK);
+    REQUIRE(net_create(&ns, 0, DK_CPU, B, &n, &e) == DH_OK);
+    CHECK(train_tta_z_init(&t0, n, B, TRAIN_TTA_FULL, &e) == DH_EINVAL);
+    CHECK(strstr(e.msg, "1x4") != NULL);
+    CHECK(train_tta_z_init(&t0, n, B, TRAIN_TTA_FLIP, &e) == DH_OK);
+    train_tta_z_free(&t0);
+    net_free(n);
+    netspec_free(&ns);
+}
+
 int main(void) {
     RUN(t_sym_eig);
     RUN(t_whiten);
@@ -518,5 +599,6 @@ int main(void) {
     RUN(t_head_torch);
     RUN(t_tta_combine);
     RUN(t_eval_tta);
+    RUN(t_tta_z);
     return check_done();
 }
