@@ -89,6 +89,13 @@ int dk_conv2d_pool_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_
 /* The same for the fused convolution + batch norm. + activation (dk_conv2d_bn_forward). */
 int dk_conv2d_bn_forward_cpu(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
                              const dk_bn_act *bn, const dk_tensor *t, dk_tensor *y, int *done, dh_err *e);
+/* Plain-C fast paths of the fast CPU backend (dk_fast.c): batch
+ * normalisation in training, the reference's contract and numerics to
+ * within rounding, the same bits for any thread count. N*H*W > 0. */
+int dk_bn_forward_train_fast(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
+                             float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e);
+int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
+                        const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e);
 /* CPU scratch space of at least nfloats floats (grown on demand). */
 float *dk_cpu_workspace(size_t nfloats, dh_err *e);
 void dk_cpu_shutdown(void);

@@ -192,11 +192,24 @@ static void t_conv(void) {
     conv_cases(0);
 }
 
+/* Batch norm: the fast backend's (dk_fast.c) against the reference; the
+ * cases cover 2-D input, more images than its 64 groups, planes longer
+ * than its 1,024-value blocks and of odd length, and a mean 1,000 times
+ * the spread (the one-pass statistics must not cancel). */
 static void t_batchnorm(void) {
     NEED_ONEDNN();
-    for (int four = 0; four < 2; four++) {
-        int N = 32, C = 16, H = four ? 8 : 1, W = four ? 8 : 1, nd = four ? 4 : 2;
-        pair x = U(nd, N, C, H, W, -2, 3), g = U(1, C, 1, 1, 1, 0.5f, 1.5f), b = U(1, C, 1, 1, 1, -1, 1);
+    static const struct {
+        const char *tag;
+        int nd, N, C, H, W;
+        float lo, hi;
+    } cases[] = { { "bn2d", 2, 32, 16, 1, 1, -2, 3 },
+                  { "bn4d", 4, 32, 16, 8, 8, -2, 3 },
+                  { "bn4d 130 images, 33x35 planes", 4, 130, 3, 33, 35, -2, 3 },
+                  { "bn4d 7x7, mean 1000", 4, 70, 5, 7, 7, 999, 1001 },
+                  { "bn2d 2 images", 2, 2, 8, 1, 1, -1, 1 } };
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        int N = cases[ci].N, C = cases[ci].C, H = cases[ci].H, W = cases[ci].W, nd = cases[ci].nd;
+        pair x = U(nd, N, C, H, W, cases[ci].lo, cases[ci].hi), g = U(1, C, 1, 1, 1, 0.5f, 1.5f), b = U(1, C, 1, 1, 1, -1, 1);
         pair rm = U(1, C, 1, 1, 1, -0.1f, 0.1f), rv = U(1, C, 1, 1, 1, 0.9f, 1.1f);
         pair y = Z(nd, N, C, H, W), sm = Z(1, C, 1, 1, 1), si = Z(1, C, 1, 1, 1), dy = U(nd, N, C, H, W, -1, 1);
         pair dx = Z(nd, N, C, H, W), dg = Z(1, C, 1, 1, 1), dbt = Z(1, C, 1, 1, 1), yi = Z(nd, N, C, H, W);
@@ -206,8 +219,8 @@ static void t_batchnorm(void) {
              dk_batchnorm_backward(&x.f, &dy.f, &g.f, &sm.f, &si.f, &dx.f, &dg.f, &dbt.f, &e_));
         BOTH(dk_batchnorm_forward_infer(&x.r, &g.r, &b.r, &rm.r, &rv.r, 1e-5f, &yi.r, &e_),
              dk_batchnorm_forward_infer(&x.f, &g.f, &b.f, &rm.f, &rv.f, 1e-5f, &yi.f, &e_));
-        const char *t = four ? "bn4d" : "bn2d";
-        char name[64];
+        const char *t = cases[ci].tag;
+        char name[96];
         const struct {
             const char *what;
             pair *p;

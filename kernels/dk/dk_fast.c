@@ -1,0 +1,227 @@
+/* dk_fast.c — plain-C fast paths of the CPU engine, for the operations
+ * where the fast backend (DH_CPU=onednn) does better without oneDNN.
+ *
+ * Batch normalisation in training, forward and backward, on NCHW tensors.
+ * oneDNN 2.6 runs NCHW batch norm through its generic "ncsp" code, slower
+ * than the reference's own loops (fast's batch 512 of 64x32x32: 64 ms
+ * forward and 75 ms backward against the reference's 48 and 41 on the
+ * 2-core box), and a blocked layout would cost two reorders per call.
+ * Here the statistics take one pass over x (the reference's forward takes
+ * two) that streams through memory image by image instead of striding
+ * channel by channel:
+ *
+ *   - the images are split into DK_BN_GROUPS fixed groups (a function of N
+ *     only, never of the thread count); the groups run in parallel, each
+ *     keeping per-channel statistics in double;
+ *   - within an image, a channel's plane is read in blocks of at most
+ *     DK_BN_BLOCK values: the block's sum and sum of squared deviations
+ *     from its own mean in 16 float lanes (vectorised), merged into the
+ *     group's running (count, mean, M2) by Chan et al.'s update, which
+ *     keeps the variance exact when the mean is large against the spread;
+ *   - the groups merge in group order, so the result is the same bit for
+ *     bit for any thread count, and each run the same.
+ *
+ * The normalisation then maps each plane with its channel's constants:
+ * y = (x - mean) a + beta, dx = a (dy - mean(dy) - (x - mean) k), the
+ * reference's formulas with the per-channel products hoisted. Agreement
+ * with the reference is tested (test_dk_onednn: bn*, ≤ 1e-4 + 1e-3 |ref|,
+ * maximum error printed); DH_CPU=ref runs the reference.
+ */
+#include <math.h>
+#include <string.h>
+#include "dk_impl.h"
+
+#define DK_PRAGMA(x) _Pragma(#x)
+#define LANES 16
+#define DK_BN_BLOCK 1024
+#define DK_BN_GROUPS 64
+
+static void planes(const dk_tensor *t, int64_t *N, int64_t *C, int64_t *P) {
+    *N = t->shape[0];
+    *C = t->shape[1];
+    *P = t->ndim >= 4 ? t->shape[2] * t->shape[3] : (t->ndim == 3 ? t->shape[2] : 1);
+}
+
+/* Group g of G over N images: [lo, hi). */
+static void group_range(int64_t N, int64_t G, int64_t g, int64_t *lo, int64_t *hi) {
+    *lo = N * g / G;
+    *hi = N * (g + 1) / G;
+}
+
+/* Sum of p[0..n), in lanes. */
+static double block_sum(const float *p, int64_t n) {
+    float acc[LANES] = { 0 };
+    int64_t k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += p[k + j];
+    double s = 0;
+    for (int j = 0; j < LANES; j++) s += acc[j];
+    for (; k < n; k++) s += p[k];
+    return s;
+}
+
+/* Sum of (p - m)^2 and of (p - m) over p[0..n), in lanes. */
+static void block_dev(const float *p, int64_t n, float m, double *sq, double *lin) {
+    float a2[LANES] = { 0 }, a1[LANES] = { 0 };
+    int64_t k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float d = p[k + j] - m;
+            a1[j] += d;
+            a2[j] += d * d;
+        }
+    double s2 = 0, s1 = 0;
+    for (int j = 0; j < LANES; j++) {
+        s2 += a2[j];
+        s1 += a1[j];
+    }
+    for (; k < n; k++) {
+        double d = (double)(p[k] - m);
+        s1 += d;
+        s2 += d * d;
+    }
+    *sq = s2;
+    *lin = s1;
+}
+
+/* Sum of dy and of dy (x - m) over a block, in lanes. */
+static void block_grad(const float *x, const float *dy, int64_t n, float m, double *sdy, double *sdyx) {
+    float a1[LANES] = { 0 }, a2[LANES] = { 0 };
+    int64_t k = 0;
+    for (; k + LANES <= n; k += LANES)
+        for (int j = 0; j < LANES; j++) {
+            a1[j] += dy[k + j];
+            a2[j] += dy[k + j] * (x[k + j] - m);
+        }
+    double s1 = 0, s2 = 0;
+    for (int j = 0; j < LANES; j++) {
+        s1 += a1[j];
+        s2 += a2[j];
+    }
+    for (; k < n; k++) {
+        s1 += dy[k];
+        s2 += (double)dy[k] * (double)(x[k] - m);
+    }
+    *sdy = s1;
+    *sdyx = s2;
+}
+
+static int64_t ngroups(int64_t N) { return N < DK_BN_GROUPS ? N : DK_BN_GROUPS; }
+
+int dk_bn_forward_train_fast(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
+                             float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
+    int64_t N, C, P;
+    planes(x, &N, &C, &P);
+    int64_t G = ngroups(N), M = N * P;
+    /* per group and channel: count, mean, M2 (doubles in the float workspace) */
+    double *st = (double *)dk_cpu_workspace((size_t)(G * C * 3 * 2), e);
+    if (!st) return e ? e->code : DH_ENOMEM;
+    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    for (int64_t g = 0; g < G; g++) {
+        double *cnt = st + g * C * 3, *mean = cnt + C, *m2 = mean + C;
+        for (int64_t c = 0; c < C; c++) cnt[c] = mean[c] = m2[c] = 0;
+        int64_t lo, hi;
+        group_range(N, G, g, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++)
+            for (int64_t c = 0; c < C; c++) {
+                const float *p = x->data + (i * C + c) * P;
+                for (int64_t k0 = 0; k0 < P; k0 += DK_BN_BLOCK) {
+                    int64_t nb = P - k0 < DK_BN_BLOCK ? P - k0 : DK_BN_BLOCK;
+                    double mb = block_sum(p + k0, nb) / (double)nb, sq, lin;
+                    float mf = (float)mb;
+                    block_dev(p + k0, nb, mf, &sq, &lin);
+                    /* sum (p - mb)^2 = sum (p - mf)^2 - (sum (p - mf))^2 / nb */
+                    double m2b = sq - lin * lin / (double)nb, mbx = (double)mf + lin / (double)nb;
+                    if (m2b < 0) m2b = 0;
+                    double n0 = cnt[c], n1 = n0 + (double)nb, d = mbx - mean[c];
+                    mean[c] += d * (double)nb / n1;
+                    m2[c] += m2b + d * d * n0 * (double)nb / n1;
+                    cnt[c] = n1;
+                }
+            }
+    }
+    /* merge the groups in order; the channel's constants in group 0's rows */
+    for (int64_t c = 0; c < C; c++) {
+        double n = st[c], mean = st[C + c], m2 = st[2 * C + c];
+        for (int64_t g = 1; g < G; g++) {
+            const double *r = st + g * C * 3;
+            double nb = r[c], n1 = n + nb;
+            if (nb == 0) continue;
+            double d = r[C + c] - mean;
+            mean += d * nb / n1;
+            m2 += r[2 * C + c] + d * d * n * nb / n1;
+            n = n1;
+        }
+        double var = m2 / (double)M;
+        float invstd = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+        smean[c] = m;
+        sinvstd[c] = invstd;
+        double uvar = M > 1 ? var * (double)M / (double)(M - 1) : var;
+        rmean[c] = (1.0f - momentum) * rmean[c] + momentum * m;
+        rvar[c] = (1.0f - momentum) * rvar[c] + momentum * (float)uvar;
+    }
+    DK_PRAGMA(omp parallel for collapse(2) schedule(static) if (x->n >= 32768))
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t c = 0; c < C; c++) {
+            const float *p = x->data + (i * C + c) * P;
+            float *q = y->data + (i * C + c) * P;
+            float m = smean[c], a = gamma[c] * sinvstd[c], be = beta[c];
+            for (int64_t k = 0; k < P; k++) q[k] = (p[k] - m) * a + be;
+        }
+    return 0;
+}
+
+int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
+                        const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e) {
+    int64_t N, C, P;
+    planes(x, &N, &C, &P);
+    int64_t G = ngroups(N);
+    double M = (double)(N * P);
+    /* per group and channel: sum dy, sum dy (x - mean); then per channel
+     * the constants a, mean(dy), k of dx (floats, after the sums) */
+    double *st = (double *)dk_cpu_workspace((size_t)(G * C * 2 * 2 + 3 * C), e);
+    if (!st) return e ? e->code : DH_ENOMEM;
+    float *ka = (float *)(st + G * C * 2), *kd = ka + C, *kx = kd + C;
+    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    for (int64_t g = 0; g < G; g++) {
+        double *s1 = st + g * C * 2, *s2 = s1 + C;
+        for (int64_t c = 0; c < C; c++) s1[c] = s2[c] = 0;
+        int64_t lo, hi;
+        group_range(N, G, g, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++)
+            for (int64_t c = 0; c < C; c++) {
+                int64_t off = (i * C + c) * P;
+                for (int64_t k0 = 0; k0 < P; k0 += DK_BN_BLOCK) {
+                    int64_t nb = P - k0 < DK_BN_BLOCK ? P - k0 : DK_BN_BLOCK;
+                    double a, b;
+                    block_grad(x->data + off + k0, dy->data + off + k0, nb, smean[c], &a, &b);
+                    s1[c] += a;
+                    s2[c] += b;
+                }
+            }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        double sdy = st[c], sdyx = st[C + c];
+        for (int64_t g = 1; g < G; g++) {
+            sdy += st[g * C * 2 + c];
+            sdyx += st[g * C * 2 + C + c];
+        }
+        float is = sinvstd[c];
+        double sdyxh = sdyx * is;
+        dbeta[c] = (float)sdy;
+        dgamma[c] = (float)sdyxh;
+        /* dx = gamma invstd / M (M dy - sum dy - xhat sum dy xhat) */
+        ka[c] = gamma[c] * is;
+        kd[c] = (float)(sdy / M);
+        kx[c] = is * (float)(sdyxh / M);
+    }
+    DK_PRAGMA(omp parallel for collapse(2) schedule(static) if (x->n >= 32768))
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t c = 0; c < C; c++) {
+            const float *p = x->data + (i * C + c) * P, *d = dy->data + (i * C + c) * P;
+            float *q = dx->data + (i * C + c) * P;
+            float m = smean[c], a = ka[c], md = kd[c], k = kx[c];
+            for (int64_t j = 0; j < P; j++) q[j] = a * (d[j] - md - (p[j] - m) * k);
+        }
+    return 0;
+}
