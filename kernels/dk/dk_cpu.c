@@ -667,6 +667,7 @@ static dk_poolgeom pool_geom(const dk_tensor *x, const dk_tensor *y, int k, int 
 }
 
 int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e) {
+    if (!avg && cpu_backend == DK_CPU_ONEDNN) return dk_maxpool_forward_fast(x, k, stride, pad, y, e);
     dk_poolgeom g = pool_geom(x, y, k, stride, pad);
     int64_t NC = x->shape[0] * x->shape[1];
     /* fast path: every window lies inside the image, no clipping. Its compare
@@ -704,6 +705,7 @@ int dk_pool_forward_cpu(int avg, const dk_tensor *x, int k, int stride, int pad,
  * input pixel with dk_pool_grad_pixel; the unit tests compare the two). */
 int dk_maxpool_backward_cpu(const dk_tensor *x, const dk_tensor *y, const dk_tensor *dy, int k, int stride, int pad,
                             dk_tensor *dx, dh_err *e) {
+    if (cpu_backend == DK_CPU_ONEDNN) return dk_maxpool_backward_fast(x, dy, k, stride, pad, dx, e);
     int64_t NC = x->shape[0] * x->shape[1], H = x->shape[2], W = x->shape[3];
     int64_t OH = dy->shape[2], OW = dy->shape[3];
     PAR_FOR(x->n)

@@ -29,6 +29,7 @@
  */
 #include <math.h>
 #include <string.h>
+#include "dk_elem.h"
 #include "dk_impl.h"
 
 #define DK_PRAGMA(x) _Pragma(#x)
@@ -223,5 +224,151 @@ int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *ga
             float m = smean[c], a = ka[c], md = kd[c], k = kx[c];
             for (int64_t j = 0; j < P; j++) q[j] = a * (d[j] - md - (p[j] - m) * k);
         }
+    return 0;
+}
+
+/* ---- max pooling, forward and backward -------------------------------------------------------
+ * The windows wholly inside the image (all of them without padding) by
+ * loops with the window's offsets fixed per row of outputs, for 3x3 and 2x2
+ * windows unrolled; the others (clipped by the padding) by the reference's
+ * dk_pool_out / dk_pool_argmax. The same pixels in the same row-major chain
+ * as the reference (first pixel, then each strictly greater one), so the
+ * same bits: the tests compare them exactly. The cifar net's 3x3, stride 2,
+ * padding 1 pool of 128x32x32x32 (bench_dk, 2 threads): forward 2.3 ->
+ * 0.9 ms, backward 4.4 -> 3.2 ms. (Finding the index after the maximum, by
+ * equality from the last pixel back, was slower: 4.7 ms.) */
+
+/* Outputs [*lo, *hi) along one axis whose windows lie inside [0, n). */
+static void interior(int64_t n, int64_t on, int k, int s, int p, int64_t *lo, int64_t *hi) {
+    int64_t a = (p + s - 1) / s, b = n - k + p >= 0 ? (n - k + p) / s + 1 : 0;
+    if (b > on) b = on;
+    if (a > b) a = b;
+    *lo = a;
+    *hi = b;
+}
+
+#define MAXSEL(v)                                                                                                      \
+    do {                                                                                                               \
+        float v_ = (v);                                                                                                \
+        bv = v_ > bv ? v_ : bv;                                                                                        \
+    } while (0)
+
+static void maxpool_plane(const float *img, float *out, dk_poolgeom g, int64_t lo_h, int64_t hi_h, int64_t lo_w,
+                          int64_t hi_w) {
+    const int64_t W = g.W;
+    for (int64_t oh = 0; oh < g.OH; oh++) {
+        float *o = out + oh * g.OW;
+        if (oh < lo_h || oh >= hi_h) {
+            for (int64_t ow = 0; ow < g.OW; ow++) o[ow] = dk_pool_out(0, img, g, oh, ow);
+            continue;
+        }
+        for (int64_t ow = 0; ow < lo_w; ow++) o[ow] = dk_pool_out(0, img, g, oh, ow);
+        const float *row = img + (oh * g.s - g.p) * W - g.p;
+        if (g.k == 3) {
+            for (int64_t ow = lo_w; ow < hi_w; ow++) {
+                const float *w = row + ow * g.s;
+                float bv = w[0];
+                MAXSEL(w[1]);
+                MAXSEL(w[2]);
+                MAXSEL(w[W]);
+                MAXSEL(w[W + 1]);
+                MAXSEL(w[W + 2]);
+                MAXSEL(w[2 * W]);
+                MAXSEL(w[2 * W + 1]);
+                MAXSEL(w[2 * W + 2]);
+                o[ow] = bv;
+            }
+        } else if (g.k == 2) {
+            for (int64_t ow = lo_w; ow < hi_w; ow++) {
+                const float *w = row + ow * g.s;
+                float bv = w[0];
+                MAXSEL(w[1]);
+                MAXSEL(w[W]);
+                MAXSEL(w[W + 1]);
+                o[ow] = bv;
+            }
+        } else {
+            for (int64_t ow = lo_w; ow < hi_w; ow++) {
+                const float *w = row + ow * g.s;
+                float bv = w[0];
+                for (int i = 0; i < g.k; i++)
+                    for (int j = 0; j < g.k; j++) MAXSEL(w[i * W + j]);
+                o[ow] = bv;
+            }
+        }
+        for (int64_t ow = hi_w; ow < g.OW; ow++) o[ow] = dk_pool_out(0, img, g, oh, ow);
+    }
+}
+
+int dk_maxpool_forward_fast(const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e) {
+    dk_poolgeom g = { x->shape[2], x->shape[3], y->shape[2], y->shape[3], k, stride, pad };
+    int64_t NC = x->shape[0] * x->shape[1], lo_h, hi_h, lo_w, hi_w;
+    interior(g.H, g.OH, k, stride, pad, &lo_h, &hi_h);
+    interior(g.W, g.OW, k, stride, pad, &lo_w, &hi_w);
+    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    for (int64_t nc = 0; nc < NC; nc++)
+        maxpool_plane(x->data + nc * g.H * g.W, y->data + nc * g.OH * g.OW, g, lo_h, hi_h, lo_w, hi_w);
+    return 0;
+}
+
+/* The chain's index: where a strictly greater value takes over (a mask, no
+ * branch, as dk_pool_argmax). */
+#define ARGSEL(off)                                                                                                    \
+    do {                                                                                                               \
+        int64_t o_ = (off);                                                                                            \
+        float v_ = w[o_];                                                                                              \
+        int64_t gt_ = -(int64_t)(v_ > bv);                                                                             \
+        best ^= (best ^ o_) & gt_;                                                                                     \
+        bv = v_ > bv ? v_ : bv;                                                                                        \
+    } while (0)
+
+int dk_maxpool_backward_fast(const dk_tensor *x, const dk_tensor *dy, int k, int stride, int pad, dk_tensor *dx,
+                             dh_err *e) {
+    dk_poolgeom g = { x->shape[2], x->shape[3], dy->shape[2], dy->shape[3], k, stride, pad };
+    int64_t NC = x->shape[0] * x->shape[1], lo_h, hi_h, lo_w, hi_w, W = g.W;
+    interior(g.H, g.OH, k, stride, pad, &lo_h, &hi_h);
+    interior(g.W, g.OW, k, stride, pad, &lo_w, &hi_w);
+    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    for (int64_t nc = 0; nc < NC; nc++) {
+        const float *img = x->data + nc * g.H * g.W, *d = dy->data + nc * g.OH * g.OW;
+        float *gx = dx->data + nc * g.H * g.W;
+        memset(gx, 0, (size_t)(g.H * g.W) * sizeof(float));
+        for (int64_t oh = 0; oh < g.OH; oh++) {
+            int inside = oh >= lo_h && oh < hi_h;
+            int64_t a = inside ? lo_w : g.OW, b = inside ? hi_w : g.OW;
+            for (int64_t ow = 0; ow < a; ow++) {
+                int64_t best = dk_pool_argmax(img, g, oh, ow);
+                if (best >= 0) gx[best] += d[oh * g.OW + ow];
+            }
+            int64_t base = (oh * g.s - g.p) * W - g.p;
+            for (int64_t ow = a; ow < b; ow++) {
+                const float *w = img + base + ow * g.s;
+                int64_t best = 0;
+                float bv = w[0];
+                if (g.k == 3) {
+                    ARGSEL(1);
+                    ARGSEL(2);
+                    ARGSEL(W);
+                    ARGSEL(W + 1);
+                    ARGSEL(W + 2);
+                    ARGSEL(2 * W);
+                    ARGSEL(2 * W + 1);
+                    ARGSEL(2 * W + 2);
+                } else if (g.k == 2) {
+                    ARGSEL(1);
+                    ARGSEL(W);
+                    ARGSEL(W + 1);
+                } else {
+                    for (int i = 0; i < g.k; i++)
+                        for (int j = 0; j < g.k; j++) ARGSEL(i * W + j);
+                }
+                gx[base + ow * g.s + best] += d[oh * g.OW + ow];
+            }
+            for (int64_t ow = b; ow < g.OW; ow++) {
+                int64_t best = dk_pool_argmax(img, g, oh, ow);
+                if (best >= 0) gx[best] += d[oh * g.OW + ow];
+            }
+        }
+    }
     return 0;
 }

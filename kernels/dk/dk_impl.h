@@ -96,6 +96,10 @@ int dk_bn_forward_train_fast(const dk_tensor *x, const float *gamma, const float
                              float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e);
 int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
                         const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e);
+/* Max pooling by the fast path: the reference's results bit for bit. */
+int dk_maxpool_forward_fast(const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e);
+int dk_maxpool_backward_fast(const dk_tensor *x, const dk_tensor *dy, int k, int stride, int pad, dk_tensor *dx,
+                             dh_err *e);
 /* CPU scratch space of at least nfloats floats (grown on demand). */
 float *dk_cpu_workspace(size_t nfloats, dh_err *e);
 void dk_cpu_shutdown(void);
