@@ -3,8 +3,9 @@
  * Convolutions run on the layouts oneDNN picks for the shape (blocked,
  * e.g. nChw16c, on AVX-512): our NCHW activations and OIHW filters are
  * reordered into the arena before the primitive and the outputs reordered
- * back, as PyTorch does for plain tensors. Batch normalisation runs on NCHW
- * directly. Matrix products use oneDNN's sgemm. Threads: oneDNN's OpenMP
+ * back, as PyTorch does for plain tensors. Batch normalisation for
+ * inference runs on NCHW directly (in training dk_fast.c's, faster than
+ * oneDNN 2.6's NCHW code). Matrix products use oneDNN's sgemm. Threads: oneDNN's OpenMP
  * pool, the one dk_cpu.c sizes (DH_THREADS).
  *
  * An operation is one cached `dnn_op`: the main primitive, one slot per
@@ -55,9 +56,7 @@ enum {
     OP_CONV_FWD = 1,
     OP_CONV_BWD_DATA,
     OP_CONV_BWD_W,
-    OP_BN_TRAIN,
     OP_BN_INFER,
-    OP_BN_BWD,
     OP_CONV_POOL,
     OP_CONV_BN
 };
@@ -707,14 +706,16 @@ static void bn_dims(const dk_tensor *x, int64_t *N, int64_t *C, int64_t *H, int6
     *W = x->ndim >= 4 ? x->shape[3] : 1;
 }
 
-static dnn_op *bn_op(int kind, const dk_tensor *x, float eps, int *rc, dh_err *e) {
+/* Batch norm for inference (training's runs in dk_fast.c, faster than
+ * oneDNN 2.6's NCHW implementation). */
+static dnn_op *bn_infer_op(const dk_tensor *x, float eps, int *rc, dh_err *e) {
     int64_t N, C, H, W;
     bn_dims(x, &N, &C, &H, &W);
     union {
         float f;
         uint32_t u;
     } ep = { eps };
-    int64_t key[NKEY] = { kind, N, C, H, W, ep.u };
+    int64_t key[NKEY] = { OP_BN_INFER, N, C, H, W, ep.u };
     dnn_op *o = op_find(key);
     if (o) return o;
     if ((*rc = dk_dnnl_init(e))) return NULL;
@@ -723,96 +724,34 @@ static dnn_op *bn_op(int kind, const dk_tensor *x, float eps, int *rc, dh_err *e
     if (md4(&d, N, C, H, W, dnnl_f32, dnnl_nchw) || md1(&c, C)) return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr();
     if (!attr) return NULL;
-    unsigned flags = dnnl_use_scale | dnnl_use_shift | (kind == OP_BN_INFER ? dnnl_use_global_stats : 0);
+    unsigned flags = dnnl_use_scale | dnnl_use_shift | dnnl_use_global_stats;
     dnnl_batch_normalization_desc_t bd;
-    dnnl_primitive_desc_t fpd = NULL, pd = NULL;
-    if (dnnl_batch_normalization_forward_desc_init(&bd,
-                                                   kind == OP_BN_INFER ? dnnl_forward_inference : dnnl_forward_training,
-                                                   &d, eps, flags) != dnnl_success ||
-        dnnl_primitive_desc_create(&fpd, &bd, attr, eng, NULL) != dnnl_success)
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_inference, &d, eps, flags) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &bd, attr, eng, NULL) != dnnl_success)
         goto out;
-    if (kind == OP_BN_BWD) {
-        if (dnnl_batch_normalization_backward_desc_init(&bd, dnnl_backward, &d, &d, eps, flags) != dnnl_success ||
-            dnnl_primitive_desc_create(&pd, &bd, attr, eng, fpd) != dnnl_success)
-            goto out;
-    } else {
-        pd = fpd;
-        fpd = NULL;
-    }
     *rc = 0;
     if (!(o = op_new(key, e))) {
         *rc = DH_ENOMEM;
         goto out;
     }
-    /* argument order = the order of bufs[] in the callers */
-    if (kind == OP_BN_TRAIN) {
-        int a[] = { DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DST, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE };
-        for (int i = 0; i < 6 && !*rc; i++) *rc = add_arg(o, a[i], i >= 3, (i == 0 || i == 3) ? &d : &c, NULL, e);
-    } else if (kind == OP_BN_INFER) {
-        int a[] = { DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_DST };
-        for (int i = 0; i < 6 && !*rc; i++) *rc = add_arg(o, a[i], i == 5, (i == 0 || i == 5) ? &d : &c, NULL, e);
-    } else {
-        /* oneDNN wants the shift too (unused by the gradients): gamma's buffer is passed */
-        int a[] = { DNNL_ARG_SRC,      DNNL_ARG_DIFF_DST,   DNNL_ARG_SCALE,      DNNL_ARG_MEAN, DNNL_ARG_VARIANCE,
-                    DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT, DNNL_ARG_SHIFT };
-        for (int i = 0; i < 9 && !*rc; i++)
-            *rc = add_arg(o, a[i], i >= 5 && i < 8, (i == 0 || i == 1 || i == 5) ? &d : &c, NULL, e);
-    }
-    if (!*rc && kind != OP_BN_INFER && !(o->aux = dh_malloc(e, (size_t)C, sizeof(float)))) *rc = DH_ENOMEM;
+    /* argument order = the order of bufs[] in dk_bn_forward_infer_dnnl */
+    int a[] = { DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE, DNNL_ARG_DST };
+    for (int i = 0; i < 6 && !*rc; i++) *rc = add_arg(o, a[i], i == 5, (i == 0 || i == 5) ? &d : &c, NULL, e);
     if (!*rc) *rc = set_prim(o, pd, e);
     o = op_commit(o, *rc);
 out:
     if (pd) dnnl_primitive_desc_destroy(pd);
-    if (fpd) dnnl_primitive_desc_destroy(fpd);
     dnnl_primitive_attr_destroy(attr);
     return o;
-}
-
-int dk_bn_forward_train_dnnl(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
-                             float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
-    int rc;
-    dnn_op *o = bn_op(OP_BN_TRAIN, x, eps, &rc, e);
-    if (!o) return rc;
-    int64_t N, C, H, W;
-    bn_dims(x, &N, &C, &H, &W);
-    float *var = o->aux;
-    void *bufs[6] = { x->data, (void *)gamma, (void *)beta, y->data, smean, var };
-    if ((rc = op_run(o, bufs, 0, e))) return rc;
-    /* the saved inverse deviation and the running statistics, as the reference */
-    int64_t M = N * H * W;
-    for (int64_t c = 0; c < C; c++) {
-        double v = var[c];
-        sinvstd[c] = (float)(1.0 / sqrt(v + eps));
-        double uvar = M > 1 ? v * (double)M / (double)(M - 1) : v;
-        rmean[c] = (1.0f - momentum) * rmean[c] + momentum * smean[c];
-        rvar[c] = (1.0f - momentum) * rvar[c] + momentum * (float)uvar;
-    }
-    return 0;
 }
 
 int dk_bn_forward_infer_dnnl(const dk_tensor *x, const float *gamma, const float *beta, const float *rmean,
                              const float *rvar, float eps, dk_tensor *y, dh_err *e) {
     int rc;
-    dnn_op *o = bn_op(OP_BN_INFER, x, eps, &rc, e);
+    dnn_op *o = bn_infer_op(x, eps, &rc, e);
     if (!o) return rc;
     void *bufs[6] = { x->data, (void *)gamma, (void *)beta, (void *)rmean, (void *)rvar, y->data };
     return op_run(o, bufs, 0, e);
 }
 
-int dk_bn_backward_dnnl(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
-                        const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e) {
-    /* eps only enters through the variance, recovered from the saved
-     * 1/sqrt(var + eps); any eps >= 1e-5 gives the same var + eps. */
-    const float eps = 1e-5f;
-    int rc;
-    dnn_op *o = bn_op(OP_BN_BWD, x, eps, &rc, e);
-    if (!o) return rc;
-    int64_t C = x->shape[1];
-    float *var = o->aux;
-    for (int64_t c = 0; c < C; c++) {
-        double is = sinvstd[c];
-        var[c] = (float)(1.0 / (is * is) - eps);
-    }
-    void *bufs[9] = { x->data, dy->data, (void *)gamma, (void *)smean, var, dx->data, dgamma, dbeta, (void *)gamma };
-    return op_run(o, bufs, 0, e);
-}

@@ -50,11 +50,7 @@ int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk
  * post-op (t is not written; its shape gives the geometry). */
 int dk_conv2d_bn_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
                               const dk_bn_act *bn, const dk_tensor *t, dk_tensor *y, dh_err *e);
-int dk_bn_forward_train_dnnl(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
-                             float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e);
 int dk_bn_forward_infer_dnnl(const dk_tensor *x, const float *gamma, const float *beta, const float *rmean,
                              const float *rvar, float eps, dk_tensor *y, dh_err *e);
-int dk_bn_backward_dnnl(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
-                        const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e);
 
 #endif
