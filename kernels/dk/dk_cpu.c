@@ -620,6 +620,7 @@ int dk_unary_cpu(int op, const float *x, float *y, int64_t n, dh_err *e) {
         for (int64_t i = 0; i < n; i++) y[i] = dk_relu_f(x[i]);
         break;
     case DK_OP_GELU:
+        if (cpu_backend == DK_CPU_ONEDNN) return dk_gelu_forward_fast(x, y, n, e);
         PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) y[i] = dk_gelu_f(x[i]);
         break;
@@ -644,6 +645,7 @@ int dk_unary_grad_cpu(int op, const float *a, const float *dy, float *dx, int64_
         for (int64_t i = 0; i < n; i++) dx[i] = dk_relu_grad(a[i], dy[i]);
         break;
     case DK_OP_GELU:
+        if (cpu_backend == DK_CPU_ONEDNN) return dk_gelu_backward_fast(a, dy, dx, n, e);
         PAR_FOR(n)
         for (int64_t i = 0; i < n; i++) dx[i] = dk_gelu_grad(a[i], dy[i]);
         break;

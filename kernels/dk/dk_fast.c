@@ -31,6 +31,7 @@
 #include <string.h>
 #include "dk_elem.h"
 #include "dk_impl.h"
+#include "dk_vexp.h"
 
 #define DK_PRAGMA(x) _Pragma(#x)
 #define LANES 16
@@ -370,5 +371,77 @@ int dk_maxpool_backward_fast(const dk_tensor *x, const dk_tensor *dy, int k, int
             }
         }
     }
+    return 0;
+}
+
+/* ---- GELU, forward and backward -------------------------------------------------------------
+ * The reference calls libm's erff (and expf for the gradient) per element:
+ * 11% of the air net's training in erff and expf alone, 17% with the loops
+ * around them. Here Phi(x) = (1 + erf(x/√2)) / 2 comes from Abramowitz &
+ * Stegun 7.1.26: for z = |x|/√2, erfc(z) = t (a1 + t (a2 + t (a3 + t (a4 +
+ * t a5)))) e^{-z^2}, t = 1/(1 + p z), absolute error below 1.5e-7, with
+ * e^{-z^2} by dk_vexp_neg; the same e^{-z^2} = e^{-x^2/2} gives the
+ * density for the gradient. Vectorised, no libm call: 16.8 million values
+ * in 10 ms forward and 13 ms backward against the reference's 304 and 350
+ * (2 threads, a box shared with a training run). Within 5e-7 of the
+ * reference (test_dk_onednn `gelu`, maximum error printed). */
+/* The sign bit of v (an integer select vectorises where a float compare,
+ * which may trap, does not). */
+static inline uint32_t sign_bit(float v) {
+    union {
+        float f;
+        uint32_t u;
+    } b = { v };
+    return b.u >> 31;
+}
+
+/* Phi(-|x|) (half of erfc(|x|/√2)) and e^{-x^2/2}. */
+#define GELU_PARTS(xv, half, ez)                                                                                       \
+    float z_ = __builtin_fabsf(xv) * DK_SQRT1_2;                                                                       \
+    float ez = dk_vexp_neg(-z_ * z_);                                                                                  \
+    float t_ = 1.0f / (1.0f + 0.3275911f * z_);                                                                        \
+    float q_ = t_ * (0.254829592f + t_ * (-0.284496736f + t_ * (1.421413741f + t_ * (-1.453152027f + t_ * 1.061405429f)))); \
+    float half = 0.5f * q_ * ez
+
+/* One span of either pass (grad = NULL: the forward into out; else the
+ * backward dx = grad (Phi + x phi)); without trapping math and in clones
+ * for AVX-512, AVX2 and the baseline, so that the selects vectorise (as in
+ * kernels/hash/hashloss.c). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-trapping-math"), target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+static void gelu_span(const float *x, const float *grad, float *out, int64_t n) {
+    if (!grad) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            float v = x[i];
+            GELU_PARTS(v, half, ez);
+            (void)ez;
+            float c = sign_bit(v) ? half : 1.0f - half;
+            out[i] = v * c;
+        }
+        return;
+    }
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        GELU_PARTS(v, half, ez);
+        float c = sign_bit(v) ? half : 1.0f - half;
+        out[i] = grad[i] * (c + v * (DK_INVSQRT2PI * ez));
+    }
+}
+
+#define GELU_SPAN 4096
+
+int dk_gelu_forward_fast(const float *x, float *y, int64_t n, dh_err *e) {
+    DK_PRAGMA(omp parallel for schedule(static) if (n >= 32768))
+    for (int64_t b = 0; b < n; b += GELU_SPAN) gelu_span(x + b, NULL, y + b, n - b < GELU_SPAN ? n - b : GELU_SPAN);
+    return 0;
+}
+
+/* dx may alias dy (each element is read before it is written). */
+int dk_gelu_backward_fast(const float *x, const float *dy, float *dx, int64_t n, dh_err *e) {
+    DK_PRAGMA(omp parallel for schedule(static) if (n >= 32768))
+    for (int64_t b = 0; b < n; b += GELU_SPAN) gelu_span(x + b, dy + b, dx + b, n - b < GELU_SPAN ? n - b : GELU_SPAN);
     return 0;
 }

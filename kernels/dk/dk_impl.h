@@ -100,6 +100,9 @@ int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *ga
 int dk_maxpool_forward_fast(const dk_tensor *x, int k, int stride, int pad, dk_tensor *y, dh_err *e);
 int dk_maxpool_backward_fast(const dk_tensor *x, const dk_tensor *dy, int k, int stride, int pad, dk_tensor *dx,
                              dh_err *e);
+/* GELU by the fast path (a polynomial erf, within 2e-7 of the reference's Phi). */
+int dk_gelu_forward_fast(const float *x, float *y, int64_t n, dh_err *e);
+int dk_gelu_backward_fast(const float *x, const float *dy, float *dx, int64_t n, dh_err *e);
 /* CPU scratch space of at least nfloats floats (grown on demand). */
 float *dk_cpu_workspace(size_t nfloats, dh_err *e);
 void dk_cpu_shutdown(void);

@@ -8,6 +8,7 @@
 #include <omp.h>
 #endif
 #include "dh_cudaload.h"
+#include "dk_vexp.h"
 #include "hashloss.h"
 
 static int check_size(int B, int K, dh_err *e) {
@@ -184,24 +185,8 @@ static void hl_row(const hl_job *J, int i, double *restrict acc, float *restrict
         for (int k = 0; k < K; k++) {
             float a = ui[k] * uj[k];
             float R = si[k] == sj[k] ? Rp : Rm;
-            /* t = exp(-|a|) = 2^n e^r, |r| <= ln2 / 2, about 2 ulp (below e^-87, and for a NaN
-             * product, e^-87: n stays in -126..0, a valid exponent) */
-            float x = -__builtin_fabsf(a);
-            x = x >= -87.0f ? x : -87.0f;
-            float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-            float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-            float p = 1.0f / 720;
-            p = p * r + 1.0f / 120;
-            p = p * r + 1.0f / 24;
-            p = p * r + 1.0f / 6;
-            p = p * r + 0.5f;
-            p = p * r + 1.0f;
-            p = p * r + 1.0f;
-            union {
-                uint32_t i;
-                float f;
-            } sc = { .i = (uint32_t)((int32_t)n + 127) << 23 };
-            float t = p * sc.f;
+            /* t = exp(-|a|), about 2 ulp (dk_vexp.h; below e^-87, and for a NaN product, e^-87) */
+            float t = dk_vexp_neg(-__builtin_fabsf(a));
             float inv = 1.0f / (1.0f + t);
             float th = __builtin_copysignf((1.0f - t) * inv, a); /* 2σ(a) - 1 */
             ls += R * (ch + cp * th);

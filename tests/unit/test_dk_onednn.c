@@ -237,6 +237,24 @@ static void t_batchnorm(void) {
     }
 }
 
+/* GELU: the fast backend's polynomial erf (dk_fast.c) against the
+ * reference's erff, over [-10, 10] and beyond (where Phi saturates), plus
+ * exact zeros; the backward with dx aliasing dy, as the nets run it. */
+static void t_gelu(void) {
+    NEED_ONEDNN();
+    int64_t n = 200003;
+    pair x = U(1, n, 1, 1, 1, -10, 10), y = Z(1, n, 1, 1, 1), dy = U(1, n, 1, 1, 1, -1, 1);
+    for (int64_t i = 0; i < n; i += 97) x.r.data[i] = x.f.data[i] = (i % 2 ? 1 : -1) * (float)(i % 40);
+    for (int64_t i = 1; i < n; i += 1001) x.r.data[i] = x.f.data[i] = 0.0f;
+    BOTH(dk_gelu_forward(&x.r, &y.r, &e_), dk_gelu_forward(&x.f, &y.f, &e_));
+    CHECK(cmp("gelu forward", &y, 1e-6, 1e-5));
+    BOTH(dk_gelu_backward(&x.r, &dy.r, &dy.r, &e_), dk_gelu_backward(&x.f, &dy.f, &dy.f, &e_));
+    CHECK(cmp("gelu backward", &dy, 1e-6, 1e-5));
+    F(&x);
+    F(&y);
+    F(&dy);
+}
+
 static void pool_case(int avg, int N, int C, int H, int W, int k, int s, int p) {
     int64_t OH = dk_out_size(H, k, s, p), OW = dk_out_size(W, k, s, p);
     pair x = U(4, N, C, H, W, -1, 1), y = Z(4, N, C, OH, OW), dy = U(4, N, C, OH, OW, -1, 1), dx = Z(4, N, C, H, W);
@@ -613,6 +631,7 @@ int main(void) {
     RUN(t_conv);
     RUN(t_batchnorm);
     RUN(t_pooling_and_rest);
+    RUN(t_gelu);
     RUN(t_conv_pool);
     RUN(t_conv_bn);
     RUN(t_bf16);
