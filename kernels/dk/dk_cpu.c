@@ -53,12 +53,6 @@ static int64_t ws_allocs, ws_bytes;
     } while (0)
 #endif
 
-/* A parallel loop over independent iterations, when there is enough work
- * (`work` elements touched) to pay for waking the threads. */
-#define DK_PRAGMA(x) _Pragma(#x)
-#define PAR_FOR(work)  DK_PRAGMA(omp parallel for schedule(static) if ((work) >= PAR_MIN))
-#define PAR_FOR2(work) DK_PRAGMA(omp parallel for collapse(2) schedule(static) if ((work) >= PAR_MIN))
-#define PAR_MIN 32768
 
 static int cores(void) {
     cpu_set_t set;
@@ -519,18 +513,12 @@ int dk_conv2d_backward_filter_cpu(const dk_tensor *x, const dk_tensor *dy, int s
 }
 
 /* ---- batch normalisation ---------------------------------------------------------------- */
-static void nchw(const dk_tensor *t, int64_t *N, int64_t *C, int64_t *P) {
-    *N = t->shape[0];
-    *C = t->shape[1];
-    *P = t->ndim >= 4 ? t->shape[2] * t->shape[3] : (t->ndim == 3 ? t->shape[2] : 1);
-}
-
 int dk_bn_forward_train_cpu(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
                             float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
     if (cpu_backend == DK_CPU_ONEDNN && x->n > 0)
         return dk_bn_forward_train_fast(x, gamma, beta, rmean, rvar, momentum, eps, y, smean, sinvstd, e);
     int64_t N, C, P;
-    nchw(x, &N, &C, &P);
+    dk_nchw(x, &N, &C, &P);
     int64_t M = N * P;
     PAR_FOR(x->n)
     for (int64_t c = 0; c < C; c++) {
@@ -568,7 +556,7 @@ int dk_bn_forward_infer_cpu(const dk_tensor *x, const float *gamma, const float 
                             const float *rvar, float eps, dk_tensor *y, dh_err *e) {
     FAST(dk_bn_forward_infer_dnnl(x, gamma, beta, rmean, rvar, eps, y, e));
     int64_t N, C, P;
-    nchw(x, &N, &C, &P);
+    dk_nchw(x, &N, &C, &P);
     PAR_FOR(x->n)
     for (int64_t c = 0; c < C; c++) {
         float a = gamma[c] / sqrtf(rvar[c] + eps), m = rmean[c], be = beta[c];
@@ -586,7 +574,7 @@ int dk_bn_backward_cpu(const dk_tensor *x, const dk_tensor *dy, const float *gam
     if (cpu_backend == DK_CPU_ONEDNN && x->n > 0)
         return dk_bn_backward_fast(x, dy, gamma, smean, sinvstd, dx, dgamma, dbeta, e);
     int64_t N, C, P;
-    nchw(x, &N, &C, &P);
+    dk_nchw(x, &N, &C, &P);
     double M = (double)(N * P);
     PAR_FOR(x->n)
     for (int64_t c = 0; c < C; c++) {

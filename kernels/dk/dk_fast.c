@@ -33,16 +33,9 @@
 #include "dk_impl.h"
 #include "dk_vexp.h"
 
-#define DK_PRAGMA(x) _Pragma(#x)
 #define LANES 16
 #define DK_BN_BLOCK 1024
 #define DK_BN_GROUPS 64
-
-static void planes(const dk_tensor *t, int64_t *N, int64_t *C, int64_t *P) {
-    *N = t->shape[0];
-    *C = t->shape[1];
-    *P = t->ndim >= 4 ? t->shape[2] * t->shape[3] : (t->ndim == 3 ? t->shape[2] : 1);
-}
 
 /* Group g of G over N images: [lo, hi). */
 static void group_range(int64_t N, int64_t G, int64_t g, int64_t *lo, int64_t *hi) {
@@ -113,12 +106,12 @@ static int64_t ngroups(int64_t N) { return N < DK_BN_GROUPS ? N : DK_BN_GROUPS; 
 int dk_bn_forward_train_fast(const dk_tensor *x, const float *gamma, const float *beta, float *rmean, float *rvar,
                              float momentum, float eps, dk_tensor *y, float *smean, float *sinvstd, dh_err *e) {
     int64_t N, C, P;
-    planes(x, &N, &C, &P);
+    dk_nchw(x, &N, &C, &P);
     int64_t G = ngroups(N), M = N * P;
     /* per group and channel: count, mean, M2 (doubles in the float workspace) */
     double *st = (double *)dk_cpu_workspace((size_t)(G * C * 3 * 2), e);
     if (!st) return e ? e->code : DH_ENOMEM;
-    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    PAR_FOR(x->n)
     for (int64_t g = 0; g < G; g++) {
         double *cnt = st + g * C * 3, *mean = cnt + C, *m2 = mean + C;
         for (int64_t c = 0; c < C; c++) cnt[c] = mean[c] = m2[c] = 0;
@@ -162,7 +155,7 @@ int dk_bn_forward_train_fast(const dk_tensor *x, const float *gamma, const float
         rmean[c] = (1.0f - momentum) * rmean[c] + momentum * m;
         rvar[c] = (1.0f - momentum) * rvar[c] + momentum * (float)uvar;
     }
-    DK_PRAGMA(omp parallel for collapse(2) schedule(static) if (x->n >= 32768))
+    PAR_FOR2(x->n)
     for (int64_t i = 0; i < N; i++)
         for (int64_t c = 0; c < C; c++) {
             const float *p = x->data + (i * C + c) * P;
@@ -176,7 +169,7 @@ int dk_bn_forward_train_fast(const dk_tensor *x, const float *gamma, const float
 int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *gamma, const float *smean,
                         const float *sinvstd, dk_tensor *dx, float *dgamma, float *dbeta, dh_err *e) {
     int64_t N, C, P;
-    planes(x, &N, &C, &P);
+    dk_nchw(x, &N, &C, &P);
     int64_t G = ngroups(N);
     double M = (double)(N * P);
     /* per group and channel: sum dy, sum dy (x - mean); then per channel
@@ -184,7 +177,7 @@ int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *ga
     double *st = (double *)dk_cpu_workspace((size_t)(G * C * 2 * 2 + 3 * C), e);
     if (!st) return e ? e->code : DH_ENOMEM;
     float *ka = (float *)(st + G * C * 2), *kd = ka + C, *kx = kd + C;
-    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    PAR_FOR(x->n)
     for (int64_t g = 0; g < G; g++) {
         double *s1 = st + g * C * 2, *s2 = s1 + C;
         for (int64_t c = 0; c < C; c++) s1[c] = s2[c] = 0;
@@ -217,7 +210,7 @@ int dk_bn_backward_fast(const dk_tensor *x, const dk_tensor *dy, const float *ga
         kd[c] = (float)(sdy / M);
         kx[c] = is * (float)(sdyxh / M);
     }
-    DK_PRAGMA(omp parallel for collapse(2) schedule(static) if (x->n >= 32768))
+    PAR_FOR2(x->n)
     for (int64_t i = 0; i < N; i++)
         for (int64_t c = 0; c < C; c++) {
             const float *p = x->data + (i * C + c) * P, *d = dy->data + (i * C + c) * P;
@@ -306,7 +299,7 @@ int dk_maxpool_forward_fast(const dk_tensor *x, int k, int stride, int pad, dk_t
     int64_t NC = x->shape[0] * x->shape[1], lo_h, hi_h, lo_w, hi_w;
     interior(g.H, g.OH, k, stride, pad, &lo_h, &hi_h);
     interior(g.W, g.OW, k, stride, pad, &lo_w, &hi_w);
-    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    PAR_FOR(x->n)
     for (int64_t nc = 0; nc < NC; nc++)
         maxpool_plane(x->data + nc * g.H * g.W, y->data + nc * g.OH * g.OW, g, lo_h, hi_h, lo_w, hi_w);
     return 0;
@@ -329,7 +322,7 @@ int dk_maxpool_backward_fast(const dk_tensor *x, const dk_tensor *dy, int k, int
     int64_t NC = x->shape[0] * x->shape[1], lo_h, hi_h, lo_w, hi_w, W = g.W;
     interior(g.H, g.OH, k, stride, pad, &lo_h, &hi_h);
     interior(g.W, g.OW, k, stride, pad, &lo_w, &hi_w);
-    DK_PRAGMA(omp parallel for schedule(static) if (x->n >= 32768))
+    PAR_FOR(x->n)
     for (int64_t nc = 0; nc < NC; nc++) {
         const float *img = x->data + nc * g.H * g.W, *d = dy->data + nc * g.OH * g.OW;
         float *gx = dx->data + nc * g.H * g.W;
@@ -434,14 +427,14 @@ static void gelu_span(const float *x, const float *grad, float *out, int64_t n) 
 #define GELU_SPAN 4096
 
 int dk_gelu_forward_fast(const float *x, float *y, int64_t n, dh_err *e) {
-    DK_PRAGMA(omp parallel for schedule(static) if (n >= 32768))
+    PAR_FOR(n)
     for (int64_t b = 0; b < n; b += GELU_SPAN) gelu_span(x + b, NULL, y + b, n - b < GELU_SPAN ? n - b : GELU_SPAN);
     return 0;
 }
 
 /* dx may alias dy (each element is read before it is written). */
 int dk_gelu_backward_fast(const float *x, const float *dy, float *dx, int64_t n, dh_err *e) {
-    DK_PRAGMA(omp parallel for schedule(static) if (n >= 32768))
+    PAR_FOR(n)
     for (int64_t b = 0; b < n; b += GELU_SPAN) gelu_span(x + b, dy + b, dx + b, n - b < GELU_SPAN ? n - b : GELU_SPAN);
     return 0;
 }
