@@ -111,7 +111,22 @@ typedef struct dk_tensor {
     int64_t n;                /* product of shape[0..ndim) */
     float *data;              /* on dev (host memory for DK_CPU) */
     int owns;                 /* 1: dk_tensor_free frees data; 0: a view */
+    int fmt;                  /* 0: NCHW float32 (all but DK_FMT_KEEP below); see "inference chains" */
 } dk_tensor;
+/* Inference chains. Where a fused inference op (dk_conv2d_bn_forward,
+ * dk_conv2d_pool_forward) feeds the next fused op and nothing else, its
+ * output may stay in the layout and precision the backend computes in
+ * (oneDNN: channel-blocked, bf16 under DH_PRECISION=bf16), which saves the
+ * copies into NCHW float32 and back. The caller asks by setting the
+ * output's fmt to DK_FMT_KEEP; the op sets it to 0 when it wrote NCHW
+ * float32 (every backend but oneDNN, and shapes oneDNN cannot keep), else
+ * to a code > 0 only the backend reads. Such a tensor is the input x of the
+ * next fused op and nothing else: any other op, a view or rows of it, and
+ * a fused op that would have to compose the reference's steps (a shape
+ * oneDNN declines) refuse it with DH_EUNSUPPORTED; the caller then runs
+ * the chain again without keeping. Results equal the unchained ones bit
+ * for bit (the next op rounds its input to its own precision anyway). */
+#define DK_FMT_KEEP (-1)
 
 /* Allocate a zero-filled tensor. A zero-initialised dk_tensor (= {0}) is
  * "empty" and may be freed. */

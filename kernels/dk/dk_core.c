@@ -175,7 +175,14 @@ void dk_tensor_free(dk_tensor *t) {
     memset(t, 0, sizeof *t);
 }
 
+/* A tensor in a backend's own layout (dk.h, inference chains) where only
+ * NCHW float32 can be read. */
+static int opaque_refused(dh_err *e, const char *op, const char *name) {
+    return dh_seterr(e, DH_EUNSUPPORTED, "%s: %s is in a backend's own layout (a fused op's kept output)", op, name);
+}
+
 int dk_tensor_view(const dk_tensor *t, int ndim, const int64_t *shape, dk_tensor *view, dh_err *e) {
+    if (t->fmt > 0) return opaque_refused(e, "view", "the tensor");
     dk_tensor v = *t;
     int rc = set_shape(&v, ndim, shape, e);
     if (rc) return rc;
@@ -192,6 +199,7 @@ int dk_tensor_view(const dk_tensor *t, int ndim, const int64_t *shape, dk_tensor
 int64_t dk_tensor_rowsize(const dk_tensor *t) { return t->shape[0] > 0 ? t->n / t->shape[0] : 0; }
 
 int dk_tensor_rows(const dk_tensor *t, int64_t start, int64_t count, dk_tensor *view, dh_err *e) {
+    if (t->fmt > 0) return opaque_refused(e, "rows", "the tensor");
     if (start < 0 || count < 0 || start + count > t->shape[0])
         return dh_seterr(e, DH_EINVAL, "rows [%lld, %lld) outside a tensor of %lld rows", (long long)start,
                          (long long)(start + count), (long long)t->shape[0]);
@@ -219,6 +227,7 @@ const char *dk_shape_str(const dk_tensor *t, char *buf, size_t n) {
 static int need(dh_err *e, const char *op, const char *name, const dk_tensor *t) {
     if (!t) return dh_seterr(e, DH_EINVAL, "%s: %s is missing", op, name);
     if (t->n > 0 && !t->data) return dh_seterr(e, DH_EINVAL, "%s: %s has no data", op, name);
+    if (t->fmt > 0) return opaque_refused(e, op, name);
     return 0;
 }
 
@@ -605,6 +614,19 @@ static int bn_act_check(const char *op, const dk_tensor *v, const dk_bn_act *bn,
     return 0;
 }
 
+/* A fused op's input x (maybe a kept output, dk.h) and output y (maybe
+ * DK_FMT_KEEP, or 0) as plain views for the shape checks. A y in a
+ * backend's layout is refused: an output is either asked to keep or not. */
+static int chain_views(const char *op, const dk_tensor *x, const dk_tensor *y, dk_tensor *xp, dk_tensor *yp,
+                       dh_err *e) {
+    TRY(need(e, op, "y", y));
+    if (!x) return need(e, op, "x", x);
+    *xp = *x;
+    *yp = *y;
+    xp->fmt = yp->fmt = 0;
+    return need(e, op, "x", xp);
+}
+
 /* y = bn's tail applied to v (the composition's last steps). */
 static int bn_act_apply(const dk_tensor *v, const dk_bn_act *bn, dk_tensor *y, dh_err *e) {
     TRY(dk_batchnorm_forward_infer(v, bn->gamma, bn->beta, bn->mean, bn->var, bn->eps, y, e));
@@ -617,18 +639,21 @@ int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tens
                            int avg, int pk, int ps, int pp, const dk_bn_act *bn, dk_tensor *t, dk_tensor *p,
                            dk_tensor *y, dh_err *e) {
     const char *op = "conv2d_pool_forward";
-    TRY(need(e, op, "x", x));
-    TRY(conv_check(op, x, w, t, stride, pad, e));
+    dk_tensor xp, yp; /* x and y as their shapes, for the checks (dk.h: inference chains) */
+    TRY(chain_views(op, x, y, &xp, &yp, e));
+    TRY(conv_check(op, &xp, w, t, stride, pad, e));
     if (b) TRY(need_n(e, op, "bias", b, x->dev, w->shape[0]));
-    TRY(pool_check(op, t, pk, ps, pp, y, e));
+    TRY(pool_check(op, t, pk, ps, pp, &yp, e));
     if (bn) {
-        TRY(bn_act_check(op, y, bn, e));
+        TRY(bn_act_check(op, &yp, bn, e));
         TRY(need_shape(e, op, "p", p, x->dev, 4, y->shape[0], y->shape[1], y->shape[2], y->shape[3]));
     }
     if (x->dev == DK_CPU && x->n > 0 && y->n > 0) {
         int done = 0, rc = dk_conv2d_pool_forward_cpu(x, w, b, stride, pad, relu, avg, pk, ps, pp, bn, t, y, &done, e);
         if (done) return rc;
     }
+    if (x->fmt > 0) return opaque_refused(e, op, "x");
+    y->fmt = 0;
     TRY(dk_conv2d_forward(x, w, b, stride, pad, t, e));
     if (relu) TRY(dk_relu_forward(t, t, e));
     dk_tensor *q = bn ? p : y;
@@ -639,16 +664,19 @@ int dk_conv2d_pool_forward(const dk_tensor *x, const dk_tensor *w, const dk_tens
 int dk_conv2d_bn_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
                          const dk_bn_act *bn, dk_tensor *t, dk_tensor *y, dh_err *e) {
     const char *op = "conv2d_bn_forward";
-    TRY(need(e, op, "x", x));
-    TRY(conv_check(op, x, w, t, stride, pad, e));
+    dk_tensor xp, yp;
+    TRY(chain_views(op, x, y, &xp, &yp, e));
+    TRY(conv_check(op, &xp, w, t, stride, pad, e));
     if (b) TRY(need_n(e, op, "bias", b, x->dev, w->shape[0]));
     if (!bn) return dh_seterr(e, DH_EINVAL, "%s: no normalisation", op);
     TRY(bn_act_check(op, t, bn, e));
-    TRY(need_shape(e, op, "y", y, x->dev, 4, t->shape[0], t->shape[1], t->shape[2], t->shape[3]));
+    TRY(need_shape(e, op, "y", &yp, x->dev, 4, t->shape[0], t->shape[1], t->shape[2], t->shape[3]));
     if (x->dev == DK_CPU && x->n > 0 && y->n > 0) {
         int done = 0, rc = dk_conv2d_bn_forward_cpu(x, w, b, stride, pad, bn, t, y, &done, e);
         if (done) return rc;
     }
+    if (x->fmt > 0) return opaque_refused(e, op, "x");
+    y->fmt = 0;
     TRY(dk_conv2d_forward(x, w, b, stride, pad, t, e));
     return bn_act_apply(t, bn, y, e);
 }

@@ -81,6 +81,7 @@ typedef struct dnn_op {
     size_t arena;       /* bytes this op needs */
     float *aux;         /* per-op host buffer (batch norm: C floats of variance) */
     struct dnn_op *sub; /* a second primitive run after this one (the pooling of OP_CONV_POOL), owned */
+    int ofmt;           /* the output's kept layout (dk.h: inference chains), 0: float32 NCHW */
 } dnn_op;
 
 static dnn_op *ops;
@@ -284,6 +285,35 @@ static int md1(dnnl_memory_desc_t *md, int64_t a) {
     return dnnl_memory_desc_init_by_tag(md, 1, dims, dnnl_f32, dnnl_x) != dnnl_success;
 }
 
+/* ---- kept layouts (dk.h, inference chains) ------------------------------------------------ */
+/* A kept tensor's fmt: 1 + 4 (0: f32, 1: bf16) + the index of its tag below;
+ * only layouts with the images outermost, so that a chunk of images is a
+ * contiguous range of bytes. */
+static const dnnl_format_tag_t kept_tags[4] = { dnnl_abcd, dnnl_acdb, dnnl_aBcd8b, dnnl_aBcd16b };
+
+static int fmt_md(int fmt, int64_t N, int64_t C, int64_t H, int64_t W, dnnl_memory_desc_t *md) {
+    if (fmt < 1 || fmt > 8) return -1;
+    return md4(md, N, C, H, W, (fmt - 1) / 4 ? dnnl_bf16 : dnnl_f32, kept_tags[(fmt - 1) % 4]);
+}
+
+/* The fmt of md (an activation of N x C x H x W), or 0 when it is none of
+ * the kept layouts or takes more bytes than the tensor's float32 NCHW. */
+static int fmt_of(const dnnl_memory_desc_t *md, int64_t N, int64_t C, int64_t H, int64_t W) {
+    for (int f = 1; f <= 8; f++) {
+        dnnl_memory_desc_t c;
+        if (!fmt_md(f, N, C, H, W, &c) && dnnl_memory_desc_equal(md, &c))
+            return dnnl_memory_desc_get_size(&c) <= (size_t)(N * C * H * W) * sizeof(float) ? f : 0;
+    }
+    return 0;
+}
+
+/* Bytes per image of an activation (C, H, W) in fmt (0: float32 NCHW). */
+static size_t fmt_image_bytes(int fmt, int64_t C, int64_t H, int64_t W) {
+    dnnl_memory_desc_t c;
+    if (fmt > 0 && !fmt_md(fmt, 1, C, H, W, &c)) return dnnl_memory_desc_get_size(&c);
+    return (size_t)(C * H * W) * sizeof(float);
+}
+
 /* ---- matrix products ----------------------------------------------------------------------- */
 int dk_sgemm_dnnl(int tA, int tB, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc, dh_err *e) {
@@ -383,11 +413,17 @@ static int append_act(dnnl_post_ops_t *po, int act) {
 /* Build or find the op of `kind` for geometry g; NULL with *rc = DECLINE
  * when oneDNN has no implementation, or an error. OP_CONV_BN: the forward
  * for inference with the activation act as its post-op and, in aux, room
- * for the folded filter (F C KH KW floats), bias and scales (F floats each). */
-static dnn_op *conv_op(int kind, const cgeom *g, int bias, int act, int *rc, dh_err *e) {
+ * for the folded filter (F C KH KW floats), bias and scales (F floats each).
+ * The forwards: the input in layout infmt (0: float32 NCHW; dk.h, inference
+ * chains), the output kept (outreq DK_FMT_KEEP: in the primitive's own
+ * layout and precision where fmt_of allows, o->ofmt; > 0: in that layout)
+ * or not (0). */
+static dnn_op *conv_op(int kind, const cgeom *g, int bias, int act, int infmt, int outreq, int *rc, dh_err *e) {
     int64_t key[NKEY];
     conv_key(key, kind, g, bias);
     key[12] = act;
+    key[13] = infmt;
+    key[14] = outreq;
     dnn_op *o = op_find(key);
     if (o) return o;
     if ((*rc = dk_dnnl_init(e))) return NULL;
@@ -395,14 +431,27 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int act, int *rc, dh_
     conv_mds m;
     *rc = DK_DNNL_DECLINE;
     if (!conv_pads(g, st, pl, pr) || conv_mds_init(g, &m)) return NULL;
+    int fwd = kind == OP_CONV_FWD || kind == OP_CONV_BN, ofmt = 0;
+    dnnl_memory_desc_t ux = m.x, uy = m.y; /* our buffers' layouts */
+    if (infmt && (!fwd || fmt_md(infmt, g->N, g->C, g->H, g->W, &ux))) return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr();
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_desc_t fpd = NULL, pd = NULL;
     dnnl_convolution_desc_t cd;
     if (!attr || append_act(&po, act) || (po && dnnl_primitive_attr_set_post_ops(attr, po) != dnnl_success)) goto out;
-    fpd = conv_fwd_pd(g, &m, bias, kind == OP_CONV_BN ? dnnl_forward_inference : dnnl_forward_training, dnnl_f32, attr);
+    dnnl_prop_kind_t prop = kind == OP_CONV_BN ? dnnl_forward_inference : dnnl_forward_training;
+    /* a kept output in the precision of the next convolution's input (which rounds it to that anyway) */
+    fpd = conv_fwd_pd(g, &m, bias, prop, fwd && outreq ? m.ax.data_type : dnnl_f32, attr);
+    if (fpd && fwd && outreq) {
+        ofmt = outreq > 0 ? outreq : fmt_of(q(fpd, dnnl_query_dst_md), g->N, g->F, g->OH, g->OW);
+        if (ofmt && fmt_md(ofmt, g->N, g->F, g->OH, g->OW, &uy)) ofmt = 0;
+        if (!ofmt && m.ax.data_type != dnnl_f32) { /* not kept: float32 out, as unchained */
+            dnnl_primitive_desc_destroy(fpd);
+            fpd = conv_fwd_pd(g, &m, bias, prop, dnnl_f32, attr);
+        }
+    }
     if (!fpd) goto out;
-    if (kind == OP_CONV_FWD || kind == OP_CONV_BN) {
+    if (fwd) {
         pd = fpd;
         fpd = NULL;
     } else if (kind == OP_CONV_BWD_DATA) {
@@ -422,11 +471,12 @@ static dnn_op *conv_op(int kind, const cgeom *g, int bias, int act, int *rc, dh_
         *rc = DH_ENOMEM;
         goto out;
     }
+    o->ofmt = ofmt;
     /* argument order = the order of bufs[] in the callers */
-    if (kind == OP_CONV_FWD || kind == OP_CONV_BN) {
-        *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(pd, dnnl_query_src_md), e);
+    if (fwd) {
+        *rc = add_arg(o, DNNL_ARG_SRC, 0, &ux, q(pd, dnnl_query_src_md), e);
         if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(pd, dnnl_query_weights_md), e);
-        if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, &m.y, q(pd, dnnl_query_dst_md), e);
+        if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, &uy, q(pd, dnnl_query_dst_md), e);
         if (!*rc && bias) *rc = add_arg(o, DNNL_ARG_BIAS, 0, &m.b, NULL, e);
     } else if (kind == OP_CONV_BWD_DATA) {
         *rc = add_arg(o, DNNL_ARG_DIFF_DST, 0, &m.y, q(pd, dnnl_query_diff_dst_md), e);
@@ -469,27 +519,36 @@ static int64_t conv_chunk(const cgeom *g) {
 static dnn_op *chunk_op(int kind, const cgeom *g, int64_t n, int bias, int *rc, dh_err *e) {
     cgeom c = *g;
     c.N = n;
-    return conv_op(kind, &c, bias, DK_ACT_NONE, rc, e);
+    return conv_op(kind, &c, bias, DK_ACT_NONE, 0, 0, rc, e);
 }
 
 static void fold_bn(const cgeom *g, const float *w, const float *b, const dk_bn_act *bn, float *wf, float *bf);
 static void bn_affine(const dk_bn_act *bn, int64_t C, float *scale, float *shift);
 
 /* The forward in chunks; with bn, the inference one with the normalisation
- * folded into the filter and bias (OP_CONV_BN). */
+ * folded into the filter and bias (OP_CONV_BN). x may be kept and y asked
+ * to keep (dk.h, inference chains): the first chunk's op decides the
+ * layout, the others follow it. */
 static int conv_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor *b, int stride, int pad,
                         const dk_bn_act *bn, dk_tensor *y, dh_err *e) {
     cgeom g = conv_geom(x, w, y, stride, pad);
-    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * g.OH * g.OW, wn = g.F * g.C * g.KH * g.KW;
+    int64_t nb = conv_chunk(&g), wn = g.F * g.C * g.KH * g.KW;
+    int infmt = x->fmt > 0 ? x->fmt : 0, outreq = y->fmt == DK_FMT_KEEP ? DK_FMT_KEEP : 0;
+    size_t xs = fmt_image_bytes(infmt, g.C, g.H, g.W), ys = 0;
     dnn_op *last = NULL;
     for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
         cgeom c = g;
         c.N = n;
         int rc = DK_DNNL_DECLINE;
-        dnn_op *o = bn ? conv_op(OP_CONV_BN, &c, 1, bn->act, &rc, e) : conv_op(OP_CONV_FWD, &c, b != NULL, 0, &rc, e);
+        dnn_op *o = bn ? conv_op(OP_CONV_BN, &c, 1, bn->act, infmt, outreq, &rc, e)
+                       : conv_op(OP_CONV_FWD, &c, b != NULL, 0, infmt, outreq, &rc, e);
         if (!o) return rc; /* a DECLINE at any chunk leaves it all to the composition, which writes every output */
-        void *bufs[4] = { x->data + b0 * xs, w->data, y->data + b0 * ys, b ? b->data : NULL };
+        if (b0 == 0) {
+            if (outreq) outreq = o->ofmt; /* the other chunks: in the first one's layout, or not kept */
+            ys = fmt_image_bytes(o->ofmt, g.F, g.OH, g.OW);
+        }
+        void *bufs[4] = { (char *)x->data + b0 * xs, w->data, (char *)y->data + b0 * ys, b ? b->data : NULL };
         if (bn) {
             /* each op (at most two chunk sizes) folds into its own buffer, once per call */
             if (o != last) fold_bn(&g, w->data, b ? b->data : NULL, bn, o->aux, o->aux + wn);
@@ -499,6 +558,7 @@ static int conv_forward(const dk_tensor *x, const dk_tensor *w, const dk_tensor 
         if ((rc = op_run(o, bufs, o == last ? 1u << 1 : 0, e))) return rc;
         last = o;
     }
+    y->fmt = outreq > 0 ? outreq : 0;
     return 0;
 }
 
@@ -566,8 +626,9 @@ static void bn_affine(const dk_bn_act *bn, int64_t C, float *scale, float *shift
 
 /* The op: the convolution (forward_inference, ReLU as a post-op) writing its
  * blocked output into the arena, and as its sub-op the pooling reading it
- * there and writing the NCHW output through a reorder. */
-static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, dh_err *e) {
+ * there and writing the NCHW output through a reorder. The input in layout
+ * infmt, the output kept or not, as conv_op's; o->sub->ofmt. */
+static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int infmt, int outreq, int *rc, dh_err *e) {
     int64_t key[NKEY];
     conv_key(key, OP_CONV_POOL, g, bias);
     key[12] = pg->relu;
@@ -575,7 +636,7 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     key[14] = pg->k;
     key[15] = pg->s;
     key[16] = pg->p;
-    key[17] = pg->bn | pg->act << 1;
+    key[17] = pg->bn | pg->act << 1 | (int64_t)infmt << 8 | (int64_t)(outreq & 0xff) << 16;
     dnn_op *o = op_find(key);
     if (o) return o;
     if ((*rc = dk_dnnl_init(e))) return NULL;
@@ -584,7 +645,7 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     kpr[0] = right_pad(pg->OH, pg->s, pg->k, g->OH, pg->p);
     kpr[1] = right_pad(pg->OW, pg->s, pg->k, g->OW, pg->p);
     conv_mds m;
-    dnnl_memory_desc_t py, pya;
+    dnnl_memory_desc_t py, pya, ux;
     /* under bf16 the convolution's output, never seen outside, is bf16 too:
      * half the bytes written and pooled. The next convolution rounds its
      * input to bf16 anyway: the same maxima; averages of rounded values. */
@@ -596,6 +657,8 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
         conv_mds_init(g, &m) || md4(&py, g->N, g->F, pg->OH, pg->OW, dnnl_f32, dnnl_nchw) ||
         md4(&pya, g->N, g->F, pg->OH, pg->OW, yt, dnnl_format_tag_any))
         return NULL;
+    ux = m.x;
+    if (infmt && fmt_md(infmt, g->N, g->C, g->H, g->W, &ux)) return NULL;
     dnnl_primitive_attr_t attr = user_scratchpad_attr(), cattr = user_scratchpad_attr();
     dnnl_post_ops_t po = NULL, ppo = NULL;
     dnnl_primitive_desc_t cpd = NULL, ppd = NULL;
@@ -627,13 +690,20 @@ static dnn_op *conv_pool_op(const cgeom *g, int bias, const pgeom *pg, int *rc, 
     }
     /* argument order = the order of bufs[] in dk_conv2d_pool_forward_dnnl; the
      * convolution's output (argument 2) lives in the arena only */
-    *rc = add_arg(o, DNNL_ARG_SRC, 0, &m.x, q(cpd, dnnl_query_src_md), e);
+    /* the pooled output kept: in the pooling's own layout and precision (under
+     * bf16 the values are bf16 already), else float32 NCHW through a reorder */
+    const dnnl_memory_desc_t *pd_dst = q(ppd, dnnl_query_dst_md);
+    int ofmt = outreq > 0 ? outreq : outreq ? fmt_of(pd_dst, g->N, g->F, pg->OH, pg->OW) : 0;
+    dnnl_memory_desc_t uy = py;
+    if (ofmt && fmt_md(ofmt, g->N, g->F, pg->OH, pg->OW, &uy)) ofmt = 0, uy = py;
+    o->sub->ofmt = ofmt;
+    *rc = add_arg(o, DNNL_ARG_SRC, 0, &ux, q(cpd, dnnl_query_src_md), e);
     if (!*rc) *rc = add_arg(o, DNNL_ARG_WEIGHTS, 0, &m.w, q(cpd, dnnl_query_weights_md), e);
     if (!*rc) *rc = add_arg(o, DNNL_ARG_DST, 1, NULL, cy, e);
     if (!*rc && bias) *rc = add_arg(o, DNNL_ARG_BIAS, 0, &m.b, NULL, e);
     if (!*rc) *rc = set_prim(o, cpd, e);
     if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_SRC, 0, cy, NULL, e);
-    if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_DST, 1, &py, q(ppd, dnnl_query_dst_md), e);
+    if (!*rc) *rc = add_arg(o->sub, DNNL_ARG_DST, 1, &uy, pd_dst, e);
     if (!*rc && pg->bn) *rc = add_arg(o->sub, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, 0, &pc, NULL, e);
     if (!*rc && pg->bn) *rc = add_arg(o->sub, DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, 0, &pc, NULL, e);
     if (!*rc && pg->bn && !(o->aux = dh_malloc(e, (size_t)(2 * g->F), sizeof(float)))) *rc = DH_ENOMEM;
@@ -655,25 +725,34 @@ int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk
                                 dk_tensor *y, dh_err *e) {
     cgeom g = conv_geom(x, w, t, stride, pad);
     pgeom pg = { relu, avg, pk, ps, pp, y->shape[2], y->shape[3], bn != NULL, bn ? bn->act : 0 };
-    /* chunks as the convolution's (its output stays in the arena, in cache for the pooling) */
-    int64_t nb = conv_chunk(&g), xs = g.C * g.H * g.W, ys = g.F * pg.OH * pg.OW;
+    /* chunks as the convolution's (its output stays in the arena, in cache for
+     * the pooling); x kept and y to keep as in conv_forward */
+    int64_t nb = conv_chunk(&g);
+    int infmt = x->fmt > 0 ? x->fmt : 0, outreq = y->fmt == DK_FMT_KEEP ? DK_FMT_KEEP : 0;
+    size_t xs = fmt_image_bytes(infmt, g.C, g.H, g.W), ys = 0;
     dnn_op *last = NULL;
     for (int64_t b0 = 0; b0 < g.N; b0 += nb) {
         int64_t n = g.N - b0 < nb ? g.N - b0 : nb;
         cgeom c = g;
         c.N = n;
         int rc = DK_DNNL_DECLINE;
-        dnn_op *o = conv_pool_op(&c, b != NULL, &pg, &rc, e);
+        dnn_op *o = conv_pool_op(&c, b != NULL, &pg, infmt, outreq, &rc, e);
         if (!o) return rc; /* a DECLINE at any chunk leaves it all to the composition, which writes every output */
+        if (b0 == 0) {
+            if (outreq) outreq = o->sub->ofmt;
+            ys = fmt_image_bytes(o->sub->ofmt, g.F, pg.OH, pg.OW);
+        }
         if ((rc = arena_reserve(o->arena + o->sub->arena, e))) return rc;
-        void *cb[4] = { x->data + b0 * xs, w->data, NULL, b ? b->data : NULL };
+        void *cb[4] = { (char *)x->data + b0 * xs, w->data, NULL, b ? b->data : NULL };
         if ((rc = op_run(o, cb, o == last ? 1u << 1 : 0, e))) return rc;
         /* each op (at most two chunk sizes) computes the normalisation's scale and shift once per call */
         if (bn && o != last) bn_affine(bn, g.F, o->aux, o->aux + g.F);
-        void *pb[4] = { (char *)arena + o->a[2].off, y->data + b0 * ys, bn ? o->aux : NULL, bn ? o->aux + g.F : NULL };
+        void *pb[4] = { (char *)arena + o->a[2].off, (char *)y->data + b0 * ys, bn ? o->aux : NULL,
+                        bn ? o->aux + g.F : NULL };
         if ((rc = op_run_at(o->sub, pb, 0, o->arena, e))) return rc;
         last = o;
     }
+    y->fmt = outreq > 0 ? outreq : 0;
     return 0;
 }
 

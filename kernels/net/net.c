@@ -12,6 +12,7 @@ struct net_layer {
     dk_tensor save_mean, save_inv; /* bn (C) */
     int pw, pb;                    /* params: weight (or bn gamma), bias (or bn beta); -1 */
     int rm, rv;                    /* state: bn running mean / var; -1 */
+    int plain_in;                  /* 1: this layer's fused op refused a kept input (dk.h: inference chains) */
 };
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -301,7 +302,21 @@ static int bn_tail(const net *n, int j, dk_bn_act *bn) {
     return j;
 }
 
-int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err *e) {
+/* Whether the convolution at layer i runs as a fused op in inference
+ * (net_forward_to_z: followed by batch normalisation, or by pooling with or
+ * without a ReLU between) that has not refused a kept input. */
+static int conv_fused(const net *n, int i) {
+    int nl = n->spec.nlayers, j = i + 1;
+    if (i >= nl || n->spec.layers[i].type != NS_CONV || n->L[i].plain_in) return 0;
+    if (j < nl && n->spec.layers[j].type == NS_BN) return 1;
+    if (j < nl && n->spec.layers[j].type == NS_RELU) j++;
+    return j < nl && (n->spec.layers[j].type == NS_MAXPOOL || n->spec.layers[j].type == NS_AVGPOOL);
+}
+
+/* The forward; chain: a fused op followed by another keeps its output in the
+ * backend's layout where it can; *refused: the layer whose fused op refused
+ * its kept input (DH_EUNSUPPORTED), else -1. */
+static int forward(net *n, const dk_tensor *x, int train, int chain, int *refused, dk_tensor *z, dh_err *e) {
     int64_t N = x->shape[0];
     const int *in = n->spec.in;
     if (x->ndim != 4 || x->shape[1] != in[0] || x->shape[2] != in[1] || x->shape[3] != in[2]) {
@@ -335,7 +350,9 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             if (!train && (k = bn_tail(n, j, &bn)) > j) {
                 dk_tensor G;
                 if ((rc = rows4(&n->L[k - 1].out, N, n->spec.layers[k - 1].shape, &G, e))) return rc;
+                if (chain && conv_fused(n, k)) G.fmt = DK_FMT_KEEP;
                 rc = dk_conv2d_bn_forward(&X, W, B, s->s, s->p, &bn, &Y, &G, e);
+                if (rc == DH_EUNSUPPORTED && X.fmt > 0) *refused = i;
                 if (!rc) {
                     i = k - 1;
                     Y = G;
@@ -348,11 +365,17 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
             if (!train && ps && (ps->type == NS_MAXPOOL || ps->type == NS_AVGPOOL)) {
                 dk_tensor P, G;
                 k = bn_tail(n, j + 1, &bn);
+                int has_bn = k > j + 1;
+                /* conv maxpool relu as conv relu maxpool: the same values (ReLU is monotone) */
+                if (k == j + 1 && !relu && ps->type == NS_MAXPOOL && k < nl && n->spec.layers[k].type == NS_RELU)
+                    relu = 1, k++;
                 if ((rc = rows4(&n->L[j].out, N, ps->shape, &P, e)) ||
                     (rc = rows4(&n->L[k - 1].out, N, n->spec.layers[k - 1].shape, &G, e)))
                     return rc;
+                if (chain && conv_fused(n, k)) G.fmt = DK_FMT_KEEP;
                 rc = dk_conv2d_pool_forward(&X, W, B, s->s, s->p, relu, ps->type == NS_AVGPOOL, ps->k, ps->s, ps->p,
-                                            k > j + 1 ? &bn : NULL, &Y, &P, &G, e);
+                                            has_bn ? &bn : NULL, &Y, &P, &G, e);
+                if (rc == DH_EUNSUPPORTED && X.fmt > 0) *refused = i;
                 if (!rc) {
                     i = k - 1;
                     Y = G;
@@ -424,6 +447,17 @@ int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err
     }
     if (train) n->step++;
     return rows2(&n->L[n->spec.nlayers - 1].out, N, n->zdim, z, e);
+}
+
+int net_forward_to_z(net *n, const dk_tensor *x, int train, dk_tensor *z, dh_err *e) {
+    for (;;) {
+        int refused = -1, rc = forward(n, x, train, !train && !n->nochain, &refused, z, e);
+        if (refused < 0) return rc;
+        /* that layer's fused op could not read a kept input (a shape its
+         * backend declines, dk.h): its input goes in float32 NCHW from now on,
+         * and the forward runs again (once per such layer at most) */
+        n->L[refused].plain_in = 1;
+    }
 }
 
 int net_dz(net *n, dk_tensor *dz, dh_err *e) {

@@ -89,6 +89,8 @@ typedef struct net {
     int64_t nb;                /* rows in the last forward */
     int head_w, head_b;        /* indices into params, or -1 */
     int fused;                 /* the last forward fused layers (inference): no backward from it */
+    int nochain;               /* 1: inference keeps no fused op's output in the backend's layout (dk.h:
+                                  inference chains; for comparisons and debugging) */
 } net;
 
 /* Build a net for `spec` (copied) on dev with room for batches of `cap`
@@ -109,8 +111,11 @@ int net_set_classes(net *n, const char *const *names, int count, dh_err *e);
  * inference, where each convolution followed by batch normalisation (and a
  * ReLU or GELU) runs as one dk_conv2d_bn_forward, and each convolution
  * followed by pooling (with or without a ReLU between; and a batch
- * normalisation, with or without a ReLU or GELU, after) as one
- * dk_conv2d_pool_forward; after a forward that
+ * normalisation, with or without a ReLU or GELU, after; a ReLU after max
+ * pooling runs before it, the same values) as one
+ * dk_conv2d_pool_forward; where one such op feeds the next, its output
+ * stays in the backend's layout (dk.h, inference chains; the same result);
+ * after a forward that
  * fused any, net_backward_from_z refuses (the activations it needs were not
  * kept). *z is set to a view (N, zdim) of the net's buffer,
  * valid until the next forward. */

@@ -526,6 +526,130 @@ static void t_environment(void) {
     CHECK(dk_cpu_get_bf16() == 0 || getenv("DH_PRECISION"));
 }
 
+/* ---- inference chains (dk.h): a fused op's output kept in oneDNN's layout and read by the next fused op gives the
+ * same bits as the unchained pair through float32 NCHW; every other reader refuses it; the reference never keeps. -- */
+static void chain_pair(int bf16) {
+    dh_err e;
+    int N = 9, C = 5, H = 12, W = 12, F1 = 32, F2 = 24;
+    pair x = U(4, N, C, H, W, -1, 1), w1 = U(4, F1, C, 3, 3, -0.3f, 0.3f), w2 = U(4, F2, F1, 3, 3, -0.2f, 0.2f);
+    pair g = U(1, F1, 1, 1, 1, 0.5f, 1.5f), be = U(1, F1, 1, 1, 1, -1, 1), rm = U(1, F1, 1, 1, 1, -0.5f, 0.5f),
+         rv = U(1, F1, 1, 1, 1, 0.2f, 3), b2 = U(1, F2, 1, 1, 1, -1, 1);
+    pair t1 = Z(4, N, F1, H, W), y1 = Z(4, N, F1, H, W), t2 = Z(4, N, F2, H, W), y2 = Z(4, N, F2, H / 2, W / 2);
+    dk_bn_act bn = { &g.f, &be.f, &rm.f, &rv.f, 1e-5f, DK_ACT_GELU };
+    backend(DK_CPU_ONEDNN);
+    /* unchained (r) and chained (f): conv bn gelu, then conv relu maxpool */
+    y1.f.fmt = DK_FMT_KEEP;
+    REQUIRE(dk_conv2d_bn_forward(&x.f, &w1.f, NULL, 1, 1, &bn, &t1.f, &y1.r, &e) == 0);
+    REQUIRE(dk_conv2d_bn_forward(&x.f, &w1.f, NULL, 1, 1, &bn, &t1.f, &y1.f, &e) == 0);
+    CHECKF(y1.r.fmt == 0 && y1.f.fmt > 0, "bf16 %d: kept %d, not asked %d", bf16, y1.f.fmt, y1.r.fmt);
+    dk_tensor v, o = y1.r;
+    o.data = t1.r.data;
+    CHECK(dk_relu_forward(&y1.f, &o, &e) == DH_EUNSUPPORTED);
+    printf("  refused: %s\n", e.msg);
+    CHECK(dk_tensor_rows(&y1.f, 0, 2, &v, &e) == DH_EUNSUPPORTED);
+    CHECK(dk_copy(&o, &y1.f, &e) == DH_EUNSUPPORTED);
+    REQUIRE(dk_conv2d_pool_forward(&y1.r, &w2.f, &b2.f, 1, 1, 1, 0, 2, 2, 0, NULL, &t2.f, NULL, &y2.r, &e) == 0);
+    int rc = dk_conv2d_pool_forward(&y1.f, &w2.f, &b2.f, 1, 1, 1, 0, 2, 2, 0, NULL, &t2.f, NULL, &y2.f, &e);
+    CHECKF(rc == 0, "chained conv+pool: %s", e.msg);
+    CHECKF(y2.f.fmt == 0 && same(&y2.r, &y2.f), "bf16 %d: chained conv+pool differs from unchained", bf16);
+    /* kept again: a conv+pool's pooled output, read by conv+bn */
+    y2.f.fmt = DK_FMT_KEEP;
+    REQUIRE(dk_conv2d_pool_forward(&y1.f, &w2.f, &b2.f, 1, 1, 1, 0, 2, 2, 0, NULL, &t2.f, NULL, &y2.f, &e) == 0);
+    CHECK(y2.f.fmt > 0);
+    pair w3 = U(4, F1, F2, 3, 3, -0.2f, 0.2f), y3 = Z(4, N, F1, H / 2, W / 2), t3 = Z(4, N, F1, H / 2, W / 2);
+    REQUIRE(dk_conv2d_bn_forward(&y2.r, &w3.f, NULL, 1, 1, &bn, &t3.f, &y3.r, &e) == 0);
+    REQUIRE(dk_conv2d_bn_forward(&y2.f, &w3.f, NULL, 1, 1, &bn, &t3.f, &y3.f, &e) == 0);
+    CHECKF(same(&y3.r, &y3.f), "bf16 %d: conv+bn on a kept pooled input differs", bf16);
+    /* a consumer oneDNN declines (a right pad < 0: 12x12, k2 s3 p0 -> 4x4 drops a row) composes, and refuses */
+    pair w4 = U(4, 8, F1, 2, 2, -0.2f, 0.2f), t4 = Z(4, N, 8, 4, 4), y4 = Z(4, N, 8, 4, 4);
+    dk_bn_act bn8 = { &g.f, &be.f, &rm.f, &rv.f, 1e-5f, DK_ACT_NONE };
+    dk_tensor g8, be8, rm8, rv8;
+    REQUIRE(dk_tensor_rows(&g.f, 0, 8, &g8, &e) == 0 && dk_tensor_rows(&be.f, 0, 8, &be8, &e) == 0 &&
+            dk_tensor_rows(&rm.f, 0, 8, &rm8, &e) == 0 && dk_tensor_rows(&rv.f, 0, 8, &rv8, &e) == 0);
+    bn8.gamma = &g8, bn8.beta = &be8, bn8.mean = &rm8, bn8.var = &rv8;
+    CHECK(dk_conv2d_bn_forward(&y1.f, &w4.f, NULL, 3, 0, &bn8, &t4.f, &y4.f, &e) == DH_EUNSUPPORTED);
+    printf("  declined: %s\n", e.msg);
+    /* the reference never keeps */
+    backend(DK_CPU_REF);
+    y1.r.fmt = DK_FMT_KEEP;
+    REQUIRE(dk_conv2d_bn_forward(&x.f, &w1.f, NULL, 1, 1, &bn, &t1.f, &y1.r, &e) == 0);
+    CHECK(y1.r.fmt == 0);
+    backend(DK_CPU_ONEDNN);
+    y1.f.fmt = y2.f.fmt = 0;
+    pair *all[] = { &x, &w1, &w2, &g, &be, &rm, &rv, &b2, &t1, &y1, &t2, &y2, &w3, &y3, &t3, &w4, &t4, &y4 };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) F(all[i]);
+}
+
+/* A net of every link (conv+bn into conv+pool, conv+pool into conv+bn and conv+pool, channels not a multiple of 16),
+ * the same with a last link oneDNN declines (the net runs that link unchained), and the built-in nets. */
+static const char *spec_chains = "input 3 20 20\n"
+                                 "conv 16 k3 p1 nobias\n"
+                                 "bn\n"
+                                 "relu\n"
+                                 "conv 32 k3 p1\n"
+                                 "relu\n"
+                                 "maxpool k2          # 32x10x10\n"
+                                 "conv 32 k3 p1 nobias\n"
+                                 "bn\n"
+                                 "gelu\n"
+                                 "conv 48 k3 p1 nobias\n"
+                                 "maxpool k2          # 48x5x5\n"
+                                 "bn\n"
+                                 "relu\n"
+                                 "conv 24 k3 p1\n"
+                                 "avgpool k3 s2 p1    # 24x3x3\n"
+                                 "conv 20 k3 p1 nobias\n"
+                                 "bn\n"
+                                 "relu\n"
+                                 "%s"
+                                 "flatten\n"
+                                 "fc 12 name=z\n"
+                                 "feature z\n";
+
+static void chain_net(const char *tag, const char *tail) {
+    char text[1024];
+    const char *builtin = netspec_builtin_text(tail);
+    if (!builtin) snprintf(text, sizeof text, spec_chains, tail);
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse(builtin ? builtin : text, tag, &ns, &e) == 0);
+    net *n;
+    dk_tensor x, z;
+    int64_t N = 11;
+    REQUIRE(net_create(&ns, 0, DK_CPU, N, &n, &e) == 0 && net_init(n, 5, &e) == 0);
+    REQUIRE(dk_tensor_alloc4(&x, DK_CPU, 4, N, ns.in[0], ns.in[1], ns.in[2], &e) == 0 &&
+            dk_rand_normal(&x, 0, 1, 77, 0, &e) == 0);
+    float *zc = malloc((size_t)(N * n->zdim) * sizeof *zc);
+    REQUIRE(zc);
+    REQUIRE(net_forward_to_z(n, &x, 0, &z, &e) == 0);
+    memcpy(zc, z.data, (size_t)z.n * sizeof *zc);
+    n->nochain = 1;
+    REQUIRE(net_forward_to_z(n, &x, 0, &z, &e) == 0);
+    CHECKF(!memcmp(zc, z.data, (size_t)z.n * sizeof *zc), "%s: chained z differs from unchained", tag);
+    printf("  %s: z of %lld x %d the same bits chained and unchained\n", tag, (long long)N, n->zdim);
+    free(zc);
+    net_free(n);
+    dk_tensor_free(&x);
+    netspec_free(&ns);
+}
+
+static void t_chains(void) {
+    NEED_ONEDNN();
+    dh_err e;
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        if (bf16 && dk_cpu_set_bf16(1, &e)) {
+            printf("  bf16 skipped: %s\n", e.msg);
+            break;
+        }
+        chain_pair(bf16);
+        chain_net(bf16 ? "chains bf16" : "chains", "");
+        chain_net(bf16 ? "declined bf16" : "declined", "conv 16 k2 s2 nobias\nbn\n");
+        const char *builtins[] = { "lenet", "cifar", "fast", "air" };
+        for (int i = 0; i < 4; i++) chain_net(builtins[i], builtins[i]);
+    }
+    CHECK(dk_cpu_set_bf16(0, &e) == 0);
+}
+
 /* ---- whole networks ----------------------------------------------------------------------------------------------------- */
 static const char *spec_small_fast = "input 3 16 16\n"
                                      "conv 16 k3 p1 nobias\n"
@@ -635,6 +759,7 @@ int main(void) {
     RUN(t_conv_pool);
     RUN(t_conv_bn);
     RUN(t_bf16);
+    RUN(t_chains);
     RUN(t_net_lenet);
     RUN(t_net_cifar);
     RUN(t_net_fastlike);

@@ -19,7 +19,7 @@ static void t_alone(void) {
     char buf[64];
     CHECK(strcmp(train_dist_describe(&d, buf, sizeof buf), "") == 0);
     float h[6] = { 1, 2, 3, 4, 5, 6 };
-    dk_tensor t = { DK_CPU, 1, { 6, 1, 1, 1 }, 6, h, 0 }, a = t;
+    dk_tensor t = { DK_CPU, 1, { 6, 1, 1, 1 }, 6, h, 0, 0 }, a = t;
     dk_tensor *ts[1] = { &t };
     double v[2] = { 1.5, -2 };
     CHECK(train_dist_allreduce(&d, ts, 1, 1, &e) == 0 && train_dist_bcast(&d, ts, 1, 0, &e) == 0 &&
