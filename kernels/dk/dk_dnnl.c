@@ -725,6 +725,15 @@ int dk_conv2d_pool_forward_dnnl(const dk_tensor *x, const dk_tensor *w, const dk
                                 dk_tensor *y, dh_err *e) {
     cgeom g = conv_geom(x, w, t, stride, pad);
     pgeom pg = { relu, avg, pk, ps, pp, y->shape[2], y->shape[3], bn != NULL, bn ? bn->act : 0 };
+    /* a pooling without padding whose floor drops the convolution's last rows
+     * or columns (the air net's 31 -> 15): the convolution computes only the
+     * rows and columns the pooling reads, the same values (a right pad of the
+     * convolution that turns negative is declined in conv_pool_op) */
+    if (pp == 0) {
+        int64_t rh = (pg.OH - 1) * ps + pk, rw = (pg.OW - 1) * ps + pk;
+        if (rh < g.OH) g.OH = rh;
+        if (rw < g.OW) g.OW = rw;
+    }
     /* chunks as the convolution's (its output stays in the arena, in cache for
      * the pooling); x kept and y to keep as in conv_forward */
     int64_t nb = conv_chunk(&g);

@@ -1,13 +1,13 @@
 /* bench_nets.c — training and inference images/s of the built-in nets on
- * the CPU (lenet batch 64, cifar batch 128, fast batch 512), and, where
+ * the CPU (lenet batch 64, cifar batch 128, fast and air batch 512), and, where
  * Debian's python3-torch is installed, the same nets in PyTorch
  * (tests/bench/torch_nets.py) on the same images, thread count and batch
  * sizes, run in the same invocation, interleaved net by net, with the ratio.
  *
- *   bench_nets [--quick] [--nets lenet,cifar,fast] [--scale F] [--batch B] [--no-torch] [--bf16]
+ *   bench_nets [--quick] [--nets lenet,cifar,fast,air] [--scale F] [--batch B] [--no-torch] [--bf16]
  *
  * Each figure is timed over at least 3 steps after 2 warm-up steps and at
- * least 3 s (lenet), 4 s (cifar), 15 s (fast) times F (--quick: F = 0.2),
+ * least 3 s (lenet), 4 s (cifar), 15 s (fast), 10 s (air) times F (--quick: F = 0.2),
  * every step on its own: the figure is the batch size over the median
  * step's time, so that a step slowed by another process (a page reclaim, a
  * daemon waking) does not move it; torch_nets.py does the same.
@@ -45,7 +45,7 @@ typedef struct {
     double seconds; /* per measurement (at least 3 steps after 2 warm-up steps) */
 } netcase;
 
-static netcase cases[] = { { "lenet", 64, 3 }, { "cifar", 128, 4 }, { "fast", 512, 15 } };
+static netcase cases[] = { { "lenet", 64, 3 }, { "cifar", 128, 4 }, { "fast", 512, 15 }, { "air", 512, 10 } };
 #define NIMG 4096
 
 typedef struct {
@@ -186,7 +186,7 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--gpu"))
             return 0; /* CPU only */
         else {
-            fprintf(stderr, "usage: bench_nets [--quick] [--nets lenet,cifar,fast] [--scale F] [--batch B] "
+            fprintf(stderr, "usage: bench_nets [--quick] [--nets lenet,cifar,fast,air] [--scale F] [--batch B] "
                             "[--no-torch] [--bf16]\n");
             return 2;
         }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """torch_nets.py — the built-in deephash nets (formats/netspec/netspec.c:
-lenet, cifar, fast) in PyTorch, timed the way tests/bench/bench_nets.c
+lenet, cifar, fast, air) in PyTorch, timed the way tests/bench/bench_nets.c
 times ours: the same synthetic u8 images and labels, batch size and thread
 count; a training step gathers a shuffled batch, normalises it, runs
 forward, cross-entropy, backward and SGD (momentum 0.9, Nesterov, weight
@@ -70,6 +70,17 @@ def make(name):
                              *conv_bn_relu(256, 512, pool=True), Res(*conv_bn_relu(512, 512), *conv_bn_relu(512, 512)),
                              nn.MaxPool2d(4), nn.Flatten(), Scale(0.125))
         return body, (3, 32, 32), 512
+    if name == "air":
+        def group(cin, cout, pool):
+            layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            return layers + [nn.BatchNorm2d(cout), nn.GELU()]
+        # the first layer: patch whitening (ours sets its filters from the data; trained alike here)
+        body = nn.Sequential(nn.Conv2d(3, 24, 2), nn.GELU(), *group(24, 64, True), *group(64, 64, False),
+                             *group(64, 256, True), *group(256, 256, False), *group(256, 256, True),
+                             *group(256, 256, False), nn.MaxPool2d(3), nn.Flatten(), Scale(0.1111))
+        return body, (3, 32, 32), 256
     raise SystemExit("unknown net " + name)
 
 

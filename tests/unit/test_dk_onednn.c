@@ -323,6 +323,11 @@ static void conv_pool_cases(double sc) {
     conv_pool_case("fast 64->128 k3p1 16x16, k2 s2", 8, 64, 16, 16, 128, 3, 1, 0, 0, 2, 2, 0, DK_ACT_RELU, sc);
     conv_pool_case("odd 3->6 k3p1 9x7, k3 s2 p1", 5, 3, 9, 7, 6, 3, 1, 1, 0, 3, 2, 1, DK_ACT_NONE, sc);
     conv_pool_case("air-like 24->64 k3p1 16x16, k2 s2", 6, 24, 16, 16, 64, 3, 1, 0, 0, 2, 2, 0, DK_ACT_GELU, sc);
+    /* floors that drop the convolution's last row and column (air's 31 -> 15, 15 -> 7, 7 -> 3): it computes only
+     * what the pooling reads */
+    conv_pool_case("air floor 24->64 k3p1 31x31, k2 s2", 3, 24, 31, 31, 64, 3, 1, 0, 0, 2, 2, 0, DK_ACT_GELU, sc);
+    conv_pool_case("air floor 64->32 k3p1 7x9, k2 s2", 5, 64, 7, 9, 32, 3, 1, 0, 0, 2, 2, 0, DK_ACT_GELU, sc);
+    conv_pool_case("floor 8->16 k3p1 12x12, k3 s2, relu", 4, 8, 12, 12, 16, 3, 1, 1, 1, 3, 2, 0, -1, sc);
     conv_pool_case("chunks 64->64 k3p1 32x32, k2 s2", 61, 64, 32, 32, 64, 3, 1, 0, 1, 2, 2, 0, DK_ACT_RELU, sc);
 }
 
@@ -742,6 +747,10 @@ static void t_net_cifar(void) {
     NEED_ONEDNN();
     net_compare("cifar", "cifar", 10, 8, 3);
 }
+static void t_net_air(void) {
+    NEED_ONEDNN();
+    net_compare("air", "air", 10, 16, 2);
+}
 static void t_net_fastlike(void) {
     NEED_ONEDNN();
     net_compare("fast-like", spec_small_fast, 5, 12, 3);
@@ -763,6 +772,7 @@ int main(void) {
     RUN(t_net_lenet);
     RUN(t_net_cifar);
     RUN(t_net_fastlike);
+    RUN(t_net_air);
     dk_shutdown();
     return check_done();
 }
