@@ -53,7 +53,6 @@ static int64_t ws_allocs, ws_bytes;
     } while (0)
 #endif
 
-
 static int cores(void) {
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);

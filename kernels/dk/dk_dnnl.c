@@ -3,7 +3,9 @@
  * Convolutions run on the layouts oneDNN picks for the shape (blocked,
  * e.g. nChw16c, on AVX-512): our NCHW activations and OIHW filters are
  * reordered into the arena before the primitive and the outputs reordered
- * back, as PyTorch does for plain tensors. Batch normalisation for
+ * back, as PyTorch does for plain tensors; between two fused inference
+ * ops the output can stay in the blocked layout (dk.h: inference chains,
+ * dk_tensor.fmt). Batch normalisation for
  * inference runs on NCHW directly (in training dk_fast.c's, faster than
  * oneDNN 2.6's NCHW code). Matrix products use oneDNN's sgemm. Threads: oneDNN's OpenMP
  * pool, the one dk_cpu.c sizes (DH_THREADS).
@@ -286,7 +288,7 @@ static int md1(dnnl_memory_desc_t *md, int64_t a) {
 }
 
 /* ---- kept layouts (dk.h, inference chains) ------------------------------------------------ */
-/* A kept tensor's fmt: 1 + 4 (0: f32, 1: bf16) + the index of its tag below;
+/* A kept tensor's fmt: 1 + 4 x (0: f32, 1: bf16) + the index of its tag below;
  * only layouts with the images outermost, so that a chunk of images is a
  * contiguous range of bytes. */
 static const dnnl_format_tag_t kept_tags[4] = { dnnl_abcd, dnnl_acdb, dnnl_aBcd8b, dnnl_aBcd16b };
