@@ -99,6 +99,9 @@ static void usage(void) {
            "  -a, --arch NAME         built-in network: lenet, cifar, fast, air (default: lenet\n"
            "                          for 1x28x28 images, cifar for 3x32x32)\n"
            "  -N, --net FILE          network specification file (see dh-net(5))\n"
+           "      --recipe NAME       the training defaults of a built-in network (lenet, cifar,\n"
+           "                          fast, air) for this one, e.g. air's for a wider air net in\n"
+           "                          a --net file (default: --arch's own; a --net file: plain)\n"
            "  -e, --epochs N          passes over the data (lenet 5, cifar 40, fast 16, else 10)\n"
            "  -B, --batch N           mini-batch size (lenet 64, cifar 128, fast 512, air 1024,\n"
            "                          else 128)\n"
@@ -151,7 +154,7 @@ static void usage(void) {
 }
 
 typedef struct pt_opts {
-    const char *arch, *netfile, *device, *out, *val, *in;
+    const char *arch, *netfile, *recipe, *device, *out, *val, *in;
     hyper h; /* set fields override the architecture's defaults: 0 or -1 mean unset */
     uint64_t seed;
     int print_net;
@@ -197,6 +200,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         O_WUS,
         O_PREC,
         O_PRG,
+        O_REC,
         O_CK
     };
     static const struct option lo[] = {
@@ -209,7 +213,8 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         { "translate", 1, 0, O_TRN },    { "flip", 1, 0, O_FLP },       { "lookahead", 0, 0, O_LAH },
         { "no-lookahead", 0, 0, O_NLA }, { "tta", 2, 0, O_TTA },        { "no-tta", 0, 0, O_NTT },
         { "val-every", 1, 0, O_VEV },    { "crop-pad", 1, 0, O_CRP },   { "warmup-start", 1, 0, O_WUS },
-        { "precision", 1, 0, O_PREC },   DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
+        { "precision", 1, 0, O_PREC },   { "recipe", 1, 0, O_REC },     DH_CKPT_LONGOPTS(O_CK),
+        DH_COMMON_LONGOPTS(O_PRG)
     };
     /* letters given up for the option grammar (dh_opts.h): refused, naming the new ones */
     static const dh_moved moved[] = { { 'b', "batch size", 'B', "batch" },
@@ -225,6 +230,7 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
         switch (c) {
         case 'a': o->arch = optarg; break;
         case 'N': o->netfile = optarg; break;
+        case O_REC: o->recipe = optarg; break;
         case 'e': h->epochs = inum("--epochs", optarg, 1, 100000); break;
         case 'B': h->batch = inum("--batch", optarg, 1, 1 << 20); break;
         case 'l': h->lr = num("--lr", optarg, 1e-12, 1e4); break;
@@ -282,6 +288,8 @@ static void parse_options(pt_opts *o, int argc, char **argv) {
     }
     o->in = dh_input_arg(argc, argv);
     if (o->arch && o->netfile) dh_usage_error("--arch and --net exclude each other");
+    if (o->recipe && !netspec_builtin_text(o->recipe))
+        dh_usage_error("--recipe: unknown recipe '%s' (known: %s)", o->recipe, netspec_builtin_names());
     dh_ckpt_start(&o->ck);
     dh_ckpt_not_output(&o->ck, "-o", o->out);
 }
@@ -461,8 +469,9 @@ int main(int argc, char **argv) {
                netname, spec.in[0], spec.in[1], spec.in[2], refit(&tr, spec.in, hint, sizeof hint));
     if (tr.nclasses < 2) dh_die(DH_EXIT_FAIL, "%s: %d class(es): need at least 2", tr.name, tr.nclasses);
 
-    /* hyper-parameters: the architecture's defaults, then the options */
-    hyper h = hyper_for(arch, &o.h);
+    /* hyper-parameters: the recipe's (by default the architecture's) defaults, then the options */
+    const char *recipe = o.recipe ? o.recipe : arch;
+    hyper h = hyper_for(recipe, &o.h);
     dk_schedule sched;
     char sched_text[64];
     if (train_schedule(h.schedule, h.lr, h.epochs, &sched, sched_text, sizeof sched_text, &e))
@@ -602,13 +611,15 @@ int main(int argc, char **argv) {
     dhs_model_init(&m);
     if (dhs_meta_set_str(m.meta, "model", "net") || dhs_meta_set_str(m.meta, "program", "dh-pretrain") ||
         dhs_meta_set_str(m.meta, "cmdline", dh_cmdline()) || dhs_meta_set_str(m.meta, "arch", arch ? arch : "") ||
-        dhs_meta_set_int(m.meta, "seed", (int64_t)o.seed) || dhs_meta_set_int(m.meta, "epochs", h.epochs) ||
-        dhs_meta_set_int(m.meta, "train_rows", tr.S) || dhs_meta_set_float(m.meta, "train_loss", last_loss) ||
+        dhs_meta_set_str(m.meta, "recipe", recipe ? recipe : "") || dhs_meta_set_int(m.meta, "seed", (int64_t)o.seed) ||
+        dhs_meta_set_int(m.meta, "epochs", h.epochs) || dhs_meta_set_int(m.meta, "train_rows", tr.S) ||
+        dhs_meta_set_float(m.meta, "train_loss", last_loss) ||
         dhs_meta_set_float(m.meta, "train_accuracy", last_train_acc) ||
         (o.val && dhs_meta_set_float(m.meta, "val_accuracy", last_val_acc)) ||
         (o.val && h.tta && dhs_meta_set_float(m.meta, "val_accuracy_tta", last_val_tta)) ||
         (o.val && h.tta && dhs_meta_set_str(m.meta, "tta", h.tta == TRAIN_TTA_FULL ? "full" : "flip")) ||
-        dhs_meta_set_str(m.meta, "device", dk_device_name(dev)))
+        dhs_meta_set_str(m.meta, "device", dk_device_name(dev)) ||
+        (dev == DK_CPU && dhs_meta_set_str(m.meta, "precision", dk_cpu_get_bf16() ? "bf16" : "fp32")))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (net_to_model(n, &m, &e)) dh_die_err(&e, "model");
     if (dhs_model_write(outf.f, o.out ? o.out : "<stdout>", &m, &e)) dh_die_err(&e, NULL);

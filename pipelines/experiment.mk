@@ -4,7 +4,9 @@
 # with another BITS re-runs only what depends on BITS.
 #
 # Variables (set by the dataset Makefile or on the command line):
-#   SOURCE     dataset source for dh-ingest          ARCH   network (lenet, cifar, fast)
+#   SOURCE     dataset source for dh-ingest          ARCH   network (lenet, cifar, fast, air)
+#   NET        a network file for stage 1 instead of ARCH's net, trained with ARCH's recipe
+#              (dh-pretrain --net NET --recipe ARCH)
 #   W          work directory                         BITS   code lengths (default 12 24 48)
 #   METHODS    shallow baselines for Table 2         DEVICE cpu, cuda or auto
 #   PRETRAIN / FEATS / INIT / FINETUNE / RANDOM: extra options per stage
@@ -56,8 +58,10 @@ $(W)/.dir:
 	mkdir -p $(W)/codes $(W)/results && touch $@
 
 # ---- stage 1: pre-training, features ----------------------------------------
-$(W)/net.dhm: $(W)/train.dhs $(W)/test.dhs
-	$(TIME) dh-pretrain --arch $(ARCH) --seed $(SEED) --val $(W)/test.dhs $(PRETRAIN) -o $@ $< 2> >(tee $@.log >&2)
+NET     ?=
+NET_OPT  = $(if $(NET),--net $(abspath $(NET)) --recipe $(ARCH),--arch $(ARCH))
+$(W)/net.dhm: $(W)/train.dhs $(W)/test.dhs $(NET)
+	$(TIME) dh-pretrain $(NET_OPT) --seed $(SEED) --val $(W)/test.dhs $(PRETRAIN) -o $@ $< 2> >(tee $@.log >&2)
 # (a static pattern: the feature files are explicit targets, so that make
 # prefers the shallow-model encode rules below for hash-*.dhm models)
 $(W)/feats-train.dhs $(W)/feats-query.dhs: $(W)/feats-%.dhs: $(W)/%.dhs $(W)/net.dhm

@@ -97,6 +97,14 @@ if __name__ == "__main__":
         _, _, a = read(open(sys.argv[2], "rb")); _, _, b = read(open(sys.argv[3], "rb"))
         d = np.abs(a["z"] - b["z"]).max()
         assert d <= 1e-4 * (1 + np.abs(a["z"]).max()), d
+    elif cmd == "sameparams":  # A B: the same tensors, bit for bit
+        _, _, a = read(open(sys.argv[2], "rb")); _, _, b = read(open(sys.argv[3], "rb"))
+        assert a["name"] == b["name"], (a["name"], b["name"])
+        bad = [n for n, x, y in zip(a["name"], a["data"], b["data"]) if x.tobytes() != y.tobytes()]
+        assert not bad, "differ: %s" % bad
+    elif cmd == "meta":  # MODEL KEY VALUE: the model's metadata says so
+        hdr, _, _ = read(open(sys.argv[2], "rb"))
+        assert str(hdr["meta"].get(sys.argv[3])) == sys.argv[4], (sys.argv[3], hdr["meta"].get(sys.argv[3]))
     elif cmd == "checkmodel":  # MODEL: a net model with a head
         hdr, n, r = read(open(sys.argv[2], "rb"))
         m = hdr["meta"]
@@ -207,6 +215,19 @@ for i in 1 2; do
 done
 cmp -s "$TMP/wh1.dhm" "$TMP/wh2.dhm" || t_fail "two runs with the same seed differ"
 t_end
+t_begin "pretrain: --recipe air on a --net file trains as --arch air"
+dh-pretrain --print-net --arch air > "$TMP/air.net"
+dh-pretrain -q --arch air -e 1 -B 32 --lr 0.2 --device cpu -o "$TMP/air3.dhm" "$TMP/air.dhs" || t_fail "--arch air"
+dh-pretrain -q --net "$TMP/air.net" --recipe air -e 1 -B 32 --lr 0.2 --device cpu -o "$TMP/air4.dhm" "$TMP/air.dhs" ||
+  t_fail "--recipe air"
+dh-pretrain -q --net "$TMP/air.net" -e 1 -B 32 --lr 0.2 --device cpu -o "$TMP/air5.dhm" "$TMP/air.dhs" || t_fail "plain"
+$PY "$TMP/dhs.py" sameparams "$TMP/air3.dhm" "$TMP/air4.dhm" || t_fail "--net air.net --recipe air differs from --arch air"
+$PY "$TMP/dhs.py" sameparams "$TMP/air3.dhm" "$TMP/air5.dhm" 2>/dev/null && t_fail "the plain recipe trained the same"
+$PY "$TMP/dhs.py" meta "$TMP/air4.dhm" recipe air || t_fail "meta recipe"
+$PY "$TMP/dhs.py" meta "$TMP/air5.dhm" recipe "" || t_fail "meta recipe of a plain --net"
+$PY "$TMP/dhs.py" meta "$TMP/air4.dhm" precision fp32 || t_fail "meta precision"
+t_end
+expect_fail "pretrain: unknown --recipe" dh-pretrain --recipe air95 -N "$TMP/air.net" -o "$TMP/x.dhm" "$TMP/air.dhs"
 printf 'input 3 12 12\nrelu\nconv 8 k2 whiten\nfeature\n' > "$TMP/wh-bad.net"
 expect_fail "pretrain: bad --flip" dh-pretrain --flip sideways --arch air -o "$TMP/x.dhm" "$TMP/air.dhs"
 t_begin "pretrain: --tta=flip, --crop-pad, --warmup-start, --precision"
