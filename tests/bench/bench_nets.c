@@ -198,7 +198,9 @@ int main(int argc, char **argv) {
     const char *py = use_torch ? torch_python() : NULL;
     printf("# CPU nets, %d threads, backend %s, %s; PyTorch: %s\n", threads, dk_cpu_backend_name(dk_cpu_get_backend()),
            dk_cpu_get_bf16() ? "bf16" : "fp32",
-           py ? (bf16 ? "bf16 autocast + channels-last" : "fp32") : "not installed (Debian python3-torch)");
+           py          ? (bf16 ? "bf16 autocast + channels-last" : "fp32")
+           : use_torch ? "not installed (Debian python3-torch)"
+                       : "left out (--no-torch)");
     printf("%-6s %5s %9s | %12s %12s | %12s %12s | %6s %6s\n", "net", "batch", "params", "train img/s", "torch",
            "infer img/s", "torch", "train", "infer");
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
