@@ -95,7 +95,15 @@ LIB_ROOMS  := kernels/base kernels/dk kernels/net kernels/hash kernels/search ke
 PROG_ROOMS := formats/prog
 ROOMS      := $(LIB_ROOMS) $(PROG_ROOMS)
 CPPFLAGS := $(addprefix -I,$(ROOMS)) -DDH_VERSION='"$(VERSION)"' -DDH_USE_CUDA=$(USE_CUDA) -DDH_USE_DNNL=$(USE_DNNL) $(BLAS_CFLAGS) -D_FILE_OFFSET_BITS=64
-CFLAGS   += $(CSTD) $(OPT) $(WARN) -pthread -fopenmp
+# -ffp-contract=off: no a*b+c fused into an FMA behind the source's back.
+# GNU C fuses by default wherever the target has FMA, which here means the
+# AVX2 and AVX-512 clones (target_clones) of the GELU and the hash loss, and
+# only from -O2 on: the optimised build and the sanitizer build that the
+# tests run would compute different bits, and a max-pool's argmax in the air
+# net flipped between them (test_dk_onednn under ONEDNN_MAX_CPU_ISA=AVX2).
+# Off, every build and every clone computes what the C says; tests/cli/
+# cpu_engine.sh checks that the two builds train the same model, bit for bit.
+CFLAGS   += $(CSTD) $(OPT) $(WARN) -ffp-contract=off -pthread -fopenmp
 LDLIBS   := -larchive -ljpeg -lpng -lmsgpackc -llapacke $(BLAS_LIBS) -lz -lm -lpthread
 ifeq ($(USE_DNNL),1)
   LDLIBS += -ldnnl
