@@ -308,6 +308,8 @@ typedef struct train_model_info {
     const char *init_net, *init_hash;      /* "init_net", "init_hash": the files it started from */
     const char *init_method;               /* "init_method": the stage-2 method of init_hash */
     const char *loss;                      /* "loss": its name or spec */
+    const char *device;                    /* "device": dk_device_name of the device it trained on */
+    const char *precision;                 /* "precision": "fp32" or "bf16" (CPU only: NULL elsewhere) */
 } train_model_info;
 /* The trained layer (into W (K, D), b (K), host) and the model of t
  * (train_hash_model with the registry loss's name as its method; nw as

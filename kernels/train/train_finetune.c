@@ -343,7 +343,7 @@ int train_finetune_model(const train_finetune *t, const net *nw, const train_mod
     const char *kv[][2] = {
         { "program", info->program },   { "cmdline", info->cmdline },     { "stage", info->stage },
         { "init_net", info->init_net }, { "init_hash", info->init_hash }, { "init_method", info->init_method },
-        { "loss", info->loss }
+        { "loss", info->loss },         { "device", info->device },       { "precision", info->precision }
     };
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
         if (kv[i][1] && dhs_meta_set_str(out->meta, kv[i][0], kv[i][1]))
