@@ -70,8 +70,7 @@ static void usage(void) {
            "      --sampling S        shuffle (a fresh permutation each epoch; default) or paper\n"
            "                          (in order, skipping a random 0..--skip rows after each pick)\n"
            "      --skip N            the paper sampling's maximum skip (default 200)\n"
-           "      --augment A         none or crop-flip (pad 4 + horizontal flip); default none,\n"
-           "                          crop-flip for --arch on 3-channel images\n"
+           "      --augment A         none (default) or crop-flip (pad 4 + horizontal flip)\n"
            "  -s, --seed N            random seed (default 1)\n"
            "  -d, --device DEV        cpu, cuda or auto (default $DH_DEVICE, else auto)\n"
            "      --precision P       CPU arithmetic: fp32 (default) or bf16 (oneDNN, CPUs with\n"
@@ -117,7 +116,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     train_finetune_opts *t = &o->t;
     o->loss = LOSS_BALANCED, t->lr = 3.0, t->backbone_lr = 1e-4, t->momentum = 0.9, t->wd = 5e-4, t->seed = 1;
-    t->epochs = 10, o->batch = 256, o->K = 48, o->schedule = "cosine:0", o->augment = t->precond = -1;
+    t->epochs = 10, o->batch = 256, o->K = 48, o->schedule = "cosine:0", o->augment = 0, t->precond = -1;
     /* the long-only options: --loss-scale, --backbone-lr, --momentum, --freeze-backbone, --wd, --hash-wd,
      * --schedule, --sampling, --skip, --augment, --precondition, --progress */
     enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG, O_CK, O_PREC = 400 };
@@ -317,10 +316,9 @@ int main(int argc, char **argv) {
     /* training */
     train_finetune_opts *to = &o.t;
     to->loss.scale = o.loss_scale > 0 ? o.loss_scale : o.loss == LOSS_PAPER ? 1.0 : (double)K * K;
-    /* default: no augmentation when fine-tuning a stage-1 net (it was trained with it; the codes of the
-     * training images are what the database holds: dh-finetune(1), "Augmentation"), crop-flip for a
-     * random initialisation of 3-channel images */
-    int aug = o.augment >= 0 ? o.augment : (!o.net_path && im.C == 3);
+    /* default: no augmentation, for fine-tuning and random init. alike: the codes of the training images
+     * are what the database holds (dh-finetune(1), "Augmentation") */
+    int aug = o.augment;
     to->pad = 4 * aug;
     to->flip = aug;
     train_finetune t;

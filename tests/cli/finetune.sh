@@ -239,8 +239,8 @@ if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
   expect_fail images_single_class dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" "$TMP/im1.dhs"
   expect_fail features_without_flag dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" "$TMP/tr.dhs"
 fi
-# augmentation by default: none when fine-tuning a stage-1 net, crop-flip for a random initialisation
-# of colour images (the note line says which)
+# augmentation: none by default, for fine-tuning a stage-1 net and for a random initialisation of colour
+# images alike; crop-flip when asked (the note line says which)
 t_begin augment_defaults
 $PY - "$TMP" <<'PYEOF'
 import sys, numpy as np
@@ -253,8 +253,8 @@ if dh-pretrain -q --device cpu --arch cifar -e 1 -B 16 "$TMP/cim.dhs" > "$TMP/cn
   ft() { dh-finetune --device cpu --epochs 1 -B 16 "$@" "$TMP/cim.dhs" -o "$TMP/cd.dhm" 2>&1 >/dev/null | grep -o 'augment pad [0-9]* flip [0-9]*'; }
   a=$(ft -m "$TMP/cnet.dhm" --hash "$TMP/ch.dhm"); [ "$a" = "augment pad 0 flip 0" ] || t_fail "-m default: '$a'"
   a=$(ft -m "$TMP/cnet.dhm" --hash "$TMP/ch.dhm" --augment crop-flip); [ "$a" = "augment pad 4 flip 1" ] || t_fail "-m crop-flip: '$a'"
-  a=$(ft --arch cifar --bits 8); [ "$a" = "augment pad 4 flip 1" ] || t_fail "--arch default: '$a'"
-  a=$(ft --arch cifar --bits 8 --augment none); [ "$a" = "augment pad 0 flip 0" ] || t_fail "--arch none: '$a'"
+  a=$(ft --arch cifar --bits 8); [ "$a" = "augment pad 0 flip 0" ] || t_fail "--arch default: '$a'"
+  a=$(ft --arch cifar --bits 8 --augment crop-flip); [ "$a" = "augment pad 4 flip 1" ] || t_fail "--arch crop-flip: '$a'"
 else
   t_fail "stage 1/2 helpers failed: $(head -c 200 "$TMP/perr")"
 fi
