@@ -384,7 +384,7 @@ int main(int argc, char **argv) {
                             o.hash_path,   o.features && o.hash_path ? dhs_meta_str(hm.meta, "method") : NULL,
                             lname,
                             dk_device_name(dev),
-                            dev == DK_CPU && !o.features ? (dk_cpu_get_bf16() ? "bf16" : "fp32") : NULL };
+                            dev == DK_CPU && !o.features ? dk_cpu_precision_name() : NULL };
     if (train_finetune_model(&t, nw, &mi, W, b, &out, &e)) dh_die_err(&e, "saving the model");
     dh_outfile of; /* adsh: the codes it learned for the training rows, committed with the model */
     if (o.db_codes) {

@@ -619,7 +619,7 @@ int main(int argc, char **argv) {
         (o.val && h.tta && dhs_meta_set_float(m.meta, "val_accuracy_tta", last_val_tta)) ||
         (o.val && h.tta && dhs_meta_set_str(m.meta, "tta", h.tta == TRAIN_TTA_FULL ? "full" : "flip")) ||
         dhs_meta_set_str(m.meta, "device", dk_device_name(dev)) ||
-        (dev == DK_CPU && dhs_meta_set_str(m.meta, "precision", dk_cpu_get_bf16() ? "bf16" : "fp32")))
+        (dev == DK_CPU && dhs_meta_set_str(m.meta, "precision", dk_cpu_precision_name())))
         dh_die(DH_EXIT_NOMEM, "out of memory");
     if (net_to_model(n, &m, &e)) dh_die_err(&e, "model");
     if (dhs_model_write(outf.f, o.out ? o.out : "<stdout>", &m, &e)) dh_die_err(&e, NULL);

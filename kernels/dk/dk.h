@@ -89,6 +89,8 @@ int dk_threads(void);
  * AVX512-BF16 or AMX). */
 int dk_cpu_set_bf16(int on, dh_err *e);
 int dk_cpu_get_bf16(void);
+/* "bf16" or "fp32": the CPU precision in force, as models and reports name it. */
+const char *dk_cpu_precision_name(void);
 /* The CPU engine's own allocations so far (workspaces, cached oneDNN
  * primitives): a steady training or inference loop leaves them unchanged. */
 typedef struct dk_cpu_stats {

@@ -126,6 +126,7 @@ int dk_cpu_set_bf16(int on, dh_err *e) {
 }
 
 int dk_cpu_get_bf16(void) { return cpu_bf16; }
+const char *dk_cpu_precision_name(void) { return cpu_bf16 ? "bf16" : "fp32"; }
 
 void dk_cpu_get_stats(dk_cpu_stats *s) {
     s->allocs = ws_allocs;

@@ -14,7 +14,7 @@ void train_ckpt_engine(dk_device dev, char *buf, size_t n) {
         return;
     }
     snprintf(buf, n, "cpu %s, %d thread%s, %s", dk_cpu_backend_name(dk_cpu_get_backend()), dk_threads(),
-             dk_threads() == 1 ? "" : "s", dk_cpu_get_bf16() ? "bf16" : "fp32");
+             dk_threads() == 1 ? "" : "s", dk_cpu_precision_name());
 }
 
 int train_ckpt_same_engine(const dhs_model *ck, dk_device dev) {

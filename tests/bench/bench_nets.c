@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
     int threads = dk_threads();
     const char *py = use_torch ? torch_python() : NULL;
     printf("# CPU nets, %d threads, backend %s, %s; PyTorch: %s\n", threads, dk_cpu_backend_name(dk_cpu_get_backend()),
-           dk_cpu_get_bf16() ? "bf16" : "fp32",
+           dk_cpu_precision_name(),
            py          ? (bf16 ? "bf16 autocast + channels-last" : "fp32")
            : use_torch ? "not installed (Debian python3-torch)"
                        : "left out (--no-torch)");
