@@ -107,19 +107,37 @@ t_end
 # a stage over a TCP connection (as `ssh host dh-STAGE` would run it)
 t_begin "stage_over_tcp"
 if command -v socat >/dev/null; then
-  port=$(( 20000 + RANDOM % 20000 ))
-  # -t 60 on both ends: after the input ends, wait for the stage to finish
-  # (socat's default is half a second, then the stage dies of SIGPIPE)
-  socat -t 60 TCP-LISTEN:$port,reuseaddr EXEC:"$DH_BIN/dh-encode -q -m $W/dh.dhm" 2>/dev/null &
-  spid=$!
-  # connect once the listener is up (a refused connection does not consume
-  # it; under load it may take seconds to start)
-  for i in $(seq 100); do
-    socat -t 60 - TCP:127.0.0.1:$port < "$W/test.dhs" > "$W/q.remote" 2>/dev/null && break
-    sleep 0.2
+  # A port below Linux's ephemeral range (32768-60999), so that no outgoing
+  # connection of another test holds it. The client connects only once the
+  # listener says it listens (socat -d -d); a listener that cannot bind (the
+  # port is taken, perhaps by someone else's listener) exits, and another
+  # port is tried.
+  : > "$W/q.remote"
+  got=
+  for try in 1 2 3 4 5; do
+    port=$(( 10000 + RANDOM % 22000 ))
+    # -t 60 on both ends: after the input ends, wait for the stage to finish
+    # (socat's default is half a second, then the stage dies of SIGPIPE)
+    socat -d -d -t 60 TCP-LISTEN:$port,reuseaddr EXEC:"$DH_BIN/dh-encode -q -m $W/dh.dhm" 2>"$W/socat.err" &
+    spid=$!
+    # under load the listener may take seconds to start
+    for i in $(seq 300); do
+      grep -q " listening on " "$W/socat.err" && break
+      kill -0 $spid 2>/dev/null || break
+      sleep 0.1
+    done
+    if grep -q " listening on " "$W/socat.err"; then
+      socat -t 60 - TCP:127.0.0.1:$port < "$W/test.dhs" > "$W/q.remote" 2>"$W/socat.cerr" && got=1
+      wait $spid 2>/dev/null
+      break
+    fi
+    kill $spid 2>/dev/null; wait $spid 2>/dev/null
   done
-  wait $spid 2>/dev/null
-  cmp -s "$W/q.remote" "$W/q.codes" || t_fail "codes computed over TCP differ from local ones"
+  if [ -z "$got" ]; then
+    t_fail "stage over TCP: $(grep ' E ' "$W/socat.err" | tail -1) $(tail -1 "$W/socat.cerr" 2>/dev/null)"
+  else
+    cmp -s "$W/q.remote" "$W/q.codes" || t_fail "codes computed over TCP differ from local ones ($(stat -c %s "$W/q.remote") bytes against $(stat -c %s "$W/q.codes"); $(grep ' E ' "$W/socat.err" | tail -1))"
+  fi
   t_end
 else
   t_skip stage_over_tcp "socat not installed"
