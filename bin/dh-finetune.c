@@ -52,6 +52,8 @@ static void usage(void) {
            "                          --loss help lists them and their parameters)\n"
            "      --db-codes FILE     adsh: write the database codes it learned (the training rows)\n"
            "      --loss-scale X      multiply the loss by X (default: K^2 for scaled/balanced, 1 for paper)\n"
+           "      --aux-xent W        add W x the classifier's cross-entropy on z (stage 1's head, or\n"
+           "                          a new one with --arch; learns at the backbone's rate; default 0)\n"
            "  -l, --lr X              hash-layer learning rate (default 3, in the --precondition\n"
            "                          norm coordinates; paper loss: 0.001; others: see dh-finetune(1))\n"
            "      --backbone-lr X     backbone learning rate (default 1e-4, 1e-3 with --arch;\n"
@@ -118,8 +120,8 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     o->loss = LOSS_BALANCED, t->lr = 3.0, t->backbone_lr = 1e-4, t->momentum = 0.9, t->wd = 5e-4, t->seed = 1;
     t->epochs = 10, o->batch = 256, o->K = 48, o->schedule = "cosine:0", o->augment = 0, t->precond = -1;
     /* the long-only options: --loss-scale, --backbone-lr, --momentum, --freeze-backbone, --wd, --hash-wd,
-     * --schedule, --sampling, --skip, --augment, --precondition, --progress */
-    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG, O_CK, O_PREC = 400 };
+     * --schedule, --sampling, --skip, --augment, --precondition, --aux-xent, --progress */
+    enum { O_LSC = 256, O_BLR, O_MOM, O_FRZ, O_WD, O_HWD, O_SCH, O_SAM, O_SKP, O_AUG, O_PRE, O_DBC, O_PRG, O_AUX, O_CK, O_PREC = 400 };
     static const struct option lo[] = {
         { "net", 1, 0, 'm' },           { "model", 1, 0, 'm' },        { "hash", 1, 0, 'H' },
         { "arch", 1, 0, 'a' },          { "bits", 1, 0, 'b' },         { "features", 0, 0, 'f' },
@@ -129,7 +131,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         { "batch", 1, 0, 'B' },         { "schedule", 1, 0, O_SCH },   { "sampling", 1, 0, O_SAM },
         { "skip", 1, 0, O_SKP },        { "augment", 1, 0, O_AUG },    { "precondition", 1, 0, O_PRE },
         { "seed", 1, 0, 's' },          { "device", 1, 0, 'd' },       { "output", 1, 0, 'o' },
-        { "db-codes", 1, 0, O_DBC },    { "precision", 1, 0, O_PREC },    DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
+        { "db-codes", 1, 0, O_DBC },    { "precision", 1, 0, O_PREC }, { "aux-xent", 1, 0, O_AUX },    DH_CKPT_LONGOPTS(O_CK),        DH_COMMON_LONGOPTS(O_PRG)
     };
     static const char *const losses[] = { "paper", "scaled", "balanced", NULL },
                              *const samp[] = { "shuffle", "paper", NULL }, *const aug[] = { "none", "crop-flip", NULL },
@@ -166,6 +168,7 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
         case 'd': o->device = optarg; break;
         case 'o': o->out = optarg; break;
         case O_DBC: o->db_codes = optarg; break;
+        case O_AUX: t->aux_xent = num("--aux-xent", optarg, 0, 1e6); break;
         case O_PREC: dk_prog_set_precision(optarg); break;
         default:
             if (!dh_ckpt_option(&o->ck, c, O_CK, optarg) && !dh_common_option(c, O_PRG, usage))
@@ -199,6 +202,10 @@ static void parse_options(ft_opts *o, int argc, char **argv) {
     /* options the chosen initialisation would silently ignore, and the ones it needs */
     if (o->net_path && o->arch)
         dh_usage_error("-m NET and --arch NAME exclude each other (--arch is the random initialisation)");
+    if (o->features && t->aux_xent > 0)
+        dh_usage_error("--aux-xent: the classification term trains a network: not with --features");
+    if (o->freeze && t->aux_xent > 0)
+        dh_usage_error("--aux-xent: the classification term trains the network: not with --freeze-backbone");
     if (o->features && o->net_path)
         dh_usage_error("--features trains the hash layer on cached features: -m is not used");
     if (!o->features && o->net_path && !o->hash_path)
@@ -222,13 +229,15 @@ static dhs_meta *ckpt_match(const ft_opts *o, const train_finetune *t, const tra
         train_finetune_fingerprint(t, &start, &e))
         dh_die_err(&e, "checkpoint");
     const train_finetune_opts *p = &t->o;
+    char aux[64] = ""; /* only when used: checkpoints without the term still match */
+    if (p->aux_xent > 0) snprintf(aux, sizeof aux, ", classification %.15g", p->aux_xent);
     dhs_meta *m = dhs_meta_new();
     if (!m || train_ckpt_match(m, "data", "%016llx (%lld rows)", (unsigned long long)data, (long long)t->N) ||
         train_ckpt_match(m, "batch", "%d", t->B) || train_ckpt_match(m, "seed", "%llu", (unsigned long long)p->seed) ||
         train_ckpt_match(m, "schedule", "%s over %d epochs", o->schedule, p->epochs) ||
         train_ckpt_match(m, "loss", "%s (scale %.15g)", lname, p->loss.scale) ||
-        train_ckpt_match(m, "rates", "lr %.15g, backbone %.15g, momentum %.15g, wd %.15g, hash wd %.15g", p->lr,
-                         p->backbone_lr, p->momentum, p->wd, p->hash_wd) ||
+        train_ckpt_match(m, "rates", "lr %.15g, backbone %.15g, momentum %.15g, wd %.15g, hash wd %.15g%s", p->lr,
+                         p->backbone_lr, p->momentum, p->wd, p->hash_wd, aux) ||
         train_ckpt_match(m, "sampling", "skip %d, pad %d, flip %d, precondition %d", p->skip, p->pad, p->flip,
                          p->precond) ||
         train_ckpt_match(m, "start", "%016llx (%s)", (unsigned long long)start,
@@ -295,12 +304,23 @@ int main(int argc, char **argv) {
         if (netspec_builtin(o.arch, &ns, &e) && netspec_load(o.arch, &ns, &e))
             dh_die(DH_EXIT_USAGE, "--arch: '%s' is neither a built-in (%s) nor a readable spec file", o.arch,
                    netspec_builtin_names());
-        if (train_net_new(&ns, 0, dev, B, o.t.seed, &im, &nw, &e)) dh_die_err(&e, o.arch);
+        /* a classifier head for the classification term */
+        if (train_net_new(&ns, o.t.aux_xent > 0 ? im.nclasses : 0, dev, B, o.t.seed, &im, &nw, &e))
+            dh_die_err(&e, o.arch);
         netspec_free(&ns);
     }
     if (nw && (nw->spec.in[0] != im.C || nw->spec.in[1] != im.H || nw->spec.in[2] != im.W))
         dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network expects %dx%dx%d", iname, im.C, im.H, im.W,
                nw->spec.in[0], nw->spec.in[1], nw->spec.in[2]);
+
+    if (nw && o.t.aux_xent > 0) {
+        if (nw->head_w < 0)
+            dh_die(DH_EXIT_FAIL, "%s: --aux-xent: the network has no classifier head", o.net_path);
+        for (int64_t i = 0; i < N; i++)
+            if (im.hlab[i] < 0 || im.hlab[i] >= nw->nclasses)
+                dh_die(DH_EXIT_FAIL, "%s: row %lld: --aux-xent: label %d is not one of the %d classes of %s's head",
+                       iname, (long long)i, im.hlab[i], nw->nclasses, o.net_path ? o.net_path : o.arch);
+    }
 
     /* the hash layer: stage 2's, or a random one */
     int K = o.K, D = nw ? nw->zdim : f.D, HD = D;

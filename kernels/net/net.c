@@ -575,6 +575,25 @@ int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoot
     return net_backward_from_z(n, &dz, e);
 }
 
+int net_head_xent_add(net *n, const int32_t *labels, float smoothing, float weight, double *loss, int64_t *correct,
+                      dk_tensor *dz, dh_err *e) {
+    dk_tensor z, lg, dl, ndz;
+    int rc;
+    if (n->fused) return dh_seterr(e, DH_EINVAL, "a classification term after an inference-mode forward");
+    if ((rc = net_head_forward(n, &lg, e))) return rc;
+    if (dz->n != n->nb * n->zdim)
+        return dh_seterr(e, DH_EINVAL, "dz has %lld elements, expected %lld x %d", (long long)dz->n, (long long)n->nb,
+                         n->zdim);
+    if ((rc = rows2(&n->L[n->spec.nlayers - 1].out, n->nb, n->zdim, &z, e)) ||
+        (rc = rows2(&n->dlogits, n->nb, n->nclasses, &dl, e)) || (rc = net_dz(n, &ndz, e)))
+        return rc;
+    if (ndz.data == dz->data) return dh_seterr(e, DH_EINVAL, "dz is the net's own buffer");
+    if ((rc = dk_softmax_xent(&lg, labels, smoothing, weight, loss, correct, &dl, e))) return rc;
+    net_param *hw = &n->params[n->head_w], *hb = &n->params[n->head_b];
+    if ((rc = dk_fc_backward(&z, &hw->w, &dl, &ndz, &hw->g, &hb->g, e))) return rc;
+    return dk_axpby(1.0f, &ndz, 1.0f, dz, e);
+}
+
 int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels, double *loss, int64_t *correct, dh_err *e) {
     dk_tensor z, lg;
     int rc;

@@ -136,6 +136,16 @@ int net_head_forward(net *n, dk_tensor *logits, dh_err *e);
  * number of correct rows. */
 int net_grad_xent(net *n, const dk_tensor *x, const int32_t *labels, float smoothing, double *loss, int64_t *correct,
                   dh_err *e);
+/* An auxiliary classification term for a training step that already has a
+ * gradient dz (N, zdim) at z from another loss (stage 3): after a training
+ * forward, the head's logits for the last forward, softmax cross-entropy
+ * with labels (N int32 on the device) and label smoothing, weighted by
+ * weight: the head's parameter gradients are set to it, and dz += its
+ * gradient at z (dz must not be net_dz's buffer). Reports the mean
+ * (unweighted) loss and the number of correct rows. DH_EINVAL without a
+ * head or a training forward. */
+int net_head_xent_add(net *n, const int32_t *labels, float smoothing, float weight, double *loss, int64_t *correct,
+                      dk_tensor *dz, dh_err *e);
 /* Evaluation (inference mode): mean loss and correct count for a batch. */
 int net_eval_xent(net *n, const dk_tensor *x, const int32_t *labels, double *loss, int64_t *correct, dh_err *e);
 

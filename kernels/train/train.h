@@ -207,6 +207,7 @@ typedef struct train_finetune_opts {
     dk_schedule sched;            /* the rates' schedule (a factor: built with base 1) */
     int epochs, skip, pad, flip;  /* skip: train_epoch_order; pad, flip: dk_images_augment */
     uint64_t seed;
+    double aux_xent;         /* > 0: add this times the classifier head's cross-entropy (net_head_xent_add) */
     struct train_dist *dist; /* data-parallel ranks (train_dist.h) for images, or NULL: alone */
 } train_finetune_opts;
 
@@ -214,7 +215,8 @@ typedef struct train_finetune_opts {
 typedef struct train_finetune_stats {
     double q, surrogate, right, absu, lr, backbone_lr;
     double loss, term[DH_DLOSS_MAX_TERMS], scale; /* train_hash_stats (scale: its value at the epoch's end) */
-    int64_t batches, rows;
+    double xent, acc; /* with aux_xent: the head's mean cross-entropy and accuracy (this rank's rows) */
+    int64_t batches, rows, correct;
     int paused; /* 1: the epoch stopped between two steps (t->pause said so) */
 } train_finetune_stats;
 
@@ -237,6 +239,7 @@ typedef struct train_finetune {
     double r2;       /* and mean squared norm */
     train_hash th;
     int32_t *order, *lab; /* host (N), (B) */
+    int32_t *dlab;        /* device (B): the labels of the classification term (o.aux_xent), or NULL */
     float *zh;            /* host (B, D) */
     dk_tensor x, z;       /* (B, C, H, W) images, (B, D) features */
 } train_finetune;
@@ -251,7 +254,10 @@ typedef struct train_finetune {
  * max label + 1 (a negative label is DH_EFORMAT); GreedyHash's classifier
  * rate lr= defaults to o->lr; methods that need the database (ADSH) get
  * the training labels. A bad spec is DH_EINVAL with the registry's message
- * (train_loss_check says so before any data is read). */
+ * (train_loss_check says so before any data is read). With o->aux_xent > 0
+ * the network (images only) must have a classifier head whose classes cover
+ * every label (DH_EINVAL otherwise); the head learns at the backbone's rate
+ * and weight decay. */
 int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_device dev, const train_features *f,
                         train_images *im, net *nw, int B, const float *W, const float *b, int K, dh_err *e);
 /* Epoch `epoch` (0, 1, ... in turn): st receives its report; progress (may be

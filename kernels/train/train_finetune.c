@@ -81,6 +81,18 @@ static int make_dloss(train_finetune *t, const int32_t *lab, int nclasses, dh_er
     return DH_OK;
 }
 
+/* The classification term's needs: a network with a head that covers the labels, device labels. */
+static int aux_init(train_finetune *t, dk_device dev, dh_err *e) {
+    if (!t->nw) return dh_seterr(e, DH_EINVAL, "a classification term needs images and a network (not features)");
+    if (t->nw->head_w < 0 || t->nw->nclasses < 2)
+        return dh_seterr(e, DH_EINVAL, "a classification term needs a network with a classifier head");
+    for (int64_t i = 0; i < t->N; i++)
+        if (t->im->hlab[i] < 0 || t->im->hlab[i] >= t->nw->nclasses)
+            return dh_seterr(e, DH_EINVAL, "row %lld: label %d is not one of the classifier head's %d classes",
+                             (long long)i, t->im->hlab[i], t->nw->nclasses);
+    return dk_mem_alloc(dev, sizeof(int32_t) * (size_t)t->B, (void **)&t->dlab, e);
+}
+
 int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_device dev, const train_features *f,
                         train_images *im, net *nw, int B, const float *W, const float *b, int K, dh_err *e) {
     dh_err local;
@@ -109,6 +121,7 @@ int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_devi
     if (rc == DH_OK && o->dist && !f &&
         (train_dist_slice(o->dist, B, &t->r0, &t->bl, e) || train_dist_bcast_net(o->dist, nw, e)))
         rc = e->code;
+    if (rc == DH_OK && o->aux_xent > 0) rc = aux_init(t, dev, e);
     if (rc == DH_OK && o->loss_spec) rc = make_dloss(t, f ? f->lab : im->hlab, f ? 0 : im->nclasses, e);
     if (rc == DH_OK && (f ? dk_tensor_alloc4(&t->z, dev, 2, B, D, 1, 1, e)
                           : dk_tensor_alloc4(&t->x, dev, 4, t->bl, im->C, im->H, im->W, e)))
@@ -179,13 +192,25 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
             return e->code;
         if (!isfinite(hs.loss))
             return dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --lr)", epoch + 1);
-        /* the backbone, from the gradient the hash layer passed down */
-        float lrs[NET_NGROUPS] = { (float)(o->backbone_lr * f), 0.0f }, wds[NET_NGROUPS] = { (float)o->wd, 0.0f };
+        /* the backbone, from the gradient the hash layer passed down (plus the classification term's: the mean
+         * over this rank's rows, weighted by its share of the batch, as the ranks' gradients are summed) */
+        const int aux = train && o->aux_xent > 0;
+        float lrs[NET_NGROUPS] = { (float)(o->backbone_lr * f), aux ? (float)(o->backbone_lr * f) : 0.0f },
+              wds[NET_NGROUPS] = { (float)o->wd, aux ? (float)o->wd : 0.0f };
         dk_tensor dz = t->th.dz;
+        double xl = 0;
+        int64_t corr = 0;
         if (train && ((t->bl < B && dk_tensor_rows(&t->th.dz, t->r0, t->bl, &dz, e)) ||
+                      (aux && (dk_mem_upload(t->im->dev, t->dlab, t->lab + t->r0, sizeof(int32_t) * (size_t)t->bl, e) ||
+                               net_head_xent_add(t->nw, t->dlab, 0.0f, (float)(o->aux_xent * (double)t->bl / B), &xl,
+                                                 &corr, &dz, e))) ||
                       net_backward_from_z(t->nw, &dz, e) || (t->bl < B && train_dist_grads(o->dist, t->nw, 0, e)) ||
                       net_sgd_step(t->nw, lrs, (float)o->momentum, wds, 0, e)))
             return e->code;
+        if (aux && !isfinite(xl))
+            return dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --aux-xent)", epoch + 1);
+        st->xent += xl;
+        st->correct += corr;
         st->q += hs.q;
         st->surrogate += hs.surrogate;
         st->right += hs.right;
@@ -207,12 +232,16 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
     st->surrogate /= nb;
     st->right /= nb;
     st->absu /= nb;
+    st->xent /= nb;
+    st->acc = st->batches ? (double)st->correct / ((double)st->batches * (double)t->bl) : 0.0;
     st->lr = o->lr * f;
     st->backbone_lr = t->nw ? o->backbone_lr * f : 0.0;
     return DH_OK;
 }
 
 void train_finetune_free(train_finetune *t) {
+    if (t->dlab) dk_mem_free(t->im->dev, t->dlab); /* only with images */
+    t->dlab = NULL;
     train_hash_free(&t->th);
     dk_tensor_free(&t->x);
     dk_tensor_free(&t->z);
@@ -245,17 +274,20 @@ void train_finetune_describe(const train_finetune *t, const char *loss, const ch
 }
 
 void train_finetune_report(const train_finetune *t, const train_finetune_stats *st, char *buf, size_t n) {
+    size_t o;
     if (!t->dloss) {
-        snprintf(buf, n, "Q %.5g  surrogate %.5g  right-sign pairs %.4f  mean|u| %.3g", st->q, st->surrogate, st->right,
-                 st->absu);
-        return;
+        o = (size_t)snprintf(buf, n, "Q %.5g  surrogate %.5g  right-sign pairs %.4f  mean|u| %.3g", st->q,
+                             st->surrogate, st->right, st->absu);
+    } else {
+        const dh_dloss_method *me = dh_dloss_method_of(t->dloss);
+        o = (size_t)snprintf(buf, n, "loss %.5g", st->loss);
+        for (int k = 0; k < DH_DLOSS_MAX_TERMS && me->terms[k] && o < n; k++)
+            o += (size_t)snprintf(buf + o, n - o, "  %s %.5g", me->terms[k], st->term[k]);
+        if (st->scale != 0 && o < n) o += (size_t)snprintf(buf + o, n - o, "  beta %.4g", st->scale);
+        if (o < n) o += (size_t)snprintf(buf + o, n - o, "  mean|u| %.3g", st->absu);
     }
-    const dh_dloss_method *me = dh_dloss_method_of(t->dloss);
-    size_t o = (size_t)snprintf(buf, n, "loss %.5g", st->loss);
-    for (int k = 0; k < DH_DLOSS_MAX_TERMS && me->terms[k] && o < n; k++)
-        o += (size_t)snprintf(buf + o, n - o, "  %s %.5g", me->terms[k], st->term[k]);
-    if (st->scale != 0 && o < n) o += (size_t)snprintf(buf + o, n - o, "  beta %.4g", st->scale);
-    if (o < n) snprintf(buf + o, n - o, "  mean|u| %.3g", st->absu);
+    if (t->dlab && t->nw && t->o.backbone_lr > 0 && o < n)
+        snprintf(buf + o, n - o, "  xent %.4f  train acc %.2f%%", st->xent, 100 * st->acc);
 }
 
 int train_finetune_db_codes(const train_finetune *t, FILE *f, const char *name, const dhs_meta *meta, dh_err *e) {

@@ -233,6 +233,52 @@ else
   t_fail "stage 1/2 helpers failed: $(head -c 200 "$TMP/perr")"
 fi
 t_end
+# the classification term (--aux-xent): stage 1's head on -m, a new head with --arch; it learns the classes
+t_begin aux_xent
+if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
+  dh-finetune --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 3 -B 32 --aux-xent 1 "$TMP/im.dhs" \
+    > "$TMP/ax.dhm" 2> "$TMP/ax.err" || t_fail "joint with --aux-xent: $(tail -1 "$TMP/ax.err")"
+  grep -q 'epoch 3/3: .*  xent [0-9.]*  train acc [0-9.]*%' "$TMP/ax.err" || t_fail "no xent/accuracy in the epoch notes"
+  dh-encode -m "$TMP/ax.dhm" "$TMP/im.dhs" > /dev/null || t_fail "encode"
+  # the same run again (the same command line: the model records it): the same model, bit for bit
+  dh-finetune --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 3 -B 32 --aux-xent 1 "$TMP/im.dhs" \
+    > "$TMP/ax2.dhm" 2> /dev/null && cmp -s "$TMP/ax.dhm" "$TMP/ax2.dhm" || t_fail "not deterministic"
+  # and not the model without the term (the records alone: dh-cat drops the meta's command line)
+  dh-finetune --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 3 -B 32 --aux-xent 0 "$TMP/im.dhs" \
+    > "$TMP/ax0.dhm" 2> /dev/null || t_fail "--aux-xent 0"
+  dh-cat "$TMP/ax.dhm" "$TMP/ax.dhm" > "$TMP/axaa" && dh-cat "$TMP/ax.dhm" "$TMP/ax0.dhm" > "$TMP/axab" || t_fail "dh-cat"
+  cmp -s "$TMP/axaa" "$TMP/axab" && t_fail "the term changed nothing"
+fi
+dh-finetune --device cpu --arch lenet --bits 8 --epochs 6 -B 32 --aux-xent 1 --backbone-lr 0.01 "$TMP/im.dhs" \
+  -o "$TMP/axr.dhm" 2> "$TMP/axr.err" || t_fail "random init. with --aux-xent: $(tail -1 "$TMP/axr.err")"
+dh-info "$TMP/axr.dhm" 2>&1 | grep -q '^ *head.weight  *4x500 ' || t_fail "random init.: no 4-class head in the model"
+acc=$(sed -n 's/.*epoch 6\/6: .*train acc \([0-9.]*\)%.*/\1/p' "$TMP/axr.err")
+echo "# random init. with --aux-xent 1, 6 epochs of 96 images: training accuracy ${acc}%" >&2
+[ -n "$acc" ] && $PY -c "import sys; sys.exit(0 if float('$acc') >= 90 else 1)" || t_fail "the head did not learn the 4 classes: '${acc}'"
+t_end
+expect_usage() {
+  local name=$1; shift
+  t_begin "$name"; "$@" > /dev/null 2> "$TMP/eu.err"; local rc=$?
+  [ $rc = 2 ] || t_fail "exit status $rc, expected 2"
+  grep -q -- '--aux-xent' "$TMP/eu.err" || t_fail "message: $(cat "$TMP/eu.err")"; t_end
+}
+expect_usage aux_xent_features dh-finetune -q --features --hash "$TMP/h0.dhm" --aux-xent 1 "$TMP/tr.dhs"
+expect_usage aux_xent_frozen dh-finetune -q --device cpu --arch lenet --freeze-backbone --aux-xent 1 "$TMP/im.dhs"
+expect_usage aux_xent_negative dh-finetune -q --device cpu --arch lenet --aux-xent -1 "$TMP/im.dhs"
+expect_usage aux_xent_not_a_number dh-finetune -q --device cpu --arch lenet --aux-xent x "$TMP/im.dhs"
+if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
+  # labels beyond stage 1's head (4 classes): refused before training
+  $PY -c "import numpy as np; np.save('$TMP/py9.npy', (np.arange(96) % 9).astype('<i4'))"
+  dh-npy import --kind images --field pixels --labels "$TMP/py9.npy" "$TMP/px.npy" > "$TMP/im9.dhs"
+  expect_fail aux_xent_labels_beyond_head dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --aux-xent 1 "$TMP/im9.dhs"
+  t_begin aux_xent_labels_beyond_head_message
+  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --aux-xent 1 "$TMP/im9.dhs" -o "$TMP/no.dhm" 2> "$TMP/e9.err"
+  grep -q 'label [4-8] is not one of the 4 classes' "$TMP/e9.err" || t_fail "$(cat "$TMP/e9.err")"
+  [ -e "$TMP/no.dhm" ] && t_fail "wrote a model"
+  # without the term the same labels train (the hash loss needs only equal/unequal)
+  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 "$TMP/im9.dhs" > /dev/null || t_fail "without --aux-xent"
+  t_end
+fi
 if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
   expect_fail net_without_hash dh-finetune -q --device cpu -m "$TMP/net.dhm" "$TMP/im.dhs"
   expect_fail hash_dim_mismatch dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/h0.dhm" "$TMP/im.dhs"

@@ -104,6 +104,8 @@ dh-pretrain -q --arch lenet -e 1 -B 32 -o "$TMP/net.dhm" "$TMP/im.dhs" &&
   dh-feats -q -m "$TMP/net.dhm" "$TMP/im.dhs" > "$TMP/f.dhs" && dh-inithash -q --bits 16 -o "$TMP/h.dhm" "$TMP/f.dhs" ||
   { t_begin mpi_finetune_setup; t_fail "pretrain/feats/inithash"; t_end; }
 same mpi_finetune_joint 1e-4 dh-finetune -m "$TMP/net.dhm" --hash "$TMP/h.dhm" -e 2 -B 32
+# the classification term: each rank weights its slice by its share of the batch
+same mpi_finetune_joint_aux_xent 1e-4 dh-finetune -m "$TMP/net.dhm" --hash "$TMP/h.dhm" -e 2 -B 32 --aux-xent 1
 ln -sf "$TMP/f.dhs" "$TMP/in"
 same mpi_finetune_features 0 dh-finetune --features --hash "$TMP/h.dhm" -e 2 -B 30
 

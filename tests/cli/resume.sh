@@ -84,6 +84,8 @@ for cpu in $engines; do
   same "finetune_features_$cpu" dh-finetune -q --features --hash ../fh0.dhm --epochs 2 -B 32 ../f.dhs
   same "finetune_joint_$cpu" dh-finetune -q -m ../net.dhm --hash ../ih.dhm --epochs 2 -B 16 --augment crop-flip ../im.dhs
   same "finetune_random_init_$cpu" dh-finetune -q --arch lenet --bits 8 --epochs 2 -B 16 --sampling paper --skip 5 ../im.dhs
+  same "finetune_aux_xent_$cpu" dh-finetune -q -m ../net.dhm --hash ../ih.dhm --epochs 2 -B 16 --aux-xent 1 ../im.dhs
+  same "finetune_random_init_aux_xent_$cpu" dh-finetune -q --arch lenet --bits 8 --epochs 2 -B 16 --aux-xent 0.5 ../im.dhs
 done
 export DH_CPU=ref
 # the air recipe: crops with reflection, warm-up from 0.2, lookahead from epoch 3 (the copy at step 20 of 30,

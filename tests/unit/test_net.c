@@ -93,6 +93,95 @@ static void t_gradcheck(void) {
     netspec_free(&ns);
 }
 
+/* A loss of another kind at z plus a weighted classification term (stage 3's --aux-xent):
+ * L = sum(c * z) + w xent(head(z)). net_head_xent_add adds the term's gradient to dz = c and sets the head's;
+ * every parameter's gradient against finite differences of L, on a net without kinks (no relu, no max pooling: a
+ * finite difference that crosses one is wrong whatever the gradient). */
+static const char *spec_smooth = "input 2 6 6\n"
+                                 "conv 3 k3 p1\n"
+                                 "bn\n"
+                                 "gelu\n"
+                                 "avgpool k2\n"
+                                 "flatten\n"
+                                 "fc 6\n"
+                                 "bn name=z\n"
+                                 "gelu\n"
+                                 "feature z\n";
+
+static double combined_at(net *n, const dk_tensor *x, const int32_t *lab, const float *c, float w) {
+    dk_tensor z;
+    double xl = loss_at(n, x, lab), s = 0;
+    if (xl < 0 || net_forward_to_z(n, x, 1, &z, NULL)) return -1;
+    for (int64_t i = 0; i < z.n; i++) s += (double)c[i] * z.data[i];
+    return s + w * xl;
+}
+
+static void t_head_xent_add(void) {
+    netspec ns;
+    dh_err e;
+    REQUIRE(netspec_parse(spec_smooth, "smooth", &ns, &e) == DH_OK);
+    net *n;
+    REQUIRE(net_create(&ns, K, DK_CPU, 8, &n, &e) == DH_OK && net_init(n, 5, &e) == DH_OK);
+    for (int i = 0; i < n->nparams; i++)
+        if (!n->params[i].decay) dk_rand_uniform(&n->params[i].w, 0.5f, 1.5f, 98, (uint64_t)i * 100, NULL);
+    dk_tensor x, z, dz;
+    int32_t lab[NB];
+    make_batch(&x, lab, &ns, 4);
+    const float w = 2.5f;
+    REQUIRE(dk_tensor_alloc4(&dz, DK_CPU, 2, NB, n->zdim, 1, 1, &e) == DH_OK &&
+            dk_rand_normal(&dz, 0, 1, 21, 0, &e) == DH_OK);
+    float *c = malloc(sizeof *c * (size_t)dz.n);
+    REQUIRE(c);
+    memcpy(c, dz.data, sizeof *c * (size_t)dz.n);
+    double xl;
+    int64_t correct;
+    REQUIRE(net_forward_to_z(n, &x, 1, &z, &e) == DH_OK);
+    REQUIRE(net_head_xent_add(n, lab, 0.0f, w, &xl, &correct, &dz, &e) == DH_OK);
+    CHECK(fabs(xl - loss_at(n, &x, lab)) < 1e-6 && correct >= 0 && correct <= NB);
+    REQUIRE(net_forward_to_z(n, &x, 1, &z, &e) == DH_OK); /* loss_at ran a forward: the same one again */
+    REQUIRE(net_backward_from_z(n, &dz, &e) == DH_OK);
+    double worst = 0;
+    const char *wname = "";
+    int checked = 0;
+    for (int i = 0; i < n->nparams; i++) {
+        net_param *p = &n->params[i];
+        int64_t step = p->w.n > 12 ? p->w.n / 7 : 1;
+        for (int64_t j = 0; j < p->w.n; j += step) {
+            float old = p->w.data[j];
+            const float h = 1e-2f;
+            p->w.data[j] = old + h;
+            double lp = combined_at(n, &x, lab, c, w);
+            p->w.data[j] = old - h;
+            double lm = combined_at(n, &x, lab, c, w);
+            p->w.data[j] = old;
+            double num = (lp - lm) / (2 * h), ana = p->g.data[j];
+            double err = fabs(num - ana) / (1e-2 + fabs(num) + fabs(ana));
+            if (err > worst) worst = err, wname = p->name;
+            checked++;
+        }
+    }
+    printf("# head_xent_add: %d entries of %d tensors, worst relative error %.3g (%s)\n", checked, n->nparams, worst,
+           wname);
+    CHECKF(worst < 0.05, "worst relative error %g in %s", worst, wname);
+    /* refusals: the net's own dz buffer; a dz of the wrong size; a net without a head */
+    dk_tensor own, bad;
+    REQUIRE(net_forward_to_z(n, &x, 1, &z, &e) == DH_OK && net_dz(n, &own, &e) == DH_OK);
+    CHECK(net_head_xent_add(n, lab, 0.0f, w, &xl, &correct, &own, &e) == DH_EINVAL);
+    REQUIRE(dk_tensor_rows(&dz, 0, NB - 1, &bad, &e) == DH_OK);
+    CHECK(net_head_xent_add(n, lab, 0.0f, w, &xl, &correct, &bad, &e) == DH_EINVAL);
+    net *h0;
+    REQUIRE(net_create(&ns, 0, DK_CPU, 8, &h0, &e) == DH_OK && net_init(h0, 5, &e) == DH_OK);
+    REQUIRE(net_forward_to_z(h0, &x, 1, &z, &e) == DH_OK);
+    CHECK(net_head_xent_add(h0, lab, 0.0f, w, &xl, &correct, &dz, &e) == DH_EINVAL);
+    printf("# without a head: %s\n", e.msg);
+    net_free(h0);
+    free(c);
+    dk_tensor_free(&dz);
+    dk_tensor_free(&x);
+    net_free(n);
+    netspec_free(&ns);
+}
+
 /* Two-class toy problem: bright vs dark images. A few SGD steps must fit it. */
 static void t_learns(void) {
     netspec ns;
@@ -357,6 +446,7 @@ static void t_cuda_matches_cpu(void) {
 
 int main(void) {
     RUN(t_gradcheck);
+    RUN(t_head_xent_add);
     RUN(t_learns);
     RUN(t_inference_fusion);
     RUN(t_inference_fusion_bn);
