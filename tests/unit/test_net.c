@@ -44,6 +44,44 @@ static void make_batch(dk_tensor *x, int32_t *lab, const netspec *ns, uint64_t s
     for (int i = 0; i < NB; i++) lab[i] = i % K;
 }
 
+/* sum(c * z) + w x the classification loss, training-mode forward (c NULL: the classification loss alone). */
+static double combined_at(net *n, const dk_tensor *x, const int32_t *lab, const float *c, float w) {
+    dk_tensor z;
+    double xl = loss_at(n, x, lab), s = 0;
+    if (!c) return xl;
+    if (xl < 0 || net_forward_to_z(n, x, 1, &z, NULL)) return -1;
+    for (int64_t i = 0; i < z.n; i++) s += (double)c[i] * z.data[i];
+    return s + w * xl;
+}
+
+/* Every parameter's gradient (p->g, already computed) against central
+ * differences of combined_at, about 7 entries per tensor: the worst
+ * relative error and its tensor; returns the entries checked. */
+static int fd_check(net *n, const dk_tensor *x, const int32_t *lab, const float *c, float w, double *worst,
+                    const char **wname) {
+    int checked = 0;
+    *worst = 0, *wname = "";
+    for (int i = 0; i < n->nparams; i++) {
+        net_param *p = &n->params[i];
+        int64_t step = p->w.n > 12 ? p->w.n / 7 : 1;
+        for (int64_t j = 0; j < p->w.n; j += step) {
+            float old = p->w.data[j];
+            const float h = 1e-2f;
+            p->w.data[j] = old + h;
+            double lp = combined_at(n, x, lab, c, w);
+            p->w.data[j] = old - h;
+            double lm = combined_at(n, x, lab, c, w);
+            p->w.data[j] = old;
+            double num = (lp - lm) / (2 * h), ana = p->g.data[j];
+            /* floor 1e-2: the loss is a float sum, so (lp - lm) / 2h carries noise of ~1e-4 */
+            double err = fabs(num - ana) / (1e-2 + fabs(num) + fabs(ana));
+            if (err > *worst) *worst = err, *wname = p->name;
+            checked++;
+        }
+    }
+    return checked;
+}
+
 static void t_gradcheck(void) {
     netspec ns;
     dh_err e;
@@ -61,30 +99,9 @@ static void t_gradcheck(void) {
     int64_t correct;
     REQUIRE(net_grad_xent(n, &x, lab, 0.0f, &loss, &correct, &e) == DH_OK);
     CHECK(loss > 0 && correct >= 0 && correct <= NB);
-    double worst = 0;
-    const char *wname = "";
-    int checked = 0;
-    for (int i = 0; i < n->nparams; i++) {
-        net_param *p = &n->params[i];
-        int64_t step = p->w.n > 12 ? p->w.n / 7 : 1;
-        for (int64_t j = 0; j < p->w.n; j += step) {
-            float old = p->w.data[j];
-            const float h = 1e-2f;
-            p->w.data[j] = old + h;
-            double lp = loss_at(n, &x, lab);
-            p->w.data[j] = old - h;
-            double lm = loss_at(n, &x, lab);
-            p->w.data[j] = old;
-            double num = (lp - lm) / (2 * h), ana = p->g.data[j];
-            /* floor 1e-2: the loss is a float sum, so (lp - lm) / 2h carries noise of ~1e-4 */
-            double err = fabs(num - ana) / (1e-2 + fabs(num) + fabs(ana));
-            if (err > worst) {
-                worst = err;
-                wname = p->name;
-            }
-            checked++;
-        }
-    }
+    double worst;
+    const char *wname;
+    int checked = fd_check(n, &x, lab, NULL, 1.0f, &worst, &wname);
     printf("# gradcheck: %d entries of %d tensors, worst relative error %.3g (%s)\n", checked, n->nparams, worst,
            wname);
     CHECKF(worst < 0.05, "worst relative error %g in %s", worst, wname);
@@ -107,14 +124,6 @@ static const char *spec_smooth = "input 2 6 6\n"
                                  "bn name=z\n"
                                  "gelu\n"
                                  "feature z\n";
-
-static double combined_at(net *n, const dk_tensor *x, const int32_t *lab, const float *c, float w) {
-    dk_tensor z;
-    double xl = loss_at(n, x, lab), s = 0;
-    if (xl < 0 || net_forward_to_z(n, x, 1, &z, NULL)) return -1;
-    for (int64_t i = 0; i < z.n; i++) s += (double)c[i] * z.data[i];
-    return s + w * xl;
-}
 
 static void t_head_xent_add(void) {
     netspec ns;
@@ -140,26 +149,9 @@ static void t_head_xent_add(void) {
     CHECK(fabs(xl - loss_at(n, &x, lab)) < 1e-6 && correct >= 0 && correct <= NB);
     REQUIRE(net_forward_to_z(n, &x, 1, &z, &e) == DH_OK); /* loss_at ran a forward: the same one again */
     REQUIRE(net_backward_from_z(n, &dz, &e) == DH_OK);
-    double worst = 0;
-    const char *wname = "";
-    int checked = 0;
-    for (int i = 0; i < n->nparams; i++) {
-        net_param *p = &n->params[i];
-        int64_t step = p->w.n > 12 ? p->w.n / 7 : 1;
-        for (int64_t j = 0; j < p->w.n; j += step) {
-            float old = p->w.data[j];
-            const float h = 1e-2f;
-            p->w.data[j] = old + h;
-            double lp = combined_at(n, &x, lab, c, w);
-            p->w.data[j] = old - h;
-            double lm = combined_at(n, &x, lab, c, w);
-            p->w.data[j] = old;
-            double num = (lp - lm) / (2 * h), ana = p->g.data[j];
-            double err = fabs(num - ana) / (1e-2 + fabs(num) + fabs(ana));
-            if (err > worst) worst = err, wname = p->name;
-            checked++;
-        }
-    }
+    double worst;
+    const char *wname;
+    int checked = fd_check(n, &x, lab, c, w, &worst, &wname);
     printf("# head_xent_add: %d entries of %d tensors, worst relative error %.3g (%s)\n", checked, n->nparams, worst,
            wname);
     CHECKF(worst < 0.05, "worst relative error %g in %s", worst, wname);
