@@ -313,14 +313,8 @@ int main(int argc, char **argv) {
         dh_die(DH_EXIT_FAIL, "%s: images are %dx%dx%d, the network expects %dx%dx%d", iname, im.C, im.H, im.W,
                nw->spec.in[0], nw->spec.in[1], nw->spec.in[2]);
 
-    if (nw && o.t.aux_xent > 0) {
-        if (nw->head_w < 0)
-            dh_die(DH_EXIT_FAIL, "%s: --aux-xent: the network has no classifier head", o.net_path);
-        for (int64_t i = 0; i < N; i++)
-            if (im.hlab[i] < 0 || im.hlab[i] >= nw->nclasses)
-                dh_die(DH_EXIT_FAIL, "%s: row %lld: --aux-xent: label %d is not one of the %d classes of %s's head",
-                       iname, (long long)i, im.hlab[i], nw->nclasses, o.net_path ? o.net_path : o.arch);
-    }
+    if (nw && o.t.aux_xent > 0 && train_check_head(nw, im.hlab, N, &e))
+        dh_die(DH_EXIT_FAIL, "%s: --aux-xent with %s: %s", iname, o.net_path ? o.net_path : o.arch, e.msg);
 
     /* the hash layer: stage 2's, or a random one */
     int K = o.K, D = nw ? nw->zdim : f.D, HD = D;

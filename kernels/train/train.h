@@ -87,6 +87,10 @@ void train_features_free(train_features *f);
 /* The hashing loss needs at least 2 rows and 2 classes among them
  * (DH_EFORMAT otherwise). */
 int train_check_pairs(const int32_t *labels, int64_t N, dh_err *e);
+/* Whether nw can carry a classification term on these labels (N): a
+ * classifier head of at least 2 classes that covers every label; DH_EINVAL
+ * saying which otherwise. */
+int train_check_head(const net *nw, const int32_t *labels, int64_t N, dh_err *e);
 
 /* ---- epochs and schedules ------------------------------------------------------------------------------------------ */
 /* The order of epoch `epoch`'s N rows: skip < 0 shuffles (a fresh

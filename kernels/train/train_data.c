@@ -209,6 +209,15 @@ void train_features_free(train_features *f) {
     memset(f, 0, sizeof *f);
 }
 
+int train_check_head(const net *nw, const int32_t *lab, int64_t N, dh_err *e) {
+    if (nw->head_w < 0 || nw->nclasses < 2) return dh_seterr(e, DH_EINVAL, "the network has no classifier head");
+    for (int64_t i = 0; i < N; i++)
+        if (lab[i] < 0 || lab[i] >= nw->nclasses)
+            return dh_seterr(e, DH_EINVAL, "row %lld: label %d is not one of the %d classes of the classifier head",
+                             (long long)i, lab[i], nw->nclasses);
+    return DH_OK;
+}
+
 int train_check_pairs(const int32_t *lab, int64_t N, dh_err *e) {
     if (N < 2) return dh_seterr(e, DH_EFORMAT, "%lld rows: need at least 2", (long long)N);
     for (int64_t i = 1; i < N; i++)

@@ -84,12 +84,7 @@ static int make_dloss(train_finetune *t, const int32_t *lab, int nclasses, dh_er
 /* The classification term's needs: a network with a head that covers the labels, device labels. */
 static int aux_init(train_finetune *t, dk_device dev, dh_err *e) {
     if (!t->nw) return dh_seterr(e, DH_EINVAL, "a classification term needs images and a network (not features)");
-    if (t->nw->head_w < 0 || t->nw->nclasses < 2)
-        return dh_seterr(e, DH_EINVAL, "a classification term needs a network with a classifier head");
-    for (int64_t i = 0; i < t->N; i++)
-        if (t->im->hlab[i] < 0 || t->im->hlab[i] >= t->nw->nclasses)
-            return dh_seterr(e, DH_EINVAL, "row %lld: label %d is not one of the classifier head's %d classes",
-                             (long long)i, t->im->hlab[i], t->nw->nclasses);
+    if (train_check_head(t->nw, t->im->hlab, t->N, e)) return e->code;
     return dk_mem_alloc(dev, sizeof(int32_t) * (size_t)t->B, (void **)&t->dlab, e);
 }
 
@@ -286,7 +281,7 @@ void train_finetune_report(const train_finetune *t, const train_finetune_stats *
         if (st->scale != 0 && o < n) o += (size_t)snprintf(buf + o, n - o, "  beta %.4g", st->scale);
         if (o < n) o += (size_t)snprintf(buf + o, n - o, "  mean|u| %.3g", st->absu);
     }
-    if (t->dlab && t->nw && t->o.backbone_lr > 0 && o < n)
+    if (t->dlab && t->o.backbone_lr > 0 && o < n) /* the term ran */
         snprintf(buf + o, n - o, "  xent %.4f  train acc %.2f%%", st->xent, 100 * st->acc);
 }
 
