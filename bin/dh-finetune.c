@@ -368,6 +368,7 @@ int main(int argc, char **argv) {
                 (long long)t.step, (long long)(spe * to->epochs));
     }
     t.pause = ckpt_pause, t.pause_arg = &o.ck;
+    int collapsed = 0; /* the last epoch's codes were all one */
     for (int ep = (int)(t.step / spe); ep < to->epochs; ep++) {
         train_finetune_stats st;
         dh_progress pr;
@@ -385,9 +386,15 @@ int main(int argc, char **argv) {
         train_finetune_report(&t, &st, rep, sizeof rep);
         dh_note("epoch %d/%d: %s  lr %.3g/%.3g  %.0f rows/s", ep + 1, to->epochs, rep, st.lr, st.backbone_lr,
                 secs > 0 ? (double)st.rows / secs : 0.0);
+        collapsed = st.constant_bits == t.K;
         if (dh_ckpt_due_epoch(&o.ck, ep + 1, to->epochs)) ckpt_save(&o.ck, &t, match, ep + 1);
     }
     dhs_meta_free(match);
+    if (collapsed && dist.rank == 0) /* a warning, also with --quiet: the model is whole but its codes say nothing */
+        fprintf(stderr,
+                "%s: warning: every training row had the same code in the last epoch: the codes collapsed and carry "
+                "nothing (try a smaller --lr%s)\n",
+                dh_progname, to->aux_xent > 0 ? " or --aux-xent" : "");
 
     /* the model: a hash model (--features), or the network with the hash layer */
     dhs_model out;

@@ -221,7 +221,9 @@ typedef struct train_finetune_stats {
     double loss, term[DH_DLOSS_MAX_TERMS], scale; /* train_hash_stats (scale: its value at the epoch's end) */
     double xent, acc; /* with aux_xent: the head's mean cross-entropy and accuracy (this rank's rows) */
     int64_t batches, rows, correct;
-    int paused; /* 1: the epoch stopped between two steps (t->pause said so) */
+    int constant_bits; /* bits of u whose sign was the same for every row of the epoch (as far as this process ran
+                          it): K when every code was the same, i.e. the codes collapsed */
+    int paused;        /* 1: the epoch stopped between two steps (t->pause said so) */
 } train_finetune_stats;
 
 typedef struct train_finetune {
@@ -243,6 +245,7 @@ typedef struct train_finetune {
     double r2;       /* and mean squared norm */
     train_hash th;
     int32_t *order, *lab; /* host (N), (B) */
+    uint8_t *signs;       /* host (K): this epoch's signs of u per bit, 1 some row > 0, 2 some row <= 0 */
     int32_t *dlab;        /* device (B): the labels of the classification term (o.aux_xent), or NULL */
     float *zh;            /* host (B, D) */
     dk_tensor x, z;       /* (B, C, H, W) images, (B, D) features */
@@ -293,7 +296,9 @@ double train_default_lr(const dh_dloss_method *m);
 void train_finetune_describe(const train_finetune *t, const char *loss, const char *netname, char *buf, size_t n);
 /* One line of an epoch's report, without the rates and speed: "Q ...
  * surrogate ... right-sign pairs ... mean|u| ..." for the exponentiated
- * loss, "loss ... TERM ... [beta ...] mean|u| ..." for a registry loss. */
+ * loss, "loss ... TERM ... [beta ...] mean|u| ..." for a registry loss;
+ * then "xent ... train acc ...%" when the classification term ran, and
+ * "constant bits N/K" when N bits had one sign in every row. */
 void train_finetune_report(const train_finetune *t, const train_finetune_stats *st, char *buf, size_t n);
 /* The database codes a method learned itself (ADSH's V, DH_DLOSS_ASYM):
  * a codes stream (code bits [K], label i32, id str when the training data

@@ -109,7 +109,8 @@ int train_finetune_init(train_finetune *t, const train_finetune_opts *o, dk_devi
     t->lab = dh_malloc(e, (size_t)B, sizeof(int32_t));
     t->zh = dh_malloc(e, (size_t)B * D, sizeof(float));
     t->idx = dh_malloc(e, (size_t)B, sizeof(int64_t));
-    int rc = t->m && t->order && t->lab && t->zh && t->idx ? DH_OK : DH_ENOMEM;
+    t->signs = dh_calloc(e, (size_t)K, 1);
+    int rc = t->m && t->order && t->lab && t->zh && t->idx && t->signs ? DH_OK : DH_ENOMEM;
     /* several ranks: each takes its slice of a batch through the net, z is gathered (t->z), the hash layer runs
      * whole on every rank and the net's gradients are summed (train_dist.h) */
     t->r0 = 0, t->bl = B;
@@ -165,6 +166,7 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
         return dh_seterr(e, DH_EINVAL, "epoch %d: the run is at step %lld, outside it", epoch + 1, (long long)t->step);
     if (t->ep_loaded != epoch) { /* the epoch's first call in this process */
         memset(st, 0, sizeof *st);
+        memset(t->signs, 0, (size_t)t->K);
         t->ep_cursor = t->cursor;
         train_epoch_order(t->order, t->N, epoch, o->seed, o->skip, &t->cursor);
         if (t->im && train_images_order(t->im, t->order, e)) return e->code;
@@ -187,6 +189,8 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
             return e->code;
         if (!isfinite(hs.loss))
             return dh_seterr(e, DH_EFORMAT, "training diverged at epoch %d (try a smaller --lr)", epoch + 1);
+        for (int i = 0; i < B; i++) /* the codes' signs (u on the host after every step: train_hash_step) */
+            for (int k = 0; k < t->K; k++) t->signs[k] |= t->th.hu[(int64_t)i * t->K + k] > 0 ? 1 : 2;
         /* the backbone, from the gradient the hash layer passed down (plus the classification term's: the mean
          * over this rank's rows, weighted by its share of the batch, as the ranks' gradients are summed) */
         const int aux = train && o->aux_xent > 0;
@@ -229,6 +233,8 @@ int train_finetune_epoch(train_finetune *t, int epoch, train_finetune_stats *st,
     st->absu /= nb;
     st->xent /= nb;
     st->acc = st->batches ? (double)st->correct / ((double)st->batches * (double)t->bl) : 0.0;
+    st->constant_bits = 0;
+    for (int k = 0; k < t->K; k++) st->constant_bits += st->batches && t->signs[k] != 3;
     st->lr = o->lr * f;
     st->backbone_lr = t->nw ? o->backbone_lr * f : 0.0;
     return DH_OK;
@@ -245,6 +251,8 @@ void train_finetune_free(train_finetune *t) {
     free(t->lab);
     free(t->zh);
     free(t->idx);
+    free(t->signs);
+    t->signs = NULL;
     dh_dloss_free(t->dloss);
     t->dloss = NULL;
     t->idx = NULL;
@@ -282,7 +290,9 @@ void train_finetune_report(const train_finetune *t, const train_finetune_stats *
         if (o < n) o += (size_t)snprintf(buf + o, n - o, "  mean|u| %.3g", st->absu);
     }
     if (t->dlab && t->o.backbone_lr > 0 && o < n) /* the term ran */
-        snprintf(buf + o, n - o, "  xent %.4f  train acc %.2f%%", st->xent, 100 * st->acc);
+        o += (size_t)snprintf(buf + o, n - o, "  xent %.4f  train acc %.2f%%", st->xent, 100 * st->acc);
+    if (st->constant_bits > 0 && o < n) /* a bit that never changes sign carries nothing */
+        snprintf(buf + o, n - o, "  constant bits %d/%d", st->constant_bits, t->K);
 }
 
 int train_finetune_db_codes(const train_finetune *t, FILE *f, const char *name, const dhs_meta *meta, dh_err *e) {

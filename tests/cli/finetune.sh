@@ -120,6 +120,20 @@ expect_fail hash_not_a_model dh-finetune -q --features --hash "$TMP/tr.dhs" "$TM
 if dh-inithash -q --method sh --bits 16 "$TMP/tr.dhs" > "$TMP/sh.dhm" 2>/dev/null; then
   expect_fail nonlinear_hash dh-finetune -q --features --hash "$TMP/sh.dhm" "$TMP/tr.dhs"
 fi
+# collapsed codes are said, also with -q: one feature vector for every row, a small rate (a large one moves the
+# bias enough between batches to flip bits)
+$PY -c "import numpy as np; np.save('$TMP/same.z.npy', np.ones((64, 6), '<f4')); np.save('$TMP/same.y.npy', (np.arange(64) % 2).astype('<i4'))"
+dh-npy import --field z --labels "$TMP/same.y.npy" "$TMP/same.z.npy" > "$TMP/same.dhs"
+t_begin collapse_warning
+dh-finetune --features --bits 8 --epochs 2 -B 16 --lr 0.01 "$TMP/same.dhs" > "$TMP/same.dhm" 2> "$TMP/same.err" || t_fail "exit $?"
+grep -q 'epoch 2/2: .* constant bits 8/8' "$TMP/same.err" || t_fail "no constant bits in the report: $(cat "$TMP/same.err")"
+grep -q '^dh-finetune: warning: every training row had the same code in the last epoch' "$TMP/same.err" ||
+  t_fail "no warning: $(cat "$TMP/same.err")"
+dh-finetune -q --features --bits 8 --epochs 2 -B 16 --lr 0.01 "$TMP/same.dhs" 2>&1 >/dev/null | grep -q 'warning: every training' ||
+  t_fail "-q hid the warning"
+dh-finetune --features --hash "$TMP/h0.dhm" --epochs 1 "$TMP/tr.dhs" 2>&1 >/dev/null | grep -q 'constant bits\|warning' &&
+  t_fail "a healthy run reported constant bits"
+t_end
 t_begin no_partial_output
 dh-finetune -q --features --hash "$TMP/h0.dhm" -o "$TMP/out.dhm" "$TMP/one.dhs" 2>/dev/null
 [ ! -e "$TMP/out.dhm" ] || t_fail "a failed run left its output"

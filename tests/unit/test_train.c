@@ -314,6 +314,8 @@ static void t_finetune_separates_two_classes(void) {
     CHECKF(last.right == 1.0 && last.q < 1.01 * qmin && first.q > 1.2 * qmin, "Q %g -> %g (minimum %g), right %g",
            first.q, last.q, qmin, last.right);
     CHECK(last.lr < 0.1 && last.backbone_lr == 0); /* the cosine's end; no backbone */
+    CHECKF(first.constant_bits == 0 && last.constant_bits == 0, "constant bits %d, %d", first.constant_bits,
+           last.constant_bits);
     /* the learnt layer: one code per class, the two opposite */
     for (int i = 0; i < N; i++)
         for (int k = 0; k < K; k++) {
@@ -361,6 +363,45 @@ static void t_diverged(void) {
     REQUIRE(train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, 16, W, b, K, &e) == DH_OK);
     CHECK(train_finetune_epoch(&t, 0, &st, NULL, NULL, &e) == DH_EFORMAT && strstr(e.msg, "diverged at epoch 1"));
     train_finetune_free(&t);
+}
+
+/* The epoch counts the bits whose sign never changed: with lr 0 the layer
+ * stays as given, so the bits of a zero row are constant, and a layer of
+ * such rows gives every row the same code (collapse). */
+static void t_constant_bits(void) {
+    enum { N = 64, D = 4, K = 8 };
+    static float z[N * D];
+    static int32_t lab[N];
+    float W[K * D], b[K];
+    dh_err e;
+    blobs(z, lab, N, D, 2, 4);
+    train_features f;
+    memset(&f, 0, sizeof f);
+    f.N = N, f.D = D, f.z = z, f.lab = lab;
+    train_finetune_opts o;
+    memset(&o, 0, sizeof o);
+    o.loss = (dh_hashloss_opts){ DH_HL_MEAN, 1.0 };
+    o.lr = 0, o.epochs = 1, o.skip = -1;
+    REQUIRE(train_schedule("const", 1.0, 1, &o.sched, NULL, 0, &e) == DH_OK);
+    for (int dead = 3; dead <= K; dead += K - 3) {
+        memset(W, 0, sizeof W);
+        for (int k = 0; k < K; k++) { /* a dead bit: u = +-1; a live one: a feature less its mean (both signs) */
+            double m = 0;
+            for (int i = 0; i < N; i++) m += z[i * D + k % D];
+            W[k * D + k % D] = k < dead ? 0.0f : 1.0f;
+            b[k] = k < dead ? (k % 2 ? 1.0f : -1.0f) : (float)(-m / N);
+        }
+        train_finetune t;
+        train_finetune_stats st;
+        char rep[256], want[32];
+        REQUIRE(train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, 16, W, b, K, &e) == DH_OK);
+        REQUIRE(train_finetune_epoch(&t, 0, &st, NULL, NULL, &e) == DH_OK);
+        train_finetune_report(&t, &st, rep, sizeof rep);
+        snprintf(want, sizeof want, "  constant bits %d/%d", dead, K);
+        CHECKF(st.constant_bits == dead && strstr(rep, want), "%d dead rows: %d constant bits, report: %s", dead,
+               st.constant_bits, rep);
+        train_finetune_free(&t);
+    }
 }
 
 /* ---- the registry losses through the trainer ---------------------------------------------------------------------- */
@@ -704,6 +745,7 @@ int main(void) {
     RUN(t_finetune_separates_two_classes);
     RUN(t_finetune_lowers_the_loss);
     RUN(t_diverged);
+    RUN(t_constant_bits);
     RUN(t_registry_losses_separate_blobs);
     RUN(t_registry_positions_and_report);
     RUN(t_registry_setup);
