@@ -341,27 +341,39 @@ static void t_finetune_lowers_the_loss(void) {
            last.q, first.right, last.right);
 }
 
-static void t_diverged(void) {
-    enum { N = 64, D = 4, K = 8 };
-    static float z[N * D];
-    static int32_t lab[N];
-    float W[K * D], b[K];
-    dh_err e;
-    blobs(z, lab, N, D, 2, 4);
-    train_features f;
+/* A small run: two blobs of SN rows, SD-D, SK bits. */
+enum { SN = 64, SD = 4, SK = 8 };
+static float small_z[SN * SD];
+static int32_t small_lab[SN];
+
+/* One epoch of the small run (the mean loss, a constant rate lr, batches of
+ * 16) from W (SK, SD), b: the trainer in *t (the caller frees it when it was
+ * initialised: the epoch ran, with its return code; its report in *st). */
+static int small_epoch(const float *W, const float *b, double lr, train_finetune *t, train_finetune_stats *st,
+                       dh_err *e) {
+    static train_features f;
     memset(&f, 0, sizeof f);
-    f.N = N, f.D = D, f.z = z, f.lab = lab;
-    train_hash_random(W, b, K, D, 1, z, N);
-    W[0] = NAN;
+    f.N = SN, f.D = SD, f.z = small_z, f.lab = small_lab;
     train_finetune_opts o;
     memset(&o, 0, sizeof o);
     o.loss = (dh_hashloss_opts){ DH_HL_MEAN, 1.0 };
-    o.lr = 0.1, o.epochs = 1, o.skip = -1;
-    REQUIRE(train_schedule("const", 1.0, 1, &o.sched, NULL, 0, &e) == DH_OK);
+    o.lr = lr, o.epochs = 1, o.skip = -1;
+    if (train_schedule("const", 1.0, 1, &o.sched, NULL, 0, e) ||
+        train_finetune_init(t, &o, DK_CPU, &f, NULL, NULL, 16, W, b, SK, e))
+        return e->code;
+    return train_finetune_epoch(t, 0, st, NULL, NULL, e);
+}
+
+static void t_diverged(void) {
+    float W[SK * SD], b[SK];
+    dh_err e;
     train_finetune t;
     train_finetune_stats st;
-    REQUIRE(train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, 16, W, b, K, &e) == DH_OK);
-    CHECK(train_finetune_epoch(&t, 0, &st, NULL, NULL, &e) == DH_EFORMAT && strstr(e.msg, "diverged at epoch 1"));
+    blobs(small_z, small_lab, SN, SD, 2, 4);
+    train_hash_random(W, b, SK, SD, 1, small_z, SN);
+    W[0] = NAN;
+    REQUIRE(small_epoch(W, b, 0.1, &t, &st, &e) == DH_EFORMAT);
+    CHECK(strstr(e.msg, "diverged at epoch 1"));
     train_finetune_free(&t);
 }
 
@@ -369,35 +381,22 @@ static void t_diverged(void) {
  * stays as given, so the bits of a zero row are constant, and a layer of
  * such rows gives every row the same code (collapse). */
 static void t_constant_bits(void) {
-    enum { N = 64, D = 4, K = 8 };
-    static float z[N * D];
-    static int32_t lab[N];
-    float W[K * D], b[K];
-    dh_err e;
-    blobs(z, lab, N, D, 2, 4);
-    train_features f;
-    memset(&f, 0, sizeof f);
-    f.N = N, f.D = D, f.z = z, f.lab = lab;
-    train_finetune_opts o;
-    memset(&o, 0, sizeof o);
-    o.loss = (dh_hashloss_opts){ DH_HL_MEAN, 1.0 };
-    o.lr = 0, o.epochs = 1, o.skip = -1;
-    REQUIRE(train_schedule("const", 1.0, 1, &o.sched, NULL, 0, &e) == DH_OK);
-    for (int dead = 3; dead <= K; dead += K - 3) {
-        memset(W, 0, sizeof W);
-        for (int k = 0; k < K; k++) { /* a dead bit: u = +-1; a live one: a feature less its mean (both signs) */
+    blobs(small_z, small_lab, SN, SD, 2, 4);
+    for (int dead = 3; dead <= SK; dead += SK - 3) {
+        float W[SK * SD] = { 0 }, b[SK];
+        for (int k = 0; k < SK; k++) { /* a dead bit: u = +-1; a live one: a feature less its mean (both signs) */
             double m = 0;
-            for (int i = 0; i < N; i++) m += z[i * D + k % D];
-            W[k * D + k % D] = k < dead ? 0.0f : 1.0f;
-            b[k] = k < dead ? (k % 2 ? 1.0f : -1.0f) : (float)(-m / N);
+            for (int i = 0; i < SN; i++) m += small_z[i * SD + k % SD];
+            W[k * SD + k % SD] = k < dead ? 0.0f : 1.0f;
+            b[k] = k < dead ? (k % 2 ? 1.0f : -1.0f) : (float)(-m / SN);
         }
+        dh_err e;
         train_finetune t;
         train_finetune_stats st;
         char rep[256], want[32];
-        REQUIRE(train_finetune_init(&t, &o, DK_CPU, &f, NULL, NULL, 16, W, b, K, &e) == DH_OK);
-        REQUIRE(train_finetune_epoch(&t, 0, &st, NULL, NULL, &e) == DH_OK);
+        REQUIRE(small_epoch(W, b, 0.0, &t, &st, &e) == DH_OK);
         train_finetune_report(&t, &st, rep, sizeof rep);
-        snprintf(want, sizeof want, "  constant bits %d/%d", dead, K);
+        snprintf(want, sizeof want, "  constant bits %d/%d", dead, SK);
         CHECKF(st.constant_bits == dead && strstr(rep, want), "%d dead rows: %d constant bits, report: %s", dead,
                st.constant_bits, rep);
         train_finetune_free(&t);
