@@ -139,7 +139,9 @@ demo: $(W)/results/finetune-48.json $(W)/results/hash-deephash-48.json
 #                  joint (network and hash layer trained on the images, from net.dhm)
 #   DEEP_SUBSET    N: train on N rows per class of the training split (dh-split --per-class,
 #                  seeded); the database is then those rows. Empty: the whole split.
-#   DEEP_FINETUNE  options for every dh-finetune run (e.g. --epochs 4)
+#   DEEP_FINETUNE  options for every dh-finetune run (e.g. --epochs 4; joint runs go without the
+#                  classification term, dh-finetune's default for deephash alone, unless it says
+#                  --aux-xent W: then every loss has it)
 #   DEEP_FEATS_TRAIN / DEEP_FEATS_QUERY  the features (default: this pipeline's)
 DEEP_METHODS ?= stage2 deephash paper dpsh dhn hashnet dch dsh dtsh mihash csq orthohash dsdh greedyhash adsh
 DEEP_BITS    ?= $(if $(filter command line,$(origin BITS)),$(BITS),12 16 24 32 48 64)
@@ -178,8 +180,8 @@ $(DW)/hash0-%.dhm: $(DEEP_TRAIN_F) | $(DW)/.dir
 # a model, $(DW)/METHOD-BITS-sSEED.dhm (ADSH also writes the database codes it learned)
 .SECONDEXPANSION:
 $(DW)/%.dhm: $$(DW)/hash0-$$(word 2,$$(subst -, ,$$*)).dhm $(DEEP_DB) $(if $(DEEP_JOINT),$(W)/net.dhm)
-	$(TIME) dh-finetune -q --loss $(deep_loss) --seed $(deep_seed) --hash $< $(DEEP_FINETUNE) \
-	  $(if $(DEEP_JOINT),-m $(W)/net.dhm,--features) $(if $(filter adsh,$(deep_m)),--db-codes $(DW)/$*-db.codes) \
+	$(TIME) dh-finetune -q --loss $(deep_loss) --seed $(deep_seed) --hash $< $(if $(DEEP_JOINT),--aux-xent 0) \
+	  $(DEEP_FINETUNE) $(if $(DEEP_JOINT),-m $(W)/net.dhm,--features) $(if $(filter adsh,$(deep_m)),--db-codes $(DW)/$*-db.codes) \
 	  -o $@ $(DEEP_DB)
 $(DW)/stage2-%.dhm: $$(DW)/hash0-$$(word 1,$$(subst -, ,$$*)).dhm
 	cp $< $@ && cp $<.time $@.time
@@ -222,6 +224,8 @@ deep-table:
 #   ABL_BITS      code lengths (default: BITS when given on the command line, else 12 24 48)
 #   ABL_SEEDS     hashing seeds (default 1 2 3; stage 1 is net.dhm, trained once with SEED)
 #   ABL_FINETUNE  options for both stage-3 modes (e.g. --epochs 20); ABL_FEATURES, ABL_JOINT for one
+#                 (joint is dh-finetune's default, with its classification term: ABL_JOINT=--aux-xent=0
+#                 for the loss alone)
 #   make -C pipelines/cifar10 stage3-ablation ARCH=fast DEVICE=cuda
 ABL_BITS     ?= $(if $(filter command line,$(origin BITS)),$(BITS),12 24 48)
 ABL_SEEDS    ?= 1 2 3

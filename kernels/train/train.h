@@ -292,7 +292,8 @@ const dh_dloss_method *train_loss_method(const char *spec);
 double train_default_lr(const dh_dloss_method *m);
 /* What the run does, for the program's first note: "fine-tuning ... on N
  * cached D-D features: K bits, loss LOSS, lr ..., batch B, E epochs" (net:
- * the network's name, for images). */
+ * the network's name, for images; "loss LOSS (scale S) + W x
+ * classification" when the classification term runs). */
 void train_finetune_describe(const train_finetune *t, const char *loss, const char *netname, char *buf, size_t n);
 /* One line of an epoch's report, without the rates and speed: "Q ...
  * surrogate ... right-sign pairs ... mean|u| ..." for the exponentiated

@@ -269,11 +269,15 @@ void train_finetune_describe(const train_finetune *t, const char *loss, const ch
                  "fine-tuning the hash layer on %lld cached %d-D features: %d bits, loss %s%s, lr %g, batch %d, "
                  "%d epochs",
                  (long long)t->N, t->D, t->K, loss, scale, o->lr, t->B, o->epochs);
-    else
+    else {
+        char aux[48] = "";
+        if (t->dlab && o->backbone_lr > 0) snprintf(aux, sizeof aux, " + %g x classification", o->aux_xent);
         snprintf(buf, n,
-                 "fine-tuning %s + %d-bit hash layer on %lld images: loss %s%s, lr %g (hash) / %g (backbone), "
+                 "fine-tuning %s + %d-bit hash layer on %lld images: loss %s%s%s, lr %g (hash) / %g (backbone), "
                  "batch %d, %d epochs, augment pad %d flip %d",
-                 netname, t->K, (long long)t->N, loss, scale, o->lr, o->backbone_lr, t->B, o->epochs, o->pad, o->flip);
+                 netname, t->K, (long long)t->N, loss, scale, aux, o->lr, o->backbone_lr, t->B, o->epochs, o->pad,
+                 o->flip);
+    }
 }
 
 void train_finetune_report(const train_finetune *t, const train_finetune_stats *st, char *buf, size_t n) {

@@ -263,6 +263,22 @@ if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
   dh-cat "$TMP/ax.dhm" "$TMP/ax.dhm" > "$TMP/axaa" && dh-cat "$TMP/ax.dhm" "$TMP/ax0.dhm" > "$TMP/axab" || t_fail "dh-cat"
   cmp -s "$TMP/axaa" "$TMP/axab" && t_fail "the term changed nothing"
 fi
+# on by default with -m (W = 100, said in the first note; the same model as asking for it), off for --arch,
+# --loss paper, other losses and --freeze-backbone
+if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
+  ft() { dh-finetune --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 "$@" "$TMP/im.dhs"; }
+  ft > "$TMP/axd.dhm" 2> "$TMP/axd.err" || t_fail "default: $(tail -1 "$TMP/axd.err")"
+  grep -q 'loss balanced (scale 64) + 100 x classification, ' "$TMP/axd.err" || t_fail "first note: $(head -1 "$TMP/axd.err")"
+  grep -q 'epoch 1/1: .*  xent [0-9.]*  train acc' "$TMP/axd.err" || t_fail "no xent in the epoch note"
+  ft --aux-xent 100 > "$TMP/ax100.dhm" 2> /dev/null || t_fail "--aux-xent 100"
+  dh-cat "$TMP/axd.dhm" "$TMP/axd.dhm" > "$TMP/axaa" && dh-cat "$TMP/axd.dhm" "$TMP/ax100.dhm" > "$TMP/axab" &&
+    cmp -s "$TMP/axaa" "$TMP/axab" || t_fail "the default is not --aux-xent 100"
+  for o in "--aux-xent 0" "--loss paper" "--loss dpsh" "--freeze-backbone"; do
+    ft $o 2>&1 > /dev/null | grep -q 'classification\|xent' && t_fail "the term ran with $o"
+  done
+fi
+dh-finetune --device cpu --arch lenet --bits 8 --epochs 1 -B 32 "$TMP/im.dhs" 2>&1 > /dev/null | grep -q 'classification\|xent' &&
+  t_fail "the term ran with --arch"
 dh-finetune --device cpu --arch lenet --bits 8 --epochs 6 -B 32 --aux-xent 1 --backbone-lr 0.01 "$TMP/im.dhs" \
   -o "$TMP/axr.dhm" 2> "$TMP/axr.err" || t_fail "random init. with --aux-xent: $(tail -1 "$TMP/axr.err")"
 dh-info "$TMP/axr.dhm" 2>&1 | grep -q '^ *head.weight  *4x500 ' || t_fail "random init.: no 4-class head in the model"
@@ -289,8 +305,14 @@ if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
   dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --aux-xent 1 "$TMP/im9.dhs" -o "$TMP/no.dhm" 2> "$TMP/e9.err"
   grep -q 'label [4-8] is not one of the 4 classes' "$TMP/e9.err" || t_fail "$(cat "$TMP/e9.err")"
   [ -e "$TMP/no.dhm" ] && t_fail "wrote a model"
-  # without the term the same labels train (the hash loss needs only equal/unequal)
-  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 "$TMP/im9.dhs" > /dev/null || t_fail "without --aux-xent"
+  # without the term the same labels train (the hash loss needs only equal/unequal): the default term steps
+  # aside with a note, --aux-xent 0 asks for none
+  dh-finetune --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 "$TMP/im9.dhs" 2> "$TMP/e9d.err" > /dev/null ||
+    t_fail "the default: $(tail -1 "$TMP/e9d.err")"
+  grep -q 'net.dhm: no classification term (.*label [4-8] is not one of the 4 classes' "$TMP/e9d.err" || t_fail "no note: $(cat "$TMP/e9d.err")"
+  grep -q 'classification\|xent' <(grep -v 'no classification term' "$TMP/e9d.err") && t_fail "the term ran: $(cat "$TMP/e9d.err")"
+  dh-finetune -q --device cpu -m "$TMP/net.dhm" --hash "$TMP/ih.dhm" --epochs 1 -B 32 --aux-xent 0 "$TMP/im9.dhs" > /dev/null ||
+    t_fail "--aux-xent 0"
   t_end
 fi
 if [ -s "$TMP/net.dhm" ] && [ -s "$TMP/ih.dhm" ]; then
